@@ -1,0 +1,53 @@
+# Every target runs on the project's own Node 24 (.tools/bin, see scripts/ensure-node.sh).
+SHELL := /bin/bash
+export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/node_modules/.bin:$(PATH)
+
+# Test database (created by scripts/services.sh postgres).
+export BLYTZ_TEST_DATABASE_URL ?= postgres://blytz:blytz@127.0.0.1:5432/blytz
+
+.PHONY: all tools deps build run test test-unit test-integration services test-image lint typecheck bench clean
+
+all: build
+
+tools:
+	@scripts/ensure-node.sh
+
+# npm ci only when the lock file is newer than what is installed.
+node_modules/.package-lock.json: package-lock.json | tools
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+deps: tools node_modules/.package-lock.json
+
+build: deps
+	tsc -p tsconfig.build.json
+
+run: build
+	bin/blytz serve
+
+services:
+	scripts/services.sh all
+
+test-image:
+	scripts/services.sh image
+
+typecheck: deps
+	tsc -p tsconfig.json --noEmit
+
+lint: deps
+	eslint .
+
+# The README's test command: installs and starts what the tests need, builds, runs every suite
+# and closes with the line "N passed, N failed".
+test: build services
+	tsc -p tsconfig.json --noEmit
+	scripts/run-tests.sh
+
+test-unit: deps
+	vitest run --project unit
+
+bench: build services
+	scripts/run-bench.sh
+
+clean:
+	rm -rf dist test-results

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Installs (when missing) and starts the real services Blytz's tests and `make run` use:
+# PostgreSQL, a Docker engine, Caddy, plus the local customer stand-in image.
+# Idempotent: every step checks first and only acts when something is not already answering.
+#
+#   scripts/services.sh [postgres|docker|caddy|image|tools|all]...
+#
+# Needs root (it installs Debian packages and starts daemons).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[services] %s\n' "$*" >&2; }
+die() { printf '[services] error: %s\n' "$*" >&2; exit 1; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  die "must run as root: it installs Debian packages (postgresql, docker.io, caddy, busybox-static) and starts daemons. Re-run with sudo, or start those services yourself and set DATABASE_URL, DOCKER_HOST and CADDY_ADMIN_URL."
+fi
+
+APT_UPDATED=0
+apt_install() {
+  if [ "$APT_UPDATED" -eq 0 ]; then
+    log "apt-get update"
+    apt-get update -qq >/dev/null
+    APT_UPDATED=1
+  fi
+  log "installing $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+wait_for() { # seconds, description, command...
+  local secs=$1 what=$2; shift 2
+  for _ in $(seq 1 $((secs * 10))); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  die "$what did not come up within ${secs}s"
+}
+
+PG_USER=${BLYTZ_TEST_PG_USER:-blytz}
+PG_PASSWORD=${BLYTZ_TEST_PG_PASSWORD:-blytz}
+PG_DB=${BLYTZ_TEST_PG_DB:-blytz}
+
+start_postgres() {
+  if ! command -v pg_ctlcluster >/dev/null || [ -z "$(ls /usr/lib/postgresql 2>/dev/null)" ]; then
+    apt_install postgresql
+  fi
+  local version
+  version=$(ls /usr/lib/postgresql | sort -n | tail -1)
+  if ! pg_lsclusters -h | awk '{print $1" "$2}' | grep -q "^$version main$"; then
+    pg_createcluster "$version" main >/dev/null
+  fi
+  if ! pg_isready -q -h /var/run/postgresql; then
+    log "starting PostgreSQL $version"
+    pg_ctlcluster "$version" main start
+    wait_for 30 "PostgreSQL" pg_isready -q -h /var/run/postgresql
+  fi
+  # A superuser role with a password: tests create one database per test file.
+  su postgres -c "psql -qtAX -v ON_ERROR_STOP=1" >/dev/null <<SQL
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_USER') THEN
+    CREATE ROLE "$PG_USER" LOGIN SUPERUSER PASSWORD '$PG_PASSWORD';
+  END IF;
+END \$\$;
+SELECT 'CREATE DATABASE "$PG_DB" OWNER "$PG_USER"'
+  WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$PG_DB')\gexec
+SQL
+  log "PostgreSQL ready: postgres://$PG_USER:***@127.0.0.1:5432/$PG_DB"
+}
+
+docker_answers() { docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+
+start_docker() {
+  command -v dockerd >/dev/null || apt_install docker.io
+  if ! docker_answers; then
+    log "starting dockerd"
+    # vfs and no iptables: what works inside this kind of sandboxed machine.
+    nohup dockerd --storage-driver=vfs --iptables=false --ip6tables=false >/var/log/dockerd.log 2>&1 &
+    wait_for 60 "Docker engine (see /var/log/dockerd.log)" docker_answers
+  fi
+  log "Docker ready"
+}
+
+caddy_answers() { curl -fsS -o /dev/null "${CADDY_ADMIN_URL:-http://127.0.0.1:2019}/config/" 2>/dev/null; }
+
+start_caddy() {
+  command -v caddy >/dev/null || apt_install caddy
+  command -v curl >/dev/null || apt_install curl
+  if ! caddy_answers; then
+    log "starting caddy"
+    nohup caddy run --config /dev/null >/var/log/caddy.log 2>&1 &
+    wait_for 30 "Caddy (see /var/log/caddy.log)" caddy_answers
+  fi
+  log "Caddy ready"
+}
+
+build_image() {
+  start_docker
+
+  [ -x /bin/busybox ] || apt_install busybox-static
+  scripts/build-test-image.sh
+}
+
+install_tools() {
+  command -v promtool >/dev/null || apt_install prometheus
+}
+
+targets=("$@")
+[ ${#targets[@]} -eq 0 ] && targets=(all)
+for t in "${targets[@]}"; do
+  case "$t" in
+    postgres) start_postgres ;;
+    docker) start_docker ;;
+    caddy) start_caddy ;;
+    image) build_image ;;
+    tools) install_tools ;;
+    all) start_postgres; start_docker; start_caddy; build_image ;;
+    *) die "unknown target '$t' (postgres, docker, caddy, image, tools, all)" ;;
+  esac
+done

@@ -1,0 +1,83 @@
+#!/usr/bin/env node
+import { Command, CommanderError } from 'commander';
+import { ConfigError, loadConfig } from '../config.js';
+import { createLogger } from '../observability/logger.js';
+import { startServer } from '../server.js';
+import { openDatabase } from '../store/database.js';
+import { migrateOrThrow } from '../store/migrate.js';
+
+/** Exit codes: 0 ok, 1 failure, 2 usage error (contract section 1). */
+export const EXIT_OK = 0;
+export const EXIT_FAILURE = 1;
+export const EXIT_USAGE = 2;
+
+function buildProgram(): Command {
+  const program = new Command('blytz')
+    .description('Blytz Cloud control plane')
+    .exitOverride()
+    .configureOutput({ outputError: (text, write) => write(text) });
+
+  program
+    .command('serve')
+    .description('run migrations, the HTTP API and the controller')
+    .action(async () => {
+      const config = loadConfig();
+      const logger = createLogger({ level: config.LOG_LEVEL });
+      const server = await startServer(config, logger);
+      let signals = 0;
+      const onSignal = (signal: NodeJS.Signals) => {
+        signals++;
+        if (signals > 1) {
+          logger.warn({ signal }, 'second signal: exiting now');
+          process.exit(EXIT_FAILURE);
+        }
+        logger.info({ signal }, 'draining; send the signal again to exit at once');
+        server.stop().then(
+          () => process.exit(EXIT_OK),
+          () => process.exit(EXIT_FAILURE),
+        );
+      };
+      process.on('SIGTERM', onSignal);
+      process.on('SIGINT', onSignal);
+      await new Promise(() => {}); // serve until a signal
+    });
+
+  program
+    .command('migrate')
+    .description('apply database migrations and exit')
+    .action(async () => {
+      const config = loadConfig();
+      const database = await openDatabase({ databaseUrl: config.DATABASE_URL, dataDir: config.BLYTZ_DATA_DIR });
+      try {
+        const applied = await migrateOrThrow(database);
+        console.log(applied.length > 0 ? `applied: ${applied.join(', ')}` : 'database is up to date');
+      } finally {
+        await database.close();
+      }
+    });
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return EXIT_OK;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version' || error.exitCode === 0) return EXIT_OK;
+      return EXIT_USAGE;
+    }
+    if (error instanceof ConfigError) {
+      console.error(`blytz: ${error.message}`);
+      return EXIT_USAGE;
+    }
+    console.error(`blytz: ${(error as Error).message}`);
+    return EXIT_FAILURE;
+  }
+}
+
+main(process.argv.slice(2)).then((code) => {
+  process.exitCode = code;
+});

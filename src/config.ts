@@ -1,0 +1,99 @@
+import { z } from 'zod';
+
+/**
+ * Configuration comes from the environment (contract section 2), parsed once at start by the
+ * composition root. A bad value fails start with one message naming every bad variable.
+ */
+
+const port = z.coerce.number().int().min(1).max(65_535);
+const positiveInt = z.coerce.number().int().positive();
+const url = z.string().url();
+const booleanish = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'])
+  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+
+const portRange = z
+  .string()
+  .regex(/^\d+-\d+$/, 'must look like 30000-32767')
+  .transform((s) => {
+    const [from, to] = s.split('-').map(Number) as [number, number];
+    return { from, to };
+  })
+  .refine((r) => r.from >= 1024 && r.to <= 65_535 && r.from <= r.to, 'must be an ascending range within 1024-65535');
+
+const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
+
+const envSchema = z.object({
+  DATABASE_URL: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// connection string')
+    .optional(),
+  BLYTZ_DATA_DIR: z.string().min(1).default('./data'),
+  PORT: port.default(8080),
+  HOST: z.string().min(1).default('0.0.0.0'),
+  DOCKER_HOST: z
+    .string()
+    .regex(/^(unix|tcp|http|https):\/\//, 'must be unix:///path or tcp://host:port')
+    .default('unix:///var/run/docker.sock'),
+  CADDY_ADMIN_URL: url.default('http://127.0.0.1:2019'),
+  BLYTZ_CADDY_SERVER: z
+    .string()
+    .regex(/^[a-zA-Z0-9_-]{1,64}$/, 'must be a simple server name')
+    .default('blytz'),
+  BLYTZ_CADDY_LISTEN: z.string().regex(/^[^\s]*:\d+$/, 'must be a listen address like :80').default(':80'),
+  BLYTZ_BASE_DOMAIN: z
+    .string()
+    .regex(/^(?=.{1,190}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/, 'must be a lowercase DNS name')
+    .default('blytz.localhost'),
+  BLYTZ_PUBLIC_SCHEME: z.enum(['http', 'https']).default('https'),
+  BLYTZ_CUSTOMER_IMAGE: z.string().min(1).default('ghcr.io/openclaw/openclaw:latest'),
+  BLYTZ_CONTAINER_PORT: port.default(18789),
+  BLYTZ_PORT_RANGE: portRange.default({ from: 30_000, to: 32_767 }),
+  BLYTZ_ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
+  BLYTZ_SECRET_KEY: z
+    .string()
+    .refine((s) => Buffer.from(s, 'base64').length === 32, 'must be 32 bytes, base64-encoded')
+    .optional(),
+  BLYTZ_WORKERS: positiveInt.max(256).default(4),
+  BLYTZ_RESYNC_SECONDS: positiveInt.default(300),
+  BLYTZ_ROUTE_SWEEP_SECONDS: positiveInt.default(10),
+  STRIPE_SECRET_KEY: z.string().min(1).optional(),
+  STRIPE_WEBHOOK_SECRET: z.string().min(1).optional(),
+  STRIPE_PRICE_ID: z.string().min(1).optional(),
+  STRIPE_API_BASE: url.optional(),
+  TELEGRAM_API_BASE: url.default('https://api.telegram.org'),
+  BLYTZ_MAX_CUSTOMERS: z.coerce.number().int().min(0).default(20),
+  BLYTZ_TRUST_PROXY: z.string().optional(),
+  BLYTZ_RETENTION_DAYS: z.coerce.number().min(0).default(30),
+  BLYTZ_RUNTIME: z.enum(['docker', 'kubernetes']).default('docker'),
+  BLYTZ_SOURCE: z.enum(['postgres', 'kubernetes']).default('postgres'),
+  BLYTZ_DOCKER_EVENTS: booleanish.default(true),
+  LOG_LEVEL: logLevel.default('info'),
+});
+
+export type Config = z.infer<typeof envSchema>;
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Parses the environment; empty strings count as unset, like most twelve-factor apps. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const input: Record<string, string> = {};
+  for (const key of Object.keys(envSchema.shape)) {
+    const value = env[key];
+    if (value !== undefined && value !== '') input[key] = value;
+  }
+  const parsed = envSchema.safeParse(input);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => {
+      const name = String(issue.path[0] ?? '(environment)');
+      return `${name}: ${issue.message}`;
+    });
+    throw new ConfigError(problems);
+  }
+  return parsed.data;
+}

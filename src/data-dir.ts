@@ -1,0 +1,46 @@
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync, chmodSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+
+/**
+ * Secrets the operator did not set are generated once into the data directory, readable by the
+ * owner only (0600), and read back on every later start.
+ */
+export function ensureDataDir(dataDir: string): void {
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+}
+
+export function readOrCreateSecretFile(path: string, generate: () => string): string {
+  if (existsSync(path)) {
+    chmodSync(path, 0o600);
+    return readFileSync(path, 'utf8').trim();
+  }
+  const value = generate();
+  // 'wx' fails if another process created it in the meantime; then read theirs.
+  try {
+    writeFileSync(path, `${value}\n`, { mode: 0o600, flag: 'wx' });
+    return value;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return readFileSync(path, 'utf8').trim();
+    throw error;
+  }
+}
+
+export function adminTokenFile(dataDir: string): string {
+  return join(dataDir, 'admin-token');
+}
+
+export function loadAdminToken(dataDir: string, fromEnv: string | undefined): string {
+  if (fromEnv) return fromEnv;
+  ensureDataDir(dataDir);
+  return readOrCreateSecretFile(adminTokenFile(dataDir), () => randomBytes(32).toString('base64url'));
+}
+
+export function loadSecretKey(dataDir: string, fromEnv: string | undefined): Buffer {
+  if (fromEnv) return Buffer.from(fromEnv, 'base64');
+  ensureDataDir(dataDir);
+  const encoded = readOrCreateSecretFile(join(dataDir, 'secret-key'), () => randomBytes(32).toString('base64'));
+  const key = Buffer.from(encoded, 'base64');
+  if (key.length !== 32) throw new Error(`${join(dataDir, 'secret-key')} does not hold a 32-byte base64 key`);
+  return key;
+}

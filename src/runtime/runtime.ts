@@ -1,0 +1,91 @@
+import type { PlanResources } from '../domain/customer.js';
+
+/**
+ * Where customers' assistants run. One interface, one real implementation per engine
+ * (docker/, kubernetes/); the controller imports only this file.
+ */
+
+export interface Mount {
+  hostPath: string;
+  containerPath: string;
+  readOnly: boolean;
+}
+
+/** Everything the runtime needs to run one customer's container. Contains no secret values. */
+export interface ContainerSpec {
+  customer: string;
+  image: string;
+  containerPort: number;
+  hostPort: number;
+  /** `uid:gid` the process runs as (never root). */
+  user: string;
+  mounts: Mount[];
+  /** Plain settings only: secrets travel in mounted 0600 files, never in Env. */
+  env: Record<string, string>;
+  resources: PlanResources;
+  /** HTTP path probed for health on the container port. */
+  healthPath: string;
+  /** Hash of everything that needs a new container when it changes (label `cloud.blytz.spec-hash`). */
+  specHash: string;
+}
+
+export type ContainerState = 'created' | 'running' | 'paused' | 'restarting' | 'removing' | 'exited' | 'dead';
+export type ContainerHealth = 'healthy' | 'unhealthy' | 'starting' | 'unknown';
+
+export interface ObservedContainer {
+  id: string;
+  /** Value of the `cloud.blytz.customer` label. */
+  customer: string;
+  name: string;
+  specHash: string | undefined;
+  state: ContainerState;
+  health: ContainerHealth;
+  /** Why it is unhealthy or stopped (last probe error, exit code, OOM), for status messages. */
+  healthMessage?: string;
+  hostPort?: number;
+}
+
+export interface ExecResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** `start` failed because the host port is taken by something else: move to another port. */
+export class PortClashError extends Error {
+  constructor(readonly port: number, options?: { cause?: unknown }) {
+    super(`host port ${port} is already in use on this host`, options);
+    this.name = 'PortClashError';
+  }
+}
+
+export interface CustomerRuntime {
+  /** Every managed container, with one list call (label filter), health included. */
+  list(): Promise<ObservedContainer[]>;
+  /** The managed containers of one customer (normally zero or one). */
+  listFor(customer: string): Promise<ObservedContainer[]>;
+  /** Creates (does not start) the container `blytz-<customer>`; returns its id. */
+  create(spec: ContainerSpec): Promise<string>;
+  /** Starts it; idempotent. Throws PortClashError when the host port is taken. */
+  start(id: string): Promise<void>;
+  /** Stops it, keeping it; idempotent. */
+  stop(id: string): Promise<void>;
+  /** Removes it (force); a missing container is not an error. */
+  remove(id: string): Promise<void>;
+  /** Runs a command inside the customer's running container. */
+  exec(id: string, command: string[], timeoutMs?: number): Promise<ExecResult>;
+  /** Throws when the engine does not answer (for /readyz and doctor). */
+  ping(): Promise<void>;
+}
+
+/** Hints from the engine ("look at this customer again"); never trusted as state. */
+export interface WorldEventSink {
+  enqueue(customer: string): void;
+  /** Events may have been missed: look at everything. */
+  resync(reason: string): void;
+}
+
+export interface EventSource {
+  start(sink: WorldEventSink): Promise<void>;
+  stop(): Promise<void>;
+}

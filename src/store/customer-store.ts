@@ -1,0 +1,375 @@
+import { randomBytes } from 'node:crypto';
+import { sql, type Kysely, type Transaction } from 'kysely';
+import { canonicalJson } from '../domain/canonical-json.js';
+import type {
+  Customer,
+  CustomerStatus,
+  DesiredCustomer,
+  DesiredState,
+  PlanName,
+} from '../domain/customer.js';
+import type { DatabaseHandle } from './database.js';
+import { ConflictError, isUniqueViolation, NotFoundError } from './errors.js';
+import type { CustomerRow, Database, NewCustomerRow } from './schema.js';
+import type { SecretBox } from './secret-box.js';
+
+export interface ApplyOptions {
+  /** When given, the apply fails with ConflictError unless the stored object is at this version. */
+  resourceVersion?: string | undefined;
+}
+
+export interface ApplyResult {
+  customer: Customer;
+  created: boolean;
+  /** False for a no-op apply: nothing stored changed and generation stayed the same. */
+  changed: boolean;
+}
+
+export interface ListOptions {
+  limit?: number;
+  /** The name to continue after (the `continue` token of the previous page). */
+  continueAfter?: string | undefined;
+  labelSelector?: Record<string, string> | undefined;
+}
+
+export interface CustomerPage {
+  items: Customer[];
+  continue?: string;
+}
+
+export type EventType = 'Normal' | 'Warning';
+
+export interface CustomerEvent {
+  type: EventType;
+  reason: string;
+  message: string;
+  count: number;
+  firstSeen: Date;
+  lastSeen: Date;
+}
+
+export interface CustomerSecrets {
+  telegramBotToken?: string;
+  modelApiKey?: string;
+}
+
+const MAX_EVENT_MESSAGE = 1000;
+const EVENTS_KEPT_PER_CUSTOMER = 100;
+
+/**
+ * Desired and observed customer state in Postgres (or PGlite). Writers apply specs; the
+ * controller alone writes status and events. Secret fields are sealed with the SecretBox before
+ * they reach a row and are only opened by `readSecrets`.
+ */
+export class CustomerStore {
+  readonly #db: Kysely<Database>;
+  readonly #box: SecretBox;
+
+  constructor(handle: DatabaseHandle, box: SecretBox) {
+    this.#db = handle.db;
+    this.#box = box;
+  }
+
+  get db(): Kysely<Database> {
+    return this.#db;
+  }
+
+  async get(name: string): Promise<Customer | undefined> {
+    const row = await this.#db
+      .selectFrom('customers')
+      .selectAll()
+      .where('name', '=', name)
+      .where('deleted_at', 'is', null)
+      .executeTakeFirst();
+    return row ? toCustomer(row) : undefined;
+  }
+
+  async list(options: ListOptions = {}): Promise<CustomerPage> {
+    const limit = Math.min(Math.max(options.limit ?? 500, 1), 5000);
+    let query = this.#db
+      .selectFrom('customers')
+      .selectAll()
+      .where('deleted_at', 'is', null)
+      .orderBy('name')
+      .limit(limit + 1);
+    if (options.continueAfter) query = query.where('name', '>', options.continueAfter);
+    if (options.labelSelector && Object.keys(options.labelSelector).length > 0) {
+      query = query.where(sql<boolean>`labels @> ${JSON.stringify(options.labelSelector)}::jsonb`);
+    }
+    const rows = await query.execute();
+    const items = rows.slice(0, limit).map(toCustomer);
+    const last = items.at(-1);
+    return rows.length > limit && last ? { items, continue: last.name } : { items };
+  }
+
+  /** Every stored customer, page by page (for a full resync). */
+  async *all(pageSize = 1000): AsyncGenerator<Customer> {
+    let continueAfter: string | undefined;
+    do {
+      const page = await this.list({ limit: pageSize, continueAfter });
+      yield* page.items;
+      continueAfter = page.continue;
+    } while (continueAfter);
+  }
+
+  /** Names of every stored customer, cheaper than `all` for enqueueing a resync. */
+  async listNames(): Promise<string[]> {
+    const rows = await this.#db.selectFrom('customers').select('name').where('deleted_at', 'is', null).orderBy('name').execute();
+    return rows.map((r) => r.name);
+  }
+
+  /**
+   * Creates or updates a customer's spec. Declarative: fields absent from `desired` take their
+   * defaults, except write-only secrets, which keep their stored value when not given (a
+   * manifest read back from the API has no secret values to send).
+   */
+  async apply(desired: DesiredCustomer, options: ApplyOptions = {}): Promise<ApplyResult> {
+    try {
+      return await this.#db.transaction().execute(async (trx) => {
+        const existing = await trx
+          .selectFrom('customers')
+          .selectAll()
+          .where('name', '=', desired.name)
+          .forUpdate()
+          .executeTakeFirst();
+        const live = existing && existing.deleted_at === null ? existing : undefined;
+        if (options.resourceVersion !== undefined && String(live?.resource_version ?? '') !== options.resourceVersion) {
+          throw new ConflictError(
+            `customer ${desired.name} was modified (resourceVersion ${live?.resource_version ?? 'none'}, not ${options.resourceVersion}): read it again and retry`,
+          );
+        }
+        const columns = this.#specColumns(desired, live);
+        if (!existing) {
+          const row = await trx.insertInto('customers').values(columns).returningAll().executeTakeFirstOrThrow();
+          return { customer: toCustomer(row), created: true, changed: true };
+        }
+        if (!live) {
+          // A purged customer's name is reused: start over as a new object.
+          const row = await trx
+            .updateTable('customers')
+            .set({ ...columns, ...freshCustomerColumns() })
+            .where('name', '=', desired.name)
+            .returningAll()
+            .executeTakeFirstOrThrow();
+          return { customer: toCustomer(row), created: true, changed: true };
+        }
+        if (sameSpec(columns, live)) {
+          return { customer: toCustomer(live), created: false, changed: false };
+        }
+        const row = await trx
+          .updateTable('customers')
+          .set(columns)
+          .where('name', '=', desired.name)
+          .returningAll()
+          .executeTakeFirstOrThrow();
+        return { customer: toCustomer(row), created: false, changed: true };
+      });
+    } catch (error) {
+      if (isUniqueViolation(error, 'customers_live_email')) {
+        throw new ConflictError(`email ${desired.spec.email} already has a live assistant`, { cause: error });
+      }
+      throw error;
+    }
+  }
+
+  /** Sets only the desired state (suspend, resume, delete, billing). Returns false when unknown. */
+  async setState(name: string, state: DesiredState): Promise<boolean> {
+    const result = await this.#db
+      .updateTable('customers')
+      .set({ state })
+      .where('name', '=', name)
+      .where('deleted_at', 'is', null)
+      .executeTakeFirst();
+    return Number(result.numUpdatedRows) > 0;
+  }
+
+  /**
+   * Writes status only when it differs from what is stored, and never over a status that
+   * describes a newer generation than this one (a slow reconcile loses to a newer one).
+   * Status writes do not bump `generation` and do not wake the controller.
+   */
+  async updateStatus(name: string, status: CustomerStatus): Promise<boolean> {
+    const json = canonicalJson(status);
+    const observed = status.observedGeneration ?? 0;
+    const result = await this.#db
+      .updateTable('customers')
+      .set({ status: json })
+      .where('name', '=', name)
+      .where(sql<boolean>`status IS DISTINCT FROM ${json}::jsonb`)
+      .where(sql<boolean>`coalesce((status->>'observedGeneration')::bigint, 0) <= ${observed}`)
+      .executeTakeFirst();
+    return Number(result.numUpdatedRows) > 0;
+  }
+
+  /** Marks a torn-down, purged customer as gone; its name may be used again. */
+  async markDeleted(name: string): Promise<void> {
+    await this.#db
+      .updateTable('customers')
+      .set({ deleted_at: new Date(), stripe_customer_id: null, stripe_subscription_id: null, stripe_checkout_session_id: null })
+      .where('name', '=', name)
+      .where('deleted_at', 'is', null)
+      .execute();
+  }
+
+  async recordEvent(name: string, event: { type: EventType; reason: string; message: string }): Promise<void> {
+    const message = event.message.slice(0, MAX_EVENT_MESSAGE);
+    await sql`
+      INSERT INTO customer_events (customer, type, reason, message)
+      VALUES (${name}, ${event.type}, ${event.reason}, ${message})
+      ON CONFLICT (customer, type, reason, md5(message))
+      DO UPDATE SET count = customer_events.count + 1, last_seen = now()
+    `.execute(this.#db);
+  }
+
+  async listEvents(name: string, limit = 20): Promise<CustomerEvent[]> {
+    const rows = await this.#db
+      .selectFrom('customer_events')
+      .selectAll()
+      .where('customer', '=', name)
+      .orderBy('last_seen', 'desc')
+      .orderBy('id', 'desc')
+      .limit(Math.min(limit, EVENTS_KEPT_PER_CUSTOMER))
+      .execute();
+    return rows.map((r) => ({
+      type: r.type as EventType,
+      reason: r.reason,
+      message: r.message,
+      count: r.count,
+      firstSeen: new Date(r.first_seen),
+      lastSeen: new Date(r.last_seen),
+    }));
+  }
+
+  /** Decrypts the customer's secrets (for rendering their workspace; never for responses or logs). */
+  async readSecrets(name: string): Promise<CustomerSecrets> {
+    const row = await this.#db
+      .selectFrom('customers')
+      .select(['telegram_bot_token_enc', 'model_api_key_enc'])
+      .where('name', '=', name)
+      .executeTakeFirst();
+    if (!row) throw new NotFoundError(`customer ${name} not found`);
+    const secrets: CustomerSecrets = {};
+    if (row.telegram_bot_token_enc) secrets.telegramBotToken = this.#box.open(row.telegram_bot_token_enc, name);
+    if (row.model_api_key_enc) secrets.modelApiKey = this.#box.open(row.model_api_key_enc, name);
+    return secrets;
+  }
+
+  /** The customer's gateway token: generated once, stored sealed, the same on every later call. */
+  async gatewayToken(name: string): Promise<string> {
+    const row = await this.#db.selectFrom('customers').select('gateway_token_enc').where('name', '=', name).executeTakeFirst();
+    if (!row) throw new NotFoundError(`customer ${name} not found`);
+    if (row.gateway_token_enc) return this.#box.open(row.gateway_token_enc, `${name}/gateway`);
+    const token = randomBytes(24).toString('base64url');
+    // Two reconciles racing: the first writer wins and both return its token.
+    await this.#db
+      .updateTable('customers')
+      .set({ gateway_token_enc: this.#box.seal(token, `${name}/gateway`) })
+      .where('name', '=', name)
+      .where('gateway_token_enc', 'is', null)
+      .execute();
+    return this.gatewayToken(name);
+  }
+
+  #specColumns(desired: DesiredCustomer, live: CustomerRow | undefined): NewCustomerRow {
+    const { spec } = desired;
+    return {
+      name: desired.name,
+      email: spec.email,
+      display_name: spec.displayName,
+      plan: spec.plan,
+      template: spec.template,
+      state: spec.state,
+      instructions: spec.instructions,
+      telegram_bot_token_enc: this.#sealKeepingSame(spec.telegram?.botToken, live?.telegram_bot_token_enc ?? null, desired.name),
+      telegram_bot_token_secret_ref: JSON.stringify(spec.telegram?.botTokenSecretRef ?? null),
+      model_provider: spec.model?.provider ?? null,
+      model_api_key_enc: this.#sealKeepingSame(spec.model?.apiKey, live?.model_api_key_enc ?? null, desired.name),
+      paused: spec.paused,
+      labels: JSON.stringify(desired.labels),
+    };
+  }
+
+  /** A new secret value is sealed; the same value keeps its old ciphertext (so no spec change). */
+  #sealKeepingSame(plaintext: string | undefined, sealed: string | null, context: string): string | null {
+    if (plaintext === undefined) return sealed;
+    if (sealed !== null) {
+      try {
+        if (this.#box.open(sealed, context) === plaintext) return sealed;
+      } catch {
+        // Sealed under another key or corrupt: replace it.
+      }
+    }
+    return this.#box.seal(plaintext, context);
+  }
+}
+
+function freshCustomerColumns() {
+  return {
+    deleted_at: null,
+    created_at: new Date(),
+    status: '{}',
+    gateway_token_enc: null,
+    stripe_subscription_event_at: null,
+    billing_warning: null,
+    telegram_bot_username: null,
+    access_token_hash: null,
+    pending_expires_at: null,
+  };
+}
+
+function sameSpec(columns: NewCustomerRow, row: CustomerRow): boolean {
+  const stored: NewCustomerRow = {
+    name: row.name,
+    email: row.email,
+    display_name: row.display_name,
+    plan: row.plan,
+    template: row.template,
+    state: row.state,
+    instructions: row.instructions,
+    telegram_bot_token_enc: row.telegram_bot_token_enc,
+    telegram_bot_token_secret_ref: JSON.stringify(row.telegram_bot_token_secret_ref ?? null),
+    model_provider: row.model_provider,
+    model_api_key_enc: row.model_api_key_enc,
+    paused: row.paused,
+    labels: JSON.stringify(row.labels),
+  };
+  return canonicalJson({ ...stored, labels: JSON.parse(stored.labels) }) === canonicalJson({ ...columns, labels: JSON.parse(columns.labels) });
+}
+
+export function toCustomer(row: CustomerRow): Customer {
+  const secretRef = row.telegram_bot_token_secret_ref;
+  const billing: Customer['billing'] = {};
+  if (row.stripe_customer_id) billing.stripeCustomerId = row.stripe_customer_id;
+  if (row.stripe_subscription_id) billing.stripeSubscriptionId = row.stripe_subscription_id;
+  if (row.stripe_checkout_session_id) billing.stripeCheckoutSessionId = row.stripe_checkout_session_id;
+  return {
+    name: row.name,
+    labels: row.labels,
+    generation: Number(row.generation),
+    resourceVersion: String(row.resource_version),
+    createdAt: new Date(row.created_at),
+    updatedAt: new Date(row.updated_at),
+    cancelledAt: row.cancelled_at ? new Date(row.cancelled_at) : null,
+    spec: {
+      email: row.email,
+      displayName: row.display_name,
+      plan: row.plan as PlanName,
+      template: row.template,
+      state: row.state as DesiredState,
+      instructions: row.instructions,
+      telegram: {
+        botTokenSet: row.telegram_bot_token_enc !== null,
+        ...(secretRef ? { botTokenSecretRef: secretRef } : {}),
+      },
+      model: {
+        ...(row.model_provider ? { provider: row.model_provider } : {}),
+        apiKeySet: row.model_api_key_enc !== null,
+      },
+      paused: row.paused,
+    },
+    status: row.status as CustomerStatus,
+    billing,
+  };
+}
+
+export type StoreTransaction = Transaction<Database>;

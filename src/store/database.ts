@@ -1,0 +1,72 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { Kysely, PGliteDialect, PostgresDialect } from 'kysely';
+import pg from 'pg';
+import { PGlite } from '@electric-sql/pglite';
+import type { Database } from './schema.js';
+
+// bigint columns (generation, resource_version) fit comfortably in a JS number.
+pg.types.setTypeParser(pg.types.builtins.INT8, (value) => Number(value));
+
+/** A notification callback; `onGap` is called when notifications may have been lost. */
+export interface NotificationListener {
+  onNotify(payload: string): void;
+  onGap(reason: string): void;
+}
+
+/**
+ * One open database: Kysely for queries plus what Kysely does not offer, a dedicated session
+ * for LISTEN and for leader election. Postgres (DATABASE_URL) or embedded PGlite.
+ */
+export interface DatabaseHandle {
+  readonly kind: 'postgres' | 'pglite';
+  readonly db: Kysely<Database>;
+  /** A connection outside the pool (postgres only): LISTEN, advisory locks. */
+  dedicatedClient?(): pg.Client;
+  /** PGlite's own LISTEN (pglite only). */
+  pgliteListen?(channel: string, onNotify: (payload: string) => void): Promise<() => Promise<void>>;
+  close(): Promise<void>;
+}
+
+export interface OpenDatabaseOptions {
+  databaseUrl?: string | undefined;
+  dataDir: string;
+  poolSize?: number;
+}
+
+export async function openDatabase(options: OpenDatabaseOptions): Promise<DatabaseHandle> {
+  if (options.databaseUrl) return openPostgres(options.databaseUrl, options.poolSize ?? 10);
+  const dir = join(options.dataDir, 'pglite');
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  return openPglite(await PGlite.create(dir));
+}
+
+export function openPostgres(connectionString: string, poolSize = 10): DatabaseHandle {
+  const pool = new pg.Pool({ connectionString, max: poolSize, application_name: 'blytz' });
+  // An idle client that loses its connection must not crash the process; the pool replaces it.
+  pool.on('error', () => {});
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  return {
+    kind: 'postgres',
+    db,
+    dedicatedClient: () => new pg.Client({ connectionString, application_name: 'blytz-dedicated' }),
+    close: () => db.destroy(),
+  };
+}
+
+/** An in-memory PGlite when `pglite` is created without a folder: used by tests. */
+export function openPglite(pglite: PGlite): DatabaseHandle {
+  const db = new Kysely<Database>({ dialect: new PGliteDialect({ pglite }) });
+  return {
+    kind: 'pglite',
+    db,
+    pgliteListen: async (channel, onNotify) => {
+      const unsubscribe = await pglite.listen(channel, onNotify);
+      return unsubscribe;
+    },
+    close: async () => {
+      await db.destroy();
+      if (!pglite.closed) await pglite.close();
+    },
+  };
+}

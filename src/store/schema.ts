@@ -1,0 +1,81 @@
+import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely';
+
+/** Kysely's view of the tables made by `migrations/`. */
+export interface Database {
+  customers: CustomersTable;
+  customer_events: CustomerEventsTable;
+  webhook_events: WebhookEventsTable;
+  port_reservations: PortReservationsTable;
+}
+
+// Columns with a database default are optional on insert.
+type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
+type NullableTimestamp = ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+type Json<T> = ColumnType<T, string, string>;
+type BigIntNumber = ColumnType<number, number | undefined, number>;
+
+export interface CustomersTable {
+  name: string;
+  // Desired state (the spec): changing any of these bumps `generation` and notifies.
+  email: string;
+  display_name: string;
+  plan: string;
+  template: string;
+  state: string;
+  instructions: string;
+  telegram_bot_token_enc: string | null;
+  telegram_bot_token_secret_ref: Json<{ name: string; key: string } | null> | null;
+  model_provider: string | null;
+  model_api_key_enc: string | null;
+  paused: boolean;
+  // Metadata.
+  labels: Json<Record<string, string>>;
+  generation: BigIntNumber;
+  resource_version: BigIntNumber;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+  cancelled_at: NullableTimestamp;
+  deleted_at: NullableTimestamp;
+  // Owned by the controller.
+  status: ColumnType<Record<string, unknown>, string | undefined, string>;
+  gateway_token_enc: string | null;
+  // Owned by billing and signup.
+  stripe_customer_id: string | null;
+  stripe_subscription_id: string | null;
+  stripe_checkout_session_id: string | null;
+  stripe_subscription_event_at: BigIntNumber | null;
+  billing_warning: string | null;
+  telegram_bot_username: string | null;
+  access_token_hash: string | null;
+  pending_expires_at: NullableTimestamp;
+}
+
+export interface CustomerEventsTable {
+  id: BigIntNumber;
+  customer: string;
+  type: string;
+  reason: string;
+  message: string;
+  count: Generated<number>;
+  first_seen: Timestamp;
+  last_seen: Timestamp;
+}
+
+export interface WebhookEventsTable {
+  event_id: string;
+  type: string;
+  customer: string | null;
+  outcome: string;
+  received_at: Timestamp;
+  event_created: BigIntNumber | null;
+}
+
+export interface PortReservationsTable {
+  port: number;
+  customer: string;
+  reserved_at: Timestamp;
+}
+
+export type CustomerRow = Selectable<CustomersTable>;
+export type NewCustomerRow = Insertable<CustomersTable>;
+export type CustomerRowUpdate = Updateable<CustomersTable>;

@@ -1,0 +1,79 @@
+import type { Mount } from '../runtime/runtime.js';
+
+/**
+ * A customer's workspace: `$BLYTZ_DATA_DIR/customers/<name>/`, rendered from
+ * `templates/<template>/`. The controller imports only this file.
+ */
+
+/** `templates/<name>/template.json`: how a template's container runs. */
+export interface TemplateManifest {
+  name: string;
+  /** Image to run; absent means BLYTZ_CUSTOMER_IMAGE. */
+  image?: string;
+  /** Port the assistant listens on inside the container; absent means BLYTZ_CONTAINER_PORT. */
+  containerPort?: number;
+  healthPath: string;
+  /** `uid:gid` inside the container; workspace files are owned by it. */
+  user: string;
+  /** Where the customer folder is mounted in the container. */
+  mountPath: string;
+  /** How long a new container may take to become healthy before it counts as failed. */
+  startTimeoutSeconds: number;
+  updateStrategy: 'recreate' | 'blueGreen';
+  /** Plain, non-secret environment for the container. */
+  env: Record<string, string>;
+}
+
+export interface WorkspaceInput {
+  customer: string;
+  email: string;
+  displayName: string;
+  instructions: string;
+  plan: string;
+  template: string;
+  modelProvider?: string | undefined;
+  secrets: {
+    telegramBotToken?: string | undefined;
+    modelApiKey?: string | undefined;
+    /** Per-customer OpenClaw gateway token: generated once, stable across recreates. */
+    gatewayToken: string;
+  };
+}
+
+export interface RenderedFile {
+  /** Relative POSIX path inside the customer folder. */
+  path: string;
+  content: string;
+  /** Secret files are written 0600 and mounted read-only. */
+  secret: boolean;
+}
+
+export interface RenderedWorkspace {
+  template: TemplateManifest;
+  files: RenderedFile[];
+  /** Hash of the files the container reads only at start (openclaw.json): part of the spec hash. */
+  containerConfigHash: string;
+  /** Hash of every rendered file: the workspace is current when the folder's marker equals it. */
+  contentHash: string;
+}
+
+export interface ObservedWorkspace {
+  exists: boolean;
+  /** contentHash of the last complete render, read from the folder's marker file. */
+  contentHash?: string;
+}
+
+export interface Workspaces {
+  loadTemplate(name: string): Promise<TemplateManifest>;
+  /** Pure rendering: the same input gives the same bytes. */
+  render(input: WorkspaceInput): Promise<RenderedWorkspace>;
+  observe(customer: string): Promise<ObservedWorkspace>;
+  /** Atomic per file (temp + rename); files the assistant wrote itself (memory) are kept. */
+  write(customer: string, rendered: RenderedWorkspace): Promise<void>;
+  /** Deletes the customer folder (purge after retention). */
+  remove(customer: string): Promise<void>;
+  /** Customers that have a folder (for purge and orphan checks). */
+  list(): Promise<string[]>;
+  /** The mounts that give the container its workspace and secret files. */
+  mounts(customer: string, template: TemplateManifest): Mount[];
+}
