@@ -1,10 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import { inject } from 'vitest';
 import { PGlite } from '@electric-sql/pglite';
 import { openPglite, openPostgres, type DatabaseHandle } from '../../src/store/database.js';
 import { migrateOrThrow } from '../../src/store/migrate.js';
-
-export const TEMPLATE_DATABASE = 'blytz_test_template';
 
 /** The server the tests use (started by scripts/services.sh postgres). */
 export function adminUrl(database?: string): string {
@@ -26,7 +25,7 @@ export async function createTestDatabase(): Promise<TestDatabase> {
   const admin = new pg.Client({ connectionString: adminUrl() });
   await admin.connect();
   try {
-    await admin.query(`CREATE DATABASE ${name} TEMPLATE ${TEMPLATE_DATABASE}`);
+    await admin.query(`CREATE DATABASE ${name} TEMPLATE ${inject('templateDatabase')}`);
   } finally {
     await admin.end();
   }

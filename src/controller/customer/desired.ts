@@ -1,0 +1,108 @@
+import { PLANS, type Customer } from '../../domain/customer.js';
+import { stableHash } from '../../domain/canonical-json.js';
+import { customerHost } from '../../domain/naming.js';
+import type { ContainerSpec } from '../../runtime/runtime.js';
+import type { CustomerStore } from '../../store/customer-store.js';
+import type { RenderedWorkspace, TemplateManifest, Workspaces } from '../../workspace/workspace.js';
+import type { Desired } from './plan.js';
+
+export interface DesiredDefaults {
+  baseDomain: string;
+  customerImage: string;
+  containerPort: number;
+}
+
+/** The desired customer resolved against its template: what the planner and executor need. */
+export interface ResolvedCustomer {
+  desired: Desired;
+  template: TemplateManifest | undefined;
+  rendered: RenderedWorkspace | undefined;
+  /** The container to run, on the given host port. */
+  containerSpec(hostPort: number): ContainerSpec;
+}
+
+/** The template is missing or invalid: no retry helps until an operator fixes it. */
+export class TemplateError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'TemplateError';
+  }
+}
+
+/**
+ * Renders what the customer should have. Only states that run something need the template,
+ * the secrets and the rendered workspace; pending and cancelled customers need only names.
+ */
+export async function resolveCustomer(
+  customer: Customer,
+  deps: { store: CustomerStore; workspaces: Workspaces; defaults: DesiredDefaults },
+): Promise<ResolvedCustomer> {
+  const base: Desired = {
+    name: customer.name,
+    generation: customer.generation,
+    state: customer.spec.state,
+    paused: customer.spec.paused,
+    cancelledAtMs: customer.cancelledAt ? customer.cancelledAt.getTime() : null,
+    specHash: '',
+    workspaceHash: '',
+    host: customerHost(customer.name, deps.defaults.baseDomain),
+  };
+  const runs = customer.spec.state === 'active' || customer.spec.state === 'suspended';
+  if (!runs || customer.spec.paused) {
+    return { desired: base, template: undefined, rendered: undefined, containerSpec: () => { throw new Error('nothing runs in this state'); } };
+  }
+
+  let template: TemplateManifest;
+  try {
+    template = await deps.workspaces.loadTemplate(customer.spec.template);
+  } catch (error) {
+    throw new TemplateError(`template ${customer.spec.template}: ${(error as Error).message}`, { cause: error });
+  }
+  const [secrets, gatewayToken] = await Promise.all([deps.store.readSecrets(customer.name), deps.store.gatewayToken(customer.name)]);
+  const rendered = await deps.workspaces.render({
+    customer: customer.name,
+    email: customer.spec.email,
+    displayName: customer.spec.displayName,
+    instructions: customer.spec.instructions,
+    plan: customer.spec.plan,
+    template: customer.spec.template,
+    modelProvider: customer.spec.model.provider,
+    secrets: { telegramBotToken: secrets.telegramBotToken, modelApiKey: secrets.modelApiKey, gatewayToken },
+  });
+
+  const image = template.image ?? deps.defaults.customerImage;
+  const containerPort = template.containerPort ?? deps.defaults.containerPort;
+  const mounts = deps.workspaces.mounts(customer.name, template);
+  const resources = PLANS[customer.spec.plan];
+  // Everything that needs a new container when it changes. The host port is compared on its own
+  // (a moved port also needs a new container) and the workspace's Markdown files are not here:
+  // the assistant rereads them, so an instruction change re-renders in place.
+  const specHash = stableHash({
+    image,
+    containerPort,
+    user: template.user,
+    mounts,
+    env: template.env,
+    resources,
+    healthPath: template.healthPath,
+    config: rendered.containerConfigHash,
+  });
+  const desired: Desired = { ...base, specHash, workspaceHash: rendered.contentHash };
+  return {
+    desired,
+    template,
+    rendered,
+    containerSpec: (hostPort) => ({
+      customer: customer.name,
+      image,
+      containerPort,
+      hostPort,
+      user: template.user,
+      mounts,
+      env: template.env,
+      resources,
+      healthPath: template.healthPath,
+      specHash,
+    }),
+  };
+}

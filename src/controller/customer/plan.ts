@@ -1,0 +1,218 @@
+import type { DesiredState } from '../../domain/customer.js';
+import type { ObservedContainer } from '../../runtime/runtime.js';
+import { sameTarget, type ObservedRoute, type RouteTarget } from '../../proxy/route-table.js';
+
+/**
+ * The customer planner: a pure function from what is wanted and what is there to the ordered,
+ * idempotent actions that close the gap. No I/O, no clock (the time comes in as `now`), no
+ * randomness: the same input always gives the same plan, so a crash, a duplicate event or a
+ * lost event costs nothing. Planning on a converged world gives no actions.
+ */
+
+/** The desired side, already resolved by the reconciler (hashes computed from spec + template). */
+export interface Desired {
+  name: string;
+  generation: number;
+  state: DesiredState;
+  paused: boolean;
+  /** When the customer was cancelled (ms since epoch), for the workspace purge. */
+  cancelledAtMs: number | null;
+  /** Hash the container must carry (image, resources, ports, mounts, rendered config). */
+  specHash: string;
+  /** Hash of the rendered workspace files. */
+  workspaceHash: string;
+  host: string;
+}
+
+export interface Observed {
+  workspace: { exists: boolean; contentHash?: string | undefined };
+  /** Host port reserved for the customer in the store. */
+  port: number | undefined;
+  /** Managed containers labelled with this customer (normally zero or one). */
+  containers: ObservedContainer[];
+  route: ObservedRoute | undefined;
+}
+
+export interface PlanInput {
+  /** Undefined when no customer is stored under this name: everything observed is an orphan. */
+  desired: Desired | undefined;
+  observed: Observed;
+  now: number;
+  retentionMs: number;
+}
+
+export type DriftKind =
+  | 'workspace_stale'
+  | 'port_missing'
+  | 'container_missing'
+  | 'container_stopped'
+  | 'container_outdated'
+  | 'container_unhealthy'
+  | 'container_duplicate'
+  | 'orphan_container'
+  | 'route_missing'
+  | 'route_wrong'
+  | 'orphan_route'
+  | 'orphan_port';
+
+/**
+ * `drift` names what the planner found wrong. Whether it counts as drift (the world moved away
+ * from a converged state) or as ordinary progress (first provisioning, a spec change) is decided
+ * by the executor, which knows whether this generation had converged before.
+ */
+export type Action =
+  | { type: 'writeWorkspace'; drift: DriftKind }
+  | { type: 'reservePort'; drift: DriftKind }
+  /** Create and start the desired container on the reserved port. */
+  | { type: 'createContainer'; drift: DriftKind }
+  | { type: 'startContainer'; id: string; drift: DriftKind }
+  | { type: 'restartContainer'; id: string; drift: DriftKind }
+  | { type: 'stopContainer'; id: string }
+  | { type: 'removeContainer'; id: string; drift: DriftKind | undefined }
+  /**
+   * Point the route at the customer's container (on its reserved port, resolved when executed:
+   * the port may be reserved by an earlier action of the same plan) or at the suspended page.
+   * Before routing to the container the executor waits, bounded, for it to be running and
+   * healthy: users never hit a dead upstream.
+   */
+  | { type: 'ensureRoute'; to: 'container' | 'suspendedPage'; drift: DriftKind }
+  | { type: 'removeRoute'; drift: DriftKind | undefined }
+  | { type: 'releasePort'; drift: DriftKind | undefined }
+  | { type: 'removeWorkspace' }
+  /** The purge is complete: the customer's name may be used again. */
+  | { type: 'markDeleted' };
+
+export interface Plan {
+  actions: Action[];
+  /** Why nothing more can happen now (waiting for health, paused), for status. */
+  note?: string;
+}
+
+export function upstreamFor(port: number): RouteTarget {
+  return { kind: 'upstream', dial: `127.0.0.1:${port}` };
+}
+
+export function plan(input: PlanInput): Plan {
+  const { desired, observed } = input;
+  if (!desired) return planOrphan(observed);
+  if (desired.paused) return { actions: [], note: 'paused: the controller leaves this customer alone' };
+  switch (desired.state) {
+    case 'active':
+      return planActive(desired, observed);
+    case 'suspended':
+      return planSuspended(desired, observed);
+    case 'pending':
+      return { actions: teardown(observed, false) };
+    case 'cancelled':
+      return planCancelled(desired, input);
+  }
+}
+
+function planActive(desired: Desired, observed: Observed): Plan {
+  const actions: Action[] = [];
+  if (observed.workspace.contentHash !== desired.workspaceHash || !observed.workspace.exists) {
+    actions.push({ type: 'writeWorkspace', drift: 'workspace_stale' });
+  }
+  if (observed.port === undefined) actions.push({ type: 'reservePort', drift: 'port_missing' });
+
+  const { keep, remove } = pickContainer(observed.containers, desired.specHash, observed.port);
+  // Outdated and duplicate containers go before the new one starts: they may hold the port.
+  for (const { container, drift } of remove) actions.push({ type: 'removeContainer', id: container.id, drift });
+  if (!keep) {
+    actions.push({ type: 'createContainer', drift: 'container_missing' });
+  } else if (keep.state === 'running' && keep.health === 'unhealthy') {
+    actions.push({ type: 'restartContainer', id: keep.id, drift: 'container_unhealthy' });
+  } else if (keep.state !== 'running' && keep.state !== 'restarting') {
+    actions.push({ type: 'startContainer', id: keep.id, drift: 'container_stopped' });
+  }
+
+  if (!observed.route) {
+    actions.push({ type: 'ensureRoute', to: 'container', drift: 'route_missing' });
+  } else if (observed.port === undefined || !routeMatches(observed.route, desired.host, upstreamFor(observed.port))) {
+    actions.push({ type: 'ensureRoute', to: 'container', drift: 'route_wrong' });
+  }
+  return { actions };
+}
+
+function planSuspended(desired: Desired, observed: Observed): Plan {
+  const actions: Action[] = [];
+  // The workspace is kept current while suspended, so resuming needs no extra step.
+  if (observed.workspace.exists && observed.workspace.contentHash !== desired.workspaceHash) {
+    actions.push({ type: 'writeWorkspace', drift: 'workspace_stale' });
+  }
+  if (!observed.route) {
+    actions.push({ type: 'ensureRoute', to: 'suspendedPage', drift: 'route_missing' });
+  } else if (!routeMatches(observed.route, desired.host, { kind: 'suspended' })) {
+    // The page goes up before the container goes down: users see why, never a dead upstream.
+    actions.push({ type: 'ensureRoute', to: 'suspendedPage', drift: 'route_wrong' });
+  }
+  const [first, ...duplicates] = sortContainers(observed.containers);
+  for (const container of duplicates) actions.push({ type: 'removeContainer', id: container.id, drift: 'container_duplicate' });
+  if (first && (first.state === 'running' || first.state === 'restarting' || first.state === 'paused')) {
+    actions.push({ type: 'stopContainer', id: first.id });
+  }
+  return { actions };
+}
+
+function planCancelled(desired: Desired, input: PlanInput): Plan {
+  const actions = teardown(input.observed, false);
+  const purgeAt = (desired.cancelledAtMs ?? input.now) + input.retentionMs;
+  if (input.now >= purgeAt) {
+    if (input.observed.workspace.exists) actions.push({ type: 'removeWorkspace' });
+    actions.push({ type: 'markDeleted' });
+  }
+  return { actions };
+}
+
+function planOrphan(observed: Observed): Plan {
+  return { actions: teardown(observed, true) };
+}
+
+/** Route first, then containers, then the port: users never hit a dead upstream. */
+function teardown(observed: Observed, orphan: boolean): Action[] {
+  const actions: Action[] = [];
+  if (observed.route) actions.push({ type: 'removeRoute', drift: orphan ? 'orphan_route' : undefined });
+  for (const container of sortContainers(observed.containers)) {
+    actions.push({ type: 'removeContainer', id: container.id, drift: orphan ? 'orphan_container' : undefined });
+  }
+  if (observed.port !== undefined) actions.push({ type: 'releasePort', drift: orphan ? 'orphan_port' : undefined });
+  return actions;
+}
+
+export function routeMatches(route: ObservedRoute, host: string, target: RouteTarget): boolean {
+  return route.hosts.length === 1 && route.hosts[0] === host && sameTarget(route.target, target);
+}
+
+/**
+ * Of the customer's containers, the one to keep: carrying the desired hash, on the reserved port,
+ * running preferred. Every other one is removed (outdated or a duplicate).
+ */
+function pickContainer(
+  containers: ObservedContainer[],
+  specHash: string,
+  port: number | undefined,
+): { keep: ObservedContainer | undefined; remove: Array<{ container: ObservedContainer; drift: DriftKind }> } {
+  const usable = (c: ObservedContainer) =>
+    c.specHash === specHash && port !== undefined && c.hostPort === port && c.state !== 'dead' && c.state !== 'removing';
+  const sorted = sortContainers(containers);
+  const keep = sorted.find(usable);
+  const remove = sorted
+    .filter((c) => c !== keep)
+    .map((container) => ({ container, drift: (usable(container) ? 'container_duplicate' : 'container_outdated') as DriftKind }));
+  return { keep, remove };
+}
+
+const STATE_RANK: Record<ObservedContainer['state'], number> = {
+  running: 0,
+  restarting: 1,
+  paused: 2,
+  created: 3,
+  exited: 4,
+  removing: 5,
+  dead: 6,
+};
+
+/** Deterministic order: running first, then by id (plans must not depend on list order). */
+function sortContainers(containers: ObservedContainer[]): ObservedContainer[] {
+  return [...containers].sort((a, b) => STATE_RANK[a.state] - STATE_RANK[b.state] || a.id.localeCompare(b.id));
+}

@@ -1,0 +1,344 @@
+import type { Customer, CustomerStatus } from '../../domain/customer.js';
+import { customerHost } from '../../domain/naming.js';
+import type { Logger } from '../../observability/logger.js';
+import type { Metrics } from '../../observability/metrics.js';
+import type { RouteTable } from '../../proxy/route-table.js';
+import { DependencyError } from '../../resilience/guard.js';
+import { PortClashError, type CustomerRuntime, type ObservedContainer } from '../../runtime/runtime.js';
+import type { CustomerStore, EventType } from '../../store/customer-store.js';
+import { PortsExhaustedError } from '../../store/errors.js';
+import type { PortReservations } from '../../store/port-reservations.js';
+import type { Workspaces } from '../../workspace/workspace.js';
+import { resolveCustomer, TemplateError, type DesiredDefaults, type ResolvedCustomer } from './desired.js';
+import { plan, upstreamFor, type Action, type Observed } from './plan.js';
+import { computeStatus } from './status.js';
+
+export interface CustomerReconcilerDeps {
+  store: CustomerStore;
+  ports: PortReservations;
+  runtime: CustomerRuntime;
+  routes: RouteTable;
+  workspaces: Workspaces;
+  metrics: Metrics;
+  logger: Logger;
+  defaults: DesiredDefaults;
+  publicScheme: 'http' | 'https';
+  retentionMs: number;
+  /** How long one reconcile waits for a new container to turn healthy before routing to it. */
+  healthWaitMs?: number;
+  now?: () => number;
+}
+
+export interface ReconcileOutcome {
+  requeueAfterMs?: number;
+}
+
+/** A failure no retry can fix (missing template): status says Failed, the queue does not retry. */
+export class TerminalReconcileError extends Error {
+  readonly terminal = true;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'TerminalReconcileError';
+  }
+}
+
+const CONTROLLER = 'customer';
+const WAIT_FOR_HEALTH_MS = 1000;
+const PORTS_EXHAUSTED_RETRY_MS = 30_000;
+const MAX_PURGE_WAIT_MS = 3_600_000;
+
+/**
+ * Reconciles one customer by name: observe the world, plan, execute, write status. Level
+ * triggered: it never asks why it was called, so any event, a duplicate or a resync all lead to
+ * the same result.
+ */
+export class CustomerReconciler {
+  readonly #deps: CustomerReconcilerDeps;
+  readonly #now: () => number;
+  /** When each customer started provisioning at its current generation (for the latency metric). */
+  readonly #provisionStarted = new Map<string, { generation: number; at: number }>();
+
+  constructor(deps: CustomerReconcilerDeps) {
+    this.#deps = deps;
+    this.#now = deps.now ?? Date.now;
+  }
+
+  /** Every name the store or the world knows: orphans are reconciled (removed) too. */
+  async listKeys(): Promise<string[]> {
+    const { store, runtime, routes, ports } = this.#deps;
+    const [names, containers, routeList, reservations] = await Promise.all([store.listNames(), runtime.list(), routes.list(), ports.all()]);
+    const keys = new Set(names);
+    for (const c of containers) keys.add(c.customer);
+    for (const r of routeList) keys.add(r.customer);
+    for (const customer of reservations.keys()) keys.add(customer);
+    return [...keys].sort();
+  }
+
+  async reconcile(name: string, signal: AbortSignal): Promise<ReconcileOutcome> {
+    const { store } = this.#deps;
+    const started = this.#now();
+    const customer = await store.get(name);
+    let resolved: ResolvedCustomer | undefined;
+    if (customer) {
+      try {
+        resolved = await resolveCustomer(customer, this.#deps);
+      } catch (error) {
+        if (error instanceof TemplateError) {
+          await this.#writeFailure(customer, 'TemplateInvalid', error.message, true);
+          throw new TerminalReconcileError(error.message, { cause: error });
+        }
+        throw error;
+      }
+    }
+    const observed = await this.#observe(name);
+    const result = plan({ desired: resolved?.desired, observed, now: this.#now(), retentionMs: this.#deps.retentionMs });
+    if (!customer || !resolved) {
+      await this.#execute(name, result.actions, undefined, signal, true);
+      return {};
+    }
+    if (customer.spec.paused) {
+      await this.#writeStatus(customer, resolved, observed, undefined, result.note);
+      return {};
+    }
+
+    const converged = isConverged(customer);
+    let failure: { reason: string; message: string; terminal: boolean } | undefined;
+    let waitNote: string | undefined;
+    let requeueAfterMs: number | undefined;
+    try {
+      const outcome = await this.#execute(name, result.actions, resolved, signal, converged);
+      waitNote = outcome.waitNote;
+    } catch (error) {
+      failure = describeFailure(error);
+      if (error instanceof PortsExhaustedError) requeueAfterMs = PORTS_EXHAUSTED_RETRY_MS;
+      await store.recordEvent(name, { type: 'Warning', reason: failure.reason, message: failure.message }).catch(() => {});
+      this.#deps.logger.warn({ customer: name, reason: failure.reason, err: error }, 'reconcile step failed');
+    }
+
+    const after = result.actions.length > 0 ? await this.#observe(name) : observed;
+    const status = await this.#writeStatus(customer, resolved, after, failure, waitNote);
+    this.#trackProvisioning(customer, status, started);
+
+    if (failure && requeueAfterMs === undefined) {
+      // Let the queue back off; the status already says why.
+      throw new ReconcileStepError(failure.message);
+    }
+    if (requeueAfterMs !== undefined) return { requeueAfterMs };
+    if (customer.spec.state === 'active' && status.phase !== 'Ready') return { requeueAfterMs: WAIT_FOR_HEALTH_MS };
+    if (customer.spec.state === 'cancelled' && customer.cancelledAt) {
+      const purgeIn = customer.cancelledAt.getTime() + this.#deps.retentionMs - this.#now();
+      if (purgeIn > 0 && after.workspace.exists) return { requeueAfterMs: Math.min(purgeIn, MAX_PURGE_WAIT_MS) };
+    }
+    return {};
+  }
+
+  async #observe(name: string): Promise<Observed> {
+    const { runtime, routes, ports, workspaces } = this.#deps;
+    const [containers, routeList, port, workspace] = await Promise.all([
+      runtime.listFor(name),
+      routes.list(),
+      ports.find(name),
+      workspaces.observe(name),
+    ]);
+    return { containers, route: routeList.find((r) => r.customer === name), port, workspace };
+  }
+
+  /** Runs the plan's actions in order; the first failure stops the rest (they may depend on it). */
+  async #execute(
+    name: string,
+    actions: Action[],
+    resolved: ResolvedCustomer | undefined,
+    signal: AbortSignal,
+    countDrift: boolean,
+  ): Promise<{ waitNote?: string }> {
+    const { runtime, routes, ports, workspaces, store, metrics } = this.#deps;
+    const event = (type: EventType, reason: string, message: string) => store.recordEvent(name, { type, reason, message }).catch(() => {});
+    for (const action of actions) {
+      if (signal.aborted) throw new Error('reconcile aborted');
+      const drift = 'drift' in action ? action.drift : undefined;
+      if (drift && (countDrift || drift.startsWith('orphan_'))) metrics.driftCorrections.inc({ kind: drift });
+      switch (action.type) {
+        case 'writeWorkspace':
+          await workspaces.write(name, need(resolved?.rendered));
+          await event('Normal', 'WorkspaceRendered', 'workspace files rendered from the template');
+          break;
+        case 'reservePort': {
+          const port = await ports.reserve(name);
+          await event('Normal', 'PortReserved', `host port ${port} reserved`);
+          break;
+        }
+        case 'createContainer': {
+          const port = await ports.reserve(name);
+          const id = await runtime.create(need(resolved).containerSpec(port));
+          await this.#start(name, id, port);
+          await event('Normal', 'ContainerCreated', `container created and started on 127.0.0.1:${port}`);
+          break;
+        }
+        case 'startContainer': {
+          await this.#start(name, action.id, await ports.find(name));
+          await event('Normal', 'ContainerStarted', 'container started');
+          break;
+        }
+        case 'restartContainer':
+          await runtime.stop(action.id);
+          await this.#start(name, action.id, await ports.find(name));
+          await event('Warning', 'ContainerRestarted', 'container was unhealthy and was restarted');
+          break;
+        case 'stopContainer':
+          await runtime.stop(action.id);
+          await event('Normal', 'ContainerStopped', 'container stopped');
+          break;
+        case 'removeContainer':
+          await runtime.remove(action.id);
+          await event('Normal', 'ContainerRemoved', `container removed${drift ? ` (${drift.replace('_', ' ')})` : ''}`);
+          break;
+        case 'ensureRoute': {
+          const host = customerHost(name, this.#deps.defaults.baseDomain);
+          if (action.to === 'suspendedPage') {
+            await routes.ensure({ customer: name, host, target: { kind: 'suspended' } });
+            await event('Normal', 'RouteSuspended', `${host} shows the suspended page`);
+            break;
+          }
+          const port = await ports.find(name);
+          if (port === undefined || !(await this.#waitForHealthy(name, port, signal))) {
+            return { waitNote: 'waiting for the container to become healthy before routing to it' };
+          }
+          const result = await routes.ensure({ customer: name, host, target: upstreamFor(port) });
+          if (result !== 'unchanged') await event('Normal', 'RouteReady', `${host} routes to 127.0.0.1:${port}`);
+          break;
+        }
+        case 'removeRoute':
+          await routes.remove(name);
+          await event('Normal', 'RouteRemoved', 'route removed');
+          break;
+        case 'releasePort':
+          await ports.release(name);
+          await event('Normal', 'PortReleased', 'host port released');
+          break;
+        case 'removeWorkspace':
+          await workspaces.remove(name);
+          await event('Normal', 'WorkspacePurged', 'workspace deleted after the retention period');
+          break;
+        case 'markDeleted':
+          await store.markDeleted(name);
+          break;
+      }
+    }
+    return {};
+  }
+
+  /** Starts a container; a host port clash moves the customer to a new port (next pass recreates). */
+  async #start(name: string, id: string, port: number | undefined): Promise<void> {
+    try {
+      await this.#deps.runtime.start(id);
+    } catch (error) {
+      if (error instanceof PortClashError && port !== undefined) {
+        const next = await this.#deps.ports.move(name, port);
+        await this.#deps.runtime.remove(id);
+        throw new ReconcileStepError(`host port ${port} is taken by something else on this host; moved to ${next}`, {
+          cause: error,
+          reason: 'PortClash',
+        });
+      }
+      throw error;
+    }
+  }
+
+  async #waitForHealthy(name: string, port: number, signal: AbortSignal): Promise<boolean> {
+    const deadline = this.#now() + (this.#deps.healthWaitMs ?? 10_000);
+    for (;;) {
+      const containers: ObservedContainer[] = await this.#deps.runtime.listFor(name);
+      const container = containers.find((c) => c.hostPort === port && c.state === 'running');
+      if (container?.health === 'healthy') return true;
+      if (container?.health === 'unhealthy' || !container) return false;
+      if (this.#now() > deadline || signal.aborted) return false;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+
+  async #writeStatus(
+    customer: Customer,
+    resolved: ResolvedCustomer,
+    observed: Observed,
+    failure: { reason: string; message: string; terminal: boolean } | undefined,
+    note: string | undefined,
+  ): Promise<CustomerStatus> {
+    const status = computeStatus({
+      name: customer.name,
+      generation: customer.generation,
+      state: customer.spec.state,
+      paused: customer.spec.paused,
+      desired: resolved.desired,
+      observed,
+      previous: customer.status,
+      url: `${this.#deps.publicScheme}://${resolved.desired.host}`,
+      failure,
+      note,
+      now: new Date(this.#now()),
+    });
+    await this.#deps.store.updateStatus(customer.name, status);
+    return status;
+  }
+
+  async #writeFailure(customer: Customer, reason: string, message: string, terminal: boolean): Promise<void> {
+    const previous = customer.status;
+    const status: CustomerStatus = {
+      ...previous,
+      phase: terminal ? 'Failed' : (previous.phase ?? 'Provisioning'),
+      observedGeneration: customer.generation,
+      conditions: [
+        ...(previous.conditions ?? []).filter((c) => c.type !== 'Ready'),
+        { type: 'Ready', status: 'False', reason, message, lastTransitionTime: new Date(this.#now()).toISOString(), observedGeneration: customer.generation },
+      ],
+    };
+    const changed = await this.#deps.store.updateStatus(customer.name, status);
+    if (changed) await this.#deps.store.recordEvent(customer.name, { type: 'Warning', reason, message }).catch(() => {});
+  }
+
+  #trackProvisioning(customer: Customer, status: CustomerStatus, started: number): void {
+    if (customer.spec.state !== 'active') {
+      this.#provisionStarted.delete(customer.name);
+      return;
+    }
+    const tracked = this.#provisionStarted.get(customer.name);
+    if (status.phase === 'Ready') {
+      if (tracked) this.#deps.metrics.provisionDuration.observe((this.#now() - tracked.at) / 1000);
+      this.#provisionStarted.delete(customer.name);
+    } else if (!tracked || tracked.generation !== customer.generation) {
+      this.#provisionStarted.set(customer.name, { generation: customer.generation, at: started });
+    }
+  }
+}
+
+/** A step failed; its reason goes into status and events, and the queue backs off. */
+export class ReconcileStepError extends Error {
+  readonly reason: string;
+  constructor(message: string, options: { cause?: unknown; reason?: string } = {}) {
+    super(message, { cause: options.cause });
+    this.name = 'ReconcileStepError';
+    this.reason = options.reason ?? 'ReconcileFailed';
+  }
+}
+
+/** The generation had converged before: anything found wrong now is drift, not progress. */
+function isConverged(customer: Customer): boolean {
+  const { status } = customer;
+  return status.observedGeneration === customer.generation && (status.phase === 'Ready' || status.phase === 'Suspended');
+}
+
+function describeFailure(error: unknown): { reason: string; message: string; terminal: boolean } {
+  if (error instanceof PortsExhaustedError) return { reason: 'PortsExhausted', message: error.message, terminal: false };
+  if (error instanceof ReconcileStepError) return { reason: error.reason, message: error.message, terminal: false };
+  if (error instanceof DependencyError) {
+    const dependency = error.dependency.charAt(0).toUpperCase() + error.dependency.slice(1);
+    return { reason: `${dependency}Failed`, message: error.message, terminal: false };
+  }
+  return { reason: 'ReconcileFailed', message: (error as Error).message ?? String(error), terminal: false };
+}
+
+function need<T>(value: T | undefined): T {
+  if (value === undefined) throw new Error('internal: action needs the resolved customer');
+  return value;
+}
+
+export { CONTROLLER as CUSTOMER_CONTROLLER_NAME };

@@ -1,0 +1,124 @@
+import type { Condition, ConditionStatus, CustomerStatus, DesiredState, Phase } from '../../domain/customer.js';
+import { routeMatches, upstreamFor, type Desired, type Observed } from './plan.js';
+
+/**
+ * Status is derived, never remembered: from the world as observed after the actions ran, the
+ * failure (if any) and the previous status (only to keep lastTransitionTime stable and to tell
+ * Degraded from Provisioning). Pure: the time comes in as `now`.
+ */
+export interface StatusInput {
+  name: string;
+  generation: number;
+  state: DesiredState;
+  paused: boolean;
+  desired: Desired;
+  observed: Observed;
+  previous: CustomerStatus;
+  url: string;
+  /** The action that failed and why, naming the dependency. */
+  failure?: { reason: string; message: string; terminal: boolean } | undefined;
+  /** Why nothing more happened now (waiting for health). */
+  note?: string | undefined;
+  now: Date;
+}
+
+interface ConditionDraft {
+  type: string;
+  status: ConditionStatus;
+  reason: string;
+  message: string;
+}
+
+export function computeStatus(input: StatusInput): CustomerStatus {
+  const drafts = conditionsFor(input);
+  const conditions = drafts.map((d) => withTransitionTime(d, input));
+  const status: CustomerStatus = {
+    phase: phaseFor(input, drafts),
+    observedGeneration: input.generation,
+    url: input.url,
+    conditions,
+  };
+  if (input.observed.port !== undefined) status.hostPort = input.observed.port;
+  return status;
+}
+
+function conditionsFor(input: StatusInput): ConditionDraft[] {
+  const { desired, observed, failure } = input;
+  const workspaceCurrent = observed.workspace.exists && observed.workspace.contentHash === desired.workspaceHash;
+  const container = observed.containers.find((c) => c.specHash === desired.specHash && c.hostPort === observed.port);
+  const drafts: ConditionDraft[] = [];
+
+  if (input.state === 'pending' || input.state === 'cancelled') {
+    const reason = input.state === 'pending' ? 'AwaitingPayment' : 'Cancelled';
+    const message = input.state === 'pending' ? 'waiting for the checkout to complete' : 'the customer was cancelled; nothing runs';
+    for (const type of ['WorkspaceReady', 'ContainerReady', 'RouteReady', 'Ready']) drafts.push({ type, status: 'False', reason, message });
+  } else if (input.state === 'suspended') {
+    const stopped = observed.containers.every((c) => c.state !== 'running' && c.state !== 'restarting');
+    const pageUp = observed.route !== undefined && routeMatches(observed.route, desired.host, { kind: 'suspended' });
+    drafts.push(
+      { type: 'WorkspaceReady', status: observed.workspace.exists ? 'True' : 'False', reason: observed.workspace.exists ? 'Rendered' : 'Missing', message: '' },
+      { type: 'ContainerReady', status: 'False', reason: stopped ? 'Suspended' : 'Stopping', message: stopped ? 'the assistant is stopped while suspended' : 'stopping the assistant' },
+      { type: 'RouteReady', status: pageUp ? 'True' : 'False', reason: pageUp ? 'SuspendedPage' : 'RouteNotReady', message: pageUp ? 'the host shows the suspended page' : '' },
+      { type: 'Ready', status: 'False', reason: 'Suspended', message: 'the customer is suspended' },
+    );
+  } else {
+    const workspace: ConditionDraft = workspaceCurrent
+      ? { type: 'WorkspaceReady', status: 'True', reason: 'Rendered', message: '' }
+      : { type: 'WorkspaceReady', status: 'False', reason: observed.workspace.exists ? 'Stale' : 'Missing', message: 'the workspace is being rendered' };
+    let containerCondition: ConditionDraft;
+    if (!container) containerCondition = { type: 'ContainerReady', status: 'False', reason: 'ContainerMissing', message: 'the container is being created' };
+    else if (container.state !== 'running') containerCondition = { type: 'ContainerReady', status: 'False', reason: 'ContainerNotRunning', message: `the container is ${container.state}` };
+    else if (container.health === 'healthy') containerCondition = { type: 'ContainerReady', status: 'True', reason: 'Healthy', message: '' };
+    else if (container.health === 'unhealthy') containerCondition = { type: 'ContainerReady', status: 'False', reason: 'Unhealthy', message: container.healthMessage ?? 'the health check fails' };
+    else containerCondition = { type: 'ContainerReady', status: 'False', reason: 'Starting', message: 'waiting for the assistant to answer its health check' };
+    const routeOk = observed.route !== undefined && observed.port !== undefined && routeMatches(observed.route, desired.host, upstreamFor(observed.port));
+    const route: ConditionDraft = routeOk
+      ? { type: 'RouteReady', status: 'True', reason: 'Routed', message: '' }
+      : { type: 'RouteReady', status: 'False', reason: observed.route ? 'RouteWrong' : 'RouteMissing', message: input.note ?? 'the route is being set up' };
+    drafts.push(workspace, containerCondition, route);
+    const notReady = drafts.find((d) => d.status !== 'True');
+    drafts.push(
+      notReady
+        ? { type: 'Ready', status: 'False', reason: notReady.reason, message: notReady.message }
+        : { type: 'Ready', status: 'True', reason: 'AllReady', message: '' },
+    );
+  }
+
+  if (failure) {
+    // The failure explains the Ready condition: which dependency failed and how.
+    const ready = drafts.find((d) => d.type === 'Ready');
+    if (ready) Object.assign(ready, { status: 'False', reason: failure.reason, message: failure.message });
+  }
+  if (input.paused) drafts.push({ type: 'Paused', status: 'True', reason: 'Paused', message: 'spec.paused is true: the controller leaves this customer alone' });
+  return drafts;
+}
+
+function phaseFor(input: StatusInput, drafts: ConditionDraft[]): Phase {
+  const ready = drafts.find((d) => d.type === 'Ready')?.status === 'True';
+  if (input.failure?.terminal) return 'Failed';
+  switch (input.state) {
+    case 'pending':
+      return 'Pending';
+    case 'cancelled': {
+      const { observed } = input;
+      return observed.route || observed.containers.length > 0 || observed.port !== undefined ? 'Terminating' : 'Terminated';
+    }
+    case 'suspended':
+      return drafts.find((d) => d.type === 'ContainerReady')?.reason === 'Suspended' ? 'Suspended' : 'Degraded';
+    case 'active': {
+      if (ready) return 'Ready';
+      const previous = input.previous;
+      const sameGeneration = previous.observedGeneration === input.generation;
+      // At the same generation a customer that was up and is not any more has degraded; a new
+      // generation (a spec change being applied) or a first start is still provisioning.
+      if (sameGeneration && (previous.phase === 'Ready' || previous.phase === 'Degraded')) return 'Degraded';
+      return 'Provisioning';
+    }
+  }
+}
+
+function withTransitionTime(draft: ConditionDraft, input: StatusInput): Condition {
+  const previous = input.previous.conditions?.find((c) => c.type === draft.type);
+  const lastTransitionTime = previous && previous.status === draft.status ? previous.lastTransitionTime : input.now.toISOString();
+  return { ...draft, lastTransitionTime, observedGeneration: input.generation };
+}

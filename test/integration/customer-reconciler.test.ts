@@ -1,0 +1,179 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CustomerReconciler } from '../../src/controller/customer/reconciler.js';
+import { createLogger } from '../../src/observability/logger.js';
+import { Metrics } from '../../src/observability/metrics.js';
+import { CustomerStore } from '../../src/store/customer-store.js';
+import { PortReservations } from '../../src/store/port-reservations.js';
+import { desiredCustomer, testSecretBox, TEST_BOT_TOKEN, uniqueName } from '../support/fixtures.js';
+import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { SimulatedRouteTable, SimulatedRuntime, SimulatedWorkspaces } from '../support/simulated-world.js';
+
+const DAY = 86_400_000;
+
+describe('customer reconciler on a simulated world with the real store', () => {
+  let db: TestDatabase;
+  let store: CustomerStore;
+  let runtime: SimulatedRuntime;
+  let routes: SimulatedRouteTable;
+  let workspaces: SimulatedWorkspaces;
+  let metrics: Metrics;
+  let now = Date.now();
+  let reconciler: CustomerReconciler;
+  const signal = new AbortController().signal;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    store = new CustomerStore(db.handle, testSecretBox());
+    runtime = new SimulatedRuntime();
+    routes = new SimulatedRouteTable();
+    workspaces = new SimulatedWorkspaces();
+    metrics = new Metrics({ defaultMetrics: false });
+    reconciler = new CustomerReconciler({
+      store,
+      ports: new PortReservations(db.handle, { from: 30000, to: 30010 }),
+      runtime,
+      routes,
+      workspaces,
+      metrics,
+      logger: createLogger({ level: 'silent' }),
+      defaults: { baseDomain: 'blytz.localhost', customerImage: 'blytz/assistant-stub:dev', containerPort: 18789 },
+      publicScheme: 'https',
+      retentionMs: 30 * DAY,
+      now: () => now,
+    });
+  });
+  afterAll(async () => {
+    await db.drop();
+  });
+
+  async function reconcile(name: string) {
+    return reconciler.reconcile(name, signal);
+  }
+
+  it('brings an active customer to Ready in one pass and then does nothing', async () => {
+    const name = uniqueName('rc');
+    await store.apply(desiredCustomer(name, { telegram: { botToken: TEST_BOT_TOKEN } }));
+    expect(await reconcile(name)).toEqual({});
+    const customer = await store.get(name);
+    expect(customer?.status.phase).toBe('Ready');
+    expect(customer?.status.observedGeneration).toBe(1);
+    expect(customer?.status.url).toBe(`https://${name}.blytz.localhost`);
+    expect(customer?.status.conditions?.map((c) => `${c.type}=${c.status}`)).toEqual([
+      'WorkspaceReady=True',
+      'ContainerReady=True',
+      'RouteReady=True',
+      'Ready=True',
+    ]);
+    const containerCount = runtime.containers.size;
+    const statusBefore = JSON.stringify(customer?.status);
+    const versionBefore = customer?.resourceVersion;
+    await reconcile(name);
+    expect(runtime.containers.size).toBe(containerCount);
+    const again = await store.get(name);
+    expect(JSON.stringify(again?.status)).toBe(statusBefore);
+    expect(again?.resourceVersion).toBe(versionBefore); // no status write when nothing changed
+    const events = await store.listEvents(name);
+    expect(events.map((e) => e.reason)).toEqual(expect.arrayContaining(['ContainerCreated', 'RouteReady', 'WorkspaceRendered', 'PortReserved']));
+  });
+
+  it('instruction change re-renders without recreating; a bot token change recreates', async () => {
+    const name = uniqueName('rc');
+    await store.apply(desiredCustomer(name, { telegram: { botToken: TEST_BOT_TOKEN } }));
+    await reconcile(name);
+    const [first] = await runtime.listFor(name);
+    await store.apply(desiredCustomer(name, { instructions: 'new instructions', telegram: { botToken: TEST_BOT_TOKEN } }));
+    await reconcile(name);
+    expect((await runtime.listFor(name)).map((c) => c.id)).toEqual([first?.id]);
+    await store.apply(desiredCustomer(name, { instructions: 'new instructions', telegram: { botToken: '987654321:ZZbbccddeeffgghhiijjkkllmmnnooppqqr' } }));
+    await reconcile(name);
+    const after = await runtime.listFor(name);
+    expect(after).toHaveLength(1);
+    expect(after[0]?.id).not.toBe(first?.id);
+    expect((await store.get(name))?.status.phase).toBe('Ready');
+  });
+
+  it('corrects drift and counts it', async () => {
+    const name = uniqueName('rc');
+    await store.apply(desiredCustomer(name));
+    await reconcile(name);
+    const [container] = await runtime.listFor(name);
+    await runtime.stop(container!.id);
+    routes.routes.delete(name);
+    await reconcile(name);
+    expect((await runtime.listFor(name))[0]?.state).toBe('running');
+    expect(routes.routes.has(name)).toBe(true);
+    const text = await metrics.registry.getSingleMetricAsString('blytz_drift_corrections_total');
+    expect(text).toMatch(/kind="container_stopped"} 1/);
+    expect(text).toMatch(/kind="route_missing"} 1/);
+  });
+
+  it('suspend stops and shows the page; resume starts the same container; cancel tears down and purges later', async () => {
+    const name = uniqueName('rc');
+    await store.apply(desiredCustomer(name));
+    await reconcile(name);
+    const [container] = await runtime.listFor(name);
+    await store.setState(name, 'suspended');
+    await reconcile(name);
+    expect((await runtime.listFor(name))[0]?.state).toBe('exited');
+    expect(routes.routes.get(name)?.target).toEqual({ kind: 'suspended' });
+    expect((await store.get(name))?.status.phase).toBe('Suspended');
+    await store.setState(name, 'active');
+    await reconcile(name);
+    expect((await runtime.listFor(name)).map((c) => [c.id, c.state])).toEqual([[container!.id, 'running']]);
+    await store.setState(name, 'cancelled');
+    const outcome = await reconcile(name);
+    expect(await runtime.listFor(name)).toEqual([]);
+    expect(routes.routes.has(name)).toBe(false);
+    expect(workspaces.folders.has(name)).toBe(true);
+    expect((await store.get(name))?.status.phase).toBe('Terminated');
+    expect(outcome.requeueAfterMs).toBeGreaterThan(0);
+    now += 31 * DAY;
+    await reconcile(name);
+    expect(workspaces.folders.has(name)).toBe(false);
+    expect(await store.get(name)).toBeUndefined();
+    now -= 31 * DAY;
+  });
+
+  it('removes orphans that carry our marks', async () => {
+    const name = uniqueName('orphan');
+    await runtime.create({
+      customer: name,
+      image: 'x',
+      containerPort: 1,
+      hostPort: 30009,
+      user: '1000:1000',
+      mounts: [],
+      env: {},
+      resources: { memoryBytes: 1, nanoCpus: 1, pidsLimit: 1 },
+      healthPath: '/',
+      specHash: 'h',
+    });
+    await routes.ensure({ customer: name, host: `${name}.blytz.localhost`, target: { kind: 'suspended' } });
+    expect(await reconciler.listKeys()).toContain(name);
+    await reconcile(name);
+    expect(await runtime.listFor(name)).toEqual([]);
+    expect(routes.routes.has(name)).toBe(false);
+  });
+
+  it('an unknown template fails terminally with a clear status', async () => {
+    const name = uniqueName('rc');
+    await store.apply(desiredCustomer(name, { template: 'no-such-template' }));
+    await expect(reconcile(name)).rejects.toThrow(/template no-such-template/);
+    const customer = await store.get(name);
+    expect(customer?.status.phase).toBe('Failed');
+    expect(customer?.status.conditions?.find((c) => c.type === 'Ready')?.reason).toBe('TemplateInvalid');
+  });
+
+  it('exhausted ports are a condition, not a crash', async () => {
+    const names = Array.from({ length: 12 }, () => uniqueName('full'));
+    const outcomes = [];
+    for (const name of names) {
+      await store.apply(desiredCustomer(name));
+      outcomes.push(await reconcile(name));
+    }
+    const phases = await Promise.all(names.map(async (n) => (await store.get(n))?.status));
+    const exhausted = phases.filter((s) => s?.conditions?.find((c) => c.type === 'Ready')?.reason === 'PortsExhausted');
+    expect(exhausted.length).toBeGreaterThan(0);
+    expect(outcomes.some((o) => (o.requeueAfterMs ?? 0) >= 30_000)).toBe(true);
+  });
+});
