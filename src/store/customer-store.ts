@@ -53,6 +53,14 @@ export interface CustomerSecrets {
   modelApiKey?: string;
 }
 
+/** A customer with its secrets opened: for the controller only, never for responses or logs. */
+export interface ReconcileView {
+  customer: Customer;
+  secrets: CustomerSecrets;
+  /** Absent until the controller first generates it. */
+  gatewayToken: string | undefined;
+}
+
 const MAX_EVENT_MESSAGE = 1000;
 const EVENTS_KEPT_PER_CUSTOMER = 100;
 
@@ -270,6 +278,34 @@ export class CustomerStore {
     return this.gatewayToken(name);
   }
 
+  /** What one reconcile reads from the store, in one query. */
+  async reconcileView(name: string): Promise<ReconcileView | undefined> {
+    const row = await this.#db
+      .selectFrom('customers')
+      .selectAll()
+      .where('name', '=', name)
+      .where('deleted_at', 'is', null)
+      .executeTakeFirst();
+    return row ? this.#toReconcileView(row) : undefined;
+  }
+
+  /** Every customer's reconcile view in one query: a full resync pass reads the store once. */
+  async reconcileViews(): Promise<Map<string, ReconcileView>> {
+    const rows = await this.#db.selectFrom('customers').selectAll().where('deleted_at', 'is', null).execute();
+    return new Map(rows.map((row) => [row.name, this.#toReconcileView(row)]));
+  }
+
+  #toReconcileView(row: CustomerRow): ReconcileView {
+    const secrets: CustomerSecrets = {};
+    if (row.telegram_bot_token_enc) secrets.telegramBotToken = this.#box.open(row.telegram_bot_token_enc, row.name);
+    if (row.model_api_key_enc) secrets.modelApiKey = this.#box.open(row.model_api_key_enc, row.name);
+    return {
+      customer: toCustomer(row),
+      secrets,
+      gatewayToken: row.gateway_token_enc ? this.#box.open(row.gateway_token_enc, `${row.name}/gateway`) : undefined,
+    };
+  }
+
   #specColumns(desired: DesiredCustomer, live: CustomerRow | undefined): NewCustomerRow {
     const { spec } = desired;
     return {
@@ -333,7 +369,13 @@ function sameSpec(columns: NewCustomerRow, row: CustomerRow): boolean {
     paused: row.paused,
     labels: JSON.stringify(row.labels),
   };
-  return canonicalJson({ ...stored, labels: JSON.parse(stored.labels) }) === canonicalJson({ ...columns, labels: JSON.parse(columns.labels) });
+  // JSON columns compare as values: jsonb hands keys back in its own order, not the writer's.
+  const asValues = (r: NewCustomerRow) => ({
+    ...r,
+    labels: JSON.parse(r.labels) as unknown,
+    telegram_bot_token_secret_ref: JSON.parse(r.telegram_bot_token_secret_ref ?? 'null') as unknown,
+  });
+  return canonicalJson(asValues(stored)) === canonicalJson(asValues(columns));
 }
 
 export function toCustomer(row: CustomerRow): Customer {

@@ -172,7 +172,12 @@ function execute(world: World, actions: Action[]): World {
         o.port ??= 30100;
         break;
       case 'createContainer':
-        o.containers.push(container({ id: `new-${nextId++}`, specHash: d?.specHash, hostPort: o.port, state: 'running', health: 'healthy' }));
+        o.containers.push({
+          ...container({ id: `new-${nextId++}`, state: 'running', health: 'healthy' }),
+          specHash: d?.specHash,
+          ...(o.port === undefined ? {} : { hostPort: o.port }),
+        });
+        if (o.port === undefined) delete o.containers.at(-1)!.hostPort;
         break;
       case 'startContainer':
       case 'restartContainer':
@@ -242,7 +247,9 @@ const arbObserved: fc.Arbitrary<Observed> = fc.record({
   port: fc.constantFrom(30001, 30002, undefined),
   containers: fc.uniqueArray(arbContainer, { selector: (c) => c.id, maxLength: 3 }),
   route: fc.option(
-    fc.record({ target: arbTarget, hosts: fc.constantFrom([HOST], ['other.example'], []) }).map((r) => ({ customer: 'alice', id: 'blytz-alice', ...r })),
+    fc
+      .record({ target: arbTarget, hosts: fc.constantFrom([HOST], ['other.example'], []) })
+      .map((r) => ({ customer: 'alice', id: 'blytz-alice', target: r.target, hosts: [...r.hosts] })),
     { nil: undefined },
   ),
 });

@@ -1,8 +1,8 @@
-import { PLANS, type Customer } from '../../domain/customer.js';
+import { PLANS } from '../../domain/customer.js';
 import { stableHash } from '../../domain/canonical-json.js';
 import { customerHost } from '../../domain/naming.js';
 import type { ContainerSpec } from '../../runtime/runtime.js';
-import type { CustomerStore } from '../../store/customer-store.js';
+import type { CustomerStore, ReconcileView } from '../../store/customer-store.js';
 import type { RenderedWorkspace, TemplateManifest, Workspaces } from '../../workspace/workspace.js';
 import type { Desired } from './plan.js';
 
@@ -34,9 +34,10 @@ export class TemplateError extends Error {
  * the secrets and the rendered workspace; pending and cancelled customers need only names.
  */
 export async function resolveCustomer(
-  customer: Customer,
+  view: ReconcileView,
   deps: { store: CustomerStore; workspaces: Workspaces; defaults: DesiredDefaults },
 ): Promise<ResolvedCustomer> {
+  const { customer, secrets } = view;
   const base: Desired = {
     name: customer.name,
     generation: customer.generation,
@@ -58,7 +59,7 @@ export async function resolveCustomer(
   } catch (error) {
     throw new TemplateError(`template ${customer.spec.template}: ${(error as Error).message}`, { cause: error });
   }
-  const [secrets, gatewayToken] = await Promise.all([deps.store.readSecrets(customer.name), deps.store.gatewayToken(customer.name)]);
+  const gatewayToken = view.gatewayToken ?? (await deps.store.gatewayToken(customer.name));
   const rendered = await deps.workspaces.render({
     customer: customer.name,
     email: customer.spec.email,

@@ -1,4 +1,5 @@
 import type { Customer, CustomerStatus } from '../../domain/customer.js';
+import { canonicalJson } from '../../domain/canonical-json.js';
 import { customerHost } from '../../domain/naming.js';
 import type { Logger } from '../../observability/logger.js';
 import type { Metrics } from '../../observability/metrics.js';
@@ -12,6 +13,7 @@ import type { Workspaces } from '../../workspace/workspace.js';
 import { resolveCustomer, TemplateError, type DesiredDefaults, type ResolvedCustomer } from './desired.js';
 import { plan, upstreamFor, type Action, type Observed } from './plan.js';
 import { computeStatus } from './status.js';
+import { WorldCache } from './world-cache.js';
 
 export interface CustomerReconcilerDeps {
   store: CustomerStore;
@@ -27,6 +29,8 @@ export interface CustomerReconcilerDeps {
   /** How long one reconcile waits for a new container to turn healthy before routing to it. */
   healthWaitMs?: number;
   now?: () => number;
+  /** When given, full passes list the world once and reconciles read from it. */
+  cache?: WorldCache;
 }
 
 export interface ReconcileOutcome {
@@ -66,22 +70,29 @@ export class CustomerReconciler {
   /** Every name the store or the world knows: orphans are reconciled (removed) too. */
   async listKeys(): Promise<string[]> {
     const { store, runtime, routes, ports } = this.#deps;
-    const [names, containers, routeList, reservations] = await Promise.all([store.listNames(), runtime.list(), routes.list(), ports.all()]);
-    const keys = new Set(names);
-    for (const c of containers) keys.add(c.customer);
-    for (const r of routeList) keys.add(r.customer);
-    for (const customer of reservations.keys()) keys.add(customer);
-    return [...keys].sort();
+    const load = async () => {
+      const [views, containers, routeList, reservations] = await Promise.all([store.reconcileViews(), runtime.list(), routes.list(), ports.all()]);
+      return { views, containers, routes: routeList, ports: reservations };
+    };
+    const cache = this.#deps.cache ?? new WorldCache();
+    return cache.refresh(load);
+  }
+
+  /** A live event for this customer: whatever a full pass cached about it may be older. */
+  invalidate(name: string): void {
+    this.#deps.cache?.invalidate(name);
   }
 
   async reconcile(name: string, signal: AbortSignal): Promise<ReconcileOutcome> {
     const { store } = this.#deps;
     const started = this.#now();
-    const customer = await store.get(name);
+    const cached = this.#deps.cache?.take(name);
+    const view = cached ? cached.view : await store.reconcileView(name);
+    const customer = view?.customer;
     let resolved: ResolvedCustomer | undefined;
-    if (customer) {
+    if (view && customer) {
       try {
-        resolved = await resolveCustomer(customer, this.#deps);
+        resolved = await resolveCustomer(view, this.#deps);
       } catch (error) {
         if (error instanceof TemplateError) {
           await this.#writeFailure(customer, 'TemplateInvalid', error.message, true);
@@ -90,9 +101,12 @@ export class CustomerReconciler {
         throw error;
       }
     }
-    const observed = await this.#observe(name);
+    const observed = cached
+      ? { containers: cached.containers, route: cached.route, port: cached.port, workspace: await this.#deps.workspaces.observe(name) }
+      : await this.#observe(name);
     const result = plan({ desired: resolved?.desired, observed, now: this.#now(), retentionMs: this.#deps.retentionMs });
     if (!customer || !resolved) {
+      if (result.actions.length > 0) this.invalidate(name);
       await this.#execute(name, result.actions, undefined, signal, true);
       return {};
     }
@@ -105,6 +119,8 @@ export class CustomerReconciler {
     let failure: { reason: string; message: string; terminal: boolean } | undefined;
     let waitNote: string | undefined;
     let requeueAfterMs: number | undefined;
+    // A listing in flight must not hand a later reconcile the world from before these actions.
+    if (result.actions.length > 0) this.invalidate(name);
     try {
       const outcome = await this.#execute(name, result.actions, resolved, signal, converged);
       waitNote = outcome.waitNote;
@@ -276,7 +292,8 @@ export class CustomerReconciler {
       note,
       now: new Date(this.#now()),
     });
-    await this.#deps.store.updateStatus(customer.name, status);
+    // Written only when it changed: a steady-state pass costs no store writes.
+    if (canonicalJson(status) !== canonicalJson(customer.status)) await this.#deps.store.updateStatus(customer.name, status);
     return status;
   }
 

@@ -1,0 +1,224 @@
+import { lstat, mkdir, readdir, rm } from 'node:fs/promises';
+import { dirname, join, posix, resolve, sep } from 'node:path';
+import { z } from 'zod';
+import { isDns1123Label } from '../domain/naming.js';
+import type { Mount } from '../runtime/runtime.js';
+import { renderWorkspace, SECRET_FILES } from './render.js';
+import {
+  chownTarget,
+  ensureDirectory,
+  ignoreCode,
+  parseOwner,
+  readRegularFile,
+  sweepTempFiles,
+  syncDirectory,
+  TEMP_PREFIX,
+  writeFileAtomic,
+  type Owner,
+} from './safe-fs.js';
+import { loadTemplateManifest, loadTemplateSources, type ResolvedTemplate, type TemplateDefaults } from './template-manifest.js';
+import type { ObservedWorkspace, RenderedWorkspace, TemplateManifest, WorkspaceInput, Workspaces } from './workspace.js';
+
+/**
+ * Workspaces as folders on the local disk: `$dataDir/customers/<name>/`, bind-mounted into the
+ * customer's container.
+ *
+ * Layout of a customer folder:
+ *   workspace/AGENTS.md, USER.md, SOUL.md   rendered, 0644 (the agent's workspace)
+ *   workspace/memory/...                    written by the assistant; never touched by us
+ *   openclaw.json                           rendered, secret: 0600, also mounted read-only
+ *   .blytz-render.json                      marker: contentHash + rendered paths, written last
+ * Folders are 0700 and everything belongs to the template's uid:gid. Non-secret files are 0644
+ * because the 0700 folders already keep every other host user out; only secrets get the extra
+ * 0600, so a copy of the folder made with permissions kept never spreads a token.
+ */
+
+export interface FileWorkspacesOptions {
+  dataDir: string;
+  templatesDir: string;
+  /** BLYTZ_CUSTOMER_IMAGE and BLYTZ_CONTAINER_PORT, for templates that do not set their own. */
+  defaults: TemplateDefaults;
+}
+
+export const CUSTOMERS_DIR = 'customers';
+export const MARKER_FILE = '.blytz-render.json';
+
+const DIR_MODE = 0o700;
+const SECRET_MODE = 0o600;
+const PLAIN_MODE = 0o644;
+
+const markerSchema = z.object({
+  contentHash: z.string().min(1),
+  template: z.string(),
+  files: z.array(z.string()),
+});
+type Marker = z.infer<typeof markerSchema>;
+
+export class InvalidWorkspacePathError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'InvalidWorkspacePathError';
+  }
+}
+
+export class FileWorkspaces implements Workspaces {
+  private readonly customersRoot: string;
+  private readonly templatesDir: string;
+  private readonly defaults: TemplateDefaults;
+
+  constructor(options: FileWorkspacesOptions) {
+    // Absolute, because these paths become Docker bind-mount sources.
+    this.customersRoot = resolve(options.dataDir, CUSTOMERS_DIR);
+    this.templatesDir = resolve(options.templatesDir);
+    this.defaults = options.defaults;
+  }
+
+  /**
+   * The customer's folder. The name must be a DNS-1123 label (no `/`, `.`, NUL, at most 63
+   * characters), and the resolved path is checked again to be a direct child of the customers
+   * folder: two independent guards, so one bug cannot let a name escape.
+   */
+  customerDir(customer: string): string {
+    if (!isDns1123Label(customer)) {
+      throw new InvalidWorkspacePathError(`customer name ${JSON.stringify(customer)} is not a DNS-1123 label`);
+    }
+    const dir = resolve(this.customersRoot, customer);
+    if (dirname(dir) !== this.customersRoot || !dir.startsWith(this.customersRoot + sep)) {
+      throw new InvalidWorkspacePathError(`customer name ${JSON.stringify(customer)} leaves ${this.customersRoot}`);
+    }
+    return dir;
+  }
+
+  /** The manifest with image and containerPort filled in from the defaults when absent. */
+  loadTemplate(name: string): Promise<ResolvedTemplate> {
+    return loadTemplateManifest(this.templatesDir, name, this.defaults);
+  }
+
+  async render(input: WorkspaceInput): Promise<RenderedWorkspace> {
+    const template = await this.loadTemplate(input.template);
+    const sources = await loadTemplateSources(this.templatesDir, input.template);
+    return renderWorkspace(template, sources, input);
+  }
+
+  async observe(customer: string): Promise<ObservedWorkspace> {
+    const dir = this.customerDir(customer);
+    const stat = await lstat(dir).catch(ignoreCode('ENOENT'));
+    if (!stat) return { exists: false };
+    if (!stat.isDirectory()) return { exists: true };
+    const marker = await readMarker(dir);
+    // A rendered file deleted since (by hand, by the assistant) makes the workspace stale.
+    if (!marker || !(await allRegularFiles(dir, marker.files))) return { exists: true };
+    return { exists: true, contentHash: marker.contentHash };
+  }
+
+  async write(customer: string, rendered: RenderedWorkspace): Promise<void> {
+    const dir = this.customerDir(customer);
+    const paths = rendered.files.map((file) => checkRelativePath(file.path));
+    if (new Set(paths).size !== paths.length) throw new InvalidWorkspacePathError('rendered files contain a path twice');
+    const owner = chownTarget(parseOwner(rendered.template.user));
+
+    await mkdir(this.customersRoot, { recursive: true, mode: DIR_MODE });
+    await ensureDirectory(dir, DIR_MODE, owner);
+    const previous = await readMarker(dir);
+    // The marker goes first and comes back last: a crash in between leaves no marker, so the
+    // folder counts as not current even if the spec later returns to the previous render.
+    await rm(join(dir, MARKER_FILE), { force: true });
+
+    const touched = new Set<string>([dir]);
+    for (const file of rendered.files) {
+      const target = join(dir, ...file.path.split('/'));
+      await ensureParents(dir, file.path, owner, touched);
+      await writeFileAtomic(target, file.content, file.secret ? SECRET_MODE : PLAIN_MODE, owner);
+    }
+    // Files we rendered last time and no longer render (the template dropped them). Only paths
+    // from our own marker: anything else in the folder is the assistant's.
+    for (const stale of previous?.files.filter((path) => !paths.includes(path)) ?? []) {
+      if (isSafeRelativePath(stale))
+        await rm(join(dir, ...stale.split('/')), { force: true }).catch(ignoreCode('EISDIR', 'ERR_FS_EISDIR'));
+    }
+    for (const folder of touched) {
+      await sweepTempFiles(folder);
+      await syncDirectory(folder);
+    }
+
+    const marker: Marker = { contentHash: rendered.contentHash, template: rendered.template.name, files: paths };
+    await writeFileAtomic(join(dir, MARKER_FILE), `${JSON.stringify(marker, null, 2)}\n`, PLAIN_MODE, owner);
+    await syncDirectory(dir);
+  }
+
+  async remove(customer: string): Promise<void> {
+    // rm does not follow symlinks inside the tree: a planted link is unlinked, not its target.
+    await rm(this.customerDir(customer), { recursive: true, force: true });
+  }
+
+  async list(): Promise<string[]> {
+    const entries = await readdir(this.customersRoot, { withFileTypes: true }).catch(ignoreCode('ENOENT'));
+    return (entries ?? [])
+      .filter((entry) => entry.isDirectory() && isDns1123Label(entry.name))
+      .map((entry) => entry.name)
+      .sort();
+  }
+
+  mounts(customer: string, template: TemplateManifest): Mount[] {
+    const dir = this.customerDir(customer);
+    return [
+      { hostPath: dir, containerPath: template.mountPath, readOnly: false },
+      // Secrets again, read-only over their own path, so the assistant cannot rewrite its own
+      // gateway config. A single-file bind mount pins the file as it was at container start;
+      // that is fine because a changed openclaw.json changes the spec hash and recreates the
+      // container.
+      ...SECRET_FILES.map((file) => ({
+        hostPath: join(dir, ...file.split('/')),
+        containerPath: posix.join(template.mountPath, file),
+        readOnly: true,
+      })),
+    ];
+  }
+}
+
+async function readMarker(dir: string): Promise<Marker | undefined> {
+  const text = await readRegularFile(join(dir, MARKER_FILE));
+  if (text === undefined) return undefined;
+  try {
+    const parsed = markerSchema.safeParse(JSON.parse(text));
+    return parsed.success ? parsed.data : undefined;
+  } catch {
+    return undefined; // torn or hand-edited: treated as no marker, so the next write repairs it
+  }
+}
+
+async function allRegularFiles(dir: string, paths: readonly string[]): Promise<boolean> {
+  for (const path of paths) {
+    if (!isSafeRelativePath(path)) return false;
+    const stat = await lstat(join(dir, ...path.split('/'))).catch(() => undefined);
+    if (!stat?.isFile()) return false;
+  }
+  return true;
+}
+
+/** Creates the folders between the customer folder and `path`'s file, one component at a time. */
+async function ensureParents(dir: string, path: string, owner: Owner | undefined, touched: Set<string>): Promise<void> {
+  const segments = path.split('/').slice(0, -1);
+  let current = dir;
+  for (const segment of segments) {
+    current = join(current, segment);
+    await ensureDirectory(current, DIR_MODE, owner);
+    touched.add(current);
+  }
+}
+
+function isSafeRelativePath(path: string): boolean {
+  if (path === '' || path.startsWith('/') || path.includes('\\') || path.includes('\0')) return false;
+  return path
+    .split('/')
+    .every(
+      (segment) =>
+        segment !== '' && segment !== '.' && segment !== '..' && segment !== MARKER_FILE && !segment.startsWith(TEMP_PREFIX),
+    );
+}
+
+function checkRelativePath(path: string): string {
+  if (!isSafeRelativePath(path))
+    throw new InvalidWorkspacePathError(`rendered file path ${JSON.stringify(path)} is not a safe relative path`);
+  return path;
+}
