@@ -5,7 +5,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p test-results
 rm -f test-results/vitest.json
-vitest run --reporter=default --reporter=json --outputFile.json=test-results/vitest.json "$@"
+vitest run --project unit --project integration --project e2e --reporter=default --reporter=json --outputFile.json=test-results/vitest.json "$@"
 status=$?
 node scripts/summarize-tests.mjs test-results/vitest.json
 summary=$?

@@ -10,6 +10,7 @@ import type { CustomerStore, EventType } from '../../store/customer-store.js';
 import { PortsExhaustedError } from '../../store/errors.js';
 import type { PortReservations } from '../../store/port-reservations.js';
 import type { Workspaces } from '../../workspace/workspace.js';
+import { TerminalError } from '../controller.js';
 import { resolveCustomer, TemplateError, type DesiredDefaults, type ResolvedCustomer } from './desired.js';
 import { plan, upstreamFor, type Action, type Observed } from './plan.js';
 import { computeStatus } from './status.js';
@@ -35,15 +36,6 @@ export interface CustomerReconcilerDeps {
 
 export interface ReconcileOutcome {
   requeueAfterMs?: number;
-}
-
-/** A failure no retry can fix (missing template): status says Failed, the queue does not retry. */
-export class TerminalReconcileError extends Error {
-  readonly terminal = true;
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'TerminalReconcileError';
-  }
 }
 
 const CONTROLLER = 'customer';
@@ -96,7 +88,8 @@ export class CustomerReconciler {
       } catch (error) {
         if (error instanceof TemplateError) {
           await this.#writeFailure(customer, 'TemplateInvalid', error.message, true);
-          throw new TerminalReconcileError(error.message, { cause: error });
+          // No retry fixes a missing template: status says Failed and the queue does not retry.
+          throw new TerminalError(error.message, { cause: error });
         }
         throw error;
       }
