@@ -1,0 +1,80 @@
+import type { ContainerCreateOptions } from 'dockerode';
+import {
+  containerName,
+  CUSTOMER_LABEL,
+  isDns1123Label,
+  MANAGED_BY_LABEL,
+  MANAGED_BY_VALUE,
+  SPEC_HASH_LABEL,
+} from '../../domain/naming.js';
+import type { ContainerSpec } from '../runtime.js';
+import { CONTAINER_PORT_LABEL, HEALTH_PATH_LABEL, HOST_PORT_LABEL } from './labels.js';
+
+export interface LogRotation {
+  maxSize: string;
+  maxFile: number;
+}
+
+export const DEFAULT_LOG_ROTATION: LogRotation = { maxSize: '10m', maxFile: 3 };
+
+/** `uid:gid` with a non-zero uid: a customer's process never runs as root. */
+const NON_ROOT_USER = /^[1-9]\d*(:\d+)?$/;
+
+/**
+ * The engine's create request for a customer container: hardened by default (no capabilities,
+ * no privilege gain, memory/CPU/pids caps, rotated logs) and reachable only through Caddy (the
+ * port is published on 127.0.0.1). Pure, so it can be checked without an engine.
+ */
+export function containerConfig(
+  spec: ContainerSpec,
+  extraLabels: Record<string, string>,
+  logs: LogRotation = DEFAULT_LOG_ROTATION,
+): ContainerCreateOptions {
+  if (!isDns1123Label(spec.customer)) throw new Error(`customer name ${JSON.stringify(spec.customer)} is not a DNS-1123 label`);
+  if (!NON_ROOT_USER.test(spec.user))
+    throw new Error(`container user ${JSON.stringify(spec.user)} must be a numeric non-root uid[:gid]`);
+  if (!spec.healthPath.startsWith('/')) throw new Error(`health path ${JSON.stringify(spec.healthPath)} must start with /`);
+  for (const port of [spec.hostPort, spec.containerPort]) {
+    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`port ${port} is not a valid TCP port`);
+  }
+  const portKey = `${spec.containerPort}/tcp`;
+  return {
+    name: containerName(spec.customer),
+    Image: spec.image,
+    User: spec.user,
+    // spec.env holds plain settings only; secrets reach the container as mounted 0600 files.
+    Env: Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
+    Labels: {
+      ...extraLabels,
+      [MANAGED_BY_LABEL]: MANAGED_BY_VALUE,
+      [CUSTOMER_LABEL]: spec.customer,
+      [SPEC_HASH_LABEL]: spec.specHash,
+      [HOST_PORT_LABEL]: String(spec.hostPort),
+      [CONTAINER_PORT_LABEL]: String(spec.containerPort),
+      [HEALTH_PATH_LABEL]: spec.healthPath,
+    },
+    ExposedPorts: { [portKey]: {} },
+    HostConfig: {
+      // Typed bind mounts, not `host:ctr` strings: a missing source folder is an error instead
+      // of a root-owned empty folder silently created by the engine.
+      Mounts: spec.mounts.map((m) => ({
+        Type: 'bind' as const,
+        Source: m.hostPath,
+        Target: m.containerPath,
+        ReadOnly: m.readOnly,
+      })),
+      PortBindings: { [portKey]: [{ HostIp: '127.0.0.1', HostPort: String(spec.hostPort) }] },
+      Memory: spec.resources.memoryBytes,
+      MemorySwap: spec.resources.memoryBytes, // no swap on top of the memory cap
+      NanoCpus: spec.resources.nanoCpus,
+      PidsLimit: spec.resources.pidsLimit,
+      SecurityOpt: ['no-new-privileges:true'],
+      CapDrop: ['ALL'],
+      RestartPolicy: { Name: 'unless-stopped', MaximumRetryCount: 0 },
+      // A tiny init as PID 1 forwards SIGTERM (a server as PID 1 gets no default handler, so
+      // `stop` would always wait out the grace period) and reaps the assistant's child processes.
+      Init: true,
+      LogConfig: { Type: 'json-file', Config: { 'max-size': logs.maxSize, 'max-file': String(logs.maxFile) } },
+    },
+  };
+}

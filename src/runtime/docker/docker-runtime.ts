@@ -1,0 +1,211 @@
+import Docker from 'dockerode';
+import { CUSTOMER_LABEL, SPEC_HASH_LABEL } from '../../domain/naming.js';
+import type { Guard } from '../../resilience/guard.js';
+import { httpStatusOf, isPortClashMessage } from '../../resilience/transient.js';
+import {
+  PortClashError,
+  type ContainerSpec,
+  type ContainerState,
+  type CustomerRuntime,
+  type ExecResult,
+  type ObservedContainer,
+} from '../runtime.js';
+import { containerConfig, DEFAULT_LOG_ROTATION, type LogRotation } from './container-config.js';
+import { runExec } from './exec.js';
+import { mapLimit, parseStatus, probeHttp, type ProbeResult } from './health.js';
+import { checkExtraLabels, CONTAINER_PORT_LABEL, HEALTH_PATH_LABEL, HOST_PORT_LABEL, labelFilter } from './labels.js';
+
+export interface DockerRuntimeOptions {
+  /** Defaults to `new Docker()`, which honours DOCKER_HOST. */
+  docker?: Docker;
+  /** Stamped on created containers and required when listing (see labels.ts). */
+  extraLabels?: Record<string, string>;
+  /** Health probes in flight at once during list(). Default 8. */
+  probeConcurrency?: number;
+  /** Default 2000 ms: a healthy assistant answers in milliseconds. */
+  probeTimeoutMs?: number;
+  /** A refused probe within this many seconds of start means "starting". Default 30. */
+  startingGraceSeconds?: number;
+  /** Grace period `stop` gives the process before SIGKILL. Default 10. */
+  stopTimeoutSeconds?: number;
+  logRotation?: LogRotation;
+}
+
+const STATES = new Set<ContainerState>(['created', 'running', 'paused', 'restarting', 'removing', 'exited', 'dead']);
+
+function isStatus(error: unknown, ...statuses: number[]): boolean {
+  const status = httpStatusOf(error);
+  return status !== undefined && statuses.includes(status);
+}
+
+function positivePort(value: string | undefined): number | undefined {
+  const n = Number(value);
+  return Number.isInteger(n) && n > 0 && n < 65536 ? n : undefined;
+}
+
+/**
+ * CustomerRuntime on a Docker engine (dockerode). Every engine call goes through the `docker`
+ * Guard (timeout, retries for transient failures, breaker, metrics). Health probes of the
+ * customer's own port do not: a broken assistant says nothing about the engine's health.
+ */
+export class DockerRuntime implements CustomerRuntime {
+  readonly #docker: Docker;
+  readonly #guard: Guard;
+  readonly #extraLabels: Record<string, string>;
+  readonly #probeConcurrency: number;
+  readonly #probe: { timeoutMs: number; startingGraceSeconds: number };
+  readonly #stopTimeoutSeconds: number;
+  readonly #logRotation: LogRotation;
+
+  constructor(guard: Guard, options: DockerRuntimeOptions = {}) {
+    this.#guard = guard;
+    this.#docker = options.docker ?? new Docker();
+    this.#extraLabels = checkExtraLabels(options.extraLabels ?? {});
+    this.#probeConcurrency = options.probeConcurrency ?? 8;
+    this.#probe = { timeoutMs: options.probeTimeoutMs ?? 2000, startingGraceSeconds: options.startingGraceSeconds ?? 30 };
+    this.#stopTimeoutSeconds = options.stopTimeoutSeconds ?? 10;
+    this.#logRotation = options.logRotation ?? DEFAULT_LOG_ROTATION;
+  }
+
+  /** The engine client, for the event source sharing this runtime's connection settings. */
+  get docker(): Docker {
+    return this.#docker;
+  }
+
+  list(): Promise<ObservedContainer[]> {
+    return this.#list({});
+  }
+
+  listFor(customer: string): Promise<ObservedContainer[]> {
+    return this.#list({ [CUSTOMER_LABEL]: customer });
+  }
+
+  async #list(more: Record<string, string>): Promise<ObservedContainer[]> {
+    const infos = await this.#guard('listContainers', (abortSignal) =>
+      this.#docker.listContainers({ all: true, filters: { label: labelFilter(this.#extraLabels, more) }, abortSignal }),
+    );
+    return mapLimit(infos, this.#probeConcurrency, (info) => this.#observe(info));
+  }
+
+  async #observe(info: Docker.ContainerInfo): Promise<ObservedContainer> {
+    const labels = info.Labels ?? {};
+    const state: ContainerState = STATES.has(info.State as ContainerState) ? (info.State as ContainerState) : 'dead';
+    const containerPort = positivePort(labels[CONTAINER_PORT_LABEL]);
+    // The label is what we asked for; a hand-made container with our marks may only have a port in the list.
+    const hostPort =
+      positivePort(labels[HOST_PORT_LABEL]) ??
+      info.Ports?.find(
+        (p) => p.Type === 'tcp' && p.PublicPort > 0 && (containerPort === undefined || p.PrivatePort === containerPort),
+      )?.PublicPort;
+    const observed: ObservedContainer = {
+      id: info.Id,
+      customer: labels[CUSTOMER_LABEL] ?? '',
+      name: (info.Names?.[0] ?? '').replace(/^\//, ''),
+      specHash: labels[SPEC_HASH_LABEL],
+      state,
+      health: 'unknown',
+    };
+    if (hostPort !== undefined) observed.hostPort = hostPort;
+    const health = await this.#health(state, info.Status ?? '', hostPort, labels[HEALTH_PATH_LABEL]);
+    observed.health = health.health;
+    if (health.message !== undefined) observed.healthMessage = health.message;
+    return observed;
+  }
+
+  async #health(
+    state: ContainerState,
+    status: string,
+    hostPort: number | undefined,
+    healthPath: string | undefined,
+  ): Promise<ProbeResult> {
+    // Not running: no health to speak of; the engine's Status ("Exited (137) 3 seconds ago") says why.
+    if (state !== 'running') return { health: 'unknown', message: status || state };
+    const parsed = parseStatus(status);
+    if (parsed.dockerHealth) {
+      return parsed.dockerHealth === 'unhealthy'
+        ? { health: 'unhealthy', message: `Docker health check failing (${status})` }
+        : { health: parsed.dockerHealth };
+    }
+    if (hostPort === undefined || healthPath === undefined)
+      return { health: 'unknown', message: 'no health check and no health path to probe' };
+    return probeHttp(hostPort, healthPath, parsed.upSeconds, this.#probe);
+  }
+
+  async create(spec: ContainerSpec): Promise<string> {
+    const config = containerConfig(spec, this.#extraLabels, this.#logRotation);
+    // Not retried: when a first attempt timed out after the engine created the container, a
+    // second would only meet a 409 name conflict. The next reconcile observes and carries on.
+    const container = await this.#guard(
+      'createContainer',
+      (abortSignal) => this.#docker.createContainer({ ...config, abortSignal }),
+      { retry: false },
+    );
+    return container.id;
+  }
+
+  async start(id: string): Promise<void> {
+    await this.#guard('startContainer', async (abortSignal) => {
+      try {
+        await this.#docker.getContainer(id).start({ abortSignal });
+      } catch (error) {
+        if (isStatus(error, 304)) return; // already running
+        if (isStatus(error, 500) && isPortClashMessage((error as Error).message)) {
+          throw new PortClashError(await this.#clashingPort(id, (error as Error).message), { cause: error });
+        }
+        throw error;
+      }
+    });
+  }
+
+  /** The port a clash is about: from the engine's message ("Bind for 127.0.0.1:31000 failed"), else from the container. */
+  async #clashingPort(id: string, message: string): Promise<number> {
+    const fromMessage = /(?:Bind for|listen tcp4?6?) [^\s]*:(\d+)/.exec(message)?.[1];
+    if (fromMessage !== undefined) return Number(fromMessage);
+    const info = await this.#docker.getContainer(id).inspect();
+    return positivePort(info.Config.Labels?.[HOST_PORT_LABEL]) ?? 0;
+  }
+
+  async stop(id: string): Promise<void> {
+    await this.#guard(
+      'stopContainer',
+      async (abortSignal) => {
+        try {
+          await this.#docker.getContainer(id).stop({ t: this.#stopTimeoutSeconds, abortSignal });
+        } catch (error) {
+          if (isStatus(error, 304, 404)) return; // already stopped, or gone: the goal holds
+          throw error;
+        }
+      },
+      // The engine waits out the grace period before answering.
+      { timeoutMs: (this.#stopTimeoutSeconds + 20) * 1000 },
+    );
+  }
+
+  async remove(id: string): Promise<void> {
+    await this.#guard('removeContainer', async (abortSignal) => {
+      try {
+        await this.#docker.getContainer(id).remove({ force: true, v: false, abortSignal });
+      } catch (error) {
+        // 404: already gone. 409 "removal already in progress": it will be gone.
+        if (isStatus(error, 404) || (isStatus(error, 409) && /already in progress/i.test((error as Error).message))) return;
+        throw error;
+      }
+    });
+  }
+
+  async exec(id: string, command: string[], timeoutMs = 30_000): Promise<ExecResult> {
+    // Not retried: the command may have had its effect (a pairing approved) before a failure.
+    // The guard's timeout is a backstop; runExec's own timeout fires first and is not a
+    // dependency failure, so a slow command never opens the engine's breaker.
+    return this.#guard('exec', (signal) => runExec(this.#docker, id, command, timeoutMs, signal), {
+      retry: false,
+      timeoutMs: timeoutMs + 10_000,
+    });
+  }
+
+  async ping(): Promise<void> {
+    // dockerode accepts { abortSignal } here too; its typings only know the no-argument form.
+    const ping = this.#docker.ping.bind(this.#docker) as unknown as (opts: { abortSignal: AbortSignal }) => Promise<unknown>;
+    await this.#guard('ping', (abortSignal) => ping({ abortSignal }));
+  }
+}

@@ -1,0 +1,36 @@
+import { CUSTOMER_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SPEC_HASH_LABEL } from '../../domain/naming.js';
+
+/**
+ * Labels on a customer container. The first three are the contract's marks (section 5); the
+ * rest let `list()` probe health and report the host port from the single list call, without
+ * an inspect per container (a created, never-started container shows no ports in the list).
+ */
+export const HOST_PORT_LABEL = 'cloud.blytz.host-port';
+export const CONTAINER_PORT_LABEL = 'cloud.blytz.container-port';
+export const HEALTH_PATH_LABEL = 'cloud.blytz.health-path';
+
+const RESERVED = new Set([
+  MANAGED_BY_LABEL,
+  CUSTOMER_LABEL,
+  SPEC_HASH_LABEL,
+  HOST_PORT_LABEL,
+  CONTAINER_PORT_LABEL,
+  HEALTH_PATH_LABEL,
+]);
+
+/**
+ * Extra labels given to a runtime (e.g. `cloud.blytz.instance=<id>`): stamped on everything it
+ * creates and required by everything it lists and watches, so two controllers (or two test
+ * files) on one engine never see each other's containers. They cannot replace our own marks.
+ */
+export function checkExtraLabels(labels: Record<string, string>): Record<string, string> {
+  for (const key of Object.keys(labels)) {
+    if (RESERVED.has(key)) throw new Error(`extra label ${key} would replace one of the runtime's own labels`);
+  }
+  return { ...labels };
+}
+
+/** The engine's label filter (`key=value` strings, all must match) for our containers. */
+export function labelFilter(extraLabels: Record<string, string>, more: Record<string, string> = {}): string[] {
+  return Object.entries({ [MANAGED_BY_LABEL]: MANAGED_BY_VALUE, ...extraLabels, ...more }).map(([k, v]) => `${k}=${v}`);
+}

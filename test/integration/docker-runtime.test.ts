@@ -1,0 +1,283 @@
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Docker from 'dockerode';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CUSTOMER_LABEL, MANAGED_BY_LABEL, SPEC_HASH_LABEL } from '../../src/domain/naming.js';
+import { Metrics } from '../../src/observability/metrics.js';
+import { Policies } from '../../src/resilience/policies.js';
+import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
+import { ExecTimeoutError } from '../../src/runtime/docker/exec.js';
+import { PortClashError, type ContainerSpec } from '../../src/runtime/runtime.js';
+import { waitFor } from '../support/postgres.js';
+
+const IMAGE = 'blytz/assistant-stub:dev';
+const INSTANCE_LABEL = 'cloud.blytz.instance';
+const suffix = randomBytes(3).toString('hex');
+const instance = `rt-${suffix}`;
+// This file's share of the test port range (docker-events.test.ts uses 31250-31499).
+const portBase = 31000 + Math.floor(Math.random() * 200);
+const SECRET = `s3cr3t-${randomBytes(8).toString('hex')}`;
+
+const docker = new Docker();
+const metrics = new Metrics({ defaultMetrics: false });
+const policies = new Policies({ metrics });
+const runtime = new DockerRuntime(policies.guard('docker'), { docker, extraLabels: { [INSTANCE_LABEL]: instance } });
+
+let root: string;
+
+/** A customer folder as the workspace module lays it out: ~/.openclaw with workspace/ and a 0600 secret. */
+async function customerHome(customer: string): Promise<string> {
+  const home = join(root, customer);
+  await mkdir(join(home, 'workspace'), { recursive: true });
+  await writeFile(join(home, 'workspace', 'AGENTS.md'), `# Agents of ${customer}\n`);
+  await writeFile(join(home, 'secrets.json'), JSON.stringify({ botToken: SECRET }), { mode: 0o600 });
+  await chmod(home, 0o777); // the container runs as 1000:1000, the test as root
+  await chmod(join(home, 'workspace'), 0o755);
+  return home;
+}
+
+async function spec(customer: string, hostPort: number, overrides: Partial<ContainerSpec> = {}): Promise<ContainerSpec> {
+  return {
+    customer,
+    image: IMAGE,
+    containerPort: 18789,
+    hostPort,
+    user: '1000:1000',
+    mounts: [{ hostPath: await customerHome(customer), containerPath: '/home/node/.openclaw', readOnly: false }],
+    env: { PORT: '18789', OPENCLAW_HOME: '/home/node/.openclaw', TZ: 'UTC' },
+    resources: { memoryBytes: 128 * 1024 * 1024, nanoCpus: 250_000_000, pidsLimit: 64 },
+    healthPath: '/AGENTS.md',
+    specHash: `hash-${customer}`,
+    ...overrides,
+  };
+}
+
+const name = (n: string) => `rt-${suffix}-${n}`;
+
+beforeAll(async () => {
+  root = await mkdtemp(join(tmpdir(), 'blytz-docker-runtime-'));
+  await chmod(root, 0o755);
+});
+
+afterAll(async () => {
+  // Only what this file created: our unique instance label.
+  const mine = await docker.listContainers({ all: true, filters: { label: [`${INSTANCE_LABEL}=${instance}`] } });
+  await Promise.all(mine.map((c) => docker.getContainer(c.Id).remove({ force: true })));
+  await rm(root, { recursive: true, force: true });
+});
+
+describe('DockerRuntime', () => {
+  it('answers ping', async () => {
+    await expect(runtime.ping()).resolves.toBeUndefined();
+  });
+
+  it('create + start: a running, hardened container serving its bind-mounted workspace on 127.0.0.1 only', async () => {
+    const customer = name('alice');
+    const s = await spec(customer, portBase);
+    const id = await runtime.create(s);
+    await runtime.start(id);
+
+    const info = await docker.getContainer(id).inspect();
+    expect(info.Name).toBe(`/blytz-${customer}`);
+    expect(info.State.Running).toBe(true);
+    expect(info.Config.Labels).toMatchObject({
+      [MANAGED_BY_LABEL]: 'blytz',
+      [CUSTOMER_LABEL]: customer,
+      [SPEC_HASH_LABEL]: `hash-${customer}`,
+      [INSTANCE_LABEL]: instance,
+    });
+    expect(info.Config.User).toBe('1000:1000');
+    const host = info.HostConfig;
+    expect(host.Memory).toBe(128 * 1024 * 1024);
+    expect(host.NanoCpus).toBe(250_000_000);
+    expect(host.PidsLimit).toBe(64);
+    expect(host.SecurityOpt).toContain('no-new-privileges:true');
+    expect(host.CapDrop).toEqual(['ALL']);
+    expect(host.CapAdd ?? []).toEqual([]);
+    expect(host.Privileged).toBe(false);
+    expect(host.RestartPolicy?.Name).toBe('unless-stopped');
+    expect(host.Init).toBe(true);
+    expect(host.LogConfig).toEqual({ Type: 'json-file', Config: { 'max-size': '10m', 'max-file': '3' } });
+    expect(host.PortBindings).toEqual({ '18789/tcp': [{ HostIp: '127.0.0.1', HostPort: String(portBase) }] });
+    // What the engine actually bound: 127.0.0.1 only, no 0.0.0.0 or [::].
+    expect(info.NetworkSettings.Ports['18789/tcp']).toEqual([{ HostIp: '127.0.0.1', HostPort: String(portBase) }]);
+    expect(info.Mounts).toEqual([
+      expect.objectContaining({ Type: 'bind', Source: join(root, customer), Destination: '/home/node/.openclaw', RW: true }),
+    ]);
+
+    // Env holds only the spec's plain settings (and the image's own); the secret is nowhere in the container's config.
+    expect(info.Config.Env).toEqual(expect.arrayContaining(['PORT=18789', 'OPENCLAW_HOME=/home/node/.openclaw', 'TZ=UTC']));
+    expect(info.Config.Env.some((e) => /token|secret|key/i.test(e))).toBe(false);
+    expect(JSON.stringify(info)).not.toContain(SECRET);
+
+    // The mounted folder is served on the host port.
+    await writeFile(join(root, customer, 'workspace', 'hello.txt'), `hello ${customer}\n`);
+    const body = await waitFor(async () => {
+      const res = await fetch(`http://127.0.0.1:${portBase}/hello.txt`);
+      return res.ok ? res.text() : undefined;
+    });
+    expect(body).toBe(`hello ${customer}\n`);
+
+    const observed = await waitFor(async () => {
+      const [c] = await runtime.listFor(customer);
+      return c?.health === 'healthy' ? c : undefined;
+    });
+    expect(observed).toMatchObject({
+      id,
+      customer,
+      name: `blytz-${customer}`,
+      specHash: `hash-${customer}`,
+      state: 'running',
+      health: 'healthy',
+      hostPort: portBase,
+    });
+  });
+
+  it('list() is one call scoped by the extra labels: another instance sees none of ours', async () => {
+    const customer = name('scoped');
+    const id = await runtime.create(await spec(customer, portBase + 1));
+    const ours = await runtime.list();
+    expect(ours.map((c) => c.id)).toContain(id);
+    expect(ours.every((c) => c.customer.startsWith(`rt-${suffix}-`))).toBe(true);
+    const created = ours.find((c) => c.id === id);
+    expect(created).toMatchObject({ state: 'created', health: 'unknown', hostPort: portBase + 1 });
+
+    const other = new DockerRuntime(policies.guard('docker'), { docker, extraLabels: { [INSTANCE_LABEL]: `other-${suffix}` } });
+    expect((await other.list()).map((c) => c.id)).not.toContain(id);
+    expect(await runtime.listFor(name('nobody'))).toEqual([]);
+    await runtime.remove(id);
+  });
+
+  it('stop, start and remove are idempotent', async () => {
+    const customer = name('idem');
+    const id = await runtime.create(await spec(customer, portBase + 2));
+    await runtime.start(id);
+    await runtime.start(id); // already running
+    await runtime.stop(id);
+    await runtime.stop(id); // already stopped
+    expect((await runtime.listFor(customer))[0]?.state).toBe('exited');
+
+    await runtime.start(id);
+    expect((await runtime.listFor(customer))[0]?.state).toBe('running');
+
+    await runtime.remove(id);
+    await runtime.remove(id); // already gone
+    await runtime.stop(id); // gone: the goal of stop holds
+    expect(await runtime.listFor(customer)).toEqual([]);
+  });
+
+  it('a host port taken by another container: start throws PortClashError and leaves a created container', async () => {
+    const first = name('clash-a');
+    const second = name('clash-b');
+    const port = portBase + 3;
+    await runtime.start(await runtime.create(await spec(first, port)));
+    const id = await runtime.create(await spec(second, port));
+
+    const error = await runtime.start(id).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(PortClashError);
+    expect((error as PortClashError).port).toBe(port);
+    const [left] = await runtime.listFor(second);
+    expect(left).toMatchObject({ id, state: 'created' });
+    // A clash is an answer, not an engine failure: the breaker stays closed.
+    expect(policies.states()['docker']).toBe('closed');
+  });
+
+  it('a host port taken by a host process: start throws PortClashError', async () => {
+    const port = portBase + 4;
+    const server: Server = createServer();
+    await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+    try {
+      const id = await runtime.create(await spec(name('clash-host'), port));
+      const error = await runtime.start(id).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(PortClashError);
+      expect((error as PortClashError).port).toBe(port);
+      expect((await runtime.listFor(name('clash-host')))[0]?.state).toBe('created');
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
+  it('health: starting while nothing listens just after start, unhealthy with the reason once past the grace period', async () => {
+    const customer = name('deaf');
+    // The stub listens on $PORT: send it elsewhere, so nothing answers on the published port.
+    const id = await runtime.create(await spec(customer, portBase + 5, { env: { PORT: '18790' } }));
+    await runtime.start(id);
+    const [young] = await runtime.listFor(customer);
+    expect(young).toMatchObject({ state: 'running', health: 'starting' });
+
+    const strict = new DockerRuntime(policies.guard('docker'), {
+      docker,
+      extraLabels: { [INSTANCE_LABEL]: instance },
+      startingGraceSeconds: 0,
+    });
+    const [old] = await strict.listFor(customer);
+    expect(old?.health).toBe('unhealthy');
+    expect(old?.healthMessage).toMatch(/nothing answers on host port/);
+  });
+
+  it('health: an answer of 500 or more is unhealthy', async () => {
+    const customer = name('cgi');
+    const home = await customerHome(customer);
+    // busybox httpd runs /cgi-bin/* scripts: one that fails.
+    await mkdir(join(home, 'workspace', 'cgi-bin'), { recursive: true });
+    await writeFile(
+      join(home, 'workspace', 'cgi-bin', 'health'),
+      '#!/bin/sh\nprintf "Status: 503 Service Unavailable\\r\\nContent-Type: text/plain\\r\\n\\r\\ndown\\n"\n',
+      { mode: 0o755 },
+    );
+    const s = await spec(customer, portBase + 6, { healthPath: '/cgi-bin/health' });
+    await runtime.start(await runtime.create(s));
+    const observed = await waitFor(async () => {
+      const [c] = await runtime.listFor(customer);
+      return c?.health === 'unhealthy' ? c : undefined;
+    });
+    expect(observed.healthMessage).toMatch(/answered 503/);
+  });
+
+  it('exec: stdout, stderr and the exit code of a command in the container; a timeout', async () => {
+    const customer = name('exec');
+    const s = await spec(customer, portBase + 7);
+    const id = await runtime.create(s);
+    await runtime.start(id);
+    await writeFile(join(root, customer, 'pending-pairing-codes'), 'ABCD1234\n');
+
+    const ok = await runtime.exec(id, ['openclaw', 'pairing', 'approve', 'telegram', 'ABCD1234']);
+    expect(ok.exitCode).toBe(0);
+    expect(ok.stdout).toContain('Approved telegram pairing ABCD1234');
+    expect(ok.stderr).toBe('');
+
+    const wrong = await runtime.exec(id, ['openclaw', 'pairing', 'approve', 'telegram', 'WRONG999']);
+    expect(wrong.exitCode).toBe(1);
+    expect(wrong.stdout).toBe('');
+    expect(wrong.stderr).toContain('No pending pairing request');
+
+    const calls = await runtime.exec(id, ['cat', '/tmp/openclaw-calls.log']);
+    expect(calls.stdout.trim().split('\n')).toEqual(['pairing approve telegram ABCD1234', 'pairing approve telegram WRONG999']);
+
+    await expect(runtime.exec(id, ['sleep', '5'], 300)).rejects.toBeInstanceOf(ExecTimeoutError);
+    expect(policies.states()['docker']).toBe('closed');
+  });
+
+  it('create refuses root and names that are not DNS-1123 labels', async () => {
+    await expect(runtime.create(await spec(name('root'), portBase + 8, { user: '0:0' }))).rejects.toThrow(/non-root/);
+    await expect(runtime.create({ ...(await spec(name('bad'), portBase + 8)), customer: '../etc' })).rejects.toThrow(/DNS-1123/);
+    expect(await runtime.listFor(name('root'))).toEqual([]);
+  });
+
+  it('records engine calls in blytz_external_call_duration_seconds', async () => {
+    const { values } = await metrics.externalCallDuration.get();
+    const count = (operation: string, outcome: string) =>
+      values.find(
+        (v) =>
+          v.metricName === 'blytz_external_call_duration_seconds_count' &&
+          v.labels['operation'] === operation &&
+          v.labels['outcome'] === outcome,
+      )?.value ?? 0;
+    expect(count('createContainer', 'success')).toBeGreaterThan(0);
+    expect(count('listContainers', 'success')).toBeGreaterThan(0);
+    expect(count('startContainer', 'error')).toBeGreaterThan(0); // the port clashes
+  });
+});
