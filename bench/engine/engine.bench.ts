@@ -52,8 +52,9 @@ it(`engine: ${N} customers`, { timeout: 600_000 }, async () => {
     reconciles++;
     return reconciler.reconcile(key, signal);
   };
-  const noop = async () => {
+  const noop = async (_key: string, _signal: AbortSignal) => {
     reconciles++;
+    return {};
   };
 
   async function pass(reconcile: typeof counting, listKeys: () => Promise<string[]>, label: string) {

@@ -53,8 +53,10 @@ export const MODEL_PROVIDERS = ['anthropic', 'openai', 'openrouter', 'google'] a
 /** `<digits>:<35 url-safe characters>`, the shape BotFather hands out. */
 export const BOT_TOKEN = /^\d{5,12}:[A-Za-z0-9_-]{35}$/;
 
-// NUL and other control characters have no business in any field (newlines and tabs aside).
-const CONTROL_CHARS = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/;
+// NUL and other control characters have no business in any field (newlines and tabs aside):
+// C0, DEL and the C1 block, plus the bidirectional overrides and isolates that make text display
+// differently from what it is ("Trojan Source").
+const CONTROL_CHARS = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/;
 const safeText = (max: number) =>
   z
     .string()
@@ -160,12 +162,15 @@ export class ValidationError extends Error {
 
 /** Turns zod issues into `{field, message}` pairs with dotted paths (`spec.telegram.botToken`). */
 export function fieldErrors(error: z.ZodError, prefix = ''): FieldError[] {
-  return error.issues.map((issue) => {
-    const path = issue.path.map(String).join('.');
+  const field = (path: readonly PropertyKey[]) => [prefix, path.map(String).join('.')].filter(Boolean).join('.') || '(root)';
+  return error.issues.flatMap((issue) => {
+    // One cause per unknown field, named by its own path (`spec.foo`), like Kubernetes' strict decoding.
+    if (issue.code === 'unrecognized_keys') {
+      return issue.keys.map((key) => ({ field: field([...issue.path, key]), message: 'unknown field' }));
+    }
     let message = issue.message;
-    if (issue.code === 'unrecognized_keys') message = `unknown field(s): ${issue.keys.join(', ')}`;
     if (issue.code === 'invalid_type' && issue.input === undefined) message = 'is required';
-    return { field: [prefix, path].filter(Boolean).join('.') || '(root)', message };
+    return [{ field: field(issue.path), message }];
   });
 }
 

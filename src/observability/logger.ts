@@ -23,15 +23,27 @@ export const REDACTED_PATHS = [
   '*.accessToken',
   'password',
   '*.password',
+  // HTTP header names arrive in any case (Node lowercases incoming ones, callers' outgoing ones do not).
   'authorization',
   '*.authorization',
+  'Authorization',
+  '*.Authorization',
   '*.headers.authorization',
+  '*.headers.Authorization',
+  '*.*.headers.authorization',
+  '*.*.headers.Authorization',
   '*.headers["stripe-signature"]',
+  '*.headers["Stripe-Signature"]',
   '*.headers.cookie',
+  '*.headers.Cookie',
+  '*.headers["set-cookie"]',
   'secret',
   '*.secret',
+  '*.*.secret',
+  '*.*.*.secret',
   'secrets',
   '*.secrets',
+  '*.*.secrets',
   'secretKey',
   '*.secretKey',
   'stripeSecretKey',
@@ -47,10 +59,12 @@ export const REDACTED_PATHS = [
 
 /** Values that look like secrets are also masked inside free text (error messages, URLs). */
 const SECRET_PATTERNS: Array<[RegExp, string]> = [
-  [/\b\d{5,12}:[A-Za-z0-9_-]{30,}\b/g, '[REDACTED]'], // Telegram bot token
+  // Telegram bot token; no leading \b, so it is also found inside Bot API URLs (`/bot<token>/getMe`).
+  [/(?<!\d)\d{5,12}:[A-Za-z0-9_-]{30,}/g, '[REDACTED]'],
   [/\b(?:sk|rk|whsec)_[A-Za-z0-9_]{8,}\b/g, '[REDACTED]'], // Stripe keys
   [/\bBearer\s+[A-Za-z0-9._~+/=-]{8,}/gi, 'Bearer [REDACTED]'],
-  [/([?&](?:token|access_token|key)=)[^&\s"]+/gi, '$1[REDACTED]'],
+  // Stops at a backslash too, so masking a serialized JSON line never eats an escape.
+  [/([?&](?:token|access_token|key)=)[^&\s"\\]+/gi, '$1[REDACTED]'],
 ];
 
 export function maskSecrets(text: string): string {
@@ -72,12 +86,17 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       redact: { paths: REDACTED_PATHS, censor: '[REDACTED]' },
       formatters: {
         log(object) {
-          // Free-text fields may carry a secret inside an error message or URL.
+          // Free-text fields may carry a secret inside an error message or URL. A copy: the
+          // caller's object must not change because it was logged.
+          let out = object;
           for (const key of ['msg', 'message', 'url', 'err']) {
             const value = object[key];
-            if (typeof value === 'string') object[key] = maskSecrets(value);
+            if (typeof value === 'string') {
+              if (out === object) out = { ...object };
+              out[key] = maskSecrets(value);
+            }
           }
-          return object;
+          return out;
         },
       },
       serializers: {
@@ -94,6 +113,9 @@ export function createLogger(options: LoggerOptions = {}): Logger {
           const masked = args.map((a) => (typeof a === 'string' ? maskSecrets(a) : a));
           return method.apply(this, masked as Parameters<typeof method>);
         },
+        // The last line of defence: secret-shaped text anywhere in the finished line, e.g. the
+        // `msg` pino copies from an Error logged without a message, or free text in any field.
+        streamWrite: (line) => maskSecrets(line),
       },
     },
     options.destination,

@@ -43,7 +43,14 @@ export class PostgresChangeFeed implements ChangeFeed {
     if (!this.#stopped) return;
     this.#stopped = false;
     this.#listener = listener;
-    await this.#connect();
+    try {
+      await this.#connect();
+    } catch (error) {
+      // Not running: a later start must try again rather than return as if it were.
+      this.#stopped = true;
+      this.#listener = undefined;
+      throw error;
+    }
   }
 
   async stop(): Promise<void> {
@@ -63,8 +70,14 @@ export class PostgresChangeFeed implements ChangeFeed {
     client.on('notification', (message) => {
       if (message.channel === CUSTOMERS_CHANNEL && message.payload) this.#listener?.onChange(message.payload);
     });
-    await client.connect();
-    await client.query(`LISTEN ${CUSTOMERS_CHANNEL}`);
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${CUSTOMERS_CHANNEL}`);
+    } catch (error) {
+      // A half-open client (connected, LISTEN failed) must not linger.
+      await client.end().catch(() => {});
+      throw error;
+    }
     if (this.#stopped) {
       await client.end().catch(() => {});
       return;

@@ -132,6 +132,19 @@ export class CustomerStore {
    * manifest read back from the API has no secret values to send).
    */
   async apply(desired: DesiredCustomer, options: ApplyOptions = {}): Promise<ApplyResult> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#applyOnce(desired, options);
+      } catch (error) {
+        // Two writers creating the same new name: the loser's SELECT ... FOR UPDATE saw no row
+        // to lock. The row exists now, so a second pass locks it and updates (or no-ops).
+        if (attempt < 3 && isUniqueViolation(error, 'customers_pkey')) continue;
+        throw error;
+      }
+    }
+  }
+
+  async #applyOnce(desired: DesiredCustomer, options: ApplyOptions): Promise<ApplyResult> {
     try {
       return await this.#db.transaction().execute(async (trx) => {
         const existing = await trx

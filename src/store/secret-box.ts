@@ -5,6 +5,8 @@ import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
  * base64url, so a reader of the raw table sees no token. The customer name is bound in as
  * associated data: a ciphertext copied onto another customer's row does not decrypt.
  */
+const TAG_BYTES = 16;
+
 export class SecretBox {
   readonly #key: Buffer;
 
@@ -26,9 +28,13 @@ export class SecretBox {
     if (version !== 'v1' || iv === undefined || tag === undefined || body === undefined) {
       throw new Error('sealed secret has an unknown format');
     }
-    const decipher = createDecipheriv('aes-256-gcm', this.#key, Buffer.from(iv, 'base64url'));
+    const authTag = Buffer.from(tag, 'base64url');
+    // GCM accepts tags as short as 4 bytes, and a truncated tag is a prefix of the right one:
+    // insist on the full 16 bytes, or a forger needs to guess only 32 bits.
+    if (authTag.length !== TAG_BYTES) throw new Error('sealed secret has an unknown format');
+    const decipher = createDecipheriv('aes-256-gcm', this.#key, Buffer.from(iv, 'base64url'), { authTagLength: TAG_BYTES });
     decipher.setAAD(Buffer.from(context, 'utf8'));
-    decipher.setAuthTag(Buffer.from(tag, 'base64url'));
+    decipher.setAuthTag(authTag);
     return Buffer.concat([decipher.update(Buffer.from(body, 'base64url')), decipher.final()]).toString('utf8');
   }
 

@@ -1,0 +1,158 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../../src/config.js';
+
+function configError(env: Record<string, string>): ConfigError {
+  try {
+    loadConfig(env);
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    return error as ConfigError;
+  }
+  throw new Error('loadConfig accepted a bad configuration');
+}
+
+describe('loadConfig', () => {
+  it('gives every contract section 2 variable its default on an empty environment', () => {
+    const config = loadConfig({});
+    expect(config.DATABASE_URL).toBeUndefined();
+    expect(config.BLYTZ_DATA_DIR).toBe('./data');
+    expect(config.PORT).toBe(8080);
+    expect(config.HOST).toBe('0.0.0.0');
+    expect(config.DOCKER_HOST).toBe('unix:///var/run/docker.sock');
+    expect(config.CADDY_ADMIN_URL).toBe('http://127.0.0.1:2019');
+    expect(config.BLYTZ_CADDY_SERVER).toBe('blytz');
+    expect(config.BLYTZ_CADDY_LISTEN).toBe(':80');
+    expect(config.BLYTZ_BASE_DOMAIN).toBe('blytz.localhost');
+    expect(config.BLYTZ_PUBLIC_SCHEME).toBe('https');
+    expect(config.BLYTZ_CUSTOMER_IMAGE).toMatch(/openclaw/);
+    expect(config.BLYTZ_CONTAINER_PORT).toBe(18789);
+    expect(config.BLYTZ_PORT_RANGE).toEqual({ from: 30000, to: 32767 });
+    expect(config.BLYTZ_ADMIN_TOKEN).toBeUndefined();
+    expect(config.BLYTZ_SECRET_KEY).toBeUndefined();
+    expect(config.BLYTZ_WORKERS).toBe(4);
+    expect(config.BLYTZ_RESYNC_SECONDS).toBe(300);
+    expect(config.BLYTZ_ROUTE_SWEEP_SECONDS).toBe(10);
+    expect(config.STRIPE_SECRET_KEY).toBeUndefined();
+    expect(config.STRIPE_WEBHOOK_SECRET).toBeUndefined();
+    expect(config.STRIPE_PRICE_ID).toBeUndefined();
+    expect(config.STRIPE_API_BASE).toBeUndefined();
+    // "Telegram's own" base URL.
+    expect(config.TELEGRAM_API_BASE).toBe('https://api.telegram.org');
+    expect(config.BLYTZ_MAX_CUSTOMERS).toBe(20);
+    expect(config.BLYTZ_TRUST_PROXY).toBeUndefined();
+    expect(config.BLYTZ_RETENTION_DAYS).toBe(30);
+    expect(config.BLYTZ_RUNTIME).toBe('docker');
+    expect(config.BLYTZ_SOURCE).toBe('postgres');
+    expect(config.LOG_LEVEL).toBe('info');
+  });
+
+  it('treats empty strings as unset', () => {
+    const config = loadConfig({ PORT: '', DATABASE_URL: '', LOG_LEVEL: '' });
+    expect(config.PORT).toBe(8080);
+    expect(config.DATABASE_URL).toBeUndefined();
+    expect(config.LOG_LEVEL).toBe('info');
+  });
+
+  it('parses good values', () => {
+    const key = Buffer.alloc(32, 7).toString('base64');
+    const config = loadConfig({
+      DATABASE_URL: 'postgres://u:p@db:5432/blytz',
+      BLYTZ_DATA_DIR: '/var/lib/blytz',
+      PORT: '9090',
+      HOST: '127.0.0.1',
+      DOCKER_HOST: 'tcp://docker:2375',
+      CADDY_ADMIN_URL: 'http://caddy:2019',
+      BLYTZ_CADDY_SERVER: 'srv0',
+      BLYTZ_CADDY_LISTEN: ':8443',
+      BLYTZ_BASE_DOMAIN: 'blytz.cloud',
+      BLYTZ_PUBLIC_SCHEME: 'http',
+      BLYTZ_CUSTOMER_IMAGE: 'blytz/assistant-stub:dev',
+      BLYTZ_CONTAINER_PORT: '8000',
+      BLYTZ_PORT_RANGE: '40000-40010',
+      BLYTZ_ADMIN_TOKEN: 'a-long-enough-admin-token',
+      BLYTZ_SECRET_KEY: key,
+      BLYTZ_WORKERS: '8',
+      BLYTZ_RESYNC_SECONDS: '60',
+      BLYTZ_ROUTE_SWEEP_SECONDS: '5',
+      STRIPE_SECRET_KEY: 'sk_test_x',
+      STRIPE_WEBHOOK_SECRET: 'whsec_x',
+      STRIPE_PRICE_ID: 'price_1',
+      STRIPE_API_BASE: 'http://127.0.0.1:12111',
+      TELEGRAM_API_BASE: 'http://127.0.0.1:12112',
+      BLYTZ_MAX_CUSTOMERS: '5',
+      BLYTZ_TRUST_PROXY: 'loopback',
+      BLYTZ_RETENTION_DAYS: '7',
+      BLYTZ_RUNTIME: 'kubernetes',
+      BLYTZ_SOURCE: 'kubernetes',
+      LOG_LEVEL: 'debug',
+    });
+    expect(config).toMatchObject({
+      DATABASE_URL: 'postgres://u:p@db:5432/blytz',
+      PORT: 9090,
+      BLYTZ_CONTAINER_PORT: 8000,
+      BLYTZ_PORT_RANGE: { from: 40000, to: 40010 },
+      BLYTZ_SECRET_KEY: key,
+      BLYTZ_WORKERS: 8,
+      BLYTZ_MAX_CUSTOMERS: 5,
+      BLYTZ_RETENTION_DAYS: 7,
+      BLYTZ_RUNTIME: 'kubernetes',
+      BLYTZ_SOURCE: 'kubernetes',
+      LOG_LEVEL: 'debug',
+      STRIPE_API_BASE: 'http://127.0.0.1:12111',
+    });
+  });
+
+  it('reports every bad variable by name in one ConfigError', () => {
+    const bad: Record<string, string> = {
+      DATABASE_URL: 'mysql://nope',
+      PORT: 'eighty',
+      DOCKER_HOST: '/var/run/docker.sock',
+      CADDY_ADMIN_URL: 'not a url',
+      BLYTZ_CADDY_SERVER: 'has spaces',
+      BLYTZ_CADDY_LISTEN: 'eighty',
+      BLYTZ_BASE_DOMAIN: 'Not_A_Domain',
+      BLYTZ_PUBLIC_SCHEME: 'ftp',
+      BLYTZ_CONTAINER_PORT: '70000',
+      BLYTZ_PORT_RANGE: '32767-30000',
+      BLYTZ_ADMIN_TOKEN: 'short',
+      BLYTZ_SECRET_KEY: Buffer.alloc(16).toString('base64'),
+      BLYTZ_WORKERS: '0',
+      BLYTZ_RESYNC_SECONDS: '-1',
+      BLYTZ_ROUTE_SWEEP_SECONDS: '1.5',
+      STRIPE_API_BASE: 'stripe',
+      TELEGRAM_API_BASE: 'telegram',
+      BLYTZ_MAX_CUSTOMERS: 'many',
+      BLYTZ_RETENTION_DAYS: 'forever',
+      BLYTZ_RUNTIME: 'podman',
+      BLYTZ_SOURCE: 'mysql',
+      LOG_LEVEL: 'loud',
+    };
+    const error = configError({ ...bad, HOST: '127.0.0.1' });
+    const named = new Set(error.problems.map((p) => p.split(':')[0]));
+    expect([...named].sort()).toEqual(Object.keys(bad).sort());
+    for (const variable of Object.keys(bad)) expect(error.message).toContain(variable);
+    expect(error.message).not.toMatch(/^ {2}- HOST:/m);
+  });
+
+  it('names the single bad variable and why', () => {
+    const error = configError({ BLYTZ_PORT_RANGE: 'thirty' });
+    expect(error.problems).toEqual([expect.stringMatching(/^BLYTZ_PORT_RANGE: .*30000-32767/)]);
+  });
+
+  it.each([
+    ['BLYTZ_PORT_RANGE', '100-200'],
+    ['BLYTZ_PORT_RANGE', '30000-70000'],
+    ['PORT', '0'],
+    ['BLYTZ_WORKERS', '1000'],
+  ])('rejects %s=%s', (variable, value) => {
+    const error = configError({ [variable]: value });
+    expect(error.problems).toHaveLength(1);
+    expect(error.problems[0]).toMatch(new RegExp(`^${variable}: `));
+  });
+
+  it('does not echo secret values in the error', () => {
+    const error = configError({ BLYTZ_ADMIN_TOKEN: 'short', BLYTZ_SECRET_KEY: 'bm90LWEta2V5' });
+    expect(error.message).not.toContain('bm90LWEta2V5');
+    expect(error.message).toContain('BLYTZ_SECRET_KEY');
+  });
+});

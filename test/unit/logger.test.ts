@@ -1,0 +1,126 @@
+import { Writable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { createLogger, maskSecrets, type Logger } from '../../src/observability/logger.js';
+
+const BOT_TOKEN = '123456789:AAbbccddeeffgghhiijjkkllmmnnooppqqr';
+const STRIPE_KEY = 'sk_live_51HqQwErTyUiOpAsDfGhJkLzXcVbNm';
+const WEBHOOK_SECRET = 'whsec_9f8e7d6c5b4a39281706f5e4d3c2b1a0';
+const BEARER = 'eyJhbGciOiJIUzI1NiJ9.c2VjcmV0LXBheWxvYWQ.sig-nature_x';
+const PLAIN_SECRET = 'correct-horse-battery-staple-4711';
+const ADMIN_TOKEN = 'QmFzZTY0QWRtaW5Ub2tlbk5vdEd1ZXNzYWJsZQ';
+
+/** A logger writing into memory (a pino destination), and everything it wrote. */
+function capture(): { logger: Logger; output: () => string } {
+  const chunks: string[] = [];
+  const destination = new Writable({
+    write(chunk: Buffer | string, _encoding, callback) {
+      chunks.push(chunk.toString());
+      callback();
+    },
+  });
+  return { logger: createLogger({ level: 'trace', destination }), output: () => chunks.join('') };
+}
+
+function expectAbsent(output: string, ...secrets: string[]): void {
+  expect(output.length).toBeGreaterThan(0);
+  for (const secret of secrets) expect(output).not.toContain(secret);
+  // Each line is still JSON.
+  for (const line of output.trim().split('\n')) expect(() => JSON.parse(line) as unknown).not.toThrow();
+}
+
+describe('logger redaction', () => {
+  it('redacts bot tokens in fields at any usual depth', () => {
+    const { logger, output } = capture();
+    logger.info({ botToken: BOT_TOKEN }, 'top level');
+    logger.info({ telegram: { botToken: BOT_TOKEN } }, 'nested');
+    logger.info({ spec: { telegram: { botToken: BOT_TOKEN } } }, 'spec.telegram.botToken');
+    logger.info({ customer: { spec: { telegram: { botToken: BOT_TOKEN } } } }, 'deeper');
+    logger.info({ body: { telegramBotToken: BOT_TOKEN } }, 'signup body');
+    expectAbsent(output(), BOT_TOKEN);
+    expect(output()).toContain('[REDACTED]');
+    expect(output()).toContain('spec.telegram.botToken');
+  });
+
+  it('redacts Stripe keys wherever they appear', () => {
+    const { logger, output } = capture();
+    logger.info({ STRIPE_SECRET_KEY: STRIPE_KEY, STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET }, 'config');
+    logger.info({ config: { STRIPE_SECRET_KEY: STRIPE_KEY } }, 'nested config');
+    logger.info({ stripe: { apiKey: STRIPE_KEY } }, 'client');
+    logger.warn(`stripe call failed with key ${STRIPE_KEY} and secret ${WEBHOOK_SECRET}`);
+    logger.info({ note: `key is ${STRIPE_KEY}` }, 'free text in an unlisted field');
+    expectAbsent(output(), STRIPE_KEY, WEBHOOK_SECRET);
+  });
+
+  it('redacts authorization headers, however they are spelt', () => {
+    const { logger, output } = capture();
+    logger.info({ req: { method: 'GET', url: '/apis', headers: { authorization: `Bearer ${BEARER}` } } }, 'request');
+    logger.info({ headers: { authorization: `Bearer ${BEARER}` } }, 'headers');
+    logger.info({ headers: { Authorization: `Bearer ${BEARER}` } }, 'capitalised header');
+    logger.info({ authorization: `Bearer ${BEARER}` }, 'bare');
+    logger.info(`calling with Authorization: Bearer ${BEARER}`);
+    logger.info({ url: `/api/customers/x/status?token=${ADMIN_TOKEN}` }, 'status');
+    logger.info({ BLYTZ_ADMIN_TOKEN: ADMIN_TOKEN, token: ADMIN_TOKEN }, 'tokens');
+    expectAbsent(output(), BEARER, ADMIN_TOKEN);
+  });
+
+  it('redacts anything in a secret field', () => {
+    const { logger, output } = capture();
+    logger.info({ secret: PLAIN_SECRET }, 'top');
+    logger.info({ webhook: { secret: PLAIN_SECRET } }, 'nested');
+    logger.info({ secrets: { anything: PLAIN_SECRET } }, 'secrets object');
+    logger.info({ a: { b: { secret: PLAIN_SECRET } } }, 'deep');
+    logger.info({ secretKey: PLAIN_SECRET, password: PLAIN_SECRET }, 'others');
+    expectAbsent(output(), PLAIN_SECRET);
+  });
+
+  it('masks a token inside an error message, logged every usual way', () => {
+    const { logger, output } = capture();
+    const error = new Error(`Telegram answered 401 for https://api.telegram.org/bot${BOT_TOKEN}/getMe`);
+    logger.error(error);
+    logger.error({ err: error });
+    logger.error({ err: error }, 'getMe failed');
+    logger.error(error, 'getMe failed: %s', error.message);
+    logger.error(new Error('outer', { cause: new Error(`inner with ${STRIPE_KEY}`) }));
+    logger.warn({ err: `plain string error with ${BOT_TOKEN}` }, 'string err');
+    logger.info({ message: `token ${BOT_TOKEN} in a message field` });
+    logger.info(`token in the message ${BOT_TOKEN}`);
+    logger.info({}, `token in the message ${BOT_TOKEN} after an object`);
+    expectAbsent(output(), BOT_TOKEN, STRIPE_KEY, BOT_TOKEN.split(':')[1]!);
+    expect(output()).toContain('getMe');
+  });
+
+  it('masks secrets in child logger bindings', () => {
+    const { logger, output } = capture();
+    logger.child({ customer: 'alice', botToken: BOT_TOKEN }).info('child');
+    expectAbsent(output(), BOT_TOKEN);
+    expect(output()).toContain('alice');
+  });
+
+  it('does not change the object the caller logged', () => {
+    const { logger } = capture();
+    const record = { url: `/status?token=${ADMIN_TOKEN}`, spec: { telegram: { botToken: BOT_TOKEN } } };
+    logger.info(record, 'request');
+    expect(record.url).toBe(`/status?token=${ADMIN_TOKEN}`);
+    expect(record.spec.telegram.botToken).toBe(BOT_TOKEN);
+  });
+
+  it('keeps ordinary text readable', () => {
+    const { logger, output } = capture();
+    logger.info({ customer: 'alice-example-com', generation: 3 }, 'reconciled in 12 ms');
+    const line = JSON.parse(output()) as Record<string, unknown>;
+    expect(line).toMatchObject({ customer: 'alice-example-com', generation: 3, msg: 'reconciled in 12 ms', service: 'blytz' });
+  });
+});
+
+describe('maskSecrets', () => {
+  it.each([
+    [`bot${BOT_TOKEN}/sendMessage`, BOT_TOKEN],
+    [`token=${BOT_TOKEN}`, BOT_TOKEN],
+    [`"${STRIPE_KEY}"`, STRIPE_KEY],
+    [`rk_test_abcdefghijkl`, 'rk_test_abcdefghijkl'],
+    [`Authorization: bearer ${BEARER}`, BEARER],
+    [`?access_token=${ADMIN_TOKEN}&x=1`, ADMIN_TOKEN],
+  ])('masks %s', (text, secret) => {
+    expect(maskSecrets(text)).not.toContain(secret);
+  });
+});
