@@ -2,10 +2,12 @@ import { sql } from 'kysely';
 import { Migrator, type Migration, type MigrationResultSet } from 'kysely/migration';
 import type { DatabaseHandle } from './database.js';
 import * as m0001 from './migrations/0001-initial.js';
+import * as m0002 from './migrations/0002-billing.js';
 
 /** Every migration, in order. New ones are appended; applied ones are never edited. */
 const MIGRATIONS: Record<string, Migration> = {
   '0001-initial': m0001,
+  '0002-billing': m0002,
 };
 
 // Any fixed number: two processes migrating at once queue on it.

@@ -1,0 +1,283 @@
+import express, { Router, type Request } from 'express';
+import { z } from 'zod';
+import type { CheckoutCreator } from '../billing/checkout.js';
+import {
+  botTokenSchema,
+  fieldErrors,
+  MODEL_PROVIDERS,
+  PLAN_NAMES,
+  type Condition,
+  type DesiredState,
+} from '../domain/customer.js';
+import { isDns1123Label } from '../domain/naming.js';
+import type { Logger } from '../observability/logger.js';
+import { DependencyError } from '../resilience/guard.js';
+import {
+  CapacityError,
+  EmailTakenError,
+  type BillingStore,
+  type CustomerStatusRecord,
+  type SignupReservation,
+} from '../store/billing-store.js';
+import { InvalidBotTokenError, type BotTokenVerifier } from '../telegram/telegram-client.js';
+import { HttpError } from './errors.js';
+import { RATE_LIMITS, rateLimit, type RateLimit, type RateLimitBackend } from './rate-limit.js';
+
+/**
+ * The customer-facing API (contract section 3.1): signup and the status a customer follows with
+ * the access token they got at signup. Writers only: a signup writes a pending customer and asks
+ * Stripe for a checkout; the controller takes it from there once the webhook says "paid".
+ */
+
+export interface PublicApiDeps {
+  store: BillingStore;
+  telegram: BotTokenVerifier;
+  /** Undefined when STRIPE_SECRET_KEY or STRIPE_PRICE_ID is unset: signup answers 503. */
+  checkout: CheckoutCreator | undefined;
+  rateLimits: RateLimitBackend;
+  /** Where the signup site and status pages are served, e.g. https://blytz.localhost */
+  publicUrl: string;
+  logger: Logger;
+  limits?: { signup?: RateLimit };
+}
+
+// 5,000 characters of instructions are at most 20 KB of UTF-8; the rest is small.
+const SIGNUP_BODY_LIMIT = '32kb';
+const CONTROL_CHARS = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/;
+const text = (max: number) =>
+  z
+    .string({ error: (issue) => (issue.input === undefined ? 'is required' : 'must be a string') })
+    .max(max, `must be at most ${max} characters`)
+    .refine((s) => !CONTROL_CHARS.test(s), 'must not contain control characters');
+
+export const signupSchema = z
+  .object({
+    email: z.email('must be an email address').max(254, 'must be at most 254 characters'),
+    name: text(50).pipe(z.string().trim().min(1, 'must not be empty')),
+    instructions: text(5000),
+    telegramBotToken: botTokenSchema,
+    plan: z.enum(PLAN_NAMES, `must be one of ${PLAN_NAMES.join(', ')}`).optional(),
+    modelProvider: z.enum(MODEL_PROVIDERS, `must be one of ${MODEL_PROVIDERS.join(', ')}`).optional(),
+    modelApiKey: text(500).pipe(z.string().min(1, 'must not be empty')).optional(),
+  })
+  .strict()
+  .superRefine((body, ctx) => {
+    if (body.modelApiKey !== undefined && body.modelProvider === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['modelProvider'], message: 'is required with modelApiKey' });
+    }
+  });
+
+export type SignupBody = z.output<typeof signupSchema>;
+
+export function createPublicApiRouter(deps: PublicApiDeps): Router {
+  const router = Router();
+  const signupLimit = deps.limits?.signup ?? RATE_LIMITS.signup;
+
+  router.post(
+    '/api/signup',
+    rateLimit({ ...signupLimit, backend: deps.rateLimits, name: 'signup', logger: deps.logger }),
+    express.json({ limit: SIGNUP_BODY_LIMIT }),
+    async (req, res) => {
+      const body = parseSignup(req.body);
+      if (!deps.checkout) {
+        throw new HttpError(
+          503,
+          'stripe_not_configured',
+          'signups are closed: payments are not configured on this server (STRIPE_SECRET_KEY, STRIPE_PRICE_ID)',
+        );
+      }
+      const bot = await deps.telegram.getMe(body.telegramBotToken).catch(rethrowAsHttp);
+      const reservation = await deps.store
+        .reserveSignup({
+          email: body.email,
+          displayName: body.name,
+          instructions: body.instructions,
+          plan: body.plan ?? 'personal',
+          telegramBotToken: body.telegramBotToken,
+          telegramBotUsername: bot.username,
+          modelProvider: body.modelProvider,
+          modelApiKey: body.modelApiKey,
+        })
+        .catch(rethrowAsHttp);
+      const session = await createCheckout(deps, reservation, body.email);
+      await deps.store.attachCheckout(reservation, session).catch(rethrowAsHttp);
+      deps.logger.info({ customer: reservation.name, created: reservation.created }, 'signup: checkout created');
+      res.status(201).json({
+        customerId: reservation.name,
+        checkoutUrl: session.url,
+        statusUrl: statusUrl(deps.publicUrl, reservation),
+      });
+    },
+  );
+
+  router.get('/api/customers/:name/status', async (req, res) => {
+    // The token is in the URL for links; keep it out of caches.
+    res.set('Cache-Control', 'no-store');
+    const name = req.params['name'] ?? '';
+    const token = accessToken(req);
+    const record = isDns1123Label(name) && token ? await deps.store.statusFor(name, token).catch(rethrowAsHttp) : undefined;
+    // Missing customer, missing token and wrong token look the same: existence is not revealed.
+    if (!record) throw new HttpError(404, 'not_found', 'no such customer, or the access token is wrong');
+    res.json(statusView(record));
+  });
+
+  return router;
+}
+
+function parseSignup(input: unknown): SignupBody {
+  if (input === null || typeof input !== 'object' || Array.isArray(input)) {
+    throw new HttpError(400, 'invalid', 'the body must be a JSON object', [
+      { field: '(root)', message: 'must be a JSON object' },
+    ]);
+  }
+  const parsed = signupSchema.safeParse(input);
+  if (!parsed.success) throw new HttpError(400, 'invalid', 'the signup has invalid fields', fieldErrors(parsed.error));
+  return parsed.data;
+}
+
+async function createCheckout(deps: PublicApiDeps, reservation: SignupReservation, email: string) {
+  try {
+    return await deps.checkout!.createSession({
+      name: reservation.name,
+      email,
+      accessToken: reservation.accessToken,
+      idempotencyKey: `blytz-signup-${reservation.name}-${reservation.attempt}`,
+    });
+  } catch (error) {
+    // No orphan: a row this attempt inserted is removed, so a retry (or someone else) gets the place.
+    await deps.store.releaseSignup(reservation).catch((releaseError: unknown) => {
+      deps.logger.warn(
+        { err: releaseError, customer: reservation.name },
+        'signup: could not release the reservation; it expires by itself',
+      );
+    });
+    return rethrowAsHttp(error);
+  }
+}
+
+/** Maps what signup's collaborators throw to the contract's answers. */
+function rethrowAsHttp(error: unknown): never {
+  if (error instanceof HttpError) throw error;
+  if (error instanceof InvalidBotTokenError) {
+    throw new HttpError(400, 'invalid', 'the signup has invalid fields', [{ field: error.field, message: error.message }]);
+  }
+  if (error instanceof EmailTakenError) throw new HttpError(409, 'email_taken', error.message);
+  if (error instanceof CapacityError) throw new HttpError(503, 'at_capacity', error.message, undefined, { 'Retry-After': '600' });
+  const dependency = dependencyOf(error);
+  if (dependency) {
+    throw new HttpError(
+      503,
+      'dependency_unavailable',
+      `${dependency} is not reachable right now; please try again in a minute`,
+      undefined,
+      {
+        'Retry-After': '60',
+      },
+    );
+  }
+  if (isDatabaseUnavailable(error)) {
+    throw new HttpError(
+      503,
+      'store_unavailable',
+      'the database is not reachable right now; please try again in a minute',
+      undefined,
+      {
+        'Retry-After': '30',
+      },
+    );
+  }
+  throw error;
+}
+
+function dependencyOf(error: unknown): string | undefined {
+  if (error instanceof DependencyError)
+    return error.dependency === 'stripe' ? 'Stripe' : error.dependency === 'telegram' ? 'Telegram' : error.dependency;
+  // A guard from another module instance (or a breaker's own error) that still names its dependency.
+  const dependency = (error as { dependency?: unknown } | undefined)?.dependency;
+  return typeof dependency === 'string' ? dependency : undefined;
+}
+
+/** Connection-level failures of Postgres (node socket errors, SQLSTATE classes 08, 53, 57). */
+export function isDatabaseUnavailable(error: unknown): boolean {
+  const code = (error as { code?: unknown } | undefined)?.code;
+  if (typeof code === 'string' && (/^(08|53|57)/.test(code) || /^E[A-Z]+$/.test(code))) return true;
+  const message = (error as { message?: unknown } | undefined)?.message;
+  return (
+    typeof message === 'string' &&
+    /Connection terminated|connect ECONNREFUSED|timeout exceeded when trying to connect/i.test(message)
+  );
+}
+
+function accessToken(req: Request): string | undefined {
+  const header = req.get('authorization');
+  const bearer = header?.match(/^Bearer\s+(\S{1,200})$/i)?.[1];
+  if (bearer) return bearer;
+  const query = req.query['token'];
+  return typeof query === 'string' && query.length > 0 && query.length <= 200 ? query : undefined;
+}
+
+function statusUrl(publicUrl: string, reservation: SignupReservation): string {
+  return `${publicUrl.replace(/\/+$/, '')}/status/${encodeURIComponent(reservation.name)}?token=${encodeURIComponent(reservation.accessToken)}`;
+}
+
+export interface StatusStep {
+  name: 'payment' | 'workspace' | 'assistant' | 'reachable';
+  title: string;
+  done: boolean;
+  message?: string;
+}
+
+export interface StatusView {
+  name: string;
+  state: DesiredState;
+  phase: string;
+  ready: boolean;
+  url: string | null;
+  telegramUrl: string | null;
+  conditions: Condition[];
+  steps: StatusStep[];
+}
+
+/** The status body: what the customer may see, never a secret. Pure. */
+export function statusView(record: CustomerStatusRecord): StatusView {
+  const conditions = [...(record.status.conditions ?? [])];
+  if (record.billingWarning) {
+    conditions.push({
+      type: 'BillingWarning',
+      status: 'True',
+      reason: record.billingWarning.split(':')[0] ?? 'BillingWarning',
+      message: record.billingWarning,
+      lastTransitionTime: '',
+      observedGeneration: record.status.observedGeneration ?? 0,
+    });
+  }
+  const isTrue = (type: string) => conditions.find((c) => c.type === type)?.status === 'True';
+  const why = (type: string) => conditions.find((c) => c.type === type && c.status !== 'True')?.message || undefined;
+  const paid = record.paid || record.state === 'active' || record.state === 'suspended';
+  const step = (name: StatusStep['name'], title: string, done: boolean, message: string | undefined): StatusStep =>
+    message && !done ? { name, title, done, message } : { name, title, done };
+  return {
+    name: record.name,
+    state: record.state,
+    phase: record.status.phase ?? 'Pending',
+    ready: isTrue('Ready'),
+    url: record.status.url ?? null,
+    telegramUrl: record.telegramBotUsername ? `https://t.me/${record.telegramBotUsername}` : null,
+    conditions,
+    steps: [
+      step(
+        'payment',
+        'Payment confirmed',
+        paid,
+        record.pendingExpired
+          ? 'the checkout expired; sign up again for a fresh link'
+          : paid
+            ? undefined
+            : 'waiting for the payment to complete',
+      ),
+      step('workspace', 'Workspace prepared', isTrue('WorkspaceReady'), why('WorkspaceReady')),
+      step('assistant', 'Assistant started', isTrue('ContainerReady'), why('ContainerReady')),
+      step('reachable', 'Reachable', isTrue('RouteReady') && isTrue('Ready'), why('RouteReady') ?? why('Ready')),
+    ],
+  };
+}

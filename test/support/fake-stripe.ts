@@ -1,0 +1,247 @@
+import { randomBytes } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import Stripe from 'stripe';
+
+/**
+ * A local stand-in for Stripe's API (STRIPE_API_BASE) that the real `stripe` package talks to:
+ * form-encoded requests with bracketed keys, Bearer secret key, Idempotency-Key replay, JSON
+ * objects and `{error: {type, message}}` failures. Plus builders for the events Stripe would
+ * send afterwards, signed with `Stripe.webhooks.generateTestHeaderString`.
+ */
+
+export const FAKE_SECRET_KEY = 'sk_test_fake_blytz_0123456789';
+export const FAKE_PRICE_ID = 'price_test_personal';
+
+export interface FakeRequest {
+  method: string;
+  path: string;
+  idempotencyKey: string | undefined;
+  params: Record<string, unknown>;
+}
+
+export interface FakeSession {
+  id: string;
+  object: 'checkout.session';
+  url: string;
+  mode: string;
+  status: 'open' | 'complete' | 'expired';
+  payment_status: 'paid' | 'unpaid';
+  client_reference_id: string | null;
+  customer: string | null;
+  subscription: string | null;
+  customer_email: string | null;
+  metadata: Record<string, string>;
+  subscription_data_metadata: Record<string, string>;
+  success_url: string;
+  cancel_url: string | null;
+  expires_at: number;
+  created: number;
+}
+
+export interface FakeStripe {
+  url: string;
+  requests: FakeRequest[];
+  sessions: Map<string, FakeSession>;
+  /** `ok`; `error`: 500 api_error on every call; `down`: connections are cut. */
+  mode: 'ok' | 'error' | 'down';
+  close(): Promise<void>;
+}
+
+export async function startFakeStripe(): Promise<FakeStripe> {
+  const replies = new Map<string, { status: number; body: string }>();
+  const state: Omit<FakeStripe, 'url' | 'close'> = { requests: [], sessions: new Map(), mode: 'ok' };
+  let base = '';
+  const server: Server = createServer(async (req, res) => {
+    if (state.mode === 'down') {
+      req.socket.destroy();
+      return;
+    }
+    const send = (status: number, body: unknown) => {
+      const text = JSON.stringify(body);
+      res
+        .writeHead(status, { 'content-type': 'application/json', 'request-id': `req_${randomBytes(6).toString('hex')}` })
+        .end(text);
+      return text;
+    };
+    const raw = await readBody(req);
+    const url = new URL(req.url ?? '/', 'http://x');
+    const idempotencyKey = header(req, 'idempotency-key');
+    const params = parseForm(req.method === 'GET' ? url.search.slice(1) : raw);
+    state.requests.push({ method: req.method ?? 'GET', path: url.pathname, idempotencyKey, params });
+    if (state.mode === 'error') {
+      send(500, { error: { type: 'api_error', message: 'An unknown error occurred (fake outage)' } });
+      return;
+    }
+    if (header(req, 'authorization') !== `Bearer ${FAKE_SECRET_KEY}`) {
+      send(401, { error: { type: 'invalid_request_error', message: 'Invalid API Key provided' } });
+      return;
+    }
+    const replayKey = idempotencyKey ? `${req.method} ${url.pathname} ${idempotencyKey}` : undefined;
+    const replay = replayKey ? replies.get(replayKey) : undefined;
+    if (replay) {
+      res.writeHead(replay.status, { 'content-type': 'application/json', 'idempotent-replayed': 'true' }).end(replay.body);
+      return;
+    }
+    if (req.method === 'POST' && url.pathname === '/v1/checkout/sessions') {
+      const lineItems = params['line_items'] as Record<string, Record<string, string>> | undefined;
+      if (params['mode'] !== 'subscription' || lineItems?.['0']?.['price'] !== FAKE_PRICE_ID) {
+        send(400, { error: { type: 'invalid_request_error', message: 'No such price or mode', param: 'line_items[0][price]' } });
+        return;
+      }
+      const id = `cs_test_${randomBytes(12).toString('hex')}`;
+      const now = Math.floor(Date.now() / 1000);
+      const subscriptionData = params['subscription_data'] as { metadata?: Record<string, string> } | undefined;
+      const session: FakeSession = {
+        id,
+        object: 'checkout.session',
+        url: `${base}/c/pay/${id}`,
+        mode: 'subscription',
+        status: 'open',
+        payment_status: 'unpaid',
+        client_reference_id: (params['client_reference_id'] as string | undefined) ?? null,
+        customer: null,
+        subscription: null,
+        customer_email: (params['customer_email'] as string | undefined) ?? null,
+        metadata: (params['metadata'] as Record<string, string> | undefined) ?? {},
+        subscription_data_metadata: subscriptionData?.metadata ?? {},
+        success_url: params['success_url'] as string,
+        cancel_url: (params['cancel_url'] as string | undefined) ?? null,
+        expires_at: now + 24 * 3600,
+        created: now,
+      };
+      state.sessions.set(id, session);
+      const text = send(200, sessionJson(session));
+      if (replayKey) replies.set(replayKey, { status: 200, body: text });
+      return;
+    }
+    const get = /^\/v1\/checkout\/sessions\/([^/]+)$/.exec(url.pathname);
+    if (req.method === 'GET' && get) {
+      const session = state.sessions.get(get[1] as string);
+      if (session) send(200, sessionJson(session));
+      else send(404, { error: { type: 'invalid_request_error', message: 'No such checkout.session' } });
+      return;
+    }
+    send(404, { error: { type: 'invalid_request_error', message: `Unrecognized request URL (${req.method}: ${url.pathname})` } });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  base = `http://127.0.0.1:${port}`;
+  return Object.assign(state, {
+    url: base,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  });
+}
+
+function sessionJson(session: FakeSession): Record<string, unknown> {
+  const { subscription_data_metadata: _hidden, ...rest } = session;
+  return { ...rest, livemode: false };
+}
+
+function header(req: IncomingMessage, name: string): string | undefined {
+  const value = req.headers[name];
+  return Array.isArray(value) ? value[0] : value;
+}
+
+function readBody(req: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+
+/** `a[b][0][c]=v` (Stripe's form encoding) into nested objects; array indexes stay string keys. */
+export function parseForm(body: string): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of new URLSearchParams(body)) {
+    const path = key.split(/\[|\]\[|\]/).filter((p) => p !== '');
+    let node = out;
+    path.forEach((part, i) => {
+      if (i === path.length - 1) node[part] = value;
+      else node = (node[part] ??= {}) as Record<string, unknown>;
+    });
+  }
+  return out;
+}
+
+// ---- events ----------------------------------------------------------------------------
+
+export interface EventOptions {
+  id?: string;
+  created?: number;
+}
+
+export function stripeEvent(type: string, object: Record<string, unknown>, options: EventOptions = {}): Record<string, unknown> {
+  return {
+    id: options.id ?? `evt_${randomBytes(12).toString('hex')}`,
+    object: 'event',
+    api_version: '2026-10-28.endive',
+    created: options.created ?? Math.floor(Date.now() / 1000),
+    type,
+    data: { object },
+    livemode: false,
+    pending_webhooks: 1,
+    request: { id: null, idempotency_key: null },
+  };
+}
+
+/** The session as Stripe sends it in checkout.session.completed once the buyer paid. */
+export function completedSessionObject(
+  session: FakeSession,
+  ids: { customer?: string; subscription?: string; paymentStatus?: 'paid' | 'unpaid' } = {},
+): Record<string, unknown> {
+  return {
+    ...sessionJson(session),
+    status: 'complete',
+    payment_status: ids.paymentStatus ?? 'paid',
+    customer: ids.customer ?? `cus_${randomBytes(8).toString('hex')}`,
+    subscription: ids.subscription ?? `sub_${randomBytes(8).toString('hex')}`,
+  };
+}
+
+export function subscriptionObject(fields: {
+  id: string;
+  customer: string;
+  status: string;
+  name?: string;
+}): Record<string, unknown> {
+  return {
+    id: fields.id,
+    object: 'subscription',
+    customer: fields.customer,
+    status: fields.status,
+    metadata: fields.name ? { blytz_customer: fields.name } : {},
+    items: { object: 'list', data: [] },
+    livemode: false,
+  };
+}
+
+/** An invoice in the 2025+ shape: the subscription under parent.subscription_details. */
+export function invoiceObject(fields: {
+  subscription: string;
+  customer: string;
+  name?: string;
+  attemptCount?: number;
+}): Record<string, unknown> {
+  return {
+    id: `in_${randomBytes(8).toString('hex')}`,
+    object: 'invoice',
+    customer: fields.customer,
+    attempt_count: fields.attemptCount ?? 1,
+    parent: {
+      type: 'subscription_details',
+      subscription_details: { subscription: fields.subscription, metadata: fields.name ? { blytz_customer: fields.name } : {} },
+    },
+  };
+}
+
+/** The Stripe-Signature header for `payload`, made by the real stripe package. */
+export function signatureHeader(payload: string, secret: string, timestamp?: number): string {
+  return Stripe.webhooks.generateTestHeaderString({ payload, secret, ...(timestamp !== undefined ? { timestamp } : {}) });
+}
