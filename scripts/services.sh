@@ -100,8 +100,12 @@ build_image() {
   scripts/build-test-image.sh
 }
 
+# Test tools: promtool (metrics and alert rules checks) and Chromium (browser tests).
 install_tools() {
-  command -v promtool >/dev/null || apt_install prometheus
+  local missing=()
+  command -v promtool >/dev/null || missing+=(prometheus)
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 }
 
 targets=("$@")
@@ -113,7 +117,7 @@ for t in "${targets[@]}"; do
     caddy) start_caddy ;;
     image) build_image ;;
     tools) install_tools ;;
-    all) start_postgres; start_docker; start_caddy; build_image ;;
+    all) start_postgres; start_docker; start_caddy; build_image; install_tools ;;
     *) die "unknown target '$t' (postgres, docker, caddy, image, tools, all)" ;;
   esac
 done

@@ -68,6 +68,17 @@ const envSchema = z.object({
   BLYTZ_RUNTIME: z.enum(['docker', 'kubernetes']).default('docker'),
   BLYTZ_SOURCE: z.enum(['postgres', 'kubernetes']).default('postgres'),
   BLYTZ_DOCKER_EVENTS: booleanish.default(true),
+  // Where the signup site and status pages are reached (Checkout's success URL); default
+  // `<scheme>://<base domain>`.
+  BLYTZ_PUBLIC_URL: url.optional(),
+  // Separates several control planes sharing one Docker engine (tests, staging beside
+  // production): containers get label cloud.blytz.instance=<value> and lists filter on it.
+  BLYTZ_INSTANCE: z
+    .string()
+    .regex(/^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$/, 'must be a short lowercase name')
+    .optional(),
+  // On-demand TLS for customer hosts through Caddy's `ask` check (needs a public DNS name).
+  BLYTZ_CADDY_TLS: booleanish.default(false),
   LOG_LEVEL: logLevel.default('info'),
 });
 

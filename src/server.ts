@@ -1,57 +1,206 @@
 import type { AddressInfo } from 'node:net';
 import { createServer, type Server as HttpServer } from 'node:http';
+import { join } from 'node:path';
+import Docker from 'dockerode';
 import { sql } from 'kysely';
+import { StripeCheckout } from './billing/checkout.js';
+import { createStripeClient } from './billing/stripe-client.js';
 import type { Config } from './config.js';
+import { Controller } from './controller/controller.js';
+import { invalidating } from './controller/customer/invalidating-source.js';
+import { pairingApprover } from './controller/customer/pairing.js';
+import { CustomerReconciler } from './controller/customer/reconciler.js';
+import { desiredRoutes } from './controller/customer/desired-routes.js';
+import { WorldCache } from './controller/customer/world-cache.js';
+import { LeaderElector } from './controller/leader-election.js';
+import { changeFeedSource } from './controller/sources.js';
 import { ensureDataDir, loadAdminToken, loadSecretKey } from './data-dir.js';
+import { adminApiRouter } from './http/admin-api.js';
 import { createHttpApp } from './http/app.js';
+import { createCaddyAskRouter } from './http/caddy-ask.js';
+import { createPagesRouter } from './http/pages.js';
+import { createPairingApiRouter } from './http/pairing-api.js';
+import { createPublicApiRouter } from './http/public-api.js';
+import { createRateLimitBackend } from './http/rate-limit.js';
+import { createStripeWebhookRouter } from './http/stripe-webhook.js';
 import { HealthChecks } from './observability/health.js';
 import type { Logger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
+import { projectRoot } from './paths.js';
+import { isTransientCaddy } from './proxy/caddy/admin-client.js';
+import { CaddyRouteTable } from './proxy/caddy/caddy-route-table.js';
+import { RouteSweep } from './proxy/caddy/route-sweep.js';
+import { Policies } from './resilience/policies.js';
+import { DockerEventSource } from './runtime/docker/docker-events.js';
+import { DockerRuntime } from './runtime/docker/docker-runtime.js';
+import type { EventSource } from './runtime/runtime.js';
+import { BillingStore } from './store/billing-store.js';
+import { createChangeFeed } from './store/change-feed.js';
 import { CustomerStore } from './store/customer-store.js';
 import { openDatabase, type DatabaseHandle } from './store/database.js';
 import { migrateOrThrow } from './store/migrate.js';
 import { PortReservations } from './store/port-reservations.js';
 import { SecretBox } from './store/secret-box.js';
+import { TelegramClient } from './telegram/telegram-client.js';
+import { FileWorkspaces } from './workspace/file-workspaces.js';
 
 /**
- * The composition root: parses nothing itself (config arrives parsed), builds every part once,
- * starts them in order and stops them in reverse. `blytz serve` is this plus signal handling.
+ * The composition root: config arrives parsed; every part is built once here, started in order
+ * and stopped in reverse. `blytz serve` is this plus signal handling. Nothing else in the code
+ * knows the real adapter classes.
  */
 export interface RunningServer {
   url: string;
   stop(): Promise<void>;
 }
 
+const CONTROLLER_NAME = 'customer';
+const LEASE_NAME = 'blytz-controller';
+const PHASE_GAUGE_INTERVAL_MS = 15_000;
+
 export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
   ensureDataDir(config.BLYTZ_DATA_DIR);
   const secretBox = new SecretBox(loadSecretKey(config.BLYTZ_DATA_DIR, config.BLYTZ_SECRET_KEY));
   const adminToken = loadAdminToken(config.BLYTZ_DATA_DIR, config.BLYTZ_ADMIN_TOKEN);
-  void adminToken; // used by the admin API
 
   const database = await openDatabase({ databaseUrl: config.DATABASE_URL, dataDir: config.BLYTZ_DATA_DIR });
+  // Stopped in reverse order of starting.
   const stoppers: Array<() => Promise<void>> = [() => database.close()];
+  const stopAll = async () => {
+    for (const stop of stoppers) await stop().catch((error: unknown) => logger.warn({ err: error }, 'error while stopping'));
+  };
   try {
     const applied = await migrateOrThrow(database);
     if (applied.length > 0) logger.info({ applied }, 'database migrated');
 
     const metrics = new Metrics();
+    const policies = new Policies({ metrics, logger, overrides: { caddy: { isTransient: isTransientCaddy } } });
     const store = new CustomerStore(database, secretBox);
     const ports = new PortReservations(database, config.BLYTZ_PORT_RANGE);
-    void store;
-    void ports;
+    const extraLabels = config.BLYTZ_INSTANCE ? { 'cloud.blytz.instance': config.BLYTZ_INSTANCE } : {};
+
+    const docker = new Docker(dockerOptions(config.DOCKER_HOST));
+    const runtime = new DockerRuntime(policies.guard('docker'), { docker, extraLabels });
+    const publicUrl = (config.BLYTZ_PUBLIC_URL ?? `${config.BLYTZ_PUBLIC_SCHEME}://${config.BLYTZ_BASE_DOMAIN}`).replace(/\/+$/, '');
+    const routes = new CaddyRouteTable({
+      adminUrl: config.CADDY_ADMIN_URL,
+      serverName: config.BLYTZ_CADDY_SERVER,
+      listen: config.BLYTZ_CADDY_LISTEN,
+      guard: policies.guard('caddy'),
+      ...(config.BLYTZ_CADDY_TLS
+        ? { tls: { askUrl: `http://127.0.0.1:${config.PORT}/api/caddy/ask`, baseDomain: config.BLYTZ_BASE_DOMAIN } }
+        : {}),
+    });
+    const workspaces = new FileWorkspaces({
+      dataDir: config.BLYTZ_DATA_DIR,
+      templatesDir: join(projectRoot(), 'templates'),
+      defaults: { image: config.BLYTZ_CUSTOMER_IMAGE, containerPort: config.BLYTZ_CONTAINER_PORT },
+    });
+
+    const cache = new WorldCache();
+    const reconciler = new CustomerReconciler({
+      store,
+      ports,
+      runtime,
+      routes,
+      workspaces,
+      metrics,
+      logger: logger.child({ controller: CONTROLLER_NAME }),
+      defaults: { baseDomain: config.BLYTZ_BASE_DOMAIN, customerImage: config.BLYTZ_CUSTOMER_IMAGE, containerPort: config.BLYTZ_CONTAINER_PORT },
+      publicScheme: config.BLYTZ_PUBLIC_SCHEME,
+      retentionMs: config.BLYTZ_RETENTION_DAYS * 86_400_000,
+      cache,
+    });
+    const invalidate = (name: string) => reconciler.invalidate(name);
+
+    const feed = createChangeFeed(database, logger);
+    const sources: EventSource[] = [
+      invalidating(changeFeedSource(feed), invalidate),
+      invalidating(
+        new RouteSweep({
+          table: routes,
+          desiredRoutes: () => desiredRoutes(database, config.BLYTZ_BASE_DOMAIN),
+          intervalMs: config.BLYTZ_ROUTE_SWEEP_SECONDS * 1000,
+          onError: (error) => logger.warn({ err: error }, 'route sweep failed'),
+          onSweep: (result) => {
+            for (const { kind } of result.drift) metrics.driftCorrections.inc({ kind });
+            if (result.restored) logger.warn({ written: result.written }, 'caddy had lost our server block: routes restored in one write');
+          },
+        }),
+        invalidate,
+      ),
+    ];
+    if (config.BLYTZ_DOCKER_EVENTS) {
+      sources.push(invalidating(new DockerEventSource(policies.guard('docker'), { docker, extraLabels, logger }), invalidate));
+    }
+
+    // Only one replica reconciles. PGlite is one process: it always leads.
+    const elector =
+      database.kind === 'postgres' ? new LeaderElector({ name: LEASE_NAME, handle: database, logger, metrics }) : undefined;
+    if (!elector) metrics.leaderStatus.set({ name: LEASE_NAME }, 1);
+    const controller = new Controller({
+      name: CONTROLLER_NAME,
+      reconcile: (name, signal) => reconciler.reconcile(name, signal),
+      listKeys: () => reconciler.listKeys(),
+      workers: config.BLYTZ_WORKERS,
+      resyncSeconds: config.BLYTZ_RESYNC_SECONDS,
+      sources,
+      ...(elector ? { leadership: elector } : {}),
+      metrics,
+      logger,
+    });
 
     const health = new HealthChecks();
     health.add('database', () => pingDatabase(database));
+    health.add('docker', () => runtime.ping());
+    health.add('caddy', () => routes.ping());
 
-    const isLeader = database.kind === 'pglite';
-    metrics.leaderStatus.set({ name: 'blytz-controller' }, isLeader ? 1 : 0);
+    const rateLimits = createRateLimitBackend(database);
+    const billing = new BillingStore(database, secretBox, { maxCustomers: config.BLYTZ_MAX_CUSTOMERS });
+    const checkout =
+      config.STRIPE_SECRET_KEY && config.STRIPE_PRICE_ID
+        ? new StripeCheckout({
+            stripe: createStripeClient({ secretKey: config.STRIPE_SECRET_KEY, apiBase: config.STRIPE_API_BASE }),
+            priceId: config.STRIPE_PRICE_ID,
+            publicUrl,
+            guard: policies.guard('stripe'),
+          })
+        : undefined;
 
     const app = createHttpApp({
       logger,
       metrics,
       health,
-      readiness: { breakers: () => ({}), leader: () => isLeader },
+      readiness: { breakers: () => policies.states(), leader: () => elector?.isLeader() ?? true },
       trustProxy: config.BLYTZ_TRUST_PROXY,
+      routers: [
+        createPublicApiRouter({
+          store: billing,
+          telegram: new TelegramClient({ apiBase: config.TELEGRAM_API_BASE, guard: policies.guard('telegram') }),
+          checkout,
+          rateLimits,
+          publicUrl,
+          logger,
+        }),
+        createStripeWebhookRouter({ ledger: billing, webhookSecret: config.STRIPE_WEBHOOK_SECRET, rateLimits, metrics, logger }),
+        createCaddyAskRouter({ isReachableHost: (host) => isReachableHost(database, host, config.BLYTZ_BASE_DOMAIN) }),
+        createPairingApiRouter({
+          verifyAccessToken: (name, token) => billing.verifyAccessToken(name, token),
+          approvePairing: pairingApprover(runtime),
+          rateLimits,
+          logger,
+        }),
+        createPagesRouter(),
+        adminApiRouter({
+          store,
+          adminToken,
+          reconcileNow: (name) => {
+            invalidate(name);
+            return controller.reconcileNow(name);
+          },
+          config,
+        }),
+      ],
     });
     const http = createServer(app);
     // Slow or stuck clients cannot hold sockets forever.
@@ -60,31 +209,61 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     http.keepAliveTimeout = 5_000;
     await listen(http, config.PORT, config.HOST);
     stoppers.unshift(() => closeHttp(http));
+
+    if (elector) {
+      await elector.start();
+      stoppers.unshift(() => elector.stop());
+    }
+    await controller.start();
+    stoppers.unshift(() => controller.stop());
+
+    const phaseTimer = setInterval(() => void updatePhaseGauge(database, metrics).catch(() => {}), PHASE_GAUGE_INTERVAL_MS);
+    phaseTimer.unref();
+    void updatePhaseGauge(database, metrics).catch(() => {});
+    stoppers.unshift(async () => clearInterval(phaseTimer));
+
     const address = http.address() as AddressInfo;
     const host = config.HOST === '0.0.0.0' || config.HOST === '::' ? '127.0.0.1' : config.HOST;
     const url = `http://${host}:${address.port}`;
-    logger.info({ url, database: database.kind, dataDir: config.BLYTZ_DATA_DIR }, 'blytz serving');
+    logger.info({ url, database: database.kind, dataDir: config.BLYTZ_DATA_DIR, leaderElection: elector ? 'postgres' : 'single process' }, 'blytz serving');
 
     let stopping: Promise<void> | undefined;
-    return {
-      url,
-      stop: () => {
-        stopping ??= (async () => {
-          for (const stop of stoppers) {
-            await stop().catch((error: unknown) => logger.warn({ err: error }, 'error while stopping'));
-          }
-        })();
-        return stopping;
-      },
-    };
+    return { url, stop: () => (stopping ??= stopAll()) };
   } catch (error) {
-    for (const stop of stoppers) await stop().catch(() => {});
+    await stopAll();
     throw error;
   }
 }
 
+function dockerOptions(dockerHost: string): Docker.DockerOptions {
+  const url = new URL(dockerHost);
+  if (url.protocol === 'unix:') return { socketPath: url.pathname };
+  return { host: url.hostname, port: Number(url.port || 2375), protocol: url.protocol === 'https:' ? 'https' : 'http' };
+}
+
 async function pingDatabase(database: DatabaseHandle): Promise<void> {
   await sql`SELECT 1`.execute(database.db);
+}
+
+/** Caddy's on-demand TLS check: only hosts of customers that should be reachable. */
+async function isReachableHost(database: DatabaseHandle, host: string, baseDomain: string): Promise<boolean> {
+  const suffix = `.${baseDomain}`;
+  if (!host.endsWith(suffix)) return false;
+  const name = host.slice(0, -suffix.length);
+  const row = await sql<{ ok: number }>`
+    SELECT 1 AS ok FROM customers
+    WHERE name = ${name} AND deleted_at IS NULL AND state IN ('active', 'suspended')
+  `.execute(database.db);
+  return row.rows.length > 0;
+}
+
+async function updatePhaseGauge(database: DatabaseHandle, metrics: Metrics): Promise<void> {
+  const rows = await sql<{ phase: string; n: number }>`
+    SELECT coalesce(status->>'phase', 'Pending') AS phase, count(*)::int AS n
+    FROM customers WHERE deleted_at IS NULL GROUP BY 1
+  `.execute(database.db);
+  metrics.customers.reset();
+  for (const row of rows.rows) metrics.customers.set({ phase: row.phase }, row.n);
 }
 
 function listen(server: HttpServer, port: number, host: string): Promise<void> {

@@ -2,9 +2,8 @@
 import { Command, CommanderError } from 'commander';
 import { ConfigError, loadConfig } from '../config.js';
 import { createLogger } from '../observability/logger.js';
-import { startServer } from '../server.js';
-import { openDatabase } from '../store/database.js';
-import { migrateOrThrow } from '../store/migrate.js';
+import { CliError } from './errors.js';
+import { registerVerbs } from './verbs.js';
 
 /** Exit codes: 0 ok, 1 failure, 2 usage error (contract section 1). */
 export const EXIT_OK = 0;
@@ -23,6 +22,8 @@ function buildProgram(): Command {
     .action(async () => {
       const config = loadConfig();
       const logger = createLogger({ level: config.LOG_LEVEL });
+      // Loaded here, not at the top: operator verbs then start in a fraction of the time.
+      const { startServer } = await import('../server.js');
       const server = await startServer(config, logger);
       let signals = 0;
       const onSignal = (signal: NodeJS.Signals) => {
@@ -47,6 +48,8 @@ function buildProgram(): Command {
     .description('apply database migrations and exit')
     .action(async () => {
       const config = loadConfig();
+      const { openDatabase } = await import('../store/database.js');
+      const { migrateOrThrow } = await import('../store/migrate.js');
       const database = await openDatabase({ databaseUrl: config.DATABASE_URL, dataDir: config.BLYTZ_DATA_DIR });
       try {
         const applied = await migrateOrThrow(database);
@@ -56,6 +59,7 @@ function buildProgram(): Command {
       }
     });
 
+  registerVerbs(program);
   return program;
 }
 
@@ -69,6 +73,11 @@ export async function main(argv: string[]): Promise<number> {
       if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version' || error.exitCode === 0) return EXIT_OK;
       return EXIT_USAGE;
     }
+    if (error instanceof CliError) {
+      // An empty message means the verb's own output already said it (diff, doctor).
+      if (error.message) console.error(`blytz: ${error.message}`);
+      return error.exitCode;
+    }
     if (error instanceof ConfigError) {
       console.error(`blytz: ${error.message}`);
       return EXIT_USAGE;
@@ -78,6 +87,6 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-main(process.argv.slice(2)).then((code) => {
+void main(process.argv.slice(2)).then((code) => {
   process.exitCode = code;
 });

@@ -1,0 +1,185 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import Docker from 'dockerode';
+import { startCaddy, type TestCaddy } from './caddy.js';
+import { waitFor } from './postgres.js';
+
+/**
+ * The built `blytz serve` as a user runs it, isolated from every other test on this machine:
+ * its own Caddy, its own data folder, its own host port range, and its own
+ * `cloud.blytz.instance` label, so its orphan sweep never touches another test's containers.
+ */
+
+export const ROOT = resolve(import.meta.dirname, '../..');
+export const BLYTZ = join(ROOT, 'bin/blytz');
+export const STUB_IMAGE = 'blytz/assistant-stub:dev';
+
+export interface ServeOptions {
+  databaseUrl: string;
+  env?: Record<string, string>;
+  /** Share a Caddy between two replicas. */
+  caddy?: TestCaddy;
+  dataDir?: string;
+  instance?: string;
+  portRange?: { from: number; to: number };
+}
+
+export interface Served {
+  url: string;
+  port: number;
+  dataDir: string;
+  instance: string;
+  caddy: TestCaddy;
+  /** `:<port>` Caddy serves customer hosts on. */
+  caddyListenPort: number;
+  adminToken: string;
+  child: ChildProcess;
+  env: Record<string, string>;
+  log(): string;
+  /** SIGTERM and wait; SIGKILL with `kill: true`. Caddy and the data folder are kept (restart). */
+  stopProcess(options?: { kill?: boolean }): Promise<void>;
+  /** Starts the process again with the same settings. */
+  restart(): Promise<void>;
+  /** Stops everything, removes this instance's containers and folders. */
+  stop(): Promise<void>;
+}
+
+/** The environment minus anything from the developer's shell that would change what blytz does. */
+export function baseEnv(): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (v === undefined || k.startsWith('BLYTZ_') || k.startsWith('STRIPE_') || k.startsWith('TELEGRAM_')) continue;
+    if (['DATABASE_URL', 'PORT', 'HOST', 'CADDY_ADMIN_URL', 'DOCKER_HOST', 'LOG_LEVEL'].includes(k)) continue;
+    env[k] = v;
+  }
+  return env;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolvePromise, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolvePromise(port));
+    });
+  });
+}
+
+/** A slot of 100 host ports in 33000-39999 for one serve's customer containers. */
+export function portSlot(): { from: number; to: number } {
+  const slot = Math.floor(Math.random() * 70);
+  return { from: 33_000 + slot * 100, to: 33_000 + slot * 100 + 99 };
+}
+
+export async function startServe(options: ServeOptions): Promise<Served> {
+  if (!existsSync(join(ROOT, 'dist/cli/main.js'))) throw new Error('dist/ is missing: run `make build` first');
+  const caddy = options.caddy ?? (await startCaddy());
+  const ownsCaddy = !options.caddy;
+  const port = await freePort();
+  const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'blytz-e2e-'));
+  const instance = options.instance ?? `e2e-${randomBytes(4).toString('hex')}`;
+  const caddyListenPort = caddy.listenPorts[0];
+  const range = options.portRange ?? portSlot();
+  const adminToken = `e2e-admin-${randomBytes(12).toString('hex')}`;
+  const env: Record<string, string> = {
+    ...baseEnv(),
+    DATABASE_URL: options.databaseUrl,
+    PORT: String(port),
+    HOST: '127.0.0.1',
+    BLYTZ_DATA_DIR: dataDir,
+    BLYTZ_INSTANCE: instance,
+    BLYTZ_ADMIN_TOKEN: adminToken,
+    CADDY_ADMIN_URL: caddy.adminUrl,
+    BLYTZ_CADDY_LISTEN: `:${caddyListenPort}`,
+    BLYTZ_CUSTOMER_IMAGE: STUB_IMAGE,
+    BLYTZ_PUBLIC_SCHEME: 'http',
+    BLYTZ_PORT_RANGE: `${range.from}-${range.to}`,
+    BLYTZ_ROUTE_SWEEP_SECONDS: '1',
+    LOG_LEVEL: 'info',
+    ...options.env,
+  };
+  let log = '';
+  let child: ChildProcess;
+  const launch = async () => {
+    child = spawn(BLYTZ, ['serve'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout?.on('data', (d: Buffer) => (log += d.toString()));
+    child.stderr?.on('data', (d: Buffer) => (log += d.toString()));
+    const started = child;
+    try {
+      await waitFor(async () => {
+        if (started.exitCode !== null) throw new Error(`blytz serve exited with ${started.exitCode}`);
+        return (await fetch(`http://127.0.0.1:${port}/healthz`)).ok;
+      }, 60_000);
+    } catch (error) {
+      started.kill('SIGKILL');
+      throw new Error(`blytz serve did not start: ${(error as Error).message}\n${log.slice(-4000)}`);
+    }
+  };
+  await launch();
+  const stopProcess = async (opts: { kill?: boolean } = {}) => {
+    const running = child;
+    if (running.exitCode !== null || running.signalCode !== null) return;
+    const exited = new Promise((r) => running.once('exit', r));
+    running.kill(opts.kill ? 'SIGKILL' : 'SIGTERM');
+    await exited;
+  };
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    dataDir,
+    instance,
+    caddy,
+    caddyListenPort,
+    adminToken,
+    get child() {
+      return child;
+    },
+    env,
+    log: () => log,
+    stopProcess,
+    restart: launch,
+    stop: async () => {
+      await stopProcess();
+      await removeInstanceContainers(instance);
+      if (ownsCaddy) await caddy.stop();
+      if (!options.dataDir) rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export const docker = new Docker({ socketPath: '/var/run/docker.sock' });
+
+/** This instance's containers, as `docker ps -a` would list them. */
+export async function instanceContainers(instance: string, customer?: string): Promise<Docker.ContainerInfo[]> {
+  const labels = [`cloud.blytz.instance=${instance}`];
+  if (customer) labels.push(`cloud.blytz.customer=${customer}`);
+  return docker.listContainers({ all: true, filters: { label: labels } });
+}
+
+export async function removeInstanceContainers(instance: string): Promise<void> {
+  for (const c of await instanceContainers(instance)) await docker.getContainer(c.Id).remove({ force: true }).catch(() => {});
+}
+
+/**
+ * GET through Caddy's listen port with the customer's Host header, like curl -H 'Host: ...'.
+ * node:http, not fetch: fetch silently drops a Host header, so Caddy would match nothing.
+ */
+export function throughCaddy(served: Served, host: string, path = '/'): Promise<{ status: number; body: string }> {
+  return new Promise((resolvePromise, reject) => {
+    const req = httpRequest({ host: '127.0.0.1', port: served.caddyListenPort, path, headers: { host }, timeout: 5000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (body += chunk));
+      res.on('end', () => resolvePromise({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('timeout', () => req.destroy(new Error('timed out')));
+    req.on('error', reject);
+    req.end();
+  });
+}
