@@ -1,0 +1,74 @@
+import { sql } from 'kysely';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
+import { unguarded } from '../../src/resilience/guard.js';
+import { PLANS } from '../../src/domain/customer.js';
+import { docker, instanceContainers, portSlot, startServe, throughCaddy, type Served } from '../support/blytz-serve.js';
+import { createTestDatabase, waitFor, type TestDatabase } from '../support/postgres.js';
+
+/**
+ * Crashes between steps leave half-done work in the world. The controller keeps no memory of
+ * what it was doing, so a restart must converge from whatever it finds: no duplicate container,
+ * no leaked port.
+ */
+describe('converges after a crash between steps', () => {
+  let db: TestDatabase;
+  let served: Served;
+  const range = portSlot();
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    served = await startServe({ databaseUrl: db.url, portRange: range });
+    // The controller is "dead" while we leave the world half done.
+    await served.stopProcess({ kill: true });
+  });
+  afterAll(async () => {
+    await served?.stop();
+    await db?.drop();
+  });
+
+  async function insertActive(name: string) {
+    await sql`
+      INSERT INTO customers (name, email, display_name, state, instructions)
+      VALUES (${name}, ${`${name}@example.com`}, 'Ada', 'active', 'crash test')
+    `.execute(db.handle.db);
+  }
+
+  it('after reserving the port but before creating, and after creating but before starting', async () => {
+    const reservedOnly = `crash-a-${Date.now().toString(36)}`;
+    const createdOnly = `crash-b-${Date.now().toString(36)}`;
+    await insertActive(reservedOnly);
+    await insertActive(createdOnly);
+    // Crash 1: the port reservation was written, the container never created.
+    await sql`INSERT INTO port_reservations (port, customer) VALUES (${range.from + 10}, ${reservedOnly})`.execute(db.handle.db);
+    // Crash 2: the container was created (stale spec hash, never started) on a reserved port.
+    await sql`INSERT INTO port_reservations (port, customer) VALUES (${range.from + 11}, ${createdOnly})`.execute(db.handle.db);
+    const runtime = new DockerRuntime(unguarded, { docker, extraLabels: { 'cloud.blytz.instance': served.instance } });
+    await runtime.create({
+      customer: createdOnly,
+      image: 'blytz/assistant-stub:dev',
+      containerPort: 18789,
+      hostPort: range.from + 11,
+      user: '1000:1000',
+      mounts: [],
+      env: {},
+      resources: PLANS.personal,
+      healthPath: '/',
+      specHash: 'from-before-the-crash',
+    });
+
+    await served.restart();
+    for (const name of [reservedOnly, createdOnly]) {
+      await waitFor(async () => (await throughCaddy(served, `${name}.blytz.localhost`, '/AGENTS.md')).status === 200, 60_000);
+      const containers = await instanceContainers(served.instance, name);
+      expect(containers).toHaveLength(1);
+      expect(containers[0]?.State).toBe('running');
+    }
+    const ports = await sql<{ customer: string; port: number }>`SELECT customer, port FROM port_reservations ORDER BY port`.execute(db.handle.db);
+    // The reservation found again after the crash is the one used: nothing leaked, nothing doubled.
+    expect(ports.rows).toEqual([
+      { customer: reservedOnly, port: range.from + 10 },
+      { customer: createdOnly, port: range.from + 11 },
+    ]);
+  });
+});
