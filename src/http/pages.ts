@@ -8,7 +8,7 @@ import { projectRoot } from '../paths.js';
  * The customer's pages (contract section 3.1): landing, configure, status. Server-rendered
  * HTML with one small same-origin script each (the CSP forbids inline scripts); the scripts
  * talk to the public JSON API, so these routes need no store and hold no state. Every value
- * that reaches the HTML goes through `html`, which escapes it.
+ * that reaches the HTML goes through `markup`, which escapes it.
  */
 
 export interface PagesOptions {
@@ -55,7 +55,7 @@ function send(res: Response, page: SafeHtml): void {
 
 // ---- escaping ------------------------------------------------------------------------------
 
-/** HTML that is already escaped (built by `html`); everything else is text. */
+/** HTML that is already escaped (built by `markup`); everything else is text. */
 export class SafeHtml {
   constructor(readonly value: string) {}
   toString(): string {
@@ -71,7 +71,7 @@ export function escapeHtml(value: unknown): string {
 }
 
 /** A template tag: interpolated values are escaped unless they are SafeHtml (or arrays of it). */
-export function html(strings: TemplateStringsArray, ...values: unknown[]): SafeHtml {
+export function markup(strings: TemplateStringsArray, ...values: unknown[]): SafeHtml {
   let out = strings[0] ?? '';
   values.forEach((value, i) => {
     out += fragment(value) + (strings[i + 1] ?? '');
@@ -88,8 +88,8 @@ function fragment(value: unknown): string {
 
 // ---- pages -----------------------------------------------------------------------------------
 
-function layout(title: string, script: string | undefined, main: SafeHtml, mainAttributes = html``): SafeHtml {
-  return html`<!doctype html>
+function layout(title: string, script: string | undefined, main: SafeHtml, mainAttributes = markup``): SafeHtml {
+  return markup`<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -97,7 +97,7 @@ function layout(title: string, script: string | undefined, main: SafeHtml, mainA
 <meta name="referrer" content="no-referrer">
 <title>${title} · Blytz</title>
 <link rel="stylesheet" href="/assets/style.css">
-${script ? html`<script type="module" src="/assets/${script}"></script>` : ''}
+${script ? markup`<script type="module" src="/assets/${script}"></script>` : ''}
 </head>
 <body>
 <a class="skip-link" href="#main">Skip to content</a>
@@ -115,9 +115,9 @@ function landingPage(options: { checkoutCancelled: boolean }): SafeHtml {
   return layout(
     'Your own AI assistant',
     'landing.js',
-    html`<h1>Your own AI assistant, on Telegram</h1>
+    markup`<h1>Your own AI assistant, on Telegram</h1>
 <p class="lead">Blytz sets up a personal assistant that knows what you need help with. It runs in its own private space, and you talk to it from Telegram.</p>
-${options.checkoutCancelled ? html`<p class="notice" role="status">The payment was cancelled and nothing was charged. You can start again below.</p>` : ''}
+${options.checkoutCancelled ? markup`<p class="notice" role="status">The payment was cancelled and nothing was charged. You can start again below.</p>` : ''}
 <form id="start" class="card" action="/configure" method="get">
   <div class="field">
     <label for="email">Your email</label>
@@ -139,9 +139,9 @@ interface FieldOptions {
 /** A label, an optional hint, the control, and the empty slot the script fills with the API's error. */
 function field({ id, label, hint, control }: FieldOptions): SafeHtml {
   const describedBy = [hint ? `${id}-hint` : '', `${id}-error`].filter(Boolean).join(' ');
-  return html`<div class="field">
+  return markup`<div class="field">
   <label for="${id}">${label}</label>
-  ${hint ? html`<p class="hint" id="${id}-hint">${hint}</p>` : ''}
+  ${hint ? markup`<p class="hint" id="${id}-hint">${hint}</p>` : ''}
   ${control(describedBy)}
   <p class="error" id="${id}-error"></p>
 </div>`;
@@ -158,31 +158,34 @@ function configurePage(options: { email: string }): SafeHtml {
   return layout(
     'Set up your assistant',
     'configure.js',
-    html`<h1>Set up your assistant</h1>
+    markup`<h1>Set up your assistant</h1>
 <p class="lead">Tell us a little about what you need. You can change it later.</p>
 <form id="signup" class="card" novalidate>
   <div id="form-error" class="alert" role="alert" tabindex="-1" hidden></div>
   ${field({
     id: 'email',
     label: 'Your email',
-    control: (d) => html`<input id="email" name="email" type="email" autocomplete="email" required value="${options.email}" aria-describedby="${d}">`,
+    control: (d) =>
+      markup`<input id="email" name="email" type="email" autocomplete="email" required value="${options.email}" aria-describedby="${d}">`,
   })}
   ${field({
     id: 'name',
     label: 'What should your assistant be called?',
     hint: 'At most 50 characters, for example “Ada”.',
-    control: (d) => html`<input id="name" name="name" type="text" autocomplete="off" required maxlength="50" aria-describedby="${d}">`,
+    control: (d) =>
+      markup`<input id="name" name="name" type="text" autocomplete="off" required maxlength="50" aria-describedby="${d}">`,
   })}
   ${field({
     id: 'instructions',
     label: 'What do you need help with?',
     hint: 'A few lines about you and what the assistant should do. At most 5,000 characters.',
-    control: (d) => html`<textarea id="instructions" name="instructions" rows="6" maxlength="5000" aria-describedby="${d}"></textarea>`,
+    control: (d) =>
+      markup`<textarea id="instructions" name="instructions" rows="6" maxlength="5000" aria-describedby="${d}"></textarea>`,
   })}
   ${field({
     id: 'telegramBotToken',
     label: 'Telegram bot token',
-    hint: html`Your assistant talks to you through a Telegram bot of your own.
+    hint: markup`Your assistant talks to you through a Telegram bot of your own.
     <details class="howto"><summary>How do I get a bot token?</summary>
     <ol>
       <li>In Telegram, open a chat with <a href="https://t.me/BotFather" rel="noopener noreferrer">@BotFather</a>.</li>
@@ -191,7 +194,7 @@ function configurePage(options: { email: string }): SafeHtml {
     </ol>
     <p>Keep the token private: whoever has it controls the bot.</p></details>`,
     control: (d) =>
-      html`<input id="telegramBotToken" name="telegramBotToken" type="password" autocomplete="off" spellcheck="false" autocapitalize="off" required aria-describedby="${d}">`,
+      markup`<input id="telegramBotToken" name="telegramBotToken" type="password" autocomplete="off" spellcheck="false" autocapitalize="off" required aria-describedby="${d}">`,
   })}
   <fieldset>
     <legend>Your own AI model (optional)</legend>
@@ -199,9 +202,9 @@ function configurePage(options: { email: string }): SafeHtml {
       id: 'modelProvider',
       label: 'Model provider',
       hint: 'Leave this on the default, or use an account you already have.',
-      control: (d) => html`<select id="modelProvider" name="modelProvider" aria-describedby="${d}">
+      control: (d) => markup`<select id="modelProvider" name="modelProvider" aria-describedby="${d}">
       <option value="">Blytz default</option>
-      ${MODEL_PROVIDERS.map((p) => html`<option value="${p}">${PROVIDER_LABELS[p]}</option>`)}
+      ${MODEL_PROVIDERS.map((p) => markup`<option value="${p}">${PROVIDER_LABELS[p]}</option>`)}
     </select>`,
     })}
     ${field({
@@ -209,7 +212,7 @@ function configurePage(options: { email: string }): SafeHtml {
       label: 'Model API key',
       hint: 'Stored encrypted and handed only to your assistant.',
       control: (d) =>
-        html`<input id="modelApiKey" name="modelApiKey" type="password" autocomplete="off" spellcheck="false" autocapitalize="off" aria-describedby="${d}">`,
+        markup`<input id="modelApiKey" name="modelApiKey" type="password" autocomplete="off" spellcheck="false" autocapitalize="off" aria-describedby="${d}">`,
     })}
   </fieldset>
   <p class="hint">Next you pay with Stripe. Your assistant is set up as soon as the payment goes through.</p>
@@ -229,7 +232,7 @@ function statusPage(options: { name: string }): SafeHtml {
   return layout(
     'Your assistant',
     'status.js',
-    html`<h1>Your assistant</h1>
+    markup`<h1>Your assistant</h1>
 <p class="lead" id="summary" role="status">Checking on your assistant…</p>
 <p>Status: <strong id="phase">Loading</strong></p>
 <div id="billing-warning" class="notice" role="status" hidden></div>
@@ -238,11 +241,11 @@ function statusPage(options: { name: string }): SafeHtml {
   <p id="problem-text"></p>
   <p><a id="problem-link" class="button" href="/"></a></p>
 </section>
-<section aria-labelledby="progress-title">
+<section id="progress" aria-labelledby="progress-title">
   <h2 id="progress-title">Progress</h2>
   <ol id="steps" class="steps">
     ${STEPS.map(
-      ([step, title]) => html`<li data-step="${step}" data-done="false">
+      ([step, title]) => markup`<li data-step="${step}" data-done="false">
       <span class="marker" aria-hidden="true"></span>
       <span class="step-title">${title}</span>
       <span class="step-state">waiting</span>
@@ -265,14 +268,14 @@ function statusPage(options: { name: string }): SafeHtml {
       label: 'Pairing code',
       hint: '8 letters and digits, for example ABCD2345.',
       control: (d) =>
-        html`<input id="code" name="code" type="text" inputmode="text" autocomplete="one-time-code" autocapitalize="characters" spellcheck="false" maxlength="12" required aria-describedby="${d}">`,
+        markup`<input id="code" name="code" type="text" inputmode="text" autocomplete="one-time-code" autocapitalize="characters" spellcheck="false" maxlength="12" required aria-describedby="${d}">`,
     })}
     <button type="submit" id="pairing-submit">Approve</button>
     <p id="pairing-result" class="success" role="status"></p>
   </form>
 </section>
 <noscript><p class="alert">This page needs JavaScript to show live progress.</p></noscript>`,
-    html` data-customer="${options.name}"`,
+    markup` data-customer="${options.name}"`,
   );
 }
 
@@ -280,7 +283,7 @@ function notFoundPage(): SafeHtml {
   return layout(
     'Not found',
     undefined,
-    html`<h1>This status link is not valid</h1>
+    markup`<h1>This status link is not valid</h1>
 <p>Use the link from your signup, or <a href="/">start again</a>.</p>`,
   );
 }

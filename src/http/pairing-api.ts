@@ -87,9 +87,15 @@ function rethrowRuntimeError(error: unknown, logger: Logger, customer: string): 
   }
   if (error instanceof DependencyError || typeof (error as { dependency?: unknown } | undefined)?.dependency === 'string') {
     logger.warn({ customer, err: error }, 'telegram pairing: runtime unavailable');
-    throw new HttpError(503, 'dependency_unavailable', 'your assistant cannot be reached right now; please try again in a minute', undefined, {
-      'Retry-After': '30',
-    });
+    throw new HttpError(
+      503,
+      'dependency_unavailable',
+      'your assistant cannot be reached right now; please try again in a minute',
+      undefined,
+      {
+        'Retry-After': '30',
+      },
+    );
   }
   throw error;
 }

@@ -202,7 +202,9 @@ describe('signing up in a browser', () => {
 
   it('status: after the signed webhook, progress reaches Ready with the Telegram link', async () => {
     await deliver(
-      stripeEvent('checkout.session.completed', completedSessionObject(session, stripeIds), { created: Math.floor(Date.now() / 1000) }),
+      stripeEvent('checkout.session.completed', completedSessionObject(session, stripeIds), {
+        created: Math.floor(Date.now() / 1000),
+      }),
     );
     // Where Stripe sends the buyer back to: this server's own status page, with the access token.
     expect(session.success_url).toMatch(new RegExp(`^${served.url}/status/${customerName}\\?token=`));
@@ -247,7 +249,9 @@ describe('signing up in a browser', () => {
 
     const [container] = await instanceContainers(served.instance, customerName);
     const calls = execFileSync('docker', ['exec', container!.Id, 'cat', '/tmp/openclaw-calls.log'], { encoding: 'utf8' });
-    expect(calls.split('\n')).toEqual(expect.arrayContaining([`pairing approve telegram WRONG123`, `pairing approve telegram ${PAIRING_CODE}`]));
+    expect(calls.split('\n')).toEqual(
+      expect.arrayContaining([`pairing approve telegram WRONG123`, `pairing approve telegram ${PAIRING_CODE}`]),
+    );
   });
 
   it('suspended: the customer sees why and what to do', async () => {
@@ -261,6 +265,7 @@ describe('signing up in a browser', () => {
     await waitForText('#problem-title', /Your assistant is paused/);
     expect(await text('#problem-text')).toMatch(/Update your card/);
     expect(await page.isVisible('#pairing')).toBe(false);
+    expect(await page.isVisible('#progress')).toBe(true);
     await expectFitsPhone();
     await shot('08-suspended');
   });
@@ -276,6 +281,7 @@ describe('signing up in a browser', () => {
     await waitForText('#problem-title', /Your subscription has ended/);
     expect(await text('#problem-link')).toBe('Sign up again');
     expect(await page.getAttribute('#problem-link', 'href')).toBe('/');
+    expect(await page.isVisible('#progress')).toBe(false);
     await shot('09-cancelled');
   });
 
@@ -283,7 +289,8 @@ describe('signing up in a browser', () => {
     const token = new URL(session.success_url).searchParams.get('token') as string;
     expect(visited.length).toBeGreaterThan(5);
     for (const url of visited) {
-      for (const secret of [BOT_TOKEN, MODEL_KEY, PAIRING_CODE, email, encodeURIComponent(email)]) expect(url).not.toContain(secret);
+      for (const secret of [BOT_TOKEN, MODEL_KEY, PAIRING_CODE, email, encodeURIComponent(email)])
+        expect(url).not.toContain(secret);
       // The access token only in the status page's own address, never in an API call.
       if (url.includes(token)) expect(new URL(url).pathname).toBe(`/status/${customerName}`);
     }

@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHttpApp } from '../../src/http/app.js';
-import { createPagesRouter, escapeHtml, html } from '../../src/http/pages.js';
+import { createPagesRouter, escapeHtml, markup } from '../../src/http/pages.js';
 import { HealthChecks } from '../../src/observability/health.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
@@ -97,7 +97,9 @@ describe('customer pages', () => {
     }
     expect(page.body).toContain('https://t.me/BotFather');
     expect(page.body).toMatch(/<input id="telegramBotToken"[^>]*type="password"/);
-    expect(page.body).toContain(`value="&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt;&#39;&#96;"`);
+    expect(page.body).toContain(
+      `value="&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt;&#39;&#96;"`,
+    );
     expect(page.body).not.toContain('<script>alert');
     expect(page.body).not.toContain('<img src=x');
   });
@@ -147,7 +149,8 @@ describe('customer pages', () => {
     const assets = new Set(readdirSync(join(projectRoot(), 'web', 'assets')));
     for (const path of ['/', '/configure', '/status/ada']) {
       const page = await get(path);
-      for (const asset of ids(page.body, /(?:src|href)="\/assets\/([^"]+)"/g)) expect(assets, `${path} -> ${asset}`).toContain(asset);
+      for (const asset of ids(page.body, /(?:src|href)="\/assets\/([^"]+)"/g))
+        expect(assets, `${path} -> ${asset}`).toContain(asset);
     }
   });
 
@@ -160,17 +163,17 @@ describe('customer pages', () => {
   });
 });
 
-describe('html template tag', () => {
+describe('markup template tag', () => {
   it('escapes every interpolated value, in text and in attributes', () => {
-    const out = html`<p title="${HOSTILE}">${HOSTILE}</p>`.value;
+    const out = markup`<p title="${HOSTILE}">${HOSTILE}</p>`.value;
     expect(out).toBe(`<p title="${escapeHtml(HOSTILE)}">${escapeHtml(HOSTILE)}</p>`);
     expect(out).not.toMatch(/<script|<img|"></);
     expect(escapeHtml(`&<>"'\``)).toBe('&amp;&lt;&gt;&quot;&#39;&#96;');
   });
 
   it('nests templates and arrays without escaping twice, and drops empty values', () => {
-    const items = ['a&b', '<c>'].map((x) => html`<li>${x}</li>`);
-    expect(html`<ul>${items}</ul>${undefined}${null}${false}`.value).toBe('<ul><li>a&amp;b</li><li>&lt;c&gt;</li></ul>');
-    expect(html`${0}`.value).toBe('0');
+    const items = ['a&b', '<c>'].map((x) => markup`<li>${x}</li>`);
+    expect(markup`<ul>${items}</ul>${undefined}${null}${false}`.value).toBe('<ul><li>a&amp;b</li><li>&lt;c&gt;</li></ul>');
+    expect(markup`${0}`.value).toBe('0');
   });
 });

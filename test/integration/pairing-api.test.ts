@@ -175,7 +175,16 @@ describe('POST /api/customers/:name/pairing', () => {
 
   it('answers 400 for malformed codes without running anything', async () => {
     const before = (await openclawCalls()).length;
-    const bad: unknown[] = [{ code: 'ABC' }, { code: 'ABCD23456' }, { code: 'ABCD-234' }, { code: '--help12' }, { code: 12345678 }, {}, [], { code: null }];
+    const bad: unknown[] = [
+      { code: 'ABC' },
+      { code: 'ABCD23456' },
+      { code: 'ABCD-234' },
+      { code: '--help12' },
+      { code: 12345678 },
+      {},
+      [],
+      { code: null },
+    ];
     for (const body of bad) {
       const res = await pair(customer.name, body, customer.token);
       expect(res.status, JSON.stringify(body)).toBe(400);
@@ -216,7 +225,11 @@ describe('POST /api/customers/:name/pairing', () => {
     const limited = await startApp(undefined, new MemoryRateLimitBackend(() => 1_000));
     const statuses: number[] = [];
     for (let i = 0; i < 11; i++) {
-      const res = await postJson(`${limited.url}/api/customers/${customer.name}/pairing`, { code: WRONG }, { authorization: 'Bearer guess' });
+      const res = await postJson(
+        `${limited.url}/api/customers/${customer.name}/pairing`,
+        { code: WRONG },
+        { authorization: 'Bearer guess' },
+      );
       statuses.push(res.status);
       if (res.status === 429) {
         expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);

@@ -45,9 +45,7 @@ function showErrors(error) {
   const first = FIELDS.find((id) => document.getElementById(id)?.getAttribute('aria-invalid') === 'true');
   if (fields.length > 0) {
     showFormError(
-      unplaced.length > 0
-        ? `Please fix the fields marked below. ${unplaced.join('; ')}`
-        : 'Please fix the fields marked below.',
+      unplaced.length > 0 ? `Please fix the fields marked below. ${unplaced.join('; ')}` : 'Please fix the fields marked below.',
     );
   } else {
     showFormError(sentence(error.message));

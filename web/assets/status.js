@@ -98,17 +98,22 @@ function render(view) {
   const summary = summaryFor(view);
   if (summary && $('summary').textContent !== summary) $('summary').textContent = summary;
 
-  const expired = view.state === 'pending' && (view.steps ?? []).some((s) => s.name === 'payment' && /expired/i.test(s.message ?? ''));
+  const expired =
+    view.state === 'pending' && (view.steps ?? []).some((s) => s.name === 'payment' && /expired/i.test(s.message ?? ''));
   const problem = view.state === 'suspended' ? 'suspended' : view.state === 'cancelled' ? 'cancelled' : expired ? 'expired' : '';
   showProblem(problem);
+  // Nothing will progress for an ended or lapsed signup; a suspended one shows why each step stopped.
+  $('progress').hidden = problem === 'cancelled' || problem === 'expired';
   if (problem) $('summary').textContent = PROBLEMS[problem].title + '.';
 
   const warning = (view.conditions ?? []).find((c) => c.type === 'BillingWarning' && c.status === 'True');
   $('billing-warning').hidden = !(warning && view.state === 'active');
-  $('billing-warning').textContent = 'Your last payment failed. Stripe will try again; update your card from the payment email to keep your assistant running.';
+  $('billing-warning').textContent =
+    'Your last payment failed. Stripe will try again; update your card from the payment email to keep your assistant running.';
 
   const live = view.ready && view.state === 'active';
-  const hasTelegram = view.telegramUrl && safeLink($('telegram-link'), view.telegramUrl, (u) => u.protocol === 'https:' && u.hostname === 't.me');
+  const hasTelegram =
+    view.telegramUrl && safeLink($('telegram-link'), view.telegramUrl, (u) => u.protocol === 'https:' && u.hostname === 't.me');
   const hasUrl = view.url && safeLink($('assistant-url'), view.url, (u) => u.protocol === 'https:' || u.protocol === 'http:');
   $('telegram-link').parentElement.hidden = !hasTelegram;
   $('assistant-url').parentElement.hidden = !hasUrl;
