@@ -80,6 +80,12 @@ describe('plan: active', () => {
     expect(types(run(desired(), converged({ containers: [container({ health: 'unhealthy' })] })))).toEqual(['restartContainer']);
   });
 
+  it('restarts a crash-looping container that fails its health check (found by the property below)', () => {
+    expect(types(run(desired(), converged({ containers: [container({ state: 'restarting', health: 'unhealthy' })] })))).toEqual([
+      'restartContainer',
+    ]);
+  });
+
   it('waits (no action) while a container is starting', () => {
     expect(run(desired(), converged({ containers: [container({ health: 'starting' })] }))).toEqual([]);
   });

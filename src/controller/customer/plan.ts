@@ -120,7 +120,7 @@ function planActive(desired: Desired, observed: Observed): Plan {
   for (const { container, drift } of remove) actions.push({ type: 'removeContainer', id: container.id, drift });
   if (!keep) {
     actions.push({ type: 'createContainer', drift: 'container_missing' });
-  } else if (keep.state === 'running' && keep.health === 'unhealthy') {
+  } else if ((keep.state === 'running' || keep.state === 'restarting') && keep.health === 'unhealthy') {
     actions.push({ type: 'restartContainer', id: keep.id, drift: 'container_unhealthy' });
   } else if (keep.state !== 'running' && keep.state !== 'restarting') {
     actions.push({ type: 'startContainer', id: keep.id, drift: 'container_stopped' });
