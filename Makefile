@@ -22,7 +22,10 @@ deps: tools node_modules/.package-lock.json
 build: deps
 	tsc -p tsconfig.build.json
 
+# The server on the embedded database. As root it first makes sure a Docker engine and Caddy
+# answer (scripts/services.sh), so /readyz is green on a bare machine.
 run: build
+	@if [ "$$(id -u)" = 0 ]; then scripts/services.sh docker caddy image; else echo "[run] not root: start Docker and Caddy yourself (see README)"; fi
 	bin/blytz serve
 
 services:

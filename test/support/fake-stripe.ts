@@ -73,6 +73,23 @@ export async function startFakeStripe(): Promise<FakeStripe> {
       send(500, { error: { type: 'api_error', message: 'An unknown error occurred (fake outage)' } });
       return;
     }
+    // The hosted checkout page a buyer's browser lands on (no API key: it is a page, not the API).
+    const pay = /^\/c\/pay\/([^/]+)$/.exec(url.pathname);
+    if (req.method === 'GET' && pay) {
+      const session = state.sessions.get(pay[1] as string);
+      if (!session) {
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('no such checkout session');
+        return;
+      }
+      const escape = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(
+        `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">` +
+          `<title>Checkout (test)</title></head><body style="font-family: system-ui, sans-serif; padding: 1rem">` +
+          `<h1>Test checkout</h1><p>Subscription for ${escape(session.customer_email ?? session.client_reference_id ?? '')}</p>` +
+          `<p><a id="pay" href="${escape(session.success_url)}">Pay (test mode)</a></p></body></html>`,
+      );
+      return;
+    }
     if (header(req, 'authorization') !== `Bearer ${FAKE_SECRET_KEY}`) {
       send(401, { error: { type: 'invalid_request_error', message: 'Invalid API Key provided' } });
       return;

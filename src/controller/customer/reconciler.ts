@@ -312,7 +312,9 @@ export class CustomerReconciler {
     }
     const tracked = this.#provisionStarted.get(customer.name);
     if (status.phase === 'Ready') {
-      if (tracked) this.#deps.metrics.provisionDuration.observe((this.#now() - tracked.at) / 1000);
+      // Provisioned within this one reconcile (the common case): timed from its start.
+      const since = tracked?.at ?? (customer.status.phase !== 'Ready' ? started : undefined);
+      if (since !== undefined) this.#deps.metrics.provisionDuration.observe((this.#now() - since) / 1000);
       this.#provisionStarted.delete(customer.name);
     } else if (!tracked || tracked.generation !== customer.generation) {
       this.#provisionStarted.set(customer.name, { generation: customer.generation, at: started });
