@@ -252,8 +252,13 @@ export function statusView(record: CustomerStatusRecord): StatusView {
     });
   }
   const isTrue = (type: string) => conditions.find((c) => c.type === type)?.status === 'True';
-  const why = (type: string) => conditions.find((c) => c.type === type && c.status !== 'True')?.message || undefined;
   const paid = record.paid || record.state === 'active' || record.state === 'suspended';
+  const why = (type: string) => {
+    const condition = conditions.find((c) => c.type === type && c.status !== 'True');
+    // Written before the payment arrived; the controller's next status replaces it in a moment.
+    if (paid && condition?.reason === 'AwaitingPayment') return 'starting now that the payment is confirmed';
+    return condition?.message || undefined;
+  };
   const step = (name: StatusStep['name'], title: string, done: boolean, message: string | undefined): StatusStep =>
     message && !done ? { name, title, done, message } : { name, title, done };
   return {
