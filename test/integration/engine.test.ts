@@ -1,0 +1,154 @@
+import { sql } from 'kysely';
+import pg from 'pg';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { Controller } from '../../src/controller/controller.js';
+import { invalidating } from '../../src/controller/customer/invalidating-source.js';
+import { CustomerReconciler } from '../../src/controller/customer/reconciler.js';
+import { WorldCache } from '../../src/controller/customer/world-cache.js';
+import { LeaderElector } from '../../src/controller/leader-election.js';
+import { changeFeedSource } from '../../src/controller/sources.js';
+import { createLogger } from '../../src/observability/logger.js';
+import { Metrics } from '../../src/observability/metrics.js';
+import { createChangeFeed } from '../../src/store/change-feed.js';
+import { CustomerStore } from '../../src/store/customer-store.js';
+import { openPostgres } from '../../src/store/database.js';
+import { PortReservations } from '../../src/store/port-reservations.js';
+import { testSecretBox } from '../support/fixtures.js';
+import { adminUrl, createTestDatabase, waitFor, type TestDatabase } from '../support/postgres.js';
+import { SimulatedRouteTable, SimulatedRuntime, SimulatedWorkspaces } from '../support/simulated-world.js';
+
+const logger = createLogger({ level: 'silent' });
+const box = testSecretBox();
+
+/**
+ * The whole engine (queue, workers, change feed, leader election, customer reconciler) on a real
+ * Postgres store and a simulated world, as `blytz serve` wires it.
+ */
+describe('engine on a real store and a simulated world', () => {
+  let db: TestDatabase;
+  const stops: Array<() => Promise<void>> = [];
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+  });
+  afterEach(async () => {
+    for (const stop of stops.splice(0).reverse()) await stop();
+    await sql`TRUNCATE customers, customer_events, port_reservations`.execute(db.handle.db);
+  });
+  afterAll(async () => {
+    await db.drop();
+  });
+
+  /** One replica: its own connections, elector and controller, sharing the world given. */
+  async function replica(world: { runtime: SimulatedRuntime; routes: SimulatedRouteTable; workspaces: SimulatedWorkspaces }, onReconcile?: (name: string) => void) {
+    const handle = openPostgres(db.url, 5);
+    const metrics = new Metrics({ defaultMetrics: false });
+    const store = new CustomerStore(handle, box);
+    const reconciler = new CustomerReconciler({
+      store,
+      ports: new PortReservations(handle, { from: 40_000, to: 40_999 }),
+      ...world,
+      metrics,
+      logger,
+      defaults: { baseDomain: 'blytz.localhost', customerImage: 'img', containerPort: 18789 },
+      publicScheme: 'https',
+      retentionMs: 86_400_000,
+      cache: new WorldCache(),
+    });
+    const elector = new LeaderElector({ name: 'engine-test', handle, logger, metrics, retryIntervalMs: 50, checkIntervalMs: 50 });
+    const controller = new Controller({
+      name: 'customer',
+      reconcile: async (name, signal) => {
+        onReconcile?.(name);
+        return reconciler.reconcile(name, signal);
+      },
+      listKeys: () => reconciler.listKeys(),
+      workers: 4,
+      resyncSeconds: 0,
+      sources: [invalidating(changeFeedSource(createChangeFeed(handle, logger)), (name) => reconciler.invalidate(name))],
+      leadership: elector,
+      metrics,
+      logger,
+    });
+    await controller.start();
+    await elector.start();
+    const stop = async () => {
+      await controller.stop();
+      await elector.stop();
+      await handle.close();
+    };
+    stops.push(stop);
+    return { controller, elector, store, stop };
+  }
+
+  const newWorld = () => ({ runtime: new SimulatedRuntime(), routes: new SimulatedRouteTable(), workspaces: new SimulatedWorkspaces() });
+
+  async function insertCustomers(count: number, prefix: string): Promise<string[]> {
+    const names = Array.from({ length: count }, (_, i) => `${prefix}-${i}`);
+    for (const name of names) {
+      await sql`INSERT INTO customers (name, email, display_name, state) VALUES (${name}, ${`${name}@example.com`}, 'Ada', 'active')`.execute(db.handle.db);
+    }
+    return names;
+  }
+
+  async function allReady(names: string[]): Promise<boolean> {
+    const r = await sql<{ n: number }>`SELECT count(*)::int AS n FROM customers WHERE status->>'phase' = 'Ready' AND name = ANY(${names})`.execute(db.handle.db);
+    return r.rows[0]?.n === names.length;
+  }
+
+  it('a burst of 1,000 spec changes to 100 customers reconciles each only a handful of times', async () => {
+    const world = newWorld();
+    const counts = new Map<string, number>();
+    const names = await insertCustomers(100, 'burst');
+    const { elector } = await replica(world, (name) => counts.set(name, (counts.get(name) ?? 0) + 1));
+    await waitFor(() => elector.isLeader());
+    await waitFor(() => allReady(names), 30_000);
+    counts.clear();
+
+    // 1,000 UPDATEs, as psql would send them: ten rounds over 100 customers.
+    for (let round = 0; round < 10; round++) {
+      await sql`UPDATE customers SET instructions = ${`round ${round}`} WHERE name = ANY(${names})`.execute(db.handle.db);
+    }
+    await waitFor(async () => {
+      const r = await sql<{ n: number }>`SELECT count(*)::int AS n FROM customers WHERE (status->>'observedGeneration')::int = generation AND name = ANY(${names})`.execute(db.handle.db);
+      return r.rows[0]?.n === 100;
+    }, 30_000);
+    const perCustomer = names.map((n) => counts.get(n) ?? 0);
+    expect(Math.min(...perCustomer)).toBeGreaterThanOrEqual(1);
+    // Dedupe in the queue: far fewer than the 10 changes each customer received.
+    expect(Math.max(...perCustomer)).toBeLessThanOrEqual(6);
+    // The world converged once, without duplicates.
+    expect(world.runtime.containers.size).toBe(100);
+  });
+
+  it('two replicas never both act; killing the leader connection hands over', async () => {
+    const world = newWorld();
+    const a = await replica(world);
+    const b = await replica(world);
+    await waitFor(() => a.elector.isLeader() || b.elector.isLeader());
+    const [leader, standby] = a.elector.isLeader() ? [a, b] : [b, a];
+    expect(standby.elector.isLeader()).toBe(false);
+    const first = await insertCustomers(20, 'ha1');
+    await waitFor(() => allReady(first), 30_000);
+    expect(world.runtime.calls['create']).toBe(20); // one create per customer: only one replica acted
+
+    // Kill the leader's session, as a network fault or a Postgres restart would.
+    const admin = new pg.Client({ connectionString: adminUrl() });
+    await admin.connect();
+    try {
+      await admin.query(
+        `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = $1)`,
+        [db.name],
+      );
+    } finally {
+      await admin.end();
+    }
+    await waitFor(() => standby.elector.isLeader(), 15_000);
+    const second = await insertCustomers(10, 'ha2');
+    await waitFor(() => allReady(second), 30_000);
+    expect(world.runtime.containers.size).toBe(30);
+    expect(world.runtime.calls['create']).toBe(30);
+    expect([...world.runtime.containers.values()].filter((c) => c.state === 'running')).toHaveLength(30);
+    void leader;
+  });
+});
