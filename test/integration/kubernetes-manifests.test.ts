@@ -1,0 +1,154 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseAllDocuments } from 'yaml';
+import { CUSTOMER_FINALIZER } from '../../src/kubernetes/crd.js';
+import { FakeKubeApi, type LooseObject } from '../support/fake-kube-api.js';
+
+const run = promisify(execFile);
+const dir = join(import.meta.dirname, '..', '..', 'deploy', 'kubernetes');
+
+/**
+ * Every manifest under deploy/kubernetes goes through kubectl's own client-side dry run and the
+ * yaml parser. kubectl needs API discovery even for a client dry run, so it talks to the
+ * in-process fake API server (which knows the kinds used here and answers 404 for the objects).
+ */
+describe('deploy/kubernetes manifests', () => {
+  let api: FakeKubeApi;
+  let tmp: string;
+  let kubeconfig: string;
+  let files: string[];
+
+  beforeAll(async () => {
+    api = new FakeKubeApi();
+    await api.start();
+    tmp = await mkdtemp(join(tmpdir(), 'blytz-manifests-'));
+    kubeconfig = join(tmp, 'kubeconfig');
+    await writeFile(
+      kubeconfig,
+      [
+        'apiVersion: v1',
+        'kind: Config',
+        `clusters: [{name: fake, cluster: {server: "${api.url}", insecure-skip-tls-verify: true}}]`,
+        'users: [{name: test, user: {token: fake}}]',
+        'contexts: [{name: fake, context: {cluster: fake, user: test, namespace: blytz}}]',
+        'current-context: fake',
+      ].join('\n'),
+    );
+    files = (await readdir(dir)).filter((f) => f.endsWith('.yaml')).sort();
+  });
+
+  afterAll(async () => {
+    await api.stop();
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  async function docs(file: string): Promise<LooseObject[]> {
+    const parsed = parseAllDocuments(await readFile(join(dir, file), 'utf8'));
+    for (const doc of parsed) expect(doc.errors, file).toEqual([]);
+    return parsed.map((d) => d.toJS() as LooseObject).filter((d) => d !== null);
+  }
+
+  it('every file parses, and every object names its apiVersion, kind and name', async () => {
+    expect(files).toEqual(
+      expect.arrayContaining([
+        'crd-customer.yaml',
+        'deployment.yaml',
+        'kustomization.yaml',
+        'rbac.yaml',
+        'service.yaml',
+        'serviceaccount.yaml',
+        'servicemonitor.yaml',
+        'prometheusrule.yaml',
+      ]),
+    );
+    for (const file of files.filter((f) => f !== 'kustomization.yaml')) {
+      for (const object of await docs(file)) {
+        expect(object['apiVersion'], file).toEqual(expect.any(String));
+        expect(object['kind'], file).toEqual(expect.any(String));
+        expect(object['metadata']?.['name'], file).toEqual(expect.any(String));
+      }
+    }
+  });
+
+  it('kubectl apply --dry-run=client accepts every file', async () => {
+    for (const file of files.filter((f) => f !== 'kustomization.yaml')) {
+      const { stdout } = await run('kubectl', [
+        '--kubeconfig',
+        kubeconfig,
+        'apply',
+        '--dry-run=client',
+        '--validate=false',
+        '-o',
+        'yaml',
+        '-f',
+        join(dir, file),
+      ]);
+      const out = parseAllDocuments(stdout).map((d) => d.toJS() as LooseObject);
+      const kinds = (await docs(file)).map((o) => o['kind']);
+      // One object comes back as itself, several as a List.
+      const returned =
+        out[0]?.['kind'] === 'List' ? (out[0]['items'] as LooseObject[]).map((o) => o['kind']) : out.map((o) => o['kind']);
+      expect(returned, file).toEqual(kinds);
+    }
+  });
+
+  it('the kustomization names every manifest and builds', async () => {
+    const [kustomization] = await docs('kustomization.yaml');
+    expect([...(kustomization?.['resources'] as string[])].sort()).toEqual(files.filter((f) => f !== 'kustomization.yaml'));
+    const { stdout } = await run('kubectl', ['kustomize', dir]);
+    const built = parseAllDocuments(stdout).map((d) => d.toJS() as LooseObject);
+    const deployment = built.find((o) => o['kind'] === 'Deployment');
+    expect(deployment?.['metadata']['namespace']).toBe('blytz');
+    await run('kubectl', ['--kubeconfig', kubeconfig, 'apply', '--dry-run=client', '--validate=false', '-o', 'yaml', '-k', dir]);
+  });
+
+  it('the controller runs two hardened replicas as kubernetes runtime and source', async () => {
+    const [deployment] = (await docs('deployment.yaml')).filter((o) => o['kind'] === 'Deployment');
+    expect(deployment?.['spec']['replicas']).toBe(2);
+    const pod = deployment?.['spec']['template']['spec'];
+    expect(pod['securityContext']['runAsNonRoot']).toBe(true);
+    const container = pod['containers'][0];
+    expect(container['securityContext']).toMatchObject({ allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } });
+    const env = Object.fromEntries((container['env'] as LooseObject[]).map((e) => [e['name'], e['value'] ?? e['valueFrom']]));
+    expect(env).toMatchObject({ BLYTZ_RUNTIME: 'kubernetes', BLYTZ_SOURCE: 'kubernetes' });
+  });
+
+  it('the Role grants what the code calls, in its namespace only', async () => {
+    const objects = await docs('rbac.yaml');
+    const role = objects.find((o) => o['kind'] === 'Role');
+    const can = (group: string, resource: string, verb: string) =>
+      (role?.['rules'] as LooseObject[]).some(
+        (r) => r['apiGroups'].includes(group) && r['resources'].includes(resource) && r['verbs'].includes(verb),
+      );
+    for (const [group, resource, verb] of [
+      ['blytz.cloud', 'customers', 'list'],
+      ['blytz.cloud', 'customers', 'watch'],
+      ['blytz.cloud', 'customers', 'patch'], // finalizer `${CUSTOMER_FINALIZER}`
+      ['blytz.cloud', 'customers/status', 'patch'],
+      ['coordination.k8s.io', 'leases', 'update'],
+      ['apps', 'deployments', 'update'],
+      ['apps', 'deployments', 'delete'],
+      ['', 'secrets', 'get'],
+      ['', 'services', 'create'],
+      ['', 'persistentvolumeclaims', 'delete'],
+    ] as const) {
+      expect(can(group, resource, verb), `${group}/${resource} ${verb}`).toBe(true);
+    }
+    expect(CUSTOMER_FINALIZER).toBe('blytz.cloud/teardown');
+    // The controller's binding is namespaced; ClusterRoles here only aggregate into edit/view.
+    expect(objects.filter((o) => o['kind'] === 'ClusterRoleBinding')).toEqual([]);
+    expect(can('', 'pods', 'create')).toBe(false);
+  });
+
+  it('the PrometheusRule groups pass promtool check rules', async () => {
+    const [rule] = await docs('prometheusrule.yaml');
+    const rulesFile = join(tmp, 'rules.yaml');
+    await writeFile(rulesFile, JSON.stringify({ groups: rule?.['spec']['groups'] }));
+    const { stdout } = await run('promtool', ['check', 'rules', rulesFile]);
+    expect(stdout).toMatch(/SUCCESS: \d+ rules found/);
+  });
+});

@@ -1,0 +1,109 @@
+import { describe, expect, it } from 'vitest';
+import { PLANS } from '../../src/domain/customer.js';
+import { deploymentManifest, secretManifest, serviceManifest } from '../../src/runtime/kubernetes/manifests.js';
+import { objectName, serviceDial } from '../../src/runtime/kubernetes/names.js';
+import { observeDeployment } from '../../src/runtime/kubernetes/observe.js';
+import type { ContainerSpec } from '../../src/runtime/runtime.js';
+
+const options = { namespace: 'ns', extraLabels: {}, storageSize: '1Gi' };
+const spec: ContainerSpec = {
+  customer: 'ada',
+  image: 'img',
+  containerPort: 18789,
+  hostPort: 30001,
+  user: '1000:1001',
+  mounts: [{ hostPath: '/data/ada', containerPath: '/home/node/.openclaw', readOnly: false }],
+  env: { A: 'b' },
+  resources: PLANS.personal,
+  healthPath: '/health',
+  specHash: 'abc',
+};
+const files = [
+  { path: 'workspace/AGENTS.md', content: Buffer.from('a') },
+  { path: 'openclaw.json', content: Buffer.from('{}') },
+];
+
+describe('kubernetes runtime parts', () => {
+  it('object names are blytz-<name>, cut and hashed only when longer than 63', () => {
+    expect(objectName('ada')).toBe('blytz-ada');
+    const long = 'x'.repeat(63);
+    const name = objectName(long);
+    expect(name.length).toBeLessThanOrEqual(63);
+    expect(name).toMatch(/^blytz-x+-[0-9a-f]{8}$/);
+    expect(objectName(`${'x'.repeat(62)}y`)).not.toBe(name);
+    expect(objectName('x'.repeat(57))).toBe(`blytz-${'x'.repeat(57)}`); // exactly 63
+    expect(() => objectName('Bad')).toThrow(/DNS-1123/);
+    expect(serviceDial('ada', 'ns', 30001)).toBe('blytz-ada.ns.svc:30001');
+  });
+
+  it('the Deployment is hardened like the Docker container and sized by the plan', () => {
+    const d = deploymentManifest(spec, files, options);
+    expect(d.spec?.replicas).toBe(0);
+    expect(d.spec?.strategy?.type).toBe('Recreate');
+    const pod = d.spec?.template.spec;
+    expect(pod?.automountServiceAccountToken).toBe(false);
+    expect(pod?.securityContext).toMatchObject({ runAsNonRoot: true, runAsUser: 1000, runAsGroup: 1001, fsGroup: 1001 });
+    for (const c of [...(pod?.containers ?? []), ...(pod?.initContainers ?? [])]) {
+      expect(c.securityContext).toMatchObject({
+        allowPrivilegeEscalation: false,
+        capabilities: { drop: ['ALL'] },
+        runAsNonRoot: true,
+      });
+    }
+    const main = pod?.containers[0];
+    expect(main?.resources?.limits).toEqual({ cpu: '500m', memory: String(512 * 1024 * 1024) });
+    expect(main?.readinessProbe?.httpGet).toEqual({ path: '/health', port: 'http' });
+    expect(main?.env).toEqual([{ name: 'A', value: 'b' }]);
+    expect(d.spec?.template.metadata?.labels?.['cloud.blytz.spec-hash']).toBe('abc');
+    // Rendered paths are handed to the seed step as arguments, never spliced into its script.
+    const seed = pod?.initContainers?.[0]?.command ?? [];
+    expect(seed.slice(4).sort()).toEqual(['f0=openclaw.json', 'f1=workspace/AGENTS.md']);
+    expect(seed[2]).not.toContain('AGENTS');
+    expect(() => deploymentManifest({ ...spec, user: '0:0' }, files, options)).toThrow(/non-root/);
+  });
+
+  it('the Secret holds the files by key; the Service maps the reserved port to the container port', () => {
+    const s = secretManifest('ada', files, options);
+    expect(Object.keys(s.data ?? {})).toEqual(['f0', 'f1']);
+    expect(Buffer.from(s.data?.['f1'] ?? '', 'base64').toString()).toBe('a');
+    expect(() => secretManifest('ada', [{ path: 'big', content: Buffer.alloc(1024 * 1024) }], options)).toThrow(/1 MiB/);
+    expect(serviceManifest(spec, options).spec?.ports).toEqual([
+      { name: 'http', protocol: 'TCP', port: 30001, targetPort: 18789 },
+    ]);
+  });
+
+  it('Deployment status maps to state and health', () => {
+    const base = {
+      metadata: {
+        name: 'blytz-ada',
+        generation: 2,
+        labels: { 'cloud.blytz.customer': 'ada', 'cloud.blytz.spec-hash': 'abc', 'cloud.blytz.host-port': '30001' },
+      },
+      spec: { replicas: 1, selector: {}, template: {} },
+    };
+    expect(observeDeployment({ ...base, status: { observedGeneration: 2, readyReplicas: 1, updatedReplicas: 1 } })).toMatchObject(
+      {
+        id: 'blytz-ada',
+        customer: 'ada',
+        specHash: 'abc',
+        hostPort: 30001,
+        state: 'running',
+        health: 'healthy',
+      },
+    );
+    expect(observeDeployment({ ...base, status: { observedGeneration: 1, readyReplicas: 1 } })).toMatchObject({
+      health: 'starting',
+    });
+    expect(observeDeployment({ ...base, spec: { ...base.spec, replicas: 0 } })).toMatchObject({ state: 'exited' });
+    expect(observeDeployment(base, ['Secret'])).toMatchObject({ state: 'dead', healthMessage: 'missing Secret' });
+    expect(
+      observeDeployment({
+        ...base,
+        status: { conditions: [{ type: 'ReplicaFailure', status: 'True', reason: 'FailedCreate', message: 'quota' }] },
+      }),
+    ).toMatchObject({ state: 'running', health: 'unhealthy', healthMessage: 'FailedCreate: quota' });
+    expect(observeDeployment({ ...base, metadata: { ...base.metadata, deletionTimestamp: new Date() } })).toMatchObject({
+      state: 'removing',
+    });
+  });
+});
