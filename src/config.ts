@@ -54,6 +54,11 @@ const envSchema = z.object({
     .string()
     .refine((s) => Buffer.from(s, 'base64').length === 32, 'must be 32 bytes, base64-encoded')
     .optional(),
+  // Key rotation: keys rotated out, still accepted for opening until `blytz reseal` has run.
+  BLYTZ_SECRET_KEY_PREVIOUS: z
+    .string()
+    .refine((s) => s.split(',').every((k) => Buffer.from(k.trim(), 'base64').length === 32), 'must be 32-byte base64 keys, comma-separated')
+    .optional(),
   BLYTZ_WORKERS: positiveInt.max(256).default(4),
   BLYTZ_RESYNC_SECONDS: positiveInt.default(300),
   BLYTZ_ROUTE_SWEEP_SECONDS: positiveInt.default(10),

@@ -44,3 +44,13 @@ export function loadSecretKey(dataDir: string, fromEnv: string | undefined): Buf
   if (key.length !== 32) throw new Error(`${join(dataDir, 'secret-key')} does not hold a 32-byte base64 key`);
   return key;
 }
+
+/** BLYTZ_SECRET_KEY_PREVIOUS: comma-separated base64 keys rotated out, still accepted for opening. */
+export function parsePreviousKeys(fromEnv: string | undefined): Buffer[] {
+  if (!fromEnv) return [];
+  return fromEnv
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map((s) => Buffer.from(s, 'base64'));
+}

@@ -14,7 +14,7 @@ import { desiredRoutes } from './controller/customer/desired-routes.js';
 import { WorldCache } from './controller/customer/world-cache.js';
 import { LeaderElector } from './controller/leader-election.js';
 import { changeFeedSource } from './controller/sources.js';
-import { ensureDataDir, loadAdminToken, loadSecretKey } from './data-dir.js';
+import { ensureDataDir, loadAdminToken, loadSecretKey, parsePreviousKeys } from './data-dir.js';
 import { adminApiRouter } from './http/admin-api.js';
 import { createHttpApp } from './http/app.js';
 import { createCaddyAskRouter } from './http/caddy-ask.js';
@@ -60,7 +60,10 @@ const PHASE_GAUGE_INTERVAL_MS = 15_000;
 
 export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
   ensureDataDir(config.BLYTZ_DATA_DIR);
-  const secretBox = new SecretBox(loadSecretKey(config.BLYTZ_DATA_DIR, config.BLYTZ_SECRET_KEY));
+  const secretBox = new SecretBox(
+    loadSecretKey(config.BLYTZ_DATA_DIR, config.BLYTZ_SECRET_KEY),
+    parsePreviousKeys(config.BLYTZ_SECRET_KEY_PREVIOUS),
+  );
   const adminToken = loadAdminToken(config.BLYTZ_DATA_DIR, config.BLYTZ_ADMIN_TOKEN);
 
   const database = await openDatabase({ databaseUrl: config.DATABASE_URL, dataDir: config.BLYTZ_DATA_DIR });

@@ -59,6 +59,27 @@ function buildProgram(): Command {
       }
     });
 
+  program
+    .command('reseal')
+    .description('key rotation: seal every stored secret again under BLYTZ_SECRET_KEY (old keys in BLYTZ_SECRET_KEY_PREVIOUS)')
+    .action(async () => {
+      const config = loadConfig();
+      const { openDatabase } = await import('../store/database.js');
+      const { migrateOrThrow } = await import('../store/migrate.js');
+      const { CustomerStore } = await import('../store/customer-store.js');
+      const { SecretBox } = await import('../store/secret-box.js');
+      const { loadSecretKey, parsePreviousKeys } = await import('../data-dir.js');
+      const box = new SecretBox(loadSecretKey(config.BLYTZ_DATA_DIR, config.BLYTZ_SECRET_KEY), parsePreviousKeys(config.BLYTZ_SECRET_KEY_PREVIOUS));
+      const database = await openDatabase({ databaseUrl: config.DATABASE_URL, dataDir: config.BLYTZ_DATA_DIR });
+      try {
+        await migrateOrThrow(database);
+        const { resealed } = await new CustomerStore(database, box).resealAll();
+        console.log(`resealed the secrets of ${resealed} customer(s) under the current key`);
+      } finally {
+        await database.close();
+      }
+    });
+
   registerVerbs(program);
   return program;
 }

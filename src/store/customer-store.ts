@@ -291,6 +291,35 @@ export class CustomerStore {
     return this.gatewayToken(name);
   }
 
+  /**
+   * Key rotation: seals every stored secret again under the current key. Run after setting a new
+   * BLYTZ_SECRET_KEY with the old one in BLYTZ_SECRET_KEY_PREVIOUS; once it reports 0 left, the
+   * previous key can go. Spec generations do not change (the trigger is told it is a re-seal).
+   */
+  async resealAll(): Promise<{ resealed: number }> {
+    let resealed = 0;
+    const rows = await this.#db.selectFrom('customers').select(['name', 'telegram_bot_token_enc', 'model_api_key_enc', 'gateway_token_enc']).execute();
+    for (const row of rows) {
+      const columns: Array<['telegram_bot_token_enc' | 'model_api_key_enc' | 'gateway_token_enc', string]> = [
+        ['telegram_bot_token_enc', row.name],
+        ['model_api_key_enc', row.name],
+        ['gateway_token_enc', `${row.name}/gateway`],
+      ];
+      const update: Record<string, string> = {};
+      for (const [column, context] of columns) {
+        const sealed = row[column];
+        if (sealed && this.#box.sealedWithPreviousKey(sealed, context)) update[column] = this.#box.seal(this.#box.open(sealed, context), context);
+      }
+      if (Object.keys(update).length === 0) continue;
+      await this.#db.transaction().execute(async (trx) => {
+        await sql`SELECT set_config('blytz.resealing', 'on', true)`.execute(trx);
+        await trx.updateTable('customers').set(update).where('name', '=', row.name).execute();
+      });
+      resealed++;
+    }
+    return { resealed };
+  }
+
   /** What one reconcile reads from the store, in one query. */
   async reconcileView(name: string): Promise<ReconcileView | undefined> {
     const row = await this.#db

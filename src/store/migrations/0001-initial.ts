@@ -51,7 +51,13 @@ export async function up(db: Kysely<unknown>): Promise<void> {
       IF TG_OP = 'UPDATE' THEN
         NEW.resource_version := OLD.resource_version + 1;
         NEW.updated_at := now();
-        IF (NEW.email, NEW.display_name, NEW.plan, NEW.template, NEW.state, NEW.instructions,
+        IF OLD.deleted_at IS NOT NULL AND NEW.deleted_at IS NULL THEN
+          -- A purged customer's name used again: a new object starts at generation 1.
+          NEW.generation := 1;
+        ELSIF current_setting('blytz.resealing', true) = 'on' THEN
+          -- Secrets sealed again under a new key (blytz reseal): the spec itself is unchanged.
+          NEW.generation := OLD.generation;
+        ELSIF (NEW.email, NEW.display_name, NEW.plan, NEW.template, NEW.state, NEW.instructions,
             NEW.telegram_bot_token_enc, NEW.telegram_bot_token_secret_ref, NEW.model_provider,
             NEW.model_api_key_enc, NEW.paused, NEW.deleted_at)
            IS DISTINCT FROM
