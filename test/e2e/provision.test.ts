@@ -63,6 +63,22 @@ describe('blytz serve provisions customers end to end', () => {
     await waitFor(async () => (await throughCaddy(served, host(), '/AGENTS.md')).status === 200 && (await instanceContainers(served.instance, name))[0]?.State === 'running', 30_000);
   });
 
+  it('a foreign container started by hand with our labels is removed', async () => {
+    const { docker } = await import('../support/blytz-serve.js');
+    const [ours] = await instanceContainers(served.instance, name);
+    const foreign = await docker.createContainer({
+      Image: 'blytz/assistant-stub:dev',
+      name: `intruder-${name}`,
+      Labels: { 'cloud.blytz.managed-by': 'blytz', 'cloud.blytz.customer': name, 'cloud.blytz.instance': served.instance },
+    });
+    await foreign.start();
+    // The Docker event for it wakes the controller; only the customer's own container remains.
+    await waitFor(async () => {
+      const now = await instanceContainers(served.instance, name);
+      return now.length === 1 && now[0]?.Id === ours?.Id;
+    }, 30_000);
+  });
+
   it('suspend shows the suspended page, resume brings the same container back', async () => {
     const [before] = await instanceContainers(served.instance, name);
     await sql`UPDATE customers SET state = 'suspended' WHERE name = ${name}`.execute(db.handle.db);
