@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 # Test database (created by scripts/services.sh postgres).
 export BLYTZ_TEST_DATABASE_URL ?= postgres://blytz:blytz@127.0.0.1:5432/blytz
 
-.PHONY: all tools deps build run test test-unit test-integration services test-image lint typecheck bench clean
+.PHONY: all tools deps build run test test-unit test-integration chaos services test-image lint typecheck bench clean
 
 all: build
 
@@ -48,6 +48,13 @@ test: build services
 
 test-unit: deps
 	vitest run --project unit
+
+# The chaos suite alone (also the last step of `make test`): faults under webhook traffic; writes
+# test-results/chaos.md and test-results/chaos.json. Needs root (its own dockerd and Postgres).
+chaos: build services
+	mkdir -p test-results
+	vitest run --project chaos --reporter=default --reporter=json --outputFile.json=test-results/chaos.json; \
+	  status=$$?; node scripts/summarize-tests.mjs test-results/chaos.json && exit $$status
 
 bench: build services
 	scripts/run-bench.sh

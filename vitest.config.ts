@@ -1,7 +1,8 @@
 import { defineConfig } from 'vitest/config';
 
-// Three projects: unit (pure logic, no services), integration (real Postgres, Docker, Caddy)
-// and e2e (the built `blytz` command as a user runs it). `make test` runs all three.
+// Projects: unit (pure logic, no services), integration (real Postgres, Docker, Caddy), e2e (the
+// built `blytz` command as a user runs it) and chaos (faults under load; it restarts its own
+// Postgres and Docker engine, so `make test` runs it alone, after the other three).
 export default defineConfig({
   test: {
     projects: [
@@ -27,6 +28,16 @@ export default defineConfig({
           globalSetup: ['test/support/global-setup.ts'],
           testTimeout: 120_000,
           hookTimeout: 120_000,
+          fileParallelism: false,
+        },
+      },
+      {
+        test: {
+          name: 'chaos',
+          include: ['test/chaos/**/*.test.ts'],
+          globalSetup: ['test/support/global-setup.ts'],
+          testTimeout: 600_000,
+          hookTimeout: 300_000,
           fileParallelism: false,
         },
       },

@@ -100,11 +100,12 @@ build_image() {
   scripts/build-test-image.sh
 }
 
-# Test tools: promtool (metrics and alert rules checks) and Chromium (browser tests).
+# Test tools: promtool (metrics and alert rules checks), Chromium (browser tests), ip (chaos).
 install_tools() {
   local missing=()
   command -v promtool >/dev/null || missing+=(prometheus)
   [ -x /usr/bin/chromium ] || missing+=(chromium)
+  command -v ip >/dev/null || missing+=(iproute2) # the chaos suite's private Docker bridge
   [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 }
 
