@@ -134,7 +134,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       ),
     ];
     if (config.BLYTZ_DOCKER_EVENTS) {
-      sources.push(invalidating(new DockerEventSource(policies.guard('docker'), { docker, extraLabels, logger }), invalidate));
+      sources.push(invalidating(new DockerEventSource(policies.guard('docker'), { docker, extraLabels, logger, maxReconnectMs: 5000 }), invalidate));
     }
 
     // Only one replica reconciles. PGlite is one process: it always leads.
