@@ -84,6 +84,16 @@ const envSchema = z.object({
     .optional(),
   // On-demand TLS for customer hosts through Caddy's `ask` check (needs a public DNS name).
   BLYTZ_CADDY_TLS: booleanish.default(false),
+  // Fleet rollouts (a new image, template manifest or plan limits): customers recreated at once,
+  // a count or a percentage of the active customers (at least 1); failed updates that pause it.
+  BLYTZ_ROLLOUT_MAX_UNAVAILABLE: z
+    .string()
+    .regex(/^(\d+|(100|[1-9]\d?)%)$/, 'must be a number like 2 or a percentage like 10%')
+    .refine((v) => v !== '0', 'must be at least 1')
+    .default('10%'),
+  BLYTZ_ROLLOUT_MAX_FAILURES: z.coerce.number().int().min(0).default(2),
+  // Overrides each template's startTimeoutSeconds for rollouts (tests use a few seconds).
+  BLYTZ_ROLLOUT_START_TIMEOUT_SECONDS: positiveInt.max(3600).optional(),
   LOG_LEVEL: logLevel.default('info'),
 });
 

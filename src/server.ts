@@ -13,6 +13,8 @@ import { CustomerReconciler } from './controller/customer/reconciler.js';
 import { desiredRoutes } from './controller/customer/desired-routes.js';
 import { WorldCache } from './controller/customer/world-cache.js';
 import { LeaderElector } from './controller/leader-election.js';
+import { parseMaxUnavailable } from './controller/rollout/gate.js';
+import { Rollouts } from './controller/rollout/rollouts.js';
 import { changeFeedSource } from './controller/sources.js';
 import { ensureDataDir, loadAdminToken, loadSecretKey, parsePreviousKeys } from './data-dir.js';
 import { adminApiRouter } from './http/admin-api.js';
@@ -101,6 +103,20 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     });
 
     const cache = new WorldCache();
+    const rollouts = new Rollouts({
+      database,
+      store,
+      settings: {
+        maxUnavailable: parseMaxUnavailable(config.BLYTZ_ROLLOUT_MAX_UNAVAILABLE),
+        maxFailures: config.BLYTZ_ROLLOUT_MAX_FAILURES,
+        startTimeoutSeconds: config.BLYTZ_ROLLOUT_START_TIMEOUT_SECONDS,
+      },
+      imagePresent: (image) => runtime.imagePresent(image),
+      metrics,
+      logger: logger.child({ component: 'rollout' }),
+    });
+    // Bound once the controller exists: a freed rollout slot wakes the customers waiting for one.
+    let wake: (name: string) => void = () => {};
     const reconciler = new CustomerReconciler({
       store,
       ports,
@@ -113,6 +129,13 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       publicScheme: config.BLYTZ_PUBLIC_SCHEME,
       retentionMs: config.BLYTZ_RETENTION_DAYS * 86_400_000,
       cache,
+      rollouts,
+      onRolloutProgress: () => {
+        void rollouts
+          .waitingCustomers(64)
+          .then((names) => names.forEach((name) => wake(name)))
+          .catch((error: unknown) => logger.warn({ err: error }, 'could not list customers waiting for a rollout'));
+      },
     });
     const invalidate = (name: string) => reconciler.invalidate(name);
 
@@ -133,6 +156,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         invalidate,
       ),
     ];
+    // A local engine restarts in seconds: reconnect within 5 s, not the default 30 s ceiling.
     if (config.BLYTZ_DOCKER_EVENTS) {
       sources.push(invalidating(new DockerEventSource(policies.guard('docker'), { docker, extraLabels, logger, maxReconnectMs: 5000 }), invalidate));
     }
@@ -152,6 +176,10 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       metrics,
       logger,
     });
+    wake = (name) => {
+      invalidate(name);
+      controller.enqueue(name);
+    };
 
     const health = new HealthChecks();
     health.add('database', () => pingDatabase(database));
@@ -202,6 +230,15 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
             return controller.reconcileNow(name);
           },
           config,
+          rollouts: {
+            list: () => rollouts.list(),
+            act: async (action) => {
+              const affected = await (action === 'pause' ? rollouts.pause() : action === 'resume' ? rollouts.resume() : rollouts.undo());
+              // Every customer is looked at again: the held ones may go now, undone ones go back.
+              if (affected > 0) controller.resync(`rollout ${action}`);
+              return affected;
+            },
+          },
         }),
       ],
     });
@@ -223,6 +260,10 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     const phaseTimer = setInterval(() => void updatePhaseGauge(database, metrics).catch(() => {}), PHASE_GAUGE_INTERVAL_MS);
     phaseTimer.unref();
     void updatePhaseGauge(database, metrics).catch(() => {});
+    const rolloutTimer = setInterval(() => void rollouts.refreshMetrics().catch(() => {}), PHASE_GAUGE_INTERVAL_MS);
+    rolloutTimer.unref();
+    void rollouts.refreshMetrics().catch(() => {});
+    stoppers.unshift(async () => clearInterval(rolloutTimer));
     stoppers.unshift(async () => clearInterval(phaseTimer));
 
     const address = http.address() as AddressInfo;

@@ -151,6 +151,15 @@ export class AdminClient {
     return this.#request<{ handledAt: string }>('POST', `${customerPath(name)}/reconcile`, undefined, RECONCILE_TIMEOUT_MS);
   }
 
+  /** The current fleet rollouts (see src/cli/rollout.ts for their shape). */
+  async rollouts<T>(): Promise<T[]> {
+    return (await this.#request<{ items: T[] }>('GET', '/apis/blytz.cloud/v1alpha1/rollouts')).items;
+  }
+
+  async rolloutAction<T>(action: 'pause' | 'resume' | 'undo'): Promise<{ affected: number; items: T[] }> {
+    return this.#request<{ affected: number; items: T[] }>('POST', `/apis/blytz.cloud/v1alpha1/rollouts/${action}`);
+  }
+
   /** `/readyz` is public and answers 503 with the same body when a check fails. */
   async readyz(): Promise<ReadyzBody> {
     const res = await this.#fetch('GET', '/readyz', undefined, REQUEST_TIMEOUT_MS, false);

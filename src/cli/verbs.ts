@@ -8,6 +8,7 @@ import { doctorFailed, formatDoctor, runDoctor } from './doctor.js';
 import { CliError, UsageError } from './errors.js';
 import { customerTable } from './format.js';
 import { describeDocument, readManifests, type ManifestDocument } from './manifests.js';
+import { registerRolloutVerb } from './rollout.js';
 
 /**
  * The operator verbs (contract section 1). Each talks to the server's admin API through
@@ -135,6 +136,8 @@ export function registerVerbs(program: Command): void {
       }
       write(`customer/${name} reconciled at ${handledAt} (${((Date.now() - started) / 1000).toFixed(1)}s after asking)\n`);
     });
+
+  registerRolloutVerb(program);
 }
 
 function collect(value: string, previous: string[]): string[] {

@@ -4,6 +4,7 @@ import type { Config } from '../config.js';
 import { customerNameSchema, KIND, parseManifest, toManifest, ValidationError, type FieldError } from '../domain/customer.js';
 import type { CustomerStore } from '../store/customer-store.js';
 import { ConflictError } from '../store/errors.js';
+import { registerRolloutRoutes, type RolloutApi } from './rollout-api.js';
 
 /**
  * The admin API (contract section 3.2): Customer objects over Kubernetes-style REST, for the
@@ -44,6 +45,8 @@ export interface AdminApiDeps {
   reconcileNow?: ((name: string) => Promise<Date>) | undefined;
   /** When given, `GET .../diagnostics` reports which integrations are configured. */
   config?: IntegrationConfig | undefined;
+  /** When given, `.../rollouts` shows and steers fleet rollouts. */
+  rollouts?: RolloutApi | undefined;
 }
 
 export type StatusReason =
@@ -206,6 +209,8 @@ export function adminApiRouter(deps: AdminApiDeps): Router {
     if (!deps.config) throw new StatusError(404, 'NotFound', 'this server does not report its configuration');
     res.json({ apiVersion: ADMIN_API_GROUP_VERSION, kind: 'Diagnostics', integrations: integrationChecks(deps.config) });
   });
+
+  if (deps.rollouts) registerRolloutRoutes(router, ADMIN_API_PREFIX, deps.rollouts);
 
   router.use(ADMIN_API_PREFIX, () => {
     throw new StatusError(404, 'NotFound', 'the server could not find the requested resource');

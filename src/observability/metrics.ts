@@ -126,6 +126,18 @@ export class Metrics {
     buckets: [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300],
     registers: [this.registry],
   });
+  readonly rolloutCustomers = new Gauge({
+    name: 'blytz_rollout_customers',
+    help: 'Customers in the current fleet rollouts by state (waiting, in_progress, done, failed, rolled_back)',
+    labelNames: ['state'] as const,
+    registers: [this.registry],
+  });
+  readonly rolloutPaused = new Gauge({
+    name: 'blytz_rollout_paused',
+    help: 'Current fleet rollouts that are paused, by reason (failures, image_missing, operator)',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
   readonly httpRequestDuration = new Histogram({
     name: 'http_request_duration_seconds',
     help: 'HTTP request latency by method, route and status code',

@@ -27,6 +27,14 @@ export interface ContainerSpec {
   healthPath: string;
   /** Hash of everything that needs a new container when it changes (label `cloud.blytz.spec-hash`). */
   specHash: string;
+  /**
+   * Hash of the customer's own inputs in specHash (plan, template, secrets), label
+   * `cloud.blytz.own-hash`: a spec hash change with the same own hash is a fleet-wide change
+   * (image, template manifest, plan limits), which a rollout paces.
+   */
+  ownHash?: string;
+  /** The customer's generation when the container was made (label `cloud.blytz.generation`). */
+  generation?: number;
 }
 
 export type ContainerState = 'created' | 'running' | 'paused' | 'restarting' | 'removing' | 'exited' | 'dead';
@@ -43,6 +51,12 @@ export interface ObservedContainer {
   /** Why it is unhealthy or stopped (last probe error, exit code, OOM), for status messages. */
   healthMessage?: string;
   hostPort?: number;
+  /** The image it was created from (the rollback target of a fleet rollout). */
+  image?: string;
+  /** Value of `cloud.blytz.own-hash`, when present. */
+  ownHash?: string;
+  /** Value of `cloud.blytz.generation`, when present. */
+  generation?: number;
 }
 
 export interface ExecResult {

@@ -98,8 +98,8 @@ describe('deploy/prometheus', () => {
     expect(byName('BlytzControllerNoLeader').for).toBe('5m');
     expect(byName('BlytzCircuitBreakerOpen').for).toBe('5m');
     expect(byName('BlytzCustomersNotReady').for).toBe('10m');
-    // No rollout metric exists yet, so no alert pretends to watch one.
-    expect(rules.some((r) => /rollout/i.test(r.alert))).toBe(false);
+    // Fleet rollouts (issue 11): a rollout that paused itself on failed updates alerts.
+    expect(byName('BlytzRolloutPausedByFailures').expr).toContain('blytz_rollout_paused{reason="failures"}');
 
     const doc = read('docs/deploy.md');
     const anchors = new Set(

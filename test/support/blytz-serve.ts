@@ -118,7 +118,7 @@ export async function startServe(options: ServeOptions): Promise<Served> {
       }, 60_000);
     } catch (error) {
       started.kill('SIGKILL');
-      throw new Error(`blytz serve did not start: ${(error as Error).message}\n${log.slice(-4000)}`);
+      throw new Error(`blytz serve did not start: ${(error as Error).message}\n${log.slice(-4000)}`, { cause: error });
     }
   };
   await launch();

@@ -22,6 +22,8 @@ export class SimulatedRuntime implements CustomerRuntime {
   #nextId = 1;
   /** Set to make every call fail (the engine is down). */
   failing: Error | undefined;
+  /** Health of a container just started from this spec (default healthy): `starting` needs a tick. */
+  startHealth: (spec: ContainerSpec) => ObservedContainer['health'] = () => 'healthy';
 
   #count(name: string) {
     this.calls[name] = (this.calls[name] ?? 0) + 1;
@@ -52,6 +54,9 @@ export class SimulatedRuntime implements CustomerRuntime {
       state: 'created',
       health: 'unknown',
       hostPort: spec.hostPort,
+      image: spec.image,
+      ...(spec.ownHash === undefined ? {} : { ownHash: spec.ownHash }),
+      ...(spec.generation === undefined ? {} : { generation: spec.generation }),
       spec,
     });
     return id;
@@ -62,7 +67,7 @@ export class SimulatedRuntime implements CustomerRuntime {
     const c = this.containers.get(id);
     if (!c) throw Object.assign(new Error('no such container'), { statusCode: 404 });
     c.state = 'running';
-    c.health = 'healthy';
+    c.health = this.startHealth(c.spec);
   }
 
   async stop(id: string): Promise<void> {

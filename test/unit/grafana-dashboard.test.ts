@@ -60,6 +60,9 @@ const CONTRACT_METRICS = [
   'blytz_stripe_webhook_events_total',
   'blytz_provision_duration_seconds',
   'http_request_duration_seconds',
+  // Fleet rollouts (issue 11).
+  'blytz_rollout_customers',
+  'blytz_rollout_paused',
 ];
 
 const ownMetrics = new Metrics({ defaultMetrics: false });

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { plan, upstreamFor, type Action, type Desired, type Observed } from '../../src/controller/customer/plan.js';
+import { fleetChangeOf, plan, upstreamFor, type Action, type Desired, type Observed } from '../../src/controller/customer/plan.js';
 import type { ObservedContainer } from '../../src/runtime/runtime.js';
 import type { RouteTarget } from '../../src/proxy/route-table.js';
 
@@ -49,7 +49,8 @@ function converged(overrides: Partial<Observed> = {}): Observed {
 }
 
 const types = (actions: Action[]) => actions.map((a) => a.type);
-const run = (d: Desired | undefined, o: Observed, now = 0) => plan({ desired: d, observed: o, now, retentionMs: 30 * DAY }).actions;
+const run = (d: Desired | undefined, o: Observed, now = 0, recreateAllowed = true) =>
+  plan({ desired: d, observed: o, now, retentionMs: 30 * DAY, recreateAllowed }).actions;
 
 describe('plan: active', () => {
   it('provisions from nothing in order: workspace, port, container, route', () => {
@@ -120,6 +121,46 @@ describe('plan: active', () => {
   });
 });
 
+describe('plan: fleet changes wait for their rollout', () => {
+  const fleet = desired({ ownHash: 'own-1' });
+  const outdated = (overrides: Partial<ObservedContainer> = {}) => container({ specHash: 'old', ownHash: 'own-1', ...overrides });
+
+  it('a container outdated by a fleet change (same own hash) is kept while the rollout holds it', () => {
+    const result = plan({ desired: fleet, observed: converged({ containers: [outdated()] }), now: 0, retentionMs: 0, recreateAllowed: false });
+    expect(result.actions).toEqual([]);
+    expect(result.waitingForRollout).toEqual({ heldHash: 'old' });
+    expect(fleetChangeOf(fleet, converged({ containers: [outdated()] }))?.id).toBe('c1');
+  });
+
+  it('is replaced as soon as the rollout allows it', () => {
+    expect(types(run(fleet, converged({ containers: [outdated()] }), 0, true))).toEqual(['removeContainer', 'createContainer']);
+  });
+
+  it('a held container is still started, restarted and routed to like a current one', () => {
+    expect(types(run(fleet, converged({ containers: [outdated({ health: 'unhealthy' })] }), 0, false))).toEqual(['restartContainer']);
+    expect(run(fleet, converged({ containers: [outdated()], route: undefined }), 0, false)).toEqual([
+      { type: 'ensureRoute', to: 'container', drift: 'route_missing' },
+    ]);
+    expect(types(run(fleet, converged({ containers: [outdated()], workspace: { exists: true, contentHash: 'old' } }), 0, false))).toEqual([
+      'writeWorkspace',
+    ]);
+  });
+
+  it("the customer's own change (another own hash) is never held back", () => {
+    const own = converged({ containers: [outdated({ ownHash: 'own-0' })] });
+    expect(fleetChangeOf(fleet, own)).toBeUndefined();
+    expect(types(run(fleet, own, 0, false))).toEqual(['removeContainer', 'createContainer']);
+  });
+
+  it('a container that is down anyway, on another port, or already replaced is not held', () => {
+    expect(types(run(fleet, converged({ containers: [outdated({ state: 'exited' })] }), 0, false))).toEqual(['removeContainer', 'createContainer']);
+    expect(fleetChangeOf(fleet, converged({ containers: [outdated({ hostPort: 30999 })] }))).toBeUndefined();
+    const replaced = converged({ containers: [outdated({ id: 'c0' }), container({ id: 'c2', state: 'created' })] });
+    expect(fleetChangeOf(fleet, replaced)).toBeUndefined();
+    expect(fleetChangeOf(desired({ ownHash: 'own-1', state: 'suspended' }), converged({ containers: [outdated()] }))).toBeUndefined();
+  });
+});
+
 describe('plan: suspended, pending, cancelled, orphans', () => {
   it('suspended: page first, then stop, keeping the container', () => {
     expect(types(run(desired({ state: 'suspended' }), converged()))).toEqual(['ensureRoute', 'stopContainer']);
@@ -181,6 +222,7 @@ function execute(world: World, actions: Action[]): World {
         o.containers.push({
           ...container({ id: `new-${nextId++}`, state: 'running', health: 'healthy' }),
           specHash: d?.specHash,
+          ...(d?.ownHash === undefined ? {} : { ownHash: d.ownHash }),
           ...(o.port === undefined ? {} : { hostPort: o.port }),
         });
         if (o.port === undefined) delete o.containers.at(-1)!.hostPort;
@@ -236,12 +278,13 @@ const arbContainer = fc.record({
   customer: fc.constant('alice'),
   name: fc.constant('blytz-alice'),
   specHash: arbHash,
+  ownHash: fc.constantFrom('own-1', 'own-2', undefined),
   state: fc.constantFrom('created', 'running', 'paused', 'restarting', 'exited', 'dead'),
   health: fc.constantFrom('healthy', 'unhealthy', 'starting', 'unknown'),
   hostPort: fc.constantFrom(30001, 30002, undefined),
 }).map((c) => {
-  const { hostPort, specHash, ...rest } = c;
-  return { ...rest, specHash, ...(hostPort === undefined ? {} : { hostPort }) } as ObservedContainer;
+  const { hostPort, specHash, ownHash, ...rest } = c;
+  return { ...rest, specHash, ...(ownHash === undefined ? {} : { ownHash }), ...(hostPort === undefined ? {} : { hostPort }) } as ObservedContainer;
 });
 const arbTarget: fc.Arbitrary<RouteTarget | { kind: 'unknown' }> = fc.oneof(
   fc.constantFrom(30001, 30002).map((p) => upstreamFor(p)),
@@ -266,19 +309,42 @@ const arbDesired: fc.Arbitrary<Desired | undefined> = fc.option(
     specHash: fc.constantFrom('hash-a', 'hash-b'),
     workspaceHash: fc.constantFrom('ws-a', 'ws-b'),
     cancelledAtMs: fc.constantFrom(null, 0, 10 * DAY),
+    ownHash: fc.constantFrom('own-1', 'own-2'),
   }).map((r) => desired(r)),
   { nil: undefined },
 );
 const arbNow = fc.constantFrom(DAY, 100 * DAY);
+const arbAllowed = fc.boolean();
 
 describe('plan: properties', () => {
   it('converges in one pass: executing the plan and planning again yields no actions', () => {
     fc.assert(
-      fc.property(arbDesired, arbObserved, arbNow, (d, o, now) => {
-        const after = execute({ desired: d, observed: o, nextId: 0 }, run(d, o, now));
-        expect(run(after.desired, after.observed, now)).toEqual([]);
+      fc.property(arbDesired, arbObserved, arbNow, arbAllowed, (d, o, now, allowed) => {
+        const after = execute({ desired: d, observed: o, nextId: 0 }, run(d, o, now, allowed));
+        expect(run(after.desired, after.observed, now, allowed)).toEqual([]);
       }),
       { numRuns: 2000 },
+    );
+  });
+
+  it('a held fleet change keeps one running container and never removes it; once allowed it converges to the desired hash', () => {
+    fc.assert(
+      fc.property(arbDesired, arbObserved, arbNow, (d, o, now) => {
+        const held = fleetChangeOf(d, o);
+        const result = plan({ desired: d, observed: o, now, retentionMs: 30 * DAY, recreateAllowed: false });
+        if (held) {
+          expect(result.waitingForRollout?.heldHash).toBe(held.specHash);
+          expect(result.actions.some((a) => a.type === 'createContainer' || (a.type === 'removeContainer' && a.id === held.id))).toBe(false);
+        } else {
+          expect(result).toEqual(plan({ desired: d, observed: o, now, retentionMs: 30 * DAY }));
+        }
+        const after = execute({ desired: d, observed: o, nextId: 0 }, run(d, o, now, true));
+        if (after.desired?.state === 'active' && !after.desired.paused) {
+          expect(after.observed.containers.map((c) => c.specHash)).toEqual([after.desired.specHash]);
+          expect(fleetChangeOf(after.desired, after.observed)).toBeUndefined();
+        }
+      }),
+      { numRuns: 1000 },
     );
   });
 
@@ -296,9 +362,9 @@ describe('plan: properties', () => {
 
   it('does not depend on the order the world lists containers in', () => {
     fc.assert(
-      fc.property(arbDesired, arbObserved, arbNow, (d, o, now) => {
+      fc.property(arbDesired, arbObserved, arbNow, arbAllowed, (d, o, now, allowed) => {
         const reversed = { ...o, containers: [...o.containers].reverse() };
-        expect(run(d, reversed, now)).toEqual(run(d, o, now));
+        expect(run(d, reversed, now, allowed)).toEqual(run(d, o, now, allowed));
       }),
     );
   });

@@ -19,6 +19,19 @@ export interface ResolvedCustomer {
   rendered: RenderedWorkspace | undefined;
   /** The container to run, on the given host port. */
   containerSpec(hostPort: number): ContainerSpec;
+  /** What a fleet rollout needs to know about this customer (only for states that run something). */
+  fleet?: FleetInputs;
+}
+
+/** The fleet-wide inputs of a customer's container: what a rollout paces and shows. */
+export interface FleetInputs {
+  /** Rollouts are kept per template and plan: `<template>/<plan>`. */
+  key: string;
+  /** Hash of the fleet-wide inputs (image, port, user, mount path, env, plan limits, health path). */
+  fingerprint: string;
+  image: string;
+  startTimeoutSeconds: number;
+  updateStrategy: 'recreate' | 'blueGreen';
 }
 
 /** The template is missing or invalid: no retry helps until an operator fixes it. */
@@ -36,6 +49,8 @@ export class TemplateError extends Error {
 export async function resolveCustomer(
   view: ReconcileView,
   deps: { store: CustomerStore; workspaces: Workspaces; defaults: DesiredDefaults },
+  /** Run this image instead (a rollout rolling the customer back to its previous image). */
+  imageOverride?: string,
 ): Promise<ResolvedCustomer> {
   const { customer, secrets } = view;
   const base: Desired = {
@@ -71,7 +86,7 @@ export async function resolveCustomer(
     secrets: { telegramBotToken: secrets.telegramBotToken, modelApiKey: secrets.modelApiKey, gatewayToken },
   });
 
-  const image = template.image ?? deps.defaults.customerImage;
+  const image = imageOverride ?? template.image ?? deps.defaults.customerImage;
   const containerPort = template.containerPort ?? deps.defaults.containerPort;
   const mounts = deps.workspaces.mounts(customer.name, template);
   const resources = PLANS[customer.spec.plan];
@@ -88,11 +103,29 @@ export async function resolveCustomer(
     healthPath: template.healthPath,
     config: rendered.containerConfigHash,
   });
-  const desired: Desired = { ...base, specHash, workspaceHash: rendered.contentHash };
+  // The customer's own inputs in the spec hash (what openclaw.json is made of, the plan and the
+  // template they chose). With it the same and the spec hash changed, the change is fleet-wide.
+  const ownHash = stableHash({
+    plan: customer.spec.plan,
+    template: customer.spec.template,
+    telegramBotToken: secrets.telegramBotToken ?? null,
+    modelProvider: customer.spec.model.provider ?? null,
+    modelApiKey: secrets.modelApiKey ?? null,
+    gatewayToken,
+  });
+  const desired: Desired = { ...base, specHash, workspaceHash: rendered.contentHash, ownHash };
+  const fleet: FleetInputs = {
+    key: `${customer.spec.template}/${customer.spec.plan}`,
+    fingerprint: stableHash({ image, containerPort, user: template.user, mountPath: template.mountPath, env: template.env, resources, healthPath: template.healthPath }),
+    image,
+    startTimeoutSeconds: template.startTimeoutSeconds,
+    updateStrategy: template.updateStrategy,
+  };
   return {
     desired,
     template,
     rendered,
+    fleet,
     containerSpec: (hostPort) => ({
       customer: customer.name,
       image,
@@ -104,6 +137,8 @@ export async function resolveCustomer(
       resources,
       healthPath: template.healthPath,
       specHash,
+      ownHash,
+      generation: customer.generation,
     }),
   };
 }

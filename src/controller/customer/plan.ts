@@ -22,6 +22,12 @@ export interface Desired {
   /** Hash of the rendered workspace files. */
   workspaceHash: string;
   host: string;
+  /**
+   * Hash of the customer's own inputs in specHash (plan, template, secrets). A container whose
+   * spec hash differs but whose own hash is the same is outdated by a fleet-wide change (image,
+   * template manifest, plan limits): a rollout decides when it may be recreated.
+   */
+  ownHash?: string;
 }
 
 export interface Observed {
@@ -39,6 +45,12 @@ export interface PlanInput {
   observed: Observed;
   now: number;
   retentionMs: number;
+  /**
+   * Whether a container outdated by a fleet-wide change (see `fleetChangeOf`) may be recreated
+   * now; the rollout decides. Default true. When false the outdated container is kept, started,
+   * restarted and routed to as if it were current, and the plan says `waitingForRollout`.
+   */
+  recreateAllowed?: boolean;
 }
 
 export type DriftKind =
@@ -86,6 +98,8 @@ export interface Plan {
   actions: Action[];
   /** Why nothing more can happen now (waiting for health, paused), for status. */
   note?: string;
+  /** A fleet-wide change is held back: this is the hash of the container kept meanwhile. */
+  waitingForRollout?: { heldHash: string };
 }
 
 export function upstreamFor(port: number): RouteTarget {
@@ -97,8 +111,14 @@ export function plan(input: PlanInput): Plan {
   if (!desired) return planOrphan(observed);
   if (desired.paused) return { actions: [], note: 'paused: the controller leaves this customer alone' };
   switch (desired.state) {
-    case 'active':
-      return planActive(desired, observed);
+    case 'active': {
+      const held = input.recreateAllowed === false ? fleetChangeOf(desired, observed) : undefined;
+      if (!held) return planActive(desired, observed);
+      // Plan as if the kept container's hash were the desired one: it stays up, is started,
+      // restarted and routed to like a current container until the rollout lets it go.
+      const result = planActive({ ...desired, specHash: held.specHash as string }, observed);
+      return { ...result, note: 'waiting for the fleet rollout', waitingForRollout: { heldHash: held.specHash as string } };
+    }
     case 'suspended':
       return planSuspended(desired, observed);
     case 'pending':
@@ -106,6 +126,29 @@ export function plan(input: PlanInput): Plan {
     case 'cancelled':
       return planCancelled(desired, input);
   }
+}
+
+/**
+ * The container a fleet-wide change would replace, when there is one: the customer is active,
+ * no usable container carries the desired hash, and a running (or restarting) container on the
+ * reserved port carries another spec hash but the same own hash (or none: made before own
+ * hashes existed). A change of the customer's own inputs is never a fleet change.
+ */
+export function fleetChangeOf(desired: Desired | undefined, observed: Observed): ObservedContainer | undefined {
+  if (!desired || desired.paused || desired.state !== 'active' || observed.port === undefined) return undefined;
+  const sorted = sortContainers(observed.containers);
+  const current = sorted.some(
+    (c) => c.specHash === desired.specHash && c.hostPort === observed.port && c.state !== 'dead' && c.state !== 'removing',
+  );
+  if (current) return undefined;
+  return sorted.find(
+    (c) =>
+      c.specHash !== undefined &&
+      c.specHash !== desired.specHash &&
+      c.hostPort === observed.port &&
+      (c.state === 'running' || c.state === 'restarting') &&
+      (c.ownHash === undefined || desired.ownHash === undefined || c.ownHash === desired.ownHash),
+  );
 }
 
 function planActive(desired: Desired, observed: Observed): Plan {

@@ -12,7 +12,8 @@ import type { PortReservations } from '../../store/port-reservations.js';
 import type { Workspaces } from '../../workspace/workspace.js';
 import { TerminalError } from '../controller.js';
 import { resolveCustomer, TemplateError, type DesiredDefaults, type ResolvedCustomer } from './desired.js';
-import { plan, upstreamFor, type Action, type Observed } from './plan.js';
+import type { Admission, Rollouts } from '../rollout/rollouts.js';
+import { fleetChangeOf, plan, upstreamFor, type Action, type Observed } from './plan.js';
 import { computeStatus } from './status.js';
 import { WorldCache } from './world-cache.js';
 
@@ -32,6 +33,10 @@ export interface CustomerReconcilerDeps {
   now?: () => number;
   /** When given, full passes list the world once and reconciles read from it. */
   cache?: WorldCache;
+  /** When given, fleet-wide changes are paced by rollouts (without it they apply at once). */
+  rollouts?: Rollouts;
+  /** A rollout slot was freed: wake the customers waiting for one. */
+  onRolloutProgress?: () => void;
 }
 
 export interface ReconcileOutcome {
@@ -42,6 +47,9 @@ const CONTROLLER = 'customer';
 const WAIT_FOR_HEALTH_MS = 1000;
 const PORTS_EXHAUSTED_RETRY_MS = 30_000;
 const MAX_PURGE_WAIT_MS = 3_600_000;
+/** A customer held back by a rollout looks again this often (a freed slot wakes it sooner). */
+const ROLLOUT_WAIT_MS = 5_000;
+const ROLLOUT_PAUSED_MS = 15_000;
 
 /**
  * Reconciles one customer by name: observe the world, plan, execute, write status. Level
@@ -97,7 +105,33 @@ export class CustomerReconciler {
     const observed = cached
       ? { containers: cached.containers, route: cached.route, port: cached.port, workspace: await this.#deps.workspaces.observe(name) }
       : await this.#observe(name);
-    const result = plan({ desired: resolved?.desired, observed, now: this.#now(), retentionMs: this.#deps.retentionMs });
+    // A fleet-wide change (same own inputs, other spec hash) waits for its rollout's slot; a
+    // customer the rollout sends back gets its previous image.
+    let admission: Admission | undefined;
+    const rollouts = this.#deps.rollouts;
+    if (rollouts && view && customer && resolved?.fleet && customer.spec.state === 'active' && !customer.spec.paused) {
+      const change = fleetChangeOf(resolved.desired, observed);
+      const { fleet } = resolved;
+      admission = await rollouts.admit({
+        customer: name,
+        key: fleet.key,
+        fingerprint: fleet.fingerprint,
+        image: fleet.image,
+        toHash: resolved.desired.specHash,
+        change: change ? { fromHash: change.specHash as string, image: change.image } : undefined,
+        now: this.#now(),
+      });
+      if (admission.rollbackImage !== undefined && admission.rollbackImage !== fleet.image) {
+        resolved = await resolveCustomer(view, this.#deps, admission.rollbackImage);
+      }
+    }
+    const result = plan({
+      desired: resolved?.desired,
+      observed,
+      now: this.#now(),
+      retentionMs: this.#deps.retentionMs,
+      recreateAllowed: admission?.recreateAllowed ?? true,
+    });
     if (!customer || !resolved) {
       if (result.actions.length > 0) this.invalidate(name);
       await this.#execute(name, result.actions, undefined, signal, true);
@@ -125,8 +159,25 @@ export class CustomerReconciler {
     }
 
     const after = result.actions.length > 0 ? await this.#observe(name) : observed;
-    const status = await this.#writeStatus(customer, resolved, after, failure, waitNote);
+    const status = await this.#writeStatus(customer, resolved, after, failure, waitNote, {
+      heldHash: result.waitingForRollout?.heldHash,
+      rollout: admission?.condition,
+    });
     this.#trackProvisioning(customer, status, started);
+
+    if (rollouts && admission?.entry && resolved.fleet) {
+      const target = after.containers.find((c) => c.hostPort === after.port && c.specHash === resolved.desired.specHash);
+      const progress = await rollouts.report(admission, {
+        customer: name,
+        current: status.phase === 'Ready' && !result.waitingForRollout,
+        now: this.#now(),
+        templateStartTimeoutSeconds: resolved.fleet.startTimeoutSeconds,
+        healthMessage: target?.healthMessage,
+      });
+      if (progress.freed) this.#deps.onRolloutProgress?.();
+      // A failed update goes back to the previous image at once.
+      if (progress.failed && !failure) return { requeueAfterMs: 50 };
+    }
 
     if (failure && requeueAfterMs === undefined) {
       // Let the queue back off; the status already says why.
@@ -134,6 +185,9 @@ export class CustomerReconciler {
     }
     if (requeueAfterMs !== undefined) return { requeueAfterMs };
     if (customer.spec.state === 'active' && status.phase !== 'Ready') return { requeueAfterMs: WAIT_FOR_HEALTH_MS };
+    if (admission && !admission.recreateAllowed) {
+      return { requeueAfterMs: admission.rollout?.state === 'paused' || admission.rollout?.undone ? ROLLOUT_PAUSED_MS : ROLLOUT_WAIT_MS };
+    }
     if (customer.spec.state === 'cancelled' && customer.cancelledAt) {
       const purgeIn = customer.cancelledAt.getTime() + this.#deps.retentionMs - this.#now();
       if (purgeIn > 0 && after.workspace.exists) return { requeueAfterMs: Math.min(purgeIn, MAX_PURGE_WAIT_MS) };
@@ -271,13 +325,16 @@ export class CustomerReconciler {
     observed: Observed,
     failure: { reason: string; message: string; terminal: boolean } | undefined,
     note: string | undefined,
+    rollout: { heldHash?: string | undefined; rollout?: { reason: string; message: string } | undefined } = {},
   ): Promise<CustomerStatus> {
     const status = computeStatus({
       name: customer.name,
       generation: customer.generation,
       state: customer.spec.state,
       paused: customer.spec.paused,
-      desired: resolved.desired,
+      // A container held back by a rollout is the one that serves: status judges it.
+      desired: rollout.heldHash === undefined ? resolved.desired : { ...resolved.desired, specHash: rollout.heldHash },
+      rollout: rollout.rollout,
       observed,
       previous: customer.status,
       url: `${this.#deps.publicScheme}://${resolved.desired.host}`,

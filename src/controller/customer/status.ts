@@ -19,6 +19,11 @@ export interface StatusInput {
   failure?: { reason: string; message: string; terminal: boolean } | undefined;
   /** Why nothing more happened now (waiting for health). */
   note?: string | undefined;
+  /**
+   * Why the container does not run the desired spec although the customer may be Ready: a
+   * fleet rollout holds it back, rolled it back or is undone. Shown as condition UpToDate=False.
+   */
+  rollout?: { reason: string; message: string } | undefined;
   now: Date;
 }
 
@@ -88,6 +93,9 @@ function conditionsFor(input: StatusInput): ConditionDraft[] {
     // The failure explains the Ready condition: which dependency failed and how.
     const ready = drafts.find((d) => d.type === 'Ready');
     if (ready) Object.assign(ready, { status: 'False', reason: failure.reason, message: failure.message });
+  }
+  if (input.rollout && input.state === 'active' && !input.paused) {
+    drafts.push({ type: 'UpToDate', status: 'False', reason: input.rollout.reason, message: input.rollout.message });
   }
   if (input.paused) drafts.push({ type: 'Paused', status: 'True', reason: 'Paused', message: 'spec.paused is true: the controller leaves this customer alone' });
   return drafts;

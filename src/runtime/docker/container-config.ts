@@ -8,7 +8,7 @@ import {
   SPEC_HASH_LABEL,
 } from '../../domain/naming.js';
 import type { ContainerSpec } from '../runtime.js';
-import { CONTAINER_PORT_LABEL, HEALTH_PATH_LABEL, HOST_PORT_LABEL } from './labels.js';
+import { CONTAINER_PORT_LABEL, GENERATION_LABEL, HEALTH_PATH_LABEL, HOST_PORT_LABEL, OWN_HASH_LABEL } from './labels.js';
 
 export interface LogRotation {
   maxSize: string;
@@ -52,6 +52,8 @@ export function containerConfig(
       [HOST_PORT_LABEL]: String(spec.hostPort),
       [CONTAINER_PORT_LABEL]: String(spec.containerPort),
       [HEALTH_PATH_LABEL]: spec.healthPath,
+      ...(spec.ownHash === undefined ? {} : { [OWN_HASH_LABEL]: spec.ownHash }),
+      ...(spec.generation === undefined ? {} : { [GENERATION_LABEL]: String(spec.generation) }),
     },
     ExposedPorts: { [portKey]: {} },
     HostConfig: {

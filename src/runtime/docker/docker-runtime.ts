@@ -13,7 +13,15 @@ import {
 import { containerConfig, DEFAULT_LOG_ROTATION, type LogRotation } from './container-config.js';
 import { runExec } from './exec.js';
 import { mapLimit, parseStatus, probeHttp, type ProbeResult } from './health.js';
-import { checkExtraLabels, CONTAINER_PORT_LABEL, HEALTH_PATH_LABEL, HOST_PORT_LABEL, labelFilter } from './labels.js';
+import {
+  checkExtraLabels,
+  CONTAINER_PORT_LABEL,
+  GENERATION_LABEL,
+  HEALTH_PATH_LABEL,
+  HOST_PORT_LABEL,
+  labelFilter,
+  OWN_HASH_LABEL,
+} from './labels.js';
 
 export interface DockerRuntimeOptions {
   /** Defaults to `new Docker()`, which honours DOCKER_HOST. */
@@ -106,6 +114,10 @@ export class DockerRuntime implements CustomerRuntime {
       health: 'unknown',
     };
     if (hostPort !== undefined) observed.hostPort = hostPort;
+    if (info.Image) observed.image = info.Image;
+    if (labels[OWN_HASH_LABEL] !== undefined) observed.ownHash = labels[OWN_HASH_LABEL];
+    const generation = Number(labels[GENERATION_LABEL]);
+    if (labels[GENERATION_LABEL] !== undefined && Number.isInteger(generation)) observed.generation = generation;
     const health = await this.#health(state, info.Status ?? '', hostPort, labels[HEALTH_PATH_LABEL]);
     observed.health = health.health;
     if (health.message !== undefined) observed.healthMessage = health.message;
@@ -200,6 +212,20 @@ export class DockerRuntime implements CustomerRuntime {
     return this.#guard('exec', (signal) => runExec(this.#docker, id, command, timeoutMs, signal), {
       retry: false,
       timeoutMs: timeoutMs + 10_000,
+    });
+  }
+
+  /** Whether the engine has the image locally (no registry is asked): a rollout checks once before it starts. */
+  async imagePresent(image: string): Promise<boolean> {
+    return this.#guard('inspectImage', async (abortSignal) => {
+      try {
+        // dockerode passes abortSignal through like elsewhere; its typings do not list it here.
+        await this.#docker.getImage(image).inspect({ abortSignal } as Docker.ImageInspectOptions);
+        return true;
+      } catch (error) {
+        if (isStatus(error, 404)) return false;
+        throw error;
+      }
     });
   }
 

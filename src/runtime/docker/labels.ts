@@ -8,6 +8,9 @@ import { CUSTOMER_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SPEC_HASH_LABEL } f
 export const HOST_PORT_LABEL = 'cloud.blytz.host-port';
 export const CONTAINER_PORT_LABEL = 'cloud.blytz.container-port';
 export const HEALTH_PATH_LABEL = 'cloud.blytz.health-path';
+/** Fleet rollouts: the customer's own inputs' hash and generation when the container was made. */
+export const OWN_HASH_LABEL = 'cloud.blytz.own-hash';
+export const GENERATION_LABEL = 'cloud.blytz.generation';
 
 const RESERVED = new Set([
   MANAGED_BY_LABEL,
@@ -16,6 +19,8 @@ const RESERVED = new Set([
   HOST_PORT_LABEL,
   CONTAINER_PORT_LABEL,
   HEALTH_PATH_LABEL,
+  OWN_HASH_LABEL,
+  GENERATION_LABEL,
 ]);
 
 /**
