@@ -1,3 +1,4 @@
+/* global console, process */
 // Writes docs/benchmarks.md from bench/results/*.json: machine details, then each benchmark's
 // figures beside the baseline measured in the same run, as a ratio.
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -11,10 +12,23 @@ const fmt = (n) => (Math.abs(n) >= 100 ? String(Math.round(n)) : String(Math.rou
 const lines = ['# Benchmarks', '', 'Written by `make bench` (scripts/bench-report.mjs) from `bench/results/*.json`. Every ratio compares', 'a figure with a baseline measured in the same run on the same machine.', ''];
 const machine = results[0]?.machine;
 if (machine) {
-  lines.push('## Machine', '', `${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, Node ${machine.node}.`, '');
+  lines.push(
+    '## Machine',
+    '',
+    `${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, Node ${machine.node}.`,
+    ...(process.env.BENCH_TOTAL_SECONDS ? ['', `\`make bench\` took ${Math.round(Number(process.env.BENCH_TOTAL_SECONDS) / 60)} min (${process.env.BENCH_TOTAL_SECONDS} s) for every benchmark below.`] : []),
+    '',
+    'The machine is shared: other engineers\' test suites may run during a benchmark, so absolute',
+    'figures are noisy; each benchmark reports how busy the whole machine was while it ran. The ratios',
+    'compare figures taken minutes apart under the same conditions, which is why every benchmark measures',
+    'its baseline in the same run.',
+    '',
+  );
 }
 for (const r of results) {
-  lines.push(`## ${r.title}`, '', `Measured ${r.machine.date}.`, '', '| figure | value | baseline (same run) | ratio | note |', '|---|---|---|---|---|');
+  lines.push(`## ${r.title}`, '', `Measured ${r.machine.date}.`, '');
+  if (r.method) lines.push(`How: ${r.method}`, '');
+  lines.push('| figure | value | baseline (same run) | ratio | note |', '|---|---|---|---|---|');
   for (const f of r.figures) {
     const base = f.baseline ? `${f.baseline.name}: ${fmt(f.baseline.value)} ${f.unit}` : '';
     const ratio = f.baseline ? `${(f.value / f.baseline.value).toFixed(2)}x` : '';

@@ -1,0 +1,248 @@
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { Agent, request as httpRequest } from 'node:http';
+import { join } from 'node:path';
+import { sql } from 'kysely';
+import Stripe from 'stripe';
+import { expect, it } from 'vitest';
+import { machineBusySeconds, summarize, type Summary } from '../lib.js';
+import { report, type Figure } from '../support.js';
+import { ROOT, freePort, startServe } from '../../test/support/blytz-serve.js';
+import { createTestDatabase, waitFor, type TestDatabase } from '../../test/support/postgres.js';
+
+/**
+ * bench/webhooks (issue 6): signed Stripe webhooks per second and their latency on real Postgres,
+ * with a bounded count (BENCH_WEBHOOK_REQUESTS, default 2,000 per scenario, BENCH_WEBHOOK_CONCURRENCY
+ * in flight, default 16).
+ *
+ * The webhook route is limited to 100/min per client (contract 3.1) and the limit has no setting,
+ * so the main figures come from bench/webhooks/bench-server.mjs: the built app (dist/) in its own
+ * process with the real webhook router, ledger and Postgres-backed limiter (limit raised), and,
+ * on the same app, the baseline route that only verifies the signature. A second set comes from
+ * the built `blytz serve` itself, unchanged: BLYTZ_TRUST_PROXY=127.0.0.1 and a distinct
+ * X-Forwarded-For per request make every request its own client for the limiter (which still
+ * does its upsert per request).
+ *
+ * Distinct events: customer.subscription.updated (status active) for one of 200 active customers
+ * holding the subscription: ledger insert, customer row locked and updated, ledger outcome, one
+ * transaction. Duplicates: 16 already-recorded events sent again and again (answered 200, no change).
+ */
+const REQUESTS = Number(process.env['BENCH_WEBHOOK_REQUESTS'] ?? 2000);
+const CONCURRENCY = Number(process.env['BENCH_WEBHOOK_CONCURRENCY'] ?? 16);
+const CUSTOMERS = 200;
+const SECRET = 'whsec_bench_blytz_0123456789abcdef';
+const PATH = '/api/webhooks/stripe';
+
+interface Load {
+  seconds: number;
+  latencies: number[];
+  statuses: Record<number, number>;
+}
+
+interface Prepared {
+  body: string;
+  signature: string;
+}
+
+const agent = new Agent({ keepAlive: true, maxSockets: CONCURRENCY });
+
+function post(port: number, path: string, p: Prepared, forwardedFor?: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const headers: Record<string, string> = {
+      'content-type': 'application/json',
+      'content-length': String(Buffer.byteLength(p.body)),
+      'stripe-signature': p.signature,
+    };
+    if (forwardedFor) headers['x-forwarded-for'] = forwardedFor;
+    const req = httpRequest({ host: '127.0.0.1', port, path, method: 'POST', headers, agent }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.on('error', reject);
+    req.end(p.body);
+  });
+}
+
+/** Sends every prepared request, CONCURRENCY in flight; throughput and per-request latency. */
+async function load(
+  port: number,
+  path: string,
+  prepared: Prepared[],
+  spoofClients = false,
+): Promise<Load> {
+  const latencies: number[] = [];
+  const statuses: Record<number, number> = {};
+  let next = 0;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async () => {
+      for (;;) {
+        const i = next++;
+        if (i >= prepared.length) return;
+        const t0 = performance.now();
+        const status = await post(port, path, prepared[i] as Prepared, spoofClients ? `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}` : undefined);
+        latencies.push(performance.now() - t0);
+        statuses[status] = (statuses[status] ?? 0) + 1;
+      }
+    }),
+  );
+  return { seconds: (performance.now() - started) / 1000, latencies, statuses };
+}
+
+/** Several loads as one: requests over total seconds, percentiles over every sample. */
+function combine(loads: Load[]): { perSecond: number; latency: Summary; statuses: Record<number, number> } {
+  const latencies = loads.flatMap((l) => l.latencies);
+  const statuses: Record<number, number> = {};
+  for (const l of loads) for (const [s, c] of Object.entries(l.statuses)) statuses[Number(s)] = (statuses[Number(s)] ?? 0) + c;
+  return { perSecond: latencies.length / loads.reduce((a, l) => a + l.seconds, 0), latency: summarize(latencies), statuses };
+}
+
+function sign(event: Record<string, unknown>): Prepared {
+  const body = JSON.stringify(event);
+  return { body, signature: Stripe.webhooks.generateTestHeaderString({ payload: body, secret: SECRET }) };
+}
+
+let counter = 0;
+function subscriptionEvent(k: number): Record<string, unknown> {
+  return {
+    id: `evt_bench_${randomBytes(8).toString('hex')}_${counter++}`,
+    object: 'event',
+    api_version: '2026-10-28.endive',
+    created: Math.floor(Date.now() / 1000),
+    type: 'customer.subscription.updated',
+    data: {
+      object: {
+        id: `sub_bench_${k}`,
+        object: 'subscription',
+        customer: `cus_bench_${k}`,
+        status: 'active',
+        metadata: { blytz_customer: `wh-${k}` },
+        items: { object: 'list', data: [] },
+        livemode: false,
+      },
+    },
+    livemode: false,
+    pending_webhooks: 1,
+    request: { id: null, idempotency_key: null },
+  };
+}
+
+const distinct = (n: number) => Array.from({ length: n }, (_, i) => sign(subscriptionEvent(i % CUSTOMERS)));
+
+async function seed(db: TestDatabase): Promise<void> {
+  // Active customers already holding their Stripe ids; paused, so a controller leaves them alone.
+  await sql`
+    INSERT INTO customers (name, email, display_name, state, instructions, paused, stripe_customer_id, stripe_subscription_id)
+    SELECT 'wh-' || i, 'wh-' || i || '@example.com', 'Bench', 'active', 'Bench.', true, 'cus_bench_' || i, 'sub_bench_' || i
+    FROM generate_series(0, ${CUSTOMERS - 1}) AS i
+  `.execute(db.handle.db);
+}
+
+async function ledgerCount(db: TestDatabase): Promise<number> {
+  const r = await sql<{ n: number }>`SELECT count(*)::int AS n FROM webhook_events`.execute(db.handle.db);
+  return r.rows[0]?.n ?? 0;
+}
+
+it(`webhooks: ${REQUESTS} signed requests per scenario, ${CONCURRENCY} in flight`, { timeout: 600_000 }, async () => {
+  const busyStart = machineBusySeconds();
+  const wallStart = performance.now();
+
+  // ---- the built app with the limit raised, and the verify-only baseline on the same server ----
+  const db = await createTestDatabase();
+  await seed(db);
+  const port = await freePort();
+  const child = spawn(process.execPath, [join(ROOT, 'bench/webhooks/bench-server.mjs')], {
+    cwd: ROOT,
+    env: { ...process.env, DATABASE_URL: db.url, STRIPE_WEBHOOK_SECRET: SECRET, PORT: String(port) },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  const runs: Record<string, Load[]> = {};
+  const results: Record<string, ReturnType<typeof combine>> = {};
+  const serveFigures: Figure[] = [];
+  try {
+    await waitFor(async () => {
+      if (child.exitCode !== null) throw new Error(`bench server exited: ${stderr}`);
+      return (await fetch(`http://127.0.0.1:${port}/healthz`)).ok;
+    }, 30_000);
+
+    // Warm-up (not measured): JIT, pool connections, the ledger's index pages.
+    await load(port, '/bench/verify-only', distinct(300));
+    await load(port, PATH, distinct(300));
+    const dupes = Array.from({ length: 16 }, (_, i) => sign(subscriptionEvent(i)));
+    await load(port, PATH, dupes);
+
+    // Two halves per scenario, interleaved, so a burst of load from elsewhere hits all three alike.
+    const half = Math.ceil(REQUESTS / 2);
+    for (let round = 0; round < 2; round++) {
+      (runs['verify'] ??= []).push(await load(port, '/bench/verify-only', distinct(half)));
+      const before = await ledgerCount(db);
+      (runs['distinct'] ??= []).push(await load(port, PATH, distinct(half)));
+      expect(await ledgerCount(db)).toBe(before + half);
+      (runs['duplicate'] ??= []).push(await load(port, PATH, Array.from({ length: half }, (_, i) => dupes[i % dupes.length] as Prepared)));
+      expect(await ledgerCount(db)).toBe(before + half);
+    }
+    for (const [key, loads] of Object.entries(runs)) {
+      results[key] = combine(loads);
+      expect(Object.keys(results[key].statuses)).toEqual(['200']);
+    }
+  } finally {
+    child.kill('SIGTERM');
+    await new Promise((r) => (child.exitCode !== null ? r(undefined) : child.once('exit', r)));
+    await db.drop();
+  }
+
+  // ---- the built `blytz serve`, unchanged (every request its own client for the limiter) ----
+  const db2 = await createTestDatabase();
+  await seed(db2);
+  const served = await startServe({
+    databaseUrl: db2.url,
+    instance: `bench-wh-${randomBytes(3).toString('hex')}`,
+    env: { STRIPE_WEBHOOK_SECRET: SECRET, BLYTZ_TRUST_PROXY: '127.0.0.1' },
+  });
+  try {
+    await load(served.port, PATH, distinct(300), true); // warm-up
+    const dupes = Array.from({ length: 16 }, (_, i) => sign(subscriptionEvent(i)));
+    await load(served.port, PATH, dupes, true);
+    const d = combine([await load(served.port, PATH, distinct(REQUESTS), true)]);
+    const u = combine([await load(served.port, PATH, Array.from({ length: REQUESTS }, (_, i) => dupes[i % dupes.length] as Prepared), true)]);
+    expect(Object.keys(d.statuses)).toEqual(['200']);
+    expect(Object.keys(u.statuses)).toEqual(['200']);
+    const v = results['verify']!;
+    const note = 'built blytz serve as shipped (BLYTZ_TRUST_PROXY=127.0.0.1, a distinct X-Forwarded-For per request); its controller idles beside it';
+    serveFigures.push(
+      { name: 'blytz serve: distinct events per second', value: d.perSecond, unit: 'req/s', baseline: { name: 'verify-only', value: v.perSecond }, note },
+      { name: 'blytz serve: distinct events p99 latency', value: d.latency.p99, unit: 'ms', baseline: { name: 'verify-only p99', value: v.latency.p99 } },
+      { name: 'blytz serve: duplicates per second', value: u.perSecond, unit: 'req/s', baseline: { name: 'verify-only', value: v.perSecond } },
+      { name: 'blytz serve: duplicates p99 latency', value: u.latency.p99, unit: 'ms', baseline: { name: 'verify-only p99', value: v.latency.p99 } },
+    );
+  } finally {
+    await served.stop();
+    await db2.drop();
+  }
+
+  const wallSeconds = (performance.now() - wallStart) / 1000;
+  const v = results['verify']!;
+  const d = results['distinct']!;
+  const u = results['duplicate']!;
+  const figures: Figure[] = [
+    { name: 'distinct events per second', value: d.perSecond, unit: 'req/s', baseline: { name: 'verify-only', value: v.perSecond } },
+    { name: 'distinct events p50 latency', value: d.latency.p50, unit: 'ms', baseline: { name: 'verify-only p50', value: v.latency.p50 } },
+    { name: 'distinct events p99 latency', value: d.latency.p99, unit: 'ms', baseline: { name: 'verify-only p99', value: v.latency.p99 } },
+    { name: 'duplicates per second', value: u.perSecond, unit: 'req/s', baseline: { name: 'verify-only', value: v.perSecond } },
+    { name: 'duplicates p50 latency', value: u.latency.p50, unit: 'ms', baseline: { name: 'verify-only p50', value: v.latency.p50 } },
+    { name: 'duplicates p99 latency', value: u.latency.p99, unit: 'ms', baseline: { name: 'verify-only p99', value: v.latency.p99 } },
+    ...serveFigures,
+    {
+      name: 'machine CPU busy during the run (all processes, 2 cores = 2.0)',
+      value: (machineBusySeconds() - busyStart) / wallSeconds,
+      unit: 'cores',
+      note: 'load generator, server and Postgres share these cores, as do other engineers\' test suites',
+    },
+  ];
+  report('webhooks', `Stripe webhooks: ${REQUESTS} signed requests per scenario, ${CONCURRENCY} in flight, real Postgres`, figures, {
+    method:
+      'The webhook route allows 100/min per client and has no setting for it, so the first six figures come from the built app (dist/) in its own process with the real router, ledger and Postgres rate limiter (limit raised), the baseline being a route on that same server that only runs stripe.webhooks.constructEvent. Distinct = customer.subscription.updated (active) for one of 200 customers holding the subscription; duplicates = 16 recorded events sent again. Each scenario runs in two interleaved halves. The blytz serve rows are the shipped binary, every request its own client for the limiter via X-Forwarded-For.',
+  });
+});
