@@ -145,7 +145,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       invalidating(
         new RouteSweep({
           table: routes,
-          desiredRoutes: () => desiredRoutes(database, config.BLYTZ_BASE_DOMAIN),
+          desiredRoutes: () => desiredRoutes(database, config.BLYTZ_BASE_DOMAIN, (customer, port) => runtime.upstream(customer, port)),
           intervalMs: config.BLYTZ_ROUTE_SWEEP_SECONDS * 1000,
           onError: (error) => logger.warn({ err: error }, 'route sweep failed'),
           onSweep: (result) => {

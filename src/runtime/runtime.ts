@@ -90,6 +90,12 @@ export interface CustomerRuntime {
   exec(id: string, command: string[], timeoutMs?: number): Promise<ExecResult>;
   /** Throws when the engine does not answer (for /readyz and doctor). */
   ping(): Promise<void>;
+  /**
+   * The `host:port` the proxy dials to reach the customer's assistant on its reserved port:
+   * `127.0.0.1:<port>` for containers published on this host, the Service's cluster DNS name
+   * on Kubernetes. Pure (no I/O), so planner and status can use it.
+   */
+  upstream(customer: string, port: number): string;
 }
 
 /** Hints from the engine ("look at this customer again"); never trusted as state. */

@@ -92,6 +92,13 @@ export class SimulatedRuntime implements CustomerRuntime {
   async ping(): Promise<void> {
     this.#count('ping');
   }
+
+  /** Like the Docker runtime's by default; tests set it to stand in for another runtime. */
+  upstreamOf: (customer: string, port: number) => string = (_customer, port) => `127.0.0.1:${port}`;
+
+  upstream(customer: string, port: number): string {
+    return this.upstreamOf(customer, port);
+  }
 }
 
 function strip(c: ObservedContainer & { spec?: ContainerSpec }): ObservedContainer {

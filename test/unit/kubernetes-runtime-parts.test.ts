@@ -1,8 +1,11 @@
+import { KubeConfig } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 import { PLANS } from '../../src/domain/customer.js';
 import { deploymentManifest, secretManifest, serviceManifest } from '../../src/runtime/kubernetes/manifests.js';
 import { objectName, serviceDial } from '../../src/runtime/kubernetes/names.js';
 import { observeDeployment } from '../../src/runtime/kubernetes/observe.js';
+import { unguarded } from '../../src/resilience/guard.js';
+import { KubernetesRuntime } from '../../src/runtime/kubernetes/kubernetes-runtime.js';
 import type { ContainerSpec } from '../../src/runtime/runtime.js';
 
 const options = { namespace: 'ns', extraLabels: {}, storageSize: '1Gi' };
@@ -105,5 +108,23 @@ describe('kubernetes runtime parts', () => {
     expect(observeDeployment({ ...base, metadata: { ...base.metadata, deletionTimestamp: new Date() } })).toMatchObject({
       state: 'removing',
     });
+  });
+
+  it("routes dial the customer's Service by its cluster DNS name, on the reserved port (the Service port)", () => {
+    const kc = new KubeConfig();
+    kc.loadFromOptions({
+      clusters: [{ name: 'c', server: 'http://127.0.0.1:1' }],
+      users: [{ name: 'u' }],
+      contexts: [{ name: 'x', cluster: 'c', user: 'u' }],
+      currentContext: 'x',
+    });
+    const runtime = new KubernetesRuntime(unguarded, { kubeConfig: kc, namespace: 'blytz-prod' });
+    expect(runtime.upstream('ada', 30001)).toBe('blytz-ada.blytz-prod.svc:30001');
+    expect(runtime.upstream('ada', 30001)).toBe(serviceDial('ada', 'blytz-prod', 30001));
+    // Long names are cut like the Service's own name, so the DNS name is the Service's.
+    const long = 'x'.repeat(63);
+    expect(runtime.upstream(long, 30002)).toBe(`${objectName(long)}.blytz-prod.svc:30002`);
+    expect(serviceManifest({ ...spec, customer: long, hostPort: 30002 }, options).metadata?.name).toBe(objectName(long));
+    expect(serviceManifest({ ...spec, hostPort: 30002 }, options).spec?.ports?.[0]?.port).toBe(30002);
   });
 });

@@ -105,6 +105,17 @@ describe('plan: active', () => {
     expect(types(run(desired(), converged({ route: { ...route(), target: { kind: 'unknown' } } })))).toEqual(['ensureRoute']);
   });
 
+  it('routes to where the runtime says: a Kubernetes Service instead of the loopback', () => {
+    const service = (customer: string, port: number) => `blytz-${customer}.ns.svc:${port}`;
+    const onKube = (o: Observed) => plan({ desired: desired(), observed: o, now: 0, retentionMs: 30 * DAY, upstreamOf: service }).actions;
+    const kubeRoute = route({ kind: 'upstream', dial: 'blytz-alice.ns.svc:30001' });
+    expect(upstreamFor(30001, 'alice', service)).toEqual({ kind: 'upstream', dial: 'blytz-alice.ns.svc:30001' });
+    expect(onKube(converged({ route: kubeRoute }))).toEqual([]);
+    // A loopback route (left by a Docker-runtime control plane) is wrong on Kubernetes, and the other way round.
+    expect(onKube(converged())).toEqual([{ type: 'ensureRoute', to: 'container', drift: 'route_wrong' }]);
+    expect(run(desired(), converged({ route: kubeRoute }))).toEqual([{ type: 'ensureRoute', to: 'container', drift: 'route_wrong' }]);
+  });
+
   it('re-reserves a lost port and moves the container to it', () => {
     const actions = run(desired(), converged({ port: undefined }));
     expect(types(actions)).toEqual(['reservePort', 'removeContainer', 'createContainer', 'ensureRoute']);

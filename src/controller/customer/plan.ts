@@ -51,6 +51,8 @@ export interface PlanInput {
    * restarted and routed to as if it were current, and the plan says `waitingForRollout`.
    */
   recreateAllowed?: boolean;
+  /** Where a customer's route points on its reserved port (the runtime's `upstream`); default 127.0.0.1:<port>. */
+  upstreamOf?: UpstreamOf;
 }
 
 export type DriftKind =
@@ -102,21 +104,37 @@ export interface Plan {
   waitingForRollout?: { heldHash: string };
 }
 
-export function upstreamFor(port: number): RouteTarget {
-  return { kind: 'upstream', dial: `127.0.0.1:${port}` };
+/**
+ * The `host:port` a customer's route dials for its reserved port. It comes from the runtime
+ * (`CustomerRuntime.upstream`): containers on this host answer on 127.0.0.1, Kubernetes
+ * customers behind their Service's cluster DNS name. Must be pure.
+ */
+export type UpstreamOf = (customer: string, port: number) => string;
+
+/** The Docker runtime's answer: the port published on the host's loopback. */
+export const loopbackUpstream: UpstreamOf = (_customer, port) => `127.0.0.1:${port}`;
+
+/** The route target of `customer` on `port`, as `upstreamOf` says (default: loopback). */
+export function upstreamFor(
+  port: number,
+  customer = '',
+  upstreamOf: UpstreamOf = loopbackUpstream,
+): Extract<RouteTarget, { kind: 'upstream' }> {
+  return { kind: 'upstream', dial: upstreamOf(customer, port) };
 }
 
 export function plan(input: PlanInput): Plan {
   const { desired, observed } = input;
+  const upstreamOf = input.upstreamOf ?? loopbackUpstream;
   if (!desired) return planOrphan(observed);
   if (desired.paused) return { actions: [], note: 'paused: the controller leaves this customer alone' };
   switch (desired.state) {
     case 'active': {
       const held = input.recreateAllowed === false ? fleetChangeOf(desired, observed) : undefined;
-      if (!held) return planActive(desired, observed);
+      if (!held) return planActive(desired, observed, upstreamOf);
       // Plan as if the kept container's hash were the desired one: it stays up, is started,
       // restarted and routed to like a current container until the rollout lets it go.
-      const result = planActive({ ...desired, specHash: held.specHash as string }, observed);
+      const result = planActive({ ...desired, specHash: held.specHash as string }, observed, upstreamOf);
       return { ...result, note: 'waiting for the fleet rollout', waitingForRollout: { heldHash: held.specHash as string } };
     }
     case 'suspended':
@@ -151,7 +169,7 @@ export function fleetChangeOf(desired: Desired | undefined, observed: Observed):
   );
 }
 
-function planActive(desired: Desired, observed: Observed): Plan {
+function planActive(desired: Desired, observed: Observed, upstreamOf: UpstreamOf): Plan {
   const actions: Action[] = [];
   if (observed.workspace.contentHash !== desired.workspaceHash || !observed.workspace.exists) {
     actions.push({ type: 'writeWorkspace', drift: 'workspace_stale' });
@@ -171,7 +189,7 @@ function planActive(desired: Desired, observed: Observed): Plan {
 
   if (!observed.route) {
     actions.push({ type: 'ensureRoute', to: 'container', drift: 'route_missing' });
-  } else if (observed.port === undefined || !routeMatches(observed.route, desired.host, upstreamFor(observed.port))) {
+  } else if (observed.port === undefined || !routeMatches(observed.route, desired.host, upstreamFor(observed.port, desired.name, upstreamOf))) {
     actions.push({ type: 'ensureRoute', to: 'container', drift: 'route_wrong' });
   }
   return { actions };

@@ -13,7 +13,7 @@ import type { Workspaces } from '../../workspace/workspace.js';
 import { TerminalError } from '../controller.js';
 import { resolveCustomer, TemplateError, type DesiredDefaults, type ResolvedCustomer } from './desired.js';
 import type { Admission, Rollouts } from '../rollout/rollouts.js';
-import { fleetChangeOf, plan, upstreamFor, type Action, type Observed } from './plan.js';
+import { fleetChangeOf, plan, upstreamFor, type Action, type Observed, type UpstreamOf } from './plan.js';
 import { computeStatus } from './status.js';
 import { WorldCache } from './world-cache.js';
 
@@ -62,9 +62,13 @@ export class CustomerReconciler {
   /** When each customer started provisioning at its current generation (for the latency metric). */
   readonly #provisionStarted = new Map<string, { generation: number; at: number }>();
 
+  /** Where routes point: the runtime knows (loopback for Docker, the Service on Kubernetes). */
+  readonly #upstreamOf: UpstreamOf;
+
   constructor(deps: CustomerReconcilerDeps) {
     this.#deps = deps;
     this.#now = deps.now ?? Date.now;
+    this.#upstreamOf = (customer, port) => deps.runtime.upstream(customer, port);
   }
 
   /** Every name the store or the world knows: orphans are reconciled (removed) too. */
@@ -131,6 +135,7 @@ export class CustomerReconciler {
       now: this.#now(),
       retentionMs: this.#deps.retentionMs,
       recreateAllowed: admission?.recreateAllowed ?? true,
+      upstreamOf: this.#upstreamOf,
     });
     if (!customer || !resolved) {
       if (result.actions.length > 0) this.invalidate(name);
@@ -234,7 +239,7 @@ export class CustomerReconciler {
           const port = await ports.reserve(name);
           const id = await runtime.create(need(resolved).containerSpec(port));
           await this.#start(name, id, port);
-          await event('Normal', 'ContainerCreated', `container created and started on 127.0.0.1:${port}`);
+          await event('Normal', 'ContainerCreated', `container created and started on ${runtime.upstream(name, port)}`);
           break;
         }
         case 'startContainer': {
@@ -266,8 +271,9 @@ export class CustomerReconciler {
           if (port === undefined || !(await this.#waitForHealthy(name, port, signal))) {
             return { waitNote: 'waiting for the container to become healthy before routing to it' };
           }
-          const result = await routes.ensure({ customer: name, host, target: upstreamFor(port) });
-          if (result !== 'unchanged') await event('Normal', 'RouteReady', `${host} routes to 127.0.0.1:${port}`);
+          const target = upstreamFor(port, name, this.#upstreamOf);
+          const result = await routes.ensure({ customer: name, host, target });
+          if (result !== 'unchanged') await event('Normal', 'RouteReady', `${host} routes to ${target.dial}`);
           break;
         }
         case 'removeRoute':
@@ -340,6 +346,7 @@ export class CustomerReconciler {
       url: `${this.#deps.publicScheme}://${resolved.desired.host}`,
       failure,
       note,
+      upstreamOf: this.#upstreamOf,
       now: new Date(this.#now()),
     });
     // Written only when it changed: a steady-state pass costs no store writes.

@@ -1,5 +1,5 @@
 import type { Condition, ConditionStatus, CustomerStatus, DesiredState, Phase } from '../../domain/customer.js';
-import { routeMatches, upstreamFor, type Desired, type Observed } from './plan.js';
+import { routeMatches, upstreamFor, type Desired, type Observed, type UpstreamOf } from './plan.js';
 
 /**
  * Status is derived, never remembered: from the world as observed after the actions ran, the
@@ -24,6 +24,8 @@ export interface StatusInput {
    * fleet rollout holds it back, rolled it back or is undone. Shown as condition UpToDate=False.
    */
   rollout?: { reason: string; message: string } | undefined;
+  /** Where the route should point (the runtime's `upstream`); default 127.0.0.1:<port>. */
+  upstreamOf?: UpstreamOf | undefined;
   now: Date;
 }
 
@@ -76,7 +78,7 @@ function conditionsFor(input: StatusInput): ConditionDraft[] {
     else if (container.health === 'healthy') containerCondition = { type: 'ContainerReady', status: 'True', reason: 'Healthy', message: '' };
     else if (container.health === 'unhealthy') containerCondition = { type: 'ContainerReady', status: 'False', reason: 'Unhealthy', message: container.healthMessage ?? 'the health check fails' };
     else containerCondition = { type: 'ContainerReady', status: 'False', reason: 'Starting', message: 'waiting for the assistant to answer its health check' };
-    const routeOk = observed.route !== undefined && observed.port !== undefined && routeMatches(observed.route, desired.host, upstreamFor(observed.port));
+    const routeOk = observed.route !== undefined && observed.port !== undefined && routeMatches(observed.route, desired.host, upstreamFor(observed.port, desired.name, input.upstreamOf));
     const route: ConditionDraft = routeOk
       ? { type: 'RouteReady', status: 'True', reason: 'Routed', message: '' }
       : { type: 'RouteReady', status: 'False', reason: observed.route ? 'RouteWrong' : 'RouteMissing', message: input.note ?? 'the route is being set up' };

@@ -229,6 +229,11 @@ export class DockerRuntime implements CustomerRuntime {
     });
   }
 
+  /** Containers publish their port on the host's loopback only: Caddy runs beside them. */
+  upstream(_customer: string, port: number): string {
+    return `127.0.0.1:${port}`;
+  }
+
   async ping(): Promise<void> {
     // dockerode accepts { abortSignal } here too; its typings only know the no-argument form.
     const ping = this.#docker.ping.bind(this.#docker) as unknown as (opts: { abortSignal: AbortSignal }) => Promise<unknown>;

@@ -17,7 +17,7 @@ import {
   type ManifestOptions,
   type RenderedFileData,
 } from './manifests.js';
-import { objectName } from './names.js';
+import { objectName, serviceDial } from './names.js';
 import { observeDeployment } from './observe.js';
 
 /**
@@ -260,6 +260,11 @@ export class KubernetesRuntime implements CustomerRuntime {
   exec(_id: string, _command: string[], _timeoutMs?: number): Promise<ExecResult> {
     // Needs the pods/exec WebSocket (client-node's Exec) and a pods/exec RBAC grant.
     return Promise.reject(new Error('exec is not supported on the kubernetes runtime yet (pairing approval needs it)'));
+  }
+
+  /** The customer's Service in its namespace: its port is the reserved one (see serviceManifest). */
+  upstream(customer: string, port: number): string {
+    return serviceDial(customer, this.#manifest.namespace, port);
   }
 
   async ping(): Promise<void> {
