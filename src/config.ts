@@ -72,6 +72,12 @@ const envSchema = z.object({
   BLYTZ_RETENTION_DAYS: z.coerce.number().min(0).default(30),
   BLYTZ_RUNTIME: z.enum(['docker', 'kubernetes']).default('docker'),
   BLYTZ_SOURCE: z.enum(['postgres', 'kubernetes']).default('postgres'),
+  // The namespace customers' objects, Customer resources and the Lease live in (runtime or source
+  // `kubernetes`); unset: the pod's own namespace, else the kubeconfig context's, else `default`.
+  BLYTZ_NAMESPACE: z
+    .string()
+    .regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'must be a namespace name (DNS-1123 label)')
+    .optional(),
   BLYTZ_DOCKER_EVENTS: booleanish.default(true),
   // Where the signup site and status pages are reached (Checkout's success URL); default
   // `<scheme>://<base domain>`.

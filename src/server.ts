@@ -1,7 +1,6 @@
 import type { AddressInfo } from 'node:net';
 import { createServer, type Server as HttpServer } from 'node:http';
-import { join } from 'node:path';
-import Docker from 'dockerode';
+import { hostname } from 'node:os';
 import { sql } from 'kysely';
 import { StripeCheckout } from './billing/checkout.js';
 import { createStripeClient } from './billing/stripe-client.js';
@@ -12,7 +11,7 @@ import { pairingApprover } from './controller/customer/pairing.js';
 import { CustomerReconciler } from './controller/customer/reconciler.js';
 import { desiredRoutes } from './controller/customer/desired-routes.js';
 import { WorldCache } from './controller/customer/world-cache.js';
-import { LeaderElector } from './controller/leader-election.js';
+import { LeaderElector, type Leadership } from './controller/leader-election.js';
 import { parseMaxUnavailable } from './controller/rollout/gate.js';
 import { Rollouts } from './controller/rollout/rollouts.js';
 import { changeFeedSource } from './controller/sources.js';
@@ -25,17 +24,17 @@ import { createPairingApiRouter } from './http/pairing-api.js';
 import { createPublicApiRouter } from './http/public-api.js';
 import { createRateLimitBackend } from './http/rate-limit.js';
 import { createStripeWebhookRouter } from './http/stripe-webhook.js';
+import { CustomerResourceSource } from './kubernetes/customer-source.js';
+import { LeaseElector } from './kubernetes/lease-elector.js';
 import { HealthChecks } from './observability/health.js';
 import type { Logger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
-import { projectRoot } from './paths.js';
 import { isTransientCaddy } from './proxy/caddy/admin-client.js';
 import { CaddyRouteTable } from './proxy/caddy/caddy-route-table.js';
 import { RouteSweep } from './proxy/caddy/route-sweep.js';
 import { Policies } from './resilience/policies.js';
-import { DockerEventSource } from './runtime/docker/docker-events.js';
-import { DockerRuntime } from './runtime/docker/docker-runtime.js';
 import type { EventSource } from './runtime/runtime.js';
+import { kubeTarget, selectRuntime, type KubeTarget } from './runtime/select-runtime.js';
 import { BillingStore } from './store/billing-store.js';
 import { createChangeFeed } from './store/change-feed.js';
 import { CustomerStore } from './store/customer-store.js';
@@ -44,7 +43,6 @@ import { migrateOrThrow } from './store/migrate.js';
 import { PortReservations } from './store/port-reservations.js';
 import { SecretBox } from './store/secret-box.js';
 import { TelegramClient } from './telegram/telegram-client.js';
-import { FileWorkspaces } from './workspace/file-workspaces.js';
 
 /**
  * The composition root: config arrives parsed; every part is built once here, started in order
@@ -82,10 +80,13 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     const policies = new Policies({ metrics, logger, overrides: { caddy: { isTransient: isTransientCaddy } } });
     const store = new CustomerStore(database, secretBox);
     const ports = new PortReservations(database, config.BLYTZ_PORT_RANGE);
-    const extraLabels = config.BLYTZ_INSTANCE ? { 'cloud.blytz.instance': config.BLYTZ_INSTANCE } : {};
+    // The cluster, loaded once and only when something runs on or reads from Kubernetes.
+    let kube: KubeTarget | undefined;
+    const cluster = () => (kube ??= kubeTarget(config));
 
-    const docker = new Docker(dockerOptions(config.DOCKER_HOST));
-    const runtime = new DockerRuntime(policies.guard('docker'), { docker, extraLabels });
+    // BLYTZ_RUNTIME: where customers run (see runtime/select-runtime.ts).
+    const selected = selectRuntime(config, { policies, logger, kube: cluster });
+    const { runtime, workspaces } = selected;
     const publicUrl = (config.BLYTZ_PUBLIC_URL ?? `${config.BLYTZ_PUBLIC_SCHEME}://${config.BLYTZ_BASE_DOMAIN}`).replace(/\/+$/, '');
     const routes = new CaddyRouteTable({
       adminUrl: config.CADDY_ADMIN_URL,
@@ -95,11 +96,6 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       ...(config.BLYTZ_CADDY_TLS
         ? { tls: { askUrl: `http://127.0.0.1:${config.PORT}/api/caddy/ask`, baseDomain: config.BLYTZ_BASE_DOMAIN } }
         : {}),
-    });
-    const workspaces = new FileWorkspaces({
-      dataDir: config.BLYTZ_DATA_DIR,
-      templatesDir: join(projectRoot(), 'templates'),
-      defaults: { image: config.BLYTZ_CUSTOMER_IMAGE, containerPort: config.BLYTZ_CONTAINER_PORT },
     });
 
     const cache = new WorldCache();
@@ -111,7 +107,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         maxFailures: config.BLYTZ_ROLLOUT_MAX_FAILURES,
         startTimeoutSeconds: config.BLYTZ_ROLLOUT_START_TIMEOUT_SECONDS,
       },
-      imagePresent: (image) => runtime.imagePresent(image),
+      imagePresent: (image) => selected.imagePresent(image),
       metrics,
       logger: logger.child({ component: 'rollout' }),
     });
@@ -156,18 +152,57 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         invalidate,
       ),
     ];
-    // A local engine restarts in seconds: reconnect within 5 s, not the default 30 s ceiling.
-    if (config.BLYTZ_DOCKER_EVENTS) {
-      sources.push(invalidating(new DockerEventSource(policies.guard('docker'), { docker, extraLabels, logger, maxReconnectMs: 5000 }), invalidate));
-    }
+    // The runtime's own hints (the Docker event stream; none on Kubernetes).
+    for (const source of selected.sources) sources.push(invalidating(source, invalidate));
 
-    // Only one replica reconciles. PGlite is one process: it always leads.
-    const elector =
-      database.kind === 'postgres' ? new LeaderElector({ name: LEASE_NAME, handle: database, logger, metrics }) : undefined;
+    // Only one replica reconciles. On Postgres the replicas share it: a session advisory lock.
+    // On Kubernetes without Postgres: a coordination.k8s.io Lease. Otherwise (PGlite, Docker)
+    // there is one process and it always leads.
+    const onKubernetes = config.BLYTZ_RUNTIME === 'kubernetes' || config.BLYTZ_SOURCE === 'kubernetes';
+    const elector: (Leadership & { start(): Promise<void>; stop(): Promise<void> }) | undefined =
+      database.kind === 'postgres'
+        ? new LeaderElector({ name: LEASE_NAME, handle: database, logger, metrics })
+        : onKubernetes
+          ? new LeaseElector({
+              kubeConfig: cluster().kubeConfig,
+              namespace: cluster().namespace,
+              name: LEASE_NAME,
+              identity: `${hostname()}_${process.pid}`,
+              logger: logger.child({ component: 'lease' }),
+              metrics,
+            })
+          : undefined;
     if (!elector) metrics.leaderStatus.set({ name: LEASE_NAME }, 1);
+
+    // BLYTZ_SOURCE=kubernetes: Customer resources are mirrored into the store (whose change feed
+    // wakes the controller) and their status written back; only the leader writes.
+    const customerResources =
+      config.BLYTZ_SOURCE === 'kubernetes'
+        ? new CustomerResourceSource({
+            kubeConfig: cluster().kubeConfig,
+            namespace: cluster().namespace,
+            store,
+            guard: policies.guard('kubernetes'),
+            logger: logger.child({ component: 'customer-resources' }),
+            leadership: elector,
+          })
+        : undefined;
+    if (customerResources) sources.push(invalidating(customerResources, invalidate));
+
     const controller = new Controller({
       name: CONTROLLER_NAME,
-      reconcile: (name, signal) => reconciler.reconcile(name, signal),
+      reconcile: customerResources
+        ? async (name, signal) => {
+            try {
+              return await reconciler.reconcile(name, signal);
+            } finally {
+              // The resource shows the new status now, not at the next periodic pass.
+              await customerResources
+                .syncStatus(name)
+                .catch((error: unknown) => logger.warn({ err: error, customer: name }, 'writing Customer resource status failed'));
+            }
+          }
+        : (name, signal) => reconciler.reconcile(name, signal),
       listKeys: () => reconciler.listKeys(),
       workers: config.BLYTZ_WORKERS,
       resyncSeconds: config.BLYTZ_RESYNC_SECONDS,
@@ -183,7 +218,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
 
     const health = new HealthChecks();
     health.add('database', () => pingDatabase(database));
-    health.add('docker', () => runtime.ping());
+    health.add(selected.healthName, () => runtime.ping());
     health.add('caddy', () => routes.ping());
 
     const rateLimits = createRateLimitBackend(database);
@@ -269,7 +304,19 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     const address = http.address() as AddressInfo;
     const host = config.HOST === '0.0.0.0' || config.HOST === '::' ? '127.0.0.1' : config.HOST;
     const url = `http://${host}:${address.port}`;
-    logger.info({ url, database: database.kind, dataDir: config.BLYTZ_DATA_DIR, leaderElection: elector ? 'postgres' : 'single process' }, 'blytz serving');
+    const leaderElection = database.kind === 'postgres' ? 'postgres' : elector ? 'kubernetes lease' : 'single process';
+    logger.info(
+      {
+        url,
+        database: database.kind,
+        dataDir: config.BLYTZ_DATA_DIR,
+        leaderElection,
+        runtime: selected.kind,
+        source: config.BLYTZ_SOURCE,
+        ...(kube ? { namespace: kube.namespace } : {}),
+      },
+      'blytz serving',
+    );
 
     let stopping: Promise<void> | undefined;
     return { url, stop: () => (stopping ??= stopAll()) };
@@ -277,12 +324,6 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     await stopAll();
     throw error;
   }
-}
-
-function dockerOptions(dockerHost: string): Docker.DockerOptions {
-  const url = new URL(dockerHost);
-  if (url.protocol === 'unix:') return { socketPath: url.pathname };
-  return { host: url.hostname, port: Number(url.port || 2375), protocol: url.protocol === 'https:' ? 'https' : 'http' };
 }
 
 async function pingDatabase(database: DatabaseHandle): Promise<void> {

@@ -84,6 +84,7 @@ describe('loadConfig', () => {
       BLYTZ_RETENTION_DAYS: '7',
       BLYTZ_RUNTIME: 'kubernetes',
       BLYTZ_SOURCE: 'kubernetes',
+      BLYTZ_NAMESPACE: 'blytz-prod',
       LOG_LEVEL: 'debug',
     });
     expect(config).toMatchObject({
@@ -97,6 +98,7 @@ describe('loadConfig', () => {
       BLYTZ_RETENTION_DAYS: 7,
       BLYTZ_RUNTIME: 'kubernetes',
       BLYTZ_SOURCE: 'kubernetes',
+      BLYTZ_NAMESPACE: 'blytz-prod',
       LOG_LEVEL: 'debug',
       STRIPE_API_BASE: 'http://127.0.0.1:12111',
     });
@@ -125,6 +127,7 @@ describe('loadConfig', () => {
       BLYTZ_RETENTION_DAYS: 'forever',
       BLYTZ_RUNTIME: 'podman',
       BLYTZ_SOURCE: 'mysql',
+      BLYTZ_NAMESPACE: 'Not_A_Namespace',
       LOG_LEVEL: 'loud',
     };
     const error = configError({ ...bad, HOST: '127.0.0.1' });

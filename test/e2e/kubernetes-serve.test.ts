@@ -1,0 +1,175 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CoreV1Api, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CUSTOMER_FINALIZER, customerCrd } from '../../src/kubernetes/crd.js';
+import { objectName } from '../../src/runtime/kubernetes/names.js';
+import { startServe, type Served } from '../support/blytz-serve.js';
+import { crdAdmission, FakeKubeApi, type LooseObject } from '../support/fake-kube-api.js';
+import { TEST_BOT_TOKEN, uniqueName } from '../support/fixtures.js';
+import { waitFor } from '../support/postgres.js';
+
+/**
+ * The built `blytz serve` with BLYTZ_RUNTIME=kubernetes and BLYTZ_SOURCE=kubernetes against the
+ * in-process fake API server (no real cluster runs on these machines), with the embedded
+ * database, so leadership is a coordination.k8s.io Lease. A Customer resource made with
+ * client-node becomes a Secret, PVC, Deployment and Service with the contract's labels, a Caddy
+ * route to the Service's cluster DNS name and a status on the resource; `kubectl delete` waits
+ * (finalizer) until every object is gone.
+ */
+const NS = 'blytz-e2e';
+const ref = { group: 'blytz.cloud', version: 'v1alpha1', namespace: NS, plural: 'customers' };
+
+describe('blytz serve on Kubernetes (runtime and source)', () => {
+  let api: FakeKubeApi;
+  let served: Served;
+  let custom: CustomObjectsApi;
+  let kubeDir: string;
+  const name = uniqueName('k8s');
+  const object = objectName(name);
+
+  beforeAll(async () => {
+    api = new FakeKubeApi({ admit: { customers: crdAdmission(customerCrd()) }, bookmarkIntervalMs: 200 });
+    // The fake's stand-in for the Deployment controller: a scaled-up Deployment reports ready replicas.
+    api.simulateDeployments = true;
+    await api.start();
+    // A kubeconfig file as kubectl would have it; the namespace comes from its context.
+    const kc = new KubeConfig();
+    kc.loadFromOptions({
+      clusters: [{ name: 'fake', server: api.url, skipTLSVerify: true }],
+      users: [{ name: 'e2e', token: 'fake-token' }],
+      contexts: [{ name: 'fake', cluster: 'fake', user: 'e2e', namespace: NS }],
+      currentContext: 'fake',
+    });
+    kubeDir = mkdtempSync(join(tmpdir(), 'blytz-kube-'));
+    const kubeconfig = join(kubeDir, 'config');
+    writeFileSync(kubeconfig, kc.exportConfig(), { mode: 0o600 });
+    custom = kc.makeApiClient(CustomObjectsApi);
+    await kc.makeApiClient(CoreV1Api).createNamespacedSecret({
+      namespace: NS,
+      body: { metadata: { name: `${name}-bot` }, data: { token: Buffer.from(TEST_BOT_TOKEN).toString('base64') } },
+    });
+
+    served = await startServe({
+      databaseUrl: '',
+      env: {
+        DATABASE_URL: '', // embedded PGlite: leadership comes from the Lease
+        KUBECONFIG: kubeconfig,
+        KUBERNETES_SERVICE_HOST: '', // never the in-cluster config, even when the tests run in a pod
+        BLYTZ_RUNTIME: 'kubernetes',
+        BLYTZ_SOURCE: 'kubernetes',
+        BLYTZ_RETENTION_DAYS: '0', // the purge (PVC) follows the teardown at once
+        BLYTZ_DOCKER_EVENTS: 'false',
+      },
+    });
+  });
+
+  afterAll(async () => {
+    await served?.stop();
+    await api?.stop();
+    if (kubeDir) rmSync(kubeDir, { recursive: true, force: true });
+  });
+
+  const getCr = (n: string) => custom.getNamespacedCustomObject({ ...ref, name: n }) as Promise<LooseObject>;
+  const withLog = (error: unknown): never => {
+    throw new Error(`${(error as Error).message}\n${served.log().slice(-4000)}`, { cause: error });
+  };
+
+  it('leads through a Lease and reports the runtime as `kubernetes` in /readyz', async () => {
+    const lease = await waitFor(() => api.object('leases', NS, 'blytz-controller')?.['spec']).catch(withLog);
+    expect(lease['holderIdentity']).toMatch(/_\d+$/);
+    const ready = await waitFor(async () => {
+      const res = await fetch(`${served.url}/readyz`);
+      const body = (await res.json()) as LooseObject;
+      return body['checks']?.['kubernetes'] !== undefined ? body : undefined;
+    });
+    expect(Object.keys(ready['checks']).sort()).toEqual(['caddy', 'database', 'kubernetes']);
+    expect(ready['checks']['kubernetes']['status']).toBe('ok');
+    expect(ready['leader']).toBe(true);
+  });
+
+  it('a Customer resource becomes a Secret, PVC, Deployment and Service, a route to the Service and a status', async () => {
+    await custom.createNamespacedCustomObject({
+      ...ref,
+      body: {
+        apiVersion: 'blytz.cloud/v1alpha1',
+        kind: 'Customer',
+        metadata: { name },
+        spec: {
+          email: `${name}@example.com`,
+          displayName: 'Ada',
+          instructions: 'I run a bakery.',
+          telegram: { botTokenSecretRef: { name: `${name}-bot`, key: 'token' } },
+        },
+      },
+    });
+
+    const status = await waitFor(async () => {
+      const cr = await getCr(name);
+      return cr['status']?.['phase'] === 'Ready' ? cr['status'] : undefined;
+    }, 60_000).catch(withLog);
+    expect(status).toMatchObject({ observedGeneration: 1, url: `http://${name}.blytz.localhost` });
+    const ready = (status['conditions'] as LooseObject[]).find((c) => c['type'] === 'Ready');
+    expect(ready).toMatchObject({ status: 'True', reason: 'AllReady' });
+    expect((await getCr(name))['metadata']['finalizers']).toEqual([CUSTOMER_FINALIZER]);
+
+    for (const plural of ['secrets', 'persistentvolumeclaims', 'deployments', 'services']) {
+      const found = api.object(plural, NS, object);
+      expect(found, `${plural}/${object}`).toBeDefined();
+      expect(found?.['metadata']['labels']).toMatchObject({
+        'cloud.blytz.managed-by': 'blytz',
+        'cloud.blytz.customer': name,
+        'cloud.blytz.instance': served.instance,
+      });
+    }
+    const deployment = api.object('deployments', NS, object);
+    expect(deployment?.['metadata']['labels']['cloud.blytz.spec-hash']).toMatch(/^[0-9a-f]+$/);
+    expect(deployment?.['spec']['replicas']).toBe(1);
+    expect(deployment?.['spec']['template']['spec']['containers'][0]['image']).toBe('blytz/assistant-stub:dev');
+    // The bot token reached the rendered files (in the Secret), never the Deployment.
+    expect(JSON.stringify(deployment)).not.toContain(TEST_BOT_TOKEN);
+
+    // Caddy dials the customer's Service by its cluster DNS name, on the Service's port.
+    const service = api.object('services', NS, object);
+    const port = service?.['spec']['ports'][0]['port'] as number;
+    expect(status['hostPort']).toBe(port);
+    const route = (await (await served.caddy.admin(`/id/blytz-${name}`)).json()) as LooseObject;
+    expect(JSON.stringify(route['handle'])).toContain(`"dial":"${object}.${NS}.svc:${port}"`);
+  });
+
+  it('deleting the resource tears everything down; the finalizer lets it go only afterwards', async () => {
+    const before = api.requests.length;
+    await custom.deleteNamespacedCustomObject({ ...ref, name });
+    const deleting = await getCr(name);
+    expect(deleting['metadata']['deletionTimestamp']).toBeDefined();
+
+    await waitFor(async () => {
+      try {
+        await getCr(name);
+        return false;
+      } catch (error) {
+        return (error as { code?: number }).code === 404;
+      }
+    }, 60_000).catch(withLog);
+    for (const plural of ['secrets', 'persistentvolumeclaims', 'deployments', 'services']) {
+      expect(api.object(plural, NS, object), `${plural}/${object}`).toBeUndefined();
+    }
+    const route = await served.caddy.admin(`/id/blytz-${name}`);
+    expect(route.status).toBe(404);
+
+    // Order: every object was deleted before the finalizer came off (the last write to the resource).
+    const requests = api.requests.slice(before);
+    const last = (predicate: (r: (typeof requests)[number]) => boolean) => requests.findLastIndex(predicate);
+    const released = last((r) => r.method === 'PATCH' && r.path === `/apis/blytz.cloud/v1alpha1/namespaces/${NS}/customers/${name}`);
+    expect(released).toBeGreaterThan(-1);
+    for (const plural of ['secrets', 'persistentvolumeclaims', 'services']) {
+      const deleted = last((r) => r.method === 'DELETE' && r.path === `/api/v1/namespaces/${NS}/${plural}/${object}`);
+      expect(deleted, plural).toBeGreaterThan(-1);
+      expect(deleted, plural).toBeLessThan(released);
+    }
+    const deployment = last((r) => r.method === 'DELETE' && r.path === `/apis/apps/v1/namespaces/${NS}/deployments/${object}`);
+    expect(deployment).toBeGreaterThan(-1);
+    expect(deployment).toBeLessThan(released);
+  });
+});
