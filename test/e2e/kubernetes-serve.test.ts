@@ -2,13 +2,14 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CoreV1Api, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CUSTOMER_FINALIZER, customerCrd } from '../../src/kubernetes/crd.js';
 import { objectName } from '../../src/runtime/kubernetes/names.js';
 import { startServe, type Served } from '../support/blytz-serve.js';
 import { crdAdmission, FakeKubeApi, type LooseObject } from '../support/fake-kube-api.js';
 import { TEST_BOT_TOKEN, uniqueName } from '../support/fixtures.js';
-import { waitFor } from '../support/postgres.js';
+import { createTestDatabase, waitFor, type TestDatabase } from '../support/postgres.js';
 
 /**
  * The built `blytz serve` with BLYTZ_RUNTIME=kubernetes and BLYTZ_SOURCE=kubernetes against the
@@ -21,6 +22,25 @@ import { waitFor } from '../support/postgres.js';
 const NS = 'blytz-e2e';
 const ref = { group: 'blytz.cloud', version: 'v1alpha1', namespace: NS, plural: 'customers' };
 
+/** A started fake API server and a kubeconfig file for it, as kubectl would have it (namespace from its context). */
+async function fakeCluster(): Promise<{ api: FakeKubeApi; kc: KubeConfig; kubeconfig: string; dir: string }> {
+  const api = new FakeKubeApi({ admit: { customers: crdAdmission(customerCrd()) }, bookmarkIntervalMs: 200 });
+  // The fake's stand-in for the Deployment controller: a scaled-up Deployment reports ready replicas.
+  api.simulateDeployments = true;
+  await api.start();
+  const kc = new KubeConfig();
+  kc.loadFromOptions({
+    clusters: [{ name: 'fake', server: api.url, skipTLSVerify: true }],
+    users: [{ name: 'e2e', token: 'fake-token' }],
+    contexts: [{ name: 'fake', cluster: 'fake', user: 'e2e', namespace: NS }],
+    currentContext: 'fake',
+  });
+  const dir = mkdtempSync(join(tmpdir(), 'blytz-kube-'));
+  const kubeconfig = join(dir, 'config');
+  writeFileSync(kubeconfig, kc.exportConfig(), { mode: 0o600 });
+  return { api, kc, kubeconfig, dir };
+}
+
 describe('blytz serve on Kubernetes (runtime and source)', () => {
   let api: FakeKubeApi;
   let served: Served;
@@ -30,21 +50,10 @@ describe('blytz serve on Kubernetes (runtime and source)', () => {
   const object = objectName(name);
 
   beforeAll(async () => {
-    api = new FakeKubeApi({ admit: { customers: crdAdmission(customerCrd()) }, bookmarkIntervalMs: 200 });
-    // The fake's stand-in for the Deployment controller: a scaled-up Deployment reports ready replicas.
-    api.simulateDeployments = true;
-    await api.start();
-    // A kubeconfig file as kubectl would have it; the namespace comes from its context.
-    const kc = new KubeConfig();
-    kc.loadFromOptions({
-      clusters: [{ name: 'fake', server: api.url, skipTLSVerify: true }],
-      users: [{ name: 'e2e', token: 'fake-token' }],
-      contexts: [{ name: 'fake', cluster: 'fake', user: 'e2e', namespace: NS }],
-      currentContext: 'fake',
-    });
-    kubeDir = mkdtempSync(join(tmpdir(), 'blytz-kube-'));
-    const kubeconfig = join(kubeDir, 'config');
-    writeFileSync(kubeconfig, kc.exportConfig(), { mode: 0o600 });
+    const cluster = await fakeCluster();
+    api = cluster.api;
+    kubeDir = cluster.dir;
+    const { kc, kubeconfig } = cluster;
     custom = kc.makeApiClient(CustomObjectsApi);
     await kc.makeApiClient(CoreV1Api).createNamespacedSecret({
       namespace: NS,
@@ -171,5 +180,59 @@ describe('blytz serve on Kubernetes (runtime and source)', () => {
     const deployment = last((r) => r.method === 'DELETE' && r.path === `/apis/apps/v1/namespaces/${NS}/deployments/${object}`);
     expect(deployment).toBeGreaterThan(-1);
     expect(deployment).toBeLessThan(released);
+  });
+});
+
+describe('blytz serve with the Kubernetes runtime on Postgres', () => {
+  let db: TestDatabase;
+  let api: FakeKubeApi;
+  let served: Served;
+  let kubeDir: string;
+  const name = uniqueName('k8spg');
+  const object = objectName(name);
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    const cluster = await fakeCluster();
+    api = cluster.api;
+    kubeDir = cluster.dir;
+    served = await startServe({
+      databaseUrl: db.url,
+      env: {
+        KUBECONFIG: cluster.kubeconfig,
+        KUBERNETES_SERVICE_HOST: '',
+        BLYTZ_RUNTIME: 'kubernetes',
+        BLYTZ_NAMESPACE: 'other-ns', // wins over the kubeconfig context's namespace
+        BLYTZ_DOCKER_EVENTS: 'false',
+      },
+    });
+  });
+
+  afterAll(async () => {
+    await served?.stop();
+    await api?.stop();
+    await db?.drop();
+    if (kubeDir) rmSync(kubeDir, { recursive: true, force: true });
+  });
+
+  it('a customer written in SQL runs as a Deployment in BLYTZ_NAMESPACE; leadership stays with Postgres (no Lease)', async () => {
+    await sql`
+      INSERT INTO customers (name, email, display_name, state, instructions)
+      VALUES (${name}, ${`${name}@example.com`}, 'Bo', 'active', 'hello')
+    `.execute(db.handle.db);
+    await waitFor(async () => {
+      const r = await sql<{ phase: string | null }>`SELECT status->>'phase' AS phase FROM customers WHERE name = ${name}`.execute(db.handle.db);
+      return r.rows[0]?.phase === 'Ready';
+    }, 60_000).catch((error: unknown) => {
+      throw new Error(`${(error as Error).message}\n${served.log().slice(-4000)}`, { cause: error });
+    });
+    expect(api.object('deployments', 'other-ns', object)?.['spec']['replicas']).toBe(1);
+    expect(api.objects('deployments', NS)).toEqual([]);
+    expect(api.objects('leases')).toEqual([]);
+    // No Customer resources are watched with BLYTZ_SOURCE=postgres.
+    expect(api.requests.some((r) => r.path.includes('/customers'))).toBe(false);
+    const route = (await (await served.caddy.admin(`/id/blytz-${name}`)).json()) as LooseObject;
+    expect(JSON.stringify(route['handle'])).toContain(`.other-ns.svc:`);
+    expect(served.log()).toMatch(/"leaderElection":"postgres"/);
   });
 });
