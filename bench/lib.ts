@@ -1,11 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { Agent, request as httpRequest } from 'node:http';
+import { Agent } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type Docker from 'dockerode';
 import { docker } from '../test/support/blytz-serve.js';
+import { getWithHost as getWithHostHeader, type HostResponse } from '../test/support/http-get.js';
 import { percentile } from './support.js';
 
 /**
@@ -21,19 +22,9 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-/** GET http://127.0.0.1:<port><path> with `Host: host`. */
-export function getWithHost(port: number, host: string, path = '/', timeoutMs = 5000): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest({ host: '127.0.0.1', port, path, headers: { host }, agent, timeout: timeoutMs }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => (body += chunk));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('timeout', () => req.destroy(new Error('timed out')));
-    req.on('error', reject);
-    req.end();
-  });
+/** GET with `Host: host` over the keep-alive agent. */
+export function getWithHost(port: number, host: string, path = '/', timeoutMs = 5000): Promise<HostResponse> {
+  return getWithHostHeader(port, host, path, { timeoutMs, agent });
 }
 
 /** True when `host` on `port` answers 200 with `marker` in the body (an empty 200 from a server block with no route is not it). */

@@ -7,6 +7,7 @@ import { RouteSweep } from '../../src/proxy/caddy/route-sweep.js';
 import type { DesiredRoute } from '../../src/proxy/route-table.js';
 import type { WorldEventSink } from '../../src/runtime/runtime.js';
 import { startCaddy, type TestCaddy } from '../support/caddy.js';
+import { getWithHost, type HostResponse } from '../support/http-get.js';
 
 const SERVER = 'blytz';
 const BASE = 'blytz.test';
@@ -116,20 +117,9 @@ async function request(host: string, port = caddy.listenPorts[0]): Promise<{ sta
   return { status, body };
 }
 
-function requestWithHeaders(
-  host: string,
-  port = caddy.listenPorts[0],
-): Promise<{ status: number; body: string; headers: http.IncomingHttpHeaders }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, path: '/hello', headers: { Host: host } }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => (body += chunk));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
+function requestWithHeaders(host: string, port = caddy.listenPorts[0]): Promise<HostResponse> {
+  if (port === undefined) throw new Error('the test Caddy listens on no port');
+  return getWithHost(port, host, '/hello');
 }
 
 function startUpstream(name: string): Promise<http.Server> {

@@ -1,12 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { request as httpRequest } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import Docker from 'dockerode';
 import { startCaddy, type TestCaddy } from './caddy.js';
+import { getWithHost } from './http-get.js';
 import { waitFor } from './postgres.js';
 
 /**
@@ -170,16 +170,7 @@ export async function removeInstanceContainers(instance: string): Promise<void> 
  * GET through Caddy's listen port with the customer's Host header, like curl -H 'Host: ...'.
  * node:http, not fetch: fetch silently drops a Host header, so Caddy would match nothing.
  */
-export function throughCaddy(served: Served, host: string, path = '/'): Promise<{ status: number; body: string }> {
-  return new Promise((resolvePromise, reject) => {
-    const req = httpRequest({ host: '127.0.0.1', port: served.caddyListenPort, path, headers: { host }, timeout: 5000 }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => (body += chunk));
-      res.on('end', () => resolvePromise({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('timeout', () => req.destroy(new Error('timed out')));
-    req.on('error', reject);
-    req.end();
-  });
+export async function throughCaddy(served: Served, host: string, path = '/'): Promise<{ status: number; body: string }> {
+  const { status, body } = await getWithHost(served.caddyListenPort, host, path);
+  return { status, body };
 }
