@@ -41,15 +41,23 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
   return openPglite(await PGlite.create(dir));
 }
 
+/**
+ * Every connection gives up instead of waiting forever: node-postgres has no connect or query
+ * timeout by default, and one connection attempt left hanging across a Postgres restart (a
+ * socket accepted and never answered) stalls leader election, the change feed or, through the
+ * pool, every request behind it. Keep-alive finds connections that died without a FIN.
+ */
+const CONNECTION_SETTINGS = { connectionTimeoutMillis: 5_000, query_timeout: 30_000, keepAlive: true } as const;
+
 export function openPostgres(connectionString: string, poolSize = 10): DatabaseHandle {
-  const pool = new pg.Pool({ connectionString, max: poolSize, application_name: 'blytz' });
+  const pool = new pg.Pool({ connectionString, max: poolSize, application_name: 'blytz', ...CONNECTION_SETTINGS });
   // An idle client that loses its connection must not crash the process; the pool replaces it.
   pool.on('error', () => {});
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   return {
     kind: 'postgres',
     db,
-    dedicatedClient: () => new pg.Client({ connectionString, application_name: 'blytz-dedicated' }),
+    dedicatedClient: () => new pg.Client({ connectionString, application_name: 'blytz-dedicated', ...CONNECTION_SETTINGS }),
     close: () => db.destroy(),
   };
 }

@@ -103,6 +103,15 @@ async function leadershipProblems(): Promise<{ problems: string[]; violations: s
   return { problems, violations };
 }
 
+/** The server's warnings and errors about the customers named in `problems` (request logs drown a plain tail of the log). */
+function warningsAbout(problems: string[], log: string): string {
+  const names = new Set(problems.map((p) => p.split(' ')[0]).filter((n): n is string => n !== undefined && n.startsWith('chaos-')));
+  const warnings = log.split('\n').filter((line) => /"level":[456]0/.test(line));
+  const about = warnings.filter((line) => [...names].some((n) => line.includes(n)));
+  // Nothing about them: the latest warnings at all (a stuck dependency says nothing per customer).
+  return (about.length > 0 ? about : warnings).slice(-20).join('\n') || log.slice(-3000);
+}
+
 /**
  * Samples the world until nothing is left to converge, or BOUND_MS after `recoveredAt`.
  * Convergence time is counted from `injectedAt` (the fault itself).
@@ -144,7 +153,7 @@ async function converge(fault: string, injectedAt: number, recoveredAt = Date.no
     if (Date.now() - recoveredAt > boundMs) {
       result.violations.push(...problems.map((p) => `not converged within ${boundMs / 1000} s: ${p}`));
       result.times.push(Date.now() - injectedAt);
-      console.log(`[chaos] ${fault}: not converged:\n  ${problems.join('\n  ')}\n${served?.log().slice(-3000)}`);
+      console.log(`[chaos] ${fault}: not converged:\n  ${problems.join('\n  ')}\n${warningsAbout(problems, served?.log() ?? '')}`);
       return result;
     }
     await sleep(SAMPLE_MS);
