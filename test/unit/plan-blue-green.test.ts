@@ -83,7 +83,7 @@ describe('plan: blue-green update, each intermediate state', () => {
       { type: 'reservePort', slot: 'next', drift: 'port_missing' },
       { type: 'createContainer', slot: 'next', drift: 'container_missing' },
       { type: 'ensureRoute', to: 'container', slot: 'next', drift: 'route_wrong' },
-      { type: 'removeContainer', id: 'old', drift: 'container_outdated' },
+      { type: 'removeContainer', id: 'old', drift: 'container_outdated', graceful: true },
       { type: 'promotePort' },
       { type: 'adoptContainer' },
     ]);
@@ -103,7 +103,7 @@ describe('plan: blue-green update, each intermediate state', () => {
     const actions = run(desired(), world({ nextPort: NEXT, containers: [oldContainer(), newContainer()] }));
     expect(actions).toEqual([
       { type: 'ensureRoute', to: 'container', slot: 'next', drift: 'route_wrong' },
-      { type: 'removeContainer', id: 'old', drift: 'container_outdated' },
+      { type: 'removeContainer', id: 'old', drift: 'container_outdated', graceful: true },
       { type: 'promotePort' },
       { type: 'adoptContainer', id: 'fresh' },
     ]);
@@ -132,7 +132,7 @@ describe('plan: blue-green update, each intermediate state', () => {
       world({ nextPort: NEXT, containers: [oldContainer(), newContainer({ health: 'healthy' })], route: route(NEXT) }),
     );
     expect(actions).toEqual([
-      { type: 'removeContainer', id: 'old', drift: 'container_outdated' },
+      { type: 'removeContainer', id: 'old', drift: 'container_outdated', graceful: true },
       { type: 'promotePort' },
       { type: 'adoptContainer', id: 'fresh' },
     ]);

@@ -101,7 +101,8 @@ export type Action =
   | { type: 'startContainer'; id: string; drift: DriftKind; slot?: 'next' }
   | { type: 'restartContainer'; id: string; drift: DriftKind; slot?: 'next' }
   | { type: 'stopContainer'; id: string }
-  | { type: 'removeContainer'; id: string; drift: DriftKind | undefined }
+  /** `graceful`: stop it first (requests in flight finish), as after a blue-green route switch. */
+  | { type: 'removeContainer'; id: string; drift: DriftKind | undefined; graceful?: true }
   /**
    * Point the route at the customer's container (on its reserved port, resolved when executed:
    * the port may be reserved by an earlier action of the same plan) or at the suspended page.
@@ -290,7 +291,7 @@ function planBlueGreen(desired: Desired, observed: Observed, upstreamOf: Upstrea
   }
   // The executor routes only to a healthy container; until then it stops here and the old one serves.
   if (!routedNew) actions.push({ type: 'ensureRoute', to: 'container', slot: 'next', drift: 'route_wrong' });
-  if (old) actions.push({ type: 'removeContainer', id: old.id, drift: 'container_outdated' });
+  if (old) actions.push({ type: 'removeContainer', id: old.id, drift: 'container_outdated', graceful: true });
   actions.push({ type: 'promotePort' });
   actions.push(fresh ? { type: 'adoptContainer', id: fresh.id } : { type: 'adoptContainer' });
   return { actions, note: 'blue-green update: the new container starts beside the serving one' };

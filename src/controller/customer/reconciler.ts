@@ -281,6 +281,9 @@ export class CustomerReconciler {
           await event('Normal', 'ContainerStopped', 'container stopped');
           break;
         case 'removeContainer':
+          // After a route switch the old container may still be answering a request Caddy sent
+          // before: a graceful stop lets it finish.
+          if (action.graceful) await runtime.stop(action.id);
           await runtime.remove(action.id);
           await event('Normal', 'ContainerRemoved', `container removed${drift ? ` (${drift.replace('_', ' ')})` : ''}`);
           break;
