@@ -168,6 +168,16 @@ describe('plan: blue-green update, each intermediate state', () => {
     expect(result.waitingForRollout).toEqual({ heldHash: 'old' });
   });
 
+  it('a switch abandoned after the route moved (rollout held it): the route returns to the old one before the new one goes', () => {
+    const observed = world({ nextPort: NEXT, containers: [oldContainer(), newContainer({ health: 'healthy' })], route: route(NEXT) });
+    const result = plan({ desired: desired(), observed, now: 0, retentionMs: DAY, sideBySide: true, recreateAllowed: false });
+    expect(result.actions).toEqual([
+      { type: 'ensureRoute', to: 'container', drift: 'route_wrong' },
+      { type: 'removeContainer', id: 'fresh', drift: 'container_outdated' },
+      { type: 'releasePort', slot: 'next', drift: 'next_port_leftover' },
+    ]);
+  });
+
   it('the route goes back to the old container when it points at a next port without the new container', () => {
     const actions = run(desired(), world({ nextPort: NEXT, route: route(NEXT) }));
     expect(actions[0]).toEqual({ type: 'ensureRoute', to: 'container', drift: 'route_wrong' });

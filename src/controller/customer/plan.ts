@@ -208,6 +208,15 @@ function planActive(desired: Desired, observed: Observed, upstreamOf: UpstreamOf
   if (observed.port === undefined) actions.push({ type: 'reservePort', drift: 'port_missing' });
 
   const { keep, remove } = pickContainer(observed.containers, desired.specHash, observed.port);
+  // A blue-green switch abandoned after its route switch (a rollout held it back or sent it
+  // back): the route returns to the kept, running container before the new one is removed.
+  const routeBack =
+    keep?.state === 'running' &&
+    observed.port !== undefined &&
+    observed.nextPort !== undefined &&
+    observed.route !== undefined &&
+    routeMatches(observed.route, desired.host, upstreamFor(observed.nextPort, desired.name, upstreamOf));
+  if (routeBack) actions.push({ type: 'ensureRoute', to: 'container', drift: 'route_wrong' });
   // Outdated and duplicate containers go before the new one starts: they may hold the port.
   for (const { container, drift } of remove) actions.push({ type: 'removeContainer', id: container.id, drift });
   // A blue-green update's second port with no update in progress (finished, abandoned, held
@@ -223,7 +232,9 @@ function planActive(desired: Desired, observed: Observed, upstreamOf: UpstreamOf
     actions.push({ type: 'startContainer', id: keep.id, drift: 'container_stopped' });
   }
 
-  if (!observed.route) {
+  if (routeBack) {
+    // already planned above
+  } else if (!observed.route) {
     actions.push({ type: 'ensureRoute', to: 'container', drift: 'route_missing' });
   } else if (observed.port === undefined || !routeMatches(observed.route, desired.host, upstreamFor(observed.port, desired.name, upstreamOf))) {
     actions.push({ type: 'ensureRoute', to: 'container', drift: 'route_wrong' });
