@@ -152,18 +152,24 @@ describe('blueGreen updates end to end (real Docker and Caddy)', () => {
     await expectSettled(STUB_IMAGE);
   }, 240_000);
 
-  it('a new image goes out blue-green: no request fails, each ends on the new image with one container and one port', async () => {
+  it('a new image goes out blue-green, the controller SIGKILLed mid-switch: no request fails, each ends on the new image with one container and one port', async () => {
     const sampler = startSampler();
     const before = await containers();
-    let maxContainers = 0;
-    let sawSecondPort = false;
     served.env['BLYTZ_CUSTOMER_IMAGE'] = V2;
     await served.stopProcess();
     await served.restart();
+    // The new containers run beside the old ones on a second port; kill the controller while
+    // such a switch is in flight.
+    await waitFor(async () => {
+      const twoUp = [...(await containers()).values()].some((l) => l.length === 2);
+      return twoUp && (await reservations()).some((r) => r.slot === 'next');
+    }, 120_000).catch((e: unknown) => {
+      throw withLog(e);
+    });
+    await served.stopProcess({ kill: true });
+    await served.restart();
     await waitFor(async () => {
       const all = await containers();
-      maxContainers = Math.max(maxContainers, ...[...all.values()].map((l) => l.length));
-      if ((await reservations()).some((r) => r.slot === 'next')) sawSecondPort = true;
       const [r] = await rollouts();
       return r?.state === 'complete' && r.counts.done === N && [...all.values()].every((l) => l.length === 1 && l[0]?.Image === V2);
     }, 240_000).catch((e: unknown) => {
@@ -175,9 +181,6 @@ describe('blueGreen updates end to end (real Docker and Caddy)', () => {
     await expectSettled(V2);
     const after = await containers();
     for (const name of names) expect(after.get(name)?.[0]?.Id, name).not.toBe(before.get(name)?.[0]?.Id);
-    // The new containers really ran beside the old ones, on a second port.
-    expect(maxContainers).toBe(2);
-    expect(sawSecondPort).toBe(true);
     expect(sampled.length).toBeGreaterThan(20);
     const failures = sampled.filter((s) => s.down.length > 0);
     expect(failures, `requests failed during the switch: ${JSON.stringify(failures.slice(0, 5))}`).toEqual([]);
