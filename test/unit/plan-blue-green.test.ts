@@ -373,7 +373,7 @@ describe('plan: blue-green crash safety (properties)', () => {
         expect(o.nextPort).toBeUndefined();
         expect(o.route?.target).toEqual(upstreamFor(o.port!));
       }),
-      { numRuns: 2000 },
+      { numRuns: 1000 },
     );
   });
 
@@ -393,7 +393,7 @@ describe('plan: blue-green crash safety (properties)', () => {
         expect(w.observed.nextPort).toBeUndefined();
         expect(w.observed.port).toBe(PORT);
       }),
-      { numRuns: 500 },
+      { numRuns: 300 },
     );
   });
 });
