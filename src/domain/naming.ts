@@ -53,6 +53,16 @@ export function containerName(customer: string): string {
   return `${OBJECT_PREFIX}${customer}`;
 }
 
+/**
+ * The name a blue-green update's new container starts under, beside `blytz-<name>`: the `_`
+ * cannot occur in a customer name (a DNS-1123 label), so it never collides with another
+ * customer's container. Once the old container is gone it is renamed to `blytz-<name>`.
+ */
+export const NEXT_CONTAINER_SUFFIX = '_next';
+export function nextContainerName(customer: string): string {
+  return `${containerName(customer)}${NEXT_CONTAINER_SUFFIX}`;
+}
+
 export function routeId(customer: string): string {
   return `${OBJECT_PREFIX}${customer}`;
 }

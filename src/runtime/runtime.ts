@@ -35,6 +35,13 @@ export interface ContainerSpec {
   ownHash?: string;
   /** The customer's generation when the container was made (label `cloud.blytz.generation`). */
   generation?: number;
+  /**
+   * `next`: a blue-green update's new container, made beside the serving one (on Docker named
+   * `blytz-<name>_next` until `adopt` renames it). Default: the customer's one container.
+   */
+  slot?: 'next';
+  /** The template's update strategy (the Kubernetes Deployment strategy follows it). Default recreate. */
+  updateStrategy?: 'recreate' | 'blueGreen';
 }
 
 export type ContainerState = 'created' | 'running' | 'paused' | 'restarting' | 'removing' | 'exited' | 'dead';
@@ -57,6 +64,11 @@ export interface ObservedContainer {
   ownHash?: string;
   /** Value of `cloud.blytz.generation`, when present. */
   generation?: number;
+  /**
+   * Made as a blue-green update's new container and not yet adopted under the customer's own
+   * container name (Docker: named `blytz-<name>_next`). The planner adopts it once it is alone.
+   */
+  provisional?: boolean;
 }
 
 export interface ExecResult {
@@ -78,8 +90,22 @@ export interface CustomerRuntime {
   list(): Promise<ObservedContainer[]>;
   /** The managed containers of one customer (normally zero or one). */
   listFor(customer: string): Promise<ObservedContainer[]>;
-  /** Creates (does not start) the container `blytz-<customer>`; returns its id. */
+  /**
+   * Creates (does not start) the container `blytz-<customer>` (a `next` slot spec: the
+   * provisional `blytz-<customer>_next`); returns its id.
+   */
   create(spec: ContainerSpec): Promise<string>;
+  /**
+   * Whether a customer's new container can run beside its old one on a second host port, so the
+   * planner can update blue-green templates by starting, switching the route, then removing
+   * (Docker). Without it (Kubernetes: the Deployment's own strategy) updates are planned as recreate.
+   */
+  readonly sideBySide?: boolean;
+  /**
+   * Gives a provisional container (see `ObservedContainer.provisional`) the customer's own
+   * container name; called only when it is the customer's only container. Idempotent.
+   */
+  adopt?(id: string, customer: string): Promise<void>;
   /** Starts it; idempotent. Throws PortClashError when the host port is taken. */
   start(id: string): Promise<void>;
   /** Stops it, keeping it; idempotent. */

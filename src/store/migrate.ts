@@ -4,12 +4,14 @@ import type { DatabaseHandle } from './database.js';
 import * as m0001 from './migrations/0001-initial.js';
 import * as m0002 from './migrations/0002-billing.js';
 import * as m0003 from './migrations/0003-rollouts.js';
+import * as m0004 from './migrations/0004-next-port.js';
 
 /** Every migration, in order. New ones are appended; applied ones are never edited. */
 const MIGRATIONS: Record<string, Migration> = {
   '0001-initial': m0001,
   '0002-billing': m0002,
   '0003-rollouts': m0003,
+  '0004-next-port': m0004,
 };
 
 // Any fixed number: two processes migrating at once queue on it.

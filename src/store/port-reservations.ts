@@ -8,11 +8,17 @@ export interface PortRange {
   to: number;
 }
 
+/** A reservation slot: `current` (served on) or `next` (a blue-green update's new container). */
+export type PortSlot = 'current' | 'next';
+
 /**
  * Host ports handed to customer containers. A reservation is taken before the container is
- * created and found again by customer name after a crash; `port` and `customer` are both unique,
- * so two reconciles (or two controllers) can never hand out the same port or two ports to one
- * customer.
+ * created and found again by customer name after a crash; `port` and `(customer, slot)` are
+ * both unique, so two reconciles (or two controllers) can never hand out the same port or two
+ * ports for one slot of one customer.
+ *
+ * A customer's reservation slots: `current` is the port it is served on; `next` is held only
+ * while a blue-green update runs its new container beside the old one (see `promote`).
  */
 export class PortReservations {
   readonly #db: Kysely<Database>;
@@ -21,29 +27,39 @@ export class PortReservations {
     this.#db = handle.db;
   }
 
-  async find(customer: string): Promise<number | undefined> {
-    const row = await this.#db.selectFrom('port_reservations').select('port').where('customer', '=', customer).executeTakeFirst();
+  async find(customer: string, slot: PortSlot = 'current'): Promise<number | undefined> {
+    const row = await this.#db
+      .selectFrom('port_reservations')
+      .select('port')
+      .where('customer', '=', customer)
+      .where('slot', '=', slot)
+      .executeTakeFirst();
     return row?.port;
   }
 
-  /** All reservations, customer -> port (one query for a full reconcile pass). */
-  async all(): Promise<Map<string, number>> {
-    const rows = await this.#db.selectFrom('port_reservations').select(['customer', 'port']).execute();
+  /** The customer's `next` port, when a blue-green update holds one. */
+  findNext(customer: string): Promise<number | undefined> {
+    return this.find(customer, 'next');
+  }
+
+  /** All reservations of a slot, customer -> port (one query for a full reconcile pass). */
+  async all(slot: PortSlot = 'current'): Promise<Map<string, number>> {
+    const rows = await this.#db.selectFrom('port_reservations').select(['customer', 'port']).where('slot', '=', slot).execute();
     return new Map(rows.map((r) => [r.customer, r.port]));
   }
 
   /**
-   * The customer's port, reserving the lowest free one when it has none. `avoid` skips ports
-   * known to be taken on the host by something else (a clash seen at container start).
+   * The customer's port in `slot`, reserving the lowest free one when it has none. `avoid` skips
+   * ports known to be taken on the host by something else (a clash seen at container start).
    */
-  async reserve(customer: string, avoid: readonly number[] = []): Promise<number> {
+  async reserve(customer: string, avoid: readonly number[] = [], slot: PortSlot = 'current'): Promise<number> {
     for (let attempt = 0; attempt < 20; attempt++) {
-      const existing = await this.find(customer);
+      const existing = await this.find(customer, slot);
       if (existing !== undefined) return existing;
       const avoidList = avoid.length > 0 ? avoid : [-1];
       const inserted = await sql<{ port: number }>`
-        INSERT INTO port_reservations (port, customer)
-        SELECT p, ${customer}
+        INSERT INTO port_reservations (port, customer, slot)
+        SELECT p, ${customer}, ${slot}
         FROM generate_series(${this.range.from}::int, ${this.range.to}::int) AS p
         WHERE NOT EXISTS (SELECT 1 FROM port_reservations r WHERE r.port = p)
           AND p <> ALL(${avoidList}::int[])
@@ -59,20 +75,59 @@ export class PortReservations {
         SELECT count(*)::int AS free FROM generate_series(${this.range.from}::int, ${this.range.to}::int) AS p
         WHERE NOT EXISTS (SELECT 1 FROM port_reservations r WHERE r.port = p) AND p <> ALL(${avoidList}::int[])
       `.execute(this.#db);
-      if ((free.rows[0]?.free ?? 0) === 0 && (await this.find(customer)) === undefined) {
+      if ((free.rows[0]?.free ?? 0) === 0 && (await this.find(customer, slot)) === undefined) {
         throw new PortsExhaustedError(this.range);
       }
     }
     throw new Error(`could not reserve a port for ${customer} after 20 attempts (heavy contention)`);
   }
 
-  /** Gives the customer a different port (its current one clashed on the host). */
-  async move(customer: string, clashing: number): Promise<number> {
-    await this.release(customer);
-    return this.reserve(customer, [clashing]);
+  /** The second port of a blue-green update (idempotent: the one already held, if any). */
+  reserveNext(customer: string, avoid: readonly number[] = []): Promise<number> {
+    return this.reserve(customer, avoid, 'next');
   }
 
+  /** Gives the customer a different port in `slot` (its port clashed on the host). */
+  async move(customer: string, clashing: number, slot: PortSlot = 'current'): Promise<number> {
+    await this.#releaseSlot(customer, slot);
+    return this.reserve(customer, [clashing], slot);
+  }
+
+  /** Releases every port the customer holds (both slots): nothing leaks when it goes away. */
   async release(customer: string): Promise<void> {
     await this.#db.deleteFrom('port_reservations').where('customer', '=', customer).execute();
+  }
+
+  /** Releases only the `next` port (a blue-green update abandoned or left over). */
+  releaseNext(customer: string): Promise<void> {
+    return this.#releaseSlot(customer, 'next');
+  }
+
+  /**
+   * Ends a blue-green update: the `next` port becomes the customer's port and the old one is
+   * released, in one transaction (a crash leaves either both slots or the promoted one).
+   * Without a `next` port nothing changes. Returns the customer's port afterwards.
+   */
+  async promote(customer: string): Promise<number | undefined> {
+    return this.#db.transaction().execute(async (tx) => {
+      const next = await tx
+        .selectFrom('port_reservations')
+        .select('port')
+        .where('customer', '=', customer)
+        .where('slot', '=', 'next')
+        .forUpdate()
+        .executeTakeFirst();
+      if (!next) {
+        const current = await tx.selectFrom('port_reservations').select('port').where('customer', '=', customer).where('slot', '=', 'current').executeTakeFirst();
+        return current?.port;
+      }
+      await tx.deleteFrom('port_reservations').where('customer', '=', customer).where('slot', '=', 'current').execute();
+      await tx.updateTable('port_reservations').set({ slot: 'current' }).where('port', '=', next.port).execute();
+      return next.port;
+    });
+  }
+
+  async #releaseSlot(customer: string, slot: PortSlot): Promise<void> {
+    await this.#db.deleteFrom('port_reservations').where('customer', '=', customer).where('slot', '=', slot).execute();
   }
 }

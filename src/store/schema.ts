@@ -73,6 +73,8 @@ export interface WebhookEventsTable {
 export interface PortReservationsTable {
   port: number;
   customer: string;
+  /** `current`: the port the customer is served on; `next`: the port of a blue-green update's new container. */
+  slot: ColumnType<'current' | 'next', 'current' | 'next' | undefined, 'current' | 'next'>;
   reserved_at: Timestamp;
 }
 

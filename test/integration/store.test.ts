@@ -391,6 +391,36 @@ describe.each(backends)('customer store on $kind', ({ kind, create }) => {
       await ports.release(a);
       expect(await ports.reserve(c)).toBe(43000);
     });
+
+    it('holds a second (next) port per customer for a blue-green update, promotes it atomically and releases both', async () => {
+      const ports = new PortReservations(db.handle, { from: 43100, to: 43109 });
+      const [a, b] = [uniqueName('bg'), uniqueName('bg')];
+      expect(await ports.reserve(a)).toBe(43100);
+      expect(await ports.reserveNext(a)).toBe(43101);
+      expect(await ports.reserveNext(a)).toBe(43101); // idempotent
+      // Nobody else gets a port a customer holds in either slot.
+      expect(await ports.reserve(b)).toBe(43102);
+      expect(await ports.find(a)).toBe(43100);
+      expect(await ports.findNext(a)).toBe(43101);
+      expect((await ports.all()).get(a)).toBe(43100);
+      expect((await ports.all('next')).get(a)).toBe(43101);
+      // Twenty promotions at once: one moves the slot, the rest find nothing to do.
+      const promoted = await Promise.all(Array.from({ length: 20 }, () => ports.promote(a)));
+      expect(new Set(promoted)).toEqual(new Set([43101]));
+      expect(await ports.find(a)).toBe(43101);
+      expect(await ports.findNext(a)).toBeUndefined();
+      expect(await ports.reserve(b)).toBe(43102);
+      // The old port is free again; a leftover next port is released alone.
+      expect(await ports.reserveNext(a)).toBe(43100);
+      await ports.releaseNext(a);
+      expect(await ports.find(a)).toBe(43101);
+      expect(await ports.findNext(a)).toBeUndefined();
+      // Cancelling releases every slot.
+      await ports.reserveNext(a);
+      await ports.release(a);
+      const rows = await store.db.selectFrom('port_reservations').selectAll().where('customer', '=', a).execute();
+      expect(rows).toEqual([]);
+    });
   });
 
   describe('events', () => {

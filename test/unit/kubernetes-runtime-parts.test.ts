@@ -39,6 +39,14 @@ describe('kubernetes runtime parts', () => {
     expect(serviceDial('ada', 'ns', 30001)).toBe('blytz-ada.ns.svc:30001');
   });
 
+  it('the Deployment strategy follows the template: Recreate, or RollingUpdate surging one for blueGreen', () => {
+    expect(deploymentManifest({ ...spec, updateStrategy: 'recreate' }, files, options).spec?.strategy).toEqual({ type: 'Recreate' });
+    expect(deploymentManifest({ ...spec, updateStrategy: 'blueGreen' }, files, options).spec?.strategy).toEqual({
+      type: 'RollingUpdate',
+      rollingUpdate: { maxSurge: 1, maxUnavailable: 0 },
+    });
+  });
+
   it('the Deployment is hardened like the Docker container and sized by the plan', () => {
     const d = deploymentManifest(spec, files, options);
     expect(d.spec?.replicas).toBe(0);

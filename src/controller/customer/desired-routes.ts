@@ -16,7 +16,7 @@ export async function desiredRoutes(
 ): Promise<DesiredRoute[]> {
   const rows = await sql<{ name: string; state: string; port: number | null }>`
     SELECT c.name, c.state, p.port
-    FROM customers c LEFT JOIN port_reservations p ON p.customer = c.name
+    FROM customers c LEFT JOIN port_reservations p ON p.customer = c.name AND p.slot = 'current'
     WHERE c.deleted_at IS NULL AND NOT c.paused AND c.state IN ('active', 'suspended')
   `.execute(database.db);
   const routes: DesiredRoute[] = [];

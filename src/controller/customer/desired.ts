@@ -17,8 +17,8 @@ export interface ResolvedCustomer {
   desired: Desired;
   template: TemplateManifest | undefined;
   rendered: RenderedWorkspace | undefined;
-  /** The container to run, on the given host port. */
-  containerSpec(hostPort: number): ContainerSpec;
+  /** The container to run, on the given host port (`next`: a blue-green update's new container). */
+  containerSpec(hostPort: number, slot?: 'next'): ContainerSpec;
   /** What a fleet rollout needs to know about this customer (only for states that run something). */
   fleet?: FleetInputs;
 }
@@ -113,7 +113,7 @@ export async function resolveCustomer(
     modelApiKey: secrets.modelApiKey ?? null,
     gatewayToken,
   });
-  const desired: Desired = { ...base, specHash, workspaceHash: rendered.contentHash, ownHash };
+  const desired: Desired = { ...base, specHash, workspaceHash: rendered.contentHash, ownHash, updateStrategy: template.updateStrategy };
   const fleet: FleetInputs = {
     key: `${customer.spec.template}/${customer.spec.plan}`,
     fingerprint: stableHash({ image, containerPort, user: template.user, mountPath: template.mountPath, env: template.env, resources, healthPath: template.healthPath }),
@@ -126,7 +126,7 @@ export async function resolveCustomer(
     template,
     rendered,
     fleet,
-    containerSpec: (hostPort) => ({
+    containerSpec: (hostPort, slot) => ({
       customer: customer.name,
       image,
       containerPort,
@@ -139,6 +139,8 @@ export async function resolveCustomer(
       specHash,
       ownHash,
       generation: customer.generation,
+      updateStrategy: template.updateStrategy,
+      ...(slot === 'next' ? { slot } : {}),
     }),
   };
 }

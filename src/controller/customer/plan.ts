@@ -28,12 +28,20 @@ export interface Desired {
    * template manifest, plan limits): a rollout decides when it may be recreated.
    */
   ownHash?: string;
+  /**
+   * How a new container replaces the old one: `recreate` (default: stop, then start) or
+   * `blueGreen` (start the new one beside it on a second port, switch the route, then remove the
+   * old one). Blue-green needs a runtime that runs two side by side (`PlanInput.sideBySide`).
+   */
+  updateStrategy?: 'recreate' | 'blueGreen';
 }
 
 export interface Observed {
   workspace: { exists: boolean; contentHash?: string | undefined };
   /** Host port reserved for the customer in the store. */
   port: number | undefined;
+  /** The second host port a blue-green update holds for its new container (slot `next`). */
+  nextPort?: number | undefined;
   /** Managed containers labelled with this customer (normally zero or one). */
   containers: ObservedContainer[];
   route: ObservedRoute | undefined;
@@ -53,6 +61,11 @@ export interface PlanInput {
   recreateAllowed?: boolean;
   /** Where a customer's route points on its reserved port (the runtime's `upstream`); default 127.0.0.1:<port>. */
   upstreamOf?: UpstreamOf;
+  /**
+   * The runtime can run a customer's new container beside the old one on a second port (Docker).
+   * Only then are `blueGreen` templates updated blue-green; otherwise like `recreate`. Default false.
+   */
+  sideBySide?: boolean;
 }
 
 export type DriftKind =
@@ -67,7 +80,9 @@ export type DriftKind =
   | 'route_missing'
   | 'route_wrong'
   | 'orphan_route'
-  | 'orphan_port';
+  | 'orphan_port'
+  /** A `next` port held with no blue-green update in progress (it finished, or was abandoned). */
+  | 'next_port_leftover';
 
 /**
  * `drift` names what the planner found wrong. Whether it counts as drift (the world moved away
@@ -76,22 +91,35 @@ export type DriftKind =
  */
 export type Action =
   | { type: 'writeWorkspace'; drift: DriftKind }
-  | { type: 'reservePort'; drift: DriftKind }
-  /** Create and start the desired container on the reserved port. */
-  | { type: 'createContainer'; drift: DriftKind }
-  | { type: 'startContainer'; id: string; drift: DriftKind }
-  | { type: 'restartContainer'; id: string; drift: DriftKind }
+  /** `slot: 'next'`: the second port of a blue-green update (default: the customer's port). */
+  | { type: 'reservePort'; drift: DriftKind; slot?: 'next' }
+  /**
+   * Create and start the desired container on the reserved port (`slot: 'next'`: a blue-green
+   * update's new container, on the next port, beside the serving one).
+   */
+  | { type: 'createContainer'; drift: DriftKind; slot?: 'next' }
+  | { type: 'startContainer'; id: string; drift: DriftKind; slot?: 'next' }
+  | { type: 'restartContainer'; id: string; drift: DriftKind; slot?: 'next' }
   | { type: 'stopContainer'; id: string }
-  | { type: 'removeContainer'; id: string; drift: DriftKind | undefined }
+  /** `graceful`: stop it first (requests in flight finish), as after a blue-green route switch. */
+  | { type: 'removeContainer'; id: string; drift: DriftKind | undefined; graceful?: true }
   /**
    * Point the route at the customer's container (on its reserved port, resolved when executed:
    * the port may be reserved by an earlier action of the same plan) or at the suspended page.
    * Before routing to the container the executor waits, bounded, for it to be running and
    * healthy: users never hit a dead upstream.
    */
-  | { type: 'ensureRoute'; to: 'container' | 'suspendedPage'; drift: DriftKind }
+  | { type: 'ensureRoute'; to: 'container' | 'suspendedPage'; drift: DriftKind; slot?: 'next' }
   | { type: 'removeRoute'; drift: DriftKind | undefined }
-  | { type: 'releasePort'; drift: DriftKind | undefined }
+  /** Releases the customer's ports (both slots), or with `slot: 'next'` only the next one. */
+  | { type: 'releasePort'; drift: DriftKind | undefined; slot?: 'next' }
+  /** A blue-green update is through: the next port becomes the customer's port, the old one is released. */
+  | { type: 'promotePort' }
+  /**
+   * A blue-green update's container, now the customer's only one, takes the customer's own
+   * container name (`blytz-<name>`). Without an id: the customer's provisional container.
+   */
+  | { type: 'adoptContainer'; id?: string }
   | { type: 'removeWorkspace' }
   /** The purge is complete: the customer's name may be used again. */
   | { type: 'markDeleted' };
@@ -131,7 +159,10 @@ export function plan(input: PlanInput): Plan {
   switch (desired.state) {
     case 'active': {
       const held = input.recreateAllowed === false ? fleetChangeOf(desired, observed) : undefined;
-      if (!held) return planActive(desired, observed, upstreamOf);
+      if (!held) {
+        const blueGreen = input.sideBySide === true && desired.updateStrategy === 'blueGreen';
+        return (blueGreen ? planBlueGreen(desired, observed, upstreamOf) : undefined) ?? planActive(desired, observed, upstreamOf);
+      }
       // Plan as if the kept container's hash were the desired one: it stays up, is started,
       // restarted and routed to like a current container until the rollout lets it go.
       const result = planActive({ ...desired, specHash: held.specHash as string }, observed, upstreamOf);
@@ -177,8 +208,22 @@ function planActive(desired: Desired, observed: Observed, upstreamOf: UpstreamOf
   if (observed.port === undefined) actions.push({ type: 'reservePort', drift: 'port_missing' });
 
   const { keep, remove } = pickContainer(observed.containers, desired.specHash, observed.port);
+  // A blue-green switch abandoned after its route switch (a rollout held it back or sent it
+  // back): the route returns to the kept, running container before the new one is removed.
+  const routeBack =
+    keep?.state === 'running' &&
+    observed.port !== undefined &&
+    observed.nextPort !== undefined &&
+    observed.route !== undefined &&
+    routeMatches(observed.route, desired.host, upstreamFor(observed.nextPort, desired.name, upstreamOf));
+  if (routeBack) actions.push({ type: 'ensureRoute', to: 'container', drift: 'route_wrong' });
   // Outdated and duplicate containers go before the new one starts: they may hold the port.
   for (const { container, drift } of remove) actions.push({ type: 'removeContainer', id: container.id, drift });
+  // A blue-green update's second port with no update in progress (finished, abandoned, held
+  // back by a rollout): its container, if any, was just removed, so the port may go.
+  if (observed.nextPort !== undefined) actions.push({ type: 'releasePort', slot: 'next', drift: 'next_port_leftover' });
+  // The container of a finished blue-green update, now alone, takes the customer's own name.
+  if (keep?.provisional) actions.push({ type: 'adoptContainer', id: keep.id });
   if (!keep) {
     actions.push({ type: 'createContainer', drift: 'container_missing' });
   } else if ((keep.state === 'running' || keep.state === 'restarting') && keep.health === 'unhealthy') {
@@ -187,12 +232,80 @@ function planActive(desired: Desired, observed: Observed, upstreamOf: UpstreamOf
     actions.push({ type: 'startContainer', id: keep.id, drift: 'container_stopped' });
   }
 
-  if (!observed.route) {
+  if (routeBack) {
+    // already planned above
+  } else if (!observed.route) {
     actions.push({ type: 'ensureRoute', to: 'container', drift: 'route_missing' });
   } else if (observed.port === undefined || !routeMatches(observed.route, desired.host, upstreamFor(observed.port, desired.name, upstreamOf))) {
     actions.push({ type: 'ensureRoute', to: 'container', drift: 'route_wrong' });
   }
   return { actions };
+}
+
+/**
+ * A blue-green update (template `updateStrategy: blueGreen`, on a runtime that runs two
+ * containers side by side): the new container starts on the customer's `next` port beside the
+ * one serving on its port; once it is healthy the route switches to it, then the old one goes and
+ * the next port becomes the customer's port. Every step is planned from what is observed, so a
+ * controller killed between any two resumes at the right one:
+ *
+ * | observed                                              | plan                                             |
+ * |-------------------------------------------------------|--------------------------------------------------|
+ * | old on port, no next port                             | reserve next, create new, route to it, remove old, promote |
+ * | old on port, new starting on next                     | (start) route to new (waits for health), remove old, promote |
+ * | route on next, old still there                        | remove old, promote                              |
+ * | route on next, old gone, port not yet promoted        | promote                                          |
+ * | new on port (promoted), leftover next / provisional name | (planActive) release next, adopt the name        |
+ *
+ * The old container is removed only after the route points at the new one, which the executor
+ * writes only once the new one is healthy: the old one serves until then. Returns undefined when
+ * this is no blue-green update (no port yet, the current container already on the port, or
+ * nothing serving whose place to take): planActive then does what recreate would (and tidies
+ * up a leftover next port and a provisional name).
+ */
+function planBlueGreen(desired: Desired, observed: Observed, upstreamOf: UpstreamOf): Plan | undefined {
+  const port = observed.port;
+  const next = observed.nextPort;
+  if (port === undefined) return undefined;
+  const live = (c: ObservedContainer) => c.state !== 'dead' && c.state !== 'removing';
+  const sorted = sortContainers(observed.containers);
+  if (sorted.some((c) => c.specHash === desired.specHash && c.hostPort === port && live(c))) return undefined;
+  const fresh = next === undefined ? undefined : sorted.find((c) => c.specHash === desired.specHash && c.hostPort === next && live(c));
+  const old = sorted.find((c) => c.hostPort === port && (c.state === 'running' || c.state === 'restarting'));
+  if (!fresh && !old) return undefined;
+
+  const actions: Action[] = [];
+  if (observed.workspace.contentHash !== desired.workspaceHash || !observed.workspace.exists) {
+    actions.push({ type: 'writeWorkspace', drift: 'workspace_stale' });
+  }
+  // Anything but the serving container and the new one: duplicates, earlier attempts' containers.
+  for (const container of sorted) {
+    if (container === old || container === fresh) continue;
+    const duplicate = container.specHash === desired.specHash && live(container);
+    actions.push({ type: 'removeContainer', id: container.id, drift: duplicate ? 'container_duplicate' : 'container_outdated' });
+  }
+  const routedTo = (p: number) => observed.route !== undefined && routeMatches(observed.route, desired.host, upstreamFor(p, desired.name, upstreamOf));
+  const routedNew = fresh !== undefined && next !== undefined && routedTo(next);
+  if (old && old.health !== 'unhealthy' && !routedNew && !routedTo(port)) {
+    // The old container serves until the new one is healthy: the route goes (back) to it first.
+    actions.push({ type: 'ensureRoute', to: 'container', drift: observed.route ? 'route_wrong' : 'route_missing' });
+  }
+  // A container of an earlier update still under the provisional name would block the new one's.
+  if (old?.provisional && !fresh) actions.push({ type: 'adoptContainer', id: old.id });
+  if (next === undefined) actions.push({ type: 'reservePort', slot: 'next', drift: 'port_missing' });
+  if (!fresh) {
+    actions.push({ type: 'createContainer', slot: 'next', drift: 'container_missing' });
+  } else if ((fresh.state === 'running' || fresh.state === 'restarting') && fresh.health === 'unhealthy') {
+    actions.push({ type: 'restartContainer', id: fresh.id, slot: 'next', drift: 'container_unhealthy' });
+  } else if (fresh.state !== 'running' && fresh.state !== 'restarting') {
+    actions.push({ type: 'startContainer', id: fresh.id, slot: 'next', drift: 'container_stopped' });
+  }
+  // The executor routes only to a healthy container; until then it stops here and the old one serves.
+  if (!routedNew) actions.push({ type: 'ensureRoute', to: 'container', slot: 'next', drift: 'route_wrong' });
+  if (old) actions.push({ type: 'removeContainer', id: old.id, drift: 'container_outdated', graceful: true });
+  actions.push({ type: 'promotePort' });
+  actions.push(fresh ? { type: 'adoptContainer', id: fresh.id } : { type: 'adoptContainer' });
+  return { actions, note: 'blue-green update: the new container starts beside the serving one' };
 }
 
 function planSuspended(desired: Desired, observed: Observed): Plan {

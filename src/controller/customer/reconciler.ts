@@ -75,8 +75,14 @@ export class CustomerReconciler {
   async listKeys(): Promise<string[]> {
     const { store, runtime, routes, ports } = this.#deps;
     const load = async () => {
-      const [views, containers, routeList, reservations] = await Promise.all([store.reconcileViews(), runtime.list(), routes.list(), ports.all()]);
-      return { views, containers, routes: routeList, ports: reservations };
+      const [views, containers, routeList, reservations, nextPorts] = await Promise.all([
+        store.reconcileViews(),
+        runtime.list(),
+        routes.list(),
+        ports.all(),
+        ports.all('next'),
+      ]);
+      return { views, containers, routes: routeList, ports: reservations, nextPorts };
     };
     const cache = this.#deps.cache ?? new WorldCache();
     return cache.refresh(load);
@@ -107,7 +113,13 @@ export class CustomerReconciler {
       }
     }
     const observed = cached
-      ? { containers: cached.containers, route: cached.route, port: cached.port, workspace: await this.#deps.workspaces.observe(name) }
+      ? {
+          containers: cached.containers,
+          route: cached.route,
+          port: cached.port,
+          nextPort: cached.nextPort,
+          workspace: await this.#deps.workspaces.observe(name),
+        }
       : await this.#observe(name);
     // A fleet-wide change (same own inputs, other spec hash) waits for its rollout's slot; a
     // customer the rollout sends back gets its previous image.
@@ -136,6 +148,7 @@ export class CustomerReconciler {
       retentionMs: this.#deps.retentionMs,
       recreateAllowed: admission?.recreateAllowed ?? true,
       upstreamOf: this.#upstreamOf,
+      sideBySide: this.#deps.runtime.sideBySide === true,
     });
     if (!customer || !resolved) {
       if (result.actions.length > 0) this.invalidate(name);
@@ -202,13 +215,14 @@ export class CustomerReconciler {
 
   async #observe(name: string): Promise<Observed> {
     const { runtime, routes, ports, workspaces } = this.#deps;
-    const [containers, routeList, port, workspace] = await Promise.all([
+    const [containers, routeList, port, nextPort, workspace] = await Promise.all([
       runtime.listFor(name),
       routes.list(),
       ports.find(name),
+      ports.findNext(name),
       workspaces.observe(name),
     ]);
-    return { containers, route: routeList.find((r) => r.customer === name), port, workspace };
+    return { containers, route: routeList.find((r) => r.customer === name), port, nextPort, workspace };
   }
 
   /** Runs the plan's actions in order; the first failure stops the rest (they may depend on it). */
@@ -231,25 +245,35 @@ export class CustomerReconciler {
           await event('Normal', 'WorkspaceRendered', 'workspace files rendered from the template');
           break;
         case 'reservePort': {
+          if (action.slot === 'next') {
+            const port = await ports.reserveNext(name);
+            await event('Normal', 'PortReserved', `host port ${port} reserved for the new container (blue-green update)`);
+            break;
+          }
           const port = await ports.reserve(name);
           await event('Normal', 'PortReserved', `host port ${port} reserved`);
           break;
         }
         case 'createContainer': {
-          const port = await ports.reserve(name);
-          const id = await runtime.create(need(resolved).containerSpec(port));
-          await this.#start(name, id, port);
-          await event('Normal', 'ContainerCreated', `container created and started on ${runtime.upstream(name, port)}`);
+          const next = action.slot === 'next';
+          const port = next ? await ports.reserveNext(name) : await ports.reserve(name);
+          const id = await runtime.create(need(resolved).containerSpec(port, action.slot));
+          await this.#start(name, id, port, action.slot);
+          await event(
+            'Normal',
+            'ContainerCreated',
+            `${next ? 'new container created beside the serving one and started' : 'container created and started'} on ${runtime.upstream(name, port)}`,
+          );
           break;
         }
         case 'startContainer': {
-          await this.#start(name, action.id, await ports.find(name));
+          await this.#start(name, action.id, await ports.find(name, action.slot ?? 'current'), action.slot);
           await event('Normal', 'ContainerStarted', 'container started');
           break;
         }
         case 'restartContainer':
           await runtime.stop(action.id);
-          await this.#start(name, action.id, await ports.find(name));
+          await this.#start(name, action.id, await ports.find(name, action.slot ?? 'current'), action.slot);
           await event('Warning', 'ContainerRestarted', 'container was unhealthy and was restarted');
           break;
         case 'stopContainer':
@@ -257,6 +281,9 @@ export class CustomerReconciler {
           await event('Normal', 'ContainerStopped', 'container stopped');
           break;
         case 'removeContainer':
+          // After a route switch the old container may still be answering a request Caddy sent
+          // before: a graceful stop lets it finish.
+          if (action.graceful) await runtime.stop(action.id);
           await runtime.remove(action.id);
           await event('Normal', 'ContainerRemoved', `container removed${drift ? ` (${drift.replace('_', ' ')})` : ''}`);
           break;
@@ -267,9 +294,14 @@ export class CustomerReconciler {
             await event('Normal', 'RouteSuspended', `${host} shows the suspended page`);
             break;
           }
-          const port = await ports.find(name);
+          const port = await ports.find(name, action.slot ?? 'current');
           if (port === undefined || !(await this.#waitForHealthy(name, port, signal))) {
-            return { waitNote: 'waiting for the container to become healthy before routing to it' };
+            return {
+              waitNote:
+                action.slot === 'next'
+                  ? 'blue-green update: waiting for the new container to become healthy; the old one serves meanwhile'
+                  : 'waiting for the container to become healthy before routing to it',
+            };
           }
           const target = upstreamFor(port, name, this.#upstreamOf);
           const result = await routes.ensure({ customer: name, host, target });
@@ -281,9 +313,30 @@ export class CustomerReconciler {
           await event('Normal', 'RouteRemoved', 'route removed');
           break;
         case 'releasePort':
+          if (action.slot === 'next') {
+            await ports.releaseNext(name);
+            await event('Normal', 'PortReleased', 'the blue-green update\'s second host port released');
+            break;
+          }
           await ports.release(name);
           await event('Normal', 'PortReleased', 'host port released');
           break;
+        case 'promotePort': {
+          const port = await ports.promote(name);
+          await event('Normal', 'UpdateSwitched', `blue-green update done: host port ${port ?? '?'} is the customer's port now`);
+          break;
+        }
+        case 'adoptContainer': {
+          if (!runtime.adopt) break;
+          let id = action.id;
+          if (id === undefined) {
+            const containers = await runtime.listFor(name);
+            if (containers.length !== 1 || !containers[0]?.provisional) break; // the next pass sees
+            id = containers[0].id;
+          }
+          await runtime.adopt(id, name);
+          break;
+        }
         case 'removeWorkspace':
           await workspaces.remove(name);
           await event('Normal', 'WorkspacePurged', 'workspace deleted after the retention period');
@@ -297,12 +350,12 @@ export class CustomerReconciler {
   }
 
   /** Starts a container; a host port clash moves the customer to a new port (next pass recreates). */
-  async #start(name: string, id: string, port: number | undefined): Promise<void> {
+  async #start(name: string, id: string, port: number | undefined, slot?: 'next'): Promise<void> {
     try {
       await this.#deps.runtime.start(id);
     } catch (error) {
       if (error instanceof PortClashError && port !== undefined) {
-        const next = await this.#deps.ports.move(name, port);
+        const next = await this.#deps.ports.move(name, port, slot ?? 'current');
         await this.#deps.runtime.remove(id);
         throw new ReconcileStepError(`host port ${port} is taken by something else on this host; moved to ${next}`, {
           cause: error,

@@ -73,7 +73,18 @@ function conditionsFor(input: StatusInput): ConditionDraft[] {
       ? { type: 'WorkspaceReady', status: 'True', reason: 'Rendered', message: '' }
       : { type: 'WorkspaceReady', status: 'False', reason: observed.workspace.exists ? 'Stale' : 'Missing', message: 'the workspace is being rendered' };
     let containerCondition: ConditionDraft;
-    if (!container) containerCondition = { type: 'ContainerReady', status: 'False', reason: 'ContainerMissing', message: 'the container is being created' };
+    const switching = !container && switchingTo(input);
+    if (switching) {
+      containerCondition = {
+        type: 'ContainerReady',
+        status: 'False',
+        reason: 'SwitchingOver',
+        message:
+          switching.health === 'unhealthy'
+            ? `blue-green update: the new container is unhealthy (${switching.healthMessage ?? 'health check fails'}); the old one serves`
+            : 'blue-green update: the new container starts beside the old one, which serves until the route switches',
+      };
+    } else if (!container) containerCondition = { type: 'ContainerReady', status: 'False', reason: 'ContainerMissing', message: 'the container is being created' };
     else if (container.state !== 'running') containerCondition = { type: 'ContainerReady', status: 'False', reason: 'ContainerNotRunning', message: `the container is ${container.state}` };
     else if (container.health === 'healthy') containerCondition = { type: 'ContainerReady', status: 'True', reason: 'Healthy', message: '' };
     else if (container.health === 'unhealthy') containerCondition = { type: 'ContainerReady', status: 'False', reason: 'Unhealthy', message: container.healthMessage ?? 'the health check fails' };
@@ -103,6 +114,13 @@ function conditionsFor(input: StatusInput): ConditionDraft[] {
   return drafts;
 }
 
+/** A blue-green update in progress: the new container, on the next port. */
+function switchingTo(input: StatusInput) {
+  const { observed, desired } = input;
+  if (observed.nextPort === undefined) return undefined;
+  return observed.containers.find((c) => c.specHash === desired.specHash && c.hostPort === observed.nextPort);
+}
+
 function phaseFor(input: StatusInput, drafts: ConditionDraft[]): Phase {
   const ready = drafts.find((d) => d.type === 'Ready')?.status === 'True';
   if (input.failure?.terminal) return 'Failed';
@@ -117,6 +135,8 @@ function phaseFor(input: StatusInput, drafts: ConditionDraft[]): Phase {
       return drafts.find((d) => d.type === 'ContainerReady')?.reason === 'Suspended' ? 'Suspended' : 'Degraded';
     case 'active': {
       if (ready) return 'Ready';
+      // A blue-green update is under way and the old container still serves: not degraded.
+      if (drafts.find((d) => d.type === 'ContainerReady')?.reason === 'SwitchingOver' && !input.failure) return 'Provisioning';
       const previous = input.previous;
       const sameGeneration = previous.observedGeneration === input.generation;
       // At the same generation a customer that was up and is not any more has degraded; a new

@@ -8,6 +8,7 @@ export interface CachedCustomer {
   containers: ObservedContainer[];
   route: ObservedRoute | undefined;
   port: number | undefined;
+  nextPort?: number | undefined;
 }
 
 export interface WorldListing {
@@ -15,6 +16,8 @@ export interface WorldListing {
   containers: ObservedContainer[];
   routes: ObservedRoute[];
   ports: Map<string, number>;
+  /** Blue-green updates' second ports (slot `next`). */
+  nextPorts?: Map<string, number>;
 }
 
 /**
@@ -37,7 +40,13 @@ export class WorldCache {
       const entry = (name: string) => {
         let e = byCustomer.get(name);
         if (!e) {
-          e = { view: listing.views.get(name), containers: [], route: undefined, port: listing.ports.get(name) };
+          e = {
+            view: listing.views.get(name),
+            containers: [],
+            route: undefined,
+            port: listing.ports.get(name),
+            nextPort: listing.nextPorts?.get(name),
+          };
           byCustomer.set(name, e);
         }
         return e;
@@ -46,6 +55,7 @@ export class WorldCache {
       for (const c of listing.containers) entry(c.customer).containers.push(c);
       for (const r of listing.routes) entry(r.customer).route = r;
       for (const name of listing.ports.keys()) entry(name);
+      for (const name of listing.nextPorts?.keys() ?? []) entry(name);
       for (const [name, e] of byCustomer) {
         // An event that arrived while we were listing may be newer than the listing.
         if (!this.#invalidatedDuringRefresh.has(name)) this.#entries.set(name, e);

@@ -1,6 +1,7 @@
 import type { ContainerCreateOptions } from 'dockerode';
 import {
   containerName,
+  nextContainerName,
   CUSTOMER_LABEL,
   isDns1123Label,
   MANAGED_BY_LABEL,
@@ -39,7 +40,7 @@ export function containerConfig(
   }
   const portKey = `${spec.containerPort}/tcp`;
   return {
-    name: containerName(spec.customer),
+    name: spec.slot === 'next' ? nextContainerName(spec.customer) : containerName(spec.customer),
     Image: spec.image,
     User: spec.user,
     // spec.env holds plain settings only; secrets reach the container as mounted 0600 files.

@@ -1,5 +1,5 @@
 import Docker from 'dockerode';
-import { CUSTOMER_LABEL, SPEC_HASH_LABEL } from '../../domain/naming.js';
+import { containerName, CUSTOMER_LABEL, NEXT_CONTAINER_SUFFIX, SPEC_HASH_LABEL } from '../../domain/naming.js';
 import type { Guard } from '../../resilience/guard.js';
 import { httpStatusOf, isPortClashMessage } from '../../resilience/transient.js';
 import {
@@ -114,6 +114,7 @@ export class DockerRuntime implements CustomerRuntime {
       health: 'unknown',
     };
     if (hostPort !== undefined) observed.hostPort = hostPort;
+    if (observed.name.endsWith(NEXT_CONTAINER_SUFFIX)) observed.provisional = true;
     if (info.Image) observed.image = info.Image;
     if (labels[OWN_HASH_LABEL] !== undefined) observed.ownHash = labels[OWN_HASH_LABEL];
     const generation = Number(labels[GENERATION_LABEL]);
@@ -153,6 +154,20 @@ export class DockerRuntime implements CustomerRuntime {
       { retry: false },
     );
     return container.id;
+  }
+
+  /** Containers publish distinct host ports, so a new one can start beside the old (blue-green). */
+  readonly sideBySide = true;
+
+  /** Renames a blue-green update's container (`blytz-<name>_next`) to `blytz-<name>`. */
+  async adopt(id: string, customer: string): Promise<void> {
+    const name = containerName(customer);
+    await this.#guard('renameContainer', async (abortSignal) => {
+      const container = this.#docker.getContainer(id);
+      const info = await container.inspect({ abortSignal } as Docker.ContainerInspectOptions);
+      if (info.Name.replace(/^\//, '') === name) return; // a retry after the engine renamed it
+      await container.rename({ name, abortSignal });
+    });
   }
 
   async start(id: string): Promise<void> {

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { V1Deployment, V1PersistentVolumeClaim, V1Secret, V1Service } from '@kubernetes/client-node';
+import type { V1Deployment, V1DeploymentStrategy, V1PersistentVolumeClaim, V1Secret, V1Service } from '@kubernetes/client-node';
 import { CUSTOMER_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SPEC_HASH_LABEL } from '../../domain/naming.js';
 import { CONTAINER_PORT_LABEL, HOST_PORT_LABEL } from '../docker/labels.js';
 import type { ContainerSpec } from '../runtime.js';
@@ -166,8 +166,7 @@ export function deploymentManifest(
     },
     spec: {
       replicas: 0,
-      // The workspace volume is ReadWriteOnce: the old pod must go before the new one mounts it.
-      strategy: { type: 'Recreate' },
+      strategy: deploymentStrategy(spec.updateStrategy),
       selector: { matchLabels: baseLabels(spec.customer, {}) },
       template: {
         metadata: { labels },
@@ -218,4 +217,17 @@ export function deploymentManifest(
       },
     },
   };
+}
+
+/**
+ * The Deployment's update strategy from the template's `updateStrategy`. `recreate` (OpenClaw:
+ * two pods long-polling one Telegram bot conflict) stops the old pod first. `blueGreen` starts the
+ * new pod beside the old one and removes the old one only once the new one is ready (one extra,
+ * none missing). That needs a workspace volume two pods can mount at once: with a
+ * ReadWriteOnce claim the new pod can only start on the old pod's node.
+ */
+export function deploymentStrategy(updateStrategy: 'recreate' | 'blueGreen' | undefined): V1DeploymentStrategy {
+  return updateStrategy === 'blueGreen'
+    ? { type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } }
+    : { type: 'Recreate' };
 }

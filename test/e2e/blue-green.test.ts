@@ -1,0 +1,227 @@
+import { execFile, execFileSync } from 'node:child_process';
+import { Agent } from 'node:http';
+import { promisify } from 'node:util';
+import { sql } from 'kysely';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestDatabase, waitFor, type TestDatabase } from '../support/postgres.js';
+import { BLYTZ, baseEnv, instanceContainers, ROOT, startServe, STUB_IMAGE, throughCaddy, type Served } from '../support/blytz-serve.js';
+import { getWithHost } from '../support/http-get.js';
+
+/**
+ * The blueGreen update strategy on a real Docker engine and a real Caddy, driven by the built
+ * `blytz serve` on real Postgres. Customers use the `web-assistant` template (updateStrategy
+ * blueGreen). The fleet change is a new BLYTZ_CUSTOMER_IMAGE and a restart of the server, paced
+ * by the rollout gate. A sampler asks every customer's host through Caddy every 100 ms: with
+ * blue-green nobody may miss a single request, neither while switching to a good image nor while
+ * a broken image fails and is given up.
+ */
+
+const N = 6;
+const LIMIT = 2;
+const run = promisify(execFile);
+
+describe('blueGreen updates end to end (real Docker and Caddy)', () => {
+  let db: TestDatabase;
+  let served: Served;
+  const prefix = `bg${Math.random().toString(36).slice(2, 6)}`;
+  const V2 = `blytz/assistant-stub:bluegreen-v2-${prefix}`;
+  const BROKEN = `blytz/assistant-stub:bluegreen-broken-${prefix}`;
+  const names = Array.from({ length: N }, (_, i) => `${prefix}-${String(i).padStart(2, '0')}`);
+  const host = (name: string) => `${name}.blytz.localhost`;
+
+  beforeAll(async () => {
+    execFileSync('docker', ['tag', STUB_IMAGE, V2]);
+    const tmp = `blytz-bluegreen-broken-${prefix}`;
+    execFileSync('docker', ['create', '--name', tmp, STUB_IMAGE]);
+    try {
+      execFileSync('docker', ['commit', '--change', 'CMD ["sleep","3600"]', tmp, BROKEN]);
+    } finally {
+      execFileSync('docker', ['rm', '-f', tmp]);
+    }
+    db = await createTestDatabase();
+    served = await startServe({
+      databaseUrl: db.url,
+      env: { BLYTZ_ROLLOUT_START_TIMEOUT_SECONDS: '8', BLYTZ_ROLLOUT_MAX_UNAVAILABLE: String(LIMIT) },
+    });
+  });
+  afterAll(async () => {
+    await served?.stop();
+    await db?.drop();
+    for (const image of [V2, BROKEN]) execFileSync('docker', ['rmi', '-f', image], { stdio: 'ignore' });
+  });
+
+  const cli = async (...args: string[]) => {
+    const { stdout } = await run(BLYTZ, [...args, '--server', served.url], {
+      cwd: ROOT,
+      env: { ...baseEnv(), BLYTZ_ADMIN_TOKEN: served.adminToken },
+    });
+    return stdout;
+  };
+  interface RolloutJson {
+    state: string;
+    pausedReason: string | null;
+    target: { image: string };
+    counts: { total: number; done: number; failed: number; inProgress: number };
+    customers: Array<{ customer: string; state: string }>;
+  }
+  const rollouts = async () => JSON.parse(await cli('rollout', 'status', '-o', 'json')) as RolloutJson[];
+  /** Every container of this instance by customer (more than one while a switch is in flight). */
+  const containers = async () => {
+    const byCustomer = new Map<string, Awaited<ReturnType<typeof instanceContainers>>>();
+    for (const c of await instanceContainers(served.instance)) {
+      const name = c.Labels['cloud.blytz.customer'] as string;
+      byCustomer.set(name, [...(byCustomer.get(name) ?? []), c]);
+    }
+    return byCustomer;
+  };
+  const reservations = async () => {
+    const r = await sql<{ customer: string; port: number; slot: string }>`SELECT customer, port, slot FROM port_reservations`.execute(
+      db.handle.db,
+    );
+    return r.rows;
+  };
+  const phases = async () => {
+    const r = await sql<{ name: string; phase: string | null }>`SELECT name, status->>'phase' AS phase FROM customers`.execute(
+      db.handle.db,
+    );
+    return new Map(r.rows.map((row) => [row.name, row.phase]));
+  };
+  const withLog = (error: unknown) => new Error(`${(error as Error).message}\n${served.log().slice(-4000)}`, { cause: error });
+
+  /**
+   * Every 100 ms (or right after a slower sample): which customers' hosts do not answer 200
+   * through Caddy. Each request on a new connection: every route write reloads Caddy's config,
+   * which closes idle keep-alive connections, so a client reusing one can meet a reset that has
+   * nothing to do with the customer's upstream (browsers retry those; Node's agent does not).
+   */
+  const freshConnections = new Agent({ keepAlive: false });
+  function startSampler() {
+    const samples: Array<{ at: number; down: string[] }> = [];
+    let stopped = false;
+    const loop = (async () => {
+      while (!stopped) {
+        const at = Date.now();
+        const results = await Promise.all(
+          names.map(async (name) => {
+            const res = await getWithHost(served.caddyListenPort, host(name), '/AGENTS.md', { agent: freshConnections }).catch(
+              (error: unknown) => ({ status: 0, error: (error as Error).message }),
+            );
+            return res.status === 200 ? undefined : `${name} (${res.status}${'error' in res ? ` ${res.error}` : ''})`;
+          }),
+        );
+        samples.push({ at, down: results.filter((n): n is string => n !== undefined) });
+        await new Promise((r) => setTimeout(r, Math.max(0, at + 100 - Date.now())));
+      }
+    })();
+    return {
+      stop: async () => {
+        stopped = true;
+        await loop;
+        return samples;
+      },
+    };
+  }
+
+  /** One container per customer, named blytz-<name>, on the customer's only port reservation. */
+  async function expectSettled(image: string) {
+    const all = await containers();
+    const ports = await reservations();
+    for (const name of names) {
+      const list = all.get(name) ?? [];
+      expect(list.map((c) => c.Names[0]), name).toEqual([`/blytz-${name}`]);
+      expect(list[0]?.Image, name).toBe(image);
+      expect(list[0]?.State, name).toBe('running');
+      const mine = ports.filter((p) => p.customer === name);
+      expect(mine, name).toEqual([{ customer: name, port: Number(list[0]?.Labels['cloud.blytz.host-port']), slot: 'current' }]);
+    }
+  }
+
+  it(`${N} web-assistant customers become Ready`, async () => {
+    for (const name of names) {
+      await sql`
+        INSERT INTO customers (name, email, display_name, state, template, instructions)
+        VALUES (${name}, ${`${name}@example.com`}, 'Ada', 'active', 'web-assistant', 'I am a freelance developer.')
+      `.execute(db.handle.db);
+    }
+    await waitFor(async () => [...(await phases()).values()].filter((p) => p === 'Ready').length === N, 180_000).catch(
+      (e: unknown) => {
+        throw withLog(e);
+      },
+    );
+    for (const name of names) expect((await throughCaddy(served, host(name), '/AGENTS.md')).status, name).toBe(200);
+    await expectSettled(STUB_IMAGE);
+  }, 240_000);
+
+  it('a new image goes out blue-green, the controller SIGKILLed mid-switch: no request fails, each ends on the new image with one container and one port', async () => {
+    const sampler = startSampler();
+    const before = await containers();
+    served.env['BLYTZ_CUSTOMER_IMAGE'] = V2;
+    await served.stopProcess();
+    await served.restart();
+    // The new containers run beside the old ones on a second port; kill the controller while
+    // such a switch is in flight.
+    await waitFor(async () => {
+      const twoUp = [...(await containers()).values()].some((l) => l.length === 2);
+      return twoUp && (await reservations()).some((r) => r.slot === 'next');
+    }, 120_000).catch((e: unknown) => {
+      throw withLog(e);
+    });
+    await served.stopProcess({ kill: true });
+    await served.restart();
+    await waitFor(async () => {
+      const all = await containers();
+      const [r] = await rollouts();
+      return r?.state === 'complete' && r.counts.done === N && [...all.values()].every((l) => l.length === 1 && l[0]?.Image === V2);
+    }, 240_000).catch((e: unknown) => {
+      throw withLog(e);
+    });
+    await waitFor(async () => [...(await phases()).values()].every((p) => p === 'Ready'), 60_000);
+    const sampled = await sampler.stop();
+
+    await expectSettled(V2);
+    const after = await containers();
+    for (const name of names) expect(after.get(name)?.[0]?.Id, name).not.toBe(before.get(name)?.[0]?.Id);
+    expect(sampled.length).toBeGreaterThan(20);
+    const failures = sampled.filter((s) => s.down.length > 0);
+    expect(failures, `requests failed during the switch: ${JSON.stringify(failures.slice(0, 5))}`).toEqual([]);
+    const events = await sql<{ reason: string }>`SELECT reason FROM customer_events WHERE customer = ${names[0]!}`.execute(db.handle.db);
+    expect(events.rows.map((e) => e.reason)).toEqual(expect.arrayContaining(['UpdateSwitched', 'RolloutUpdated']));
+    console.log(`[blue-green e2e] ${sampled.length} samples of ${N} customers during the switch, none failed`);
+  }, 360_000);
+
+  it('an image that never becomes healthy: the old containers serve throughout, the new ones are removed, the rollout pauses', async () => {
+    const sampler = startSampler();
+    const before = await containers();
+    served.env['BLYTZ_CUSTOMER_IMAGE'] = BROKEN;
+    await served.stopProcess();
+    await served.restart();
+    const settled = await waitFor(async () => {
+      const [r] = await rollouts();
+      const failed = r?.customers.filter((c) => c.state === 'failed') ?? [];
+      const busy = r?.customers.filter((c) => c.state === 'rollingBack' || c.state === 'updating') ?? [];
+      return r?.target.image === BROKEN && r.state === 'paused' && failed.length > 0 && busy.length === 0 ? r : undefined;
+    }, 240_000).catch((e: unknown) => {
+      throw withLog(e);
+    });
+    expect(settled.pausedReason).toBe('Failures');
+    // The given-up containers and their next ports go.
+    await waitFor(async () => {
+      const all = await containers();
+      return [...all.values()].every((l) => l.length === 1) && (await reservations()).every((r) => r.slot === 'current');
+    }, 60_000).catch((e: unknown) => {
+      throw withLog(e);
+    });
+    await waitFor(async () => [...(await phases()).values()].every((p) => p === 'Ready'), 60_000);
+    const sampled = await sampler.stop();
+
+    await expectSettled(V2);
+    const after = await containers();
+    // Blue-green never stopped the old containers: every customer still runs the very same one.
+    for (const name of names) expect(after.get(name)?.[0]?.Id, name).toBe(before.get(name)?.[0]?.Id);
+    const failures = sampled.filter((s) => s.down.length > 0);
+    expect(failures, `requests failed: ${JSON.stringify(failures.slice(0, 5))}`).toEqual([]);
+    const failed = settled.customers.filter((c) => c.state === 'failed').map((c) => c.customer);
+    const events = await sql<{ reason: string }>`SELECT reason FROM customer_events WHERE customer = ${failed[0]!}`.execute(db.handle.db);
+    expect(events.rows.map((e) => e.reason)).toEqual(expect.arrayContaining(['RolloutFailed', 'RolledBack']));
+  }, 400_000);
+});
