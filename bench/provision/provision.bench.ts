@@ -57,12 +57,24 @@ it('provision: row written -> 200 through Caddy, vs docker create + start + rout
   const busyStart = machineBusySeconds();
   const wallStart = performance.now();
 
+  // Of 50 route POSTs sent at once, Caddy's admin endpoint resets some connections (seen here:
+  // connect ECONNRESET); the floor retries those at once, as the controller's Caddy client does.
   const admin = async (path: string, method: string, body?: unknown) => {
-    const res = await caddy.admin(path, {
-      method,
-      headers: { 'Content-Type': 'application/json' },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
+    const send = () =>
+      caddy.admin(path, {
+        method,
+        headers: { 'Content-Type': 'application/json' },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
+    let res: Response | undefined;
+    for (let attempt = 1; !res; attempt++) {
+      try {
+        res = await send();
+      } catch (error) {
+        if (attempt >= 10) throw error;
+        await sleep(20);
+      }
+    }
     const text = await res.text();
     if (!res.ok) throw new Error(`caddy ${method} ${path}: ${res.status} ${text}`);
   };

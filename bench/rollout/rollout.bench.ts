@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { sql, type Kysely } from 'kysely';
-import { expect, it } from 'vitest';
+import { it } from 'vitest';
 import type { Database } from '../../src/store/schema.js';
 import { instanceContainers, startServe, STUB_IMAGE, throughCaddy, type Served } from '../../test/support/blytz-serve.js';
 import { createTestDatabase, waitFor } from '../../test/support/postgres.js';
@@ -56,7 +56,7 @@ it(`rollout: ${N} customers to a new image, gated vs all at once`, { timeout: 90
         value: gated.maxDown,
         unit: 'customers',
         baseline: { name: 'all at once', value: naive.maxDown },
-        note: `of ${N}; limit 10% = ${Math.max(1, Math.floor(N / 10))}`,
+        note: `of ${N}; limit 10% = ${Math.max(1, Math.floor(N / 10))}; one sample asks all ${N} hosts over ${gated.periodMs} ms, so a customer just finished and the next just started can both fall in one sample (test/e2e/rollout.test.ts asserts the limit)`,
       },
       {
         name: 'per-customer downtime p50, gated',
@@ -73,11 +73,10 @@ it(`rollout: ${N} customers to a new image, gated vs all at once`, { timeout: 90
     ];
     report('rollout', `Fleet rollout: ${N} customers to a new image (real Docker and Caddy)`, figures, {
       method:
-        'change BLYTZ_CUSTOMER_IMAGE and restart `blytz serve`; sample every host through Caddy every 100 ms until every container runs the new image and every customer is Ready. Baseline: the same controller with BLYTZ_ROLLOUT_MAX_UNAVAILABLE=100% (recreate all at once). The stub image starts in about a second; OpenClaw takes 30 s to 2 min, which stretches the gated total time proportionally while the number down at once stays at the limit.',
+        'change BLYTZ_CUSTOMER_IMAGE and restart `blytz serve`; sample every host through Caddy every 100 ms until every container runs the new image and every customer is Ready. Baseline: the same controller with BLYTZ_ROLLOUT_MAX_UNAVAILABLE=100% (recreate all at once). Both runs use one worker per customer (BLYTZ_WORKERS=N), so only the rollout limits concurrency. The stub image starts in about a second; OpenClaw takes 30 s to 2 min, which stretches the gated total time proportionally while the number down at once stays at the limit.',
       gated,
       naive,
     });
-    expect(gated.maxDown).toBeLessThanOrEqual(Math.max(1, Math.floor(N / 10)));
   } finally {
     await served.stop();
     await db.drop();
@@ -116,6 +115,9 @@ async function rollTo(
   const started = Date.now();
   served.env['BLYTZ_CUSTOMER_IMAGE'] = image;
   served.env['BLYTZ_ROLLOUT_MAX_UNAVAILABLE'] = maxUnavailable;
+  // One worker per customer: with the default 4 the worker pool, not the rollout, would cap how
+  // many are recreated at once, and "all at once" would be 4 at a time.
+  served.env['BLYTZ_WORKERS'] = String(names.length);
   await served.stopProcess();
   await served.restart();
   await waitFor(async () => {
@@ -130,11 +132,9 @@ async function rollTo(
   sampling = false;
   await sampler;
   const periodMs = samples.length > 1 ? (samples.at(-1)!.at - samples[0]!.at) / (samples.length - 1) : NaN;
-  const downtimes = names.map((name) => {
-    const down = samples.filter((s) => s.down.includes(name));
-    return down.length === 0 ? 0 : (down.at(-1)!.at - down[0]!.at + periodMs) / 1000;
-  });
-  // Downtime is measured to the sampling period: a stretch is from its first to its last down sample.
+  // Downtime is measured to the sampling period: each sample that found the customer down counts
+  // one period (a stray failed request is not stretched into everything between it and the recreate).
+  const downtimes = names.map((name) => (samples.filter((s) => s.down.includes(name)).length * periodMs) / 1000);
   return {
     periodMs: Math.round(periodMs),
     totalSeconds,
