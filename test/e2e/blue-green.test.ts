@@ -103,9 +103,12 @@ describe('blueGreen updates end to end (real Docker and Caddy)', () => {
         const at = Date.now();
         const results = await Promise.all(
           names.map(async (name) => {
-            const res = await getWithHost(served.caddyListenPort, host(name), '/AGENTS.md', { agent: freshConnections }).catch(
-              (error: unknown) => ({ status: 0, error: (error as Error).message }),
-            );
+            const get = () => getWithHost(served.caddyListenPort, host(name), '/AGENTS.md', { agent: freshConnections });
+            // A reset before any answer is retried once, as browsers retry an idempotent GET:
+            // Caddy 2.6 resets connections to all hosts alike while it applies a route write.
+            const res = await get()
+              .catch((error: unknown) => ((error as NodeJS.ErrnoException).code === 'ECONNRESET' ? get() : Promise.reject(error)))
+              .catch((error: unknown) => ({ status: 0, error: (error as Error).message }));
             return res.status === 200 ? undefined : `${name} (${res.status}${'error' in res ? ` ${res.error}` : ''})`;
           }),
         );
