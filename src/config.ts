@@ -72,6 +72,14 @@ const envSchema = z.object({
   BLYTZ_RETENTION_DAYS: z.coerce.number().min(0).default(30),
   BLYTZ_RUNTIME: z.enum(['docker', 'kubernetes']).default('docker'),
   BLYTZ_SOURCE: z.enum(['postgres', 'kubernetes']).default('postgres'),
+  // Where customer routes live: Caddy's admin API, or one networking.k8s.io/v1 Ingress per
+  // customer (runtime `kubernetes` only; checked in loadConfig).
+  BLYTZ_ROUTES: z.enum(['caddy', 'ingress']).default('caddy'),
+  // BLYTZ_ROUTES=ingress: the Ingresses' spec.ingressClassName; unset: the cluster's default class.
+  BLYTZ_INGRESS_CLASS: z
+    .string()
+    .regex(/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/, 'must be an IngressClass name (DNS-1123 subdomain)')
+    .optional(),
   // The namespace customers' objects, Customer resources and the Lease live in (runtime or source
   // `kubernetes`); unset: the pod's own namespace, else the kubeconfig context's, else `default`.
   BLYTZ_NAMESPACE: z
@@ -127,5 +135,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     });
     throw new ConfigError(problems);
   }
+  const problems = crossFieldProblems(parsed.data);
+  if (problems.length > 0) throw new ConfigError(problems);
   return parsed.data;
+}
+
+/** Values that are each valid but not together, reported like the others (`NAME: why`). */
+function crossFieldProblems(config: Config): string[] {
+  const problems: string[] = [];
+  if (config.BLYTZ_ROUTES === 'ingress' && config.BLYTZ_RUNTIME !== 'kubernetes') {
+    problems.push(
+      `BLYTZ_ROUTES: ingress needs BLYTZ_RUNTIME=kubernetes (an Ingress routes to a customer's Service; runtime is ${config.BLYTZ_RUNTIME})`,
+    );
+  }
+  return problems;
 }

@@ -31,7 +31,9 @@ import type { Logger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
 import { isTransientCaddy } from './proxy/caddy/admin-client.js';
 import { CaddyRouteTable } from './proxy/caddy/caddy-route-table.js';
-import { RouteSweep } from './proxy/caddy/route-sweep.js';
+import { RouteSweep, type SweepableRouteTable } from './proxy/caddy/route-sweep.js';
+import { IngressRouteTable } from './proxy/kubernetes/ingress-route-table.js';
+import type { RouteTable } from './proxy/route-table.js';
 import { Policies } from './resilience/policies.js';
 import type { EventSource } from './runtime/runtime.js';
 import { kubeTarget, selectRuntime, type KubeTarget } from './runtime/select-runtime.js';
@@ -88,15 +90,25 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     const selected = selectRuntime(config, { policies, logger, kube: cluster });
     const { runtime, workspaces } = selected;
     const publicUrl = (config.BLYTZ_PUBLIC_URL ?? `${config.BLYTZ_PUBLIC_SCHEME}://${config.BLYTZ_BASE_DOMAIN}`).replace(/\/+$/, '');
-    const routes = new CaddyRouteTable({
-      adminUrl: config.CADDY_ADMIN_URL,
-      serverName: config.BLYTZ_CADDY_SERVER,
-      listen: config.BLYTZ_CADDY_LISTEN,
-      guard: policies.guard('caddy'),
-      ...(config.BLYTZ_CADDY_TLS
-        ? { tls: { askUrl: `http://127.0.0.1:${config.PORT}/api/caddy/ask`, baseDomain: config.BLYTZ_BASE_DOMAIN } }
-        : {}),
-    });
+    // BLYTZ_ROUTES: Caddy's admin API, or one Ingress per customer beside its Service.
+    const routes: RouteTable & SweepableRouteTable =
+      config.BLYTZ_ROUTES === 'ingress'
+        ? new IngressRouteTable({
+            kubeConfig: cluster().kubeConfig,
+            namespace: cluster().namespace,
+            guard: policies.guard('kubernetes'),
+            ...(config.BLYTZ_INGRESS_CLASS ? { ingressClassName: config.BLYTZ_INGRESS_CLASS } : {}),
+            ...(config.BLYTZ_INSTANCE ? { extraLabels: { 'cloud.blytz.instance': config.BLYTZ_INSTANCE } } : {}),
+          })
+        : new CaddyRouteTable({
+            adminUrl: config.CADDY_ADMIN_URL,
+            serverName: config.BLYTZ_CADDY_SERVER,
+            listen: config.BLYTZ_CADDY_LISTEN,
+            guard: policies.guard('caddy'),
+            ...(config.BLYTZ_CADDY_TLS
+              ? { tls: { askUrl: `http://127.0.0.1:${config.PORT}/api/caddy/ask`, baseDomain: config.BLYTZ_BASE_DOMAIN } }
+              : {}),
+          });
 
     const cache = new WorldCache();
     const rollouts = new Rollouts({
@@ -219,7 +231,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     const health = new HealthChecks();
     health.add('database', () => pingDatabase(database));
     health.add(selected.healthName, () => runtime.ping());
-    health.add('caddy', () => routes.ping());
+    health.add(config.BLYTZ_ROUTES === 'ingress' ? 'ingress' : 'caddy', () => routes.ping());
 
     const rateLimits = createRateLimitBackend(database);
     const billing = new BillingStore(database, secretBox, { maxCustomers: config.BLYTZ_MAX_CUSTOMERS });
@@ -313,6 +325,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         leaderElection,
         runtime: selected.kind,
         source: config.BLYTZ_SOURCE,
+        routes: config.BLYTZ_ROUTES,
         ...(kube ? { namespace: kube.namespace } : {}),
       },
       'blytz serving',

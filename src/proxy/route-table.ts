@@ -1,6 +1,7 @@
 /**
- * The routes that make customers reachable at `<name>.<base>`. One interface, one real
- * implementation (caddy/); the controller imports only this file.
+ * The routes that make customers reachable at `<name>.<base>`. One interface, two real
+ * implementations: Caddy's admin API (caddy/) and Kubernetes Ingresses (kubernetes/, with
+ * BLYTZ_ROUTES=ingress); the controller imports only this file.
  */
 
 /** Where a customer's host goes: their container, or the "assistant suspended" page. */

@@ -236,3 +236,122 @@ describe('blytz serve with the Kubernetes runtime on Postgres', () => {
     expect(served.log()).toMatch(/"leaderElection":"postgres"/);
   });
 });
+
+describe('blytz serve on Kubernetes with BLYTZ_ROUTES=ingress', () => {
+  let api: FakeKubeApi;
+  let served: Served;
+  let custom: CustomObjectsApi;
+  let kubeDir: string;
+  const name = uniqueName('k8sing');
+  const object = objectName(name);
+
+  beforeAll(async () => {
+    const cluster = await fakeCluster();
+    api = cluster.api;
+    kubeDir = cluster.dir;
+    custom = cluster.kc.makeApiClient(CustomObjectsApi);
+    await cluster.kc.makeApiClient(CoreV1Api).createNamespacedSecret({
+      namespace: NS,
+      body: { metadata: { name: `${name}-bot` }, data: { token: Buffer.from(TEST_BOT_TOKEN).toString('base64') } },
+    });
+    served = await startServe({
+      databaseUrl: '',
+      env: {
+        DATABASE_URL: '',
+        KUBECONFIG: cluster.kubeconfig,
+        KUBERNETES_SERVICE_HOST: '',
+        BLYTZ_RUNTIME: 'kubernetes',
+        BLYTZ_SOURCE: 'kubernetes',
+        BLYTZ_ROUTES: 'ingress',
+        BLYTZ_INGRESS_CLASS: 'nginx',
+        BLYTZ_RETENTION_DAYS: '0',
+        BLYTZ_DOCKER_EVENTS: 'false',
+      },
+    });
+  });
+
+  afterAll(async () => {
+    await served?.stop();
+    await api?.stop();
+    if (kubeDir) rmSync(kubeDir, { recursive: true, force: true });
+  });
+
+  const getCr = (n: string) => custom.getNamespacedCustomObject({ ...ref, name: n }) as Promise<LooseObject>;
+  const withLog = (error: unknown): never => {
+    throw new Error(`${(error as Error).message}\n${served.log().slice(-4000)}`, { cause: error });
+  };
+
+  it('/readyz checks `ingress` instead of `caddy`', async () => {
+    const ready = await waitFor(async () => {
+      const body = (await (await fetch(`${served.url}/readyz`)).json()) as LooseObject;
+      return body['checks']?.['ingress'] !== undefined ? body : undefined;
+    }).catch(withLog);
+    expect(Object.keys(ready['checks']).sort()).toEqual(['database', 'ingress', 'kubernetes']);
+    expect(ready['checks']['ingress']['status']).toBe('ok');
+  });
+
+  it('a Customer gets an Ingress for its host pointing at its Service (and no Caddy route)', async () => {
+    await custom.createNamespacedCustomObject({
+      ...ref,
+      body: {
+        apiVersion: 'blytz.cloud/v1alpha1',
+        kind: 'Customer',
+        metadata: { name },
+        spec: {
+          email: `${name}@example.com`,
+          displayName: 'Ida',
+          telegram: { botTokenSecretRef: { name: `${name}-bot`, key: 'token' } },
+        },
+      },
+    });
+    await waitFor(async () => (await getCr(name))['status']?.['phase'] === 'Ready', 60_000).catch(withLog);
+
+    const service = api.object('services', NS, object);
+    const port = service?.['spec']['ports'][0]['port'] as number;
+    const ingress = api.object('ingresses', NS, object);
+    expect(ingress, `ingresses/${object}`).toBeDefined();
+    expect(ingress?.['metadata']['labels']).toEqual({
+      'cloud.blytz.managed-by': 'blytz',
+      'cloud.blytz.customer': name,
+      'cloud.blytz.instance': served.instance,
+    });
+    expect(ingress?.['spec']).toEqual({
+      ingressClassName: 'nginx',
+      rules: [
+        {
+          host: `${name}.blytz.localhost`,
+          http: { paths: [{ path: '/', pathType: 'Prefix', backend: { service: { name: object, port: { number: port } } } }] },
+        },
+      ],
+    });
+    expect((await served.caddy.admin(`/id/blytz-${name}`)).status).toBe(404);
+    // The sweep and the reconciler see it as right: no rewrites once Ready.
+    const writes = () => api.requests.filter((r) => r.path.includes('/ingresses') && r.method !== 'GET').length;
+    const before = writes();
+    await new Promise((r) => setTimeout(r, 2500)); // more than two route sweeps (BLYTZ_ROUTE_SWEEP_SECONDS=1)
+    expect(writes()).toBe(before);
+  });
+
+  it('deleting the Customer removes its Ingress before the finalizer comes off', async () => {
+    const before = api.requests.length;
+    await custom.deleteNamespacedCustomObject({ ...ref, name });
+    await waitFor(async () => {
+      try {
+        await getCr(name);
+        return false;
+      } catch (error) {
+        return (error as { code?: number }).code === 404;
+      }
+    }, 60_000).catch(withLog);
+    expect(api.object('ingresses', NS, object)).toBeUndefined();
+    const requests = api.requests.slice(before);
+    const released = requests.findLastIndex(
+      (r) => r.method === 'PATCH' && r.path === `/apis/blytz.cloud/v1alpha1/namespaces/${NS}/customers/${name}`,
+    );
+    const deleted = requests.findLastIndex(
+      (r) => r.method === 'DELETE' && r.path === `/apis/networking.k8s.io/v1/namespaces/${NS}/ingresses/${object}`,
+    );
+    expect(deleted).toBeGreaterThan(-1);
+    expect(deleted).toBeLessThan(released);
+  });
+});

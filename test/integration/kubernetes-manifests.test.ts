@@ -135,6 +135,10 @@ describe('deploy/kubernetes manifests', () => {
       ['', 'secrets', 'get'],
       ['', 'services', 'create'],
       ['', 'persistentvolumeclaims', 'delete'],
+      // BLYTZ_ROUTES=ingress (src/proxy/kubernetes/ingress-route-table.ts).
+      ...(['get', 'list', 'watch', 'create', 'update', 'patch', 'delete'] as const).map(
+        (verb) => ['networking.k8s.io', 'ingresses', verb] as const,
+      ),
     ] as const) {
       expect(can(group, resource, verb), `${group}/${resource} ${verb}`).toBe(true);
     }

@@ -70,6 +70,15 @@ export const FAKE_KINDS: readonly Kind[] = [
     generation: true,
   },
   {
+    group: 'networking.k8s.io',
+    version: 'v1',
+    plural: 'ingresses',
+    kind: 'Ingress',
+    namespaced: true,
+    statusSubresource: true,
+    generation: true,
+  },
+  {
     group: 'coordination.k8s.io',
     version: 'v1',
     plural: 'leases',

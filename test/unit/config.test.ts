@@ -43,6 +43,8 @@ describe('loadConfig', () => {
     expect(config.BLYTZ_RETENTION_DAYS).toBe(30);
     expect(config.BLYTZ_RUNTIME).toBe('docker');
     expect(config.BLYTZ_SOURCE).toBe('postgres');
+    expect(config.BLYTZ_ROUTES).toBe('caddy');
+    expect(config.BLYTZ_INGRESS_CLASS).toBeUndefined();
     expect(config.LOG_LEVEL).toBe('info');
   });
 
@@ -151,6 +153,27 @@ describe('loadConfig', () => {
     const error = configError({ [variable]: value });
     expect(error.problems).toHaveLength(1);
     expect(error.problems[0]).toMatch(new RegExp(`^${variable}: `));
+  });
+
+  it('takes BLYTZ_ROUTES=ingress (and an ingress class) with the kubernetes runtime', () => {
+    const config = loadConfig({ BLYTZ_RUNTIME: 'kubernetes', BLYTZ_ROUTES: 'ingress', BLYTZ_INGRESS_CLASS: 'nginx' });
+    expect(config.BLYTZ_ROUTES).toBe('ingress');
+    expect(config.BLYTZ_INGRESS_CLASS).toBe('nginx');
+  });
+
+  it('rejects BLYTZ_ROUTES=ingress without the kubernetes runtime, naming both variables', () => {
+    for (const env of [{ BLYTZ_ROUTES: 'ingress' }, { BLYTZ_ROUTES: 'ingress', BLYTZ_RUNTIME: 'docker', BLYTZ_SOURCE: 'kubernetes' }]) {
+      const error = configError(env);
+      expect(error.problems).toEqual([expect.stringMatching(/^BLYTZ_ROUTES: ingress needs BLYTZ_RUNTIME=kubernetes/)]);
+    }
+  });
+
+  it.each([
+    ['BLYTZ_ROUTES', 'traefik'],
+    ['BLYTZ_INGRESS_CLASS', 'Not_A_Class'],
+  ])('rejects %s=%s', (variable, value) => {
+    const error = configError({ BLYTZ_RUNTIME: 'kubernetes', [variable]: value });
+    expect(error.problems).toEqual([expect.stringMatching(new RegExp(`^${variable}: `))]);
   });
 
   it('does not echo secret values in the error', () => {

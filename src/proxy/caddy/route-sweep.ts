@@ -6,8 +6,9 @@ import type { RouteSnapshot } from './caddy-route-table.js';
 import { endsWithFallback, routeIdOf, type JsonObject } from './caddy-json.js';
 
 /**
- * Caddy has no event stream, so this source looks every `intervalMs` (BLYTZ_ROUTE_SWEEP_SECONDS):
- * one GET of our server's routes, compared with the desired routes, and only the customers
+ * Caddy has no event stream (and the Ingress table watches none), so this source looks every
+ * `intervalMs` (BLYTZ_ROUTE_SWEEP_SECONDS): one GET of our server's routes (or one list of our
+ * Ingresses), compared with the desired routes, and only the customers
  * whose route is missing, wrong or orphaned are enqueued. The controller decides what to do
  * (an orphan's name is enqueued too; the reconciler removes the route when nobody wants it).
  *
@@ -17,11 +18,19 @@ import { endsWithFallback, routeIdOf, type JsonObject } from './caddy-json.js';
  * write, which also recreates the server block.
  */
 
-/** What the sweep needs of the route table (CaddyRouteTable provides it). */
+/**
+ * What the sweep needs of the route table (CaddyRouteTable and IngressRouteTable provide it):
+ * routes as JSON keyed by `@id`, compared with `routeJson` of the desired ones.
+ */
 export interface SweepableRouteTable {
   snapshot(): Promise<RouteSnapshot>;
   routeJson(route: DesiredRoute): JsonObject;
   ensureMany(routes: DesiredRoute[]): Promise<{ written: number }>;
+  /**
+   * Whether the routes need one `ensureMany` write even without drift of any customer's route.
+   * Default (Caddy): our 404 fallback is missing or not last. Ingresses: never.
+   */
+  needsRewrite?(routes: unknown[]): boolean;
 }
 
 export type DriftKind = 'route_missing' | 'route_wrong' | 'orphan_route';
@@ -90,7 +99,8 @@ export class RouteSweep implements EventSource {
     // them here, all in one write. Everything else is the controller's to decide.
     const duplicated = new Set(drift.filter((d) => d.duplicate).map((d) => d.customer));
     let written = 0;
-    if (duplicated.size > 0 || !endsWithFallback(snapshot.routes)) {
+    const rewrite = table.needsRewrite ? table.needsRewrite(snapshot.routes) : !endsWithFallback(snapshot.routes);
+    if (duplicated.size > 0 || rewrite) {
       // One write also puts the 404 fallback back at the end when it went missing or moved.
       ({ written } = await table.ensureMany(desired.filter((route) => duplicated.has(route.customer))));
     }

@@ -1,0 +1,234 @@
+import { NetworkingV1Api, type KubeConfig, type V1Ingress } from '@kubernetes/client-node';
+import { canonicalJson } from '../../domain/canonical-json.js';
+import { CUSTOMER_LABEL, isDns1123Label, MANAGED_BY_LABEL, MANAGED_BY_VALUE, routeId } from '../../domain/naming.js';
+import { isNotFound } from '../../kubernetes/client.js';
+import type { Guard } from '../../resilience/guard.js';
+import { checkExtraLabels } from '../../runtime/docker/labels.js';
+import { baseLabels } from '../../runtime/kubernetes/manifests.js';
+import { objectName } from '../../runtime/kubernetes/names.js';
+import type { RouteSnapshot } from '../caddy/caddy-route-table.js';
+import type { JsonObject } from '../caddy/caddy-json.js';
+import type { DesiredRoute, ObservedRoute, RouteTable, RouteTarget } from '../route-table.js';
+
+/**
+ * RouteTable on Kubernetes Ingresses (BLYTZ_ROUTES=ingress, runtime `kubernetes` only): one
+ * networking.k8s.io/v1 Ingress per customer, named like its other objects (`objectName`, i.e.
+ * `blytz-<name>`), labelled with the contract's marks (`cloud.blytz.managed-by=blytz`,
+ * `cloud.blytz.customer=<name>`, plus BLYTZ_INSTANCE's), in the runtime's namespace.
+ *
+ * - upstream `<svc>.<ns>.svc:<port>` (the runtime's `upstream`): one rule for host `<name>.<base>`,
+ *   path `/` (Prefix) to Service `<svc>` port `<port>`. An Ingress can only reach Services in its
+ *   own namespace, so a dial into another namespace (or any other shape) is refused.
+ * - suspended: Caddy serves a static 503 page; an Ingress has no static response. The Ingress is
+ *   kept with annotation `cloud.blytz/suspended: "true"` and a rule for the host with no `http`
+ *   paths, so it has no backend at all: the assistant's Service is unreachable through it, and
+ *   the ingress controller answers with its default backend (ingress-nginx: 404, or whatever
+ *   page its `--default-backend-service` serves). Keeping the object (rather than deleting it)
+ *   keeps the host claimed and lets `list` tell "suspended" from "missing".
+ *
+ * The controller owns these Ingresses whole: labels, annotations and spec are compared with what
+ * it would write, and anything else (a hand edit) is replaced. TLS is left to the cluster (a
+ * wildcard certificate as the ingress controller's default, for instance).
+ *
+ * Every API call goes through the `kubernetes` Guard; writes are not retried by it (a replace
+ * carries the read resourceVersion, so a conflict surfaces and the next reconcile retries).
+ */
+
+export const SUSPENDED_ANNOTATION = 'cloud.blytz/suspended';
+
+export interface IngressRouteTableOptions {
+  kubeConfig: KubeConfig;
+  /** The runtime's namespace: customers' Services live there, and so do their Ingresses. */
+  namespace: string;
+  /** BLYTZ_INGRESS_CLASS: spec.ingressClassName; unset: the cluster's default IngressClass. */
+  ingressClassName?: string;
+  /** Stamped on every Ingress and required when listing (BLYTZ_INSTANCE). */
+  extraLabels?: Record<string, string>;
+  /** Wraps every API call (timeout, retries, breaker, metrics). */
+  guard: Guard;
+}
+
+export class IngressRouteTable implements RouteTable {
+  readonly #api: NetworkingV1Api;
+  readonly #namespace: string;
+  readonly #className: string | undefined;
+  readonly #extraLabels: Record<string, string>;
+  readonly #guard: Guard;
+
+  constructor(options: IngressRouteTableOptions) {
+    this.#api = options.kubeConfig.makeApiClient(NetworkingV1Api);
+    this.#namespace = options.namespace;
+    this.#className = options.ingressClassName;
+    this.#extraLabels = checkExtraLabels(options.extraLabels ?? {});
+    this.#guard = options.guard;
+  }
+
+  #selector(): string {
+    return Object.entries({ [MANAGED_BY_LABEL]: MANAGED_BY_VALUE, ...this.#extraLabels })
+      .map(([k, v]) => `${k}=${v}`)
+      .join(',');
+  }
+
+  /** Nothing to create: the ingress controller is the cluster's. */
+  async ensureServer(): Promise<void> {}
+
+  /** The Ingress `ensure` writes for a route. */
+  manifest(route: DesiredRoute): V1Ingress {
+    const suspended = route.target.kind === 'suspended';
+    return {
+      apiVersion: 'networking.k8s.io/v1',
+      kind: 'Ingress',
+      metadata: {
+        name: objectName(route.customer),
+        namespace: this.#namespace,
+        labels: baseLabels(route.customer, this.#extraLabels),
+        ...(suspended ? { annotations: { [SUSPENDED_ANNOTATION]: 'true' } } : {}),
+      },
+      spec: {
+        ...(this.#className ? { ingressClassName: this.#className } : {}),
+        rules: [
+          route.target.kind === 'upstream'
+            ? {
+                host: route.host,
+                http: {
+                  paths: [{ path: '/', pathType: 'Prefix', backend: { service: this.#backendOf(route.target.dial) } }],
+                },
+              }
+            : { host: route.host },
+        ],
+      },
+    };
+  }
+
+  /** `<svc>.<ns>.svc:<port>` as an Ingress backend; only Services of our own namespace. */
+  #backendOf(dial: string): { name: string; port: { number: number } } {
+    const m = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?)\.([a-z0-9]([-a-z0-9]*[a-z0-9])?)\.svc:(\d{1,5})$/.exec(dial);
+    if (!m) throw new Error(`route upstream ${JSON.stringify(dial)} is not a Service address <svc>.<namespace>.svc:<port>`);
+    const [, name = '', , namespace, , port] = m;
+    if (namespace !== this.#namespace) {
+      throw new Error(`route upstream ${dial} is in namespace ${namespace}; an Ingress in ${this.#namespace} can only reach Services there`);
+    }
+    return { name, port: { number: Number(port) } };
+  }
+
+  /** What is compared: the fields this table writes, as plain JSON, keyed by the route's `@id`. */
+  routeJson(route: DesiredRoute): JsonObject {
+    return viewOf(this.manifest(route));
+  }
+
+  /** One list of our Ingresses, as the route sweep compares them (never "server missing"). */
+  async snapshot(): Promise<RouteSnapshot> {
+    const ingresses = await this.#list();
+    return { serverPresent: true, routes: ingresses.map(viewOf) };
+  }
+
+  /** Ingresses have no catch-all route whose order could need repair. */
+  needsRewrite(): boolean {
+    return false;
+  }
+
+  async #list(): Promise<V1Ingress[]> {
+    const list = await this.#guard('listIngresses', () =>
+      this.#api.listNamespacedIngress({ namespace: this.#namespace, labelSelector: this.#selector() }),
+    );
+    return list.items;
+  }
+
+  async list(): Promise<ObservedRoute[]> {
+    return (await this.#list()).map((i) => this.#observe(i)).filter((r): r is ObservedRoute => r !== undefined);
+  }
+
+  #observe(ingress: V1Ingress): ObservedRoute | undefined {
+    const customer = ingress.metadata?.labels?.[CUSTOMER_LABEL];
+    if (customer === undefined || !isDns1123Label(customer)) return undefined;
+    const rules = ingress.spec?.rules ?? [];
+    const hosts = rules.map((r) => r.host).filter((h): h is string => typeof h === 'string');
+    return { customer, id: routeId(customer), hosts, target: this.#targetOf(ingress) };
+  }
+
+  #targetOf(ingress: V1Ingress): ObservedRoute['target'] {
+    const suspended = ingress.metadata?.annotations?.[SUSPENDED_ANNOTATION] === 'true';
+    const rules = ingress.spec?.rules ?? [];
+    if (rules.length !== 1 || ingress.spec?.defaultBackend || (ingress.spec?.tls?.length ?? 0) > 0) return { kind: 'unknown' };
+    const paths = rules[0]?.http?.paths;
+    if (suspended) return paths === undefined || paths.length === 0 ? { kind: 'suspended' } : { kind: 'unknown' };
+    const path = paths?.length === 1 ? paths[0] : undefined;
+    const service = path?.backend.service;
+    const port = service?.port?.number;
+    if (!path || path.path !== '/' || path.pathType !== 'Prefix' || !service || typeof port !== 'number' || service.port?.name) {
+      return { kind: 'unknown' };
+    }
+    const target: RouteTarget = { kind: 'upstream', dial: `${service.name}.${this.#namespace}.svc:${port}` };
+    return target;
+  }
+
+  async ensure(route: DesiredRoute): Promise<'created' | 'replaced' | 'unchanged'> {
+    const body = this.manifest(route);
+    const name = body.metadata?.name ?? '';
+    const namespace = this.#namespace;
+    const existing = await this.#guard('readIngress', () =>
+      this.#api.readNamespacedIngress({ name, namespace }).catch((error: unknown) => (isNotFound(error) ? undefined : Promise.reject(error))),
+    );
+    if (!existing) {
+      await this.#guard('createIngress', () => this.#api.createNamespacedIngress({ namespace, body }), { retry: false });
+      return 'created';
+    }
+    if (canonicalJson(viewOf(existing)) === canonicalJson(viewOf(body))) return 'unchanged';
+    const resourceVersion = existing.metadata?.resourceVersion;
+    const next: V1Ingress = { ...body, metadata: { ...body.metadata, ...(resourceVersion ? { resourceVersion } : {}) } };
+    try {
+      await this.#guard('replaceIngress', () => this.#api.replaceNamespacedIngress({ name, namespace, body: next }), { retry: false });
+    } catch (error) {
+      if (!isNotFound(error)) throw error;
+      // Deleted between our read and our write (by hand): create it afresh.
+      await this.#guard('createIngress', () => this.#api.createNamespacedIngress({ namespace, body }), { retry: false });
+      return 'created';
+    }
+    return 'replaced';
+  }
+
+  /** One Ingress per route, so one write per route that differs (no bulk write exists). */
+  async ensureMany(routes: DesiredRoute[]): Promise<{ written: number }> {
+    const seen = new Set<string>();
+    for (const route of routes) {
+      if (seen.has(route.customer)) throw new Error(`ensureMany: customer ${route.customer} is listed twice`);
+      seen.add(route.customer);
+    }
+    let written = 0;
+    for (const route of routes) if ((await this.ensure(route)) !== 'unchanged') written++;
+    return { written };
+  }
+
+  async remove(customer: string): Promise<boolean> {
+    const name = objectName(customer);
+    return this.#guard('deleteIngress', () =>
+      this.#api.deleteNamespacedIngress({ name, namespace: this.#namespace }).then(
+        () => true,
+        (error: unknown) => (isNotFound(error) ? false : Promise.reject(error)),
+      ),
+    );
+  }
+
+  async ping(): Promise<void> {
+    await this.#guard('ping', () =>
+      this.#api.listNamespacedIngress({ namespace: this.#namespace, labelSelector: this.#selector(), limit: 1 }),
+    );
+  }
+}
+
+/**
+ * An Ingress as plain JSON with only what this table writes (labels, annotations, spec), so the
+ * API server's own fields (uid, status, timestamps) never count as a difference. `@id` is the
+ * customer's route id (from the customer label), which is how the route sweep keys routes.
+ */
+function viewOf(ingress: V1Ingress): JsonObject {
+  const customer = ingress.metadata?.labels?.[CUSTOMER_LABEL];
+  const plain = JSON.parse(
+    JSON.stringify({
+      labels: ingress.metadata?.labels ?? {},
+      annotations: ingress.metadata?.annotations ?? {},
+      spec: ingress.spec ?? {},
+    }),
+  ) as JsonObject;
+  return { ...(customer !== undefined ? { '@id': routeId(customer) } : {}), ...plain };
+}
