@@ -359,6 +359,17 @@ describe('plan: properties', () => {
     );
   });
 
+  it('a held fleet change keeps the held container even when a duplicate with other own inputs sorts first (found by the property above)', () => {
+    const d = desired({ specHash: 'hash-b', ownHash: 'own-1' });
+    const stale = container({ id: 'c1', specHash: 'hash-a', ownHash: 'own-2', hostPort: 30001 });
+    const held = container({ id: 'c2', specHash: 'hash-a', ownHash: 'own-1', hostPort: 30001 });
+    const o = converged({ containers: [stale, held], route: undefined });
+    expect(fleetChangeOf(d, o)?.id).toBe('c2');
+    const actions = run(d, o, 0, false);
+    expect(actions).toContainEqual(expect.objectContaining({ type: 'removeContainer', id: 'c1' }));
+    expect(actions.some((a) => a.type === 'removeContainer' && a.id === 'c2')).toBe(false);
+  });
+
   it('is idempotent: planning twice on the same input gives the same plan, and a converged world gives none', () => {
     fc.assert(
       fc.property(arbDesired, arbObserved, arbNow, (d, o, now) => {

@@ -165,7 +165,7 @@ export function plan(input: PlanInput): Plan {
       }
       // Plan as if the kept container's hash were the desired one: it stays up, is started,
       // restarted and routed to like a current container until the rollout lets it go.
-      const result = planActive({ ...desired, specHash: held.specHash as string }, observed, upstreamOf);
+      const result = planActive({ ...desired, specHash: held.specHash as string }, observed, upstreamOf, held.id);
       return { ...result, note: 'waiting for the fleet rollout', waitingForRollout: { heldHash: held.specHash as string } };
     }
     case 'suspended':
@@ -200,14 +200,15 @@ export function fleetChangeOf(desired: Desired | undefined, observed: Observed):
   );
 }
 
-function planActive(desired: Desired, observed: Observed, upstreamOf: UpstreamOf): Plan {
+/** `keepId`: the container a held fleet change keeps; of duplicates it is the one that stays. */
+function planActive(desired: Desired, observed: Observed, upstreamOf: UpstreamOf, keepId?: string): Plan {
   const actions: Action[] = [];
   if (observed.workspace.contentHash !== desired.workspaceHash || !observed.workspace.exists) {
     actions.push({ type: 'writeWorkspace', drift: 'workspace_stale' });
   }
   if (observed.port === undefined) actions.push({ type: 'reservePort', drift: 'port_missing' });
 
-  const { keep, remove } = pickContainer(observed.containers, desired.specHash, observed.port);
+  const { keep, remove } = pickContainer(observed.containers, desired.specHash, observed.port, keepId);
   // A blue-green switch abandoned after its route switch (a rollout held it back or sent it
   // back): the route returns to the kept, running container before the new one is removed.
   const routeBack =
@@ -359,17 +360,18 @@ export function routeMatches(route: ObservedRoute, host: string, target: RouteTa
 
 /**
  * Of the customer's containers, the one to keep: carrying the desired hash, on the reserved port,
- * running preferred. Every other one is removed (outdated or a duplicate).
+ * `preferId` first, then running preferred. Every other one is removed (outdated or a duplicate).
  */
 function pickContainer(
   containers: ObservedContainer[],
   specHash: string,
   port: number | undefined,
+  preferId?: string,
 ): { keep: ObservedContainer | undefined; remove: Array<{ container: ObservedContainer; drift: DriftKind }> } {
   const usable = (c: ObservedContainer) =>
     c.specHash === specHash && port !== undefined && c.hostPort === port && c.state !== 'dead' && c.state !== 'removing';
   const sorted = sortContainers(containers);
-  const keep = sorted.find(usable);
+  const keep = sorted.find((c) => c.id === preferId && usable(c)) ?? sorted.find(usable);
   const remove = sorted
     .filter((c) => c !== keep)
     .map((container) => ({ container, drift: (usable(container) ? 'container_duplicate' : 'container_outdated') as DriftKind }));
