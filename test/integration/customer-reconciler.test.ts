@@ -107,6 +107,24 @@ describe('customer reconciler on a simulated world with the real store', () => {
     expect(text).toMatch(/kind="route_missing"} 1/);
   });
 
+  it('a container the engine keeps refusing to start is replaced by a fresh one after 3 refusals', async () => {
+    const name = uniqueName('rc');
+    await store.apply(desiredCustomer(name));
+    await reconcile(name);
+    const [broken] = await runtime.listFor(name);
+    await runtime.stop(broken!.id);
+    runtime.refuseStart.add(broken!.id);
+    for (let i = 0; i < 3; i++) await expect(reconcile(name)).rejects.toThrow();
+    expect(runtime.containers.has(broken!.id)).toBe(false);
+    expect((await store.listEvents(name)).map((e) => e.reason)).toContain('ContainerUnstartable');
+    await reconcile(name);
+    const after = await runtime.listFor(name);
+    expect(after).toHaveLength(1);
+    expect(after[0]?.id).not.toBe(broken!.id);
+    expect(after[0]?.state).toBe('running');
+    expect((await store.get(name))?.status.phase).toBe('Ready');
+  });
+
   it('suspend stops and shows the page; resume starts the same container; cancel tears down and purges later', async () => {
     const name = uniqueName('rc');
     await store.apply(desiredCustomer(name));

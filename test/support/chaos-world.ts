@@ -70,6 +70,12 @@ export async function observeWorld(ctx: WorldContext, options: { unackedBefore: 
   const byName = new Map(rows.rows.map((r) => [r.name, r]));
   const ports = await sql<{ customer: string; port: number }>`SELECT customer, port FROM port_reservations`.execute(ctx.database.db);
   const portOf = new Map(ports.rows.map((r) => [r.customer, r.port]));
+  // A container the engine refused to start again and again (left broken by an unclean engine
+  // restart) is replaced on purpose, with a ContainerUnstartable event: not a needless recreate.
+  const unstartable = await sql<{ customer: string }>`
+    SELECT DISTINCT customer FROM customer_events WHERE reason = 'ContainerUnstartable'
+  `.execute(ctx.database.db);
+  const replacedOnPurpose = new Set(unstartable.rows.map((r) => r.customer));
 
   const containers = await ctx.docker.listContainers({ all: true });
   const containersOf = new Map<string, Docker.ContainerInfo[]>();
@@ -116,7 +122,9 @@ export async function observeWorld(ctx: WorldContext, options: { unackedBefore: 
       if (container) {
         containerIds.set(name, container.Id);
         const baseline = ctx.baselineIds.get(name);
-        if (baseline && baseline !== container.Id) {
+        if (baseline && baseline !== container.Id && replacedOnPurpose.has(name)) {
+          ctx.baselineIds.set(name, container.Id);
+        } else if (baseline && baseline !== container.Id) {
           violations.push(`${name}: container recreated (${baseline.slice(0, 12)} -> ${container.Id.slice(0, 12)})`);
         }
       }

@@ -62,10 +62,14 @@ export class SimulatedRuntime implements CustomerRuntime {
     return id;
   }
 
+  /** Containers the engine refuses to start while it answers everything else (broken engine state). */
+  readonly refuseStart = new Set<string>();
+
   async start(id: string): Promise<void> {
     this.#count('start');
     const c = this.containers.get(id);
     if (!c) throw Object.assign(new Error('no such container'), { statusCode: 404 });
+    if (this.refuseStart.has(id)) throw new Error('failed to start shim: file exists');
     c.state = 'running';
     c.health = this.startHealth(c.spec);
   }

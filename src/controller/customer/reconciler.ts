@@ -56,11 +56,16 @@ const ROLLOUT_PAUSED_MS = 15_000;
  * triggered: it never asks why it was called, so any event, a duplicate or a resync all lead to
  * the same result.
  */
+/** Refused starts of one container before it is replaced by a fresh one. */
+const START_FAILURES_BEFORE_REPLACING = 3;
+
 export class CustomerReconciler {
   readonly #deps: CustomerReconcilerDeps;
   readonly #now: () => number;
   /** When each customer started provisioning at its current generation (for the latency metric). */
   readonly #provisionStarted = new Map<string, { generation: number; at: number }>();
+  /** Refused starts per container id (see #replaceIfUnstartable). */
+  readonly #startFailures = new Map<string, number>();
 
   /** Where routes point: the runtime knows (loopback for Docker, the Service on Kubernetes). */
   readonly #upstreamOf: UpstreamOf;
@@ -353,7 +358,9 @@ export class CustomerReconciler {
   async #start(name: string, id: string, port: number | undefined, slot?: 'next'): Promise<void> {
     try {
       await this.#deps.runtime.start(id);
+      this.#startFailures.delete(id);
     } catch (error) {
+      if (!(error instanceof PortClashError)) await this.#replaceIfUnstartable(id, error);
       if (error instanceof PortClashError && port !== undefined) {
         const next = await this.#deps.ports.move(name, port, slot ?? 'current');
         await this.#deps.runtime.remove(id);
@@ -364,6 +371,32 @@ export class CustomerReconciler {
       }
       throw error;
     }
+  }
+
+  /**
+   * An engine that answers but keeps refusing to start one container (state left behind by an
+   * unclean engine restart, e.g. "failed to start shim: ... file exists") never will: after
+   * START_FAILURES_BEFORE_REPLACING refusals the container is removed and the next pass creates a
+   * fresh one from the same spec (the workspace lives outside it, so nothing is lost), as the
+   * kubelet replaces a pod sandbox. Failures while the engine is unreachable do not count.
+   */
+  async #replaceIfUnstartable(id: string, error: unknown): Promise<void> {
+    const engineUp = await this.#deps.runtime.ping().then(
+      () => true,
+      () => false,
+    );
+    if (!engineUp) return;
+    const failures = (this.#startFailures.get(id) ?? 0) + 1;
+    if (failures < START_FAILURES_BEFORE_REPLACING) {
+      this.#startFailures.set(id, failures);
+      return;
+    }
+    this.#startFailures.delete(id);
+    await this.#deps.runtime.remove(id);
+    throw new ReconcileStepError(
+      `the engine refused to start the container ${failures} times (${(error as Error).message}); removed it, a new one is created from the same spec`,
+      { cause: error, reason: 'ContainerUnstartable' },
+    );
   }
 
   async #waitForHealthy(name: string, port: number, signal: AbortSignal): Promise<boolean> {
