@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import type { RolloutView } from '../controller/rollout/rollouts.js';
 import { AdminClient } from './client.js';
 import { UsageError } from './errors.js';
 
@@ -6,23 +7,6 @@ import { UsageError } from './errors.js';
  * `blytz rollout status|pause|resume|undo`: fleet rollouts (a new image, template manifest or
  * plan limits applied to every customer in waves), through the admin API like every verb.
  */
-
-/** One rollout as `GET .../rollouts` returns it (src/controller/rollout/rollouts.ts RolloutView). */
-export interface RolloutObject {
-  id: number;
-  key: string;
-  target: { fingerprint: string; image: string };
-  state: 'running' | 'paused' | 'complete';
-  undone: boolean;
-  pausedReason: string | null;
-  pausedMessage: string | null;
-  startedAt: string;
-  counts: { total: number; waiting: number; inProgress: number; done: number; failed: number; rolledBack: number };
-  maxUnavailable: string;
-  slots: number;
-  etaSeconds: number | null;
-  customers: Array<{ customer: string; state: string; target: string; message: string; prevImage: string | null }>;
-}
 
 const ACTIONS = ['status', 'pause', 'resume', 'undo'] as const;
 type Action = (typeof ACTIONS)[number];
@@ -39,11 +23,11 @@ export function registerRolloutVerb(program: Command): void {
       }
       const globals = cmd.optsWithGlobals<{ server?: string; token?: string }>();
       const client = AdminClient.from({ server: globals.server, token: globals.token });
-      let items: RolloutObject[];
+      let items: RolloutView[];
       if ((action as Action) === 'status') {
-        items = await client.rollouts<RolloutObject>();
+        items = await client.rollouts<RolloutView>();
       } else {
-        const result = await client.rolloutAction<RolloutObject>(action as Exclude<Action, 'status'>);
+        const result = await client.rolloutAction<RolloutView>(action as Exclude<Action, 'status'>);
         items = result.items;
         const verb = action === 'pause' ? 'paused' : action === 'resume' ? 'resumed' : 'undone';
         process.stdout.write(`${result.affected} rollout(s) ${verb}\n`);
@@ -56,7 +40,7 @@ export function registerRolloutVerb(program: Command): void {
     });
 }
 
-export function formatRollouts(items: RolloutObject[], now: Date): string {
+export function formatRollouts(items: RolloutView[], now: Date): string {
   if (items.length === 0) return 'No rollouts: every customer runs the current fleet spec.\n';
   const lines: string[] = [];
   for (const r of items) {

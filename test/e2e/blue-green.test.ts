@@ -4,7 +4,18 @@ import { promisify } from 'node:util';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, waitFor, type TestDatabase } from '../support/postgres.js';
-import { BLYTZ, baseEnv, instanceContainers, ROOT, startServe, STUB_IMAGE, throughCaddy, type Served } from '../support/blytz-serve.js';
+import {
+  buildNeverHealthyImage,
+  tagStubImage,
+  BLYTZ,
+  baseEnv,
+  instanceContainers,
+  ROOT,
+  startServe,
+  STUB_IMAGE,
+  throughCaddy,
+  type Served,
+} from '../support/blytz-serve.js';
 import { getWithHost } from '../support/http-get.js';
 
 /**
@@ -30,14 +41,8 @@ describe('blueGreen updates end to end (real Docker and Caddy)', () => {
   const host = (name: string) => `${name}.blytz.localhost`;
 
   beforeAll(async () => {
-    execFileSync('docker', ['tag', STUB_IMAGE, V2]);
-    const tmp = `blytz-bluegreen-broken-${prefix}`;
-    execFileSync('docker', ['create', '--name', tmp, STUB_IMAGE]);
-    try {
-      execFileSync('docker', ['commit', '--change', 'CMD ["sleep","3600"]', tmp, BROKEN]);
-    } finally {
-      execFileSync('docker', ['rm', '-f', tmp]);
-    }
+    tagStubImage(V2);
+    buildNeverHealthyImage(BROKEN);
     db = await createTestDatabase();
     served = await startServe({
       databaseUrl: db.url,
@@ -75,9 +80,11 @@ describe('blueGreen updates end to end (real Docker and Caddy)', () => {
     return byCustomer;
   };
   const reservations = async () => {
-    const r = await sql<{ customer: string; port: number; slot: string }>`SELECT customer, port, slot FROM port_reservations`.execute(
-      db.handle.db,
-    );
+    const r = await sql<{
+      customer: string;
+      port: number;
+      slot: string;
+    }>`SELECT customer, port, slot FROM port_reservations`.execute(db.handle.db);
     return r.rows;
   };
   const phases = async () => {
@@ -131,7 +138,10 @@ describe('blueGreen updates end to end (real Docker and Caddy)', () => {
     const ports = await reservations();
     for (const name of names) {
       const list = all.get(name) ?? [];
-      expect(list.map((c) => c.Names[0]), name).toEqual([`/blytz-${name}`]);
+      expect(
+        list.map((c) => c.Names[0]),
+        name,
+      ).toEqual([`/blytz-${name}`]);
       expect(list[0]?.Image, name).toBe(image);
       expect(list[0]?.State, name).toBe('running');
       const mine = ports.filter((p) => p.customer === name);
@@ -174,7 +184,9 @@ describe('blueGreen updates end to end (real Docker and Caddy)', () => {
     await waitFor(async () => {
       const all = await containers();
       const [r] = await rollouts();
-      return r?.state === 'complete' && r.counts.done === N && [...all.values()].every((l) => l.length === 1 && l[0]?.Image === V2);
+      return (
+        r?.state === 'complete' && r.counts.done === N && [...all.values()].every((l) => l.length === 1 && l[0]?.Image === V2)
+      );
     }, 240_000).catch((e: unknown) => {
       throw withLog(e);
     });
@@ -187,7 +199,9 @@ describe('blueGreen updates end to end (real Docker and Caddy)', () => {
     expect(sampled.length).toBeGreaterThan(20);
     const failures = sampled.filter((s) => s.down.length > 0);
     expect(failures, `requests failed during the switch: ${JSON.stringify(failures.slice(0, 5))}`).toEqual([]);
-    const events = await sql<{ reason: string }>`SELECT reason FROM customer_events WHERE customer = ${names[0]!}`.execute(db.handle.db);
+    const events = await sql<{ reason: string }>`SELECT reason FROM customer_events WHERE customer = ${names[0]!}`.execute(
+      db.handle.db,
+    );
     expect(events.rows.map((e) => e.reason)).toEqual(expect.arrayContaining(['UpdateSwitched', 'RolloutUpdated']));
     console.log(`[blue-green e2e] ${sampled.length} samples of ${N} customers during the switch, none failed`);
   }, 360_000);
@@ -224,7 +238,9 @@ describe('blueGreen updates end to end (real Docker and Caddy)', () => {
     const failures = sampled.filter((s) => s.down.length > 0);
     expect(failures, `requests failed: ${JSON.stringify(failures.slice(0, 5))}`).toEqual([]);
     const failed = settled.customers.filter((c) => c.state === 'failed').map((c) => c.customer);
-    const events = await sql<{ reason: string }>`SELECT reason FROM customer_events WHERE customer = ${failed[0]!}`.execute(db.handle.db);
+    const events = await sql<{ reason: string }>`SELECT reason FROM customer_events WHERE customer = ${failed[0]!}`.execute(
+      db.handle.db,
+    );
     expect(events.rows.map((e) => e.reason)).toEqual(expect.arrayContaining(['RolloutFailed', 'RolledBack']));
   }, 400_000);
 });

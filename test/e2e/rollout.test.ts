@@ -1,4 +1,4 @@
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -6,6 +6,8 @@ import { createTestDatabase, waitFor, type TestDatabase } from '../support/postg
 import {
   BLYTZ,
   baseEnv,
+  buildNeverHealthyImage,
+  tagStubImage,
   instanceContainers,
   ROOT,
   startServe,
@@ -46,14 +48,8 @@ describe('fleet rollouts end to end (real Docker and Caddy)', () => {
 
   beforeAll(async () => {
     // A second image (same content, another name: a new spec hash) and one that never listens.
-    execFileSync('docker', ['tag', STUB_IMAGE, V2]);
-    const tmp = `blytz-rollout-broken-${prefix}`;
-    execFileSync('docker', ['create', '--name', tmp, STUB_IMAGE]);
-    try {
-      execFileSync('docker', ['commit', '--change', 'CMD ["sleep","3600"]', tmp, BROKEN]);
-    } finally {
-      execFileSync('docker', ['rm', '-f', tmp]);
-    }
+    tagStubImage(V2);
+    buildNeverHealthyImage(BROKEN);
     db = await createTestDatabase();
     served = await startServe({ databaseUrl: db.url, env: { BLYTZ_ROLLOUT_START_TIMEOUT_SECONDS: '8' } });
   });

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -163,7 +163,11 @@ export async function instanceContainers(instance: string, customer?: string): P
 }
 
 export async function removeInstanceContainers(instance: string): Promise<void> {
-  for (const c of await instanceContainers(instance)) await docker.getContainer(c.Id).remove({ force: true }).catch(() => {});
+  for (const c of await instanceContainers(instance))
+    await docker
+      .getContainer(c.Id)
+      .remove({ force: true })
+      .catch(() => {});
 }
 
 /**
@@ -173,4 +177,23 @@ export async function removeInstanceContainers(instance: string): Promise<void> 
 export async function throughCaddy(served: Served, host: string, path = '/'): Promise<{ status: number; body: string }> {
   const { status, body } = await getWithHost(served.caddyListenPort, host, path);
   return { status, body };
+}
+
+/**
+ * Tags the stub image as `image`: the same content under another name, so a new spec hash (a
+ * fleet change) whose containers still come up healthy.
+ */
+export function tagStubImage(image: string): void {
+  execFileSync('docker', ['tag', STUB_IMAGE, image]);
+}
+
+/** Builds `image` from the stub with a command that never listens: its containers never become healthy. */
+export function buildNeverHealthyImage(image: string): void {
+  const tmp = `blytz-never-healthy-${randomBytes(4).toString('hex')}`;
+  execFileSync('docker', ['create', '--name', tmp, STUB_IMAGE]);
+  try {
+    execFileSync('docker', ['commit', '--change', 'CMD ["sleep","3600"]', tmp, image]);
+  } finally {
+    execFileSync('docker', ['rm', '-f', tmp]);
+  }
 }
