@@ -3,9 +3,10 @@ import { AdminClient, ApiError, ServerUnreachableError, type ReadyzBody } from '
 import { formatTable } from './format.js';
 
 /**
- * `blytz doctor`: one line per dependency. Postgres, Docker and Caddy as the server sees them
- * (its /readyz); a dependency the server does not report is checked from this machine with the
- * same environment variables, and says so. Stripe and Telegram: presence of configuration only.
+ * `blytz doctor`: one line per dependency. Postgres, the runtime (Docker or Kubernetes) and the
+ * routes (Caddy or Ingresses) as the server sees them (its /readyz). When the server cannot be
+ * reached, Docker and Caddy are checked from this machine with the same environment variables,
+ * and the line says so. Stripe and Telegram: presence of configuration only.
  */
 
 export type CheckStatus = 'ok' | 'warn' | 'FAIL' | 'unknown';
@@ -42,14 +43,27 @@ export async function runDoctor(client: AdminClient, env: NodeJS.ProcessEnv = pr
       : { name, status: 'FAIL', message: check.message ?? 'failing' };
   };
 
-  lines.push(
-    fromServer('database') ??
-      (readyz
-        ? { name: 'database', status: 'FAIL', message: 'the server does not report a database check' }
-        : { name: 'database', status: 'unknown', message: 'checked through the server, which is unreachable' }),
-  );
-  lines.push(fromServer('docker') ?? (await localDocker(env['DOCKER_HOST'] || 'unix:///var/run/docker.sock')));
-  lines.push(fromServer('caddy') ?? (await localCaddy(env['CADDY_ADMIN_URL'] || 'http://127.0.0.1:2019')));
+  if (readyz) {
+    // Whatever the server depends on, by the names it reports: `docker` or `kubernetes` for the
+    // runtime, `caddy` or `ingress` for routes.
+    lines.push(
+      fromServer('database') ?? { name: 'database', status: 'FAIL', message: 'the server does not report a database check' },
+    );
+    for (const name of Object.keys(readyz.checks)) if (name !== 'database') lines.push(fromServer(name) as DoctorLine);
+  } else {
+    // The server is down: check from here what the same environment points at.
+    lines.push({ name: 'database', status: 'unknown', message: 'checked through the server, which is unreachable' });
+    lines.push(
+      env['BLYTZ_RUNTIME'] === 'kubernetes'
+        ? { name: 'kubernetes', status: 'unknown', message: 'checked through the server, which is unreachable' }
+        : await localDocker(env['DOCKER_HOST'] || 'unix:///var/run/docker.sock'),
+    );
+    lines.push(
+      env['BLYTZ_ROUTES'] === 'ingress'
+        ? { name: 'ingress', status: 'unknown', message: 'checked through the server, which is unreachable' }
+        : await localCaddy(env['CADDY_ADMIN_URL'] || 'http://127.0.0.1:2019'),
+    );
+  }
 
   if (!readyz) {
     lines.push({ name: 'stripe', status: 'unknown', message: 'the server reports its configuration, and it is unreachable' });

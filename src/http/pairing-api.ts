@@ -80,7 +80,7 @@ function parseCode(body: unknown): string {
 }
 
 function rethrowRuntimeError(error: unknown, logger: Logger, customer: string): never {
-  // The runtime module defines ExecTimeoutError; matched by name so this module needs no engine import.
+  // runtime/exec-output.ts defines ExecTimeoutError; matched by name so this module needs no runtime import.
   if (error instanceof Error && error.name === 'ExecTimeoutError') {
     logger.warn({ customer }, 'telegram pairing: the approve command timed out');
     throw new HttpError(504, 'pairing_timeout', 'your assistant did not answer in time; please try again in a minute');

@@ -1,12 +1,15 @@
+import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { CoreV1Api, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CUSTOMER_FINALIZER, customerCrd } from '../../src/kubernetes/crd.js';
 import { objectName } from '../../src/runtime/kubernetes/names.js';
-import { startServe, type Served } from '../support/blytz-serve.js';
+import { hashToken } from '../../src/store/billing-store.js';
+import { baseEnv, BLYTZ, ROOT, startServe, type Served } from '../support/blytz-serve.js';
 import { crdAdmission, FakeKubeApi, type LooseObject } from '../support/fake-kube-api.js';
 import { TEST_BOT_TOKEN, uniqueName } from '../support/fixtures.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../support/postgres.js';
@@ -19,6 +22,7 @@ import { createTestDatabase, waitFor, type TestDatabase } from '../support/postg
  * route to the Service's cluster DNS name and a status on the resource; `kubectl delete` waits
  * (finalizer) until every object is gone.
  */
+const execFileAsync = promisify(execFile);
 const NS = 'blytz-e2e';
 const ref = { group: 'blytz.cloud', version: 'v1alpha1', namespace: NS, plural: 'customers' };
 
@@ -170,7 +174,9 @@ describe('blytz serve on Kubernetes (runtime and source)', () => {
     // Order: every object was deleted before the finalizer came off (the last write to the resource).
     const requests = api.requests.slice(before);
     const last = (predicate: (r: (typeof requests)[number]) => boolean) => requests.findLastIndex(predicate);
-    const released = last((r) => r.method === 'PATCH' && r.path === `/apis/blytz.cloud/v1alpha1/namespaces/${NS}/customers/${name}`);
+    const released = last(
+      (r) => r.method === 'PATCH' && r.path === `/apis/blytz.cloud/v1alpha1/namespaces/${NS}/customers/${name}`,
+    );
     expect(released).toBeGreaterThan(-1);
     for (const plural of ['secrets', 'persistentvolumeclaims', 'services']) {
       const deleted = last((r) => r.method === 'DELETE' && r.path === `/api/v1/namespaces/${NS}/${plural}/${object}`);
@@ -221,7 +227,9 @@ describe('blytz serve with the Kubernetes runtime on Postgres', () => {
       VALUES (${name}, ${`${name}@example.com`}, 'Bo', 'active', 'hello')
     `.execute(db.handle.db);
     await waitFor(async () => {
-      const r = await sql<{ phase: string | null }>`SELECT status->>'phase' AS phase FROM customers WHERE name = ${name}`.execute(db.handle.db);
+      const r = await sql<{ phase: string | null }>`SELECT status->>'phase' AS phase FROM customers WHERE name = ${name}`.execute(
+        db.handle.db,
+      );
       return r.rows[0]?.phase === 'Ready';
     }, 60_000).catch((error: unknown) => {
       throw new Error(`${(error as Error).message}\n${served.log().slice(-4000)}`, { cause: error });
@@ -234,6 +242,46 @@ describe('blytz serve with the Kubernetes runtime on Postgres', () => {
     const route = (await (await served.caddy.admin(`/id/blytz-${name}`)).json()) as LooseObject;
     expect(JSON.stringify(route['handle'])).toContain(`.other-ns.svc:`);
     expect(served.log()).toMatch(/"leaderElection":"postgres"/);
+  });
+
+  it("a Telegram pairing code is approved inside the customer's pod, through pods/exec", async () => {
+    // The customer's access token, as signup would have stored it (only its hash is kept).
+    const token = 'k8s-e2e-access-token-0123456789';
+    await sql`UPDATE customers SET access_token_hash = ${hashToken(token)} WHERE name = ${name}`.execute(db.handle.db);
+    api.execHandler = (call) =>
+      call.command.join(' ') === 'openclaw pairing approve telegram K8SPAIR1'
+        ? { exitCode: 0, stdout: 'Approved telegram pairing K8SPAIR1\n' }
+        : { exitCode: 1, stderr: 'No pending pairing request\n' };
+    const pair = (code: string) =>
+      fetch(`${served.url}/api/customers/${name}/pairing`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ code }),
+      });
+
+    const wrong = await pair('WRONG999');
+    expect(wrong.status).toBe(422);
+    expect(((await wrong.json()) as LooseObject)['error']['code']).toBe('pairing_rejected');
+    const ok = await pair('k8spair1');
+    expect(ok.status).toBe(200);
+    expect(await ok.json()).toEqual({ approved: true });
+
+    const [pod] = api.objects('pods', 'other-ns').filter((p) => p['metadata']['name'].startsWith(`${object}-`));
+    expect(api.execCalls.slice(-2)).toEqual([
+      {
+        namespace: 'other-ns',
+        pod: pod?.['metadata']['name'],
+        container: 'assistant',
+        command: ['openclaw', 'pairing', 'approve', 'telegram', 'WRONG999'],
+      },
+      {
+        namespace: 'other-ns',
+        pod: pod?.['metadata']['name'],
+        container: 'assistant',
+        command: ['openclaw', 'pairing', 'approve', 'telegram', 'K8SPAIR1'],
+      },
+    ]);
+    expect(served.log()).not.toContain('K8SPAIR1');
   });
 });
 
@@ -288,6 +336,26 @@ describe('blytz serve on Kubernetes with BLYTZ_ROUTES=ingress', () => {
     }).catch(withLog);
     expect(Object.keys(ready['checks']).sort()).toEqual(['database', 'ingress', 'kubernetes']);
     expect(ready['checks']['ingress']['status']).toBe('ok');
+  });
+
+  it('`blytz doctor` reports the runtime and routes the server uses: kubernetes and ingress, not Docker and Caddy', async () => {
+    // Async: the fake API server runs in this process and must keep answering the server's checks.
+    const { stdout } = await execFileAsync(BLYTZ, ['doctor', '--server', served.url], {
+      cwd: ROOT,
+      env: { ...baseEnv(), BLYTZ_ADMIN_TOKEN: served.adminToken, BLYTZ_RUNTIME: 'kubernetes', BLYTZ_ROUTES: 'ingress' },
+    });
+    const rows = stdout
+      .trimEnd()
+      .split('\n')
+      .slice(1)
+      .map((l) => l.split(/\s+/).slice(0, 2));
+    expect(rows.slice(0, 4)).toEqual([
+      ['server', 'ok'],
+      ['database', 'ok'],
+      ['kubernetes', 'ok'],
+      ['ingress', 'ok'],
+    ]);
+    expect(rows.map(([check]) => check)).not.toContain('docker');
   });
 
   it('a Customer gets an Ingress for its host pointing at its Service (and no Caddy route)', async () => {

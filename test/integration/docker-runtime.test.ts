@@ -9,7 +9,7 @@ import { CUSTOMER_LABEL, MANAGED_BY_LABEL, SPEC_HASH_LABEL } from '../../src/dom
 import { Metrics } from '../../src/observability/metrics.js';
 import { Policies } from '../../src/resilience/policies.js';
 import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
-import { ExecTimeoutError } from '../../src/runtime/docker/exec.js';
+import { ContainerNotRunningError, ExecTimeoutError } from '../../src/runtime/exec-output.js';
 import { PortClashError, type ContainerSpec } from '../../src/runtime/runtime.js';
 import { waitFor } from '../support/postgres.js';
 
@@ -258,6 +258,13 @@ describe('DockerRuntime', () => {
     expect(calls.stdout.trim().split('\n')).toEqual(['pairing approve telegram ABCD1234', 'pairing approve telegram WRONG999']);
 
     await expect(runtime.exec(id, ['sleep', '5'], 300)).rejects.toBeInstanceOf(ExecTimeoutError);
+    expect(policies.states()['docker']).toBe('closed');
+
+    // Stopped, then gone: an answer about the container (pairing says not_running), not an engine failure.
+    await runtime.stop(id);
+    await expect(runtime.exec(id, ['true'])).rejects.toBeInstanceOf(ContainerNotRunningError);
+    await runtime.remove(id);
+    await expect(runtime.exec(id, ['true'])).rejects.toBeInstanceOf(ContainerNotRunningError);
     expect(policies.states()['docker']).toBe('closed');
   });
 

@@ -135,6 +135,10 @@ describe('deploy/kubernetes manifests', () => {
       ['', 'secrets', 'get'],
       ['', 'services', 'create'],
       ['', 'persistentvolumeclaims', 'delete'],
+      // Pairing approval (src/runtime/kubernetes/pod-exec.ts): list the pods, exec in one.
+      ['', 'pods', 'list'],
+      ['', 'pods/exec', 'create'],
+      ['', 'pods/exec', 'get'],
       // BLYTZ_ROUTES=ingress (src/proxy/kubernetes/ingress-route-table.ts).
       ...(['get', 'list', 'watch', 'create', 'update', 'patch', 'delete'] as const).map(
         (verb) => ['networking.k8s.io', 'ingresses', verb] as const,

@@ -2,15 +2,17 @@ import { CoreV1Api } from '@kubernetes/client-node';
 import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { pairingApprover } from '../../src/controller/customer/pairing.js';
 import { PLANS } from '../../src/domain/customer.js';
 import { unguarded } from '../../src/resilience/guard.js';
+import { ContainerNotRunningError, ExecTimeoutError } from '../../src/runtime/exec-output.js';
 import { KubernetesRuntime } from '../../src/runtime/kubernetes/kubernetes-runtime.js';
 import { KubernetesWorkspaces } from '../../src/runtime/kubernetes/kubernetes-workspaces.js';
 import { objectName } from '../../src/runtime/kubernetes/names.js';
 import type { ContainerSpec } from '../../src/runtime/runtime.js';
 import type { Workspaces } from '../../src/workspace/workspace.js';
-import { FakeKubeApi } from '../support/fake-kube-api.js';
+import { FakeKubeApi, type FakeExecCall, type FakeExecResult } from '../support/fake-kube-api.js';
 import { uniqueName } from '../support/fixtures.js';
 
 const NS = 'customers';
@@ -228,7 +230,84 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
     await runtime.remove(id);
   });
 
-  it('exec says clearly that it is not supported yet', async () => {
-    await expect(runtime.exec('blytz-x', ['true'])).rejects.toThrow(/not supported on the kubernetes runtime/);
+  describe('exec through pods/exec (pairing approval)', () => {
+    const approve = (code: string) => ['openclaw', 'pairing', 'approve', 'telegram', code];
+    // The assistant's side: one pending code is known; anything else is "no pending request".
+    const standIn = (call: FakeExecCall): FakeExecResult =>
+      call.command.join(' ') === approve('ABCD2345').join(' ')
+        ? { exitCode: 0, stdout: 'Approved telegram sender 42.\n' }
+        : { exitCode: 1, stderr: 'No pending pairing request for that code.\n' };
+
+    afterEach(() => {
+      api.execHandler = (call) => ({ exitCode: 127, stderr: `sh: ${call.command[0] ?? ''}: not found\n` });
+    });
+
+    async function runningCustomer(): Promise<{ customer: string; id: string }> {
+      const customer = uniqueName('pair');
+      const dir = await workspace(customer, { 'openclaw.json': '{}' });
+      const id = await runtime.create(spec(customer, dir, 'h'));
+      await runtime.start(id);
+      return { customer, id };
+    }
+
+    it("runs the command in the assistant container of the Deployment's pod and returns exit code and output", async () => {
+      api.execHandler = standIn;
+      const { id } = await runningCustomer();
+      const calls = api.execCalls.length;
+      await expect(runtime.exec(id, approve('ABCD2345'))).resolves.toEqual({
+        exitCode: 0,
+        stdout: 'Approved telegram sender 42.\n',
+        stderr: '',
+      });
+      await expect(runtime.exec(id, approve('ZZZZ9999'))).resolves.toEqual({
+        exitCode: 1,
+        stdout: '',
+        stderr: 'No pending pairing request for that code.\n',
+      });
+      const [pod] = api.objects('pods', NS).filter((p) => p['metadata']['name'].startsWith(`${id}-`));
+      expect(api.execCalls.slice(calls)).toEqual([
+        { namespace: NS, pod: pod?.['metadata']['name'], container: 'assistant', command: approve('ABCD2345') },
+        { namespace: NS, pod: pod?.['metadata']['name'], container: 'assistant', command: approve('ZZZZ9999') },
+      ]);
+    });
+
+    it('pairingApprover on Kubernetes: approved, rejected, and not_running when scaled to 0 or gone', async () => {
+      api.execHandler = standIn;
+      const approvePairing = pairingApprover(runtime);
+      const { customer, id } = await runningCustomer();
+      expect(await approvePairing(customer, 'ABCD2345')).toBe('approved');
+      expect(await approvePairing(customer, 'ZZZZ9999')).toBe('rejected');
+      await runtime.stop(id);
+      expect(api.objects('pods', NS).some((p) => p['metadata']['name'].startsWith(`${id}-`))).toBe(false);
+      expect(await approvePairing(customer, 'ABCD2345')).toBe('not_running');
+      // Asked directly, exec finds no pod to run in.
+      await expect(runtime.exec(id, approve('ABCD2345'))).rejects.toBeInstanceOf(ContainerNotRunningError);
+      await runtime.remove(id);
+      await expect(runtime.exec(id, approve('ABCD2345'))).rejects.toThrow(/no such Deployment/);
+    });
+
+    it('a pod that is not running yet is not_running, not an error', async () => {
+      api.execHandler = standIn;
+      const { customer, id } = await runningCustomer();
+      const [pod] = api.objects('pods', NS).filter((p) => p['metadata']['name'].startsWith(`${id}-`));
+      api.setStatus('pods', NS, pod?.['metadata']['name'], { phase: 'Pending', containerStatuses: [] });
+      expect(await pairingApprover(runtime)(customer, 'ABCD2345')).toBe('not_running');
+    });
+
+    it('a command that outlives its timeout is an ExecTimeoutError (not a dependency failure)', async () => {
+      api.execHandler = () => new Promise((resolve) => setTimeout(() => resolve({ exitCode: 0 }), 2_000));
+      const { id } = await runningCustomer();
+      const started = performance.now();
+      await expect(runtime.exec(id, ['sleep', '2'], 300)).rejects.toBeInstanceOf(ExecTimeoutError);
+      expect(performance.now() - started).toBeLessThan(1_500);
+    });
+
+    it("a failure that is no exit code (the runtime could not start the command) is an error with the server's message", async () => {
+      api.execHandler = () => {
+        throw new Error('OCI runtime exec failed: executable file not found in $PATH');
+      };
+      const { id } = await runningCustomer();
+      await expect(runtime.exec(id, ['nope'])).rejects.toThrow(/exec failed: OCI runtime exec failed/);
+    });
   });
 });

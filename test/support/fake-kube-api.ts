@@ -1,7 +1,8 @@
-import { randomUUID } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createHash, randomUUID } from 'node:crypto';
+import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { KubeConfig } from '@kubernetes/client-node';
+import { WebSocket, WebSocketServer } from 'ws';
 
 /**
  * An in-process Kubernetes API server for tests: no real one can run on these machines. It
@@ -17,10 +18,15 @@ import { KubeConfig } from '@kubernetes/client-node';
  *   JSON patch; strategic merge is treated as merge)/delete, with the status subresource for
  *   kinds that have one (main writes ignore status, /status writes ignore everything else);
  * - finalizers: a delete sets deletionTimestamp; the object goes when the last one is removed;
- * - label selectors (=, ==, !=, in, notin, exists, !exists) and `metadata.name` field selectors.
+ * - label selectors (=, ==, !=, in, notin, exists, !exists) and `metadata.name` field selectors;
+ * - `pods/<name>/exec` as the real server serves it: a WebSocket upgrade (subprotocol
+ *   v5/v4.channel.k8s.io), output on channels 1 and 2, then a Status on channel 3 (a
+ *   `NonZeroExitCode` failure carries the exit code); a missing pod or container is refused
+ *   before the upgrade with an HTTP error and a Status body.
  *
  * Test hooks: `compact()`, `breakWatches()`, `failNext()`, `setStatus()`, `simulateDeployments`
- * (a stand-in for the Deployment controller) and a request log.
+ * (a stand-in for the Deployment controller, ReplicaSets and the kubelet: ready status and
+ * running pods), `execHandler` (what a command run in a pod answers) and a request log.
  */
 
 type Json = Record<string, unknown>;
@@ -42,6 +48,7 @@ interface Kind {
 export const FAKE_KINDS: readonly Kind[] = [
   { group: '', version: 'v1', plural: 'secrets', kind: 'Secret', namespaced: true, statusSubresource: false, generation: false },
   { group: '', version: 'v1', plural: 'services', kind: 'Service', namespaced: true, statusSubresource: true, generation: false },
+  { group: '', version: 'v1', plural: 'pods', kind: 'Pod', namespaced: true, statusSubresource: true, generation: false },
   {
     group: '',
     version: 'v1',
@@ -156,6 +163,16 @@ export class FakeKubeApi {
   simulateDeployments = false;
   /** When set, every new watch request is answered with this HTTP status (an API server that is restarting). */
   rejectWatches: number | undefined;
+  /** What a command run through pods/exec answers (the container's process); by default no command exists. */
+  execHandler: (call: FakeExecCall) => FakeExecResult | Promise<FakeExecResult> = (call) => ({
+    exitCode: 127,
+    stderr: `sh: ${call.command[0] ?? ''}: not found\n`,
+  });
+  /** Every pods/exec call that reached a container, in order. */
+  readonly execCalls: FakeExecCall[] = [];
+  /** Pods made by `simulateDeployments`, by pod key -> their Deployment's key. */
+  readonly #podOwners = new Map<string, string>();
+  readonly #wss = new WebSocketServer({ noServer: true, handleProtocols: pickChannelProtocol });
 
   constructor(options: FakeKubeApiOptions = {}) {
     this.#options = options;
@@ -172,6 +189,7 @@ export class FakeKubeApi {
         else res.destroy();
       });
     });
+    server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.#upgrade(req, socket, head));
     server.on('connection', (socket) => {
       this.#sockets.add(socket);
       socket.on('close', () => this.#sockets.delete(socket));
@@ -185,6 +203,7 @@ export class FakeKubeApi {
   async stop(): Promise<void> {
     for (const w of this.#watchers) this.#closeWatcher(w);
     for (const socket of this.#sockets) socket.destroy();
+    for (const client of this.#wss.clients) client.terminate();
     await new Promise<void>((resolve) => (this.#server ? this.#server.close(() => resolve()) : resolve()));
   }
 
@@ -606,6 +625,136 @@ export class FakeKubeApi {
       ],
     };
     this.#store(kindOf('deployments'), k, { ...clone(object), status }, 'MODIFIED');
+    this.#simulatePods(k);
+  }
+
+  /**
+   * The ReplicaSet controller and kubelet in one step: the Deployment's current template runs as
+   * `spec.replicas` pods, Running and Ready; pods of an older template or beyond the count go.
+   */
+  #simulatePods(deploymentKey: string): void {
+    const deployment = this.#objects.get(deploymentKey);
+    const podKind = kindOf('pods');
+    const owned = [...this.#podOwners].filter(([, owner]) => owner === deploymentKey).map(([podKey]) => podKey);
+    if (!deployment) {
+      for (const podKey of owned) this.#removePod(podKey);
+      return;
+    }
+    const spec = (deployment['spec'] as Json | undefined) ?? {};
+    const template = (spec['template'] as Json | undefined) ?? {};
+    const replicas = meta(deployment)['deletionTimestamp'] === undefined ? Number(spec['replicas'] ?? 1) : 0;
+    const hash = createHash('sha256').update(JSON.stringify(template)).digest('hex').slice(0, 10);
+    const current = owned.filter((podKey) => labelsOf(this.#objects.get(podKey) ?? {})['pod-template-hash'] === hash);
+    const keep = new Set(current.slice(0, replicas));
+    for (const podKey of owned) if (!keep.has(podKey)) this.#removePod(podKey);
+
+    const namespace = String(meta(deployment)['namespace']);
+    const podSpec = clone((template['spec'] as Json | undefined) ?? {});
+    const containers = ((podSpec['containers'] as Json[] | undefined) ?? []).map((c) => ({
+      name: String(c['name']),
+      image: c['image'],
+    }));
+    for (let i = keep.size; i < replicas; i++) {
+      const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+      const name = `${String(meta(deployment)['name'])}-${hash}-${randomUUID().slice(0, 5)}`;
+      const podKey = key(podKind, namespace, name);
+      this.#podOwners.set(podKey, deploymentKey);
+      this.#store(
+        podKind,
+        podKey,
+        {
+          apiVersion: 'v1',
+          kind: 'Pod',
+          metadata: {
+            name,
+            namespace,
+            uid: randomUUID(),
+            creationTimestamp: now,
+            labels: { ...((meta(template)['labels'] as Json | undefined) ?? {}), 'pod-template-hash': hash },
+            ownerReferences: [
+              {
+                apiVersion: 'apps/v1',
+                kind: 'ReplicaSet',
+                name: `${String(meta(deployment)['name'])}-${hash}`,
+                uid: randomUUID(),
+                controller: true,
+              },
+            ],
+          },
+          spec: podSpec,
+          status: {
+            phase: 'Running',
+            podIP: '10.0.0.10',
+            startTime: now,
+            conditions: [{ type: 'Ready', status: 'True', lastTransitionTime: now }],
+            containerStatuses: containers.map((c) => ({
+              ...c,
+              imageID: '',
+              ready: true,
+              started: true,
+              restartCount: 0,
+              state: { running: { startedAt: now } },
+            })),
+          },
+        },
+        'ADDED',
+      );
+    }
+  }
+
+  #removePod(podKey: string): void {
+    this.#podOwners.delete(podKey);
+    const pod = this.#objects.get(podKey);
+    if (pod) this.#remove(kindOf('pods'), podKey, clone(pod));
+  }
+
+  // ---- pods/exec ----
+
+  #upgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
+    const url = new URL(req.url ?? '/', 'http://x');
+    this.requests.push({ method: req.method ?? 'GET', path: url.pathname, query: url.search, watch: false });
+    const match = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)\/exec$/.exec(url.pathname);
+    if (!match)
+      return refuseUpgrade(socket, 404, 'NotFound', `the server could not find the requested resource (${url.pathname})`);
+    const [, namespace = '', podName = ''] = match.map(decodeURIComponent);
+    const pod = this.#objects.get(key(kindOf('pods'), namespace, podName));
+    if (!pod) return refuseUpgrade(socket, 404, 'NotFound', `pods "${podName}" not found`);
+    const containers = (((pod['spec'] as Json | undefined)?.['containers'] as Json[] | undefined) ?? []).map((c) =>
+      String(c['name']),
+    );
+    const container = url.searchParams.get('container') ?? (containers.length === 1 ? containers[0] : undefined);
+    if (container === undefined)
+      return refuseUpgrade(socket, 400, 'BadRequest', `a container name must be specified for pod ${podName}`);
+    if (!containers.includes(container))
+      return refuseUpgrade(socket, 400, 'BadRequest', `container ${container} is not valid for pod ${podName}`);
+    if ((pod['status'] as Json | undefined)?.['phase'] !== 'Running')
+      return refuseUpgrade(socket, 400, 'BadRequest', `pod ${podName} is not running`);
+    const command = url.searchParams.getAll('command');
+    if (command.length === 0) return refuseUpgrade(socket, 400, 'BadRequest', 'you must specify at least 1 command');
+    const wants = { stdout: url.searchParams.get('stdout') === 'true', stderr: url.searchParams.get('stderr') === 'true' };
+    const call: FakeExecCall = { namespace, pod: podName, container, command };
+
+    this.#wss.handleUpgrade(req, socket, head, (ws) => {
+      this.execCalls.push(call);
+      const send = (channel: number, data: string) => {
+        if (ws.readyState === WebSocket.OPEN) ws.send(Buffer.concat([Buffer.from([channel]), Buffer.from(data, 'utf8')]));
+      };
+      Promise.resolve()
+        .then(() => this.execHandler(call))
+        .then(
+          (result) => {
+            if (wants.stdout && result.stdout) send(1, result.stdout);
+            if (wants.stderr && result.stderr) send(2, result.stderr);
+            send(3, JSON.stringify(exitStatus(command, result.exitCode)));
+          },
+          (error: unknown) =>
+            send(
+              3,
+              JSON.stringify({ metadata: {}, status: 'Failure', reason: 'InternalError', message: (error as Error).message }),
+            ),
+        )
+        .finally(() => ws.close(1000));
+    });
   }
 
   #remove(kind: Kind, k: string, object: Json): void {
@@ -613,6 +762,8 @@ export class FakeKubeApi {
     (object['metadata'] as Json)['resourceVersion'] = String(this.#rv);
     this.#objects.delete(k);
     this.#emit(kind, 'DELETED', object);
+    // Garbage collection: a deleted Deployment's pods go with it.
+    if (kind.plural === 'deployments') this.#simulatePods(k);
   }
 
   #emit(kind: Kind, type: StoredEvent['type'], object: Json): void {
@@ -1081,4 +1232,44 @@ export function crdAdmission(crd: Json): (object: Json) => Json {
     }
     return { ...(result.value as Json), metadata, ...(status !== undefined ? { status } : {}) };
   };
+}
+
+// ---- pods/exec ----
+
+export interface FakeExecCall {
+  namespace: string;
+  pod: string;
+  container: string;
+  command: string[];
+}
+
+export interface FakeExecResult {
+  exitCode: number;
+  stdout?: string;
+  stderr?: string;
+}
+
+/** The newest stream protocol the client offers that this server speaks (v5 first, like kube-apiserver 1.30+). */
+function pickChannelProtocol(offered: Set<string>): string | false {
+  return ['v5.channel.k8s.io', 'v4.channel.k8s.io'].find((p) => offered.has(p)) ?? false;
+}
+
+/** The Status frame kube-apiserver sends when the command ends. */
+function exitStatus(command: string[], exitCode: number): Json {
+  if (exitCode === 0) return { metadata: {}, status: 'Success' };
+  return {
+    metadata: {},
+    status: 'Failure',
+    message: `command terminated with non-zero exit code: error executing command [${command.join(' ')}], exit code ${exitCode}`,
+    reason: 'NonZeroExitCode',
+    details: { causes: [{ reason: 'ExitCode', message: String(exitCode) }] },
+  };
+}
+
+/** An exec that cannot start is answered before the upgrade: an HTTP error with a Status body. */
+function refuseUpgrade(socket: Socket, code: number, reason: string, message: string): void {
+  const body = JSON.stringify({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code });
+  socket.end(
+    `HTTP/1.1 ${code} ${STATUS_CODES[code] ?? ''}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
 }

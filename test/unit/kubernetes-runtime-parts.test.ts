@@ -1,9 +1,10 @@
-import { KubeConfig } from '@kubernetes/client-node';
+import { KubeConfig, type V1Pod } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 import { PLANS } from '../../src/domain/customer.js';
 import { deploymentManifest, secretManifest, serviceManifest } from '../../src/runtime/kubernetes/manifests.js';
 import { objectName, serviceDial } from '../../src/runtime/kubernetes/names.js';
 import { observeDeployment } from '../../src/runtime/kubernetes/observe.js';
+import { exitCodeOf, pickExecPod } from '../../src/runtime/kubernetes/pod-exec.js';
 import { unguarded } from '../../src/resilience/guard.js';
 import { KubernetesRuntime } from '../../src/runtime/kubernetes/kubernetes-runtime.js';
 import type { ContainerSpec } from '../../src/runtime/runtime.js';
@@ -40,7 +41,9 @@ describe('kubernetes runtime parts', () => {
   });
 
   it('the Deployment strategy follows the template: Recreate, or RollingUpdate surging one for blueGreen', () => {
-    expect(deploymentManifest({ ...spec, updateStrategy: 'recreate' }, files, options).spec?.strategy).toEqual({ type: 'Recreate' });
+    expect(deploymentManifest({ ...spec, updateStrategy: 'recreate' }, files, options).spec?.strategy).toEqual({
+      type: 'Recreate',
+    });
     expect(deploymentManifest({ ...spec, updateStrategy: 'blueGreen' }, files, options).spec?.strategy).toEqual({
       type: 'RollingUpdate',
       rollingUpdate: { maxSurge: 1, maxUnavailable: 0 },
@@ -134,5 +137,60 @@ describe('kubernetes runtime parts', () => {
     expect(runtime.upstream(long, 30002)).toBe(`${objectName(long)}.blytz-prod.svc:30002`);
     expect(serviceManifest({ ...spec, customer: long, hostPort: 30002 }, options).metadata?.name).toBe(objectName(long));
     expect(serviceManifest({ ...spec, hostPort: 30002 }, options).spec?.ports?.[0]?.port).toBe(30002);
+  });
+});
+
+describe('pods/exec parts', () => {
+  const pod = (
+    name: string,
+    options: { phase?: string; ready?: boolean; running?: boolean; deleting?: boolean; created?: string },
+  ): V1Pod => ({
+    metadata: {
+      name,
+      creationTimestamp: new Date(options.created ?? '2026-12-01T10:00:00Z'),
+      ...(options.deleting ? { deletionTimestamp: new Date('2026-12-01T11:00:00Z') } : {}),
+    },
+    status: {
+      phase: options.phase ?? 'Running',
+      conditions: [{ type: 'Ready', status: options.ready === false ? 'False' : 'True' }],
+      containerStatuses: [
+        {
+          name: 'assistant',
+          image: 'img',
+          imageID: '',
+          ready: options.ready !== false,
+          restartCount: 0,
+          state: options.running === false ? { waiting: { reason: 'CrashLoopBackOff' } } : { running: {} },
+        },
+      ],
+    },
+  });
+
+  it('picks a running, not-deleting pod whose container runs: ready before unready, then the newest', () => {
+    expect(pickExecPod([], 'assistant')).toBeUndefined();
+    expect(
+      pickExecPod(
+        [pod('pending', { phase: 'Pending' }), pod('leaving', { deleting: true }), pod('crashing', { running: false })],
+        'assistant',
+      ),
+    ).toBeUndefined();
+    expect(pickExecPod([pod('a', {})], 'sidecar')).toBeUndefined();
+    const old = pod('old', { created: '2026-12-01T09:00:00Z' });
+    const young = pod('young', { created: '2026-12-01T10:00:00Z' });
+    const youngest = pod('youngest-unready', { created: '2026-12-01T11:00:00Z', ready: false });
+    expect(pickExecPod([old, youngest, young], 'assistant')?.metadata?.name).toBe('young');
+    expect(pickExecPod([old, youngest], 'assistant')?.metadata?.name).toBe('old');
+    expect(pickExecPod([youngest], 'assistant')?.metadata?.name).toBe('youngest-unready');
+  });
+
+  it("reads the exit code from the API server's Status; other failures are errors with its message", () => {
+    expect(exitCodeOf({ status: 'Success' })).toBe(0);
+    expect(
+      exitCodeOf({ status: 'Failure', reason: 'NonZeroExitCode', details: { causes: [{ reason: 'ExitCode', message: '3' }] } }),
+    ).toBe(3);
+    expect(() => exitCodeOf({ status: 'Failure', reason: 'NonZeroExitCode', details: { causes: [] } })).toThrow(/exec failed/);
+    expect(() =>
+      exitCodeOf({ status: 'Failure', reason: 'InternalError', message: 'container not found ("assistant")' }),
+    ).toThrow('exec failed: container not found ("assistant")');
   });
 });

@@ -1,3 +1,4 @@
+import { ContainerNotRunningError } from '../../runtime/exec-output.js';
 import type { CustomerRuntime } from '../../runtime/runtime.js';
 
 /**
@@ -40,7 +41,13 @@ export function pairingApprover(
     if (!PAIRING_CODE.test(code)) throw new RangeError('a pairing code is 8 characters, A-Z and 0-9');
     const running = (await runtime.listFor(customer)).find((c) => c.state === 'running');
     if (!running) return 'not_running';
-    const result = await runtime.exec(running.id, ['openclaw', 'pairing', 'approve', 'telegram', code], timeoutMs);
-    return result.exitCode === 0 ? 'approved' : 'rejected';
+    try {
+      const result = await runtime.exec(running.id, ['openclaw', 'pairing', 'approve', 'telegram', code], timeoutMs);
+      return result.exitCode === 0 ? 'approved' : 'rejected';
+    } catch (error) {
+      // Stopped between the listing and the exec, or (Kubernetes) its pod is not up yet.
+      if (error instanceof ContainerNotRunningError) return 'not_running';
+      throw error;
+    }
   };
 }

@@ -1,39 +1,7 @@
-import { Writable } from 'node:stream';
 import type Docker from 'dockerode';
+import { httpStatusOf } from '../../resilience/transient.js';
+import { ContainerNotRunningError, ExecTimeoutError, OutputCollector } from '../exec-output.js';
 import type { ExecResult } from '../runtime.js';
-
-/** The command ran longer than allowed. It is not the engine's fault, so it is no dependency failure. */
-export class ExecTimeoutError extends Error {
-  constructor(
-    readonly command: string[],
-    readonly timeoutMs: number,
-  ) {
-    super(`command ${JSON.stringify(command[0] ?? '')} did not finish within ${timeoutMs} ms`);
-    this.name = 'ExecTimeoutError';
-  }
-}
-
-/** Keeps at most `limit` bytes: a chatty command cannot fill the controller's memory. */
-class Collector extends Writable {
-  readonly #chunks: Buffer[] = [];
-  #size = 0;
-  constructor(private readonly limit: number) {
-    super();
-  }
-  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: () => void): void {
-    if (this.#size < this.limit) {
-      const part = chunk.subarray(0, this.limit - this.#size);
-      this.#chunks.push(part);
-      this.#size += part.length;
-    }
-    callback();
-  }
-  text(): string {
-    return Buffer.concat(this.#chunks).toString('utf8');
-  }
-}
-
-const OUTPUT_LIMIT = 1024 * 1024;
 
 /**
  * `docker exec` without a TTY: the engine multiplexes stdout and stderr on one stream, which
@@ -48,12 +16,20 @@ export async function runExec(
   timeoutMs: number,
   signal: AbortSignal,
 ): Promise<ExecResult> {
-  const exec = await docker
-    .getContainer(containerId)
-    .exec({ Cmd: command, AttachStdout: true, AttachStderr: true, AttachStdin: false, Tty: false, abortSignal: signal });
+  let exec: Docker.Exec;
+  try {
+    exec = await docker
+      .getContainer(containerId)
+      .exec({ Cmd: command, AttachStdout: true, AttachStderr: true, AttachStdin: false, Tty: false, abortSignal: signal });
+  } catch (error) {
+    // 409 "is not running" / "is paused" / "is restarting", 404: gone. Both answer the caller.
+    const status = httpStatusOf(error);
+    if (status === 404 || status === 409) throw new ContainerNotRunningError(containerId.slice(0, 12), (error as Error).message);
+    throw error;
+  }
   const stream = await exec.start({ hijack: true, stdin: false, Detach: false, Tty: false });
-  const stdout = new Collector(OUTPUT_LIMIT);
-  const stderr = new Collector(OUTPUT_LIMIT);
+  const stdout = new OutputCollector();
+  const stderr = new OutputCollector();
   docker.modem.demuxStream(stream, stdout, stderr);
 
   await new Promise<void>((resolve, reject) => {

@@ -1,13 +1,15 @@
 import { lstat, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { AppsV1Api, CoreV1Api, type KubeConfig, type V1Deployment, type V1ObjectMeta } from '@kubernetes/client-node';
+import { AppsV1Api, CoreV1Api, Exec, type KubeConfig, type V1Deployment, type V1ObjectMeta } from '@kubernetes/client-node';
 import { CUSTOMER_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SPEC_HASH_LABEL } from '../../domain/naming.js';
 import { isNotFound, MERGE_PATCH } from '../../kubernetes/client.js';
 import type { Guard } from '../../resilience/guard.js';
 import { MARKER_FILE } from '../../workspace/file-workspaces.js';
 import { checkExtraLabels, HOST_PORT_LABEL } from '../docker/labels.js';
+import { ContainerNotRunningError } from '../exec-output.js';
 import type { ContainerSpec, CustomerRuntime, ExecResult, ObservedContainer } from '../runtime.js';
 import {
+  ASSISTANT_CONTAINER,
   CONTENT_HASH_ANNOTATION,
   contentHash,
   deploymentManifest,
@@ -19,6 +21,7 @@ import {
 } from './manifests.js';
 import { objectName, serviceDial } from './names.js';
 import { observeDeployment } from './observe.js';
+import { pickExecPod, runPodExec } from './pod-exec.js';
 
 /**
  * CustomerRuntime on Kubernetes (BLYTZ_RUNTIME=kubernetes). Per customer, in one namespace:
@@ -30,7 +33,8 @@ import { observeDeployment } from './observe.js';
  * 1/0; remove = delete Service, Secret and Deployment (Deployment last, so a Deployment that is
  * still listed means there may be more to delete). The PVC is the customer's workspace, like the
  * folder on a Docker host: it outlives containers and goes with the workspace purge
- * (`removeWorkspace`, wired through KubernetesWorkspaces).
+ * (`removeWorkspace`, wired through KubernetesWorkspaces). `exec` runs in the assistant
+ * container of one of the Deployment's running pods, through the pods/exec subresource.
  *
  * Every API call goes through the `kubernetes` Guard.
  */
@@ -50,6 +54,7 @@ export class KubernetesRuntime implements CustomerRuntime {
   readonly #guard: Guard;
   readonly #apps: AppsV1Api;
   readonly #core: CoreV1Api;
+  readonly #exec: Exec;
   readonly #extraLabels: Record<string, string>;
   readonly #manifest: ManifestOptions;
 
@@ -57,6 +62,7 @@ export class KubernetesRuntime implements CustomerRuntime {
     this.#guard = guard;
     this.#apps = options.kubeConfig.makeApiClient(AppsV1Api);
     this.#core = options.kubeConfig.makeApiClient(CoreV1Api);
+    this.#exec = new Exec(options.kubeConfig);
     this.#extraLabels = checkExtraLabels(options.extraLabels ?? {});
     this.#manifest = {
       namespace: options.namespace,
@@ -257,9 +263,52 @@ export class KubernetesRuntime implements CustomerRuntime {
       .sort();
   }
 
-  exec(_id: string, _command: string[], _timeoutMs?: number): Promise<ExecResult> {
-    // Needs the pods/exec WebSocket (client-node's Exec) and a pods/exec RBAC grant.
-    return Promise.reject(new Error('exec is not supported on the kubernetes runtime yet (pairing approval needs it)'));
+  /**
+   * Runs a command in the assistant container of the Deployment's pod (pairing approval), through
+   * the pods/exec subresource. No running pod (scaled to 0, still starting, gone) is
+   * ContainerNotRunningError, like a stopped container on Docker.
+   */
+  async exec(id: string, command: string[], timeoutMs = 30_000): Promise<ExecResult> {
+    const pod = await this.#execPod(id);
+    // Not retried: the command may have had its effect before a failure (see the Docker runtime).
+    return this.#guard(
+      'exec',
+      (signal) =>
+        runPodExec(
+          this.#exec,
+          { namespace: this.#manifest.namespace, pod, container: ASSISTANT_CONTAINER },
+          command,
+          timeoutMs,
+          signal,
+        ),
+      { retry: false, timeoutMs: timeoutMs + 10_000 },
+    );
+  }
+
+  /** The name of the pod to exec in: one of the Deployment's own pods (by its selector). */
+  async #execPod(id: string): Promise<string> {
+    const namespace = this.#manifest.namespace;
+    const deployment = await this.#guard('readDeployment', () =>
+      this.#apps.readNamespacedDeployment({ name: id, namespace }).catch(ignoreStatus(404)),
+    );
+    if (!deployment || deployment.metadata?.deletionTimestamp) throw new ContainerNotRunningError(id, 'no such Deployment');
+    const matchLabels = deployment.spec?.selector?.matchLabels ?? {};
+    if (Object.keys(matchLabels).length === 0) throw new ContainerNotRunningError(id, 'the Deployment selects no pods by label');
+    const pods = await this.#guard('listPods', () =>
+      this.#core.listNamespacedPod({
+        namespace,
+        labelSelector: Object.entries(matchLabels)
+          .map(([k, v]) => `${k}=${v}`)
+          .join(','),
+      }),
+    );
+    const pod = pickExecPod(pods.items, ASSISTANT_CONTAINER)?.metadata?.name;
+    if (!pod)
+      throw new ContainerNotRunningError(
+        id,
+        `none of its ${pods.items.length} pod(s) has a running ${ASSISTANT_CONTAINER} container`,
+      );
+    return pod;
   }
 
   /** The customer's Service in its namespace: its port is the reserved one (see serviceManifest). */

@@ -19,6 +19,9 @@ import { objectName } from './names.js';
  * (the kubelet refreshes Secret volumes in place). The image must provide `sh`, `mkdir`, `ln`.
  */
 
+/** The assistant's container in each customer's pod (exec targets it). */
+export const ASSISTANT_CONTAINER = 'assistant';
+
 export const RENDERED_DIR = '/blytz/rendered';
 /** The rendered files' content hash: a changed Secret is rewritten, an unchanged one is left alone. */
 export const CONTENT_HASH_ANNOTATION = 'cloud.blytz.content-hash';
@@ -195,7 +198,7 @@ export function deploymentManifest(
           ],
           containers: [
             {
-              name: 'assistant',
+              name: ASSISTANT_CONTAINER,
               image: spec.image,
               ...pullPolicy,
               ports: [{ name: 'http', containerPort: spec.containerPort, protocol: 'TCP' }],

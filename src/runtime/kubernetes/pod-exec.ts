@@ -1,0 +1,120 @@
+import type { Exec, V1Pod, V1Status } from '@kubernetes/client-node';
+import { ExecTimeoutError, OutputCollector } from '../exec-output.js';
+import type { ExecResult } from '../runtime.js';
+
+/**
+ * `kubectl exec` without a TTY or stdin, through client-node's Exec: a WebSocket to the pod's
+ * `exec` subresource, stdout and stderr on channels 1 and 2, and the outcome as a Status on
+ * channel 3 (the exit code is in it: Kubernetes has no "inspect the exec" call like Docker's).
+ */
+
+export interface PodExecTarget {
+  namespace: string;
+  pod: string;
+  container: string;
+}
+
+/**
+ * The pod to run a command in, among the pods of one Deployment: a running one that is not
+ * being deleted whose `container` runs; a ready one before an unready one, then the newest
+ * (during a rollout the new pod is the one the Service will keep).
+ */
+export function pickExecPod(pods: readonly V1Pod[], container: string): V1Pod | undefined {
+  const candidates = pods.filter(
+    (pod) =>
+      pod.status?.phase === 'Running' &&
+      !pod.metadata?.deletionTimestamp &&
+      (pod.status.containerStatuses ?? []).some((c) => c.name === container && c.state?.running),
+  );
+  const ready = (pod: V1Pod) => (pod.status?.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True');
+  const created = (pod: V1Pod) => new Date(pod.metadata?.creationTimestamp ?? 0).getTime();
+  return candidates.sort((a, b) => Number(ready(b)) - Number(ready(a)) || created(b) - created(a))[0];
+}
+
+/**
+ * The exit code in the Status the API server sends when the command ends: `Success` is 0; a
+ * `NonZeroExitCode` failure carries the code as an `ExitCode` cause. Any other failure (the
+ * container is gone, the runtime could not start the command) is an error, not an exit code.
+ */
+export function exitCodeOf(status: V1Status): number {
+  if (status.status === 'Success') return 0;
+  if (status.reason === 'NonZeroExitCode') {
+    const code = Number(status.details?.causes?.find((c) => c.reason === 'ExitCode')?.message);
+    if (Number.isInteger(code) && code > 0) return code;
+  }
+  throw new Error(`exec failed: ${status.message ?? status.reason ?? 'the API server gave no reason'}`);
+}
+
+/** What client-node's WebSocket needs to be: closable, and telling when it closes. */
+interface ExecSocket {
+  close(): void;
+  addEventListener(type: 'close', listener: () => void): void;
+}
+
+/**
+ * Runs `command` in the target container and resolves with its exit code and output. On timeout
+ * or abort the WebSocket is closed (the API server then ends the stream; like Docker, the
+ * process inside may run on).
+ */
+export function runPodExec(
+  exec: Pick<Exec, 'exec'>,
+  target: PodExecTarget,
+  command: string[],
+  timeoutMs: number,
+  signal: AbortSignal,
+): Promise<ExecResult> {
+  const stdout = new OutputCollector();
+  const stderr = new OutputCollector();
+  return new Promise<ExecResult>((resolve, reject) => {
+    let socket: ExecSocket | undefined;
+    let settled = false;
+    const settle = (finish: () => void) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+      socket?.close();
+      finish();
+    };
+    const timer = setTimeout(() => settle(() => reject(new ExecTimeoutError(command, timeoutMs))), timeoutMs);
+    const onAbort = () => settle(() => reject(signal.reason instanceof Error ? signal.reason : new Error('exec aborted')));
+    signal.addEventListener('abort', onAbort, { once: true });
+
+    const onStatus = (status: V1Status) =>
+      settle(() => {
+        try {
+          resolve({ exitCode: exitCodeOf(status), stdout: stdout.text(), stderr: stderr.text() });
+        } catch (error) {
+          reject(error);
+        }
+      });
+    exec
+      .exec(target.namespace, target.pod, target.container, command, stdout, stderr, null, false, onStatus)
+      .then((ws) => {
+        socket = ws as unknown as ExecSocket;
+        if (settled) socket.close();
+        // The status frame comes before the close; a close without one is a broken stream.
+        else
+          socket.addEventListener('close', () =>
+            settle(() => reject(new Error(`exec in pod ${target.pod}: the stream closed without an exit status`))),
+          );
+      })
+      .catch((event: unknown) => settle(() => reject(connectError(event, target.pod))));
+  });
+}
+
+/**
+ * client-node rejects a failed connect with the WebSocket's error event, not an Error. The
+ * upgrade's HTTP status (ws reports "Unexpected server response: 404") becomes `code`, as on
+ * client-node's ApiException, so the guard tells answers (404, 403) from outages (5xx,
+ * connection refused: the event's error carries the socket's code).
+ */
+function connectError(event: unknown, pod: string): Error {
+  const cause = (event as { error?: unknown } | undefined)?.error ?? event;
+  const message = (cause as { message?: unknown } | undefined)?.message;
+  const text = typeof message === 'string' ? message : String(cause);
+  const error = new Error(`exec in pod ${pod}: ${text}`, { cause }) as Error & { code?: number };
+  const status = /Unexpected server response: (\d{3})/.exec(text)?.[1];
+  if (status !== undefined) error.code = Number(status);
+  return error;
+}
