@@ -89,7 +89,10 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     // BLYTZ_RUNTIME: where customers run (see runtime/select-runtime.ts).
     const selected = selectRuntime(config, { policies, logger, kube: cluster });
     const { runtime, workspaces } = selected;
-    const publicUrl = (config.BLYTZ_PUBLIC_URL ?? `${config.BLYTZ_PUBLIC_SCHEME}://${config.BLYTZ_BASE_DOMAIN}`).replace(/\/+$/, '');
+    const publicUrl = (config.BLYTZ_PUBLIC_URL ?? `${config.BLYTZ_PUBLIC_SCHEME}://${config.BLYTZ_BASE_DOMAIN}`).replace(
+      /\/+$/,
+      '',
+    );
     // BLYTZ_ROUTES: Caddy's admin API, or one Ingress per customer beside its Service.
     const routes: RouteTable & SweepableRouteTable =
       config.BLYTZ_ROUTES === 'ingress'
@@ -133,7 +136,11 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       workspaces,
       metrics,
       logger: logger.child({ controller: CONTROLLER_NAME }),
-      defaults: { baseDomain: config.BLYTZ_BASE_DOMAIN, customerImage: config.BLYTZ_CUSTOMER_IMAGE, containerPort: config.BLYTZ_CONTAINER_PORT },
+      defaults: {
+        baseDomain: config.BLYTZ_BASE_DOMAIN,
+        customerImage: config.BLYTZ_CUSTOMER_IMAGE,
+        containerPort: config.BLYTZ_CONTAINER_PORT,
+      },
       publicScheme: config.BLYTZ_PUBLIC_SCHEME,
       retentionMs: config.BLYTZ_RETENTION_DAYS * 86_400_000,
       cache,
@@ -153,18 +160,20 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       invalidating(
         new RouteSweep({
           table: routes,
-          desiredRoutes: () => desiredRoutes(database, config.BLYTZ_BASE_DOMAIN, (customer, port) => runtime.upstream(customer, port)),
+          desiredRoutes: () =>
+            desiredRoutes(database, config.BLYTZ_BASE_DOMAIN, (customer, port) => runtime.upstream(customer, port)),
           intervalMs: config.BLYTZ_ROUTE_SWEEP_SECONDS * 1000,
           onError: (error) => logger.warn({ err: error }, 'route sweep failed'),
           onSweep: (result) => {
             for (const { kind } of result.drift) metrics.driftCorrections.inc({ kind });
-            if (result.restored) logger.warn({ written: result.written }, 'caddy had lost our server block: routes restored in one write');
+            if (result.restored)
+              logger.warn({ written: result.written }, 'caddy had lost our server block: routes restored in one write');
           },
         }),
         invalidate,
       ),
     ];
-    // The runtime's own hints (the Docker event stream; none on Kubernetes).
+    // The runtime's own hints (the Docker event stream, or the watch on our Kubernetes objects).
     for (const source of selected.sources) sources.push(invalidating(source, invalidate));
 
     // Only one replica reconciles. On Postgres the replicas share it: a session advisory lock.
@@ -211,7 +220,9 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
               // The resource shows the new status now, not at the next periodic pass.
               await customerResources
                 .syncStatus(name)
-                .catch((error: unknown) => logger.warn({ err: error, customer: name }, 'writing Customer resource status failed'));
+                .catch((error: unknown) =>
+                  logger.warn({ err: error, customer: name }, 'writing Customer resource status failed'),
+                );
             }
           }
         : (name, signal) => reconciler.reconcile(name, signal),
@@ -280,7 +291,11 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
           rollouts: {
             list: () => rollouts.list(),
             act: async (action) => {
-              const affected = await (action === 'pause' ? rollouts.pause() : action === 'resume' ? rollouts.resume() : rollouts.undo());
+              const affected = await (action === 'pause'
+                ? rollouts.pause()
+                : action === 'resume'
+                  ? rollouts.resume()
+                  : rollouts.undo());
               // Every customer is looked at again: the held ones may go now, undone ones go back.
               if (affected > 0) controller.resync(`rollout ${action}`);
               return affected;

@@ -12,6 +12,7 @@ import { DockerEventSource } from './docker/docker-events.js';
 import { DockerRuntime } from './docker/docker-runtime.js';
 import { KubernetesRuntime } from './kubernetes/kubernetes-runtime.js';
 import { KubernetesWorkspaces } from './kubernetes/kubernetes-workspaces.js';
+import { OwnedObjectsWatch } from './kubernetes/owned-objects-watch.js';
 import type { CustomerRuntime, EventSource } from './runtime.js';
 
 /**
@@ -22,8 +23,8 @@ import type { CustomerRuntime, EventSource } from './runtime.js';
  *               (BLYTZ_DOCKER_EVENTS), readiness check `docker`
  *   kubernetes  KubernetesRuntime (guard `kubernetes`) in the kubeconfig's namespace,
  *               KubernetesWorkspaces (renders locally, copies into each customer's Secret, purges
- *               the PVC), no event source (resync and the reconciler's requeues notice changes),
- *               readiness check `kubernetes`
+ *               the PVC), a watch on the objects it owns (OwnedObjectsWatch), readiness check
+ *               `kubernetes`
  */
 
 /** The cluster and namespace to work in (BLYTZ_RUNTIME or BLYTZ_SOURCE = kubernetes). */
@@ -78,7 +79,7 @@ export function selectRuntime(config: Config, deps: SelectRuntimeDeps): Selected
       workspaces: new KubernetesWorkspaces(files, runtime),
       healthName: 'kubernetes',
       imagePresent: () => Promise.resolve(true),
-      sources: [],
+      sources: [new OwnedObjectsWatch({ kubeConfig, ...runtime.ownedKinds(), logger: deps.logger })],
     };
   }
 

@@ -3,9 +3,10 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { CoreV1Api, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
+import { AppsV1Api, CoreV1Api, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { JSON_PATCH } from '../../src/kubernetes/client.js';
 import { CUSTOMER_FINALIZER, customerCrd } from '../../src/kubernetes/crd.js';
 import { objectName } from '../../src/runtime/kubernetes/names.js';
 import { hashToken } from '../../src/store/billing-store.js';
@@ -49,6 +50,7 @@ describe('blytz serve on Kubernetes (runtime and source)', () => {
   let api: FakeKubeApi;
   let served: Served;
   let custom: CustomObjectsApi;
+  let kube: KubeConfig;
   let kubeDir: string;
   const name = uniqueName('k8s');
   const object = objectName(name);
@@ -58,6 +60,7 @@ describe('blytz serve on Kubernetes (runtime and source)', () => {
     api = cluster.api;
     kubeDir = cluster.dir;
     const { kc, kubeconfig } = cluster;
+    kube = kc;
     custom = kc.makeApiClient(CustomObjectsApi);
     await kc.makeApiClient(CoreV1Api).createNamespacedSecret({
       namespace: NS,
@@ -149,6 +152,26 @@ describe('blytz serve on Kubernetes (runtime and source)', () => {
     expect(status['hostPort']).toBe(port);
     const route = (await (await served.caddy.admin(`/id/blytz-${name}`)).json()) as LooseObject;
     expect(JSON.stringify(route['handle'])).toContain(`"dial":"${object}.${NS}.svc:${port}"`);
+  });
+
+  it("a Service or Deployment changed behind the controller's back is repaired within seconds (it watches its objects), not at the next resync", async () => {
+    const core = kube.makeApiClient(CoreV1Api);
+    const uid = api.object('services', NS, object)?.['metadata']['uid'] as string;
+    await core.deleteNamespacedService({ name: object, namespace: NS });
+    // BLYTZ_RESYNC_SECONDS is 300 here: only the watch can bring it back this fast.
+    const recreated = await waitFor(() => {
+      const service = api.object('services', NS, object);
+      return service && service['metadata']['uid'] !== uid ? service : undefined;
+    }, 15_000).catch(withLog);
+    expect(recreated['metadata']['labels']['cloud.blytz.customer']).toBe(name);
+
+    await kube
+      .makeApiClient(AppsV1Api)
+      .patchNamespacedDeployment(
+        { name: object, namespace: NS, body: [{ op: 'replace', path: '/spec/replicas', value: 0 }] },
+        JSON_PATCH,
+      );
+    await waitFor(() => api.object('deployments', NS, object)?.['spec']['replicas'] === 1, 15_000).catch(withLog);
   });
 
   it('deleting the resource tears everything down; the finalizer lets it go only afterwards', async () => {

@@ -135,6 +135,10 @@ describe('deploy/kubernetes manifests', () => {
       ['', 'secrets', 'get'],
       ['', 'services', 'create'],
       ['', 'persistentvolumeclaims', 'delete'],
+      // The runtime's world events (src/runtime/kubernetes/owned-objects-watch.ts).
+      ...(['deployments', 'services', 'secrets', 'persistentvolumeclaims'] as const).map(
+        (resource) => [resource === 'deployments' ? 'apps' : '', resource, 'watch'] as const,
+      ),
       // Pairing approval (src/runtime/kubernetes/pod-exec.ts): list the pods, exec in one.
       ['', 'pods', 'list'],
       ['', 'pods/exec', 'create'],

@@ -21,6 +21,7 @@ import {
 } from './manifests.js';
 import { objectName, serviceDial } from './names.js';
 import { observeDeployment } from './observe.js';
+import type { WatchedKind } from './owned-objects-watch.js';
 import { pickExecPod, runPodExec } from './pod-exec.js';
 
 /**
@@ -309,6 +310,42 @@ export class KubernetesRuntime implements CustomerRuntime {
         `none of its ${pods.items.length} pod(s) has a running ${ASSISTANT_CONTAINER} container`,
       );
     return pod;
+  }
+
+  /**
+   * What OwnedObjectsWatch watches: every kind this runtime writes, in its namespace, with our
+   * labels; each listed (one item, through the guard) only for the collection's resourceVersion.
+   */
+  ownedKinds(): { labelSelector: string; kinds: WatchedKind[] } {
+    const namespace = this.#manifest.namespace;
+    const ns = encodeURIComponent(namespace);
+    const labelSelector = this.#selector();
+    const query = { namespace, labelSelector, limit: 1 };
+    return {
+      labelSelector,
+      kinds: [
+        {
+          plural: 'deployments',
+          path: `/apis/apps/v1/namespaces/${ns}/deployments`,
+          list: () => this.#guard('listDeployments', () => this.#apps.listNamespacedDeployment(query)),
+        },
+        {
+          plural: 'services',
+          path: `/api/v1/namespaces/${ns}/services`,
+          list: () => this.#guard('listServices', () => this.#core.listNamespacedService(query)),
+        },
+        {
+          plural: 'secrets',
+          path: `/api/v1/namespaces/${ns}/secrets`,
+          list: () => this.#guard('listSecrets', () => this.#core.listNamespacedSecret(query)),
+        },
+        {
+          plural: 'persistentvolumeclaims',
+          path: `/api/v1/namespaces/${ns}/persistentvolumeclaims`,
+          list: () => this.#guard('listPersistentVolumeClaims', () => this.#core.listNamespacedPersistentVolumeClaim(query)),
+        },
+      ],
+    };
   }
 
   /** The customer's Service in its namespace: its port is the reserved one (see serviceManifest). */
