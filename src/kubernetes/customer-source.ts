@@ -45,7 +45,12 @@ export interface CustomerSourceOptions {
   /** Reconnect backoff: doubles from min to max, jittered ±50%. Defaults 500 ms .. 30 s. */
   minBackoffMs?: number;
   maxBackoffMs?: number;
-  /** Server-side watch timeout; the watch is simply reopened after it (default 300 s). */
+  /**
+   * Server-side watch timeout; the watch is simply reopened after it. Default 25 s: client-node
+   * aborts a watch that receives nothing for 30 s, and kube-apiserver sends bookmarks only about
+   * once a minute (and just before the timeout), so a quiet watch must end on the server's terms
+   * first, with a bookmark that keeps its resourceVersion fresh.
+   */
   watchTimeoutSeconds?: number;
   /** How often every mirrored resource's status is compared and written (default 10 s; 0 = never). */
   statusIntervalMs?: number;
@@ -96,7 +101,7 @@ export class CustomerResourceSource implements EventSource {
     this.#o = {
       minBackoffMs: 500,
       maxBackoffMs: 30_000,
-      watchTimeoutSeconds: 300,
+      watchTimeoutSeconds: 25,
       statusIntervalMs: 10_000,
       retryIntervalMs: 10_000,
       ...options,

@@ -1,9 +1,10 @@
-import { CoreV1Api } from '@kubernetes/client-node';
+import { AppsV1Api, CoreV1Api } from '@kubernetes/client-node';
 import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { pairingApprover } from '../../src/controller/customer/pairing.js';
+import { MERGE_PATCH } from '../../src/kubernetes/client.js';
 import { PLANS } from '../../src/domain/customer.js';
 import { unguarded } from '../../src/resilience/guard.js';
 import { ContainerNotRunningError, ExecTimeoutError } from '../../src/runtime/exec-output.js';
@@ -197,6 +198,18 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
     await runtime.start(id);
     api.simulateDeployments = false;
     try {
+      // Started a minute ago: past the grace in which a failure only means "still starting".
+      await api
+        .kubeConfig()
+        .makeApiClient(AppsV1Api)
+        .patchNamespacedDeployment(
+          {
+            name: id,
+            namespace: NS,
+            body: { metadata: { annotations: { 'cloud.blytz/started-at': new Date(Date.now() - 60_000).toISOString() } } },
+          },
+          MERGE_PATCH,
+        );
       api.setStatus('deployments', NS, id, {
         observedGeneration: deployment(customer)?.['metadata']['generation'],
         replicas: 1,
@@ -291,6 +304,21 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
       const { customer, id } = await runningCustomer();
       const [pod] = api.objects('pods', NS).filter((p) => p['metadata']['name'].startsWith(`${id}-`));
       api.setStatus('pods', NS, pod?.['metadata']['name'], { phase: 'Pending', containerStatuses: [] });
+      expect(await pairingApprover(runtime)(customer, 'ABCD2345')).toBe('not_running');
+    });
+
+    it('a container that stops between the listing and the exec is not_running, not a server error', async () => {
+      const { customer, id } = await runningCustomer();
+      const [pod] = api.objects('pods', NS).filter((p) => p['metadata']['name'].startsWith(`${id}-`));
+      api.execHandler = () => {
+        // The kubelet finds the container gone: the API server answers with a generic failure.
+        api.setStatus('pods', NS, pod?.['metadata']['name'], {
+          phase: 'Running',
+          containerStatuses: [{ name: 'assistant', state: { waiting: {} } }],
+        });
+        throw new Error('container not found ("assistant")');
+      };
+      await expect(runtime.exec(id, approve('ABCD2345'))).rejects.toBeInstanceOf(ContainerNotRunningError);
       expect(await pairingApprover(runtime)(customer, 'ABCD2345')).toBe('not_running');
     });
 

@@ -1,10 +1,12 @@
-import { KubeConfig, type V1Pod } from '@kubernetes/client-node';
+import { KubeConfig, type Exec, type V1Pod, type V1Status } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 import { PLANS } from '../../src/domain/customer.js';
 import { deploymentManifest, secretManifest, serviceManifest } from '../../src/runtime/kubernetes/manifests.js';
 import { objectName, serviceDial } from '../../src/runtime/kubernetes/names.js';
 import { observeDeployment } from '../../src/runtime/kubernetes/observe.js';
-import { exitCodeOf, pickExecPod } from '../../src/runtime/kubernetes/pod-exec.js';
+import { exitCodeOf, pickExecPod, runPodExec } from '../../src/runtime/kubernetes/pod-exec.js';
+import { ContainerNotRunningError, ExecTimeoutError } from '../../src/runtime/exec-output.js';
+import { isTransient } from '../../src/resilience/transient.js';
 import { unguarded } from '../../src/resilience/guard.js';
 import { KubernetesRuntime } from '../../src/runtime/kubernetes/kubernetes-runtime.js';
 import type { ContainerSpec } from '../../src/runtime/runtime.js';
@@ -110,12 +112,39 @@ describe('kubernetes runtime parts', () => {
     });
     expect(observeDeployment({ ...base, spec: { ...base.spec, replicas: 0 } })).toMatchObject({ state: 'exited' });
     expect(observeDeployment(base, ['Secret'])).toMatchObject({ state: 'dead', healthMessage: 'missing Secret' });
+    const quota = { type: 'ReplicaFailure', status: 'True', reason: 'FailedCreate', message: 'quota' };
+    expect(observeDeployment({ ...base, status: { observedGeneration: 2, conditions: [quota] } })).toMatchObject({
+      state: 'running',
+      health: 'unhealthy',
+      healthMessage: 'FailedCreate: quota',
+    });
+    // Conditions of an older generation are stale: the new spec is still being rolled out.
+    expect(observeDeployment({ ...base, status: { observedGeneration: 1, conditions: [quota] } })).toMatchObject({
+      health: 'starting',
+      healthMessage: 'rollout not observed yet',
+    });
+    // Within 30 s of our own start a failure is a start settling, not yet a reason to restart again.
+    const started = {
+      ...base,
+      metadata: { ...base.metadata, annotations: { 'cloud.blytz/started-at': '2026-12-02T10:00:00.000Z' } },
+    };
+    const at = (iso: string) => Date.parse(iso);
     expect(
-      observeDeployment({
-        ...base,
-        status: { conditions: [{ type: 'ReplicaFailure', status: 'True', reason: 'FailedCreate', message: 'quota' }] },
-      }),
-    ).toMatchObject({ state: 'running', health: 'unhealthy', healthMessage: 'FailedCreate: quota' });
+      observeDeployment({ ...started, status: { observedGeneration: 2, conditions: [quota] } }, [], at('2026-12-02T10:00:20Z')),
+    ).toMatchObject({
+      health: 'starting',
+      healthMessage: 'started moments ago; FailedCreate: quota',
+    });
+    expect(
+      observeDeployment({ ...started, status: { observedGeneration: 2, conditions: [quota] } }, [], at('2026-12-02T10:00:31Z')),
+    ).toMatchObject({
+      health: 'unhealthy',
+    });
+    const deadline = { type: 'Progressing', status: 'False', reason: 'ProgressDeadlineExceeded', message: 'stuck' };
+    expect(observeDeployment({ ...base, status: { observedGeneration: 2, conditions: [deadline] } })).toMatchObject({
+      health: 'unhealthy',
+      healthMessage: 'progress deadline exceeded: stuck',
+    });
     expect(observeDeployment({ ...base, metadata: { ...base.metadata, deletionTimestamp: new Date() } })).toMatchObject({
       state: 'removing',
     });
@@ -192,5 +221,80 @@ describe('pods/exec parts', () => {
     expect(() =>
       exitCodeOf({ status: 'Failure', reason: 'InternalError', message: 'container not found ("assistant")' }),
     ).toThrow('exec failed: container not found ("assistant")');
+  });
+
+  describe('runPodExec against a stand-in for client-node Exec', () => {
+    const target = { namespace: 'ns', pod: 'blytz-ada-1', container: 'assistant' };
+    type Connect = (status: (s: V1Status) => void) => Promise<unknown>;
+    const execWith = (connect: Connect) =>
+      ({
+        exec: (
+          _ns: string,
+          _pod: string,
+          _c: string,
+          _cmd: string[],
+          _out: unknown,
+          _err: unknown,
+          _in: unknown,
+          _tty: boolean,
+          cb: (s: V1Status) => void,
+        ) => connect(cb),
+      }) as unknown as Pick<Exec, 'exec'>;
+    const socket = () => ({ close: () => {}, addEventListener: () => {} });
+    const signal = () => new AbortController().signal;
+
+    it('an upgrade that never completes is an ETIMEDOUT (the API server failing, counted by the breaker), not the command timing out', async () => {
+      const error = await runPodExec(
+        execWith(() => new Promise(() => {})),
+        target,
+        ['true'],
+        5_000,
+        signal(),
+        50,
+      ).catch((e: unknown) => e);
+      expect(error).not.toBeInstanceOf(ExecTimeoutError);
+      expect((error as Error).message).toMatch(/no WebSocket upgrade within 50 ms/);
+      expect(isTransient(error)).toBe(true);
+    });
+
+    it("the command's timeout starts once the socket is open", async () => {
+      const slowOpen: Connect = (status) =>
+        new Promise((resolve) => {
+          setTimeout(() => {
+            resolve(socket());
+            setTimeout(() => status({ status: 'Success' }), 30);
+          }, 80);
+        });
+      await expect(runPodExec(execWith(slowOpen), target, ['true'], 60, signal(), 1_000)).resolves.toMatchObject({ exitCode: 0 });
+      const neverEnds: Connect = () => Promise.resolve(socket());
+      await expect(runPodExec(execWith(neverEnds), target, ['sleep', '9'], 40, signal(), 1_000)).rejects.toBeInstanceOf(
+        ExecTimeoutError,
+      );
+    });
+
+    it('a 404 on the upgrade is a pod that is gone; other answers are errors the breaker ignores; a refused socket counts', async () => {
+      const refused = (message: string, code?: string) => () =>
+        Promise.reject({ error: Object.assign(new Error(message), code ? { code } : {}) });
+      await expect(
+        runPodExec(execWith(refused('Unexpected server response: 404')), target, ['true'], 1_000, signal()),
+      ).rejects.toBeInstanceOf(ContainerNotRunningError);
+      const kubeletError = await runPodExec(
+        execWith(refused('Unexpected server response: 500')),
+        target,
+        ['true'],
+        1_000,
+        signal(),
+      ).catch((e: unknown) => e);
+      expect((kubeletError as Error).message).toBe('exec in pod blytz-ada-1: Unexpected server response: 500');
+      expect(isTransient(kubeletError)).toBe(false);
+      const down = await runPodExec(
+        execWith(refused('connect ECONNREFUSED 10.0.0.1:443', 'ECONNREFUSED')),
+        target,
+        ['true'],
+        1_000,
+        signal(),
+      ).catch((e: unknown) => e);
+      expect(isTransient(down)).toBe(true);
+    });
   });
 });

@@ -16,18 +16,18 @@ export async function runExec(
   timeoutMs: number,
   signal: AbortSignal,
 ): Promise<ExecResult> {
-  let exec: Docker.Exec;
-  try {
-    exec = await docker
-      .getContainer(containerId)
-      .exec({ Cmd: command, AttachStdout: true, AttachStderr: true, AttachStdin: false, Tty: false, abortSignal: signal });
-  } catch (error) {
-    // 409 "is not running" / "is paused" / "is restarting", 404: gone. Both answer the caller.
+  // 409 "is not running" / "is paused" / "is restarting" (also when it stopped between creating
+  // the exec and starting it), 404: gone. Both answer the caller.
+  const notRunning = (error: unknown): never => {
     const status = httpStatusOf(error);
     if (status === 404 || status === 409) throw new ContainerNotRunningError(containerId.slice(0, 12), (error as Error).message);
     throw error;
-  }
-  const stream = await exec.start({ hijack: true, stdin: false, Detach: false, Tty: false });
+  };
+  const exec = await docker
+    .getContainer(containerId)
+    .exec({ Cmd: command, AttachStdout: true, AttachStderr: true, AttachStdin: false, Tty: false, abortSignal: signal })
+    .catch(notRunning);
+  const stream = await exec.start({ hijack: true, stdin: false, Detach: false, Tty: false }).catch(notRunning);
   const stdout = new OutputCollector();
   const stderr = new OutputCollector();
   docker.modem.demuxStream(stream, stdout, stderr);

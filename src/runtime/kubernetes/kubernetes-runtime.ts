@@ -6,7 +6,7 @@ import { isNotFound, MERGE_PATCH } from '../../kubernetes/client.js';
 import type { Guard } from '../../resilience/guard.js';
 import { MARKER_FILE } from '../../workspace/file-workspaces.js';
 import { checkExtraLabels, HOST_PORT_LABEL } from '../docker/labels.js';
-import { ContainerNotRunningError } from '../exec-output.js';
+import { ContainerNotRunningError, ExecTimeoutError } from '../exec-output.js';
 import type { ContainerSpec, CustomerRuntime, ExecResult, ObservedContainer } from '../runtime.js';
 import {
   ASSISTANT_CONTAINER,
@@ -20,9 +20,9 @@ import {
   type RenderedFileData,
 } from './manifests.js';
 import { objectName, serviceDial } from './names.js';
-import { observeDeployment } from './observe.js';
+import { observeDeployment, STARTED_AT_ANNOTATION } from './observe.js';
 import type { WatchedKind } from './owned-objects-watch.js';
-import { pickExecPod, runPodExec } from './pod-exec.js';
+import { EXEC_CONNECT_TIMEOUT_MS, pickExecPod, runPodExec } from './pod-exec.js';
 
 /**
  * CustomerRuntime on Kubernetes (BLYTZ_RUNTIME=kubernetes). Per customer, in one namespace:
@@ -218,7 +218,15 @@ export class KubernetesRuntime implements CustomerRuntime {
     await this.#guard(replicas > 0 ? 'startDeployment' : 'stopDeployment', async () => {
       try {
         await this.#apps.patchNamespacedDeployment(
-          { name, namespace: this.#manifest.namespace, body: { spec: { replicas } } },
+          {
+            name,
+            namespace: this.#manifest.namespace,
+            // When it was started: a failure right after is not yet a reason to restart (observe.ts).
+            body:
+              replicas > 0
+                ? { metadata: { annotations: { [STARTED_AT_ANNOTATION]: new Date().toISOString() } }, spec: { replicas } }
+                : { spec: { replicas } },
+          },
           MERGE_PATCH,
         );
       } catch (error) {
@@ -271,19 +279,24 @@ export class KubernetesRuntime implements CustomerRuntime {
    */
   async exec(id: string, command: string[], timeoutMs = 30_000): Promise<ExecResult> {
     const pod = await this.#execPod(id);
-    // Not retried: the command may have had its effect before a failure (see the Docker runtime).
-    return this.#guard(
-      'exec',
-      (signal) =>
-        runPodExec(
-          this.#exec,
-          { namespace: this.#manifest.namespace, pod, container: ASSISTANT_CONTAINER },
-          command,
-          timeoutMs,
-          signal,
-        ),
-      { retry: false, timeoutMs: timeoutMs + 10_000 },
-    );
+    const target = { namespace: this.#manifest.namespace, pod, container: ASSISTANT_CONTAINER };
+    try {
+      // Not retried: the command may have had its effect before a failure (see the Docker runtime).
+      return await this.#guard('exec', (signal) => runPodExec(this.#exec, target, command, timeoutMs, signal), {
+        retry: false,
+        timeoutMs: timeoutMs + EXEC_CONNECT_TIMEOUT_MS + 10_000,
+      });
+    } catch (error) {
+      if (error instanceof ExecTimeoutError || error instanceof ContainerNotRunningError) throw error;
+      // A container that stopped (or a pod that went) between the listing and the exec comes
+      // back as a generic failure ("container not found"); look again to tell it apart.
+      const now = await this.#execPod(id).then(
+        () => undefined,
+        (recheck: unknown) => recheck,
+      );
+      if (now instanceof ContainerNotRunningError) throw now;
+      throw error;
+    }
   }
 
   /** The name of the pod to exec in: one of the Deployment's own pods (by its selector). */

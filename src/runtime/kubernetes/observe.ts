@@ -3,6 +3,16 @@ import { CUSTOMER_LABEL, SPEC_HASH_LABEL } from '../../domain/naming.js';
 import { HOST_PORT_LABEL } from '../docker/labels.js';
 import type { ContainerHealth, ContainerState, ObservedContainer } from '../runtime.js';
 
+/** Stamped on the Deployment by `start`: when we last scaled it up. */
+export const STARTED_AT_ANNOTATION = 'cloud.blytz/started-at';
+
+/**
+ * A failure condition within this long of our own start is a start still settling, not a reason
+ * to restart again (Docker's starting grace, likewise 30 s). Without it a Deployment whose pods
+ * cannot be created (quota, admission) would be restarted as fast as the API answers.
+ */
+export const START_GRACE_MS = 30_000;
+
 /**
  * A Deployment seen as the runtime's "container". The Deployment controller's status is the
  * health check (the kubelet runs the probes):
@@ -10,11 +20,17 @@ import type { ContainerHealth, ContainerState, ObservedContainer } from '../runt
  *   being deleted                          -> removing
  *   parts missing (Secret, Service, PVC)   -> dead: the planner removes and recreates it
  *   spec.replicas 0                        -> exited (stopped; `start` scales it up)
+ *   status not of the current generation   -> running, starting (conditions may be stale)
+ *   ReplicaFailure or progress deadline    -> running, unhealthy (the planner restarts it), or
+ *                                             starting within START_GRACE_MS of our start
  *   a ready replica of the current spec    -> running, healthy
- *   ReplicaFailure or progress deadline    -> running, unhealthy (the planner restarts it)
  *   otherwise                              -> running, starting (rolling out, pulling, probing)
  */
-export function observeDeployment(deployment: V1Deployment, missing: readonly string[] = []): ObservedContainer {
+export function observeDeployment(
+  deployment: V1Deployment,
+  missing: readonly string[] = [],
+  now = Date.now(),
+): ObservedContainer {
   const meta = deployment.metadata ?? {};
   const labels = meta.labels ?? {};
   const observed: ObservedContainer = {
@@ -27,7 +43,7 @@ export function observeDeployment(deployment: V1Deployment, missing: readonly st
   };
   const port = Number(labels[HOST_PORT_LABEL]);
   if (Number.isInteger(port) && port > 0 && port < 65536) observed.hostPort = port;
-  const { state, health, message } = stateOf(deployment, missing);
+  const { state, health, message } = stateOf(deployment, missing, now);
   observed.state = state;
   observed.health = health;
   if (message !== undefined) observed.healthMessage = message;
@@ -37,27 +53,36 @@ export function observeDeployment(deployment: V1Deployment, missing: readonly st
 function stateOf(
   d: V1Deployment,
   missing: readonly string[],
+  now: number,
 ): { state: ContainerState; health: ContainerHealth; message?: string } {
   if (d.metadata?.deletionTimestamp) return { state: 'removing', health: 'unknown', message: 'being deleted' };
   if (missing.length > 0) return { state: 'dead', health: 'unknown', message: `missing ${missing.join(', ')}` };
   const replicas = d.spec?.replicas ?? 1;
   if (replicas === 0) return { state: 'exited', health: 'unknown', message: 'scaled to 0 replicas' };
   const status = d.status ?? {};
-  const current = (status.observedGeneration ?? 0) >= (d.metadata?.generation ?? 0);
+  // Conditions written for an older generation say nothing about the current spec.
+  if ((status.observedGeneration ?? 0) < (d.metadata?.generation ?? 0)) {
+    return { state: 'running', health: 'starting', message: 'rollout not observed yet' };
+  }
   const conditions = status.conditions ?? [];
   const failure = conditions.find((c) => c.type === 'ReplicaFailure' && c.status === 'True');
-  if (failure)
+  const progressing = conditions.find((c) => c.type === 'Progressing');
+  const problem = failure
+    ? `${failure.reason ?? 'ReplicaFailure'}: ${failure.message ?? ''}`.trim()
+    : progressing?.status === 'False' && progressing.reason === 'ProgressDeadlineExceeded'
+      ? `progress deadline exceeded: ${progressing.message ?? ''}`.trim()
+      : undefined;
+  if (problem !== undefined) {
+    const startedAt = Date.parse(d.metadata?.annotations?.[STARTED_AT_ANNOTATION] ?? '');
+    const settling = Number.isFinite(startedAt) && now - startedAt < START_GRACE_MS;
     return {
       state: 'running',
-      health: 'unhealthy',
-      message: `${failure.reason ?? 'ReplicaFailure'}: ${failure.message ?? ''}`.trim(),
+      health: settling ? 'starting' : 'unhealthy',
+      message: settling ? `started moments ago; ${problem}` : problem,
     };
-  const progressing = conditions.find((c) => c.type === 'Progressing');
-  if (progressing?.status === 'False' && progressing.reason === 'ProgressDeadlineExceeded') {
-    return { state: 'running', health: 'unhealthy', message: `progress deadline exceeded: ${progressing.message ?? ''}`.trim() };
   }
-  if (current && (status.readyReplicas ?? 0) >= 1 && (status.updatedReplicas ?? status.replicas ?? 0) >= 1) {
+  if ((status.readyReplicas ?? 0) >= 1 && (status.updatedReplicas ?? status.replicas ?? 0) >= 1) {
     return { state: 'running', health: 'healthy' };
   }
-  return { state: 'running', health: 'starting', message: current ? 'waiting for a ready replica' : 'rollout not observed yet' };
+  return { state: 'running', health: 'starting', message: 'waiting for a ready replica' };
 }

@@ -1,6 +1,7 @@
 import { Watch, type KubeConfig } from '@kubernetes/client-node';
 import { CUSTOMER_LABEL } from '../../domain/naming.js';
 import type { KubeObject } from '../../kubernetes/client.js';
+import { httpStatusOf } from '../../resilience/transient.js';
 import type { Logger } from '../../observability/logger.js';
 import type { EventSource, WorldEventSink } from '../runtime.js';
 
@@ -35,7 +36,7 @@ export interface OwnedObjectsWatchOptions {
   /** Reconnect backoff: doubles from min to max, jittered ±50%. Defaults 500 ms .. 30 s. */
   minBackoffMs?: number;
   maxBackoffMs?: number;
-  /** Server-side watch timeout; the watch is simply reopened after it (default 300 s). */
+  /** Server-side watch timeout; the watch is simply reopened after it (default 25 s: see CustomerSourceOptions). */
   watchTimeoutSeconds?: number;
 }
 
@@ -51,7 +52,7 @@ export class OwnedObjectsWatch implements EventSource {
   open = 0;
 
   constructor(options: OwnedObjectsWatchOptions) {
-    this.#o = { minBackoffMs: 500, maxBackoffMs: 30_000, watchTimeoutSeconds: 300, ...options };
+    this.#o = { minBackoffMs: 500, maxBackoffMs: 30_000, watchTimeoutSeconds: 25, ...options };
     this.#watch = new Watch(options.kubeConfig);
   }
 
@@ -96,6 +97,12 @@ export class OwnedObjectsWatch implements EventSource {
         }
       } catch (error) {
         if (!this.#running) return;
+        if (httpStatusOf(error) === 410) {
+          // Some servers refuse an expired version with an HTTP 410 instead of an ERROR event.
+          resourceVersion = undefined;
+          gap = `the ${kind.plural} watch expired (410 Gone)`;
+          continue;
+        }
         // Reopening from the last version seen replays what happened meanwhile; only a 410
         // (handled above) loses events.
         this.#o.logger?.warn({ err: error, kind: kind.plural }, 'watching our objects failed; retrying with backoff');

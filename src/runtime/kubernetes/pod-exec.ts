@@ -1,5 +1,5 @@
 import type { Exec, V1Pod, V1Status } from '@kubernetes/client-node';
-import { ExecTimeoutError, OutputCollector } from '../exec-output.js';
+import { ContainerNotRunningError, ExecTimeoutError, OutputCollector } from '../exec-output.js';
 import type { ExecResult } from '../runtime.js';
 
 /**
@@ -51,10 +51,14 @@ interface ExecSocket {
   addEventListener(type: 'close', listener: () => void): void;
 }
 
+/** How long the WebSocket upgrade may take; the command's own timeout starts once it is open. */
+export const EXEC_CONNECT_TIMEOUT_MS = 10_000;
+
 /**
  * Runs `command` in the target container and resolves with its exit code and output. On timeout
  * or abort the WebSocket is closed (the API server then ends the stream; like Docker, the
- * process inside may run on).
+ * process inside may run on). An upgrade that does not complete in `connectTimeoutMs` is
+ * the API server's failure (ETIMEDOUT), not the command's.
  */
 export function runPodExec(
   exec: Pick<Exec, 'exec'>,
@@ -62,21 +66,31 @@ export function runPodExec(
   command: string[],
   timeoutMs: number,
   signal: AbortSignal,
+  connectTimeoutMs = EXEC_CONNECT_TIMEOUT_MS,
 ): Promise<ExecResult> {
   const stdout = new OutputCollector();
   const stderr = new OutputCollector();
   return new Promise<ExecResult>((resolve, reject) => {
     let socket: ExecSocket | undefined;
     let settled = false;
+    let commandTimer: NodeJS.Timeout | undefined;
     const settle = (finish: () => void) => {
       if (settled) return;
       settled = true;
-      clearTimeout(timer);
+      clearTimeout(connectTimer);
+      clearTimeout(commandTimer);
       signal.removeEventListener('abort', onAbort);
       socket?.close();
       finish();
     };
-    const timer = setTimeout(() => settle(() => reject(new ExecTimeoutError(command, timeoutMs))), timeoutMs);
+    const connectTimer = setTimeout(
+      () =>
+        settle(() => {
+          const error = new Error(`exec in pod ${target.pod}: no WebSocket upgrade within ${connectTimeoutMs} ms`);
+          reject(Object.assign(error, { code: 'ETIMEDOUT' }));
+        }),
+      connectTimeoutMs,
+    );
     const onAbort = () => settle(() => reject(signal.reason instanceof Error ? signal.reason : new Error('exec aborted')));
     signal.addEventListener('abort', onAbort, { once: true });
 
@@ -92,29 +106,32 @@ export function runPodExec(
       .exec(target.namespace, target.pod, target.container, command, stdout, stderr, null, false, onStatus)
       .then((ws) => {
         socket = ws as unknown as ExecSocket;
-        if (settled) socket.close();
+        if (settled) {
+          socket.close();
+          return;
+        }
+        clearTimeout(connectTimer);
+        commandTimer = setTimeout(() => settle(() => reject(new ExecTimeoutError(command, timeoutMs))), timeoutMs);
         // The status frame comes before the close; a close without one is a broken stream.
-        else
-          socket.addEventListener('close', () =>
-            settle(() => reject(new Error(`exec in pod ${target.pod}: the stream closed without an exit status`))),
-          );
+        socket.addEventListener('close', () =>
+          settle(() => reject(new Error(`exec in pod ${target.pod}: the stream closed without an exit status`))),
+        );
       })
       .catch((event: unknown) => settle(() => reject(connectError(event, target.pod))));
   });
 }
 
 /**
- * client-node rejects a failed connect with the WebSocket's error event, not an Error. The
- * upgrade's HTTP status (ws reports "Unexpected server response: 404") becomes `code`, as on
- * client-node's ApiException, so the guard tells answers (404, 403) from outages (5xx,
- * connection refused: the event's error carries the socket's code).
+ * client-node rejects a failed connect with the WebSocket's error event, not an Error. A 404 on
+ * the upgrade means the pod is gone. Other HTTP answers (the kubelet's 500 for a container that
+ * stopped meanwhile, 403 without the pods/exec grant) carry no status code on the error, so they
+ * do not count against the `kubernetes` breaker; a socket failure keeps its code in `cause`
+ * (ECONNREFUSED: the API server is down, which does).
  */
 function connectError(event: unknown, pod: string): Error {
   const cause = (event as { error?: unknown } | undefined)?.error ?? event;
   const message = (cause as { message?: unknown } | undefined)?.message;
   const text = typeof message === 'string' ? message : String(cause);
-  const error = new Error(`exec in pod ${pod}: ${text}`, { cause }) as Error & { code?: number };
-  const status = /Unexpected server response: (\d{3})/.exec(text)?.[1];
-  if (status !== undefined) error.code = Number(status);
-  return error;
+  if (/Unexpected server response: 404\b/.test(text)) return new ContainerNotRunningError(pod, 'the pod is gone');
+  return new Error(`exec in pod ${pod}: ${text}`, { cause });
 }
