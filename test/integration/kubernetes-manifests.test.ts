@@ -6,7 +6,10 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { CUSTOMER_FINALIZER } from '../../src/kubernetes/crd.js';
+import { startCaddy } from '../support/caddy.js';
 import { FakeKubeApi, type LooseObject } from '../support/fake-kube-api.js';
+import { getWithHost } from '../support/http-get.js';
+import { waitFor } from '../support/postgres.js';
 
 const run = promisify(execFile);
 const dir = join(import.meta.dirname, '..', '..', 'deploy', 'kubernetes');
@@ -56,6 +59,7 @@ describe('deploy/kubernetes manifests', () => {
     expect(files).toEqual(
       expect.arrayContaining([
         'crd-customer.yaml',
+        'caddy.yaml',
         'deployment.yaml',
         'kustomization.yaml',
         'rbac.yaml',
@@ -115,6 +119,59 @@ describe('deploy/kubernetes manifests', () => {
     expect(container['securityContext']).toMatchObject({ allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } });
     const env = Object.fromEntries((container['env'] as LooseObject[]).map((e) => [e['name'], e['value'] ?? e['valueFrom']]));
     expect(env).toMatchObject({ BLYTZ_RUNTIME: 'kubernetes', BLYTZ_SOURCE: 'kubernetes' });
+  });
+
+  it('Caddy runs in the cluster for the controller alone to configure: its admin API is reachable at CADDY_ADMIN_URL, by the controller only', async () => {
+    const objects = await docs('caddy.yaml');
+    const byKind = (kind: string) => objects.filter((o) => o['kind'] === kind);
+    const [controller] = (await docs('deployment.yaml')).filter((o) => o['kind'] === 'Deployment');
+    const controllerPod = controller?.['spec']['template'];
+    const env = Object.fromEntries(
+      (controllerPod['spec']['containers'][0]['env'] as LooseObject[]).map((e) => [e['name'], e['value']]),
+    );
+    const adminUrl = new URL(env['CADDY_ADMIN_URL'] as string);
+
+    const bootstrap = JSON.parse(byKind('ConfigMap')[0]?.['data']['bootstrap.json'] as string) as LooseObject;
+    expect(bootstrap['admin']['origins']).toContain(adminUrl.host);
+    expect(bootstrap['apps']['http']['servers']['blytz']['listen']).toEqual([env['BLYTZ_CADDY_LISTEN']]);
+
+    const [caddy] = byKind('Deployment');
+    const pod = caddy?.['spec']['template'];
+    expect(caddy?.['spec']).toMatchObject({ replicas: 1, strategy: { type: 'Recreate' } });
+    expect(pod['spec']['securityContext']).toMatchObject({ runAsNonRoot: true });
+    expect(pod['spec']['containers'][0]['securityContext']).toMatchObject({
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      capabilities: { drop: ['ALL'], add: ['NET_BIND_SERVICE'] },
+    });
+    const adminService = byKind('Service').find((svc) => svc['metadata']['name'] === adminUrl.hostname);
+    expect(adminService?.['spec']['ports'][0]['port']).toBe(Number(adminUrl.port));
+    expect(adminService?.['spec']['selector']).toEqual(pod['metadata']['labels']);
+    // The admin port admits the controller's pods and nobody else; the site port admits anyone.
+    const [policy] = byKind('NetworkPolicy');
+    expect(policy?.['spec']['podSelector']['matchLabels']).toEqual(pod['metadata']['labels']);
+    const adminRule = (policy?.['spec']['ingress'] as LooseObject[]).find((r) => r['ports'][0]['port'] === 'admin');
+    expect(adminRule?.['from']).toEqual([{ podSelector: { matchLabels: controllerPod['metadata']['labels'] } }]);
+
+    // The same bootstrap in a real Caddy 2.6.2: admin requests naming the controller's host are
+    // served; any other Host is refused (Caddy's DNS-rebinding check).
+    const real = await startCaddy();
+    try {
+      const config = structuredClone(bootstrap);
+      config['admin']['listen'] = `127.0.0.1:${real.adminPort}`;
+      config['apps']['http']['servers']['blytz']['listen'] = [`:${real.listenPorts[0]}`];
+      await real.load(config);
+      const ours = await waitFor(async () => {
+        const res = await getWithHost(real.adminPort, adminUrl.host, '/config/apps/http/servers/blytz/listen').catch(
+          () => undefined,
+        );
+        return res?.status === 200 ? res : undefined;
+      }, 10_000);
+      expect(JSON.parse(ours.body)).toEqual([`:${real.listenPorts[0]}`]);
+      expect((await getWithHost(real.adminPort, `127.0.0.1:${real.adminPort}`, '/config/')).status).toBe(403);
+    } finally {
+      await real.stop();
+    }
   });
 
   it('the Role grants what the code calls, in its namespace only', async () => {
