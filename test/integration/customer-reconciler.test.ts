@@ -73,7 +73,9 @@ describe('customer reconciler on a simulated world with the real store', () => {
     expect(JSON.stringify(again?.status)).toBe(statusBefore);
     expect(again?.resourceVersion).toBe(versionBefore); // no status write when nothing changed
     const events = await store.listEvents(name);
-    expect(events.map((e) => e.reason)).toEqual(expect.arrayContaining(['ContainerCreated', 'RouteReady', 'WorkspaceRendered', 'PortReserved']));
+    expect(events.map((e) => e.reason)).toEqual(
+      expect.arrayContaining(['ContainerCreated', 'RouteReady', 'WorkspaceRendered', 'PortReserved']),
+    );
   });
 
   it('instruction change re-renders without recreating; a bot token change recreates', async () => {
@@ -84,7 +86,12 @@ describe('customer reconciler on a simulated world with the real store', () => {
     await store.apply(desiredCustomer(name, { instructions: 'new instructions', telegram: { botToken: TEST_BOT_TOKEN } }));
     await reconcile(name);
     expect((await runtime.listFor(name)).map((c) => c.id)).toEqual([first?.id]);
-    await store.apply(desiredCustomer(name, { instructions: 'new instructions', telegram: { botToken: '987654321:ZZbbccddeeffgghhiijjkkllmmnnooppqqr' } }));
+    await store.apply(
+      desiredCustomer(name, {
+        instructions: 'new instructions',
+        telegram: { botToken: '987654321:ZZbbccddeeffgghhiijjkkllmmnnooppqqr' },
+      }),
+    );
     await reconcile(name);
     const after = await runtime.listFor(name);
     expect(after).toHaveLength(1);
@@ -150,6 +157,34 @@ describe('customer reconciler on a simulated world with the real store', () => {
     expect(workspaces.folders.has(name)).toBe(false);
     expect(await store.get(name)).toBeUndefined();
     now -= 31 * DAY;
+  });
+
+  it('aborted mid-action (leadership lost), it writes no status, event or rollout report afterwards', async () => {
+    const name = uniqueName('rc');
+    await store.apply(desiredCustomer(name, { telegram: { botToken: TEST_BOT_TOKEN } }));
+    const deposed = new AbortController();
+    const create = runtime.create.bind(runtime);
+    runtime.create = async (spec) => {
+      const id = await create(spec); // the action in flight still completes...
+      deposed.abort(new Error('not the leader any more'));
+      return id;
+    };
+    try {
+      await expect(reconciler.reconcile(name, deposed.signal)).rejects.toThrow('not the leader any more');
+    } finally {
+      runtime.create = create;
+    }
+    // ...but nothing after it: no further action, no status.
+    const customer = await store.get(name);
+    expect(customer?.status.phase).toBeUndefined();
+    // Only the actions that ran say so; no failure is recorded for the abort, no route was written.
+    const events = await store.listEvents(name);
+    expect(events.filter((e) => e.type === 'Warning')).toEqual([]);
+    expect(events.map((e) => e.reason)).not.toContain('RouteUpdated');
+    expect(routes.routes.has(name)).toBe(false);
+    // The next reconcile (the new leader) finishes the job from what it finds.
+    expect(await reconcile(name)).toEqual({});
+    expect((await store.get(name))?.status.phase).toBe('Ready');
   });
 
   it('removes orphans that carry our marks', async () => {

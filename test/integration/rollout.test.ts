@@ -206,6 +206,45 @@ describe('fleet rollouts (reconciler + store, simulated world)', () => {
     expect((await store.get(names[0]!))?.status.conditions?.find((c) => c.type === 'UpToDate')?.reason).toBe('RolloutPaused');
   });
 
+  it('a container found stopped during a paused rollout is started again on its old image, not recreated on the missing one', async () => {
+    // As after an engine restart, or a customer resumed mid-rollout: recreating it here would
+    // remove a working container for an image that is not there.
+    const name = names[3]!;
+    const stopped = containerOf(name)!;
+    stopped.state = 'exited';
+    stopped.health = 'unknown';
+    await reconciler.reconcile(name, signal);
+    tick();
+    await reconciler.reconcile(name, signal);
+    expect(containerOf(name)).toMatchObject({ id: stopped.id, state: 'running', health: 'healthy' });
+    expect(containerOf(name)?.spec.image).toBe('img:a');
+    expect((await store.get(name))?.status.phase).toBe('Ready');
+  });
+
+  it('a report made before an undo cannot settle the entry the undo turned around', async () => {
+    const name = names[4]!;
+    presentImages.add('img:race');
+    const admission = await rollouts.admit({
+      customer: name,
+      key: 'race',
+      fingerprint: 'fp-race',
+      image: 'img:race',
+      toHash: 'hash-race',
+      change: { fromHash: 'hash-old', image: 'img:a' },
+      now,
+    });
+    expect(admission.entry?.state).toBe('updating');
+    await rollouts.undo();
+    // The worker that held the admission from before the undo now reports its container current.
+    const progress = await rollouts.report(admission, { customer: name, current: true, now, templateStartTimeoutSeconds: 5 });
+    expect(progress).toEqual({ freed: false, failed: false });
+    const rows = await sql<{ state: string; target: string }>`
+      SELECT rc.state, rc.target FROM rollout_customers rc JOIN rollouts r ON r.id = rc.rollout_id
+      WHERE r.key = 'race' AND rc.customer = ${name}
+    `.execute(db.handle.db);
+    expect(rows.rows).toEqual([{ state: 'updating', target: 'previous' }]);
+  });
+
   it('updates that never become healthy pause the rollout past the failure limit and roll back', async () => {
     const before = new Map(names.map((n) => [n, containerOf(n)!.id]));
     defaults.customerImage = 'img:bad';

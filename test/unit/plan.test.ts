@@ -1,6 +1,13 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { fleetChangeOf, plan, upstreamFor, type Action, type Desired, type Observed } from '../../src/controller/customer/plan.js';
+import {
+  fleetChangeOf,
+  plan,
+  upstreamFor,
+  type Action,
+  type Desired,
+  type Observed,
+} from '../../src/controller/customer/plan.js';
 import type { ObservedContainer } from '../../src/runtime/runtime.js';
 import type { RouteTarget } from '../../src/proxy/route-table.js';
 
@@ -97,7 +104,9 @@ describe('plan: active', () => {
   });
 
   it('restores a missing route and fixes a wrong upstream or host', () => {
-    expect(run(desired(), converged({ route: undefined }))).toEqual([{ type: 'ensureRoute', to: 'container', drift: 'route_missing' }]);
+    expect(run(desired(), converged({ route: undefined }))).toEqual([
+      { type: 'ensureRoute', to: 'container', drift: 'route_missing' },
+    ]);
     expect(run(desired(), converged({ route: route(upstreamFor(30999)) }))).toEqual([
       { type: 'ensureRoute', to: 'container', drift: 'route_wrong' },
     ]);
@@ -107,13 +116,16 @@ describe('plan: active', () => {
 
   it('routes to where the runtime says: a Kubernetes Service instead of the loopback', () => {
     const service = (customer: string, port: number) => `blytz-${customer}.ns.svc:${port}`;
-    const onKube = (o: Observed) => plan({ desired: desired(), observed: o, now: 0, retentionMs: 30 * DAY, upstreamOf: service }).actions;
+    const onKube = (o: Observed) =>
+      plan({ desired: desired(), observed: o, now: 0, retentionMs: 30 * DAY, upstreamOf: service }).actions;
     const kubeRoute = route({ kind: 'upstream', dial: 'blytz-alice.ns.svc:30001' });
     expect(upstreamFor(30001, 'alice', service)).toEqual({ kind: 'upstream', dial: 'blytz-alice.ns.svc:30001' });
     expect(onKube(converged({ route: kubeRoute }))).toEqual([]);
     // A loopback route (left by a Docker-runtime control plane) is wrong on Kubernetes, and the other way round.
     expect(onKube(converged())).toEqual([{ type: 'ensureRoute', to: 'container', drift: 'route_wrong' }]);
-    expect(run(desired(), converged({ route: kubeRoute }))).toEqual([{ type: 'ensureRoute', to: 'container', drift: 'route_wrong' }]);
+    expect(run(desired(), converged({ route: kubeRoute }))).toEqual([
+      { type: 'ensureRoute', to: 'container', drift: 'route_wrong' },
+    ]);
   });
 
   it('re-reserves a lost port and moves the container to it', () => {
@@ -137,7 +149,13 @@ describe('plan: fleet changes wait for their rollout', () => {
   const outdated = (overrides: Partial<ObservedContainer> = {}) => container({ specHash: 'old', ownHash: 'own-1', ...overrides });
 
   it('a container outdated by a fleet change (same own hash) is kept while the rollout holds it', () => {
-    const result = plan({ desired: fleet, observed: converged({ containers: [outdated()] }), now: 0, retentionMs: 0, recreateAllowed: false });
+    const result = plan({
+      desired: fleet,
+      observed: converged({ containers: [outdated()] }),
+      now: 0,
+      retentionMs: 0,
+      recreateAllowed: false,
+    });
     expect(result.actions).toEqual([]);
     expect(result.waitingForRollout).toEqual({ heldHash: 'old' });
     expect(fleetChangeOf(fleet, converged({ containers: [outdated()] }))?.id).toBe('c1');
@@ -148,13 +166,15 @@ describe('plan: fleet changes wait for their rollout', () => {
   });
 
   it('a held container is still started, restarted and routed to like a current one', () => {
-    expect(types(run(fleet, converged({ containers: [outdated({ health: 'unhealthy' })] }), 0, false))).toEqual(['restartContainer']);
+    expect(types(run(fleet, converged({ containers: [outdated({ health: 'unhealthy' })] }), 0, false))).toEqual([
+      'restartContainer',
+    ]);
     expect(run(fleet, converged({ containers: [outdated()], route: undefined }), 0, false)).toEqual([
       { type: 'ensureRoute', to: 'container', drift: 'route_missing' },
     ]);
-    expect(types(run(fleet, converged({ containers: [outdated()], workspace: { exists: true, contentHash: 'old' } }), 0, false))).toEqual([
-      'writeWorkspace',
-    ]);
+    expect(
+      types(run(fleet, converged({ containers: [outdated()], workspace: { exists: true, contentHash: 'old' } }), 0, false)),
+    ).toEqual(['writeWorkspace']);
   });
 
   it("the customer's own change (another own hash) is never held back", () => {
@@ -163,12 +183,25 @@ describe('plan: fleet changes wait for their rollout', () => {
     expect(types(run(fleet, own, 0, false))).toEqual(['removeContainer', 'createContainer']);
   });
 
-  it('a container that is down anyway, on another port, or already replaced is not held', () => {
-    expect(types(run(fleet, converged({ containers: [outdated({ state: 'exited' })] }), 0, false))).toEqual(['removeContainer', 'createContainer']);
+  it('a stopped outdated container is held and started on its old hash (the rollout decides when it is recreated)', () => {
+    // A customer resumed during a rollout, or every container after an engine restart: recreating
+    // them here would skip the rollout's limit, image check and rollback.
+    const stopped = converged({ containers: [outdated({ state: 'exited' })] });
+    expect(fleetChangeOf(fleet, stopped)?.id).toBe('c1');
+    expect(types(run(fleet, stopped, 0, false))).toEqual(['startContainer']);
+  });
+
+  it('a dead container, one on another port, or one already replaced is not held', () => {
+    expect(types(run(fleet, converged({ containers: [outdated({ state: 'dead' })] }), 0, false))).toEqual([
+      'removeContainer',
+      'createContainer',
+    ]);
     expect(fleetChangeOf(fleet, converged({ containers: [outdated({ hostPort: 30999 })] }))).toBeUndefined();
     const replaced = converged({ containers: [outdated({ id: 'c0' }), container({ id: 'c2', state: 'created' })] });
     expect(fleetChangeOf(fleet, replaced)).toBeUndefined();
-    expect(fleetChangeOf(desired({ ownHash: 'own-1', state: 'suspended' }), converged({ containers: [outdated()] }))).toBeUndefined();
+    expect(
+      fleetChangeOf(desired({ ownHash: 'own-1', state: 'suspended' }), converged({ containers: [outdated()] })),
+    ).toBeUndefined();
   });
 });
 
@@ -188,14 +221,21 @@ describe('plan: suspended, pending, cancelled, orphans', () => {
   });
 
   it('pending: nothing runs', () => {
-    expect(run(desired({ state: 'pending' }), { workspace: { exists: false }, port: undefined, containers: [], route: undefined })).toEqual([]);
+    expect(
+      run(desired({ state: 'pending' }), { workspace: { exists: false }, port: undefined, containers: [], route: undefined }),
+    ).toEqual([]);
     expect(types(run(desired({ state: 'pending' }), converged()))).toEqual(['removeRoute', 'removeContainer', 'releasePort']);
   });
 
   it('cancelled: route, then container, then port; workspace kept until the purge time', () => {
     const d = desired({ state: 'cancelled', cancelledAtMs: 1000 });
     expect(types(run(d, converged(), 2000))).toEqual(['removeRoute', 'removeContainer', 'releasePort']);
-    const tornDown: Observed = { workspace: { exists: true, contentHash: 'ws-a' }, port: undefined, containers: [], route: undefined };
+    const tornDown: Observed = {
+      workspace: { exists: true, contentHash: 'ws-a' },
+      port: undefined,
+      containers: [],
+      route: undefined,
+    };
     expect(run(d, tornDown, 2000)).toEqual([]);
     expect(types(run(d, tornDown, 1000 + 30 * DAY))).toEqual(['removeWorkspace', 'markDeleted']);
   });
@@ -284,26 +324,36 @@ function execute(world: World, actions: Action[]): World {
 }
 
 const arbHash = fc.constantFrom('hash-a', 'hash-b', undefined);
-const arbContainer = fc.record({
-  id: fc.constantFrom('c1', 'c2', 'c3'),
-  customer: fc.constant('alice'),
-  name: fc.constant('blytz-alice'),
-  specHash: arbHash,
-  ownHash: fc.constantFrom('own-1', 'own-2', undefined),
-  state: fc.constantFrom('created', 'running', 'paused', 'restarting', 'exited', 'dead'),
-  health: fc.constantFrom('healthy', 'unhealthy', 'starting', 'unknown'),
-  hostPort: fc.constantFrom(30001, 30002, undefined),
-}).map((c) => {
-  const { hostPort, specHash, ownHash, ...rest } = c;
-  return { ...rest, specHash, ...(ownHash === undefined ? {} : { ownHash }), ...(hostPort === undefined ? {} : { hostPort }) } as ObservedContainer;
-});
+const arbContainer = fc
+  .record({
+    id: fc.constantFrom('c1', 'c2', 'c3'),
+    customer: fc.constant('alice'),
+    name: fc.constant('blytz-alice'),
+    specHash: arbHash,
+    ownHash: fc.constantFrom('own-1', 'own-2', undefined),
+    state: fc.constantFrom('created', 'running', 'paused', 'restarting', 'exited', 'dead'),
+    health: fc.constantFrom('healthy', 'unhealthy', 'starting', 'unknown'),
+    hostPort: fc.constantFrom(30001, 30002, undefined),
+  })
+  .map((c) => {
+    const { hostPort, specHash, ownHash, ...rest } = c;
+    return {
+      ...rest,
+      specHash,
+      ...(ownHash === undefined ? {} : { ownHash }),
+      ...(hostPort === undefined ? {} : { hostPort }),
+    } as ObservedContainer;
+  });
 const arbTarget: fc.Arbitrary<RouteTarget | { kind: 'unknown' }> = fc.oneof(
   fc.constantFrom(30001, 30002).map((p) => upstreamFor(p)),
   fc.constant({ kind: 'suspended' as const }),
   fc.constant({ kind: 'unknown' as const }),
 );
 const arbObserved: fc.Arbitrary<Observed> = fc.record({
-  workspace: fc.oneof(fc.constant({ exists: false }), fc.constantFrom('ws-a', 'ws-b').map((h) => ({ exists: true, contentHash: h }))),
+  workspace: fc.oneof(
+    fc.constant({ exists: false }),
+    fc.constantFrom('ws-a', 'ws-b').map((h) => ({ exists: true, contentHash: h })),
+  ),
   port: fc.constantFrom(30001, 30002, undefined),
   containers: fc.uniqueArray(arbContainer, { selector: (c) => c.id, maxLength: 3 }),
   route: fc.option(
@@ -314,14 +364,16 @@ const arbObserved: fc.Arbitrary<Observed> = fc.record({
   ),
 });
 const arbDesired: fc.Arbitrary<Desired | undefined> = fc.option(
-  fc.record({
-    state: fc.constantFrom('pending', 'active', 'suspended', 'cancelled'),
-    paused: fc.boolean(),
-    specHash: fc.constantFrom('hash-a', 'hash-b'),
-    workspaceHash: fc.constantFrom('ws-a', 'ws-b'),
-    cancelledAtMs: fc.constantFrom(null, 0, 10 * DAY),
-    ownHash: fc.constantFrom('own-1', 'own-2'),
-  }).map((r) => desired(r)),
+  fc
+    .record({
+      state: fc.constantFrom('pending', 'active', 'suspended', 'cancelled'),
+      paused: fc.boolean(),
+      specHash: fc.constantFrom('hash-a', 'hash-b'),
+      workspaceHash: fc.constantFrom('ws-a', 'ws-b'),
+      cancelledAtMs: fc.constantFrom(null, 0, 10 * DAY),
+      ownHash: fc.constantFrom('own-1', 'own-2'),
+    })
+    .map((r) => desired(r)),
   { nil: undefined },
 );
 const arbNow = fc.constantFrom(DAY, 100 * DAY);
@@ -345,7 +397,9 @@ describe('plan: properties', () => {
         const result = plan({ desired: d, observed: o, now, retentionMs: 30 * DAY, recreateAllowed: false });
         if (held) {
           expect(result.waitingForRollout?.heldHash).toBe(held.specHash);
-          expect(result.actions.some((a) => a.type === 'createContainer' || (a.type === 'removeContainer' && a.id === held.id))).toBe(false);
+          expect(
+            result.actions.some((a) => a.type === 'createContainer' || (a.type === 'removeContainer' && a.id === held.id)),
+          ).toBe(false);
         } else {
           expect(result).toEqual(plan({ desired: d, observed: o, now, retentionMs: 30 * DAY }));
         }

@@ -161,7 +161,9 @@ export function plan(input: PlanInput): Plan {
       const held = input.recreateAllowed === false ? fleetChangeOf(desired, observed) : undefined;
       if (!held) {
         const blueGreen = input.sideBySide === true && desired.updateStrategy === 'blueGreen';
-        return (blueGreen ? planBlueGreen(desired, observed, upstreamOf) : undefined) ?? planActive(desired, observed, upstreamOf);
+        return (
+          (blueGreen ? planBlueGreen(desired, observed, upstreamOf) : undefined) ?? planActive(desired, observed, upstreamOf)
+        );
       }
       // Plan as if the kept container's hash were the desired one: it stays up, is started,
       // restarted and routed to like a current container until the rollout lets it go.
@@ -179,9 +181,12 @@ export function plan(input: PlanInput): Plan {
 
 /**
  * The container a fleet-wide change would replace, when there is one: the customer is active,
- * no usable container carries the desired hash, and a running (or restarting) container on the
- * reserved port carries another spec hash but the same own hash (or none: made before own
- * hashes existed). A change of the customer's own inputs is never a fleet change.
+ * no usable container carries the desired hash, and a container on the reserved port that is
+ * not dead carries another spec hash but the same own hash (or none: made before own hashes
+ * existed). A change of the customer's own inputs is never a fleet change. Stopped containers
+ * count too (a customer resumed, or every container after an engine restart): recreating them
+ * outside the rollout would skip its limit, its image check and its rollback, and a held one is
+ * simply started again on its old hash.
  */
 export function fleetChangeOf(desired: Desired | undefined, observed: Observed): ObservedContainer | undefined {
   if (!desired || desired.paused || desired.state !== 'active' || observed.port === undefined) return undefined;
@@ -195,7 +200,8 @@ export function fleetChangeOf(desired: Desired | undefined, observed: Observed):
       c.specHash !== undefined &&
       c.specHash !== desired.specHash &&
       c.hostPort === observed.port &&
-      (c.state === 'running' || c.state === 'restarting') &&
+      c.state !== 'dead' &&
+      c.state !== 'removing' &&
       (c.ownHash === undefined || desired.ownHash === undefined || c.ownHash === desired.ownHash),
   );
 }
@@ -237,7 +243,10 @@ function planActive(desired: Desired, observed: Observed, upstreamOf: UpstreamOf
     // already planned above
   } else if (!observed.route) {
     actions.push({ type: 'ensureRoute', to: 'container', drift: 'route_missing' });
-  } else if (observed.port === undefined || !routeMatches(observed.route, desired.host, upstreamFor(observed.port, desired.name, upstreamOf))) {
+  } else if (
+    observed.port === undefined ||
+    !routeMatches(observed.route, desired.host, upstreamFor(observed.port, desired.name, upstreamOf))
+  ) {
     actions.push({ type: 'ensureRoute', to: 'container', drift: 'route_wrong' });
   }
   return { actions };
@@ -271,7 +280,8 @@ function planBlueGreen(desired: Desired, observed: Observed, upstreamOf: Upstrea
   const live = (c: ObservedContainer) => c.state !== 'dead' && c.state !== 'removing';
   const sorted = sortContainers(observed.containers);
   if (sorted.some((c) => c.specHash === desired.specHash && c.hostPort === port && live(c))) return undefined;
-  const fresh = next === undefined ? undefined : sorted.find((c) => c.specHash === desired.specHash && c.hostPort === next && live(c));
+  const fresh =
+    next === undefined ? undefined : sorted.find((c) => c.specHash === desired.specHash && c.hostPort === next && live(c));
   const old = sorted.find((c) => c.hostPort === port && (c.state === 'running' || c.state === 'restarting'));
   if (!fresh && !old) return undefined;
 
@@ -285,7 +295,8 @@ function planBlueGreen(desired: Desired, observed: Observed, upstreamOf: Upstrea
     const duplicate = container.specHash === desired.specHash && live(container);
     actions.push({ type: 'removeContainer', id: container.id, drift: duplicate ? 'container_duplicate' : 'container_outdated' });
   }
-  const routedTo = (p: number) => observed.route !== undefined && routeMatches(observed.route, desired.host, upstreamFor(p, desired.name, upstreamOf));
+  const routedTo = (p: number) =>
+    observed.route !== undefined && routeMatches(observed.route, desired.host, upstreamFor(p, desired.name, upstreamOf));
   const routedNew = fresh !== undefined && next !== undefined && routedTo(next);
   if (old && old.health !== 'unhealthy' && !routedNew && !routedTo(port)) {
     // The old container serves until the new one is healthy: the route goes (back) to it first.

@@ -175,11 +175,18 @@ export class CustomerReconciler {
       const outcome = await this.#execute(name, result.actions, resolved, signal, converged);
       waitNote = outcome.waitNote;
     } catch (error) {
+      if (signal.aborted) throw abortReason(signal);
       failure = describeFailure(error);
       if (error instanceof PortsExhaustedError) requeueAfterMs = PORTS_EXHAUSTED_RETRY_MS;
       await store.recordEvent(name, { type: 'Warning', reason: failure.reason, message: failure.message }).catch(() => {});
       this.#deps.logger.warn({ customer: name, reason: failure.reason, err: error }, 'reconcile step failed');
     }
+    // Aborted (leadership lost, shutdown, reconcile timeout): an action in flight may have
+    // finished, but this reconcile no longer speaks for the customer. No status, event or
+    // rollout report: a new leader (or the next attempt) observes and writes them.
+    if (signal.aborted) throw abortReason(signal);
+    // Again after the actions: a listing that started while they ran holds the world from before.
+    if (result.actions.length > 0) this.invalidate(name);
 
     const after = result.actions.length > 0 ? await this.#observe(name) : observed;
     const status = await this.#writeStatus(customer, resolved, after, failure, waitNote, {
@@ -209,7 +216,9 @@ export class CustomerReconciler {
     if (requeueAfterMs !== undefined) return { requeueAfterMs };
     if (customer.spec.state === 'active' && status.phase !== 'Ready') return { requeueAfterMs: WAIT_FOR_HEALTH_MS };
     if (admission && !admission.recreateAllowed) {
-      return { requeueAfterMs: admission.rollout?.state === 'paused' || admission.rollout?.undone ? ROLLOUT_PAUSED_MS : ROLLOUT_WAIT_MS };
+      return {
+        requeueAfterMs: admission.rollout?.state === 'paused' || admission.rollout?.undone ? ROLLOUT_PAUSED_MS : ROLLOUT_WAIT_MS,
+      };
     }
     if (customer.spec.state === 'cancelled' && customer.cancelledAt) {
       const purgeIn = customer.cancelledAt.getTime() + this.#deps.retentionMs - this.#now();
@@ -239,7 +248,8 @@ export class CustomerReconciler {
     countDrift: boolean,
   ): Promise<{ waitNote?: string }> {
     const { runtime, routes, ports, workspaces, store, metrics } = this.#deps;
-    const event = (type: EventType, reason: string, message: string) => store.recordEvent(name, { type, reason, message }).catch(() => {});
+    const event = (type: EventType, reason: string, message: string) =>
+      store.recordEvent(name, { type, reason, message }).catch(() => {});
     for (const action of actions) {
       if (signal.aborted) throw new Error('reconcile aborted');
       const drift = 'drift' in action ? action.drift : undefined;
@@ -320,7 +330,7 @@ export class CustomerReconciler {
         case 'releasePort':
           if (action.slot === 'next') {
             await ports.releaseNext(name);
-            await event('Normal', 'PortReleased', 'the blue-green update\'s second host port released');
+            await event('Normal', 'PortReleased', "the blue-green update's second host port released");
             break;
           }
           await ports.release(name);
@@ -448,7 +458,14 @@ export class CustomerReconciler {
       observedGeneration: customer.generation,
       conditions: [
         ...(previous.conditions ?? []).filter((c) => c.type !== 'Ready'),
-        { type: 'Ready', status: 'False', reason, message, lastTransitionTime: new Date(this.#now()).toISOString(), observedGeneration: customer.generation },
+        {
+          type: 'Ready',
+          status: 'False',
+          reason,
+          message,
+          lastTransitionTime: new Date(this.#now()).toISOString(),
+          observedGeneration: customer.generation,
+        },
       ],
     };
     const changed = await this.#deps.store.updateStatus(customer.name, status);
@@ -504,3 +521,8 @@ function need<T>(value: T | undefined): T {
 }
 
 export { CONTROLLER as CUSTOMER_CONTROLLER_NAME };
+
+/** Why a reconcile's signal was aborted (NotLeaderError, ReconcileTimeoutError, shutdown). */
+function abortReason(signal: AbortSignal): Error {
+  return signal.reason instanceof Error ? signal.reason : new Error('reconcile aborted');
+}

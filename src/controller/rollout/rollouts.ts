@@ -233,11 +233,15 @@ export class Rollouts {
     const next = outcome.entry;
     const event = (type: 'Normal' | 'Warning', reason: string, message: string) =>
       this.#deps.store.recordEvent(input.customer, { type, reason, message }).catch(() => {});
+    // Every write below matches the entry as read (state and target): an `undo` in between turns
+    // an updating entry around (target `previous`), and this outcome is about the old target.
     if (outcome.kind === 'done' || outcome.kind === 'rolledBack') {
-      await sql`
+      const settled = await sql`
         UPDATE rollout_customers SET state = ${next.state}, finished_at = ${ms(input.now)}
         WHERE rollout_id = ${entry.rolloutId} AND customer = ${entry.customer} AND state = ${entry.state}
+          AND target = ${entry.target}
       `.execute(this.#db);
+      if (Number(settled.numAffectedRows ?? 0) === 0) return { freed: false, failed: false };
       if (outcome.kind === 'done') {
         await event(
           'Normal',
@@ -259,13 +263,15 @@ export class Rollouts {
     // Failed: the customer goes back; past the limit the rollout pauses. Under the lock, so two
     // failures at once count each other.
     let paused = false;
-    await this.#db.transaction().execute(async (trx) => {
+    const recorded = await this.#db.transaction().execute(async (trx) => {
       await sql`SELECT pg_advisory_xact_lock(${ROLLOUT_LOCK_KEY})`.execute(trx);
-      await sql`
+      const failed = await sql`
         UPDATE rollout_customers SET state = ${next.state}, target = ${next.target}, message = ${next.message},
           finished_at = ${next.finishedAtMs === null ? null : ms(next.finishedAtMs)}
         WHERE rollout_id = ${entry.rolloutId} AND customer = ${entry.customer} AND state = 'updating'
+          AND target = ${entry.target}
       `.execute(trx);
+      if (Number(failed.numAffectedRows ?? 0) === 0) return false;
       const failures = await sql<{ n: number }>`
         SELECT count(*)::int AS n FROM rollout_customers
         WHERE rollout_id = ${rollout.id} AND state IN ('rollingBack', 'failed') AND message <> ''
@@ -284,7 +290,9 @@ export class Rollouts {
             'rollout paused: too many failed updates',
           );
       }
+      return true;
     });
+    if (!recorded) return { freed: false, failed: false };
     await event('Warning', 'RolloutFailed', `${next.message}; rolling back to ${entry.prevImage ?? 'the previous image'}`);
     if (paused)
       await event(
@@ -507,7 +515,9 @@ export class Rollouts {
       SELECT
         (SELECT count(*)::int FROM rollout_customers rc
            JOIN rollouts r ON r.id = rc.rollout_id AND r.state <> 'superseded'
-           JOIN customers c ON c.name = rc.customer AND c.state = 'active' AND c.deleted_at IS NULL
+           -- Suspended, cancelled or paused (spec.paused: the controller leaves it alone) customers
+           -- are not reconciled, so they never report: they must not hold a slot.
+           JOIN customers c ON c.name = rc.customer AND c.state = 'active' AND NOT c.paused AND c.deleted_at IS NULL
          WHERE rc.state IN ('updating', 'rollingBack')) AS busy,
         (SELECT count(*)::int FROM customers WHERE state = 'active' AND deleted_at IS NULL) AS active
     `.execute(db);
