@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync, chmodSync, existsSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /**
@@ -7,7 +7,17 @@ import { join } from 'node:path';
  * owner only (0600), and read back on every later start.
  */
 export function ensureDataDir(dataDir: string): void {
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  ensurePrivateDir(dataDir);
+}
+
+/**
+ * A folder only its owner can enter. mkdir's mode applies only to a folder it creates: one made
+ * beforehand (an operator's `mkdir`, 0755) is tightened, since it holds keys, the embedded
+ * database and the customers' workspaces.
+ */
+export function ensurePrivateDir(dir: string): void {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  if ((statSync(dir).mode & 0o077) !== 0) chmodSync(dir, 0o700);
 }
 
 export function readOrCreateSecretFile(path: string, generate: () => string): string {

@@ -1,3 +1,5 @@
+import { maskSecrets } from './logger.js';
+
 /**
  * Readiness checks: each names a dependency and throws when it is not usable. `/readyz` runs
  * them all at once, each bounded by a timeout, and answers 503 when any fails.
@@ -24,13 +26,21 @@ export class HealthChecks {
         try {
           await Promise.race([
             check(signal),
-            new Promise((_, reject) => signal.addEventListener('abort', () => reject(new Error(`no answer within ${timeoutMs} ms`)))),
+            new Promise((_, reject) =>
+              signal.addEventListener('abort', () => reject(new Error(`no answer within ${timeoutMs} ms`))),
+            ),
           ]);
           return [name, { status: 'ok' as const, latencyMs: Math.round(performance.now() - started) }] as const;
         } catch (error) {
           return [
             name,
-            { status: 'fail' as const, message: (error as Error).message, latencyMs: Math.round(performance.now() - started) },
+            // /readyz answers anyone: a dependency's error text is masked like a log line (a
+            // connection string or token inside it never leaves).
+            {
+              status: 'fail' as const,
+              message: maskSecrets((error as Error).message),
+              latencyMs: Math.round(performance.now() - started),
+            },
           ] as const;
         }
       }),

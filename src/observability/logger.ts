@@ -55,6 +55,20 @@ export const REDACTED_PATHS = [
   '*.STRIPE_WEBHOOK_SECRET',
   '*.BLYTZ_ADMIN_TOKEN',
   '*.BLYTZ_SECRET_KEY',
+  'BLYTZ_SECRET_KEY_PREVIOUS',
+  '*.BLYTZ_SECRET_KEY_PREVIOUS',
+  'DATABASE_URL',
+  '*.DATABASE_URL',
+  'gatewayToken',
+  '*.gatewayToken',
+  '*.*.gatewayToken',
+  'adminToken',
+  '*.adminToken',
+  'webhookSecret',
+  '*.webhookSecret',
+  // A manifest's spec.model.apiKey, and a Customer resource's.
+  '*.*.apiKey',
+  '*.*.*.apiKey',
 ];
 
 /** Values that look like secrets are also masked inside free text (error messages, URLs). */
@@ -62,6 +76,11 @@ const SECRET_PATTERNS: Array<[RegExp, string]> = [
   // Telegram bot token; no leading \b, so it is also found inside Bot API URLs (`/bot<token>/getMe`).
   [/(?<!\d)\d{5,12}:[A-Za-z0-9_-]{30,}/g, '[REDACTED]'],
   [/\b(?:sk|rk|whsec)_[A-Za-z0-9_]{8,}\b/g, '[REDACTED]'], // Stripe keys
+  // Model providers' keys: sk-..., sk-ant-..., sk-proj-..., sk-or-... and Google's AIza...
+  [/\bsk-[A-Za-z0-9_-]{20,}/g, '[REDACTED]'],
+  [/\bAIza[0-9A-Za-z_-]{30,}/g, '[REDACTED]'],
+  // A password in a URL: postgres://blytz:<password>@host/db
+  [/\b([a-z][a-z0-9+.-]*:\/\/[^:/\s@]+:)[^@\s/]+@/gi, '$1[REDACTED]@'],
   [/\bBearer\s+[A-Za-z0-9._~+/=-]{8,}/gi, 'Bearer [REDACTED]'],
   // Stops at a backslash too, so masking a serialized JSON line never eats an escape.
   [/([?&](?:token|access_token|key)=)[^&\s"\\]+/gi, '$1[REDACTED]'],

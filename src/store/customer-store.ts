@@ -1,13 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { sql, type Kysely, type Transaction } from 'kysely';
 import { canonicalJson } from '../domain/canonical-json.js';
-import type {
-  Customer,
-  CustomerStatus,
-  DesiredCustomer,
-  DesiredState,
-  PlanName,
-} from '../domain/customer.js';
+import type { Customer, CustomerStatus, DesiredCustomer, DesiredState, PlanName } from '../domain/customer.js';
 import type { DatabaseHandle } from './database.js';
 import { ConflictError, isUniqueViolation, NotFoundError } from './errors.js';
 import type { CustomerRow, Database, NewCustomerRow } from './schema.js';
@@ -224,12 +218,17 @@ export class CustomerStore {
 
   /** Marks a torn-down, purged customer as gone; its name may be used again. */
   async markDeleted(name: string): Promise<void> {
-    await this.#db
-      .updateTable('customers')
-      .set({ deleted_at: new Date(), stripe_customer_id: null, stripe_subscription_id: null, stripe_checkout_session_id: null })
-      .where('name', '=', name)
-      .where('deleted_at', 'is', null)
-      .execute();
+    await this.#db.transaction().execute(async (trx) => {
+      const marked = await trx
+        .updateTable('customers')
+        .set({ deleted_at: new Date(), stripe_customer_id: null, stripe_subscription_id: null, stripe_checkout_session_id: null })
+        .where('name', '=', name)
+        .where('deleted_at', 'is', null)
+        .executeTakeFirst();
+      // Its events go with it (like a Kubernetes object's): a customer later signing up under
+      // the same name must not inherit them.
+      if (Number(marked.numUpdatedRows) > 0) await trx.deleteFrom('customer_events').where('customer', '=', name).execute();
+    });
   }
 
   async recordEvent(name: string, event: { type: EventType; reason: string; message: string }): Promise<void> {
@@ -298,7 +297,10 @@ export class CustomerStore {
    */
   async resealAll(): Promise<{ resealed: number }> {
     let resealed = 0;
-    const rows = await this.#db.selectFrom('customers').select(['name', 'telegram_bot_token_enc', 'model_api_key_enc', 'gateway_token_enc']).execute();
+    const rows = await this.#db
+      .selectFrom('customers')
+      .select(['name', 'telegram_bot_token_enc', 'model_api_key_enc', 'gateway_token_enc'])
+      .execute();
     for (const row of rows) {
       const columns: Array<['telegram_bot_token_enc' | 'model_api_key_enc' | 'gateway_token_enc', string]> = [
         ['telegram_bot_token_enc', row.name],
@@ -308,7 +310,8 @@ export class CustomerStore {
       const update: Record<string, string> = {};
       for (const [column, context] of columns) {
         const sealed = row[column];
-        if (sealed && this.#box.sealedWithPreviousKey(sealed, context)) update[column] = this.#box.seal(this.#box.open(sealed, context), context);
+        if (sealed && this.#box.sealedWithPreviousKey(sealed, context))
+          update[column] = this.#box.seal(this.#box.open(sealed, context), context);
       }
       if (Object.keys(update).length === 0) continue;
       await this.#db.transaction().execute(async (trx) => {

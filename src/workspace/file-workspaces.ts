@@ -1,4 +1,4 @@
-import { lstat, mkdir, readdir, rm } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { dirname, join, posix, resolve, sep } from 'node:path';
 import { z } from 'zod';
 import { isDns1123Label } from '../domain/naming.js';
@@ -118,6 +118,8 @@ export class FileWorkspaces implements Workspaces {
     const owner = chownTarget(parseOwner(rendered.template.user));
 
     await mkdir(this.customersRoot, { recursive: true, mode: DIR_MODE });
+    // Tightened if it was made beforehand with a wider mode (mkdir's mode only applies when it creates).
+    if (((await stat(this.customersRoot)).mode & 0o077) !== 0) await chmod(this.customersRoot, DIR_MODE);
     await ensureDirectory(dir, DIR_MODE, owner);
     const previous = await readMarker(dir);
     // The marker goes first and comes back last: a crash in between leaves no marker, so the

@@ -225,6 +225,12 @@ describe('signing up in a browser', () => {
     expect(await text('#telegram-link')).toBe(telegramUrl);
     expect(await text('#assistant-url')).toMatch(new RegExp(`^http://${customerName}\\.blytz\\.localhost`));
     expect(await page.isVisible('#pairing-form')).toBe(true);
+    // The token left the address bar (browser history, a copied link), but the tab keeps it:
+    // a reload still shows the customer's page.
+    expect(page.url()).toBe(`${served.url}/status/${customerName}`);
+    await page.reload();
+    await waitForText('#phase', /^Ready$/);
+    expect(await page.isVisible('#pairing-form')).toBe(true);
     await expectFitsPhone();
     await shot('05-status-ready');
   });

@@ -440,6 +440,18 @@ describe.each(backends)('customer store on $kind', ({ kind, create }) => {
       expect(await store.listEvents(uniqueName('none'))).toEqual([]);
     });
 
+    it('go with the customer when it is marked deleted: a new customer of the same name starts clean', async () => {
+      const name = uniqueName('gone');
+      await store.apply(desiredCustomer(name));
+      await store.recordEvent(name, { type: 'Normal', reason: 'Created', message: 'container created' });
+      await store.markDeleted(name);
+      expect(await store.listEvents(name)).toEqual([]);
+      // Marking again changes nothing and deletes nothing new.
+      await store.recordEvent(name, { type: 'Normal', reason: 'Late', message: 'written after' });
+      await store.markDeleted(name);
+      expect((await store.listEvents(name)).map((e) => e.reason)).toEqual(['Late']);
+    });
+
     it('keeps a long message, cut short', async () => {
       const name = uniqueName('long');
       await store.recordEvent(name, { type: 'Normal', reason: 'Long', message: 'x'.repeat(100_000) });

@@ -89,6 +89,14 @@ describe('logger redaction', () => {
     expect(output()).toContain('getMe');
   });
 
+  it("redacts gateway and admin tokens, the database URL and a manifest's model key by field", () => {
+    const { logger, output } = capture();
+    logger.info({ config: { gatewayToken: PLAIN_SECRET }, adminToken: ADMIN_TOKEN }, 'tokens');
+    logger.info({ env: { DATABASE_URL: `postgres://blytz:${PLAIN_SECRET}@db/blytz` } }, 'env');
+    logger.info({ manifest: { spec: { apiKey: PLAIN_SECRET } } }, 'manifest');
+    expectAbsent(output(), PLAIN_SECRET, ADMIN_TOKEN);
+  });
+
   it('masks secrets in child logger bindings', () => {
     const { logger, output } = capture();
     logger.child({ customer: 'alice', botToken: BOT_TOKEN }).info('child');
@@ -120,7 +128,15 @@ describe('maskSecrets', () => {
     [`rk_test_abcdefghijkl`, 'rk_test_abcdefghijkl'],
     [`Authorization: bearer ${BEARER}`, BEARER],
     [`?access_token=${ADMIN_TOKEN}&x=1`, ADMIN_TOKEN],
+    ['model key sk-ant-api03-AbCdEfGhIjKlMnOpQrStUvWx rejected', 'sk-ant-api03-AbCdEfGhIjKlMnOpQrStUvWx'],
+    ['key sk-proj-AbCdEfGhIjKlMnOpQrStUvWxYz012345', 'sk-proj-AbCdEfGhIjKlMnOpQrStUvWxYz012345'],
+    ['google AIzaSyAbCdEfGhIjKlMnOpQrStUvWxYz0123456', 'AIzaSyAbCdEfGhIjKlMnOpQrStUvWxYz0123456'],
+    ['connect to postgres://blytz:s3cr3t-pass@db:5432/blytz failed', 's3cr3t-pass'],
   ])('masks %s', (text, secret) => {
     expect(maskSecrets(text)).not.toContain(secret);
+  });
+
+  it('keeps the rest of a URL with a password readable', () => {
+    expect(maskSecrets('postgres://blytz:pw@db:5432/blytz')).toBe('postgres://blytz:[REDACTED]@db:5432/blytz');
   });
 });

@@ -1,18 +1,41 @@
-/* global document, URL, URLSearchParams, location, CSS, fetch, setTimeout */
+/* global document, URL, URLSearchParams, location, history, sessionStorage, CSS, fetch, setTimeout */
 import { clearFieldErrors, readError, sentence, setFieldError } from './forms.js';
 
 // Follows GET /api/customers/:name/status every 2 s and shows the steps as they complete; once
 // the assistant is ready, the Telegram link and the pairing form. The access token comes from
 // this page's own URL (the link Stripe sends the customer back to) and is sent in a header.
+// It is then kept in this tab only and taken out of the address bar, so it stays out of the
+// browser history and out of a link the customer copies; a reload reads it back from the tab.
 // Everything the API says is shown with textContent, never as HTML.
 
 const POLL_MS = 2000;
 const main = document.getElementById('main');
 const name = main.dataset.customer;
-const token = new URLSearchParams(location.search).get('token') ?? '';
+const token = takeToken();
 const base = `/api/customers/${encodeURIComponent(name)}`;
 const auth = { authorization: `Bearer ${token}` };
 const $ = (id) => document.getElementById(id);
+
+function takeToken() {
+  const key = `blytz-access-token:${name}`;
+  const fromUrl = new URLSearchParams(location.search).get('token');
+  if (!fromUrl) {
+    try {
+      return sessionStorage.getItem(key) ?? '';
+    } catch {
+      return '';
+    }
+  }
+  try {
+    sessionStorage.setItem(key, fromUrl);
+    const url = new URL(location.href);
+    url.searchParams.delete('token');
+    history.replaceState(null, '', `${url.pathname}${url.search}${url.hash}`);
+  } catch {
+    // Storage refused (private mode): keep the token in the address bar, or a reload loses it.
+  }
+  return fromUrl;
+}
 
 let stopped = false;
 let lastProblem = '';
