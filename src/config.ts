@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 
 /**
@@ -8,9 +9,7 @@ import { z } from 'zod';
 const port = z.coerce.number().int().min(1).max(65_535);
 const positiveInt = z.coerce.number().int().positive();
 const url = z.string().url();
-const booleanish = z
-  .enum(['true', 'false', '1', '0', 'yes', 'no'])
-  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+const booleanish = z.enum(['true', 'false', '1', '0', 'yes', 'no']).transform((v) => v === 'true' || v === '1' || v === 'yes');
 
 const portRange = z
   .string()
@@ -40,10 +39,16 @@ const envSchema = z.object({
     .string()
     .regex(/^[a-zA-Z0-9_-]{1,64}$/, 'must be a simple server name')
     .default('blytz'),
-  BLYTZ_CADDY_LISTEN: z.string().regex(/^[^\s]*:\d+$/, 'must be a listen address like :80').default(':80'),
+  BLYTZ_CADDY_LISTEN: z
+    .string()
+    .regex(/^[^\s]*:\d+$/, 'must be a listen address like :80')
+    .default(':80'),
   BLYTZ_BASE_DOMAIN: z
     .string()
-    .regex(/^(?=.{1,190}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/, 'must be a lowercase DNS name')
+    .regex(
+      /^(?=.{1,190}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/,
+      'must be a lowercase DNS name',
+    )
     .default('blytz.localhost'),
   BLYTZ_PUBLIC_SCHEME: z.enum(['http', 'https']).default('https'),
   BLYTZ_CUSTOMER_IMAGE: z.string().min(1).default('ghcr.io/openclaw/openclaw:latest'),
@@ -57,7 +62,10 @@ const envSchema = z.object({
   // Key rotation: keys rotated out, still accepted for opening until `blytz reseal` has run.
   BLYTZ_SECRET_KEY_PREVIOUS: z
     .string()
-    .refine((s) => s.split(',').every((k) => Buffer.from(k.trim(), 'base64').length === 32), 'must be 32-byte base64 keys, comma-separated')
+    .refine(
+      (s) => s.split(',').every((k) => Buffer.from(k.trim(), 'base64').length === 32),
+      'must be 32-byte base64 keys, comma-separated',
+    )
     .optional(),
   BLYTZ_WORKERS: positiveInt.max(256).default(4),
   BLYTZ_RESYNC_SECONDS: positiveInt.default(300),
@@ -120,20 +128,55 @@ export class ConfigError extends Error {
   }
 }
 
+/**
+ * Secrets that may come from a file instead, `<NAME>_FILE` (how Docker and Kubernetes mount
+ * secrets), so they need not sit in the process environment, where `docker inspect`,
+ * /proc/<pid>/environ and every child process see them.
+ */
+export const FILE_VARIABLES = [
+  'DATABASE_URL',
+  'BLYTZ_ADMIN_TOKEN',
+  'BLYTZ_SECRET_KEY',
+  'BLYTZ_SECRET_KEY_PREVIOUS',
+  'STRIPE_SECRET_KEY',
+  'STRIPE_WEBHOOK_SECRET',
+] as const;
+
+/** `NAME`, else the contents of the file `NAME_FILE` names (one trailing newline dropped). */
+export function secretFromEnv(env: NodeJS.ProcessEnv, name: string): { value?: string; problem?: string } {
+  const direct = env[name];
+  const file = env[`${name}_FILE`];
+  if (file === undefined || file === '') return direct === undefined || direct === '' ? {} : { value: direct };
+  if (direct !== undefined && direct !== '') return { problem: `${name}: set ${name} or ${name}_FILE, not both` };
+  try {
+    const value = readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+    return value === '' ? {} : { value };
+  } catch (error) {
+    return { problem: `${name}_FILE: cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? 'error'})` };
+  }
+}
+
 /** Parses the environment; empty strings count as unset, like most twelve-factor apps. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const input: Record<string, string> = {};
+  const fileProblems: string[] = [];
   for (const key of Object.keys(envSchema.shape)) {
+    if ((FILE_VARIABLES as readonly string[]).includes(key)) {
+      const { value, problem } = secretFromEnv(env, key);
+      if (problem) fileProblems.push(problem);
+      if (value !== undefined) input[key] = value;
+      continue;
+    }
     const value = env[key];
     if (value !== undefined && value !== '') input[key] = value;
   }
   const parsed = envSchema.safeParse(input);
-  if (!parsed.success) {
-    const problems = parsed.error.issues.map((issue) => {
+  if (!parsed.success || fileProblems.length > 0) {
+    const problems = (parsed.success ? [] : parsed.error.issues).map((issue) => {
       const name = String(issue.path[0] ?? '(environment)');
       return `${name}: ${issue.message}`;
     });
-    throw new ConfigError(problems);
+    throw new ConfigError([...fileProblems, ...problems]);
   }
   const problems = crossFieldProblems(parsed.data);
   if (problems.length > 0) throw new ConfigError(problems);

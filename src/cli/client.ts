@@ -1,4 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
+import { secretFromEnv } from '../config.js';
 import { adminTokenFile } from '../data-dir.js';
 import type { BillingInfo, CustomerSpecView, CustomerStatus, FieldError } from '../domain/customer.js';
 import { CliError } from './errors.js';
@@ -80,7 +81,7 @@ export interface ConnectionOptions {
   token?: string | undefined;
 }
 
-/** `--server`, else the default; `--token`, else BLYTZ_ADMIN_TOKEN, else the data directory's file. */
+/** `--server`, else the default; `--token`, else BLYTZ_ADMIN_TOKEN (or _FILE), else the data directory's file. */
 export function resolveConnection(
   options: ConnectionOptions,
   env: NodeJS.ProcessEnv = process.env,
@@ -88,7 +89,9 @@ export function resolveConnection(
   const server = (options.server ?? DEFAULT_SERVER).replace(/\/+$/, '');
   if (!/^https?:\/\/[^/]+/.test(server)) throw new CliError(`--server must be an http(s) URL, not "${server}"`, 2);
   if (options.token) return { server, token: options.token };
-  if (env['BLYTZ_ADMIN_TOKEN']) return { server, token: env['BLYTZ_ADMIN_TOKEN'] };
+  const fromEnv = secretFromEnv(env, 'BLYTZ_ADMIN_TOKEN');
+  if (fromEnv.problem) throw new CliError(fromEnv.problem, 2);
+  if (fromEnv.value) return { server, token: fromEnv.value };
   // Read only: generating a token is the server's job, a fresh one here would never match.
   const file = adminTokenFile(env['BLYTZ_DATA_DIR'] || './data');
   if (existsSync(file)) return { server, token: readFileSync(file, 'utf8').trim() };

@@ -1,4 +1,7 @@
-import { describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config.js';
 
 function configError(env: Record<string, string>): ConfigError {
@@ -162,7 +165,10 @@ describe('loadConfig', () => {
   });
 
   it('rejects BLYTZ_ROUTES=ingress without the kubernetes runtime, naming both variables', () => {
-    for (const env of [{ BLYTZ_ROUTES: 'ingress' }, { BLYTZ_ROUTES: 'ingress', BLYTZ_RUNTIME: 'docker', BLYTZ_SOURCE: 'kubernetes' }]) {
+    for (const env of [
+      { BLYTZ_ROUTES: 'ingress' },
+      { BLYTZ_ROUTES: 'ingress', BLYTZ_RUNTIME: 'docker', BLYTZ_SOURCE: 'kubernetes' },
+    ]) {
       const error = configError(env);
       expect(error.problems).toEqual([expect.stringMatching(/^BLYTZ_ROUTES: ingress needs BLYTZ_RUNTIME=kubernetes/)]);
     }
@@ -180,5 +186,56 @@ describe('loadConfig', () => {
     const error = configError({ BLYTZ_ADMIN_TOKEN: 'short', BLYTZ_SECRET_KEY: 'bm90LWEta2V5' });
     expect(error.message).not.toContain('bm90LWEta2V5');
     expect(error.message).toContain('BLYTZ_SECRET_KEY');
+  });
+
+  describe('secrets from files (<NAME>_FILE)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'blytz-config-'));
+    afterAll(() => rmSync(dir, { recursive: true, force: true }));
+    const secretFile = (name: string, content: string) => {
+      const path = join(dir, name);
+      writeFileSync(path, content, { mode: 0o600 });
+      return path;
+    };
+    const KEY = Buffer.alloc(32, 7).toString('base64');
+
+    it('reads each secret from its file, dropping one trailing newline', () => {
+      const config = loadConfig({
+        DATABASE_URL_FILE: secretFile('db', 'postgres://blytz:pw@db/blytz\n'),
+        BLYTZ_ADMIN_TOKEN_FILE: secretFile('admin', 'an-admin-token-of-32-characters!\n'),
+        BLYTZ_SECRET_KEY_FILE: secretFile('key', `${KEY}\n`),
+        STRIPE_SECRET_KEY_FILE: secretFile('stripe', 'sk_test_fromafile'),
+        STRIPE_WEBHOOK_SECRET_FILE: secretFile('whsec', 'whsec_fromafile\n'),
+      });
+      expect(config).toMatchObject({
+        DATABASE_URL: 'postgres://blytz:pw@db/blytz',
+        BLYTZ_ADMIN_TOKEN: 'an-admin-token-of-32-characters!',
+        BLYTZ_SECRET_KEY: KEY,
+        STRIPE_SECRET_KEY: 'sk_test_fromafile',
+        STRIPE_WEBHOOK_SECRET: 'whsec_fromafile',
+      });
+    });
+
+    it('a missing file or both forms set fail start, named, with the other problems and without the values', () => {
+      const error = configError({
+        STRIPE_SECRET_KEY_FILE: join(dir, 'nope'),
+        BLYTZ_ADMIN_TOKEN: 'direct-admin-token-value-123456',
+        BLYTZ_ADMIN_TOKEN_FILE: secretFile('admin2', 'file-admin-token-value-1234567'),
+        PORT: 'eighty',
+      });
+      expect(error.problems).toHaveLength(3);
+      expect(error.problems).toEqual(
+        expect.arrayContaining([
+          `STRIPE_SECRET_KEY_FILE: cannot read ${join(dir, 'nope')} (ENOENT)`,
+          'BLYTZ_ADMIN_TOKEN: set BLYTZ_ADMIN_TOKEN or BLYTZ_ADMIN_TOKEN_FILE, not both',
+          expect.stringMatching(/^PORT: /),
+        ]),
+      );
+      expect(error.message).not.toContain('admin-token-value');
+    });
+
+    it('values from files are validated like the rest', () => {
+      const error = configError({ BLYTZ_SECRET_KEY_FILE: secretFile('badkey', 'not-a-key\n') });
+      expect(error.problems).toEqual([expect.stringMatching(/^BLYTZ_SECRET_KEY: /)]);
+    });
   });
 });
