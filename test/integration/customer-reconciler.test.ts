@@ -187,6 +187,33 @@ describe('customer reconciler on a simulated world with the real store', () => {
     expect((await store.get(name))?.status.phase).toBe('Ready');
   });
 
+  it('a port taken by something else: the customer moves to another port and its route follows at once', async () => {
+    const name = uniqueName('rc');
+    await store.apply(desiredCustomer(name, { telegram: { botToken: TEST_BOT_TOKEN } }));
+    await reconcile(name);
+    const before = [...runtime.containers.values()].find((c) => c.customer === name)!;
+    const taken = before.hostPort!;
+    expect(routes.routes.get(name)?.target).toEqual({ kind: 'upstream', dial: `127.0.0.1:${taken}` });
+    // The container stopped, and meanwhile another process on the host took its port.
+    before.state = 'exited';
+    runtime.takenPorts.add(taken);
+    try {
+      await reconcile(name).catch(() => {});
+      // Never left dialling the taken port (a foreign process, later maybe another customer).
+      const moved = routes.routes.get(name)?.target;
+      expect(moved).toMatchObject({ kind: 'upstream' });
+      expect(moved).not.toEqual({ kind: 'upstream', dial: `127.0.0.1:${taken}` });
+      for (let i = 0; i < 3 && (await store.get(name))?.status.phase !== 'Ready'; i++) await reconcile(name).catch(() => {});
+      const after = [...runtime.containers.values()].find((c) => c.customer === name)!;
+      expect(after.hostPort).not.toBe(taken);
+      expect(routes.routes.get(name)?.target).toEqual({ kind: 'upstream', dial: `127.0.0.1:${after.hostPort}` });
+      expect((await store.get(name))?.status.phase).toBe('Ready');
+      expect((await store.listEvents(name)).map((e) => e.reason)).toContain('PortClash');
+    } finally {
+      runtime.takenPorts.delete(taken);
+    }
+  });
+
   it('removes orphans that carry our marks', async () => {
     const name = uniqueName('orphan');
     await runtime.create({

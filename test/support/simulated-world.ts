@@ -1,7 +1,13 @@
 import { stableHash } from '../../src/domain/canonical-json.js';
 import { customerFromRouteId, routeId } from '../../src/domain/naming.js';
 import type { DesiredRoute, ObservedRoute, RouteTable } from '../../src/proxy/route-table.js';
-import type { ContainerSpec, CustomerRuntime, ExecResult, ObservedContainer } from '../../src/runtime/runtime.js';
+import {
+  PortClashError,
+  type ContainerSpec,
+  type CustomerRuntime,
+  type ExecResult,
+  type ObservedContainer,
+} from '../../src/runtime/runtime.js';
 import type { Mount } from '../../src/runtime/runtime.js';
 import type {
   ObservedWorkspace,
@@ -64,12 +70,15 @@ export class SimulatedRuntime implements CustomerRuntime {
 
   /** Containers the engine refuses to start while it answers everything else (broken engine state). */
   readonly refuseStart = new Set<string>();
+  /** Host ports something else on the host holds: starting a container published there clashes. */
+  readonly takenPorts = new Set<number>();
 
   async start(id: string): Promise<void> {
     this.#count('start');
     const c = this.containers.get(id);
     if (!c) throw Object.assign(new Error('no such container'), { statusCode: 404 });
     if (this.refuseStart.has(id)) throw new Error('failed to start shim: file exists');
+    if (c.hostPort !== undefined && this.takenPorts.has(c.hostPort)) throw new PortClashError(c.hostPort);
     c.state = 'running';
     c.health = this.startHealth(c.spec);
   }
@@ -130,7 +139,12 @@ export class SimulatedRouteTable implements RouteTable {
   async ensure(route: DesiredRoute): Promise<'created' | 'replaced' | 'unchanged'> {
     this.#count('ensure');
     const existing = this.routes.get(route.customer);
-    const next: ObservedRoute = { customer: route.customer, id: routeId(route.customer), hosts: [route.host], target: route.target };
+    const next: ObservedRoute = {
+      customer: route.customer,
+      id: routeId(route.customer),
+      hosts: [route.host],
+      target: route.target,
+    };
     if (existing && stableHash(existing) === stableHash(next)) return 'unchanged';
     this.routes.set(route.customer, next);
     return existing ? 'replaced' : 'created';
@@ -138,7 +152,8 @@ export class SimulatedRouteTable implements RouteTable {
 
   async ensureMany(routes: DesiredRoute[]): Promise<{ written: number }> {
     this.#count('ensureMany');
-    for (const r of routes) this.routes.set(r.customer, { customer: r.customer, id: routeId(r.customer), hosts: [r.host], target: r.target });
+    for (const r of routes)
+      this.routes.set(r.customer, { customer: r.customer, id: routeId(r.customer), hosts: [r.host], target: r.target });
     return { written: routes.length };
   }
 

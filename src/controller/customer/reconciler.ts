@@ -373,6 +373,7 @@ export class CustomerReconciler {
       if (!(error instanceof PortClashError)) await this.#replaceIfUnstartable(id, error);
       if (error instanceof PortClashError && port !== undefined) {
         const next = await this.#deps.ports.move(name, port, slot ?? 'current');
+        await this.#repointRoute(name, port, next);
         await this.#deps.runtime.remove(id);
         throw new ReconcileStepError(`host port ${port} is taken by something else on this host; moved to ${next}`, {
           cause: error,
@@ -381,6 +382,21 @@ export class CustomerReconciler {
       }
       throw error;
     }
+  }
+
+  /**
+   * After a port clash moved the customer off `from`: a route still dialling `from` reaches the
+   * foreign process holding it, and once that goes, whichever customer is handed the freed port
+   * next. It dials the new port at once: a 502 until the new container is up beats serving
+   * someone else's assistant under this customer's name.
+   */
+  async #repointRoute(name: string, from: number, to: number): Promise<void> {
+    const { routes } = this.#deps;
+    const route = (await routes.list()).find((r) => r.customer === name);
+    const stale = upstreamFor(from, name, this.#upstreamOf);
+    if (route?.target.kind !== 'upstream' || route.target.dial !== stale.dial) return;
+    const host = customerHost(name, this.#deps.defaults.baseDomain);
+    await routes.ensure({ customer: name, host, target: upstreamFor(to, name, this.#upstreamOf) });
   }
 
   /**
