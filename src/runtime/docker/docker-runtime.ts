@@ -32,7 +32,7 @@ export interface DockerRuntimeOptions {
   probeConcurrency?: number;
   /** Default 2000 ms: a healthy assistant answers in milliseconds. */
   probeTimeoutMs?: number;
-  /** A refused probe within this many seconds of start means "starting". Default 30. */
+  /** A failed probe within this many seconds of start means "starting". Default 30. */
   startingGraceSeconds?: number;
   /** Grace period `stop` gives the process before SIGKILL. Default 10. */
   stopTimeoutSeconds?: number;

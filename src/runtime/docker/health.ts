@@ -39,7 +39,7 @@ export interface ProbeResult {
 
 export interface ProbeOptions {
   timeoutMs: number;
-  /** A refused connection this soon after start means "starting", not "unhealthy". */
+  /** A failed probe this soon after start means "starting", not "unhealthy". */
   startingGraceSeconds: number;
 }
 
@@ -49,8 +49,26 @@ export interface ProbeOptions {
  */
 const NOT_LISTENING = new Set(['ECONNREFUSED', 'ECONNRESET', 'UND_ERR_SOCKET']);
 
-/** GET http://127.0.0.1:<port><path>: any answer below 500 is healthy (the process serves). */
+/**
+ * GET http://127.0.0.1:<port><path>: any answer below 500 is healthy (the process serves).
+ * Within `startingGraceSeconds` of its start a failing container is still starting, whatever
+ * the failure (refused, 5xx, no answer), like a Kubernetes startup probe: otherwise one that
+ * answers 503 while it warms up would be restarted on every pass, never getting the chance.
+ */
 export async function probeHttp(
+  hostPort: number,
+  path: string,
+  upSeconds: number | undefined,
+  options: ProbeOptions,
+): Promise<ProbeResult> {
+  const result = await probeOnce(hostPort, path, upSeconds, options);
+  if (result.health === 'unhealthy' && upSeconds !== undefined && upSeconds < options.startingGraceSeconds) {
+    return { health: 'starting', message: `starting: ${result.message ?? 'not healthy yet'}` };
+  }
+  return result;
+}
+
+async function probeOnce(
   hostPort: number,
   path: string,
   upSeconds: number | undefined,
