@@ -25,6 +25,12 @@ const docker = new Docker();
 const metrics = new Metrics({ defaultMetrics: false });
 const policies = new Policies({ metrics });
 const runtime = new DockerRuntime(policies.guard('docker'), { docker, extraLabels: { [INSTANCE_LABEL]: instance } });
+/** The same containers seen with no starting grace: as they look once past it. */
+const strict = new DockerRuntime(policies.guard('docker'), {
+  docker,
+  extraLabels: { [INSTANCE_LABEL]: instance },
+  startingGraceSeconds: 0,
+});
 
 let root: string;
 
@@ -208,11 +214,6 @@ describe('DockerRuntime', () => {
     const [young] = await runtime.listFor(customer);
     expect(young).toMatchObject({ state: 'running', health: 'starting' });
 
-    const strict = new DockerRuntime(policies.guard('docker'), {
-      docker,
-      extraLabels: { [INSTANCE_LABEL]: instance },
-      startingGraceSeconds: 0,
-    });
     const [old] = await strict.listFor(customer);
     expect(old?.health).toBe('unhealthy');
     expect(old?.healthMessage).toMatch(/nothing answers on host port/);
@@ -236,11 +237,6 @@ describe('DockerRuntime', () => {
       return c?.healthMessage?.includes('answered 503') ? c : undefined;
     });
     expect(young).toMatchObject({ health: 'starting', healthMessage: 'starting: health probe GET /cgi-bin/health answered 503' });
-    const strict = new DockerRuntime(policies.guard('docker'), {
-      docker,
-      extraLabels: { [INSTANCE_LABEL]: instance },
-      startingGraceSeconds: 0,
-    });
     const [observed] = await strict.listFor(customer);
     expect(observed?.health).toBe('unhealthy');
     expect(observed?.healthMessage).toMatch(/answered 503/);
