@@ -4,6 +4,7 @@ import { botTokenSchema, parseManifest, ValidationError, type CustomerSpecInput 
 import type { Leadership } from '../controller/leader-election.js';
 import type { Logger } from '../observability/logger.js';
 import type { Guard } from '../resilience/guard.js';
+import { reconnectDelayMs } from '../resilience/backoff.js';
 import type { EventSource, WorldEventSink } from '../runtime/runtime.js';
 import type { CustomerStore } from '../store/customer-store.js';
 import { ConflictError } from '../store/errors.js';
@@ -181,9 +182,8 @@ export class CustomerResourceSource implements EventSource {
   }
 
   async #backoff(): Promise<void> {
-    const base = Math.min(this.#o.maxBackoffMs, this.#o.minBackoffMs * 2 ** this.#failures);
+    const delay = reconnectDelayMs(this.#failures, this.#o.minBackoffMs, this.#o.maxBackoffMs);
     this.#failures += 1;
-    const delay = Math.round(base * (0.5 + Math.random()));
     await new Promise<void>((resolve) => {
       this.#sleep = { timer: setTimeout(resolve, delay), resolve };
     });

@@ -2,6 +2,7 @@ import Docker from 'dockerode';
 import { CUSTOMER_LABEL } from '../../domain/naming.js';
 import type { Logger } from '../../observability/logger.js';
 import type { Guard } from '../../resilience/guard.js';
+import { reconnectDelayMs } from '../../resilience/backoff.js';
 import type { EventSource, WorldEventSink } from '../runtime.js';
 import { checkExtraLabels, labelFilter } from './labels.js';
 
@@ -174,9 +175,8 @@ export class DockerEventSource implements EventSource {
   #scheduleReconnect(): void {
     if (this.#stopped) return;
     clearTimeout(this.#timer);
-    const base = Math.min(this.#maxReconnectMs, this.#minReconnectMs * 2 ** this.#failures);
+    const delay = reconnectDelayMs(this.#failures, this.#minReconnectMs, this.#maxReconnectMs);
     this.#failures += 1;
-    const delay = Math.round(base * (0.5 + Math.random())); // jitter: controllers do not reconnect in lockstep
     this.#timer = setTimeout(() => void this.#connect(), delay);
   }
 

@@ -3,6 +3,7 @@ import { CUSTOMER_LABEL } from '../../domain/naming.js';
 import type { KubeObject } from '../../kubernetes/client.js';
 import { httpStatusOf } from '../../resilience/transient.js';
 import type { Logger } from '../../observability/logger.js';
+import { reconnectDelayMs } from '../../resilience/backoff.js';
 import type { EventSource, WorldEventSink } from '../runtime.js';
 
 /**
@@ -175,8 +176,7 @@ export class OwnedObjectsWatch implements EventSource {
 
   async #backoff(failures: number): Promise<void> {
     if (!this.#running) return;
-    const base = Math.min(this.#o.maxBackoffMs, this.#o.minBackoffMs * 2 ** failures);
-    const delay = Math.round(base * (0.5 + Math.random()));
+    const delay = reconnectDelayMs(failures, this.#o.minBackoffMs, this.#o.maxBackoffMs);
     await new Promise<void>((resolve) => {
       const sleep = {
         timer: undefined as NodeJS.Timeout | undefined,
