@@ -137,12 +137,14 @@ describe('OwnedObjectsWatch (the Kubernetes runtime world events)', () => {
     const before = api.requests.filter((r) => r.watch).length;
     api.rejectWatches = 503;
     api.breakWatches();
-    await new Promise((r) => setTimeout(r, 400));
+    // Each kind asks again while refused (backoff 20..200 ms) and does not give up: wait for that
+    // rather than a fixed time, which a busy machine may not fit enough attempts into.
+    const refusedSoFar = () => api.requests.filter((r) => r.watch).length - before;
+    await waitFor(() => refusedSoFar() >= 8, 10_000, 20);
     expect(api.watchCount()).toBe(0);
-    const refused = api.requests.filter((r) => r.watch).length - before;
+    const refused = refusedSoFar();
     api.rejectWatches = undefined;
     await waitFor(() => api.watchCount() === 4, 5_000, 20);
-    // Each kind asked again while refused (backoff 20..200 ms), and did not give up.
     expect(refused).toBeGreaterThanOrEqual(8);
     const customer = uniqueName('w');
     await create(customer);
