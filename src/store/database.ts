@@ -53,6 +53,11 @@ export function openPostgres(connectionString: string, poolSize = 10): DatabaseH
   const pool = new pg.Pool({ connectionString, max: poolSize, application_name: 'blytz', ...CONNECTION_SETTINGS });
   // An idle client that loses its connection must not crash the process; the pool replaces it.
   pool.on('error', () => {});
+  // Nor may one that is checked out between two queries (inside a transaction, say) when
+  // Postgres restarts: the pool takes its own listener off while a client is lent out, and an
+  // 'error' event with no listener kills the process. The client is then unusable; its next
+  // query fails (and is retried by the caller) and the pool discards it on release.
+  pool.on('connect', (client) => client.on('error', () => {}));
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   return {
     kind: 'postgres',

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
 import { unguarded } from '../../src/resilience/guard.js';
 import { PLANS } from '../../src/domain/customer.js';
+import { SPEC_HASH_LABEL } from '../../src/domain/naming.js';
 import { docker, instanceContainers, portSlot, startServe, throughCaddy, type Served } from '../support/blytz-serve.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../support/postgres.js';
 
@@ -58,13 +59,25 @@ describe('converges after a crash between steps', () => {
     });
 
     await served.restart();
+    // The stale container may be started first and replaced a moment later (its spec hash is
+    // outdated), so "served" alone is not converged: wait for the current spec on a running one.
+    const converged = async (name: string) => {
+      const containers = await instanceContainers(served.instance, name);
+      const current =
+        containers.length > 0 &&
+        containers.every((c) => c.State === 'running' && c.Labels[SPEC_HASH_LABEL] !== 'from-before-the-crash');
+      return current && (await throughCaddy(served, `${name}.blytz.localhost`, '/AGENTS.md')).status === 200;
+    };
     for (const name of [reservedOnly, createdOnly]) {
-      await waitFor(async () => (await throughCaddy(served, `${name}.blytz.localhost`, '/AGENTS.md')).status === 200, 60_000);
+      await waitFor(() => converged(name), 60_000);
       const containers = await instanceContainers(served.instance, name);
       expect(containers).toHaveLength(1);
       expect(containers[0]?.State).toBe('running');
     }
-    const ports = await sql<{ customer: string; port: number }>`SELECT customer, port FROM port_reservations ORDER BY customer`.execute(db.handle.db);
+    const ports = await sql<{
+      customer: string;
+      port: number;
+    }>`SELECT customer, port FROM port_reservations ORDER BY customer`.execute(db.handle.db);
     // One reservation per customer, nothing leaked, and each container publishes its own.
     expect(ports.rows.map((r) => r.customer)).toEqual([reservedOnly, createdOnly].sort());
     for (const { customer, port } of ports.rows) {
@@ -73,7 +86,9 @@ describe('converges after a crash between steps', () => {
     }
     // The reservation found again after the crash is the one used, unless the host had that
     // port taken by something else meanwhile (then an event says the customer moved).
-    const moved = await sql<{ customer: string }>`SELECT customer FROM customer_events WHERE reason = 'PortClash'`.execute(db.handle.db);
+    const moved = await sql<{ customer: string }>`SELECT customer FROM customer_events WHERE reason = 'PortClash'`.execute(
+      db.handle.db,
+    );
     const movedNames = new Set(moved.rows.map((r) => r.customer));
     if (!movedNames.has(reservedOnly)) expect(ports.rows.find((r) => r.customer === reservedOnly)?.port).toBe(range.from + 10);
   });

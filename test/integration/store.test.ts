@@ -285,6 +285,31 @@ describe.each(backends)('customer store on $kind', ({ kind, create }) => {
     });
   }
 
+  if (kind === 'postgres') {
+    it('survives the server ending a connection lent out inside a transaction (a Postgres restart)', async () => {
+      // node-postgres emits 'error' on a checked-out client that is between two queries; with
+      // no listener that event kills the process (a chaos run lost the controller this way).
+      const uncaught: unknown[] = [];
+      const record = (error: unknown) => uncaught.push(error);
+      process.on('uncaughtException', record);
+      try {
+        const transaction = db.handle.db.transaction().execute(async (trx) => {
+          const { rows } = await sql<{ pid: number }>`SELECT pg_backend_pid() AS pid`.execute(trx);
+          await psql('SELECT pg_terminate_backend($1)', [rows[0]?.pid]);
+          await new Promise((resolve) => setTimeout(resolve, 300));
+          await sql`SELECT 1`.execute(trx);
+        });
+        await expect(transaction).rejects.toThrow();
+        // The dead connection is discarded: the next query gets a live one.
+        const { rows } = await sql<{ one: number }>`SELECT 1 AS one`.execute(db.handle.db);
+        expect(rows[0]?.one).toBe(1);
+      } finally {
+        process.off('uncaughtException', record);
+      }
+      expect(uncaught).toEqual([]);
+    });
+  }
+
   describe('uniqueness', () => {
     it.each(['stripe_subscription_id', 'stripe_customer_id', 'stripe_checkout_session_id'] as const)(
       'rejects two customers with the same %s',
