@@ -132,6 +132,73 @@ describe('customer reconciler on a simulated world with the real store', () => {
     expect((await store.get(name))?.status.phase).toBe('Ready');
   });
 
+  it('a container that stays unhealthy is restarted with a growing back-off, shown in status, reset once it stays healthy', async () => {
+    const name = uniqueName('rc');
+    await store.apply(desiredCustomer(name));
+    await reconcile(name);
+    const [container] = await runtime.listFor(name);
+    const id = container!.id;
+    const sick = new Set([name]);
+    const startHealth = runtime.startHealth;
+    runtime.startHealth = (spec) => (sick.has(spec.customer) ? 'unhealthy' : 'healthy');
+    runtime.containers.get(id)!.health = 'unhealthy';
+    const restarts = async () =>
+      (await store.listEvents(name)).filter((e) => e.reason === 'ContainerRestarted').reduce((sum, e) => sum + e.count, 0);
+    const drift = async () =>
+      Number(
+        /kind="container_unhealthy"} (\d+)/.exec(
+          await metrics.registry.getSingleMetricAsString('blytz_drift_corrections_total'),
+        )?.[1] ?? 0,
+      );
+    try {
+      const driftBefore = await drift();
+      // Seconds after each restart: held for 30 s, then 60 s, then 120 s.
+      const timeline: [number, number][] = [
+        [0, 1],
+        [1, 1],
+        [29, 1],
+        [30, 2],
+        [59, 2],
+        [60, 3],
+        [119, 3],
+        [120, 4],
+      ];
+      let lastRestart = now;
+      for (const [sinceLast, expected] of timeline) {
+        now = lastRestart + sinceLast * 1000;
+        const before = await restarts();
+        await reconcile(name);
+        const count = await restarts();
+        if (count > before) lastRestart = now;
+        expect(count, `${sinceLast} s after the last restart`).toBe(expected);
+      }
+      // Drift is counted once, when a Ready customer broke: the later restarts (and the held
+      // passes between them) belong to the same repair.
+      expect(await drift()).toBe(driftBefore + 1);
+      expect(runtime.containers.has(id)).toBe(true); // restarted in place, never replaced
+      const held = (await store.get(name))?.status.conditions?.find((c) => c.type === 'ContainerReady');
+      expect(held).toMatchObject({ status: 'False', reason: 'RestartBackOff' });
+      expect(held?.message).toContain(`restarted 4 times, next restart after ${new Date(lastRestart + 240_000).toISOString()}`);
+
+      // It recovers and stays healthy for ten minutes: the next failure is restarted at once.
+      sick.delete(name);
+      runtime.containers.get(id)!.health = 'healthy';
+      await reconcile(name);
+      expect((await store.get(name))?.status.phase).toBe('Ready');
+      now += 600_000;
+      await reconcile(name);
+      runtime.containers.get(id)!.health = 'unhealthy';
+      await reconcile(name);
+      expect(await restarts()).toBe(5);
+      const [last] = (await store.listEvents(name))
+        .filter((e) => e.reason === 'ContainerRestarted')
+        .sort((a, b) => b.lastSeen.getTime() - a.lastSeen.getTime());
+      expect(last?.message).toContain('(restarted 1 time)');
+    } finally {
+      runtime.startHealth = startHealth;
+    }
+  });
+
   it('suspend stops and shows the page; resume starts the same container; cancel tears down and purges later', async () => {
     const name = uniqueName('rc');
     await store.apply(desiredCustomer(name));

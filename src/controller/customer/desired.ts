@@ -65,7 +65,14 @@ export async function resolveCustomer(
   };
   const runs = customer.spec.state === 'active' || customer.spec.state === 'suspended';
   if (!runs || customer.spec.paused) {
-    return { desired: base, template: undefined, rendered: undefined, containerSpec: () => { throw new Error('nothing runs in this state'); } };
+    return {
+      desired: base,
+      template: undefined,
+      rendered: undefined,
+      containerSpec: () => {
+        throw new Error('nothing runs in this state');
+      },
+    };
   }
 
   let template: TemplateManifest;
@@ -113,10 +120,24 @@ export async function resolveCustomer(
     modelApiKey: secrets.modelApiKey ?? null,
     gatewayToken,
   });
-  const desired: Desired = { ...base, specHash, workspaceHash: rendered.contentHash, ownHash, updateStrategy: template.updateStrategy };
+  const desired: Desired = {
+    ...base,
+    specHash,
+    workspaceHash: rendered.contentHash,
+    ownHash,
+    updateStrategy: template.updateStrategy,
+  };
   const fleet: FleetInputs = {
     key: `${customer.spec.template}/${customer.spec.plan}`,
-    fingerprint: stableHash({ image, containerPort, user: template.user, mountPath: template.mountPath, env: template.env, resources, healthPath: template.healthPath }),
+    fingerprint: stableHash({
+      image,
+      containerPort,
+      user: template.user,
+      mountPath: template.mountPath,
+      env: template.env,
+      resources,
+      healthPath: template.healthPath,
+    }),
     image,
     startTimeoutSeconds: template.startTimeoutSeconds,
     updateStrategy: template.updateStrategy,

@@ -14,6 +14,7 @@ import { TerminalError } from '../controller.js';
 import { resolveCustomer, TemplateError, type DesiredDefaults, type ResolvedCustomer } from './desired.js';
 import type { Admission, Rollouts } from '../rollout/rollouts.js';
 import { fleetChangeOf, plan, upstreamFor, type Action, type Observed, type UpstreamOf } from './plan.js';
+import { RestartBackoff, restartsText, type RestartBackoffOptions } from './restart-backoff.js';
 import { computeStatus } from './status.js';
 import { WorldCache } from './world-cache.js';
 
@@ -37,6 +38,8 @@ export interface CustomerReconcilerDeps {
   rollouts?: Rollouts;
   /** A rollout slot was freed: wake the customers waiting for one. */
   onRolloutProgress?: () => void;
+  /** How restarts of a container that stays unhealthy are spaced (default: 30 s doubling to 5 min). */
+  restartBackoff?: RestartBackoffOptions;
 }
 
 export interface ReconcileOutcome {
@@ -66,6 +69,8 @@ export class CustomerReconciler {
   readonly #provisionStarted = new Map<string, { generation: number; at: number }>();
   /** Refused starts per container id (see #replaceIfUnstartable). */
   readonly #startFailures = new Map<string, number>();
+  /** Restarts of unhealthy containers, spaced out like the kubelet's CrashLoopBackOff. */
+  readonly #restarts: RestartBackoff;
 
   /** Where routes point: the runtime knows (loopback for Docker, the Service on Kubernetes). */
   readonly #upstreamOf: UpstreamOf;
@@ -73,6 +78,7 @@ export class CustomerReconciler {
   constructor(deps: CustomerReconcilerDeps) {
     this.#deps = deps;
     this.#now = deps.now ?? Date.now;
+    this.#restarts = new RestartBackoff(deps.restartBackoff);
     this.#upstreamOf = (customer, port) => deps.runtime.upstream(customer, port);
   }
 
@@ -126,6 +132,7 @@ export class CustomerReconciler {
           workspace: await this.#deps.workspaces.observe(name),
         }
       : await this.#observe(name);
+    this.#restarts.observed(name, observed.containers, this.#now());
     // A fleet-wide change (same own inputs, other spec hash) waits for its rollout's slot; a
     // customer the rollout sends back gets its previous image.
     let admission: Admission | undefined;
@@ -250,8 +257,16 @@ export class CustomerReconciler {
     const { runtime, routes, ports, workspaces, store, metrics } = this.#deps;
     const event = (type: EventType, reason: string, message: string) =>
       store.recordEvent(name, { type, reason, message }).catch(() => {});
+    // A restart held back by its back-off: nothing else to do but say so (and wait).
+    let heldBack: string | undefined;
     for (const action of actions) {
       if (signal.aborted) throw new Error('reconcile aborted');
+      const hold = action.type === 'restartContainer' ? this.#restarts.hold(name, action.id, this.#now()) : undefined;
+      if (hold) {
+        // Not a correction (yet): no drift counted, no event, until the back-off lets it happen.
+        heldBack = `unhealthy; ${restartsText(hold.restarts)}, next restart after ${new Date(hold.notBefore).toISOString()} (back-off)`;
+        continue;
+      }
       const drift = 'drift' in action ? action.drift : undefined;
       if (drift && (countDrift || drift.startsWith('orphan_'))) metrics.driftCorrections.inc({ kind: drift });
       switch (action.type) {
@@ -286,11 +301,13 @@ export class CustomerReconciler {
           await event('Normal', 'ContainerStarted', 'container started');
           break;
         }
-        case 'restartContainer':
+        case 'restartContainer': {
           await runtime.stop(action.id);
+          const restarts = this.#restarts.restarted(name, action.id, this.#now());
           await this.#start(name, action.id, await ports.find(name, action.slot ?? 'current'), action.slot);
-          await event('Warning', 'ContainerRestarted', 'container was unhealthy and was restarted');
+          await event('Warning', 'ContainerRestarted', `container was unhealthy and was restarted (${restartsText(restarts)})`);
           break;
+        }
         case 'stopContainer':
           await runtime.stop(action.id);
           await event('Normal', 'ContainerStopped', 'container stopped');
@@ -313,9 +330,10 @@ export class CustomerReconciler {
           if (port === undefined || !(await this.#waitForHealthy(name, port, signal))) {
             return {
               waitNote:
-                action.slot === 'next'
+                heldBack ??
+                (action.slot === 'next'
                   ? 'blue-green update: waiting for the new container to become healthy; the old one serves meanwhile'
-                  : 'waiting for the container to become healthy before routing to it',
+                  : 'waiting for the container to become healthy before routing to it'),
             };
           }
           const target = upstreamFor(port, name, this.#upstreamOf);
@@ -361,7 +379,7 @@ export class CustomerReconciler {
           break;
       }
     }
-    return {};
+    return heldBack ? { waitNote: heldBack } : {};
   }
 
   /** Starts a container; a host port clash moves the customer to a new port (next pass recreates). */
@@ -459,6 +477,7 @@ export class CustomerReconciler {
       failure,
       note,
       upstreamOf: this.#upstreamOf,
+      restartHoldOf: (containerId) => this.#restarts.hold(customer.name, containerId, this.#now()),
       now: new Date(this.#now()),
     });
     // Written only when it changed: a steady-state pass costs no store writes.

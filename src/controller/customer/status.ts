@@ -1,5 +1,7 @@
 import type { Condition, ConditionStatus, CustomerStatus, DesiredState, Phase } from '../../domain/customer.js';
+import type { ObservedContainer } from '../../runtime/runtime.js';
 import { routeMatches, upstreamFor, type Desired, type Observed, type UpstreamOf } from './plan.js';
+import { restartsText, type RestartHold } from './restart-backoff.js';
 
 /**
  * Status is derived, never remembered: from the world as observed after the actions ran, the
@@ -26,6 +28,8 @@ export interface StatusInput {
   rollout?: { reason: string; message: string } | undefined;
   /** Where the route should point (the runtime's `upstream`); default 127.0.0.1:<port>. */
   upstreamOf?: UpstreamOf | undefined;
+  /** The back-off holding an unhealthy container's next restart, if any. */
+  restartHoldOf?: ((containerId: string) => RestartHold | undefined) | undefined;
   now: Date;
 }
 
@@ -57,21 +61,43 @@ function conditionsFor(input: StatusInput): ConditionDraft[] {
 
   if (input.state === 'pending' || input.state === 'cancelled') {
     const reason = input.state === 'pending' ? 'AwaitingPayment' : 'Cancelled';
-    const message = input.state === 'pending' ? 'waiting for the checkout to complete' : 'the customer was cancelled; nothing runs';
-    for (const type of ['WorkspaceReady', 'ContainerReady', 'RouteReady', 'Ready']) drafts.push({ type, status: 'False', reason, message });
+    const message =
+      input.state === 'pending' ? 'waiting for the checkout to complete' : 'the customer was cancelled; nothing runs';
+    for (const type of ['WorkspaceReady', 'ContainerReady', 'RouteReady', 'Ready'])
+      drafts.push({ type, status: 'False', reason, message });
   } else if (input.state === 'suspended') {
     const stopped = observed.containers.every((c) => c.state !== 'running' && c.state !== 'restarting');
     const pageUp = observed.route !== undefined && routeMatches(observed.route, desired.host, { kind: 'suspended' });
     drafts.push(
-      { type: 'WorkspaceReady', status: observed.workspace.exists ? 'True' : 'False', reason: observed.workspace.exists ? 'Rendered' : 'Missing', message: '' },
-      { type: 'ContainerReady', status: 'False', reason: stopped ? 'Suspended' : 'Stopping', message: stopped ? 'the assistant is stopped while suspended' : 'stopping the assistant' },
-      { type: 'RouteReady', status: pageUp ? 'True' : 'False', reason: pageUp ? 'SuspendedPage' : 'RouteNotReady', message: pageUp ? 'the host shows the suspended page' : '' },
+      {
+        type: 'WorkspaceReady',
+        status: observed.workspace.exists ? 'True' : 'False',
+        reason: observed.workspace.exists ? 'Rendered' : 'Missing',
+        message: '',
+      },
+      {
+        type: 'ContainerReady',
+        status: 'False',
+        reason: stopped ? 'Suspended' : 'Stopping',
+        message: stopped ? 'the assistant is stopped while suspended' : 'stopping the assistant',
+      },
+      {
+        type: 'RouteReady',
+        status: pageUp ? 'True' : 'False',
+        reason: pageUp ? 'SuspendedPage' : 'RouteNotReady',
+        message: pageUp ? 'the host shows the suspended page' : '',
+      },
       { type: 'Ready', status: 'False', reason: 'Suspended', message: 'the customer is suspended' },
     );
   } else {
     const workspace: ConditionDraft = workspaceCurrent
       ? { type: 'WorkspaceReady', status: 'True', reason: 'Rendered', message: '' }
-      : { type: 'WorkspaceReady', status: 'False', reason: observed.workspace.exists ? 'Stale' : 'Missing', message: 'the workspace is being rendered' };
+      : {
+          type: 'WorkspaceReady',
+          status: 'False',
+          reason: observed.workspace.exists ? 'Stale' : 'Missing',
+          message: 'the workspace is being rendered',
+        };
     let containerCondition: ConditionDraft;
     const switching = !container && switchingTo(input);
     if (switching) {
@@ -84,15 +110,43 @@ function conditionsFor(input: StatusInput): ConditionDraft[] {
             ? `blue-green update: the new container is unhealthy (${switching.healthMessage ?? 'health check fails'}); the old one serves`
             : 'blue-green update: the new container starts beside the old one, which serves until the route switches',
       };
-    } else if (!container) containerCondition = { type: 'ContainerReady', status: 'False', reason: 'ContainerMissing', message: 'the container is being created' };
-    else if (container.state !== 'running') containerCondition = { type: 'ContainerReady', status: 'False', reason: 'ContainerNotRunning', message: `the container is ${container.state}` };
-    else if (container.health === 'healthy') containerCondition = { type: 'ContainerReady', status: 'True', reason: 'Healthy', message: '' };
-    else if (container.health === 'unhealthy') containerCondition = { type: 'ContainerReady', status: 'False', reason: 'Unhealthy', message: container.healthMessage ?? 'the health check fails' };
-    else containerCondition = { type: 'ContainerReady', status: 'False', reason: 'Starting', message: 'waiting for the assistant to answer its health check' };
-    const routeOk = observed.route !== undefined && observed.port !== undefined && routeMatches(observed.route, desired.host, upstreamFor(observed.port, desired.name, input.upstreamOf));
+    } else if (!container)
+      containerCondition = {
+        type: 'ContainerReady',
+        status: 'False',
+        reason: 'ContainerMissing',
+        message: 'the container is being created',
+      };
+    else if (container.state !== 'running')
+      containerCondition = {
+        type: 'ContainerReady',
+        status: 'False',
+        reason: 'ContainerNotRunning',
+        message: `the container is ${container.state}`,
+      };
+    else if (container.health === 'healthy')
+      containerCondition = { type: 'ContainerReady', status: 'True', reason: 'Healthy', message: '' };
+    else if (container.health === 'unhealthy')
+      containerCondition = unhealthyCondition(container, input.restartHoldOf?.(container.id));
+    else
+      containerCondition = {
+        type: 'ContainerReady',
+        status: 'False',
+        reason: 'Starting',
+        message: 'waiting for the assistant to answer its health check',
+      };
+    const routeOk =
+      observed.route !== undefined &&
+      observed.port !== undefined &&
+      routeMatches(observed.route, desired.host, upstreamFor(observed.port, desired.name, input.upstreamOf));
     const route: ConditionDraft = routeOk
       ? { type: 'RouteReady', status: 'True', reason: 'Routed', message: '' }
-      : { type: 'RouteReady', status: 'False', reason: observed.route ? 'RouteWrong' : 'RouteMissing', message: input.note ?? 'the route is being set up' };
+      : {
+          type: 'RouteReady',
+          status: 'False',
+          reason: observed.route ? 'RouteWrong' : 'RouteMissing',
+          message: input.note ?? 'the route is being set up',
+        };
     drafts.push(workspace, containerCondition, route);
     const notReady = drafts.find((d) => d.status !== 'True');
     drafts.push(
@@ -110,8 +164,23 @@ function conditionsFor(input: StatusInput): ConditionDraft[] {
   if (input.rollout && input.state === 'active' && !input.paused) {
     drafts.push({ type: 'UpToDate', status: 'False', reason: input.rollout.reason, message: input.rollout.message });
   }
-  if (input.paused) drafts.push({ type: 'Paused', status: 'True', reason: 'Paused', message: 'spec.paused is true: the controller leaves this customer alone' });
+  if (input.paused)
+    drafts.push({
+      type: 'Paused',
+      status: 'True',
+      reason: 'Paused',
+      message: 'spec.paused is true: the controller leaves this customer alone',
+    });
   return drafts;
+}
+
+/** An unhealthy container, restarted now or waiting out its restart back-off. */
+function unhealthyCondition(container: ObservedContainer, hold: RestartHold | undefined): ConditionDraft {
+  const health = container.healthMessage ?? 'the health check fails';
+  if (!hold) return { type: 'ContainerReady', status: 'False', reason: 'Unhealthy', message: health };
+  // An absolute time, not "in 40s": the message stays the same from pass to pass (no status write).
+  const message = `${health}; ${restartsText(hold.restarts)}, next restart after ${new Date(hold.notBefore).toISOString()}`;
+  return { type: 'ContainerReady', status: 'False', reason: 'RestartBackOff', message };
 }
 
 /** A blue-green update in progress: the new container, on the next port. */
