@@ -190,10 +190,8 @@ describe('customer reconciler on a simulated world with the real store', () => {
       runtime.containers.get(id)!.health = 'unhealthy';
       await reconcile(name);
       expect(await restarts()).toBe(5);
-      const [last] = (await store.listEvents(name))
-        .filter((e) => e.reason === 'ContainerRestarted')
-        .sort((a, b) => b.lastSeen.getTime() - a.lastSeen.getTime());
-      expect(last?.message).toContain('(restarted 1 time)');
+      // One event, counted: a restart count in its text would add a row per restart.
+      expect((await store.listEvents(name)).filter((e) => e.reason === 'ContainerRestarted')).toHaveLength(1);
     } finally {
       runtime.startHealth = startHealth;
     }

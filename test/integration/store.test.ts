@@ -477,6 +477,20 @@ describe.each(backends)('customer store on $kind', ({ kind, create }) => {
       expect((await store.listEvents(name)).map((e) => e.reason)).toEqual(['Late']);
     });
 
+    it('keeps the 100 most recent per customer', async () => {
+      const name = uniqueName('many');
+      for (let i = 1; i <= 105; i++) await store.recordEvent(name, { type: 'Normal', reason: 'Step', message: `step ${i}` });
+      // A repeat of a kept one is counted, not added: nothing more goes.
+      await store.recordEvent(name, { type: 'Normal', reason: 'Step', message: 'step 50' });
+      const rows = await store.db.selectFrom('customer_events').select('message').where('customer', '=', name).execute();
+      expect(rows).toHaveLength(100);
+      const kept = new Set(rows.map((r) => r.message));
+      for (let i = 1; i <= 5; i++) expect(kept.has(`step ${i}`)).toBe(false);
+      expect(kept.has('step 6')).toBe(true);
+      expect(kept.has('step 105')).toBe(true);
+      expect((await store.listEvents(name, 1))[0]).toMatchObject({ message: 'step 50', count: 2 });
+    });
+
     it('keeps a long message, cut short', async () => {
       const name = uniqueName('long');
       await store.recordEvent(name, { type: 'Normal', reason: 'Long', message: 'x'.repeat(100_000) });

@@ -303,9 +303,9 @@ export class CustomerReconciler {
         }
         case 'restartContainer': {
           await runtime.stop(action.id);
-          const restarts = this.#restarts.restarted(name, action.id, this.#now());
+          this.#restarts.restarted(name, action.id, this.#now());
           await this.#start(name, action.id, await ports.find(name, action.slot ?? 'current'), action.slot);
-          await event('Warning', 'ContainerRestarted', `container was unhealthy and was restarted (${restartsText(restarts)})`);
+          await event('Warning', 'ContainerRestarted', 'container was unhealthy and was restarted');
           break;
         }
         case 'stopContainer':
