@@ -281,4 +281,44 @@ describe('fleet rollouts (reconciler + store, simulated world)', () => {
     const rows = await sql<{ n: number }>`SELECT count(*)::int AS n FROM rollouts`.execute(db.handle.db);
     expect(rows.rows[0]?.n).toBeGreaterThanOrEqual(4);
   });
+
+  it('a customer suspended while being updated gives its slot back and, resumed much later, is updated afresh (not failed)', async () => {
+    presentImages.add('img:c');
+    defaults.customerImage = 'img:c';
+    const ofImageC = async () => (await rollouts.list(now)).find((r) => r.target.image === 'img:c');
+    await round();
+    const started = (await ofImageC())!;
+    const updating = started.customers.filter((c) => c.state === 'updating').map((c) => c.customer);
+    // One slot or two: the last test's rollback may still hold one.
+    expect(updating.length).toBeGreaterThan(0);
+    const suspended = updating[0]!;
+    await store.apply(desiredCustomer(suspended, { state: 'suspended', telegram: { botToken: TEST_BOT_TOKEN } }));
+    const wakesBefore = wakes;
+    await reconciler.reconcile(suspended, signal);
+    expect(wakes).toBe(wakesBefore + 1);
+    // Its entry waits again, with no start time to hold against it later (and, not active, it
+    // is left out of the rollout's view and its slots).
+    const entry = await sql<{ state: string; started_at: Date | null }>`
+      SELECT state, started_at FROM rollout_customers WHERE rollout_id = ${started.id} AND customer = ${suspended}
+    `.execute(db.handle.db);
+    expect(entry.rows).toEqual([{ state: 'waiting', started_at: null }]);
+    let view = await ofImageC();
+    expect(view?.counts.inProgress).toBe(started.counts.inProgress - 1);
+
+    // Everyone else goes on; the suspended customer comes back long after the start timeout.
+    for (let i = 0; i < 4; i++) {
+      tick();
+      await round();
+    }
+    now += 600_000;
+    await store.apply(desiredCustomer(suspended, { telegram: { botToken: TEST_BOT_TOKEN } }));
+    for (let i = 0; i < 40 && (await ofImageC())?.state !== 'complete'; i++) {
+      tick();
+      await round();
+    }
+    view = await ofImageC();
+    expect(view?.customers.find((c) => c.customer === suspended)?.state).toBe('done');
+    expect(view).toMatchObject({ state: 'complete', counts: { done: 10, failed: 0 } });
+    for (const name of names) expect(containerOf(name)?.spec.image, name).toBe('img:c');
+  });
 });

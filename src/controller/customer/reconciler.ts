@@ -153,6 +153,9 @@ export class CustomerReconciler {
         resolved = await resolveCustomer(view, this.#deps, admission.rollbackImage);
       }
     }
+    if (rollouts && (!customer || customer.spec.state !== 'active' || customer.spec.paused)) {
+      if (await rollouts.release(name)) this.#deps.onRolloutProgress?.();
+    }
     const result = plan({
       desired: resolved?.desired,
       observed,
@@ -257,7 +260,7 @@ export class CustomerReconciler {
     const { runtime, routes, ports, workspaces, store, metrics } = this.#deps;
     const event = (type: EventType, reason: string, message: string) =>
       store.recordEvent(name, { type, reason, message }).catch(() => {});
-    // A restart held back by its back-off: nothing else to do but say so (and wait).
+    // A restart held back by its back-off is skipped (the other actions still run); status says why.
     let heldBack: string | undefined;
     for (const action of actions) {
       if (signal.aborted) throw new Error('reconcile aborted');

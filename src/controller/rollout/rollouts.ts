@@ -304,6 +304,24 @@ export class Rollouts {
     return { freed: true, failed: true };
   }
 
+  /**
+   * A customer that stopped being active (suspended, cancelled, paused, deleted) while it was
+   * being updated gives its slot back: nothing of it is starting any more, and the others should
+   * not wait for it. It waits its turn again when it returns, and its start timeout counts from
+   * then (kept, the old start time would fail the update at once on a late resume). An entry
+   * rolling back keeps its slot: it is a counted failure, settled when the customer returns.
+   * Returns whether a slot was freed.
+   */
+  async release(customer: string): Promise<boolean> {
+    const released = await sql`
+      UPDATE rollout_customers SET state = 'waiting', started_at = NULL
+      WHERE customer = ${customer} AND state = 'updating'
+    `.execute(this.#db);
+    const freed = Number(released.numAffectedRows ?? 0) > 0;
+    if (freed) await this.refreshMetrics().catch(() => {});
+    return freed;
+  }
+
   /** Customers waiting for a slot in running rollouts: woken when a slot frees. */
   async waitingCustomers(limit: number): Promise<string[]> {
     const rows = await sql<{ customer: string }>`
