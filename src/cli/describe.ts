@@ -20,10 +20,12 @@ export function describeCustomer(customer: CustomerObject, events: CustomerEvent
     ]),
   );
 
+  const apiKeyRef = spec.model.apiKeySecretRef;
+  const apiKey = apiKeyRef ? `from secret ${apiKeyRef.name}/${apiKeyRef.key}` : spec.model.apiKeySet ? 'set' : undefined;
   const model = spec.model.provider
-    ? `${spec.model.provider}, API key ${spec.model.apiKeySet ? 'set' : 'not set'}`
-    : spec.model.apiKeySet
-      ? 'API key set'
+    ? `${spec.model.provider}, API key ${apiKey ?? 'not set'}`
+    : apiKey
+      ? `API key ${apiKey}`
       : NONE;
   const botToken = spec.telegram.botTokenSecretRef
     ? `from secret ${spec.telegram.botTokenSecretRef.name}/${spec.telegram.botTokenSecretRef.key}`

@@ -23,7 +23,7 @@ export function liveView(live: CustomerObject): SpecView {
     state: spec.state,
     paused: spec.paused,
     telegram: { botTokenSet: spec.telegram.botTokenSet, botTokenSecretRef: spec.telegram.botTokenSecretRef },
-    model: { provider: spec.model.provider, apiKeySet: spec.model.apiKeySet },
+    model: { provider: spec.model.provider, apiKeySet: spec.model.apiKeySet, apiKeySecretRef: spec.model.apiKeySecretRef },
     instructions: spec.instructions,
   });
 }
@@ -45,6 +45,7 @@ export function desiredView(manifest: CustomerManifest, live: CustomerObject | u
     model: {
       provider: spec.model?.provider,
       apiKeySet: spec.model?.apiKey !== undefined || (live?.spec.model.apiKeySet ?? false),
+      apiKeySecretRef: spec.model?.apiKeySecretRef,
     },
     instructions: spec.instructions,
   });

@@ -66,9 +66,14 @@ const safeText = (max: number) =>
 export const customerNameSchema = z
   .string()
   .max(MAX_NAME_LENGTH, `must be at most ${MAX_NAME_LENGTH} characters`)
-  .refine(isDns1123Label, 'must be a DNS-1123 label: lowercase letters, digits and -, starting and ending with a letter or digit');
+  .refine(
+    isDns1123Label,
+    'must be a DNS-1123 label: lowercase letters, digits and -, starting and ending with a letter or digit',
+  );
 
 export const botTokenSchema = z.string().max(100).regex(BOT_TOKEN, 'must look like 123456789:<35 letters, digits, _ or ->');
+
+export const modelApiKeySchema = safeText(500).min(1);
 
 const secretRefSchema = z.object({ name: customerNameSchema, key: safeText(253).min(1) }).strict();
 
@@ -96,7 +101,8 @@ export const customerSpecSchema = z
     model: z
       .object({
         provider: z.enum(MODEL_PROVIDERS).optional(),
-        apiKey: safeText(500).min(1).optional(),
+        apiKey: modelApiKeySchema.optional(),
+        apiKeySecretRef: secretRefSchema.optional(),
         apiKeySet: z.boolean().optional(),
       })
       .strict()
@@ -110,8 +116,14 @@ export type CustomerSpecParsed = z.output<typeof customerSpecSchema>;
 
 const labelsSchema = z
   .record(
-    z.string().max(63).regex(/^([a-z0-9.-]+\/)?[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$/, 'label keys must be qualified names'),
-    z.string().max(63).regex(/^([A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?)?$/, 'label values must be simple names'),
+    z
+      .string()
+      .max(63)
+      .regex(/^([a-z0-9.-]+\/)?[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$/, 'label keys must be qualified names'),
+    z
+      .string()
+      .max(63)
+      .regex(/^([A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?)?$/, 'label values must be simple names'),
   )
   .refine((r) => Object.keys(r).length <= 32, 'at most 32 labels');
 
@@ -231,7 +243,7 @@ export interface CustomerSpecView {
   state: DesiredState;
   instructions: string;
   telegram: { botTokenSet: boolean; botTokenSecretRef?: { name: string; key: string } };
-  model: { provider?: string; apiKeySet: boolean };
+  model: { provider?: string; apiKeySet: boolean; apiKeySecretRef?: { name: string; key: string } };
   paused: boolean;
 }
 

@@ -48,6 +48,8 @@ export const SPEC_REFINEMENTS: Readonly<Record<string, string>> = {
   'telegram.botTokenSecretRef.name': DNS1123_LABEL_PATTERN,
   'telegram.botTokenSecretRef.key': NO_CONTROL_CHARS_PATTERN,
   'model.apiKey': NO_CONTROL_CHARS_PATTERN,
+  'model.apiKeySecretRef.name': DNS1123_LABEL_PATTERN,
+  'model.apiKeySecretRef.key': NO_CONTROL_CHARS_PATTERN,
 };
 
 /** The OpenAPI v3 schema of `spec`, from the zod schema. */

@@ -1,6 +1,6 @@
 import { CoreV1Api, CustomObjectsApi, Watch, type KubeConfig } from '@kubernetes/client-node';
 import { canonicalJson } from '../domain/canonical-json.js';
-import { botTokenSchema, parseManifest, ValidationError, type CustomerSpecInput } from '../domain/customer.js';
+import { botTokenSchema, modelApiKeySchema, parseManifest, ValidationError, type CustomerSpecInput } from '../domain/customer.js';
 import type { Leadership } from '../controller/leader-election.js';
 import type { Logger } from '../observability/logger.js';
 import type { Guard } from '../resilience/guard.js';
@@ -66,6 +66,12 @@ interface Tracked {
   link?: GenerationLink;
   problem?: SpecProblem;
 }
+
+/** The secrets a Customer resource may reference instead of holding: `spec.<section>.<ref>` fills `<field>`. */
+const SECRET_REFERENCES = [
+  { section: 'telegram', ref: 'botTokenSecretRef', field: 'botToken', schema: botTokenSchema, holds: 'a Telegram bot token' },
+  { section: 'model', ref: 'apiKeySecretRef', field: 'apiKey', schema: modelApiKeySchema, holds: 'a model API key' },
+] as const;
 
 export class CustomerResourceSource implements EventSource {
   readonly #o: Required<
@@ -393,6 +399,7 @@ export class CustomerResourceSource implements EventSource {
       });
       const result = await this.#o.store.apply({ name, labels: manifest.metadata.labels ?? {}, spec: manifest.spec });
       this.#mirrored.add(name);
+      await this.#warnOfInlineSecrets(name, tracked.object);
       tracked.link = { crGeneration: Number(object.metadata?.generation ?? 1), storeGeneration: result.customer.generation };
       delete tracked.problem;
       if (result.changed) this.#sink?.enqueue(name);
@@ -409,31 +416,52 @@ export class CustomerResourceSource implements EventSource {
     await this.syncStatus(name);
   }
 
-  /** The resource's spec with the bot token read from its Secret; undefined (and a problem noted) when it cannot be. */
+  /**
+   * The resource's spec with each referenced secret (bot token, model API key) read from its
+   * Secret; undefined (and a problem noted) when one cannot be.
+   */
   async #desiredSpec(name: string, tracked: Tracked): Promise<CustomerSpecInput | undefined> {
     const spec = structuredClone((tracked.object.spec ?? {}) as Record<string, unknown>);
-    const telegram = spec['telegram'] as Record<string, unknown> | undefined;
-    const ref = telegram?.['botTokenSecretRef'] as { name?: unknown; key?: unknown } | undefined;
-    if (!telegram || !ref || typeof ref.name !== 'string' || typeof ref.key !== 'string') return spec as CustomerSpecInput;
-    const token = await this.#readSecretKey(ref.name, ref.key);
-    if (token.value === undefined) {
-      tracked.problem = { reason: 'SecretNotFound', message: token.problem, retry: true };
-      await this.syncStatus(name);
-      return undefined;
+    for (const secret of SECRET_REFERENCES) {
+      const section = spec[secret.section] as Record<string, unknown> | undefined;
+      const ref = section?.[secret.ref] as { name?: unknown; key?: unknown } | undefined;
+      if (!section || !ref || typeof ref.name !== 'string' || typeof ref.key !== 'string') continue;
+      const found = await this.#readSecretKey(ref.name, ref.key);
+      if (found.value === undefined) {
+        tracked.problem = { reason: 'SecretNotFound', message: found.problem, retry: true };
+        await this.syncStatus(name);
+        return undefined;
+      }
+      // Validated like an inline value; the value itself never reaches a message or a log.
+      const checked = secret.schema.safeParse(found.value);
+      if (!checked.success) {
+        tracked.problem = {
+          reason: 'InvalidSecret',
+          message: `Secret ${ref.name} key ${ref.key} does not hold ${secret.holds} (${checked.error.issues.map((i) => i.message).join('; ')})`,
+          retry: true,
+        };
+        await this.syncStatus(name);
+        return undefined;
+      }
+      section[secret.field] = found.value;
     }
-    // Validated like an inline token; the value itself never reaches a message or a log.
-    const checked = botTokenSchema.safeParse(token.value);
-    if (!checked.success) {
-      tracked.problem = {
-        reason: 'InvalidSecret',
-        message: `Secret ${ref.name} key ${ref.key} does not hold a Telegram bot token (${checked.error.issues.map((i) => i.message).join('; ')})`,
-        retry: true,
-      };
-      await this.syncStatus(name);
-      return undefined;
-    }
-    telegram['botToken'] = token.value;
     return spec as CustomerSpecInput;
+  }
+
+  /**
+   * A secret written into the resource itself is accepted (the same manifest applies with
+   * `blytz apply`), but it sits in etcd unencrypted and in every `kubectl get -o yaml`: say so
+   * where operators look (`blytz describe`, the events API), once per distinct message.
+   */
+  async #warnOfInlineSecrets(name: string, object: KubeObject): Promise<void> {
+    const spec = (object.spec ?? {}) as Record<string, Record<string, unknown> | undefined>;
+    const inline = SECRET_REFERENCES.filter((s) => spec[s.section]?.[s.field] !== undefined);
+    if (inline.length === 0) return;
+    const fields = inline.map((s) => `spec.${s.section}.${s.field}`).join(' and ');
+    const refs = inline.map((s) => `spec.${s.section}.${s.ref}`).join(' and ');
+    const them = inline.length > 1 ? 'them' : 'it';
+    const message = `the resource holds ${fields} in plain text (unencrypted in etcd, shown by kubectl get -o yaml): put ${them} in a Secret and use ${refs}`;
+    await this.#o.store.recordEvent(name, { type: 'Warning', reason: 'InlineSecret', message });
   }
 
   async #readSecretKey(secret: string, key: string): Promise<{ value?: string; problem: string }> {

@@ -164,6 +164,7 @@ export class BillingStore {
             template: 'personal-assistant',
             paused: false,
             telegram_bot_token_secret_ref: 'null',
+            model_api_key_secret_ref: 'null',
             stripe_customer_id: null,
             stripe_subscription_id: null,
             stripe_checkout_session_id: null,

@@ -376,6 +376,7 @@ export class CustomerStore {
       telegram_bot_token_secret_ref: JSON.stringify(spec.telegram?.botTokenSecretRef ?? null),
       model_provider: spec.model?.provider ?? null,
       model_api_key_enc: this.#sealKeepingSame(spec.model?.apiKey, live?.model_api_key_enc ?? null, desired.name),
+      model_api_key_secret_ref: JSON.stringify(spec.model?.apiKeySecretRef ?? null),
       paused: spec.paused,
       labels: JSON.stringify(desired.labels),
     };
@@ -422,6 +423,7 @@ function sameSpec(columns: NewCustomerRow, row: CustomerRow): boolean {
     telegram_bot_token_secret_ref: JSON.stringify(row.telegram_bot_token_secret_ref ?? null),
     model_provider: row.model_provider,
     model_api_key_enc: row.model_api_key_enc,
+    model_api_key_secret_ref: JSON.stringify(row.model_api_key_secret_ref ?? null),
     paused: row.paused,
     labels: JSON.stringify(row.labels),
   };
@@ -430,12 +432,14 @@ function sameSpec(columns: NewCustomerRow, row: CustomerRow): boolean {
     ...r,
     labels: JSON.parse(r.labels) as unknown,
     telegram_bot_token_secret_ref: JSON.parse(r.telegram_bot_token_secret_ref ?? 'null') as unknown,
+    model_api_key_secret_ref: JSON.parse(r.model_api_key_secret_ref ?? 'null') as unknown,
   });
   return canonicalJson(asValues(stored)) === canonicalJson(asValues(columns));
 }
 
 export function toCustomer(row: CustomerRow): Customer {
   const secretRef = row.telegram_bot_token_secret_ref;
+  const apiKeySecretRef = row.model_api_key_secret_ref;
   const billing: Customer['billing'] = {};
   if (row.stripe_customer_id) billing.stripeCustomerId = row.stripe_customer_id;
   if (row.stripe_subscription_id) billing.stripeSubscriptionId = row.stripe_subscription_id;
@@ -462,6 +466,7 @@ export function toCustomer(row: CustomerRow): Customer {
       model: {
         ...(row.model_provider ? { provider: row.model_provider } : {}),
         apiKeySet: row.model_api_key_enc !== null,
+        ...(apiKeySecretRef ? { apiKeySecretRef } : {}),
       },
       paused: row.paused,
     },

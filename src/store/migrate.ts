@@ -5,6 +5,7 @@ import * as m0001 from './migrations/0001-initial.js';
 import * as m0002 from './migrations/0002-billing.js';
 import * as m0003 from './migrations/0003-rollouts.js';
 import * as m0004 from './migrations/0004-next-port.js';
+import * as m0005 from './migrations/0005-model-key-secret-ref.js';
 
 /** Every migration, in order. New ones are appended; applied ones are never edited. */
 const MIGRATIONS: Record<string, Migration> = {
@@ -12,6 +13,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0002-billing': m0002,
   '0003-rollouts': m0003,
   '0004-next-port': m0004,
+  '0005-model-key-secret-ref': m0005,
 };
 
 // Any fixed number: two processes migrating at once queue on it.
@@ -41,9 +43,12 @@ export async function migrateOrThrow(handle: DatabaseHandle): Promise<string[]> 
   const { error, results } = await migrateToLatest(handle);
   const failed = results?.find((r) => r.status === 'Error');
   if (error || failed) {
-    throw new Error(`migration ${failed?.migrationName ?? ''} failed: ${String((error as Error | undefined)?.message ?? error)}`, {
-      cause: error,
-    });
+    throw new Error(
+      `migration ${failed?.migrationName ?? ''} failed: ${String((error as Error | undefined)?.message ?? error)}`,
+      {
+        cause: error,
+      },
+    );
   }
   return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
 }

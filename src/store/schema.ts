@@ -27,6 +27,7 @@ export interface CustomersTable {
   telegram_bot_token_secret_ref: Json<{ name: string; key: string } | null> | null;
   model_provider: string | null;
   model_api_key_enc: string | null;
+  model_api_key_secret_ref: Json<{ name: string; key: string } | null> | null;
   paused: boolean;
   // Metadata.
   labels: Json<Record<string, string>>;

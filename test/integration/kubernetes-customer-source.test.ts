@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { CoreV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CUSTOMER_FINALIZER, customerCrd } from '../../src/kubernetes/crd.js';
@@ -192,6 +193,61 @@ describe('Customer custom resources as a source (fake API server, real Postgres)
     expect(accepted['reason']).toBe('InvalidSecret');
     expect(JSON.stringify(await getCr(name))).not.toContain('s3cr3t');
     expect(await store.get(name)).toBeUndefined();
+  });
+
+  it('a model API key is read from its Secret too, stored encrypted; a key missing from the Secret is reported', async () => {
+    const name = uniqueName('cr');
+    const apiKey = `sk-ant-${randomBytes(12).toString('hex')}`;
+    await core.createNamespacedSecret({
+      namespace: NS,
+      body: {
+        metadata: { name: `${name}-creds` },
+        data: {
+          token: Buffer.from(TEST_BOT_TOKEN).toString('base64'),
+          'anthropic-key': Buffer.from(`${apiKey}\n`).toString('base64'),
+        },
+      },
+    });
+    await startSource();
+    const model = { provider: 'anthropic', apiKeySecretRef: { name: `${name}-creds`, key: 'anthropic-key' } };
+    await createCr(name, {
+      email: `${name}@example.com`,
+      displayName: 'Di',
+      telegram: { botTokenSecretRef: { name: `${name}-creds`, key: 'token' } },
+      model,
+    });
+    const stored = await waitFor(() => store.get(name));
+    expect(stored.spec.model).toEqual({ ...model, apiKeySet: true });
+    expect(await store.readSecrets(name)).toEqual({ telegramBotToken: TEST_BOT_TOKEN, modelApiKey: apiKey });
+
+    const other = uniqueName('cr');
+    await createCr(other, {
+      email: `${other}@example.com`,
+      displayName: 'Ed',
+      telegram: { botTokenSecretRef: { name: `${name}-creds`, key: 'token' } },
+      model: { apiKeySecretRef: { name: `${name}-creds`, key: 'openai-key' } },
+    });
+    const accepted = await waitFor(async () =>
+      ((await getCr(other))['status']?.['conditions'] as Json[] | undefined)?.find((c) => c['type'] === 'SpecAccepted'),
+    );
+    expect(accepted).toMatchObject({
+      status: 'False',
+      reason: 'SecretNotFound',
+      message: `Secret ${name}-creds has no key openai-key`,
+    });
+    expect(await store.get(other)).toBeUndefined();
+  });
+
+  it('a secret written inline is accepted with a warning event that names the field and the reference to use', async () => {
+    const name = uniqueName('cr');
+    await startSource();
+    await createCr(name, { email: `${name}@example.com`, displayName: 'Fay', telegram: { botToken: TEST_BOT_TOKEN } });
+    await waitFor(() => store.get(name));
+    const warning = await waitFor(async () => (await store.listEvents(name)).find((e) => e.reason === 'InlineSecret'));
+    expect(warning.type).toBe('Warning');
+    expect(warning.message).toContain('spec.telegram.botToken');
+    expect(warning.message).toContain('spec.telegram.botTokenSecretRef');
+    expect(warning.message).not.toContain(TEST_BOT_TOKEN);
   });
 
   it('a watch broken mid-stream is restarted and a resync requested', async () => {

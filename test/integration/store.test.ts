@@ -160,14 +160,28 @@ describe.each(backends)('customer store on $kind', ({ kind, create }) => {
       }
     });
 
-    it('treats a re-applied secret reference as no change', async () => {
+    it('treats a re-applied secret reference as no change, and another reference as a spec change', async () => {
       const name = uniqueName('ref');
-      const ref = { telegram: { botTokenSecretRef: { name: 'bot-tokens', key: 'alice' } } };
+      const ref = {
+        telegram: { botTokenSecretRef: { name: 'bot-tokens', key: 'alice' } },
+        model: { provider: 'anthropic' as const, apiKeySecretRef: { name: 'model-keys', key: 'alice' } },
+      };
       const first = await store.apply(desiredCustomer(name, ref));
       const again = await store.apply(desiredCustomer(name, ref));
       expect(again.changed).toBe(false);
       expect(again.customer.resourceVersion).toBe(first.customer.resourceVersion);
       expect(again.customer.spec.telegram.botTokenSecretRef).toEqual({ name: 'bot-tokens', key: 'alice' });
+      expect(again.customer.spec.model.apiKeySecretRef).toEqual({ name: 'model-keys', key: 'alice' });
+      // Another key of the Secret: a new generation (the trigger knows the column), and psql too.
+      const moved = await store.apply(
+        desiredCustomer(name, { ...ref, model: { ...ref.model, apiKeySecretRef: { name: 'model-keys', key: 'bob' } } }),
+      );
+      expect(moved.changed).toBe(true);
+      expect(moved.customer.generation).toBe(first.customer.generation + 1);
+      await psql(`UPDATE customers SET model_api_key_secret_ref = NULL WHERE name = $1`, [name]);
+      const cleared = await store.get(name);
+      expect(cleared?.generation).toBe(first.customer.generation + 2);
+      expect(cleared?.spec.model.apiKeySecretRef).toBeUndefined();
     });
 
     it('counts a psql-style UPDATE of a spec column as a spec change', async () => {
