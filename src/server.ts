@@ -33,6 +33,7 @@ import { isTransientCaddy } from './proxy/caddy/admin-client.js';
 import { CaddyRouteTable } from './proxy/caddy/caddy-route-table.js';
 import { RouteSweep, type SweepableRouteTable } from './proxy/caddy/route-sweep.js';
 import { IngressRouteTable } from './proxy/kubernetes/ingress-route-table.js';
+import { OwnedObjectsWatch } from './runtime/kubernetes/owned-objects-watch.js';
 import type { RouteTable } from './proxy/route-table.js';
 import { Policies } from './resilience/policies.js';
 import type { EventSource } from './runtime/runtime.js';
@@ -94,7 +95,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       '',
     );
     // BLYTZ_ROUTES: Caddy's admin API, or one Ingress per customer beside its Service.
-    const routes: RouteTable & SweepableRouteTable =
+    const ingresses =
       config.BLYTZ_ROUTES === 'ingress'
         ? new IngressRouteTable({
             kubeConfig: cluster().kubeConfig,
@@ -103,15 +104,18 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
             ...(config.BLYTZ_INGRESS_CLASS ? { ingressClassName: config.BLYTZ_INGRESS_CLASS } : {}),
             ...(config.BLYTZ_INSTANCE ? { extraLabels: { 'cloud.blytz.instance': config.BLYTZ_INSTANCE } } : {}),
           })
-        : new CaddyRouteTable({
-            adminUrl: config.CADDY_ADMIN_URL,
-            serverName: config.BLYTZ_CADDY_SERVER,
-            listen: config.BLYTZ_CADDY_LISTEN,
-            guard: policies.guard('caddy'),
-            ...(config.BLYTZ_CADDY_TLS
-              ? { tls: { askUrl: `http://127.0.0.1:${config.PORT}/api/caddy/ask`, baseDomain: config.BLYTZ_BASE_DOMAIN } }
-              : {}),
-          });
+        : undefined;
+    const routes: RouteTable & SweepableRouteTable =
+      ingresses ??
+      new CaddyRouteTable({
+        adminUrl: config.CADDY_ADMIN_URL,
+        serverName: config.BLYTZ_CADDY_SERVER,
+        listen: config.BLYTZ_CADDY_LISTEN,
+        guard: policies.guard('caddy'),
+        ...(config.BLYTZ_CADDY_TLS
+          ? { tls: { askUrl: `http://127.0.0.1:${config.PORT}/api/caddy/ask`, baseDomain: config.BLYTZ_BASE_DOMAIN } }
+          : {}),
+      });
 
     const cache = new WorldCache();
     const rollouts = new Rollouts({
@@ -175,6 +179,12 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     ];
     // The runtime's own hints (the Docker event stream, or the watch on our Kubernetes objects).
     for (const source of selected.sources) sources.push(invalidating(source, invalidate));
+    // An Ingress edited or deleted behind our back is repaired within a reconcile, as the
+    // runtime's own objects are, not only at the next route sweep.
+    if (ingresses) {
+      const watch = new OwnedObjectsWatch({ kubeConfig: cluster().kubeConfig, ...ingresses.ownedKinds(), logger });
+      sources.push(invalidating(watch, invalidate));
+    }
 
     // Only one replica reconciles. On Postgres the replicas share it: a session advisory lock.
     // On Kubernetes without Postgres: a coordination.k8s.io Lease. Otherwise (PGlite, Docker)

@@ -4,8 +4,10 @@ import { unguarded } from '../../src/resilience/guard.js';
 import { compareRoutes } from '../../src/proxy/caddy/route-sweep.js';
 import { IngressRouteTable, SUSPENDED_ANNOTATION } from '../../src/proxy/kubernetes/ingress-route-table.js';
 import { objectName, serviceDial } from '../../src/runtime/kubernetes/names.js';
+import { OwnedObjectsWatch } from '../../src/runtime/kubernetes/owned-objects-watch.js';
 import { FakeKubeApi } from '../support/fake-kube-api.js';
 import { uniqueName } from '../support/fixtures.js';
+import { waitFor } from '../support/postgres.js';
 
 const NS = 'customers';
 const BASE = 'blytz.test';
@@ -57,7 +59,9 @@ describe('IngressRouteTable (BLYTZ_ROUTES=ingress) on the fake API server', () =
       rules: [
         {
           host: `${name}.${BASE}`,
-          http: { paths: [{ path: '/', pathType: 'Prefix', backend: { service: { name: objectName(name), port: { number: 30001 } } } }] },
+          http: {
+            paths: [{ path: '/', pathType: 'Prefix', backend: { service: { name: objectName(name), port: { number: 30001 } } } }],
+          },
         },
       ],
     });
@@ -99,14 +103,21 @@ describe('IngressRouteTable (BLYTZ_ROUTES=ingress) on the fake API server', () =
     // Not ours: no managed-by label; and ours but of another instance.
     await net.createNamespacedIngress({
       namespace: NS,
-      body: { metadata: { name: 'foreign', labels: { 'cloud.blytz.customer': 'foreign' } }, spec: { rules: [{ host: 'foreign.example.com' }] } },
+      body: {
+        metadata: { name: 'foreign', labels: { 'cloud.blytz.customer': 'foreign' } },
+        spec: { rules: [{ host: 'foreign.example.com' }] },
+      },
     });
     await net.createNamespacedIngress({
       namespace: NS,
       body: {
         metadata: {
           name: 'blytz-other-instance',
-          labels: { 'cloud.blytz.managed-by': 'blytz', 'cloud.blytz.customer': 'other-instance', 'cloud.blytz.instance': 'other' },
+          labels: {
+            'cloud.blytz.managed-by': 'blytz',
+            'cloud.blytz.customer': 'other-instance',
+            'cloud.blytz.instance': 'other',
+          },
         },
         spec: { rules: [{ host: 'other-instance.example.com' }] },
       },
@@ -163,7 +174,11 @@ describe('IngressRouteTable (BLYTZ_ROUTES=ingress) on the fake API server', () =
           rules: [
             {
               host: `${name}.${BASE}`,
-              http: { paths: [{ path: '/api', pathType: 'Exact', backend: { service: { name: objectName(name), port: { number: 80 } } } }] },
+              http: {
+                paths: [
+                  { path: '/api', pathType: 'Exact', backend: { service: { name: objectName(name), port: { number: 80 } } } },
+                ],
+              },
             },
           ],
         },
@@ -182,12 +197,50 @@ describe('IngressRouteTable (BLYTZ_ROUTES=ingress) on the fake API server', () =
     expect(await table.remove(name)).toBe(false);
   });
 
+  it('its Ingresses are watched: one deleted or edited behind its back enqueues the customer; a foreign one does not', async () => {
+    const enqueued: string[] = [];
+    const watch = new OwnedObjectsWatch({
+      kubeConfig: api.kubeConfig(),
+      ...table.ownedKinds(),
+      minBackoffMs: 20,
+      maxBackoffMs: 200,
+    });
+    await watch.start({ enqueue: (c) => enqueued.push(c), resync: () => {} });
+    try {
+      await waitFor(() => api.watchCount('ingresses') === 1, 5_000, 20);
+      const watched = api.requests.find((r) => r.watch);
+      expect(new URLSearchParams(watched?.query).get('labelSelector')).toBe(
+        'cloud.blytz.managed-by=blytz,cloud.blytz.instance=ingress-test',
+      );
+      const name = uniqueName('ing');
+      await table.ensure(route(name, upstream(name, 30045)));
+      await waitFor(() => enqueued.includes(name), 5_000, 20);
+      const net = api.kubeConfig().makeApiClient(NetworkingV1Api);
+      const seen = enqueued.length;
+      await net.deleteNamespacedIngress({ name: objectName(name), namespace: NS });
+      await waitFor(() => enqueued.length > seen && enqueued.at(-1) === name, 5_000, 20);
+
+      const foreign = uniqueName('other');
+      await net.createNamespacedIngress({
+        namespace: NS,
+        body: { metadata: { name: foreign, labels: { app: 'theirs' } }, spec: { rules: [{ host: `${foreign}.example.org` }] } },
+      });
+      await table.ensure(route(name, upstream(name, 30046))); // a later event of ours, to know the foreign one was passed
+      await waitFor(() => enqueued.filter((c) => c === name).length >= 3, 5_000, 20);
+      expect(enqueued.filter((c) => c !== name)).toEqual([]);
+    } finally {
+      await watch.stop();
+    }
+  });
+
   it('refuses a dial that is not a Service of its own namespace', async () => {
     const name = uniqueName('ing');
-    await expect(table.ensure(route(name, { kind: 'upstream', dial: '127.0.0.1:30050' }))).rejects.toThrow(/not a Service address/);
-    await expect(
-      table.ensure(route(name, { kind: 'upstream', dial: serviceDial(name, 'elsewhere', 30050) })),
-    ).rejects.toThrow(/namespace elsewhere/);
+    await expect(table.ensure(route(name, { kind: 'upstream', dial: '127.0.0.1:30050' }))).rejects.toThrow(
+      /not a Service address/,
+    );
+    await expect(table.ensure(route(name, { kind: 'upstream', dial: serviceDial(name, 'elsewhere', 30050) }))).rejects.toThrow(
+      /namespace elsewhere/,
+    );
     expect(api.object('ingresses', NS, objectName(name))).toBeUndefined();
   });
 

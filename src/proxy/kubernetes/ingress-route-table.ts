@@ -6,6 +6,7 @@ import type { Guard } from '../../resilience/guard.js';
 import { checkExtraLabels } from '../../runtime/docker/labels.js';
 import { baseLabels } from '../../runtime/kubernetes/manifests.js';
 import { objectName } from '../../runtime/kubernetes/names.js';
+import type { WatchedKind } from '../../runtime/kubernetes/owned-objects-watch.js';
 import type { RouteSnapshot } from '../caddy/caddy-route-table.js';
 import type { JsonObject } from '../caddy/caddy-json.js';
 import type { DesiredRoute, ObservedRoute, RouteTable, RouteTarget } from '../route-table.js';
@@ -106,7 +107,9 @@ export class IngressRouteTable implements RouteTable {
     if (!m) throw new Error(`route upstream ${JSON.stringify(dial)} is not a Service address <svc>.<namespace>.svc:<port>`);
     const [, name = '', , namespace, , port] = m;
     if (namespace !== this.#namespace) {
-      throw new Error(`route upstream ${dial} is in namespace ${namespace}; an Ingress in ${this.#namespace} can only reach Services there`);
+      throw new Error(
+        `route upstream ${dial} is in namespace ${namespace}; an Ingress in ${this.#namespace} can only reach Services there`,
+      );
     }
     return { name, port: { number: Number(port) } };
   }
@@ -167,7 +170,9 @@ export class IngressRouteTable implements RouteTable {
     const name = body.metadata?.name ?? '';
     const namespace = this.#namespace;
     const existing = await this.#guard('readIngress', () =>
-      this.#api.readNamespacedIngress({ name, namespace }).catch((error: unknown) => (isNotFound(error) ? undefined : Promise.reject(error))),
+      this.#api
+        .readNamespacedIngress({ name, namespace })
+        .catch((error: unknown) => (isNotFound(error) ? undefined : Promise.reject(error))),
     );
     if (!existing) {
       await this.#guard('createIngress', () => this.#api.createNamespacedIngress({ namespace, body }), { retry: false });
@@ -177,7 +182,9 @@ export class IngressRouteTable implements RouteTable {
     const resourceVersion = existing.metadata?.resourceVersion;
     const next: V1Ingress = { ...body, metadata: { ...body.metadata, ...(resourceVersion ? { resourceVersion } : {}) } };
     try {
-      await this.#guard('replaceIngress', () => this.#api.replaceNamespacedIngress({ name, namespace, body: next }), { retry: false });
+      await this.#guard('replaceIngress', () => this.#api.replaceNamespacedIngress({ name, namespace, body: next }), {
+        retry: false,
+      });
     } catch (error) {
       if (!isNotFound(error)) throw error;
       // Deleted between our read and our write (by hand): create it afresh.
@@ -207,6 +214,22 @@ export class IngressRouteTable implements RouteTable {
         (error: unknown) => (isNotFound(error) ? false : Promise.reject(error)),
       ),
     );
+  }
+
+  /** The Ingresses this table writes, for OwnedObjectsWatch (as the runtime's `ownedKinds`). */
+  ownedKinds(): { labelSelector: string; kinds: WatchedKind[] } {
+    const labelSelector = this.#selector();
+    const namespace = this.#namespace;
+    return {
+      labelSelector,
+      kinds: [
+        {
+          plural: 'ingresses',
+          path: `/apis/networking.k8s.io/v1/namespaces/${encodeURIComponent(namespace)}/ingresses`,
+          list: () => this.#guard('listIngresses', () => this.#api.listNamespacedIngress({ namespace, labelSelector, limit: 1 })),
+        },
+      ],
+    };
   }
 
   async ping(): Promise<void> {
