@@ -399,8 +399,10 @@ export class CustomerResourceSource implements EventSource {
       });
       const result = await this.#o.store.apply({ name, labels: manifest.metadata.labels ?? {}, spec: manifest.spec });
       this.#mirrored.add(name);
-      await this.#warnOfInlineSecrets(name, tracked.object);
-      tracked.link = { crGeneration: Number(object.metadata?.generation ?? 1), storeGeneration: result.customer.generation };
+      const crGeneration = Number(object.metadata?.generation ?? 1);
+      // Once per spec change (and once per controller start), not on every event of the resource.
+      if (tracked.link?.crGeneration !== crGeneration) await this.#warnOfInlineSecrets(name, tracked.object);
+      tracked.link = { crGeneration, storeGeneration: result.customer.generation };
       delete tracked.problem;
       if (result.changed) this.#sink?.enqueue(name);
     } catch (error) {
@@ -461,7 +463,8 @@ export class CustomerResourceSource implements EventSource {
     const refs = inline.map((s) => `spec.${s.section}.${s.ref}`).join(' and ');
     const them = inline.length > 1 ? 'them' : 'it';
     const message = `the resource holds ${fields} in plain text (unencrypted in etcd, shown by kubectl get -o yaml): put ${them} in a Secret and use ${refs}`;
-    await this.#o.store.recordEvent(name, { type: 'Warning', reason: 'InlineSecret', message });
+    // A warning only: failing to record it must not stop the mirroring.
+    await this.#o.store.recordEvent(name, { type: 'Warning', reason: 'InlineSecret', message }).catch(() => {});
   }
 
   async #readSecretKey(secret: string, key: string): Promise<{ value?: string; problem: string }> {

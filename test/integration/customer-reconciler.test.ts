@@ -180,6 +180,15 @@ describe('customer reconciler on a simulated world with the real store', () => {
       expect(held).toMatchObject({ status: 'False', reason: 'RestartBackOff' });
       expect(held?.message).toContain(`restarted 4 times, next restart after ${new Date(lastRestart + 240_000).toISOString()}`);
 
+      // Held passes look again less often (at most every 10 s), and write no status.
+      const version = (await store.get(name))?.resourceVersion;
+      now = lastRestart + 1_000;
+      expect(await reconcile(name)).toEqual({ requeueAfterMs: 10_000 });
+      now = lastRestart + 235_000;
+      expect(await reconcile(name)).toEqual({ requeueAfterMs: 5_000 });
+      expect((await store.get(name))?.resourceVersion).toBe(version);
+      expect(await restarts()).toBe(4);
+
       // It recovers and stays healthy for ten minutes: the next failure is restarted at once.
       sick.delete(name);
       runtime.containers.get(id)!.health = 'healthy';

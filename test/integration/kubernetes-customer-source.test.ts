@@ -240,7 +240,7 @@ describe('Customer custom resources as a source (fake API server, real Postgres)
 
   it('a secret written inline is accepted with a warning event that names the field and the reference to use', async () => {
     const name = uniqueName('cr');
-    await startSource();
+    const source = await startSource();
     await createCr(name, { email: `${name}@example.com`, displayName: 'Fay', telegram: { botToken: TEST_BOT_TOKEN } });
     await waitFor(() => store.get(name));
     const warning = await waitFor(async () => (await store.listEvents(name)).find((e) => e.reason === 'InlineSecret'));
@@ -248,6 +248,12 @@ describe('Customer custom resources as a source (fake API server, real Postgres)
     expect(warning.message).toContain('spec.telegram.botToken');
     expect(warning.message).toContain('spec.telegram.botTokenSecretRef');
     expect(warning.message).not.toContain(TEST_BOT_TOKEN);
+    expect(warning.count).toBe(1);
+    // Events of the resource that change no spec (a label, its status written back) add nothing.
+    await custom.patchNamespacedCustomObject({ ...ref, name, body: { metadata: { labels: { team: 'b' } } } }, MERGE);
+    await waitFor(async () => (await store.get(name))?.labels['team'] === 'b');
+    await source.syncStatus(name);
+    expect((await store.listEvents(name)).find((e) => e.reason === 'InlineSecret')?.count).toBe(1);
   });
 
   it('a watch broken mid-stream is restarted and a resync requested', async () => {

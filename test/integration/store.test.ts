@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { PGlite } from '@electric-sql/pglite';
-import { sql } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/observability/logger.js';
@@ -10,6 +10,11 @@ import { CustomerStore } from '../../src/store/customer-store.js';
 import { openPglite, openPostgres, type DatabaseHandle } from '../../src/store/database.js';
 import { ConflictError, isUniqueViolation, PortsExhaustedError } from '../../src/store/errors.js';
 import { migrateOrThrow } from '../../src/store/migrate.js';
+import * as m0001 from '../../src/store/migrations/0001-initial.js';
+import * as m0002 from '../../src/store/migrations/0002-billing.js';
+import * as m0003 from '../../src/store/migrations/0003-rollouts.js';
+import * as m0004 from '../../src/store/migrations/0004-next-port.js';
+import * as m0005 from '../../src/store/migrations/0005-model-key-secret-ref.js';
 import { PortReservations } from '../../src/store/port-reservations.js';
 import { SecretBox } from '../../src/store/secret-box.js';
 import { desiredCustomer, TEST_BOT_TOKEN, uniqueName } from '../support/fixtures.js';
@@ -106,6 +111,34 @@ describe.each(backends)('customer store on $kind', ({ kind, create }) => {
         }
       });
   });
+
+  if (kind === 'pglite')
+    it('0005 leaves rows written before it with no reference as JSON null (the store writes no change), and goes down cleanly', async () => {
+      const handle = openPglite(await PGlite.create());
+      const untyped = handle.db as unknown as Kysely<unknown>; // what a migration is given
+      try {
+        for (const migration of [m0001, m0002, m0003, m0004]) await migration.up(untyped);
+        await sql`INSERT INTO customers (name, email, display_name, state, instructions) VALUES ('old', 'old@example.com', 'Old', 'active', '')`.execute(
+          handle.db,
+        );
+        await m0005.up(untyped);
+        // The store writes 'null' for "no reference": on an SQL NULL that would be a spec change.
+        await sql`UPDATE customers SET model_api_key_secret_ref = 'null'::jsonb WHERE name = 'old'`.execute(handle.db);
+        const generation = async () =>
+          (await sql<{ generation: string }>`SELECT generation FROM customers WHERE name = 'old'`.execute(handle.db)).rows[0]
+            ?.generation;
+        expect(Number(await generation())).toBe(1);
+        await sql`UPDATE customers SET model_api_key_secret_ref = '{"name":"keys","key":"old"}'::jsonb WHERE name = 'old'`.execute(
+          handle.db,
+        );
+        expect(Number(await generation())).toBe(2);
+        await m0005.down(untyped);
+        await sql`UPDATE customers SET instructions = 'still counted' WHERE name = 'old'`.execute(handle.db);
+        expect(Number(await generation())).toBe(3);
+      } finally {
+        await handle.close();
+      }
+    });
 
   describe('generation', () => {
     it('bumps only on spec changes', async () => {

@@ -48,6 +48,8 @@ export interface ReconcileOutcome {
 
 const CONTROLLER = 'customer';
 const WAIT_FOR_HEALTH_MS = 1000;
+/** How often a customer whose unhealthy container waits out its restart back-off is looked at. */
+const HELD_RESTART_LOOK_MS = 10_000;
 const PORTS_EXHAUSTED_RETRY_MS = 30_000;
 const MAX_PURGE_WAIT_MS = 3_600_000;
 /** A customer held back by a rollout looks again this often (a freed slot wakes it sooner). */
@@ -178,12 +180,14 @@ export class CustomerReconciler {
     const converged = isConverged(customer);
     let failure: { reason: string; message: string; terminal: boolean } | undefined;
     let waitNote: string | undefined;
+    let restartHeldUntil: number | undefined;
     let requeueAfterMs: number | undefined;
     // A listing in flight must not hand a later reconcile the world from before these actions.
     if (result.actions.length > 0) this.invalidate(name);
     try {
       const outcome = await this.#execute(name, result.actions, resolved, signal, converged);
       waitNote = outcome.waitNote;
+      restartHeldUntil = outcome.restartHeldUntil;
     } catch (error) {
       if (signal.aborted) throw abortReason(signal);
       failure = describeFailure(error);
@@ -224,7 +228,11 @@ export class CustomerReconciler {
       throw new ReconcileStepError(failure.message);
     }
     if (requeueAfterMs !== undefined) return { requeueAfterMs };
-    if (customer.spec.state === 'active' && status.phase !== 'Ready') return { requeueAfterMs: WAIT_FOR_HEALTH_MS };
+    if (customer.spec.state === 'active' && status.phase !== 'Ready') {
+      // Held by its restart back-off: look less often (a recovery is still seen within seconds).
+      const held = restartHeldUntil === undefined ? 0 : Math.min(restartHeldUntil - this.#now(), HELD_RESTART_LOOK_MS);
+      return { requeueAfterMs: Math.max(held, WAIT_FOR_HEALTH_MS) };
+    }
     if (admission && !admission.recreateAllowed) {
       return {
         requeueAfterMs: admission.rollout?.state === 'paused' || admission.rollout?.undone ? ROLLOUT_PAUSED_MS : ROLLOUT_WAIT_MS,
@@ -256,18 +264,19 @@ export class CustomerReconciler {
     resolved: ResolvedCustomer | undefined,
     signal: AbortSignal,
     countDrift: boolean,
-  ): Promise<{ waitNote?: string }> {
+  ): Promise<{ waitNote?: string; restartHeldUntil?: number }> {
     const { runtime, routes, ports, workspaces, store, metrics } = this.#deps;
     const event = (type: EventType, reason: string, message: string) =>
       store.recordEvent(name, { type, reason, message }).catch(() => {});
     // A restart held back by its back-off is skipped (the other actions still run); status says why.
-    let heldBack: string | undefined;
+    let heldBack: { note: string; until: number } | undefined;
     for (const action of actions) {
       if (signal.aborted) throw new Error('reconcile aborted');
       const hold = action.type === 'restartContainer' ? this.#restarts.hold(name, action.id, this.#now()) : undefined;
       if (hold) {
         // Not a correction (yet): no drift counted, no event, until the back-off lets it happen.
-        heldBack = `unhealthy; ${restartsText(hold.restarts)}, next restart after ${new Date(hold.notBefore).toISOString()} (back-off)`;
+        const note = `unhealthy; ${restartsText(hold.restarts)}, next restart after ${new Date(hold.notBefore).toISOString()} (back-off)`;
+        heldBack = { note, until: hold.notBefore };
         continue;
       }
       const drift = 'drift' in action ? action.drift : undefined;
@@ -332,8 +341,9 @@ export class CustomerReconciler {
           const port = await ports.find(name, action.slot ?? 'current');
           if (port === undefined || !(await this.#waitForHealthy(name, port, signal))) {
             return {
+              ...(heldBack ? { restartHeldUntil: heldBack.until } : {}),
               waitNote:
-                heldBack ??
+                heldBack?.note ??
                 (action.slot === 'next'
                   ? 'blue-green update: waiting for the new container to become healthy; the old one serves meanwhile'
                   : 'waiting for the container to become healthy before routing to it'),
@@ -382,7 +392,7 @@ export class CustomerReconciler {
           break;
       }
     }
-    return heldBack ? { waitNote: heldBack } : {};
+    return heldBack ? { waitNote: heldBack.note, restartHeldUntil: heldBack.until } : {};
   }
 
   /** Starts a container; a host port clash moves the customer to a new port (next pass recreates). */

@@ -7,8 +7,8 @@
  * `resetAfterMs` (the kubelet's rule: a container that recovers briefly and fails again keeps
  * its back-off).
  *
- * Kept in memory, as the kubelet keeps its own: a restarted controller starts every back-off
- * from the beginning, which costs at most one early restart per unhealthy container.
+ * Kept in memory, as the kubelet keeps its own: a restarted controller (or a new leader) starts
+ * every back-off from the beginning, a few early restarts per unhealthy container at worst.
  */
 export interface RestartBackoffOptions {
   initialMs: number;

@@ -162,6 +162,7 @@ export class Rollouts {
   async admit(req: AdmitRequest): Promise<Admission> {
     let rollout = await this.#latest(this.#db, req.key);
     let entry = rollout ? await this.#entry(this.#db, rollout.id, req.customer) : undefined;
+    if (entry?.state === 'updating' && entry.startedAtMs === null) entry = await this.#restamp(entry, req.now);
     const joining = req.change !== undefined && (needsNewRollout(rollout, entry, req.fingerprint, req.toHash) || !entry);
     if (!joining && (!rollout || !entry)) return { recreateAllowed: true };
     if (!joining && rollout && entry) {
@@ -306,16 +307,17 @@ export class Rollouts {
 
   /**
    * A customer that stopped being active (suspended, cancelled, paused, deleted) while it was
-   * being updated gives its slot back: nothing of it is starting any more, and the others should
-   * not wait for it. It waits its turn again when it returns, and its start timeout counts from
-   * then (kept, the old start time would fail the update at once on a late resume). An entry
-   * rolling back keeps its slot: it is a counted failure, settled when the customer returns.
-   * Returns whether a slot was freed.
+   * being updated: its slot is not counted meanwhile (`#slotUse` leaves inactive customers out),
+   * and its start time is cleared so that its start timeout counts from its return (`admit`
+   * stamps it again), not from before (which would fail the update at once on a late resume).
+   * The entry stays `updating`: its container may already run the new image, and an `undo`
+   * meanwhile must still turn it around. Returns whether an entry was released (waiting
+   * customers may take the slot now).
    */
   async release(customer: string): Promise<boolean> {
     const released = await sql`
-      UPDATE rollout_customers SET state = 'waiting', started_at = NULL
-      WHERE customer = ${customer} AND state = 'updating'
+      UPDATE rollout_customers SET started_at = NULL
+      WHERE customer = ${customer} AND state = 'updating' AND started_at IS NOT NULL
     `.execute(this.#db);
     const freed = Number(released.numAffectedRows ?? 0) > 0;
     if (freed) await this.refreshMetrics().catch(() => {});
@@ -462,6 +464,15 @@ export class Rollouts {
       FROM rollouts WHERE key = ${key} ORDER BY id DESC LIMIT 1
     `.execute(db);
     return r.rows[0] ? toRollout(r.rows[0]) : undefined;
+  }
+
+  /** A released entry (see `release`) whose customer is active again: its start timeout starts now. */
+  async #restamp(entry: RolloutEntry, now: number): Promise<RolloutEntry> {
+    await sql`
+      UPDATE rollout_customers SET started_at = ${ms(now)}
+      WHERE rollout_id = ${entry.rolloutId} AND customer = ${entry.customer} AND state = 'updating' AND started_at IS NULL
+    `.execute(this.#db);
+    return { ...entry, startedAtMs: now };
   }
 
   async #entry(db: Db, rolloutId: number, customer: string): Promise<RolloutEntry | undefined> {

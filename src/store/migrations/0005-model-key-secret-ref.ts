@@ -7,7 +7,9 @@ import { sql, type Kysely, type RawBuilder } from 'kysely';
  * spec: changing it bumps the generation, so the generation trigger learns the new column.
  */
 export async function up(db: Kysely<unknown>): Promise<void> {
-  await sql`ALTER TABLE customers ADD COLUMN model_api_key_secret_ref jsonb`.execute(db);
+  // JSON null, as the store writes "no reference": an SQL NULL in existing rows would make their
+  // next write look like a spec change (a new generation for nothing).
+  await sql`ALTER TABLE customers ADD COLUMN model_api_key_secret_ref jsonb DEFAULT 'null'::jsonb`.execute(db);
   await replaceGenerationTrigger(db, sql`, NEW.model_api_key_secret_ref`, sql`, OLD.model_api_key_secret_ref`);
 }
 
