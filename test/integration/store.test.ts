@@ -132,9 +132,14 @@ describe.each(backends)('customer store on $kind', ({ kind, create }) => {
           handle.db,
         );
         expect(Number(await generation())).toBe(2);
+        // Another spec column changed with it: one new generation, not two.
+        await sql`UPDATE customers SET model_api_key_secret_ref = 'null'::jsonb, instructions = 'both' WHERE name = 'old'`.execute(
+          handle.db,
+        );
+        expect(Number(await generation())).toBe(3);
         await m0005.down(untyped);
         await sql`UPDATE customers SET instructions = 'still counted' WHERE name = 'old'`.execute(handle.db);
-        expect(Number(await generation())).toBe(3);
+        expect(Number(await generation())).toBe(4);
       } finally {
         await handle.close();
       }
