@@ -453,7 +453,7 @@ export class CustomerResourceSource implements EventSource {
   /**
    * A secret written into the resource itself is accepted (the same manifest applies with
    * `blytz apply`), but it sits in etcd unencrypted and in every `kubectl get -o yaml`: say so
-   * where operators look (`blytz describe`, the events API), once per distinct message.
+   * where operators look (`blytz describe`, the events API), once per generation of the resource.
    */
   async #warnOfInlineSecrets(name: string, object: KubeObject): Promise<void> {
     const spec = (object.spec ?? {}) as Record<string, Record<string, unknown> | undefined>;

@@ -155,6 +155,7 @@ export class CustomerReconciler {
         resolved = await resolveCustomer(view, this.#deps, admission.rollbackImage);
       }
     }
+    // Not active (any more) while a rollout was updating it: its start timeout must not run on.
     if (rollouts && (!customer || customer.spec.state !== 'active' || customer.spec.paused)) {
       if (await rollouts.release(name)) this.#deps.onRolloutProgress?.();
     }
