@@ -233,23 +233,23 @@ export class CustomerStore {
 
   async recordEvent(name: string, event: { type: EventType; reason: string; message: string }): Promise<void> {
     const message = event.message.slice(0, MAX_EVENT_MESSAGE);
-    const { rows } = await sql<{ inserted: boolean }>`
-      INSERT INTO customer_events (customer, type, reason, message)
-      VALUES (${name}, ${event.type}, ${event.reason}, ${message})
-      ON CONFLICT (customer, type, reason, md5(message))
-      DO UPDATE SET count = customer_events.count + 1, last_seen = now()
-      RETURNING (xmax = 0) AS inserted
+    // One statement (one round trip): the upsert, then, when it added a row (not a repeat counted
+    // on an old one), the customer's oldest events beyond the most recent 100 go, as Kubernetes
+    // lets old Events expire. The DELETE sees the table as it was before the INSERT (one snapshot
+    // per statement), so 99 older rows stay beside the new one.
+    await sql`
+      WITH upsert AS (
+        INSERT INTO customer_events (customer, type, reason, message)
+        VALUES (${name}, ${event.type}, ${event.reason}, ${message})
+        ON CONFLICT (customer, type, reason, md5(message))
+        DO UPDATE SET count = customer_events.count + 1, last_seen = now()
+        RETURNING (xmax = 0) AS inserted
+      )
+      DELETE FROM customer_events WHERE (SELECT inserted FROM upsert) AND id IN (
+        SELECT id FROM customer_events WHERE customer = ${name}
+        ORDER BY last_seen DESC, id DESC OFFSET ${EVENTS_KEPT_PER_CUSTOMER - 1}
+      )
     `.execute(this.#db);
-    // A new row (not a repeat counted on an old one): a customer that lives for years keeps
-    // only its most recent events, as Kubernetes lets old Events expire.
-    if (rows[0]?.inserted) {
-      await sql`
-        DELETE FROM customer_events WHERE id IN (
-          SELECT id FROM customer_events WHERE customer = ${name}
-          ORDER BY last_seen DESC, id DESC OFFSET ${EVENTS_KEPT_PER_CUSTOMER}
-        )
-      `.execute(this.#db);
-    }
   }
 
   async listEvents(name: string, limit = 20): Promise<CustomerEvent[]> {
