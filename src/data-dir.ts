@@ -2,18 +2,13 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-/**
- * Secrets the operator did not set are generated once into the data directory, readable by the
- * owner only (0600), and read back on every later start.
- */
-export function ensureDataDir(dataDir: string): void {
-  ensurePrivateDir(dataDir);
-}
+// Secrets the operator did not set are generated once into the data directory, readable by the
+// owner only (0600), and read back on every later start.
 
 /**
- * A folder only its owner can enter. mkdir's mode applies only to a folder it creates: one made
- * beforehand (an operator's `mkdir`, 0755) is tightened, since it holds keys, the embedded
- * database and the customers' workspaces.
+ * A folder only its owner can enter (the data directory, the embedded database's). mkdir's mode
+ * applies only to a folder it creates: one made beforehand (an operator's `mkdir`, 0755) is
+ * tightened, since it holds keys, the embedded database and the customers' workspaces.
  */
 export function ensurePrivateDir(dir: string): void {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -42,13 +37,13 @@ export function adminTokenFile(dataDir: string): string {
 
 export function loadAdminToken(dataDir: string, fromEnv: string | undefined): string {
   if (fromEnv) return fromEnv;
-  ensureDataDir(dataDir);
+  ensurePrivateDir(dataDir);
   return readOrCreateSecretFile(adminTokenFile(dataDir), () => randomBytes(32).toString('base64url'));
 }
 
 export function loadSecretKey(dataDir: string, fromEnv: string | undefined): Buffer {
   if (fromEnv) return Buffer.from(fromEnv, 'base64');
-  ensureDataDir(dataDir);
+  ensurePrivateDir(dataDir);
   const encoded = readOrCreateSecretFile(join(dataDir, 'secret-key'), () => randomBytes(32).toString('base64'));
   const key = Buffer.from(encoded, 'base64');
   if (key.length !== 32) throw new Error(`${join(dataDir, 'secret-key')} does not hold a 32-byte base64 key`);

@@ -15,7 +15,7 @@ import { LeaderElector, type Leadership } from './controller/leader-election.js'
 import { parseMaxUnavailable } from './controller/rollout/gate.js';
 import { Rollouts } from './controller/rollout/rollouts.js';
 import { changeFeedSource } from './controller/sources.js';
-import { ensureDataDir, loadAdminToken, loadSecretKey, parsePreviousKeys } from './data-dir.js';
+import { ensurePrivateDir, loadAdminToken, loadSecretKey, parsePreviousKeys } from './data-dir.js';
 import { adminApiRouter } from './http/admin-api.js';
 import { createHttpApp } from './http/app.js';
 import { createCaddyAskRouter } from './http/caddy-ask.js';
@@ -62,7 +62,7 @@ const LEASE_NAME = 'blytz-controller';
 const PHASE_GAUGE_INTERVAL_MS = 15_000;
 
 export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
-  ensureDataDir(config.BLYTZ_DATA_DIR);
+  ensurePrivateDir(config.BLYTZ_DATA_DIR);
   const secretBox = new SecretBox(
     loadSecretKey(config.BLYTZ_DATA_DIR, config.BLYTZ_SECRET_KEY),
     parsePreviousKeys(config.BLYTZ_SECRET_KEY_PREVIOUS),

@@ -1,6 +1,7 @@
-import { chmod, lstat, mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { lstat, readdir, rm } from 'node:fs/promises';
 import { dirname, join, posix, resolve, sep } from 'node:path';
 import { z } from 'zod';
+import { ensurePrivateDir } from '../data-dir.js';
 import { isDns1123Label } from '../domain/naming.js';
 import type { Mount } from '../runtime/runtime.js';
 import { renderWorkspace, SECRET_FILES } from './render.js';
@@ -117,9 +118,7 @@ export class FileWorkspaces implements Workspaces {
     if (new Set(paths).size !== paths.length) throw new InvalidWorkspacePathError('rendered files contain a path twice');
     const owner = chownTarget(parseOwner(rendered.template.user));
 
-    await mkdir(this.customersRoot, { recursive: true, mode: DIR_MODE });
-    // Tightened if it was made beforehand with a wider mode (mkdir's mode only applies when it creates).
-    if (((await stat(this.customersRoot)).mode & 0o077) !== 0) await chmod(this.customersRoot, DIR_MODE);
+    ensurePrivateDir(this.customersRoot);
     await ensureDirectory(dir, DIR_MODE, owner);
     const previous = await readMarker(dir);
     // The marker goes first and comes back last: a crash in between leaves no marker, so the

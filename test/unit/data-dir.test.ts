@@ -2,7 +2,7 @@ import { chmodSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ensureDataDir, readOrCreateSecretFile } from '../../src/data-dir.js';
+import { ensurePrivateDir, readOrCreateSecretFile } from '../../src/data-dir.js';
 
 describe('the data directory', () => {
   const roots: string[] = [];
@@ -18,13 +18,13 @@ describe('the data directory', () => {
 
   it('is created private (0700), and a folder made beforehand with a wider mode is tightened', () => {
     const fresh = join(root(), 'data');
-    ensureDataDir(fresh);
+    ensurePrivateDir(fresh);
     expect(mode(fresh)).toBe(0o700);
 
     const premade = join(root(), 'premade');
     mkdirSync(premade);
     chmodSync(premade, 0o755);
-    ensureDataDir(premade);
+    ensurePrivateDir(premade);
     expect(mode(premade)).toBe(0o700);
   });
 

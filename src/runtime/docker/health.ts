@@ -61,35 +61,27 @@ export async function probeHttp(
   upSeconds: number | undefined,
   options: ProbeOptions,
 ): Promise<ProbeResult> {
-  const result = await probeOnce(hostPort, path, upSeconds, options);
+  const result = await probeOnce(hostPort, path, options.timeoutMs);
   if (result.health === 'unhealthy' && upSeconds !== undefined && upSeconds < options.startingGraceSeconds) {
     return { health: 'starting', message: `starting: ${result.message ?? 'not healthy yet'}` };
   }
   return result;
 }
 
-async function probeOnce(
-  hostPort: number,
-  path: string,
-  upSeconds: number | undefined,
-  options: ProbeOptions,
-): Promise<ProbeResult> {
+async function probeOnce(hostPort: number, path: string, timeoutMs: number): Promise<ProbeResult> {
   const url = `http://127.0.0.1:${hostPort}${path}`;
   try {
-    const response = await fetch(url, { signal: AbortSignal.timeout(options.timeoutMs), redirect: 'manual' });
+    const response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), redirect: 'manual' });
     await response.body?.cancel();
     if (response.status < 500) return { health: 'healthy' };
     return { health: 'unhealthy', message: `health probe GET ${path} answered ${response.status}` };
   } catch (error) {
     const code = socketCode(error);
     if (code !== undefined && NOT_LISTENING.has(code)) {
-      if (upSeconds !== undefined && upSeconds < options.startingGraceSeconds) {
-        return { health: 'starting', message: `not listening on port ${hostPort} yet` };
-      }
       return { health: 'unhealthy', message: `health probe GET ${path}: nothing answers on host port ${hostPort} (${code})` };
     }
     if (error instanceof Error && (error.name === 'TimeoutError' || error.name === 'AbortError')) {
-      return { health: 'unhealthy', message: `health probe GET ${path}: no answer within ${options.timeoutMs} ms` };
+      return { health: 'unhealthy', message: `health probe GET ${path}: no answer within ${timeoutMs} ms` };
     }
     return { health: 'unhealthy', message: `health probe GET ${path} failed: ${code ?? (error as Error).message}` };
   }
