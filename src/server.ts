@@ -1,13 +1,16 @@
 import type { AddressInfo } from 'node:net';
 import { createServer, type Server as HttpServer } from 'node:http';
-import { hostname } from 'node:os';
+import { hostname, totalmem } from 'node:os';
+import { checkCapacity } from './domain/capacity.js';
+import { PLANS } from './domain/customer.js';
+import { publicOrigins } from './domain/naming.js';
 import { sql } from 'kysely';
 import { StripeCheckout } from './billing/checkout.js';
 import { createStripeClient } from './billing/stripe-client.js';
-import type { Config } from './config.js';
+import { proxyListenPort, TELEGRAM_API_DEFAULT, type Config } from './config.js';
 import { Controller } from './controller/controller.js';
 import { invalidating } from './controller/customer/invalidating-source.js';
-import { pairingApprover } from './controller/customer/pairing.js';
+import { pairingApprover, pairingTimeoutMs } from './controller/customer/pairing.js';
 import { CustomerReconciler } from './controller/customer/reconciler.js';
 import { desiredRoutes } from './controller/customer/desired-routes.js';
 import { WorldCache } from './controller/customer/world-cache.js';
@@ -144,6 +147,9 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         baseDomain: config.BLYTZ_BASE_DOMAIN,
         customerImage: config.BLYTZ_CUSTOMER_IMAGE,
         containerPort: config.BLYTZ_CONTAINER_PORT,
+        publicOrigins: (host) => publicOrigins(host, config.BLYTZ_PUBLIC_SCHEME, proxyListenPort(config)),
+        trustedProxies: config.BLYTZ_ASSISTANT_TRUSTED_PROXIES ?? (await selected.defaultTrustedProxies()),
+        telegramApiRoot: config.TELEGRAM_API_BASE === TELEGRAM_API_DEFAULT ? undefined : config.TELEGRAM_API_BASE,
       },
       publicScheme: config.BLYTZ_PUBLIC_SCHEME,
       retentionMs: config.BLYTZ_RETENTION_DAYS * 86_400_000,
@@ -285,7 +291,9 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         createCaddyAskRouter({ isReachableHost: (host) => isReachableHost(database, host, config.BLYTZ_BASE_DOMAIN) }),
         createPairingApiRouter({
           verifyAccessToken: (name, token) => billing.verifyAccessToken(name, token),
-          approvePairing: pairingApprover(runtime),
+          approvePairing: pairingApprover(runtime, {
+            timeoutMs: async (name) => pairingTimeoutMs(PLANS[(await store.get(name))?.spec.plan ?? 'personal']),
+          }),
           rateLimits,
           logger,
         }),
@@ -355,6 +363,11 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       },
       'blytz serving',
     );
+    // Customers on this host: do the plans fit its memory? (On Kubernetes the cluster schedules.)
+    if (selected.kind === 'docker') {
+      const capacity = checkCapacity(config.BLYTZ_MAX_CUSTOMERS, totalmem());
+      if (capacity.warning) logger.warn({ fit: capacity.fit }, capacity.warning);
+    }
 
     let stopping: Promise<void> | undefined;
     return { url, stop: () => (stopping ??= stopAll()) };

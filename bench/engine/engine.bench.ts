@@ -7,7 +7,7 @@ import { createLogger } from '../../src/observability/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import { CustomerStore } from '../../src/store/customer-store.js';
 import { PortReservations } from '../../src/store/port-reservations.js';
-import { testSecretBox } from '../../test/support/fixtures.js';
+import { testSecretBox, testDesiredDefaults } from '../../test/support/fixtures.js';
 import { createTestDatabase, waitFor } from '../../test/support/postgres.js';
 import { SimulatedRouteTable, SimulatedRuntime, SimulatedWorkspaces } from '../../test/support/simulated-world.js';
 import { report } from '../support.js';
@@ -43,7 +43,7 @@ it(`engine: ${N} customers`, { timeout: 600_000 }, async () => {
     workspaces,
     metrics,
     logger: createLogger({ level: 'silent' }),
-    defaults: { baseDomain: 'blytz.localhost', customerImage: 'img', containerPort: 18789 },
+    defaults: testDesiredDefaults({ baseDomain: 'blytz.localhost', customerImage: 'img', containerPort: 18789 }),
     publicScheme: 'https',
     retentionMs: 30 * 86_400_000,
     cache,

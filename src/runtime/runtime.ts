@@ -1,4 +1,5 @@
 import type { PlanResources } from '../domain/customer.js';
+import type { Probes } from '../domain/probes.js';
 
 /**
  * Where customers' assistants run. One interface, one real implementation per engine
@@ -23,8 +24,12 @@ export interface ContainerSpec {
   /** Plain settings only: secrets travel in mounted 0600 files, never in Env. */
   env: Record<string, string>;
   resources: PlanResources;
-  /** HTTP path probed for health on the container port. */
-  healthPath: string;
+  /** The template's probes, run on the container port (body checked, see domain/probes.ts). */
+  probes: Probes;
+  /** How long it may take to start before failing probes mean broken (the plan's CPU counted in). */
+  startTimeoutSeconds: number;
+  /** Writable tmpfs folders; everything else outside the mounts is read-only. */
+  tmpfs: string[];
   /** Hash of everything that needs a new container when it changes (label `cloud.blytz.spec-hash`). */
   specHash: string;
   /**
@@ -45,7 +50,12 @@ export interface ContainerSpec {
 }
 
 export type ContainerState = 'created' | 'running' | 'paused' | 'restarting' | 'removing' | 'exited' | 'dead';
-export type ContainerHealth = 'healthy' | 'unhealthy' | 'starting' | 'unknown';
+/**
+ * `healthy`: ready (routes go to it); `unready`: alive and started but its readiness probe fails
+ * (kept, not routed to, not restarted); `starting`: within its start timeout; `unhealthy`: broken,
+ * restarted; `unknown`: not running, or nothing to probe.
+ */
+export type ContainerHealth = 'healthy' | 'unready' | 'unhealthy' | 'starting' | 'unknown';
 
 export interface ObservedContainer {
   id: string;

@@ -6,6 +6,7 @@ import { PLANS } from '../../src/domain/customer.js';
 import { SPEC_HASH_LABEL } from '../../src/domain/naming.js';
 import { docker, instanceContainers, portSlot, startServe, throughCaddy, type Served } from '../support/blytz-serve.js';
 import { createTestDatabase, waitFor, type TestDatabase } from '../support/postgres.js';
+import { stubHealth } from '../support/fixtures.js';
 
 /**
  * Crashes between steps leave half-done work in the world. The controller keeps no memory of
@@ -54,7 +55,7 @@ describe('converges after a crash between steps', () => {
       mounts: [],
       env: {},
       resources: PLANS.personal,
-      healthPath: '/',
+      ...stubHealth(),
       specHash: 'from-before-the-crash',
     });
 

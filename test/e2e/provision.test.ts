@@ -40,7 +40,10 @@ describe('blytz serve provisions customers end to end', () => {
       throw new Error(`${(error as Error).message}\n${served.log().slice(-3000)}`);
     });
     expect(page).toContain('keep my calendar tidy');
-    await waitFor(async () => (await phase()) === 'Ready', 30_000);
+    await waitFor(async () => (await phase()) === 'Ready', 30_000).catch(async (error: unknown) => {
+      const r = await sql<{ status: unknown }>`SELECT status FROM customers WHERE name = ${name}`.execute(db.handle.db);
+      throw new Error(`${(error as Error).message}\nstatus: ${JSON.stringify(r.rows[0]?.status)}\n${served.log().slice(-3000)}`);
+    });
 
     const [container] = await instanceContainers(served.instance, name);
     expect(container?.State).toBe('running');

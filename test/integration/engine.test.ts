@@ -13,7 +13,7 @@ import { createChangeFeed } from '../../src/store/change-feed.js';
 import { CustomerStore } from '../../src/store/customer-store.js';
 import { openPostgres } from '../../src/store/database.js';
 import { PortReservations } from '../../src/store/port-reservations.js';
-import { testSecretBox } from '../support/fixtures.js';
+import { testSecretBox, testDesiredDefaults } from '../support/fixtures.js';
 import { adminUrl, createTestDatabase, waitFor, type TestDatabase } from '../support/postgres.js';
 import { SimulatedRouteTable, SimulatedRuntime, SimulatedWorkspaces } from '../support/simulated-world.js';
 
@@ -50,7 +50,7 @@ describe('engine on a real store and a simulated world', () => {
       ...world,
       metrics,
       logger,
-      defaults: { baseDomain: 'blytz.localhost', customerImage: 'img', containerPort: 18789 },
+      defaults: testDesiredDefaults({ baseDomain: 'blytz.localhost', customerImage: 'img', containerPort: 18789 }),
       publicScheme: 'https',
       retentionMs: 86_400_000,
       cache: new WorldCache(),

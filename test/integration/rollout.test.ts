@@ -7,7 +7,7 @@ import { createLogger } from '../../src/observability/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import { CustomerStore } from '../../src/store/customer-store.js';
 import { PortReservations } from '../../src/store/port-reservations.js';
-import { desiredCustomer, testSecretBox, TEST_BOT_TOKEN, uniqueName } from '../support/fixtures.js';
+import { desiredCustomer, testSecretBox, TEST_BOT_TOKEN, uniqueName, testDesiredDefaults } from '../support/fixtures.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { SimulatedRouteTable, SimulatedRuntime, SimulatedWorkspaces } from '../support/simulated-world.js';
 
@@ -25,7 +25,7 @@ describe('fleet rollouts (reconciler + store, simulated world)', () => {
   let rollouts: Rollouts;
   let metrics: Metrics;
   let now = Date.now();
-  const defaults = { baseDomain: 'blytz.localhost', customerImage: 'img:a', containerPort: 18789 };
+  const defaults = testDesiredDefaults({ customerImage: 'img:a' });
   const presentImages = new Set(['img:a', 'img:b', 'img:bad']);
   const names = Array.from({ length: 10 }, (_, i) => `${uniqueName('ro')}-${i}`).sort();
   const signal = new AbortController().signal;

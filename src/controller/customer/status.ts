@@ -128,12 +128,23 @@ function conditionsFor(input: StatusInput): ConditionDraft[] {
       containerCondition = { type: 'ContainerReady', status: 'True', reason: 'Healthy', message: '' };
     else if (container.health === 'unhealthy')
       containerCondition = unhealthyCondition(container, input.restartHoldOf?.(container.id));
+    else if (container.health === 'unready')
+      // Alive and started, but its readiness probe fails (e.g. a channel it cannot reach): kept
+      // and not restarted, since a restart does not fix what it waits for.
+      containerCondition = {
+        type: 'ContainerReady',
+        status: 'False',
+        reason: 'NotReady',
+        message: container.healthMessage ?? 'the assistant is running but not ready',
+      };
     else
       containerCondition = {
         type: 'ContainerReady',
         status: 'False',
         reason: 'Starting',
-        message: 'waiting for the assistant to answer its health check',
+        message: container.healthMessage
+          ? `waiting for the assistant to start (${container.healthMessage})`
+          : 'waiting for the assistant to answer its health check',
       };
     const routeOk =
       observed.route !== undefined &&

@@ -7,7 +7,11 @@ import { CUSTOMER_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SPEC_HASH_LABEL } f
  */
 export const HOST_PORT_LABEL = 'cloud.blytz.host-port';
 export const CONTAINER_PORT_LABEL = 'cloud.blytz.container-port';
+/** Containers made before probes were declared: the path any answer below 500 counted as healthy on. */
 export const HEALTH_PATH_LABEL = 'cloud.blytz.health-path';
+/** The template's probes (compact JSON) and the start timeout in seconds, for `list()` to judge health. */
+export const PROBES_LABEL = 'cloud.blytz.probes';
+export const START_TIMEOUT_LABEL = 'cloud.blytz.start-timeout';
 /** Fleet rollouts: the customer's own inputs' hash and generation when the container was made. */
 export const OWN_HASH_LABEL = 'cloud.blytz.own-hash';
 export const GENERATION_LABEL = 'cloud.blytz.generation';
@@ -19,6 +23,8 @@ const RESERVED = new Set([
   HOST_PORT_LABEL,
   CONTAINER_PORT_LABEL,
   HEALTH_PATH_LABEL,
+  PROBES_LABEL,
+  START_TIMEOUT_LABEL,
   OWN_HASH_LABEL,
   GENERATION_LABEL,
 ]);
