@@ -8,7 +8,8 @@ import { Metrics } from '../../src/observability/metrics.js';
 import { CustomerStore } from '../../src/store/customer-store.js';
 import { PortReservations } from '../../src/store/port-reservations.js';
 import { testSecretBox } from '../../test/support/fixtures.js';
-import { createTestDatabase, waitFor } from '../../test/support/postgres.js';
+import { createTestDatabase } from '../../test/support/postgres.js';
+import { waitFor } from '../../test/support/wait-for.js';
 import { SimulatedRouteTable, SimulatedRuntime, SimulatedWorkspaces } from '../../test/support/simulated-world.js';
 import { report } from '../support.js';
 

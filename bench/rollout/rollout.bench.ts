@@ -3,7 +3,8 @@ import { sql, type Kysely } from 'kysely';
 import { it } from 'vitest';
 import type { Database } from '../../src/store/schema.js';
 import { instanceContainers, startServe, STUB_IMAGE, throughCaddy, type Served } from '../../test/support/blytz-serve.js';
-import { createTestDatabase, waitFor } from '../../test/support/postgres.js';
+import { createTestDatabase } from '../../test/support/postgres.js';
+import { waitFor } from '../../test/support/wait-for.js';
 import { percentile, report } from '../support.js';
 
 /**

@@ -5,7 +5,8 @@ import { unguarded } from '../../src/resilience/guard.js';
 import { PLANS } from '../../src/domain/customer.js';
 import { SPEC_HASH_LABEL } from '../../src/domain/naming.js';
 import { docker, instanceContainers, portSlot, startServe, throughCaddy, type Served } from '../support/blytz-serve.js';
-import { createTestDatabase, waitFor, type TestDatabase } from '../support/postgres.js';
+import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { waitFor } from '../support/wait-for.js';
 
 /**
  * Crashes between steps leave half-done work in the world. The controller keeps no memory of

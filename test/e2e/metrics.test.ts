@@ -3,7 +3,8 @@ import { existsSync } from 'node:fs';
 import { sql } from 'kysely';
 import Stripe from 'stripe';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, waitFor, type TestDatabase } from '../support/postgres.js';
+import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { waitFor } from '../support/wait-for.js';
 import { startServe, type Served } from '../support/blytz-serve.js';
 
 /**

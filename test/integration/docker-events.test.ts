@@ -9,7 +9,7 @@ import { Policies } from '../../src/resilience/policies.js';
 import { DockerEventSource } from '../../src/runtime/docker/docker-events.js';
 import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
 import type { ContainerSpec, WorldEventSink } from '../../src/runtime/runtime.js';
-import { waitFor } from '../support/postgres.js';
+import { waitFor } from '../support/wait-for.js';
 
 const INSTANCE_LABEL = 'cloud.blytz.instance';
 const suffix = randomBytes(3).toString('hex');

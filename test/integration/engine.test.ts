@@ -14,7 +14,8 @@ import { CustomerStore } from '../../src/store/customer-store.js';
 import { openPostgres } from '../../src/store/database.js';
 import { PortReservations } from '../../src/store/port-reservations.js';
 import { testSecretBox } from '../support/fixtures.js';
-import { adminUrl, createTestDatabase, waitFor, type TestDatabase } from '../support/postgres.js';
+import { adminUrl, createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { waitFor } from '../support/wait-for.js';
 import { SimulatedRouteTable, SimulatedRuntime, SimulatedWorkspaces } from '../support/simulated-world.js';
 
 const logger = createLogger({ level: 'silent' });

@@ -5,7 +5,8 @@ import { Controller, NotLeaderError } from '../../src/controller/controller.js';
 import { LeaderElector } from '../../src/controller/leader-election.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
-import { adminUrl, createTestDatabase, waitFor, type TestDatabase } from '../support/postgres.js';
+import { adminUrl, createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { waitFor } from '../support/wait-for.js';
 
 const logger = createLogger({ level: 'silent' });
 

@@ -18,7 +18,8 @@ import * as m0005 from '../../src/store/migrations/0005-model-key-secret-ref.js'
 import { PortReservations } from '../../src/store/port-reservations.js';
 import { SecretBox } from '../../src/store/secret-box.js';
 import { desiredCustomer, TEST_BOT_TOKEN, uniqueName } from '../support/fixtures.js';
-import { adminUrl, createPgliteDatabase, createTestDatabase, waitFor, type TestDatabase } from '../support/postgres.js';
+import { adminUrl, createPgliteDatabase, createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { waitFor } from '../support/wait-for.js';
 
 const silentLogger = () =>
   createLogger({ level: 'silent', destination: new Writable({ write: (_c, _e, cb: () => void) => cb() }) });

@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import Docker from 'dockerode';
 import { startCaddy, type TestCaddy } from './caddy.js';
 import { getWithHost } from './http-get.js';
-import { waitFor } from './postgres.js';
+import { waitFor } from './wait-for.js';
 
 /**
  * The built `blytz serve` as a user runs it, isolated from every other test on this machine:

@@ -12,7 +12,7 @@ import {
 import type { Leadership } from '../../src/controller/leader-election.js';
 import { changeFeedSource } from '../../src/controller/sources.js';
 import type { ChangeFeed, ChangeListener } from '../../src/store/change-feed.js';
-import { waitFor } from '../support/postgres.js';
+import { waitFor } from '../support/wait-for.js';
 
 const controllers: Controller[] = [];
 
