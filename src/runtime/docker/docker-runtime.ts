@@ -21,7 +21,7 @@ import {
   HOST_PORT_LABEL,
   labelFilter,
   OWN_HASH_LABEL,
-} from './labels.js';
+} from '../../domain/labels.js';
 
 export interface DockerRuntimeOptions {
   /** Defaults to `new Docker()`, which honours DOCKER_HOST. */
