@@ -5,7 +5,7 @@ import type { Leadership } from '../controller/leader-election.js';
 import type { Logger } from '../observability/logger.js';
 import type { Guard } from '../resilience/guard.js';
 import { reconnectDelayMs } from '../resilience/backoff.js';
-import type { EventSource, WorldEventSink } from '../runtime/runtime.js';
+import type { EventSource, WorldEventSink } from '../controller/event-source.js';
 import type { CustomerStore } from '../store/customer-store.js';
 import { ConflictError } from '../store/errors.js';
 import { apiMessage, isConflict, isNotFound, JSON_PATCH, MERGE_PATCH, type KubeObject } from './client.js';

@@ -123,15 +123,3 @@ export interface CustomerRuntime {
    */
   upstream(customer: string, port: number): string;
 }
-
-/** Hints from the engine ("look at this customer again"); never trusted as state. */
-export interface WorldEventSink {
-  enqueue(customer: string): void;
-  /** Events may have been missed: look at everything. */
-  resync(reason: string): void;
-}
-
-export interface EventSource {
-  start(sink: WorldEventSink): Promise<void>;
-  stop(): Promise<void>;
-}

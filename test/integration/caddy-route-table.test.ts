@@ -5,7 +5,7 @@ import { FALLBACK_ROUTE_ID, fallbackRoute, SUSPENDED_BODY, SUSPENDED_STATUS } fr
 import { CaddyRouteTable } from '../../src/proxy/caddy/caddy-route-table.js';
 import { RouteSweep } from '../../src/proxy/caddy/route-sweep.js';
 import type { DesiredRoute } from '../../src/proxy/route-table.js';
-import type { WorldEventSink } from '../../src/runtime/runtime.js';
+import type { WorldEventSink } from '../../src/controller/event-source.js';
 import { startCaddy, type TestCaddy } from '../support/caddy.js';
 import { getWithHost, type HostResponse } from '../support/http-get.js';
 

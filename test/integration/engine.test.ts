@@ -6,7 +6,7 @@ import { invalidating } from '../../src/controller/customer/invalidating-source.
 import { CustomerReconciler } from '../../src/controller/customer/reconciler.js';
 import { WorldCache } from '../../src/controller/customer/world-cache.js';
 import { LeaderElector } from '../../src/controller/leader-election.js';
-import { changeFeedSource } from '../../src/controller/sources.js';
+import { changeFeedSource } from '../../src/controller/change-feed-source.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import { createChangeFeed } from '../../src/store/change-feed.js';

@@ -10,7 +10,7 @@ import {
   type Reconciler,
 } from '../../src/controller/controller.js';
 import type { Leadership } from '../../src/controller/leader-election.js';
-import { changeFeedSource } from '../../src/controller/sources.js';
+import { changeFeedSource } from '../../src/controller/change-feed-source.js';
 import type { ChangeFeed, ChangeListener } from '../../src/store/change-feed.js';
 import { waitFor } from '../support/wait-for.js';
 

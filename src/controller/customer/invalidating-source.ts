@@ -1,4 +1,4 @@
-import type { EventSource, WorldEventSink } from '../../runtime/runtime.js';
+import type { EventSource, WorldEventSink } from '../event-source.js';
 
 /**
  * Wraps an event source so that every customer it reports first loses its cached full-pass

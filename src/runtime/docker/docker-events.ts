@@ -3,7 +3,7 @@ import { CUSTOMER_LABEL } from '../../domain/naming.js';
 import type { Logger } from '../../observability/logger.js';
 import type { Guard } from '../../resilience/guard.js';
 import { reconnectDelayMs } from '../../resilience/backoff.js';
-import type { EventSource, WorldEventSink } from '../runtime.js';
+import type { EventSource, WorldEventSink } from '../../controller/event-source.js';
 import { checkExtraLabels, labelFilter } from '../../domain/labels.js';
 
 /**
