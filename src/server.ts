@@ -12,7 +12,7 @@ import { pairingApprover } from './controller/customer/pairing.js';
 import { CustomerReconciler } from './controller/customer/reconciler.js';
 import { desiredRoutes } from './controller/customer/desired-routes.js';
 import { WorldCache } from './controller/customer/world-cache.js';
-import { LeaderElector, type Leadership } from './controller/leader-election.js';
+import type { Leadership } from './controller/leadership.js';
 import { parseMaxUnavailable } from './controller/rollout/gate.js';
 import { Rollouts } from './controller/rollout/rollouts.js';
 import { changeFeedSource } from './controller/change-feed-source.js';
@@ -43,6 +43,7 @@ import { createChangeFeed } from './store/change-feed.js';
 import { CustomerStore } from './store/customer-store.js';
 import { openDatabase, type DatabaseHandle } from './store/database.js';
 import { migrateOrThrow } from './store/migrate.js';
+import { PostgresLeaderElector } from './store/leader-elector.js';
 import { PortReservations } from './store/port-reservations.js';
 import { SecretBox } from './store/secret-box.js';
 import { TelegramClient } from './telegram/telegram-client.js';
@@ -192,7 +193,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     const onKubernetes = config.BLYTZ_RUNTIME === 'kubernetes' || config.BLYTZ_SOURCE === 'kubernetes';
     const elector: (Leadership & { start(): Promise<void>; stop(): Promise<void> }) | undefined =
       database.kind === 'postgres'
-        ? new LeaderElector({ name: LEASE_NAME, handle: database, logger, metrics })
+        ? new PostgresLeaderElector({ name: LEASE_NAME, handle: database, logger, metrics })
         : onKubernetes
           ? new LeaseElector({
               kubeConfig: cluster().kubeConfig,

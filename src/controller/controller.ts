@@ -1,7 +1,7 @@
 import { createLogger, type Logger } from '../observability/logger.js';
 import { Metrics } from '../observability/metrics.js';
 import type { EventSource, WorldEventSink } from './event-source.js';
-import type { Leadership } from './leader-election.js';
+import type { Leadership } from './leadership.js';
 import { WorkQueue, type Priority, type QueueItem, type WorkQueueOptions } from './queue.js';
 
 /**

@@ -1,7 +1,7 @@
 import { CoreV1Api, CustomObjectsApi, Watch, type KubeConfig } from '@kubernetes/client-node';
 import { canonicalJson } from '../domain/canonical-json.js';
 import { botTokenSchema, modelApiKeySchema, parseManifest, ValidationError, type CustomerSpecInput } from '../domain/customer.js';
-import type { Leadership } from '../controller/leader-election.js';
+import type { Leadership } from '../controller/leadership.js';
 import type { Logger } from '../observability/logger.js';
 import type { Guard } from '../resilience/guard.js';
 import { reconnectDelayMs } from '../resilience/backoff.js';

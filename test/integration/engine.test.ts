@@ -5,7 +5,7 @@ import { Controller } from '../../src/controller/controller.js';
 import { invalidating } from '../../src/controller/customer/invalidating-source.js';
 import { CustomerReconciler } from '../../src/controller/customer/reconciler.js';
 import { WorldCache } from '../../src/controller/customer/world-cache.js';
-import { LeaderElector } from '../../src/controller/leader-election.js';
+import { PostgresLeaderElector } from '../../src/store/leader-elector.js';
 import { changeFeedSource } from '../../src/controller/change-feed-source.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
@@ -56,7 +56,7 @@ describe('engine on a real store and a simulated world', () => {
       retentionMs: 86_400_000,
       cache: new WorldCache(),
     });
-    const elector = new LeaderElector({ name: 'engine-test', handle, logger, metrics, retryIntervalMs: 50, checkIntervalMs: 50 });
+    const elector = new PostgresLeaderElector({ name: 'engine-test', handle, logger, metrics, retryIntervalMs: 50, checkIntervalMs: 50 });
     const controller = new Controller({
       name: 'customer',
       reconcile: async (name, signal) => {

@@ -9,7 +9,7 @@ import {
   type ControllerOptions,
   type Reconciler,
 } from '../../src/controller/controller.js';
-import type { Leadership } from '../../src/controller/leader-election.js';
+import type { Leadership } from '../../src/controller/leadership.js';
 import { changeFeedSource } from '../../src/controller/change-feed-source.js';
 import type { ChangeFeed, ChangeListener } from '../../src/store/change-feed.js';
 import { waitFor } from '../support/wait-for.js';
