@@ -1,15 +1,10 @@
 import type { PlanResources } from '../domain/customer.js';
+import type { Mount } from '../workspace/workspace.js';
 
 /**
  * Where customers' assistants run. One interface, one real implementation per engine
  * (docker/, kubernetes/); the controller imports only this file.
  */
-
-export interface Mount {
-  hostPath: string;
-  containerPath: string;
-  readOnly: boolean;
-}
 
 /** Everything the runtime needs to run one customer's container. Contains no secret values. */
 export interface ContainerSpec {

@@ -3,7 +3,6 @@ import { dirname, join, posix, resolve, sep } from 'node:path';
 import { z } from 'zod';
 import { ensurePrivateDir } from '../data-dir.js';
 import { isDns1123Label } from '../domain/naming.js';
-import type { Mount } from '../runtime/runtime.js';
 import { renderWorkspace, SECRET_FILES } from './render.js';
 import {
   chownTarget,
@@ -18,7 +17,7 @@ import {
   type Owner,
 } from './safe-fs.js';
 import { loadTemplateManifest, loadTemplateSources, type ResolvedTemplate, type TemplateDefaults } from './template-manifest.js';
-import type { ObservedWorkspace, RenderedWorkspace, TemplateManifest, WorkspaceInput, Workspaces } from './workspace.js';
+import type { Mount, ObservedWorkspace, RenderedWorkspace, TemplateManifest, WorkspaceInput, Workspaces } from './workspace.js';
 
 /**
  * Workspaces as folders on the local disk: `$dataDir/customers/<name>/`, bind-mounted into the
