@@ -5,9 +5,8 @@ import { sql } from 'kysely';
 import { StripeCheckout } from './billing/checkout.js';
 import { createStripeClient } from './billing/stripe-client.js';
 import type { Config } from './config.js';
-import { Controller } from './controller/controller.js';
+import { Controller, type Reconciler } from './controller/controller.js';
 import type { EventSource } from './controller/event-source.js';
-import { invalidating } from './controller/customer/invalidating-source.js';
 import { pairingApprover } from './controller/customer/pairing.js';
 import { CustomerReconciler } from './controller/customer/reconciler.js';
 import { desiredRoutes } from './controller/customer/desired-routes.js';
@@ -157,13 +156,11 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
           .catch((error: unknown) => logger.warn({ err: error }, 'could not list customers waiting for a rollout'));
       },
     });
-    const invalidate = (name: string) => reconciler.invalidate(name);
 
     const feed = createChangeFeed(database, logger);
     const sources: EventSource[] = [
-      invalidating(changeFeedSource(feed), invalidate),
-      invalidating(
-        new RouteSweep({
+      changeFeedSource(feed),
+      new RouteSweep({
           table: routes,
           desiredRoutes: () =>
             desiredRoutes(database, config.BLYTZ_BASE_DOMAIN, (customer, port) => runtime.upstream(customer, port)),
@@ -175,16 +172,14 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
               logger.warn({ written: result.written }, 'caddy had lost our server block: routes restored in one write');
           },
         }),
-        invalidate,
-      ),
+      // The runtime's own hints (the Docker event stream, or the watch on our Kubernetes objects).
+      ...selected.sources,
     ];
-    // The runtime's own hints (the Docker event stream, or the watch on our Kubernetes objects).
-    for (const source of selected.sources) sources.push(invalidating(source, invalidate));
     // An Ingress edited or deleted behind our back is repaired within a reconcile, as the
     // runtime's own objects are, not only at the next route sweep.
     if (ingresses) {
       const watch = new OwnedObjectsWatch({ kubeConfig: cluster().kubeConfig, ...ingresses.ownedKinds(), logger });
-      sources.push(invalidating(watch, invalidate));
+      sources.push(watch);
     }
 
     // Only one replica reconciles. On Postgres the replicas share it: a session advisory lock.
@@ -219,25 +214,17 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
             leadership: elector,
           })
         : undefined;
-    if (customerResources) sources.push(invalidating(customerResources, invalidate));
+    if (customerResources) sources.push(customerResources);
 
     const controller = new Controller({
       name: CONTROLLER_NAME,
-      reconcile: customerResources
-        ? async (name, signal) => {
-            try {
-              return await reconciler.reconcile(name, signal);
-            } finally {
-              // The resource shows the new status now, not at the next periodic pass.
-              await customerResources
-                .syncStatus(name)
-                .catch((error: unknown) =>
-                  logger.warn({ err: error, customer: name }, 'writing Customer resource status failed'),
-                );
-            }
-          }
-        : (name, signal) => reconciler.reconcile(name, signal),
-      listKeys: () => reconciler.listKeys(),
+      reconciler: customerResources
+        ? withResourceStatus(reconciler, (name) =>
+            customerResources
+              .syncStatus(name)
+              .catch((error: unknown) => logger.warn({ err: error, customer: name }, 'writing Customer resource status failed')),
+          )
+        : reconciler,
       workers: config.BLYTZ_WORKERS,
       resyncSeconds: config.BLYTZ_RESYNC_SECONDS,
       sources,
@@ -245,10 +232,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       metrics,
       logger,
     });
-    wake = (name) => {
-      invalidate(name);
-      controller.enqueue(name);
-    };
+    wake = (name) => controller.enqueue(name);
 
     const health = new HealthChecks();
     health.add('database', () => pingDatabase(database));
@@ -294,10 +278,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         adminApiRouter({
           store,
           adminToken,
-          reconcileNow: (name) => {
-            invalidate(name);
-            return controller.reconcileNow(name);
-          },
+          reconcileNow: (name) => controller.reconcileNow(name),
           config,
           rollouts: {
             list: () => rollouts.list(),
@@ -363,6 +344,21 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     await stopAll();
     throw error;
   }
+}
+
+/** After every reconcile of a customer its Customer resource shows the new status, not at the next periodic pass. */
+function withResourceStatus(reconciler: Reconciler, syncStatus: (name: string) => Promise<unknown>): Reconciler {
+  return {
+    reconcile: async (name, signal) => {
+      try {
+        return await reconciler.reconcile(name, signal);
+      } finally {
+        await syncStatus(name);
+      }
+    },
+    listKeys: () => reconciler.listKeys(),
+    invalidate: (name) => reconciler.invalidate?.(name),
+  };
 }
 
 async function pingDatabase(database: DatabaseHandle): Promise<void> {

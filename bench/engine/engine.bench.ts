@@ -62,7 +62,7 @@ it(`engine: ${N} customers`, { timeout: 600_000 }, async () => {
 
   async function pass(reconcile: typeof counting, listKeys: () => Promise<string[]>, label: string) {
     reconciles = 0;
-    const controller = new Controller({ name: label, reconcile, listKeys, workers: 4, resyncSeconds: 0, metrics });
+    const controller = new Controller({ name: label, reconciler: { reconcile, listKeys }, workers: 4, resyncSeconds: 0, metrics });
     const transactions = await commits();
     const listsBefore = (runtime.calls['list'] ?? 0) + (runtime.calls['listFor'] ?? 0) + (routes.calls['list'] ?? 0);
     const cpu = process.cpuUsage();

@@ -2,7 +2,6 @@ import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Controller } from '../../src/controller/controller.js';
-import { invalidating } from '../../src/controller/customer/invalidating-source.js';
 import { CustomerReconciler } from '../../src/controller/customer/reconciler.js';
 import { WorldCache } from '../../src/controller/customer/world-cache.js';
 import { PostgresLeaderElector } from '../../src/store/leader-elector.js';
@@ -59,14 +58,17 @@ describe('engine on a real store and a simulated world', () => {
     const elector = new PostgresLeaderElector({ name: 'engine-test', handle, logger, metrics, retryIntervalMs: 50, checkIntervalMs: 50 });
     const controller = new Controller({
       name: 'customer',
-      reconcile: async (name, signal) => {
-        onReconcile?.(name);
-        return reconciler.reconcile(name, signal);
+      reconciler: {
+        reconcile: async (name, signal) => {
+          onReconcile?.(name);
+          return reconciler.reconcile(name, signal);
+        },
+        listKeys: () => reconciler.listKeys(),
+        invalidate: (name) => reconciler.invalidate(name),
       },
-      listKeys: () => reconciler.listKeys(),
       workers: 4,
       resyncSeconds: 0,
-      sources: [invalidating(changeFeedSource(createChangeFeed(handle, logger)), (name) => reconciler.invalidate(name))],
+      sources: [changeFeedSource(createChangeFeed(handle, logger))],
       leadership: elector,
       metrics,
       logger,

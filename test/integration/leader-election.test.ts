@@ -130,22 +130,24 @@ describe('leader election (Postgres advisory lock)', () => {
       const controller = new Controller({
         name: `controller-${id}`,
         leadership: elector,
-        listKeys: async () => ['customer-1'],
         resyncSeconds: 0,
         drainTimeoutMs: 100,
-        // Acts until told to stop, like a long provisioning step.
-        reconcile: (key, signal) =>
-          new Promise<void>((resolve) => {
-            if (active.size > 0) overlapped = true;
-            active.add(id);
-            log.push(`${id}:reconcile ${key}`);
-            signal.addEventListener('abort', () => {
-              active.delete(id);
-              reasons.push(signal.reason);
-              log.push(`${id}:aborted`);
-              resolve();
-            });
-          }),
+        reconciler: {
+          listKeys: async () => ['customer-1'],
+          // Acts until told to stop, like a long provisioning step.
+          reconcile: (key, signal) =>
+            new Promise<void>((resolve) => {
+              if (active.size > 0) overlapped = true;
+              active.add(id);
+              log.push(`${id}:reconcile ${key}`);
+              signal.addEventListener('abort', () => {
+                active.delete(id);
+                reasons.push(signal.reason);
+                log.push(`${id}:aborted`);
+                resolve();
+              });
+            }),
+        },
       });
       cleanups.push(() => controller.stop());
       return controller;

@@ -10,7 +10,7 @@ import type { CustomerStore, EventType } from '../../store/customer-store.js';
 import { PortsExhaustedError } from '../../store/errors.js';
 import type { PortReservations } from '../../store/port-reservations.js';
 import type { Workspaces } from '../../workspace/workspace.js';
-import { TerminalError } from '../controller.js';
+import { TerminalError, type Reconciler, type ReconcileResult } from '../controller.js';
 import { resolveCustomer, TemplateError, type DesiredDefaults, type ResolvedCustomer } from './desired.js';
 import type { Admission, Rollouts } from '../rollout/rollouts.js';
 import { fleetChangeOf, plan, upstreamFor, type Action, type Observed, type UpstreamOf } from './plan.js';
@@ -42,10 +42,6 @@ export interface CustomerReconcilerDeps {
   restartBackoff?: RestartBackoffOptions;
 }
 
-export interface ReconcileOutcome {
-  requeueAfterMs?: number;
-}
-
 const CONTROLLER = 'customer';
 const WAIT_FOR_HEALTH_MS = 1000;
 /** How often a customer whose unhealthy container waits out its restart back-off is looked at. */
@@ -64,7 +60,7 @@ const ROLLOUT_PAUSED_MS = 15_000;
 /** Refused starts of one container before it is replaced by a fresh one. */
 const START_FAILURES_BEFORE_REPLACING = 3;
 
-export class CustomerReconciler {
+export class CustomerReconciler implements Reconciler {
   readonly #deps: CustomerReconcilerDeps;
   readonly #now: () => number;
   /** When each customer started provisioning at its current generation (for the latency metric). */
@@ -106,7 +102,7 @@ export class CustomerReconciler {
     this.#deps.cache?.invalidate(name);
   }
 
-  async reconcile(name: string, signal: AbortSignal): Promise<ReconcileOutcome> {
+  async reconcile(name: string, signal: AbortSignal): Promise<ReconcileResult> {
     const { store } = this.#deps;
     const started = this.#now();
     const cached = this.#deps.cache?.take(name);
