@@ -8,7 +8,7 @@ import type { Config } from './config.js';
 import { Controller, type Reconciler } from './controller/controller.js';
 import type { EventSource } from './controller/event-source.js';
 import { pairingApprover } from './controller/customer/pairing.js';
-import { CustomerReconciler } from './controller/customer/reconciler.js';
+import { CUSTOMER_CONTROLLER_NAME, CustomerReconciler } from './controller/customer/reconciler.js';
 import { desiredRoutes } from './controller/customer/desired-routes.js';
 import { WorldCache } from './controller/customer/world-cache.js';
 import type { Leadership } from './controller/leadership.js';
@@ -57,7 +57,6 @@ export interface RunningServer {
   stop(): Promise<void>;
 }
 
-const CONTROLLER_NAME = 'customer';
 const LEASE_NAME = 'blytz-controller';
 const PHASE_GAUGE_INTERVAL_MS = 15_000;
 
@@ -139,7 +138,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       routes,
       workspaces,
       metrics,
-      logger: logger.child({ controller: CONTROLLER_NAME }),
+      logger: logger.child({ controller: CUSTOMER_CONTROLLER_NAME }),
       defaults: {
         baseDomain: config.BLYTZ_BASE_DOMAIN,
         customerImage: config.BLYTZ_CUSTOMER_IMAGE,
@@ -217,7 +216,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     if (customerResources) sources.push(customerResources);
 
     const controller = new Controller({
-      name: CONTROLLER_NAME,
+      name: CUSTOMER_CONTROLLER_NAME,
       reconciler: customerResources
         ? withResourceStatus(reconciler, (name) =>
             customerResources

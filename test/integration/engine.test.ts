@@ -2,7 +2,7 @@ import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Controller } from '../../src/controller/controller.js';
-import { CustomerReconciler } from '../../src/controller/customer/reconciler.js';
+import { CUSTOMER_CONTROLLER_NAME, CustomerReconciler } from '../../src/controller/customer/reconciler.js';
 import { WorldCache } from '../../src/controller/customer/world-cache.js';
 import { PostgresLeaderElector } from '../../src/store/leader-elector.js';
 import { changeFeedSource } from '../../src/controller/change-feed-source.js';
@@ -57,7 +57,7 @@ describe('engine on a real store and a simulated world', () => {
     });
     const elector = new PostgresLeaderElector({ name: 'engine-test', handle, logger, metrics, retryIntervalMs: 50, checkIntervalMs: 50 });
     const controller = new Controller({
-      name: 'customer',
+      name: CUSTOMER_CONTROLLER_NAME,
       reconciler: {
         reconcile: async (name, signal) => {
           onReconcile?.(name);

@@ -42,7 +42,8 @@ export interface CustomerReconcilerDeps {
   restartBackoff?: RestartBackoffOptions;
 }
 
-const CONTROLLER = 'customer';
+/** The customer controller's name: the `controller` label of its metrics and log lines. */
+export const CUSTOMER_CONTROLLER_NAME = 'customer';
 const WAIT_FOR_HEALTH_MS = 1000;
 /** How often a customer whose unhealthy container waits out its restart back-off is looked at. */
 const HELD_RESTART_LOOK_MS = 10_000;
@@ -564,8 +565,6 @@ function need<T>(value: T | undefined): T {
   if (value === undefined) throw new Error('internal: action needs the resolved customer');
   return value;
 }
-
-export { CONTROLLER as CUSTOMER_CONTROLLER_NAME };
 
 /** Why a reconcile's signal was aborted (NotLeaderError, ReconcileTimeoutError, shutdown). */
 function abortReason(signal: AbortSignal): Error {
