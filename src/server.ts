@@ -1,7 +1,6 @@
 import type { AddressInfo } from 'node:net';
 import { createServer, type Server as HttpServer } from 'node:http';
 import { hostname } from 'node:os';
-import { sql } from 'kysely';
 import { StripeCheckout } from './billing/checkout.js';
 import { createStripeClient } from './billing/stripe-client.js';
 import type { Config } from './config.js';
@@ -15,6 +14,7 @@ import type { Leadership } from './controller/leadership.js';
 import { parseMaxUnavailable } from './controller/rollout/gate.js';
 import { Rollouts } from './controller/rollout/rollouts.js';
 import { changeFeedSource } from './controller/change-feed-source.js';
+import { customerFromHost } from './domain/naming.js';
 import { ensurePrivateDir, loadAdminToken, loadSecretKey, parsePreviousKeys } from './data-dir.js';
 import { adminApiRouter } from './http/admin-api.js';
 import { createHttpApp } from './http/app.js';
@@ -40,7 +40,7 @@ import { kubeTarget, selectRuntime, type KubeTarget } from './runtime/select-run
 import { BillingStore } from './store/billing-store.js';
 import { createChangeFeed } from './store/change-feed.js';
 import { CustomerStore } from './store/customer-store.js';
-import { openDatabase, type DatabaseHandle } from './store/database.js';
+import { openDatabase, pingDatabase } from './store/database.js';
 import { migrateOrThrow } from './store/migrate.js';
 import { PostgresLeaderElector } from './store/leader-elector.js';
 import { PortReservations } from './store/port-reservations.js';
@@ -161,8 +161,10 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       changeFeedSource(feed),
       new RouteSweep({
           table: routes,
-          desiredRoutes: () =>
-            desiredRoutes(database, config.BLYTZ_BASE_DOMAIN, (customer, port) => runtime.upstream(customer, port)),
+          desiredRoutes: async () =>
+            desiredRoutes(await store.routedCustomers(), config.BLYTZ_BASE_DOMAIN, (customer, port) =>
+              runtime.upstream(customer, port),
+            ),
           intervalMs: config.BLYTZ_ROUTE_SWEEP_SECONDS * 1000,
           onError: (error) => logger.warn({ err: error }, 'route sweep failed'),
           onSweep: (result) => {
@@ -266,7 +268,12 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
           logger,
         }),
         createStripeWebhookRouter({ ledger: billing, webhookSecret: config.STRIPE_WEBHOOK_SECRET, rateLimits, metrics, logger }),
-        createCaddyAskRouter({ isReachableHost: (host) => isReachableHost(database, host, config.BLYTZ_BASE_DOMAIN) }),
+        createCaddyAskRouter({
+          isReachableHost: async (host) => {
+            const name = customerFromHost(host, config.BLYTZ_BASE_DOMAIN);
+            return name !== undefined && (await store.isReachable(name));
+          },
+        }),
         createPairingApiRouter({
           verifyAccessToken: (name, token) => billing.verifyAccessToken(name, token),
           approvePairing: pairingApprover(runtime),
@@ -310,9 +317,9 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     await controller.start();
     stoppers.unshift(() => controller.stop());
 
-    const phaseTimer = setInterval(() => void updatePhaseGauge(database, metrics).catch(() => {}), PHASE_GAUGE_INTERVAL_MS);
+    const phaseTimer = setInterval(() => void updatePhaseGauge(store, metrics).catch(() => {}), PHASE_GAUGE_INTERVAL_MS);
     phaseTimer.unref();
-    void updatePhaseGauge(database, metrics).catch(() => {});
+    void updatePhaseGauge(store, metrics).catch(() => {});
     const rolloutTimer = setInterval(() => void rollouts.refreshMetrics().catch(() => {}), PHASE_GAUGE_INTERVAL_MS);
     rolloutTimer.unref();
     void rollouts.refreshMetrics().catch(() => {});
@@ -360,29 +367,10 @@ function withResourceStatus(reconciler: Reconciler, syncStatus: (name: string) =
   };
 }
 
-async function pingDatabase(database: DatabaseHandle): Promise<void> {
-  await sql`SELECT 1`.execute(database.db);
-}
-
-/** Caddy's on-demand TLS check: only hosts of customers that should be reachable. */
-async function isReachableHost(database: DatabaseHandle, host: string, baseDomain: string): Promise<boolean> {
-  const suffix = `.${baseDomain}`;
-  if (!host.endsWith(suffix)) return false;
-  const name = host.slice(0, -suffix.length);
-  const row = await sql<{ ok: number }>`
-    SELECT 1 AS ok FROM customers
-    WHERE name = ${name} AND deleted_at IS NULL AND state IN ('active', 'suspended')
-  `.execute(database.db);
-  return row.rows.length > 0;
-}
-
-async function updatePhaseGauge(database: DatabaseHandle, metrics: Metrics): Promise<void> {
-  const rows = await sql<{ phase: string; n: number }>`
-    SELECT coalesce(status->>'phase', 'Pending') AS phase, count(*)::int AS n
-    FROM customers WHERE deleted_at IS NULL GROUP BY 1
-  `.execute(database.db);
+async function updatePhaseGauge(store: CustomerStore, metrics: Metrics): Promise<void> {
+  const phases = await store.countByPhase();
   metrics.customers.reset();
-  for (const row of rows.rows) metrics.customers.set({ phase: row.phase }, row.n);
+  for (const [phase, n] of phases) metrics.customers.set({ phase }, n);
 }
 
 function listen(server: HttpServer, port: number, host: string): Promise<void> {

@@ -77,3 +77,11 @@ export function customerFromRouteId(id: string): string | undefined {
 export function customerHost(customer: string, baseDomain: string): string {
   return `${customer}.${baseDomain}`;
 }
+
+/** The customer a host under the base domain names (`<name>.<base>`), or undefined for any other host. */
+export function customerFromHost(host: string, baseDomain: string): string | undefined {
+  const suffix = `.${baseDomain}`;
+  if (!host.endsWith(suffix)) return undefined;
+  const name = host.slice(0, -suffix.length);
+  return isDns1123Label(name) ? name : undefined;
+}
