@@ -44,6 +44,7 @@ import { openDatabase, pingDatabase } from './store/database.js';
 import { migrateOrThrow } from './store/migrate.js';
 import { PostgresLeaderElector } from './store/leader-elector.js';
 import { PortReservations } from './store/port-reservations.js';
+import { RolloutStore } from './store/rollout-store.js';
 import { SecretBox } from './store/secret-box.js';
 import { TelegramClient } from './telegram/telegram-client.js';
 
@@ -118,7 +119,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
 
     const cache = new WorldCache();
     const rollouts = new Rollouts({
-      database,
+      records: new RolloutStore(database),
       store,
       settings: {
         maxUnavailable: parseMaxUnavailable(config.BLYTZ_ROLLOUT_MAX_UNAVAILABLE),
