@@ -6,6 +6,7 @@ import type { DatabaseHandle } from './database.js';
 import { ConflictError, isUniqueViolation, NotFoundError } from './errors.js';
 import type { CustomerRow, Database, NewCustomerRow } from './schema.js';
 import type { SecretBox } from './secret-box.js';
+import type { ControllerStore, CustomerSecrets, EventType, ReconcileView, RoutedCustomer } from './store.js';
 
 export interface ApplyOptions {
   /** When given, the apply fails with ConflictError unless the stored object is at this version. */
@@ -31,8 +32,6 @@ export interface CustomerPage {
   continue?: string;
 }
 
-export type EventType = 'Normal' | 'Warning';
-
 export interface CustomerEvent {
   type: EventType;
   reason: string;
@@ -40,27 +39,6 @@ export interface CustomerEvent {
   count: number;
   firstSeen: Date;
   lastSeen: Date;
-}
-
-export interface CustomerSecrets {
-  telegramBotToken?: string;
-  modelApiKey?: string;
-}
-
-/** A customer that should have a route: active ones route to their reserved port, suspended ones show the page. */
-export interface RoutedCustomer {
-  name: string;
-  state: 'active' | 'suspended';
-  /** The reserved host port (slot `current`); none yet for a customer whose port is not reserved. */
-  port: number | undefined;
-}
-
-/** A customer with its secrets opened: for the controller only, never for responses or logs. */
-export interface ReconcileView {
-  customer: Customer;
-  secrets: CustomerSecrets;
-  /** Absent until the controller first generates it. */
-  gatewayToken: string | undefined;
 }
 
 const MAX_EVENT_MESSAGE = 1000;
@@ -71,7 +49,7 @@ const EVENTS_KEPT_PER_CUSTOMER = 100;
  * controller alone writes status and events. Secret fields are sealed with the SecretBox before
  * they reach a row and are only opened by `readSecrets`.
  */
-export class CustomerStore {
+export class CustomerStore implements ControllerStore {
   readonly #db: Kysely<Database>;
   readonly #box: SecretBox;
 

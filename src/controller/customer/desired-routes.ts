@@ -1,6 +1,6 @@
 import { customerHost } from '../../domain/naming.js';
 import type { DesiredRoute } from '../../proxy/route-table.js';
-import type { RoutedCustomer } from '../../store/customer-store.js';
+import type { RoutedCustomer } from '../../store/store.js';
 import { upstreamFor, type UpstreamOf } from './plan.js';
 
 /**

@@ -6,9 +6,8 @@ import type { Metrics } from '../../observability/metrics.js';
 import type { RouteTable } from '../../proxy/route-table.js';
 import { DependencyError } from '../../resilience/guard.js';
 import { PortClashError, type CustomerRuntime, type ObservedContainer } from '../../runtime/runtime.js';
-import type { CustomerStore, EventType } from '../../store/customer-store.js';
+import type { ControllerStore, EventType, HostPorts } from '../../store/store.js';
 import { PortsExhaustedError } from '../../store/errors.js';
-import type { PortReservations } from '../../store/port-reservations.js';
 import type { Workspaces } from '../../workspace/workspace.js';
 import { TerminalError, type Reconciler, type ReconcileResult } from '../controller.js';
 import { resolveCustomer, TemplateError, type DesiredDefaults, type ResolvedCustomer } from './desired.js';
@@ -19,8 +18,8 @@ import { computeStatus } from './status.js';
 import { WorldCache } from './world-cache.js';
 
 export interface CustomerReconcilerDeps {
-  store: CustomerStore;
-  ports: PortReservations;
+  store: ControllerStore;
+  ports: HostPorts;
   runtime: CustomerRuntime;
   routes: RouteTable;
   workspaces: Workspaces;

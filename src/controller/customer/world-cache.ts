@@ -1,6 +1,6 @@
 import type { ObservedRoute } from '../../proxy/route-table.js';
 import type { ObservedContainer } from '../../runtime/runtime.js';
-import type { ReconcileView } from '../../store/customer-store.js';
+import type { ReconcileView } from '../../store/store.js';
 
 /** What a full pass read about one customer, used once by that customer's next reconcile. */
 export interface CachedCustomer {

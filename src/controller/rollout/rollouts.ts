@@ -1,7 +1,7 @@
 import type { RolloutEntry, RolloutRecord, RolloutView } from '../../domain/rollout.js';
 import type { Logger } from '../../observability/logger.js';
 import type { Metrics } from '../../observability/metrics.js';
-import type { CustomerStore } from '../../store/customer-store.js';
+import type { ControllerStore } from '../../store/store.js';
 import type { RolloutStore } from '../../store/rollout-store.js';
 import {
   countEntries,
@@ -35,7 +35,7 @@ export interface RolloutsDeps {
   /** The rollout records. */
   records: RolloutStore;
   /** Where the customers' events go. */
-  store: Pick<CustomerStore, 'recordEvent'>;
+  store: Pick<ControllerStore, 'recordEvent'>;
   settings: RolloutSettings;
   /** Whether the engine has the image (no registry here: `docker image inspect`). */
   imagePresent: (image: string) => Promise<boolean>;
