@@ -9,7 +9,7 @@ import type { EventSource } from './controller/event-source.js';
 import { pairingApprover } from './controller/customer/pairing.js';
 import { CUSTOMER_CONTROLLER_NAME, CustomerReconciler } from './controller/customer/reconciler.js';
 import { desiredRoutes } from './controller/customer/desired-routes.js';
-import { WorldCache } from './controller/customer/world-cache.js';
+import { WorldCache } from './controller/customer/observe.js';
 import type { Leadership } from './controller/leadership.js';
 import { parseMaxUnavailable } from './controller/rollout/gate.js';
 import { Rollouts } from './controller/rollout/rollouts.js';

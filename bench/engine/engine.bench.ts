@@ -2,7 +2,7 @@ import { sql } from 'kysely';
 import { expect, it } from 'vitest';
 import { Controller } from '../../src/controller/controller.js';
 import { CustomerReconciler } from '../../src/controller/customer/reconciler.js';
-import { WorldCache } from '../../src/controller/customer/world-cache.js';
+import { WorldCache } from '../../src/controller/customer/observe.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import { CustomerStore } from '../../src/store/customer-store.js';

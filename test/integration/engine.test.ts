@@ -3,7 +3,7 @@ import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Controller } from '../../src/controller/controller.js';
 import { CUSTOMER_CONTROLLER_NAME, CustomerReconciler } from '../../src/controller/customer/reconciler.js';
-import { WorldCache } from '../../src/controller/customer/world-cache.js';
+import { WorldCache } from '../../src/controller/customer/observe.js';
 import { PostgresLeaderElector } from '../../src/store/leader-elector.js';
 import { changeFeedSource } from '../../src/controller/change-feed-source.js';
 import { createLogger } from '../../src/observability/logger.js';

@@ -15,7 +15,7 @@ import type { Admission, Rollouts } from '../rollout/rollouts.js';
 import { fleetChangeOf, plan, upstreamFor, type Action, type Observed, type UpstreamOf } from './plan.js';
 import { RestartBackoff, restartsText, type RestartBackoffOptions } from './restart-backoff.js';
 import { computeStatus } from './status.js';
-import { WorldCache } from './world-cache.js';
+import { WorldCache, WorldObserver } from './observe.js';
 
 export interface CustomerReconcilerDeps {
   store: ControllerStore;
@@ -72,41 +72,30 @@ export class CustomerReconciler implements Reconciler {
 
   /** Where routes point: the runtime knows (loopback for Docker, the Service on Kubernetes). */
   readonly #upstreamOf: UpstreamOf;
+  readonly #observer: WorldObserver;
 
   constructor(deps: CustomerReconcilerDeps) {
     this.#deps = deps;
     this.#now = deps.now ?? Date.now;
     this.#restarts = new RestartBackoff(deps.restartBackoff);
     this.#upstreamOf = (customer, port) => deps.runtime.upstream(customer, port);
+    this.#observer = new WorldObserver(deps);
   }
 
   /** Every name the store or the world knows: orphans are reconciled (removed) too. */
-  async listKeys(): Promise<string[]> {
-    const { store, runtime, routes, ports } = this.#deps;
-    const load = async () => {
-      const [views, containers, routeList, reservations, nextPorts] = await Promise.all([
-        store.reconcileViews(),
-        runtime.list(),
-        routes.list(),
-        ports.all(),
-        ports.all('next'),
-      ]);
-      return { views, containers, routes: routeList, ports: reservations, nextPorts };
-    };
-    const cache = this.#deps.cache ?? new WorldCache();
-    return cache.refresh(load);
+  listKeys(): Promise<string[]> {
+    return this.#observer.listKeys();
   }
 
   /** A live event for this customer: whatever a full pass cached about it may be older. */
   invalidate(name: string): void {
-    this.#deps.cache?.invalidate(name);
+    this.#observer.invalidate(name);
   }
 
   async reconcile(name: string, signal: AbortSignal): Promise<ReconcileResult> {
     const { store } = this.#deps;
     const started = this.#now();
-    const cached = this.#deps.cache?.take(name);
-    const view = cached ? cached.view : await store.reconcileView(name);
+    const { view, cached } = await this.#observer.desired(name);
     const customer = view?.customer;
     let resolved: ResolvedCustomer | undefined;
     if (view && customer) {
@@ -121,15 +110,7 @@ export class CustomerReconciler implements Reconciler {
         throw error;
       }
     }
-    const observed = cached
-      ? {
-          containers: cached.containers,
-          route: cached.route,
-          port: cached.port,
-          nextPort: cached.nextPort,
-          workspace: await this.#deps.workspaces.observe(name),
-        }
-      : await this.#observe(name);
+    const observed = await this.#observer.world(name, cached);
     this.#restarts.observed(name, observed.containers, this.#now());
     // A fleet-wide change (same own inputs, other spec hash) waits for its rollout's slot; a
     // customer the rollout sends back gets its previous image.
@@ -199,7 +180,7 @@ export class CustomerReconciler implements Reconciler {
     // Again after the actions: a listing that started while they ran holds the world from before.
     if (result.actions.length > 0) this.invalidate(name);
 
-    const after = result.actions.length > 0 ? await this.#observe(name) : observed;
+    const after = result.actions.length > 0 ? await this.#observer.observe(name) : observed;
     const status = await this.#writeStatus(customer, resolved, after, failure, waitNote, {
       heldHash: result.waitingForRollout?.heldHash,
       rollout: admission?.condition,
@@ -240,18 +221,6 @@ export class CustomerReconciler implements Reconciler {
       if (purgeIn > 0 && after.workspace.exists) return { requeueAfterMs: Math.min(purgeIn, MAX_PURGE_WAIT_MS) };
     }
     return {};
-  }
-
-  async #observe(name: string): Promise<Observed> {
-    const { runtime, routes, ports, workspaces } = this.#deps;
-    const [containers, routeList, port, nextPort, workspace] = await Promise.all([
-      runtime.listFor(name),
-      routes.list(),
-      ports.find(name),
-      ports.findNext(name),
-      workspaces.observe(name),
-    ]);
-    return { containers, route: routeList.find((r) => r.customer === name), port, nextPort, workspace };
   }
 
   /** Runs the plan's actions in order; the first failure stops the rest (they may depend on it). */
