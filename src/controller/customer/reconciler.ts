@@ -4,17 +4,17 @@ import type { Logger } from '../../observability/logger.js';
 import type { Metrics } from '../../observability/metrics.js';
 import type { RouteTable } from '../../proxy/route-table.js';
 import type { CustomerRuntime } from '../../runtime/runtime.js';
-import type { ControllerStore, HostPorts } from '../../store/store.js';
+import type { ControllerStore, EventType, HostPorts, ReconcileView } from '../../store/store.js';
 import { PortsExhaustedError } from '../../store/errors.js';
 import type { Workspaces } from '../../workspace/workspace.js';
 import { TerminalError, type Reconciler, type ReconcileResult } from '../controller.js';
-import { resolveCustomer, TemplateError, type DesiredDefaults, type ResolvedCustomer } from './desired.js';
 import type { Admission, Rollouts } from '../rollout/rollouts.js';
-import { fleetChangeOf, plan, type Observed, type UpstreamOf } from './plan.js';
-import { RestartBackoff, type RestartBackoffOptions } from './restart-backoff.js';
-import { computeStatus } from './status.js';
+import { resolveCustomer, TemplateError, type DesiredDefaults, type ResolvedCustomer } from './desired.js';
+import { describeFailure, Executor, ReconcileStepError, type ExecuteOutcome } from './execute.js';
 import { WorldCache, WorldObserver } from './observe.js';
-import { describeFailure, Executor, ReconcileStepError } from './execute.js';
+import { fleetChangeOf, plan, type Action, type Observed, type UpstreamOf } from './plan.js';
+import { RestartBackoff, type RestartBackoffOptions } from './restart-backoff.js';
+import { computeStatus, failedStatus, isConverged } from './status.js';
 
 export interface CustomerReconcilerDeps {
   store: ControllerStore;
@@ -56,7 +56,6 @@ const ROLLOUT_PAUSED_MS = 15_000;
  * triggered: it never asks why it was called, so any event, a duplicate or a resync all lead to
  * the same result.
  */
-
 export class CustomerReconciler implements Reconciler {
   readonly #deps: CustomerReconcilerDeps;
   readonly #now: () => number;
@@ -94,50 +93,26 @@ export class CustomerReconciler implements Reconciler {
     this.#observer.invalidate(name);
   }
 
+  /**
+   * Observe, plan, execute, write status; then say when to look again. Each step is a room of
+   * its own: observe.ts, plan.ts (pure), execute.ts, status.ts (pure).
+   */
   async reconcile(name: string, signal: AbortSignal): Promise<ReconcileResult> {
-    const { store } = this.#deps;
     const started = this.#now();
+    // Observe: what the store wants (resolved against its template), and what the world has.
     const { view, cached } = await this.#observer.desired(name);
     const customer = view?.customer;
-    let resolved: ResolvedCustomer | undefined;
-    if (view && customer) {
-      try {
-        resolved = await resolveCustomer(view, this.#deps);
-      } catch (error) {
-        if (error instanceof TemplateError) {
-          await this.#writeFailure(customer, 'TemplateInvalid', error.message, true);
-          // No retry fixes a missing template: status says Failed and the queue does not retry.
-          throw new TerminalError(error.message, { cause: error });
-        }
-        throw error;
-      }
-    }
+    let resolved = view ? await this.#resolve(view) : undefined;
     const observed = await this.#observer.world(name, cached);
     this.#restarts.observed(name, observed.containers, this.#now());
-    // A fleet-wide change (same own inputs, other spec hash) waits for its rollout's slot; a
-    // customer the rollout sends back gets its previous image.
-    let admission: Admission | undefined;
-    const rollouts = this.#deps.rollouts;
-    if (rollouts && view && customer && resolved?.fleet && customer.spec.state === 'active' && !customer.spec.paused) {
-      const change = fleetChangeOf(resolved.desired, observed);
-      const { fleet } = resolved;
-      admission = await rollouts.admit({
-        customer: name,
-        key: fleet.key,
-        fingerprint: fleet.fingerprint,
-        image: fleet.image,
-        toHash: resolved.desired.specHash,
-        change: change ? { fromHash: change.specHash as string, image: change.image } : undefined,
-        now: this.#now(),
-      });
-      if (admission.rollbackImage !== undefined && admission.rollbackImage !== fleet.image) {
-        resolved = await resolveCustomer(view, this.#deps, admission.rollbackImage);
-      }
+    // A fleet-wide change waits for its rollout's slot; a customer sent back gets its previous image.
+    const admission = view && resolved ? await this.#admit(view, resolved, observed) : undefined;
+    if (view && resolved?.fleet && admission?.rollbackImage !== undefined && admission.rollbackImage !== resolved.fleet.image) {
+      resolved = await resolveCustomer(view, this.#deps, admission.rollbackImage);
     }
-    // Not active (any more) while a rollout was updating it: its start timeout must not run on.
-    if (rollouts && (!customer || customer.spec.state !== 'active' || customer.spec.paused)) {
-      if (await rollouts.release(name)) this.#deps.onRolloutProgress?.();
-    }
+    await this.#releaseIfInactive(name, customer);
+
+    // Plan: pure.
     const result = plan({
       desired: resolved?.desired,
       observed,
@@ -148,104 +123,153 @@ export class CustomerReconciler implements Reconciler {
       sideBySide: this.#deps.runtime.sideBySide === true,
     });
     if (!customer || !resolved) {
+      // Gone from the store: tear down what the world still has (an orphan); no status to write.
       if (result.actions.length > 0) this.invalidate(name);
       await this.#executor.execute(name, result.actions, undefined, signal, true);
       return {};
     }
     if (customer.spec.paused) {
-      await this.#writeStatus(customer, resolved, observed, undefined, result.note);
+      await this.#writeStatus(customer, resolved, observed, { note: result.note });
       return {};
     }
 
-    const converged = isConverged(customer);
-    let failure: { reason: string; message: string; terminal: boolean } | undefined;
-    let waitNote: string | undefined;
-    let restartHeldUntil: number | undefined;
-    let requeueAfterMs: number | undefined;
-    // A listing in flight must not hand a later reconcile the world from before these actions.
+    // Execute. A listing in flight must not hand a later reconcile the world from before these
+    // actions: invalidated before and after them.
     if (result.actions.length > 0) this.invalidate(name);
-    try {
-      const outcome = await this.#executor.execute(name, result.actions, resolved, signal, converged);
-      waitNote = outcome.waitNote;
-      restartHeldUntil = outcome.restartHeldUntil;
-    } catch (error) {
-      if (signal.aborted) throw abortReason(signal);
-      failure = describeFailure(error);
-      if (error instanceof PortsExhaustedError) requeueAfterMs = PORTS_EXHAUSTED_RETRY_MS;
-      await store.recordEvent(name, { type: 'Warning', reason: failure.reason, message: failure.message }).catch(() => {});
-      this.#deps.logger.warn({ customer: name, reason: failure.reason, err: error }, 'reconcile step failed');
-    }
+    const run = await this.#execute(name, result.actions, resolved, signal, isConverged(customer));
     // Aborted (leadership lost, shutdown, reconcile timeout): an action in flight may have
     // finished, but this reconcile no longer speaks for the customer. No status, event or
     // rollout report: a new leader (or the next attempt) observes and writes them.
     if (signal.aborted) throw abortReason(signal);
-    // Again after the actions: a listing that started while they ran holds the world from before.
     if (result.actions.length > 0) this.invalidate(name);
 
+    // Status, from the world as it is after the actions.
     const after = result.actions.length > 0 ? await this.#observer.observe(name) : observed;
-    const status = await this.#writeStatus(customer, resolved, after, failure, waitNote, {
+    const status = await this.#writeStatus(customer, resolved, after, {
+      failure: run.failure,
+      note: run.waitNote,
       heldHash: result.waitingForRollout?.heldHash,
       rollout: admission?.condition,
     });
     this.#trackProvisioning(customer, status, started);
+    const progress = admission && (await this.#report(name, admission, resolved, after, status, !!result.waitingForRollout));
+    // A failed update goes back to the previous image at once.
+    if (progress?.failed && !run.failure) return { requeueAfterMs: 50 };
 
-    if (rollouts && admission?.entry && resolved.fleet) {
-      const target = after.containers.find((c) => c.hostPort === after.port && c.specHash === resolved.desired.specHash);
-      const progress = await rollouts.report(admission, {
-        customer: name,
-        current: status.phase === 'Ready' && !result.waitingForRollout,
-        now: this.#now(),
-        templateStartTimeoutSeconds: resolved.fleet.startTimeoutSeconds,
-        healthMessage: target?.healthMessage,
-      });
-      if (progress.freed) this.#deps.onRolloutProgress?.();
-      // A failed update goes back to the previous image at once.
-      if (progress.failed && !failure) return { requeueAfterMs: 50 };
-    }
+    // Let the queue back off on a failure; the status already says why.
+    if (run.failure && run.retryAfterMs === undefined) throw new ReconcileStepError(run.failure.message);
+    return lookAgain({ customer, status, run, admission, after, retentionMs: this.#deps.retentionMs, now: this.#now() });
+  }
 
-    if (failure && requeueAfterMs === undefined) {
-      // Let the queue back off; the status already says why.
-      throw new ReconcileStepError(failure.message);
+  /** The customer against its template; a template no retry can fix fails it terminally. */
+  async #resolve(view: ReconcileView): Promise<ResolvedCustomer> {
+    try {
+      return await resolveCustomer(view, this.#deps);
+    } catch (error) {
+      if (!(error instanceof TemplateError)) throw error;
+      const failure = { reason: 'TemplateInvalid', message: error.message, terminal: true };
+      const changed = await this.#deps.store.updateStatus(view.customer.name, failedStatus(view.customer, failure, new Date(this.#now())));
+      if (changed) await this.#event(view.customer.name, 'Warning', failure.reason, failure.message);
+      // No retry fixes a missing template: status says Failed and the queue does not retry.
+      throw new TerminalError(error.message, { cause: error });
     }
-    if (requeueAfterMs !== undefined) return { requeueAfterMs };
-    if (customer.spec.state === 'active' && status.phase !== 'Ready') {
-      // Held by its restart back-off: look less often (a recovery is still seen within seconds).
-      const held = restartHeldUntil === undefined ? 0 : Math.min(restartHeldUntil - this.#now(), HELD_RESTART_LOOK_MS);
-      return { requeueAfterMs: Math.max(held, WAIT_FOR_HEALTH_MS) };
+  }
+
+  /** Runs the actions; a failed step becomes the status's failure (and an event), not an exception. */
+  async #execute(
+    name: string,
+    actions: Action[],
+    resolved: ResolvedCustomer,
+    signal: AbortSignal,
+    converged: boolean,
+  ): Promise<RunOutcome> {
+    try {
+      return await this.#executor.execute(name, actions, resolved, signal, converged);
+    } catch (error) {
+      if (signal.aborted) throw abortReason(signal);
+      const failure = describeFailure(error);
+      await this.#event(name, 'Warning', failure.reason, failure.message);
+      this.#deps.logger.warn({ customer: name, reason: failure.reason, err: error }, 'reconcile step failed');
+      return { failure, ...(error instanceof PortsExhaustedError ? { retryAfterMs: PORTS_EXHAUSTED_RETRY_MS } : {}) };
     }
-    if (admission && !admission.recreateAllowed) {
-      return {
-        requeueAfterMs: admission.rollout?.state === 'paused' || admission.rollout?.undone ? ROLLOUT_PAUSED_MS : ROLLOUT_WAIT_MS,
-      };
-    }
-    if (customer.spec.state === 'cancelled' && customer.cancelledAt) {
-      const purgeIn = customer.cancelledAt.getTime() + this.#deps.retentionMs - this.#now();
-      if (purgeIn > 0 && after.workspace.exists) return { requeueAfterMs: Math.min(purgeIn, MAX_PURGE_WAIT_MS) };
-    }
-    return {};
+  }
+
+  /** An active customer with a fleet-wide change joins its rollout and may be held back (rollouts.ts). */
+  async #admit(view: ReconcileView, resolved: ResolvedCustomer, observed: Observed): Promise<Admission | undefined> {
+    const { rollouts } = this.#deps;
+    const { customer } = view;
+    const { fleet } = resolved;
+    if (!rollouts || !fleet || customer.spec.state !== 'active' || customer.spec.paused) return undefined;
+    const change = fleetChangeOf(resolved.desired, observed);
+    return rollouts.admit({
+      customer: customer.name,
+      key: fleet.key,
+      fingerprint: fleet.fingerprint,
+      image: fleet.image,
+      toHash: resolved.desired.specHash,
+      change: change ? { fromHash: change.specHash as string, image: change.image } : undefined,
+      now: this.#now(),
+    });
+  }
+
+  /** Not active (any more) while a rollout was updating it: its start timeout must not run on. */
+  async #releaseIfInactive(name: string, customer: Customer | undefined): Promise<void> {
+    const { rollouts } = this.#deps;
+    if (!rollouts || (customer && customer.spec.state === 'active' && !customer.spec.paused)) return;
+    if (await rollouts.release(name)) this.#deps.onRolloutProgress?.();
+  }
+
+  /** After the status: the rollout hears whether the customer serves on the new spec. */
+  async #report(
+    name: string,
+    admission: Admission,
+    resolved: ResolvedCustomer,
+    after: Observed,
+    status: CustomerStatus,
+    heldBack: boolean,
+  ): Promise<{ failed: boolean } | undefined> {
+    const { rollouts } = this.#deps;
+    if (!rollouts || !admission.entry || !resolved.fleet) return undefined;
+    const target = after.containers.find((c) => c.hostPort === after.port && c.specHash === resolved.desired.specHash);
+    const progress = await rollouts.report(admission, {
+      customer: name,
+      current: status.phase === 'Ready' && !heldBack,
+      now: this.#now(),
+      templateStartTimeoutSeconds: resolved.fleet.startTimeoutSeconds,
+      healthMessage: target?.healthMessage,
+    });
+    if (progress.freed) this.#deps.onRolloutProgress?.();
+    return progress;
+  }
+
+  #event(name: string, type: EventType, reason: string, message: string): Promise<void> {
+    return this.#deps.store.recordEvent(name, { type, reason, message }).catch(() => {});
   }
 
   async #writeStatus(
     customer: Customer,
     resolved: ResolvedCustomer,
     observed: Observed,
-    failure: { reason: string; message: string; terminal: boolean } | undefined,
-    note: string | undefined,
-    rollout: { heldHash?: string | undefined; rollout?: { reason: string; message: string } | undefined } = {},
+    why: {
+      failure?: Failure | undefined;
+      note?: string | undefined;
+      /** The spec hash of the container a rollout holds back (it is the one that serves: status judges it). */
+      heldHash?: string | undefined;
+      rollout?: { reason: string; message: string } | undefined;
+    },
   ): Promise<CustomerStatus> {
     const status = computeStatus({
       name: customer.name,
       generation: customer.generation,
       state: customer.spec.state,
       paused: customer.spec.paused,
-      // A container held back by a rollout is the one that serves: status judges it.
-      desired: rollout.heldHash === undefined ? resolved.desired : { ...resolved.desired, specHash: rollout.heldHash },
-      rollout: rollout.rollout,
+      desired: why.heldHash === undefined ? resolved.desired : { ...resolved.desired, specHash: why.heldHash },
+      rollout: why.rollout,
       observed,
       previous: customer.status,
       url: `${this.#deps.publicScheme}://${resolved.desired.host}`,
-      failure,
-      note,
+      failure: why.failure,
+      note: why.note,
       upstreamOf: this.#upstreamOf,
       restartHoldOf: (containerId) => this.#restarts.hold(customer.name, containerId, this.#now()),
       now: new Date(this.#now()),
@@ -253,28 +277,6 @@ export class CustomerReconciler implements Reconciler {
     // Written only when it changed: a steady-state pass costs no store writes.
     if (canonicalJson(status) !== canonicalJson(customer.status)) await this.#deps.store.updateStatus(customer.name, status);
     return status;
-  }
-
-  async #writeFailure(customer: Customer, reason: string, message: string, terminal: boolean): Promise<void> {
-    const previous = customer.status;
-    const status: CustomerStatus = {
-      ...previous,
-      phase: terminal ? 'Failed' : (previous.phase ?? 'Provisioning'),
-      observedGeneration: customer.generation,
-      conditions: [
-        ...(previous.conditions ?? []).filter((c) => c.type !== 'Ready'),
-        {
-          type: 'Ready',
-          status: 'False',
-          reason,
-          message,
-          lastTransitionTime: new Date(this.#now()).toISOString(),
-          observedGeneration: customer.generation,
-        },
-      ],
-    };
-    const changed = await this.#deps.store.updateStatus(customer.name, status);
-    if (changed) await this.#deps.store.recordEvent(customer.name, { type: 'Warning', reason, message }).catch(() => {});
   }
 
   #trackProvisioning(customer: Customer, status: CustomerStatus, started: number): void {
@@ -294,10 +296,42 @@ export class CustomerReconciler implements Reconciler {
   }
 }
 
-/** The generation had converged before: anything found wrong now is drift, not progress. */
-function isConverged(customer: Customer): boolean {
-  const { status } = customer;
-  return status.observedGeneration === customer.generation && (status.phase === 'Ready' || status.phase === 'Suspended');
+type Failure = ReturnType<typeof describeFailure>;
+
+/** What the execute step came to: a failure (status and events say why), or a note on what it waits for. */
+interface RunOutcome extends ExecuteOutcome {
+  failure?: Failure;
+  /** Look again after this long instead of backing off (no port free: another may be soon). */
+  retryAfterMs?: number;
+}
+
+/** When to look at the customer again, once nothing failed (or a failure has its own retry time). */
+function lookAgain(input: {
+  customer: Customer;
+  status: CustomerStatus;
+  run: RunOutcome;
+  admission: Admission | undefined;
+  after: Observed;
+  retentionMs: number;
+  now: number;
+}): ReconcileResult {
+  const { customer, status, run, admission, after, now } = input;
+  if (run.retryAfterMs !== undefined) return { requeueAfterMs: run.retryAfterMs };
+  if (customer.spec.state === 'active' && status.phase !== 'Ready') {
+    // Held by its restart back-off: look less often (a recovery is still seen within seconds).
+    const held = run.restartHeldUntil === undefined ? 0 : Math.min(run.restartHeldUntil - now, HELD_RESTART_LOOK_MS);
+    return { requeueAfterMs: Math.max(held, WAIT_FOR_HEALTH_MS) };
+  }
+  if (admission && !admission.recreateAllowed) {
+    return {
+      requeueAfterMs: admission.rollout?.state === 'paused' || admission.rollout?.undone ? ROLLOUT_PAUSED_MS : ROLLOUT_WAIT_MS,
+    };
+  }
+  if (customer.spec.state === 'cancelled' && customer.cancelledAt) {
+    const purgeIn = customer.cancelledAt.getTime() + input.retentionMs - now;
+    if (purgeIn > 0 && after.workspace.exists) return { requeueAfterMs: Math.min(purgeIn, MAX_PURGE_WAIT_MS) };
+  }
+  return {};
 }
 
 /** Why a reconcile's signal was aborted (NotLeaderError, ReconcileTimeoutError, shutdown). */
