@@ -14,6 +14,7 @@ import { openPostgres } from '../../src/store/database.js';
 import { PortReservations } from '../../src/store/port-reservations.js';
 import { testSecretBox } from '../support/fixtures.js';
 import { adminUrl, createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { insertActiveCustomers, waitUntilReady } from '../support/customers.js';
 import { waitFor } from '../support/wait-for.js';
 import { SimulatedRouteTable, SimulatedRuntime, SimulatedWorkspaces } from '../support/simulated-world.js';
 
@@ -88,16 +89,10 @@ describe('engine on a real store and a simulated world', () => {
 
   async function insertCustomers(count: number, prefix: string): Promise<string[]> {
     const names = Array.from({ length: count }, (_, i) => `${prefix}-${i}`);
-    for (const name of names) {
-      await sql`INSERT INTO customers (name, email, display_name, state) VALUES (${name}, ${`${name}@example.com`}, 'Ada', 'active')`.execute(db.handle.db);
-    }
+    await insertActiveCustomers(db.handle.db, names);
     return names;
   }
 
-  async function allReady(names: string[]): Promise<boolean> {
-    const r = await sql<{ n: number }>`SELECT count(*)::int AS n FROM customers WHERE status->>'phase' = 'Ready' AND name = ANY(${names})`.execute(db.handle.db);
-    return r.rows[0]?.n === names.length;
-  }
 
   it('a burst of 1,000 spec changes to 100 customers reconciles each only a handful of times', async () => {
     const world = newWorld();
@@ -105,7 +100,7 @@ describe('engine on a real store and a simulated world', () => {
     const names = await insertCustomers(100, 'burst');
     const { elector } = await replica(world, (name) => counts.set(name, (counts.get(name) ?? 0) + 1));
     await waitFor(() => elector.isLeader());
-    await waitFor(() => allReady(names), 30_000);
+    await waitUntilReady(db.handle.db, names, 30_000);
     counts.clear();
 
     // 1,000 UPDATEs, as psql would send them: ten rounds over 100 customers.
@@ -132,7 +127,7 @@ describe('engine on a real store and a simulated world', () => {
     const [leader, standby] = a.elector.isLeader() ? [a, b] : [b, a];
     expect(standby.elector.isLeader()).toBe(false);
     const first = await insertCustomers(20, 'ha1');
-    await waitFor(() => allReady(first), 30_000);
+    await waitUntilReady(db.handle.db, first, 30_000);
     expect(world.runtime.calls['create']).toBe(20); // one create per customer: only one replica acted
 
     // Kill the leader's session, as a network fault or a Postgres restart would.
@@ -148,7 +143,7 @@ describe('engine on a real store and a simulated world', () => {
     }
     await waitFor(() => standby.elector.isLeader(), 15_000);
     const second = await insertCustomers(10, 'ha2');
-    await waitFor(() => allReady(second), 30_000);
+    await waitUntilReady(db.handle.db, second, 30_000);
     expect(world.runtime.containers.size).toBe(30);
     expect(world.runtime.calls['create']).toBe(30);
     expect([...world.runtime.containers.values()].filter((c) => c.state === 'running')).toHaveLength(30);
