@@ -394,7 +394,11 @@ describe.each(backends)('customer store on $kind', ({ kind, create }) => {
         const transaction = db.handle.db.transaction().execute(async (trx) => {
           const { rows } = await sql<{ pid: number }>`SELECT pg_backend_pid() AS pid`.execute(trx);
           await psql('SELECT pg_terminate_backend($1)', [rows[0]?.pid]);
-          await new Promise((resolve) => setTimeout(resolve, 300));
+          // The session is gone on the server before the transaction's next query.
+          await waitFor(async () => {
+            const alive = await sql`SELECT 1 FROM pg_stat_activity WHERE pid = ${rows[0]?.pid ?? 0}`.execute(db.handle.db);
+            return alive.rows.length === 0;
+          });
           await sql`SELECT 1`.execute(trx);
         });
         await expect(transaction).rejects.toThrow();
