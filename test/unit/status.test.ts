@@ -1,40 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { upstreamFor, type Desired, type Observed } from '../../src/controller/customer/plan.js';
+import type { Desired } from '../../src/controller/customer/plan.js';
 import { computeStatus, failedStatus, isConverged, type StatusInput } from '../../src/controller/customer/status.js';
 import type { CustomerStatus } from '../../src/domain/customer.js';
-import type { ObservedContainer } from '../../src/runtime/runtime.js';
+import { container, converged, desired as convergedDesired, HOST } from '../support/planning.js';
 
-const HOST = 'alice.blytz.localhost';
 const NOW = new Date('2026-01-02T03:04:05.000Z');
 const EARLIER = '2026-01-01T00:00:00.000Z';
-
-function desired(overrides: Partial<Desired> = {}): Desired {
-  return {
-    name: 'alice',
-    generation: 2,
-    state: 'active',
-    paused: false,
-    cancelledAtMs: null,
-    specHash: 'hash-a',
-    workspaceHash: 'ws-a',
-    host: HOST,
-    ...overrides,
-  };
-}
-
-function container(overrides: Partial<ObservedContainer> = {}): ObservedContainer {
-  return { id: 'c1', customer: 'alice', name: 'blytz-alice', specHash: 'hash-a', state: 'running', health: 'healthy', hostPort: 30001, ...overrides };
-}
-
-function world(overrides: Partial<Observed> = {}): Observed {
-  return {
-    workspace: { exists: true, contentHash: 'ws-a' },
-    port: 30001,
-    containers: [container()],
-    route: { customer: 'alice', id: 'blytz-alice', hosts: [HOST], target: upstreamFor(30001) },
-    ...overrides,
-  };
-}
+const desired = (overrides: Partial<Desired> = {}) => convergedDesired({ generation: 2, ...overrides });
+const world = converged;
 
 function status(overrides: Partial<StatusInput> = {}): CustomerStatus {
   const d = overrides.desired ?? desired();
