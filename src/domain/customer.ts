@@ -4,6 +4,10 @@ import { isDns1123Label, MAX_NAME_LENGTH } from './naming.js';
 /**
  * Glossary
  * - customer: one paying person and their assistant; identified by `name` (a DNS-1123 label).
+ * - name: the customer's key (`metadata.name`, `customers.name`, the controller's queue key). A
+ *   field or parameter of something else that points at its customer (a container, a route, a
+ *   port reservation, an event, the label `cloud.blytz.customer`) is called `customer`. The
+ *   person's own name is `displayName` (the signup body's `name` field, contract section 3.1).
  * - desired (state): what writers want, stored as the customer's `spec` (state, instructions, ...).
  * - observed (state): what the world has now: container, route, workspace, port reservation.
  * - action: one idempotent step that moves the world towards the desired state.

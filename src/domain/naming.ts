@@ -89,3 +89,11 @@ export function publicOrigins(host: string, scheme: 'http' | 'https', listenPort
   if (listenPort !== undefined && listenPort !== defaultPort) origins.push(`${scheme}://${host}:${listenPort}`);
   return origins;
 }
+
+/** The customer a host under the base domain names (`<name>.<base>`), or undefined for any other host. */
+export function customerFromHost(host: string, baseDomain: string): string | undefined {
+  const suffix = `.${baseDomain}`;
+  if (!host.endsWith(suffix)) return undefined;
+  const name = host.slice(0, -suffix.length);
+  return isDns1123Label(name) ? name : undefined;
+}

@@ -1,16 +1,11 @@
 import type { PlanResources } from '../domain/customer.js';
 import type { Probes } from '../domain/probes.js';
+import type { Mount } from '../workspace/workspace.js';
 
 /**
  * Where customers' assistants run. One interface, one real implementation per engine
  * (docker/, kubernetes/); the controller imports only this file.
  */
-
-export interface Mount {
-  hostPath: string;
-  containerPath: string;
-  readOnly: boolean;
-}
 
 /** Everything the runtime needs to run one customer's container. Contains no secret values. */
 export interface ContainerSpec {
@@ -132,16 +127,4 @@ export interface CustomerRuntime {
    * on Kubernetes. Pure (no I/O), so planner and status can use it.
    */
   upstream(customer: string, port: number): string;
-}
-
-/** Hints from the engine ("look at this customer again"); never trusted as state. */
-export interface WorldEventSink {
-  enqueue(customer: string): void;
-  /** Events may have been missed: look at everything. */
-  resync(reason: string): void;
-}
-
-export interface EventSource {
-  start(sink: WorldEventSink): Promise<void>;
-  stop(): Promise<void>;
 }

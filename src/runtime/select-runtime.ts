@@ -14,7 +14,8 @@ import { DockerRuntime } from './docker/docker-runtime.js';
 import { KubernetesRuntime } from './kubernetes/kubernetes-runtime.js';
 import { KubernetesWorkspaces } from './kubernetes/kubernetes-workspaces.js';
 import { OwnedObjectsWatch } from './kubernetes/owned-objects-watch.js';
-import type { CustomerRuntime, EventSource } from './runtime.js';
+import type { EventSource } from '../controller/event-source.js';
+import type { CustomerRuntime } from './runtime.js';
 
 /**
  * Part of the composition root (with server.ts): builds the runtime chosen by BLYTZ_RUNTIME

@@ -5,7 +5,6 @@ import { stableHash } from '../domain/canonical-json.js';
 import { z } from 'zod';
 import { ensurePrivateDir } from '../data-dir.js';
 import { isDns1123Label } from '../domain/naming.js';
-import type { Mount } from '../runtime/runtime.js';
 import { applyOwnedConfig, ownedProjection, serializeOpenClawConfig, type JsonObject } from './openclaw-config.js';
 import { OPENCLAW_CONFIG_FILE, renderWorkspace } from './render.js';
 import {
@@ -22,7 +21,7 @@ import {
   type Owner,
 } from './safe-fs.js';
 import { loadTemplateManifest, loadTemplateSources, type ResolvedTemplate, type TemplateDefaults } from './template-manifest.js';
-import type { ObservedWorkspace, RenderedWorkspace, TemplateManifest, WorkspaceInput, Workspaces } from './workspace.js';
+import type { Mount, ObservedWorkspace, RenderedWorkspace, TemplateManifest, WorkspaceInput, Workspaces } from './workspace.js';
 
 /**
  * Workspaces as folders on the local disk: `$dataDir/customers/<name>/`, bind-mounted into the

@@ -1,10 +1,16 @@
 import type { Probes } from '../domain/probes.js';
-import type { Mount } from '../runtime/runtime.js';
 
 /**
  * A customer's workspace: `$BLYTZ_DATA_DIR/customers/<name>/`, rendered from
  * `templates/<template>/`. The controller imports only this file.
  */
+
+/** A host folder or file the customer's container sees (the runtimes mount what `mounts` lists). */
+export interface Mount {
+  hostPath: string;
+  containerPath: string;
+  readOnly: boolean;
+}
 
 /** `templates/<name>/template.json`: how a template's container runs. */
 export interface TemplateManifest {

@@ -283,12 +283,14 @@ describe('customer reconciler on a simulated world with the real store', () => {
     before.state = 'exited';
     runtime.takenPorts.add(taken);
     try {
-      await reconcile(name).catch(() => {});
+      // The start is refused: the step fails (the queue backs off) after moving the customer.
+      await expect(reconcile(name)).rejects.toThrow(/host port \d+ is taken by something else on this host; moved to \d+/);
       // Never left dialling the taken port (a foreign process, later maybe another customer).
       const moved = routes.routes.get(name)?.target;
       expect(moved).toMatchObject({ kind: 'upstream' });
       expect(moved).not.toEqual({ kind: 'upstream', dial: `127.0.0.1:${taken}` });
-      for (let i = 0; i < 3 && (await store.get(name))?.status.phase !== 'Ready'; i++) await reconcile(name).catch(() => {});
+      // The next pass creates the container on the new port and routes to it.
+      await reconcile(name);
       const after = [...runtime.containers.values()].find((c) => c.customer === name)!;
       expect(after.hostPort).not.toBe(taken);
       expect(routes.routes.get(name)?.target).toEqual({ kind: 'upstream', dial: `127.0.0.1:${after.hostPort}` });

@@ -8,8 +8,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Policies } from '../../src/resilience/policies.js';
 import { DockerEventSource } from '../../src/runtime/docker/docker-events.js';
 import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
-import type { ContainerSpec, WorldEventSink } from '../../src/runtime/runtime.js';
-import { waitFor } from '../support/postgres.js';
+import type { WorldEventSink } from '../../src/controller/event-source.js';
+import type { ContainerSpec } from '../../src/runtime/runtime.js';
+import { waitFor } from '../support/wait-for.js';
 import { stubHealth } from '../support/fixtures.js';
 
 const INSTANCE_LABEL = 'cloud.blytz.instance';

@@ -11,7 +11,7 @@ import { Policies } from '../../src/resilience/policies.js';
 import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
 import { ContainerNotRunningError, ExecTimeoutError } from '../../src/runtime/exec-output.js';
 import { PortClashError, type ContainerSpec } from '../../src/runtime/runtime.js';
-import { waitFor } from '../support/postgres.js';
+import { waitFor } from '../support/wait-for.js';
 import { stubHealth } from '../support/fixtures.js';
 
 const IMAGE = 'blytz/assistant-stub:dev';

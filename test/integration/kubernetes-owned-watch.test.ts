@@ -10,7 +10,7 @@ import { OwnedObjectsWatch } from '../../src/runtime/kubernetes/owned-objects-wa
 import type { ContainerSpec } from '../../src/runtime/runtime.js';
 import { FakeKubeApi } from '../support/fake-kube-api.js';
 import { uniqueName, stubHealth } from '../support/fixtures.js';
-import { waitFor } from '../support/postgres.js';
+import { waitFor } from '../support/wait-for.js';
 
 /**
  * OwnedObjectsWatch against the fake API server, driven by client-node's Watch: changes to our

@@ -8,7 +8,7 @@ import {
   type ExecResult,
   type ObservedContainer,
 } from '../../src/runtime/runtime.js';
-import type { Mount } from '../../src/runtime/runtime.js';
+import type { Mount } from '../../src/workspace/workspace.js';
 import type {
   ObservedWorkspace,
   RenderedWorkspace,

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { containerConfig } from '../../src/runtime/docker/container-config.js';
 import { mapLimit, parseStatus } from '../../src/runtime/docker/health.js';
-import { checkExtraLabels, labelFilter } from '../../src/runtime/docker/labels.js';
+import { checkExtraLabels, labelFilter } from '../../src/domain/labels.js';
 import type { ContainerSpec } from '../../src/runtime/runtime.js';
 import { stubHealth } from '../support/fixtures.js';
 

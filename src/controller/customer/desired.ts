@@ -2,7 +2,7 @@ import { PLANS, startTimeoutSeconds } from '../../domain/customer.js';
 import { stableHash } from '../../domain/canonical-json.js';
 import { customerHost } from '../../domain/naming.js';
 import type { ContainerSpec } from '../../runtime/runtime.js';
-import type { CustomerStore, ReconcileView } from '../../store/customer-store.js';
+import type { ControllerStore, ReconcileView } from '../../store/store.js';
 import type { RenderedWorkspace, TemplateManifest, Workspaces } from '../../workspace/workspace.js';
 import type { Desired } from './plan.js';
 
@@ -56,7 +56,7 @@ export class TemplateError extends Error {
  */
 export async function resolveCustomer(
   view: ReconcileView,
-  deps: { store: CustomerStore; workspaces: Workspaces; defaults: DesiredDefaults },
+  deps: { store: Pick<ControllerStore, 'gatewayToken'>; workspaces: Workspaces; defaults: DesiredDefaults },
   /** Run this image instead (a rollout rolling the customer back to its previous image). */
   imageOverride?: string,
 ): Promise<ResolvedCustomer> {

@@ -9,7 +9,7 @@ import {
   SPEC_HASH_LABEL,
 } from '../../domain/naming.js';
 import type { ContainerSpec } from '../runtime.js';
-import { CONTAINER_PORT_LABEL, GENERATION_LABEL, HOST_PORT_LABEL, OWN_HASH_LABEL, PROBES_LABEL, START_TIMEOUT_LABEL } from './labels.js';
+import { CONTAINER_PORT_LABEL, GENERATION_LABEL, HOST_PORT_LABEL, OWN_HASH_LABEL, PROBES_LABEL, START_TIMEOUT_LABEL } from '../../domain/labels.js';
 
 export interface LogRotation {
   maxSize: string;

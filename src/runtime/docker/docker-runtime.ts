@@ -23,7 +23,7 @@ import {
   OWN_HASH_LABEL,
   PROBES_LABEL,
   START_TIMEOUT_LABEL,
-} from './labels.js';
+} from '../../domain/labels.js';
 
 export interface DockerRuntimeOptions {
   /** Defaults to `new Docker()`, which honours DOCKER_HOST. */

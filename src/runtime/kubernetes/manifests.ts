@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { V1Deployment, V1DeploymentStrategy, V1PersistentVolumeClaim, V1Secret, V1Service } from '@kubernetes/client-node';
 import { CUSTOMER_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SPEC_HASH_LABEL } from '../../domain/naming.js';
-import { CONTAINER_PORT_LABEL, HOST_PORT_LABEL } from '../docker/labels.js';
+import { CONTAINER_PORT_LABEL, HOST_PORT_LABEL } from '../../domain/labels.js';
 import type { ContainerSpec } from '../runtime.js';
 import { objectName } from './names.js';
 

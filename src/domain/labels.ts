@@ -1,9 +1,11 @@
-import { CUSTOMER_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SPEC_HASH_LABEL } from '../../domain/naming.js';
+import { CUSTOMER_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SPEC_HASH_LABEL } from './naming.js';
 
 /**
- * Labels on a customer container. The first three are the contract's marks (section 5); the
- * rest let `list()` probe health and report the host port from the single list call, without
- * an inspect per container (a created, never-started container shows no ports in the list).
+ * Labels on what the runtimes make for a customer (Docker containers; Kubernetes objects and
+ * the Ingresses of the route table). The first three are the contract's marks (section 5,
+ * `naming.ts`); the rest let `list()` probe health and report the host port from the single
+ * list call, without an inspect per container (a created, never-started container shows no
+ * ports in the list).
  */
 export const HOST_PORT_LABEL = 'cloud.blytz.host-port';
 export const CONTAINER_PORT_LABEL = 'cloud.blytz.container-port';
