@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import Docker from 'dockerode';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Config } from '../config.js';
-import { currentNamespace, loadKubeConfig } from '../kubernetes/client.js';
+import { currentNamespace, loadKubeConfig } from '../kube-api/client.js';
 import type { Logger } from '../observability/logger.js';
 import { projectRoot } from '../paths.js';
 import type { Policies } from '../resilience/policies.js';
@@ -12,7 +12,7 @@ import { DockerEventSource } from './docker/docker-events.js';
 import { DockerRuntime } from './docker/docker-runtime.js';
 import { KubernetesRuntime } from './kubernetes/kubernetes-runtime.js';
 import { KubernetesWorkspaces } from './kubernetes/kubernetes-workspaces.js';
-import { OwnedObjectsWatch } from './kubernetes/owned-objects-watch.js';
+import { OwnedObjectsWatch } from '../kube-api/owned-objects-watch.js';
 import type { CustomerRuntime, EventSource } from './runtime.js';
 
 /**

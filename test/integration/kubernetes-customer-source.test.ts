@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { CoreV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { CUSTOMER_FINALIZER, customerCrd } from '../../src/kubernetes/crd.js';
-import { CustomerResourceSource, type CustomerSourceOptions } from '../../src/kubernetes/customer-source.js';
+import { CUSTOMER_FINALIZER, customerCrd } from '../../src/customer-resources/crd.js';
+import { CustomerResourceSource, type CustomerSourceOptions } from '../../src/customer-resources/customer-source.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { unguarded } from '../../src/resilience/guard.js';
 import { CustomerStore } from '../../src/store/customer-store.js';

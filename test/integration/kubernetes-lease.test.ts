@@ -1,5 +1,5 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { LeaseElector } from '../../src/kubernetes/lease-elector.js';
+import { LeaseElector } from '../../src/kube-api/lease-elector.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import { FakeKubeApi } from '../support/fake-kube-api.js';

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
-import { CUSTOMER_FINALIZER } from '../../src/kubernetes/crd.js';
+import { CUSTOMER_FINALIZER } from '../../src/customer-resources/crd.js';
 import { startCaddy } from '../support/caddy.js';
 import { FakeKubeApi, type LooseObject } from '../support/fake-kube-api.js';
 import { getWithHost } from '../support/http-get.js';

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PLANS } from '../../src/domain/customer.js';
 import { unguarded } from '../../src/resilience/guard.js';
 import { KubernetesRuntime } from '../../src/runtime/kubernetes/kubernetes-runtime.js';
-import { OwnedObjectsWatch } from '../../src/runtime/kubernetes/owned-objects-watch.js';
+import { OwnedObjectsWatch } from '../../src/kube-api/owned-objects-watch.js';
 import type { ContainerSpec } from '../../src/runtime/runtime.js';
 import { FakeKubeApi } from '../support/fake-kube-api.js';
 import { uniqueName } from '../support/fixtures.js';

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { pairingApprover } from '../../src/controller/customer/pairing.js';
-import { MERGE_PATCH } from '../../src/kubernetes/client.js';
+import { MERGE_PATCH } from '../../src/kube-api/client.js';
 import { PLANS } from '../../src/domain/customer.js';
 import { unguarded } from '../../src/resilience/guard.js';
 import { ContainerNotRunningError, ExecTimeoutError } from '../../src/runtime/exec-output.js';

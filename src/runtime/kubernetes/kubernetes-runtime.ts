@@ -2,7 +2,7 @@ import { lstat, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AppsV1Api, CoreV1Api, Exec, type KubeConfig, type V1Deployment, type V1ObjectMeta } from '@kubernetes/client-node';
 import { CUSTOMER_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SPEC_HASH_LABEL } from '../../domain/naming.js';
-import { isNotFound, MERGE_PATCH } from '../../kubernetes/client.js';
+import { isNotFound, MERGE_PATCH } from '../../kube-api/client.js';
 import type { Guard } from '../../resilience/guard.js';
 import { MARKER_FILE } from '../../workspace/file-workspaces.js';
 import { checkExtraLabels, HOST_PORT_LABEL } from '../docker/labels.js';
@@ -21,7 +21,7 @@ import {
 } from './manifests.js';
 import { objectName, serviceDial } from './names.js';
 import { observeDeployment, STARTED_AT_ANNOTATION } from './observe.js';
-import type { WatchedKind } from './owned-objects-watch.js';
+import type { WatchedKind } from '../../kube-api/owned-objects-watch.js';
 import { EXEC_CONNECT_TIMEOUT_MS, pickExecPod, runPodExec } from './pod-exec.js';
 
 /**

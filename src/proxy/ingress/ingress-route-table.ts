@@ -1,12 +1,12 @@
 import { NetworkingV1Api, type KubeConfig, type V1Ingress } from '@kubernetes/client-node';
 import { canonicalJson } from '../../domain/canonical-json.js';
 import { CUSTOMER_LABEL, isDns1123Label, MANAGED_BY_LABEL, MANAGED_BY_VALUE, routeId } from '../../domain/naming.js';
-import { isNotFound } from '../../kubernetes/client.js';
+import { isNotFound } from '../../kube-api/client.js';
 import type { Guard } from '../../resilience/guard.js';
 import { checkExtraLabels } from '../../runtime/docker/labels.js';
 import { baseLabels } from '../../runtime/kubernetes/manifests.js';
 import { objectName } from '../../runtime/kubernetes/names.js';
-import type { WatchedKind } from '../../runtime/kubernetes/owned-objects-watch.js';
+import type { WatchedKind } from '../../kube-api/owned-objects-watch.js';
 import type { RouteSnapshot } from '../caddy/caddy-route-table.js';
 import type { JsonObject } from '../caddy/caddy-json.js';
 import type { DesiredRoute, ObservedRoute, RouteTable, RouteTarget } from '../route-table.js';

@@ -8,7 +8,7 @@ import { reconnectDelayMs } from '../resilience/backoff.js';
 import type { EventSource, WorldEventSink } from '../runtime/runtime.js';
 import type { CustomerStore } from '../store/customer-store.js';
 import { ConflictError } from '../store/errors.js';
-import { apiMessage, isConflict, isNotFound, JSON_PATCH, MERGE_PATCH, type KubeObject } from './client.js';
+import { apiMessage, isConflict, isNotFound, JSON_PATCH, MERGE_PATCH, type KubeObject } from '../kube-api/client.js';
 import { CUSTOMER_FINALIZER, CUSTOMER_GROUP, CUSTOMER_PLURAL, CUSTOMER_VERSION } from './crd.js';
 import { crStatus, specProblemStatus, type CrStatus, type GenerationLink, type SpecProblem } from './customer-status.js';
 

@@ -1,10 +1,10 @@
 import { Watch, type KubeConfig } from '@kubernetes/client-node';
-import { CUSTOMER_LABEL } from '../../domain/naming.js';
-import type { KubeObject } from '../../kubernetes/client.js';
-import { httpStatusOf } from '../../resilience/transient.js';
-import type { Logger } from '../../observability/logger.js';
-import { reconnectDelayMs } from '../../resilience/backoff.js';
-import type { EventSource, WorldEventSink } from '../runtime.js';
+import { CUSTOMER_LABEL } from '../domain/naming.js';
+import type { KubeObject } from './client.js';
+import { httpStatusOf } from '../resilience/transient.js';
+import type { Logger } from '../observability/logger.js';
+import { reconnectDelayMs } from '../resilience/backoff.js';
+import type { EventSource, WorldEventSink } from '../runtime/runtime.js';
 
 /**
  * The Kubernetes runtime's world events, as the Docker event stream is Docker's: a watch on each
