@@ -57,6 +57,13 @@ interface Tracked {
   failed?: boolean;
   link?: GenerationLink;
   problem?: SpecProblem;
+  /**
+   * The status last written and the resourceVersion of the object it was written over. Until the
+   * watch brings a newer object (another version), that status is what the resource shows.
+   * Versions are only ever compared for equality: they are opaque, and the patch's answer may
+   * be older than an event the watch already brought, so it never replaces `object`.
+   */
+  written?: { over: string | undefined; status: unknown };
 }
 
 export class CustomerResourceSource implements EventSource {
@@ -322,16 +329,16 @@ export class CustomerResourceSource implements EventSource {
     const tracked = this.#tracked.get(name);
     if (!tracked) return false;
     const customer = tracked.problem && !this.#mirrored.has(name) ? undefined : await this.#options.store.get(name);
-    const patched = await this.#writer.syncStatus(name, tracked, this.#writer.desiredStatus(tracked, customer));
-    // Keep what the watch will confirm, so the next comparison does not write it twice.
-    if (patched && Number(patched.metadata?.resourceVersion ?? 0) >= Number(tracked.object.metadata?.resourceVersion ?? 0)) {
-      tracked.object = patched;
-    }
+    const version = tracked.object.metadata?.resourceVersion;
+    const shown = tracked.written && tracked.written.over === version ? tracked.written.status : tracked.object.status;
+    const status = this.#writer.desiredStatus(tracked, customer, shown);
+    const written = await this.#writer.syncStatus(name, shown, status);
+    if (written) tracked.written = { over: version, status };
     if (await this.#writer.releaseIfTornDown(name, tracked.object, customer)) {
       this.#mirrored.delete(name);
       this.#options.logger.info({ customer: name }, 'teardown finished: finalizer removed');
     }
-    return patched !== undefined;
+    return written;
   }
 
   /** syncStatus for every known resource (the periodic pass). */

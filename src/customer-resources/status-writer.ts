@@ -68,21 +68,22 @@ export class CustomerResourceWriter {
 
   /**
    * The status the resource should show: the store's (`customer`, undefined when the store has
-   * none to show) with a spec problem added. Undefined when there is nothing to show.
+   * none to show) with a spec problem added, keeping what `shown` (the status the resource shows)
+   * says where nothing changed. Undefined when there is nothing to show.
    */
-  desiredStatus(view: ResourceView, customer: Customer | undefined): CrStatus | undefined {
-    const previous = (view.object.status ?? {}) as Record<string, unknown>;
+  desiredStatus(view: ResourceView, customer: Customer | undefined, shown: unknown): CrStatus | undefined {
+    const previous = (shown ?? {}) as Record<string, unknown>;
     const crGeneration = Number(view.object.metadata?.generation ?? 1);
     let status = customer ? crStatus(customer, view.link, previous) : undefined;
     if (view.problem) status = specProblemStatus(status ?? {}, view.problem, crGeneration, previous);
     return status;
   }
 
-  /** Writes `status` when the resource shows another; the patched object, or undefined when nothing was written. */
-  async syncStatus(name: string, view: ResourceView, status: CrStatus | undefined): Promise<KubeObject | undefined> {
-    if (!status || canonicalJson(status) === canonicalJson(view.object.status ?? {})) return undefined;
+  /** Writes `status` when the resource shows another (`shown`); true when a write was made. */
+  async syncStatus(name: string, shown: unknown, status: CrStatus | undefined): Promise<boolean> {
+    if (!status || canonicalJson(status) === canonicalJson(shown ?? {})) return false;
     try {
-      return (await this.#guard('writeStatus', () =>
+      await this.#guard('writeStatus', () =>
         this.#custom.patchNamespacedCustomObjectStatus(
           {
             ...this.#ref(name),
@@ -91,9 +92,10 @@ export class CustomerResourceWriter {
           },
           JSON_PATCH,
         ),
-      )) as KubeObject;
+      );
+      return true;
     } catch (error) {
-      if (isNotFound(error)) return undefined;
+      if (isNotFound(error)) return false;
       throw error;
     }
   }

@@ -1,4 +1,4 @@
-import { CoordinationV1Api, type KubeConfig, type V1Lease } from '@kubernetes/client-node';
+import { CoordinationV1Api, V1MicroTime, type KubeConfig, type V1Lease } from '@kubernetes/client-node';
 import type { Leadership } from '../controller/leader-election.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -167,12 +167,16 @@ export class LeaseElector implements Leadership {
     }
   }
 
+  /**
+   * acquireTime and renewTime are MicroTime: kube-apiserver parses them with exactly six
+   * fractional digits and refuses a Date's three with a 400, so they go as V1MicroTime.
+   */
   #spec(acquireTime: Date, renewTime: Date, leaseTransitions: number): NonNullable<V1Lease['spec']> {
     return {
       holderIdentity: this.identity,
       leaseDurationSeconds: Math.ceil(this.#leaseDurationMs / 1000),
-      acquireTime,
-      renewTime,
+      acquireTime: new V1MicroTime(acquireTime.getTime()),
+      renewTime: new V1MicroTime(renewTime.getTime()),
       leaseTransitions,
     };
   }
@@ -183,7 +187,7 @@ export class LeaseElector implements Leadership {
     await this.#api.replaceNamespacedLease({
       name: this.name,
       namespace: this.#o.namespace,
-      body: { ...lease, spec: { ...lease.spec, holderIdentity: '', leaseDurationSeconds: 1, renewTime: new Date() } },
+      body: { ...lease, spec: { ...lease.spec, holderIdentity: '', leaseDurationSeconds: 1, renewTime: new V1MicroTime() } },
     });
     this.#o.logger.info({ lease: this.name }, 'released the lease');
   }

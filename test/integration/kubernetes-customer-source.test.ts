@@ -320,4 +320,24 @@ describe('Customer custom resources as a source (fake API server, real Postgres)
     await waitFor(() => store.get(name));
     await waitFor(async () => ((await getCr(name))['metadata']['finalizers'] ?? []).includes(CUSTOMER_FINALIZER));
   });
+
+  it('a status it just wrote is not written again before the watch confirms it (resourceVersions are opaque, never compared)', async () => {
+    const name = uniqueName('cr');
+    const source = await startSource({ statusIntervalMs: 0 });
+    await createCr(name, { email: `${name}@example.com`, displayName: 'Gus' });
+    await waitFor(() => store.get(name));
+    api.holdWatchEvents();
+    try {
+      await reconciled(name, 'Ready');
+      const writes = () => api.requests.filter((r) => r.method === 'PATCH' && r.path.endsWith(`/${name}/status`)).length;
+      const before = writes();
+      expect(await source.syncStatus(name)).toBe(true);
+      // The watch has not brought the new status back yet: still, nothing is written twice.
+      expect(await source.syncStatus(name)).toBe(false);
+      expect(writes()).toBe(before + 1);
+    } finally {
+      api.releaseWatchEvents();
+    }
+    expect((await getCr(name))['status']['phase']).toBe('Ready');
+  });
 });

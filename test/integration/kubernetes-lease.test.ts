@@ -1,3 +1,4 @@
+import { CoordinationV1Api } from '@kubernetes/client-node';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { LeaseElector } from '../../src/kube-api/lease-elector.js';
 import { createLogger } from '../../src/observability/logger.js';
@@ -112,5 +113,30 @@ describe('Lease leader election (coordination.k8s.io/v1 on the fake API server)'
     api.failNext('PUT', new RegExp(`/leases/${lease}$`), 500, 1000);
     await waitFor(() => !a.elector.isLeader());
     expect(log).toEqual(['pod-a:lead', 'pod-a:lost']);
+  });
+
+  it('sends acquireTime and renewTime as MicroTime (six fractional digits), which the API server requires', async () => {
+    // What kube-apiserver answers a millisecond time with (it parses MicroTime as RFC3339Micro).
+    const coordination = api.kubeConfig().makeApiClient(CoordinationV1Api);
+    const refused = coordination.createNamespacedLease({
+      namespace: NS,
+      body: { metadata: { name: uniqueName('ms') }, spec: { holderIdentity: 'x', renewTime: new Date() } },
+    });
+    await expect(refused).rejects.toMatchObject({ code: 400 });
+
+    const lease = uniqueName('lease');
+    const a = candidate(lease, 'pod-a', []);
+    await a.elector.start();
+    expect(a.elector.isLeader()).toBe(true);
+    const micro = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
+    const spec = api.object('leases', NS, lease)?.['spec'];
+    expect(spec['acquireTime']).toMatch(micro);
+    expect(spec['renewTime']).toMatch(micro);
+    // Renewals (a replace of the read Lease) and the release keep the format.
+    const renewed = spec['renewTime'];
+    await waitFor(() => api.object('leases', NS, lease)?.['spec']['renewTime'] !== renewed);
+    expect(api.object('leases', NS, lease)?.['spec']['acquireTime']).toMatch(micro);
+    await a.elector.stop();
+    expect(api.object('leases', NS, lease)?.['spec']).toMatchObject({ holderIdentity: '', renewTime: expect.stringMatching(micro) });
   });
 });

@@ -3,6 +3,7 @@ import { createServer, STATUS_CODES, type IncomingMessage, type Server, type Ser
 import type { AddressInfo, Socket } from 'node:net';
 import { KubeConfig } from '@kubernetes/client-node';
 import { WebSocket, WebSocketServer } from 'ws';
+import { decodeError } from './fake-kube/formats.js';
 
 /**
  * An in-process Kubernetes API server for tests: no real one can run on these machines. It
@@ -155,6 +156,7 @@ export class FakeKubeApi {
   readonly #failures: Array<{ method: string; path: RegExp; status: number; times: number }> = [];
   readonly #options: FakeKubeApiOptions;
   #rv = 100;
+  #held: Array<() => void> | undefined;
   #compactedRv = 0;
   #server: Server | undefined;
   #url = '';
@@ -244,13 +246,27 @@ export class FakeKubeApi {
     this.#failures.push({ method, path, status, times });
   }
 
+  /**
+   * Holds every watch event (and bookmark) back until `releaseWatchEvents()`, as a slow or busy
+   * watch connection would: requests are answered at once while their events wait.
+   */
+  holdWatchEvents(): void {
+    this.#held ??= [];
+  }
+
+  releaseWatchEvents(): void {
+    const held = this.#held ?? [];
+    this.#held = undefined;
+    for (const send of held) send();
+  }
+
   /** Sends a BOOKMARK to every open bookmark-enabled watch now. */
   sendBookmarks(): void {
     for (const w of this.#watchers) if (w.bookmarks) this.#bookmark(w);
   }
 
   get resourceVersion(): string {
-    return String(this.#rv);
+    return rvString(this.#rv);
   }
 
   /** A stored object (a deep copy), for assertions. */
@@ -344,7 +360,7 @@ export class FakeKubeApi {
     return {
       kind: `${kind.kind}List`,
       apiVersion: apiVersion(kind),
-      metadata: { resourceVersion: String(this.#rv) },
+      metadata: { resourceVersion: rvString(this.#rv) },
       items,
     };
   }
@@ -375,7 +391,7 @@ export class FakeKubeApi {
       timer: undefined,
     };
     if (from !== null && from !== '' && from !== '0') {
-      const rv = Number(from);
+      const rv = rvNumber(from);
       if (!Number.isFinite(rv) || rv < this.#compactedRv) {
         writeEvent(res, {
           type: 'ERROR',
@@ -412,10 +428,15 @@ export class FakeKubeApi {
     });
   }
 
+  #send(w: Watcher, event: { type: string; object: unknown }): void {
+    if (this.#held) this.#held.push(() => writeEvent(w.res, event));
+    else writeEvent(w.res, event);
+  }
+
   #bookmark(w: Watcher): void {
-    writeEvent(w.res, {
+    this.#send(w, {
       type: 'BOOKMARK',
-      object: { kind: w.kind.kind, apiVersion: apiVersion(w.kind), metadata: { resourceVersion: String(this.#rv) } },
+      object: { kind: w.kind.kind, apiVersion: apiVersion(w.kind), metadata: { resourceVersion: rvString(this.#rv) } },
     });
   }
 
@@ -471,6 +492,7 @@ export class FakeKubeApi {
       ...(kind.generation ? { generation: 1 } : {}),
     };
     delete (object['metadata'] as Json)['deletionTimestamp'];
+    this.#decode(kind, object);
     object = this.#admit(kind, object);
     return this.#store(kind, k, object, 'ADDED');
   }
@@ -548,6 +570,7 @@ export class FakeKubeApi {
           );
       }
       next['metadata'] = m;
+      this.#decode(kind, next);
       if (kind.generation && JSON.stringify(stripMetaStatus(next)) !== JSON.stringify(stripMetaStatus(stored))) {
         m['generation'] = Number(storedMeta['generation'] ?? 1) + 1;
       }
@@ -581,6 +604,12 @@ export class FakeKubeApi {
     return { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Success', details: { name, kind: kind.plural } };
   }
 
+  /** The body as the real server decodes it: a time it cannot parse is a 400 before any validation. */
+  #decode(kind: Kind, object: Json): void {
+    const problem = decodeError(kind.plural, kind.kind, object);
+    if (problem) throw new FakeApiError(400, 'BadRequest', problem);
+  }
+
   #admit(kind: Kind, object: Json): Json {
     const admit = this.#options.admit?.[kind.plural];
     return admit ? admit(object) : object;
@@ -588,7 +617,7 @@ export class FakeKubeApi {
 
   #store(kind: Kind, k: string, object: Json, type: 'ADDED' | 'MODIFIED'): Json {
     this.#rv += 1;
-    (object['metadata'] as Json)['resourceVersion'] = String(this.#rv);
+    (object['metadata'] as Json)['resourceVersion'] = rvString(this.#rv);
     this.#objects.set(k, object);
     this.#emit(kind, type, object);
     const result = clone(object);
@@ -759,7 +788,7 @@ export class FakeKubeApi {
 
   #remove(kind: Kind, k: string, object: Json): void {
     this.#rv += 1;
-    (object['metadata'] as Json)['resourceVersion'] = String(this.#rv);
+    (object['metadata'] as Json)['resourceVersion'] = rvString(this.#rv);
     this.#objects.delete(k);
     this.#emit(kind, 'DELETED', object);
     // Garbage collection: a deleted Deployment's pods go with it.
@@ -770,9 +799,22 @@ export class FakeKubeApi {
     const event: StoredEvent = { rv: this.#rv, kind, type, object: clone(object) };
     this.#events.push(event);
     for (const w of this.#watchers) {
-      if (w.kind === kind && this.#visible(w, object)) writeEvent(w.res, { type, object: event.object });
+      if (w.kind === kind && this.#visible(w, object)) this.#send(w, { type, object: event.object });
     }
   }
+}
+
+/**
+ * resourceVersions are opaque strings to clients (API conventions): the real server's happen to
+ * be decimal, so code comparing them as numbers works there by luck. The fake's are not numbers
+ * at all (`v` and base 36), so such code fails here.
+ */
+function rvString(n: number): string {
+  return `v${n.toString(36)}`;
+}
+
+function rvNumber(rv: string): number {
+  return /^v[0-9a-z]+$/.test(rv) ? parseInt(rv.slice(1), 36) : Number.NaN;
 }
 
 function deploymentStatusCurrent(object: Json): boolean {
