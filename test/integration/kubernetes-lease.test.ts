@@ -30,7 +30,8 @@ describe('Lease leader election (coordination.k8s.io/v1 on the fake API server)'
   function candidate(lease: string, identity: string, log: string[]): { elector: LeaseElector; metrics: Metrics } {
     const metrics = new Metrics({ defaultMetrics: false });
     const elector = new LeaseElector({
-      kubeConfig: api.kubeConfig(),
+      // Each replica its own credentials, so the API server can tell their requests apart.
+      kubeConfig: api.kubeConfig(identity),
       namespace: NS,
       name: lease,
       identity,
@@ -138,5 +139,25 @@ describe('Lease leader election (coordination.k8s.io/v1 on the fake API server)'
     expect(api.object('leases', NS, lease)?.['spec']['acquireTime']).toMatch(micro);
     await a.elector.stop();
     expect(api.object('leases', NS, lease)?.['spec']).toMatchObject({ holderIdentity: '', renewTime: expect.stringMatching(micro) });
+  });
+
+  it('a leader whose API calls hang steps down at its renew deadline, before a standby can take over', async () => {
+    const lease = uniqueName('lease');
+    const log: string[] = [];
+    const a = candidate(lease, 'pod-a', log);
+    const b = candidate(lease, 'pod-b', log);
+    await a.elector.start();
+    await b.elector.start();
+    expect(a.elector.isLeader()).toBe(true);
+    // pod-a's connection to the API server wedges: its reads and renewals are never answered.
+    const path = new RegExp(`/leases/${lease}$`);
+    api.hangNext('GET', path, 1000, 'pod-a');
+    api.hangNext('PUT', path, 1000, 'pod-a');
+    await waitFor(() => b.elector.isLeader(), 5000);
+    expect(log.indexOf('pod-a:lost')).toBeGreaterThan(-1);
+    expect(log.indexOf('pod-a:lost')).toBeLessThan(log.indexOf('pod-b:lead'));
+    expect(maxLeadersAtOnce(log)).toBe(1);
+    // Its hung calls were cut off, not left open.
+    await waitFor(() => api.hanging === 0);
   });
 });

@@ -157,6 +157,8 @@ export class FakeKubeApi {
   readonly #options: FakeKubeApiOptions;
   #rv = 100;
   #held: Array<() => void> | undefined;
+  readonly #hangs: Array<{ method: string; path: RegExp; times: number; token: string | undefined }> = [];
+  readonly #hung = new Set<ServerResponse>();
   #compactedRv = 0;
   #server: Server | undefined;
   #url = '';
@@ -210,11 +212,11 @@ export class FakeKubeApi {
   }
 
   /** A KubeConfig for the real client pointing at this server. */
-  kubeConfig(): KubeConfig {
+  kubeConfig(token = 'fake-token'): KubeConfig {
     const kc = new KubeConfig();
     kc.loadFromOptions({
       clusters: [{ name: 'fake', server: this.#url, skipTLSVerify: true }],
-      users: [{ name: 'test', token: 'fake-token' }],
+      users: [{ name: 'test', token }],
       contexts: [{ name: 'fake', cluster: 'fake', user: 'test', namespace: 'default' }],
       currentContext: 'fake',
     });
@@ -239,6 +241,19 @@ export class FakeKubeApi {
   /** Open watch connections (optionally for one plural). */
   watchCount(plural?: string): number {
     return [...this.#watchers].filter((w) => plural === undefined || w.kind.plural === plural).length;
+  }
+
+  /**
+   * The next `times` requests matching method and path hang: read, never answered (a wedged API
+   * server or a half-open connection). They end when the client gives up or the server stops.
+   */
+  hangNext(method: string, path: RegExp, times = 1, token?: string): void {
+    this.#hangs.push({ method, path, times, token });
+  }
+
+  /** Requests hanging now (for assertions). */
+  get hanging(): number {
+    return this.#hung.size;
   }
 
   /** The next `times` requests matching method and path answer `status` (e.g. 500, 503). */
@@ -306,6 +321,18 @@ export class FakeKubeApi {
       if (failure.times <= 0) this.#failures.splice(this.#failures.indexOf(failure), 1);
       await readBody(req);
       return sendStatus(res, failure.status, 'InternalError', `injected failure ${failure.status}`);
+    }
+    const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
+    const hang = this.#hangs.find(
+      (h) => h.method === method && h.path.test(url.pathname) && (h.token === undefined || h.token === token),
+    );
+    if (hang) {
+      hang.times -= 1;
+      if (hang.times <= 0) this.#hangs.splice(this.#hangs.indexOf(hang), 1);
+      await readBody(req);
+      this.#hung.add(res);
+      res.on('close', () => this.#hung.delete(res));
+      return;
     }
     if (watch && this.rejectWatches !== undefined)
       return sendStatus(res, this.rejectWatches, 'ServiceUnavailable', 'watches are being rejected');
