@@ -232,6 +232,33 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
     expect((await runtime.listFor(customer))[0]?.state).not.toBe('dead');
   });
 
+  it("an object of the same name that Blytz did not make is never overwritten or deleted: the create fails and says why", async () => {
+    const customer = uniqueName('k');
+    const name = objectName(customer);
+    const core = api.kubeConfig().makeApiClient(CoreV1Api);
+    const theirs = await core.createNamespacedService({
+      namespace: NS,
+      body: { metadata: { name, labels: { app: 'theirs' } }, spec: { ports: [{ port: 80 }], selector: { app: 'theirs' } } },
+    });
+    const claim = await core.createNamespacedPersistentVolumeClaim({
+      namespace: NS,
+      body: { metadata: { name }, spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '5Gi' } } } },
+    });
+    const dir = await workspace(customer, { 'openclaw.json': '{}' });
+    await expect(runtime.create(spec(customer, dir, 'h'))).rejects.toThrow(/not made by Blytz/);
+    const service = api.object('services', NS, name) as Json;
+    expect(service['metadata']['resourceVersion']).toBe(theirs.metadata?.resourceVersion);
+    expect(service['metadata']['labels']).toEqual({ app: 'theirs' });
+    expect((api.object('persistentvolumeclaims', NS, name) as Json)['metadata']['resourceVersion']).toBe(
+      claim.metadata?.resourceVersion,
+    );
+    // Removing "the customer's container" by that name leaves them alone too.
+    await runtime.remove(name);
+    await runtime.removeWorkspace(customer);
+    expect(api.object('services', NS, name)).toBeDefined();
+    expect(api.object('persistentvolumeclaims', NS, name)).toBeDefined();
+  });
+
   it('names for 63-character customers stay within 63 characters and keep the full name in the label', async () => {
     const customer = `${'a'.repeat(30)}-${'b'.repeat(32)}`;
     expect(customer).toHaveLength(63);

@@ -122,10 +122,17 @@ export class KubernetesRuntime implements CustomerRuntime {
     const namespace = this.#manifest.namespace;
     await this.writeFiles(spec.customer, files);
     const claim = pvcManifest(spec.customer, this.#manifest);
-    // A PVC's spec is immutable once bound: created when missing, never updated.
-    await this.#guard('createPersistentVolumeClaim', () =>
+    // A PVC's spec is immutable once bound: created when missing, never updated (but never
+    // taken over either: one of that name that is not ours stops the create).
+    const created = await this.#guard('createPersistentVolumeClaim', () =>
       this.#core.createNamespacedPersistentVolumeClaim({ namespace, body: claim }).catch(ignoreStatus(409)),
     );
+    if (!created) {
+      const existing = await this.#guard('readPersistentVolumeClaim', () =>
+        this.#core.readNamespacedPersistentVolumeClaim({ name: claim.metadata?.name ?? '', namespace }),
+      );
+      refuseForeign('PersistentVolumeClaim', existing, spec.customer);
+    }
     await this.#upsert(
       'Service',
       serviceManifest(spec, this.#manifest),
@@ -201,6 +208,7 @@ export class KubernetesRuntime implements CustomerRuntime {
       await this.#guard(`create${kind}`, () => create(body), { retry: false });
       return;
     }
+    refuseForeign(kind, existing, body.metadata?.labels?.[CUSTOMER_LABEL]);
     if (current(existing, body)) return;
     const next = { ...body, metadata: { ...body.metadata, resourceVersion: existing.metadata?.resourceVersion } } as T;
     await this.#guard(`replace${kind}`, () => replace(name, next), { retry: false });
@@ -238,26 +246,60 @@ export class KubernetesRuntime implements CustomerRuntime {
 
   async remove(id: string): Promise<void> {
     const namespace = this.#manifest.namespace;
-    const gone = ignoreStatus(404);
-    await this.#guard('deleteService', () =>
-      this.#core.deleteNamespacedService({ name: id, namespace }).then(() => undefined, gone),
+    await this.#deleteOurs(
+      'Service',
+      id,
+      (name) => this.#core.readNamespacedService({ name, namespace }),
+      (name, uid) => this.#core.deleteNamespacedService({ name, namespace, body: { preconditions: { uid } } }),
     );
-    await this.#guard('deleteSecret', () =>
-      this.#core.deleteNamespacedSecret({ name: id, namespace }).then(() => undefined, gone),
+    await this.#deleteOurs(
+      'Secret',
+      id,
+      (name) => this.#core.readNamespacedSecret({ name, namespace }),
+      (name, uid) => this.#core.deleteNamespacedSecret({ name, namespace, body: { preconditions: { uid } } }),
     );
-    await this.#guard('deleteDeployment', () =>
-      this.#apps.deleteNamespacedDeployment({ name: id, namespace, propagationPolicy: 'Background' }).then(() => undefined, gone),
+    await this.#deleteOurs(
+      'Deployment',
+      id,
+      (name) => this.#apps.readNamespacedDeployment({ name, namespace }),
+      (name, uid) =>
+        this.#apps.deleteNamespacedDeployment({
+          name,
+          namespace,
+          propagationPolicy: 'Background',
+          body: { preconditions: { uid } },
+        }),
     );
+  }
+
+  /** Deletes `kind` `name` when it carries our marks (its uid as precondition); gone or not ours: nothing. */
+  async #deleteOurs(
+    kind: string,
+    name: string,
+    read: (name: string) => Promise<{ metadata?: V1ObjectMeta }>,
+    remove: (name: string, uid: string) => Promise<unknown>,
+  ): Promise<void> {
+    const existing = await this.#guard(`read${kind}`, () => read(name).catch(ignoreStatus(404)));
+    if (!existing || !isOurs(existing.metadata)) return;
+    const uid = existing.metadata?.uid ?? '';
+    await this.#guard(`delete${kind}`, () => remove(name, uid).then(() => undefined, ignoreStatus(404)));
   }
 
   /** Deletes a customer's PVC and Secret: its workspace and memory (the purge after retention). */
   async removeWorkspace(customer: string): Promise<void> {
     const namespace = this.#manifest.namespace;
     const name = objectName(customer);
-    const gone = ignoreStatus(404);
-    await this.#guard('deleteSecret', () => this.#core.deleteNamespacedSecret({ name, namespace }).then(() => undefined, gone));
-    await this.#guard('deletePersistentVolumeClaim', () =>
-      this.#core.deleteNamespacedPersistentVolumeClaim({ name, namespace }).then(() => undefined, gone),
+    await this.#deleteOurs(
+      'Secret',
+      name,
+      (n) => this.#core.readNamespacedSecret({ name: n, namespace }),
+      (n, uid) => this.#core.deleteNamespacedSecret({ name: n, namespace, body: { preconditions: { uid } } }),
+    );
+    await this.#deleteOurs(
+      'PersistentVolumeClaim',
+      name,
+      (n) => this.#core.readNamespacedPersistentVolumeClaim({ name: n, namespace }),
+      (n, uid) => this.#core.deleteNamespacedPersistentVolumeClaim({ name: n, namespace, body: { preconditions: { uid } } }),
     );
   }
 
@@ -378,6 +420,24 @@ function ignoreStatus(status: number): (error: unknown) => undefined {
     if ((error as { code?: unknown }).code === status) return undefined;
     throw error;
   };
+}
+
+/** Carries the contract's managed-by mark (and, when given, belongs to `customer`). */
+function isOurs(meta: V1ObjectMeta | undefined, customer?: string): boolean {
+  const labels = meta?.labels ?? {};
+  return labels[MANAGED_BY_LABEL] === MANAGED_BY_VALUE && (customer === undefined || labels[CUSTOMER_LABEL] === customer);
+}
+
+/**
+ * An object named like a customer's that Blytz did not make (a user's Service `blytz-x`, say)
+ * is never overwritten or adopted: the reconcile fails with this until it is renamed or deleted.
+ */
+function refuseForeign(kind: string, existing: { metadata?: V1ObjectMeta }, customer: string | undefined): void {
+  if (isOurs(existing.metadata, customer)) return;
+  const name = existing.metadata?.name ?? '';
+  throw new Error(
+    `${kind} ${name} exists but was not made by Blytz for customer ${customer ?? '?'} (no ${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE} and ${CUSTOMER_LABEL}=${customer ?? '?'} labels): rename or delete it`,
+  );
 }
 
 function sameLabels(a: V1ObjectMeta | undefined, b: V1ObjectMeta | undefined): boolean {

@@ -51,9 +51,20 @@ export interface ManifestOptions {
 
 const NON_ROOT_USER = /^([1-9]\d*)(?::(\d+))?$/;
 
-/** Secret keys allow only [-._a-zA-Z0-9]: files are stored as `f<n>` and mapped back by the seed step. */
+/**
+ * Secret keys allow only [-._a-zA-Z0-9]: a file is stored under its path with every other
+ * character made `_`, plus 8 hex of the path's hash (two paths that read alike never share a
+ * key). The key depends on the path alone: a running pod's links (made when it started) keep
+ * pointing at the same files whatever the template adds or drops later, where a numbering by
+ * position would shift under them.
+ */
 export function fileKeys(files: readonly RenderedFileData[]): Array<{ key: string; path: string }> {
-  return [...files].sort((a, b) => (a.path < b.path ? -1 : 1)).map((file, i) => ({ key: `f${i}`, path: file.path }));
+  return [...files].sort((a, b) => (a.path < b.path ? -1 : 1)).map((file) => ({ key: fileKey(file.path), path: file.path }));
+}
+
+function fileKey(path: string): string {
+  const readable = path.replace(/[^-._a-zA-Z0-9]/g, '_').slice(0, 200);
+  return `${readable}-${createHash('sha256').update(path).digest('hex').slice(0, 8)}`;
 }
 
 export function contentHash(files: readonly RenderedFileData[]): string {
