@@ -163,6 +163,12 @@ export class FakeKubeApi {
   #server: Server | undefined;
   #url = '';
   readonly requests: RequestRecord[] = [];
+  /**
+   * The IngressClass marked `ingressclass.kubernetes.io/is-default-class: "true"` in the cluster:
+   * the DefaultIngressClass admission plugin writes it into every Ingress *created* without a
+   * class (never on update).
+   */
+  defaultIngressClass: string | undefined;
   /** When true, every Deployment write is followed by a status as if all its replicas were ready. */
   simulateDeployments = false;
   /** When set, every new watch request is answered with this HTTP status (an API server that is restarting). */
@@ -520,6 +526,7 @@ export class FakeKubeApi {
     };
     delete (object['metadata'] as Json)['deletionTimestamp'];
     this.#decode(kind, object);
+    this.#defaultOnCreate(kind, object);
     object = this.#admit(kind, object);
     return this.#store(kind, k, object, 'ADDED');
   }
@@ -629,6 +636,15 @@ export class FakeKubeApi {
     }
     this.#remove(kind, k, clone(stored));
     return { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Success', details: { name, kind: kind.plural } };
+  }
+
+  /** Admission that acts on create only, as the real plugins do. */
+  #defaultOnCreate(kind: Kind, object: Json): void {
+    if (kind.plural === 'ingresses' && this.defaultIngressClass !== undefined) {
+      const spec = ((object['spec'] as Json | undefined) ?? {}) as Json;
+      const annotated = ((meta(object)['annotations'] as Json | undefined) ?? {})['kubernetes.io/ingress.class'] !== undefined;
+      if (spec['ingressClassName'] === undefined && !annotated) object['spec'] = { ...spec, ingressClassName: this.defaultIngressClass };
+    }
   }
 
   /** The body as the real server decodes it: a time it cannot parse is a 400 before any validation. */
