@@ -133,6 +133,8 @@ export interface RequestRecord {
 export interface FakeKubeApiOptions {
   /** How often open watches with allowWatchBookmarks get a BOOKMARK (default 1000 ms). */
   bookmarkIntervalMs?: number;
+  /** The prometheus-operator's CRDs (ServiceMonitor, PrometheusRule) are installed (default: not). */
+  prometheusOperator?: boolean;
   /** Per-kind admission: may return a changed object or throw a FakeApiError (e.g. schema validation). */
   admit?: Partial<Record<string, (object: Json) => Json>>;
 }
@@ -349,7 +351,7 @@ export class FakeKubeApi {
         url.pathname === '/apis' ||
         url.pathname.startsWith('/apis/'))
     ) {
-      const discovery = discoveryDocument(url.pathname);
+      const discovery = discoveryDocument(url.pathname, this.#options.prometheusOperator === true);
       if (discovery) return sendJson(res, 200, discovery);
     }
     const route = parsePath(url.pathname);
@@ -933,12 +935,16 @@ const DISCOVERY_ONLY: Array<Pick<Kind, 'group' | 'version' | 'plural' | 'kind' |
   },
   { group: 'policy', version: 'v1', plural: 'poddisruptionbudgets', kind: 'PodDisruptionBudget', namespaced: true },
   { group: 'networking.k8s.io', version: 'v1', plural: 'networkpolicies', kind: 'NetworkPolicy', namespaced: true },
+];
+
+/** The prometheus-operator's CRDs: known only on a cluster that has them installed. */
+const PROMETHEUS_OPERATOR: typeof DISCOVERY_ONLY = [
   { group: 'monitoring.coreos.com', version: 'v1', plural: 'servicemonitors', kind: 'ServiceMonitor', namespaced: true },
   { group: 'monitoring.coreos.com', version: 'v1', plural: 'prometheusrules', kind: 'PrometheusRule', namespaced: true },
 ];
 
-function discoveryDocument(path: string): Json | undefined {
-  const all = [...FAKE_KINDS, ...DISCOVERY_ONLY];
+function discoveryDocument(path: string, prometheusOperator: boolean): Json | undefined {
+  const all = [...FAKE_KINDS, ...DISCOVERY_ONLY, ...(prometheusOperator ? PROMETHEUS_OPERATOR : [])];
   if (path === '/api') return { kind: 'APIVersions', versions: ['v1'], serverAddressByClientCIDRs: [] };
   if (path === '/apis') {
     const groups = [...new Set(all.map((k) => k.group).filter(Boolean))];
