@@ -15,6 +15,7 @@ import type { ContainerSpec } from '../../src/runtime/runtime.js';
 import type { Workspaces } from '../../src/workspace/workspace.js';
 import { FakeKubeApi, type FakeExecCall, type FakeExecResult } from '../support/fake-kube-api.js';
 import { uniqueName } from '../support/fixtures.js';
+import { waitFor } from '../support/postgres.js';
 
 const NS = 'customers';
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -77,6 +78,9 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
     };
   }
 
+  const runningPods = (id: string) =>
+    api.objects('pods', NS).filter((p) => p['metadata']['name'].startsWith(`${id}-`) && !p['metadata']['deletionTimestamp']);
+
   const deployment = (customer: string): Json | undefined =>
     api.object('deployments', NS, objectName(customer)) as Json | undefined;
 
@@ -105,6 +109,8 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
     expect(observed).toMatchObject({ id, customer, specHash: 'hash-1', state: 'exited', hostPort: 30001 });
 
     await runtime.start(id);
+    // The Deployment controller acts a moment later, as the real one does.
+    await waitFor(async () => (await runtime.listFor(customer))[0]?.health === 'healthy');
     expect((await runtime.listFor(customer))[0]).toMatchObject({ state: 'running', health: 'healthy' });
     await runtime.stop(id);
     expect((await runtime.listFor(customer))[0]).toMatchObject({ state: 'exited' });
@@ -116,6 +122,7 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
     expect(gets.map((r) => r.path.split('/').at(-1)).sort()).toEqual([
       'deployments',
       'persistentvolumeclaims',
+      'pods',
       'secrets',
       'services',
     ]);
@@ -139,7 +146,9 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
     expect(updated['metadata']['labels']['cloud.blytz.spec-hash']).toBe('hash-2');
     expect(updated['spec']['template']['metadata']['labels']['cloud.blytz.spec-hash']).toBe('hash-2');
     expect(updated['metadata']['generation']).toBeGreaterThan(generation);
-    expect((await runtime.listFor(customer))[0]).toMatchObject({ specHash: 'hash-2', state: 'exited' });
+    // Updated in place at the replicas it had: still running, now on the new spec.
+    expect(updated['spec']['replicas']).toBe(1);
+    expect((await runtime.listFor(customer))[0]).toMatchObject({ specHash: 'hash-2', state: 'running' });
   });
 
   it('re-rendered files reach the Secret through KubernetesWorkspaces, unchanged ones cause no write', async () => {
@@ -196,6 +205,7 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
     const dir = await workspace(customer, { 'openclaw.json': '{}' });
     const id = await runtime.create(spec(customer, dir, 'h'));
     await runtime.start(id);
+    await waitFor(async () => (await runtime.listFor(customer))[0]?.health === 'healthy');
     api.simulateDeployments = false;
     try {
       // Started a minute ago: past the grace in which a failure only means "still starting".
@@ -232,7 +242,7 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
     expect((await runtime.listFor(customer))[0]?.state).not.toBe('dead');
   });
 
-  it("an object of the same name that Blytz did not make is never overwritten or deleted: the create fails and says why", async () => {
+  it('an object of the same name that Blytz did not make is never overwritten or deleted: the create fails and says why', async () => {
     const customer = uniqueName('k');
     const name = objectName(customer);
     const core = api.kubeConfig().makeApiClient(CoreV1Api);
@@ -257,6 +267,80 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
     await runtime.removeWorkspace(customer);
     expect(api.object('services', NS, name)).toBeDefined();
     expect(api.object('persistentvolumeclaims', NS, name)).toBeDefined();
+  });
+
+  it('an update is one write of the Deployment: its Recreate strategy replaces the pod, never two at once; Service and Deployment stay', async () => {
+    const customer = uniqueName('upd');
+    const dir = await workspace(customer, { 'openclaw.json': '{}' });
+    const id = await runtime.create(spec(customer, dir, 'hash-1'));
+    await runtime.start(id);
+    await waitFor(() => runningPods(id).length === 1);
+    const [before] = runningPods(id);
+    const uids = () => ({
+      deployment: api.object('deployments', NS, id)?.['metadata']['uid'],
+      service: api.object('services', NS, id)?.['metadata']['uid'],
+    });
+    const was = uids();
+    // What the reconciler does for the planner's in-place createContainer: create, then start.
+    await runtime.create(spec(customer, dir, 'hash-2'));
+    await runtime.start(id);
+    await waitFor(async () => {
+      const [observed] = await runtime.listFor(customer);
+      return observed?.specHash === 'hash-2' && observed.health === 'healthy' && runningPods(id).length === 1;
+    });
+    expect(runningPods(id)[0]?.['metadata']['name']).not.toBe(before?.['metadata']['name']);
+    expect(uids()).toEqual(was);
+    expect(api.maxPodsAtOnce(customer)).toBe(1);
+  });
+
+  it('a restart makes a new pod, where a stop and a start in quick succession merge into nothing', async () => {
+    const customer = uniqueName('rst');
+    const dir = await workspace(customer, { 'openclaw.json': '{}' });
+    const id = await runtime.create(spec(customer, dir, 'h'));
+    await runtime.start(id);
+    await waitFor(() => runningPods(id).length === 1);
+    const first = runningPods(id)[0]?.['metadata']['name'];
+    // The Deployment controller sees replicas 1 -> 0 -> 1 in one sync: the same pod keeps running.
+    await runtime.stop(id);
+    await runtime.start(id);
+    await waitFor(async () => (await runtime.listFor(customer))[0]?.health === 'healthy');
+    expect(runningPods(id).map((p) => p['metadata']['name'])).toEqual([first]);
+    await runtime.restart(id);
+    await waitFor(() => runningPods(id).length === 1 && runningPods(id)[0]?.['metadata']['name'] !== first);
+    expect(api.maxPodsAtOnce(customer)).toBe(1);
+  });
+
+  it('a pod crash-looping after its first success is unhealthy, with its exit code, not starting forever', async () => {
+    const customer = uniqueName('crash');
+    const dir = await workspace(customer, { 'openclaw.json': '{}' });
+    const id = await runtime.create(spec(customer, dir, 'h'));
+    await runtime.start(id);
+    await waitFor(async () => (await runtime.listFor(customer))[0]?.health === 'healthy');
+    // Started a minute ago: past the grace in which a failure only means "still starting".
+    await api
+      .kubeConfig()
+      .makeApiClient(AppsV1Api)
+      .patchNamespacedDeployment(
+        {
+          name: id,
+          namespace: NS,
+          body: { metadata: { annotations: { 'cloud.blytz/started-at': new Date(Date.now() - 60_000).toISOString() } } },
+        },
+        MERGE_PATCH,
+      );
+    api.crashLoop(NS, id, 137);
+    const observed = await waitFor(async () => {
+      const [c] = await runtime.listFor(customer);
+      return c?.health === 'unhealthy' ? c : undefined;
+    });
+    expect(observed).toMatchObject({ state: 'running' });
+    expect(observed.healthMessage).toMatch(/crash-looping: container assistant exited with code 137/);
+    // The Deployment's own conditions still say its rollout succeeded: only the pods tell.
+    const conditions = api.object('deployments', NS, id)?.['status']['conditions'] as Json[];
+    expect(conditions.find((c) => c['type'] === 'Progressing')).toMatchObject({
+      status: 'True',
+      reason: 'NewReplicaSetAvailable',
+    });
   });
 
   it('names for 63-character customers stay within 63 characters and keep the full name in the label', async () => {
@@ -287,6 +371,7 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
       const dir = await workspace(customer, { 'openclaw.json': '{}' });
       const id = await runtime.create(spec(customer, dir, 'h'));
       await runtime.start(id);
+      await waitFor(() => runningPods(id).length === 1);
       return { customer, id };
     }
 
@@ -318,7 +403,7 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
       expect(await approvePairing(customer, 'ABCD2345')).toBe('approved');
       expect(await approvePairing(customer, 'ZZZZ9999')).toBe('rejected');
       await runtime.stop(id);
-      expect(api.objects('pods', NS).some((p) => p['metadata']['name'].startsWith(`${id}-`))).toBe(false);
+      await waitFor(() => !api.objects('pods', NS).some((p) => p['metadata']['name'].startsWith(`${id}-`)));
       expect(await approvePairing(customer, 'ABCD2345')).toBe('not_running');
       // Asked directly, exec finds no pod to run in.
       await expect(runtime.exec(id, approve('ABCD2345'))).rejects.toBeInstanceOf(ContainerNotRunningError);

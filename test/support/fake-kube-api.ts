@@ -184,6 +184,14 @@ export class FakeKubeApi {
   readonly execCalls: FakeExecCall[] = [];
   /** Pods made by `simulateDeployments`, by pod key -> their Deployment's key. */
   readonly #podOwners = new Map<string, string>();
+  readonly #syncQueued = new Set<string>();
+  readonly #everAvailable = new Set<string>();
+  readonly #crashLooping = new Map<string, { exitCode: number }>();
+  readonly #maxPods = new Map<string, number>();
+  /** How long after a Deployment write its controller acts (it merges what comes meanwhile). */
+  deploymentSyncDelayMs = 5;
+  /** How long a deleted pod stays Terminating (its grace period, scaled down). */
+  podGracePeriodMs = 50;
   readonly #wss = new WebSocketServer({ noServer: true, handleProtocols: pickChannelProtocol });
 
   constructor(options: FakeKubeApiOptions = {}) {
@@ -645,7 +653,8 @@ export class FakeKubeApi {
     if (kind.plural === 'ingresses' && this.defaultIngressClass !== undefined) {
       const spec = ((object['spec'] as Json | undefined) ?? {}) as Json;
       const annotated = ((meta(object)['annotations'] as Json | undefined) ?? {})['kubernetes.io/ingress.class'] !== undefined;
-      if (spec['ingressClassName'] === undefined && !annotated) object['spec'] = { ...spec, ingressClassName: this.defaultIngressClass };
+      if (spec['ingressClassName'] === undefined && !annotated)
+        object['spec'] = { ...spec, ingressClassName: this.defaultIngressClass };
     }
   }
 
@@ -666,120 +675,212 @@ export class FakeKubeApi {
     this.#objects.set(k, object);
     this.#emit(kind, type, object);
     const result = clone(object);
-    // The simulated status write is current by construction, so this recursion ends after one step.
-    if (this.simulateDeployments && kind.plural === 'deployments' && !deploymentStatusCurrent(object))
-      this.#simulateDeployment(k);
+    // The Deployment controller works from what it reads later, not from this write.
+    if (this.simulateDeployments && kind.plural === 'deployments') this.#scheduleSync(k);
     return result;
   }
 
-  #simulateDeployment(k: string): void {
-    const object = this.#objects.get(k);
-    if (!object) return;
-    const replicas = Number((object['spec'] as Json | undefined)?.['replicas'] ?? 1);
-    const generation = Number(meta(object)['generation'] ?? 1);
-    const status = {
-      observedGeneration: generation,
-      replicas,
-      updatedReplicas: replicas,
-      readyReplicas: replicas,
-      availableReplicas: replicas,
-      conditions: [
-        {
-          type: 'Available',
-          status: 'True',
-          reason: 'MinimumReplicasAvailable',
-          message: 'Deployment has minimum availability.',
-        },
-        {
-          type: 'Progressing',
-          status: 'True',
-          reason: 'NewReplicaSetAvailable',
-          message: 'ReplicaSet has successfully progressed.',
-        },
-      ],
-    };
-    this.#store(kindOf('deployments'), k, { ...clone(object), status }, 'MODIFIED');
-    this.#simulatePods(k);
-  }
+  // ---- a Deployment controller, ReplicaSets and a kubelet, in small ----
 
   /**
-   * The ReplicaSet controller and kubelet in one step: the Deployment's current template runs as
-   * `spec.replicas` pods, Running and Ready; pods of an older template or beyond the count go.
+   * Like the real controller, a sync is queued per Deployment and runs later on whatever the
+   * Deployment is then: writes in quick succession (replicas 1 -> 0 -> 1) merge into one sync
+   * that sees only the last, so nothing happens. Template changes roll out by the strategy:
+   * `Recreate` deletes the old pods and creates new ones only once none of them is left (they
+   * terminate within their grace period); `RollingUpdate` starts the new pod first and deletes
+   * the old ones once it is ready.
    */
-  #simulatePods(deploymentKey: string): void {
+  #scheduleSync(deploymentKey: string): void {
+    if (this.#syncQueued.has(deploymentKey)) return;
+    this.#syncQueued.add(deploymentKey);
+    setTimeout(() => {
+      this.#syncQueued.delete(deploymentKey);
+      if (this.#server?.listening && this.simulateDeployments) this.#syncDeployment(deploymentKey);
+    }, this.deploymentSyncDelayMs);
+  }
+
+  #syncDeployment(deploymentKey: string): void {
     const deployment = this.#objects.get(deploymentKey);
-    const podKind = kindOf('pods');
     const owned = [...this.#podOwners].filter(([, owner]) => owner === deploymentKey).map(([podKey]) => podKey);
     if (!deployment) {
-      for (const podKey of owned) this.#removePod(podKey);
+      // Garbage collection of the dependents (propagationPolicy Background).
+      for (const podKey of owned) this.#deletePod(podKey);
       return;
     }
     const spec = (deployment['spec'] as Json | undefined) ?? {};
     const template = (spec['template'] as Json | undefined) ?? {};
-    const replicas = meta(deployment)['deletionTimestamp'] === undefined ? Number(spec['replicas'] ?? 1) : 0;
+    const deleting = meta(deployment)['deletionTimestamp'] !== undefined;
+    const replicas = deleting ? 0 : Number(spec['replicas'] ?? 1);
     const hash = createHash('sha256').update(JSON.stringify(template)).digest('hex').slice(0, 10);
-    const current = owned.filter((podKey) => labelsOf(this.#objects.get(podKey) ?? {})['pod-template-hash'] === hash);
-    const keep = new Set(current.slice(0, replicas));
-    for (const podKey of owned) if (!keep.has(podKey)) this.#removePod(podKey);
+    const podOf = (podKey: string) => this.#objects.get(podKey) ?? {};
+    const live = owned.filter((podKey) => meta(podOf(podKey))['deletionTimestamp'] === undefined);
+    const current = live.filter((podKey) => labelsOf(podOf(podKey))['pod-template-hash'] === hash);
+    const old = live.filter((podKey) => labelsOf(podOf(podKey))['pod-template-hash'] !== hash);
+    const recreate = ((spec['strategy'] as Json | undefined)?.['type'] ?? 'RollingUpdate') === 'Recreate';
+    for (const podKey of current.slice(replicas)) this.#deletePod(podKey);
+    if (recreate) {
+      for (const podKey of old) this.#deletePod(podKey);
+      // New pods only once every old one is gone, terminating ones included.
+      const oldLeft = owned.some((podKey) => this.#objects.has(podKey) && labelsOf(podOf(podKey))['pod-template-hash'] !== hash);
+      if (!oldLeft) for (let i = current.length; i < replicas; i++) this.#createPod(deploymentKey, deployment, template, hash);
+    } else {
+      for (let i = current.length; i < replicas; i++) this.#createPod(deploymentKey, deployment, template, hash);
+      const readyNew = current.filter((podKey) => podReady(podOf(podKey))).length;
+      if (readyNew >= Math.min(1, replicas)) for (const podKey of old) this.#deletePod(podKey);
+    }
+    this.#writeDeploymentStatus(deploymentKey, hash);
+  }
 
+  #writeDeploymentStatus(deploymentKey: string, hash: string): void {
+    const deployment = this.#objects.get(deploymentKey);
+    if (!deployment) return;
+    const pods = [...this.#podOwners]
+      .filter(([, owner]) => owner === deploymentKey)
+      .map(([podKey]) => this.#objects.get(podKey))
+      .filter((pod): pod is Json => pod !== undefined && meta(pod)['deletionTimestamp'] === undefined);
+    const updated = pods.filter((pod) => labelsOf(pod)['pod-template-hash'] === hash);
+    const ready = pods.filter(podReady);
+    const replicas = Number((deployment['spec'] as Json | undefined)?.['replicas'] ?? 1);
+    const available = ready.length >= replicas;
+    const everAvailable = this.#everAvailable.has(deploymentKey) || (available && replicas > 0);
+    if (everAvailable) this.#everAvailable.add(deploymentKey);
+    const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+    const status = {
+      observedGeneration: Number(meta(deployment)['generation'] ?? 1),
+      replicas: pods.length,
+      updatedReplicas: updated.length,
+      readyReplicas: ready.length,
+      availableReplicas: ready.length,
+      conditions: [
+        available
+          ? {
+              type: 'Available',
+              status: 'True',
+              reason: 'MinimumReplicasAvailable',
+              message: 'Deployment has minimum availability.',
+            }
+          : {
+              type: 'Available',
+              status: 'False',
+              reason: 'MinimumReplicasUnavailable',
+              message: 'Deployment does not have minimum availability.',
+            },
+        // Once the new ReplicaSet was available the rollout counts as done: a pod that crashes
+        // later does not make Progressing false (it stays NewReplicaSetAvailable).
+        {
+          type: 'Progressing',
+          status: 'True',
+          reason: everAvailable ? 'NewReplicaSetAvailable' : 'ReplicaSetUpdated',
+          message: everAvailable ? 'ReplicaSet has successfully progressed.' : 'ReplicaSet is progressing.',
+        },
+      ].map((c) => ({ ...c, lastUpdateTime: now, lastTransitionTime: now })),
+    };
+    const previous = deployment['status'] as Json | undefined;
+    const same = (a: unknown, b: unknown) => JSON.stringify(strip(a)) === JSON.stringify(strip(b));
+    function strip(value: unknown): unknown {
+      return JSON.parse(
+        JSON.stringify(value ?? {}, (k, v: unknown) => (k === 'lastUpdateTime' || k === 'lastTransitionTime' ? undefined : v)),
+      );
+    }
+    if (same(previous, status)) return;
+    this.#rv += 1;
+    const next: Json = { ...clone(deployment), status };
+    (next['metadata'] as Json)['resourceVersion'] = rvString(this.#rv);
+    this.#objects.set(deploymentKey, next);
+    this.#emit(kindOf('deployments'), 'MODIFIED', next);
+  }
+
+  #createPod(deploymentKey: string, deployment: Json, template: Json, hash: string): void {
+    const podKind = kindOf('pods');
     const namespace = String(meta(deployment)['namespace']);
+    const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+    const name = `${String(meta(deployment)['name'])}-${hash}-${randomUUID().slice(0, 5)}`;
+    const podKey = key(podKind, namespace, name);
     const podSpec = clone((template['spec'] as Json | undefined) ?? {});
     const containers = ((podSpec['containers'] as Json[] | undefined) ?? []).map((c) => ({
       name: String(c['name']),
       image: c['image'],
     }));
-    for (let i = keep.size; i < replicas; i++) {
-      const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
-      const name = `${String(meta(deployment)['name'])}-${hash}-${randomUUID().slice(0, 5)}`;
-      const podKey = key(podKind, namespace, name);
-      this.#podOwners.set(podKey, deploymentKey);
-      this.#store(
-        podKind,
-        podKey,
-        {
-          apiVersion: 'v1',
-          kind: 'Pod',
-          metadata: {
-            name,
-            namespace,
-            uid: randomUUID(),
-            creationTimestamp: now,
-            labels: { ...((meta(template)['labels'] as Json | undefined) ?? {}), 'pod-template-hash': hash },
-            ownerReferences: [
-              {
-                apiVersion: 'apps/v1',
-                kind: 'ReplicaSet',
-                name: `${String(meta(deployment)['name'])}-${hash}`,
-                uid: randomUUID(),
-                controller: true,
-              },
-            ],
-          },
-          spec: podSpec,
-          status: {
-            phase: 'Running',
-            podIP: '10.0.0.10',
-            startTime: now,
-            conditions: [{ type: 'Ready', status: 'True', lastTransitionTime: now }],
-            containerStatuses: containers.map((c) => ({
-              ...c,
-              imageID: '',
-              ready: true,
-              started: true,
-              restartCount: 0,
-              state: { running: { startedAt: now } },
-            })),
-          },
+    const crashing = this.#crashLooping.get(deploymentKey);
+    this.#podOwners.set(podKey, deploymentKey);
+    const labels: Json = { ...((meta(template)['labels'] as Json | undefined) ?? {}), 'pod-template-hash': hash };
+    this.#store(
+      podKind,
+      podKey,
+      {
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: {
+          name,
+          namespace,
+          uid: randomUUID(),
+          creationTimestamp: now,
+          labels,
+          ownerReferences: [
+            {
+              apiVersion: 'apps/v1',
+              kind: 'ReplicaSet',
+              name: `${String(meta(deployment)['name'])}-${hash}`,
+              uid: randomUUID(),
+              controller: true,
+            },
+          ],
         },
-        'ADDED',
-      );
+        spec: podSpec,
+        status: crashing ? crashLoopStatus(containers, now, crashing.exitCode, 1) : runningStatus(containers, now),
+      },
+      'ADDED',
+    );
+    const customer = labels['cloud.blytz.customer'];
+    if (typeof customer === 'string') {
+      const running = this.objects('pods', namespace).filter(
+        (p) => p['metadata']['labels']?.['cloud.blytz.customer'] === customer,
+      ).length;
+      this.#maxPods.set(customer, Math.max(this.#maxPods.get(customer) ?? 0, running));
     }
   }
 
-  #removePod(podKey: string): void {
-    this.#podOwners.delete(podKey);
+  /** A graceful delete: the pod is Terminating (still there, still running) for its grace period, then gone. */
+  #deletePod(podKey: string): void {
     const pod = this.#objects.get(podKey);
-    if (pod) this.#remove(kindOf('pods'), podKey, clone(pod));
+    if (!pod || meta(pod)['deletionTimestamp'] !== undefined) return;
+    const terminating = clone(pod);
+    (terminating['metadata'] as Json)['deletionTimestamp'] = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+    (terminating['metadata'] as Json)['deletionGracePeriodSeconds'] = 30;
+    this.#store(kindOf('pods'), podKey, terminating, 'MODIFIED');
+    setTimeout(() => {
+      const owner = this.#podOwners.get(podKey);
+      this.#podOwners.delete(podKey);
+      const current = this.#objects.get(podKey);
+      if (current) this.#remove(kindOf('pods'), podKey, clone(current));
+      if (owner) this.#scheduleSync(owner);
+    }, this.podGracePeriodMs);
+  }
+
+  /**
+   * Makes the Deployment's pods crash-loop, as a container that exits soon after starting does
+   * under the kubelet: not ready, restarted with growing delays (CrashLoopBackOff), last exit code
+   * kept. The Deployment loses its ready replica; its Progressing condition does not change.
+   */
+  crashLoop(namespace: string, deployment: string, exitCode = 1): void {
+    const deploymentKey = key(kindOf('deployments'), namespace, deployment);
+    this.#crashLooping.set(deploymentKey, { exitCode });
+    const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+    for (const [podKey, owner] of this.#podOwners) {
+      const pod = this.#objects.get(podKey);
+      if (owner !== deploymentKey || !pod || meta(pod)['deletionTimestamp'] !== undefined) continue;
+      const containers = ((((pod['spec'] as Json)['containers'] as Json[] | undefined) ?? []) as Json[]).map((c) => ({
+        name: String(c['name']),
+        image: c['image'],
+      }));
+      this.#store(kindOf('pods'), podKey, { ...clone(pod), status: crashLoopStatus(containers, now, exitCode, 3) }, 'MODIFIED');
+    }
+    this.#scheduleSync(deploymentKey);
+  }
+
+  /** The most pods of one customer (label `cloud.blytz.customer`) that existed at once, terminating ones included. */
+  maxPodsAtOnce(customer: string): number {
+    return this.#maxPods.get(customer) ?? 0;
   }
 
   // ---- pods/exec ----
@@ -836,8 +937,8 @@ export class FakeKubeApi {
     (object['metadata'] as Json)['resourceVersion'] = rvString(this.#rv);
     this.#objects.delete(k);
     this.#emit(kind, 'DELETED', object);
-    // Garbage collection: a deleted Deployment's pods go with it.
-    if (kind.plural === 'deployments') this.#simulatePods(k);
+    // Garbage collection: a deleted Deployment's pods go with it (gracefully).
+    if (kind.plural === 'deployments') this.#scheduleSync(k);
   }
 
   #emit(kind: Kind, type: StoredEvent['type'], object: Json): void {
@@ -862,10 +963,49 @@ function rvNumber(rv: string): number {
   return /^v[0-9a-z]+$/.test(rv) ? parseInt(rv.slice(1), 36) : Number.NaN;
 }
 
-function deploymentStatusCurrent(object: Json): boolean {
-  const status = object['status'] as Json | undefined;
-  const replicas = Number((object['spec'] as Json | undefined)?.['replicas'] ?? 1);
-  return status?.['observedGeneration'] === meta(object)['generation'] && status?.['readyReplicas'] === replicas;
+function podReady(pod: Json): boolean {
+  const conditions = ((pod['status'] as Json | undefined)?.['conditions'] as Json[] | undefined) ?? [];
+  return conditions.some((c) => c['type'] === 'Ready' && c['status'] === 'True');
+}
+
+function runningStatus(containers: Array<{ name: string; image: unknown }>, now: string): Json {
+  return {
+    phase: 'Running',
+    podIP: '10.0.0.10',
+    startTime: now,
+    conditions: [{ type: 'Ready', status: 'True', lastTransitionTime: now }],
+    containerStatuses: containers.map((c) => ({
+      ...c,
+      imageID: '',
+      ready: true,
+      started: true,
+      restartCount: 0,
+      state: { running: { startedAt: now } },
+    })),
+  };
+}
+
+function crashLoopStatus(
+  containers: Array<{ name: string; image: unknown }>,
+  now: string,
+  exitCode: number,
+  restarts: number,
+): Json {
+  return {
+    phase: 'Running',
+    podIP: '10.0.0.10',
+    startTime: now,
+    conditions: [{ type: 'Ready', status: 'False', reason: 'ContainersNotReady', lastTransitionTime: now }],
+    containerStatuses: containers.map((c) => ({
+      ...c,
+      imageID: '',
+      ready: false,
+      started: false,
+      restartCount: restarts,
+      state: { waiting: { reason: 'CrashLoopBackOff', message: `back-off restarting failed container ${c.name}` } },
+      lastState: { terminated: { exitCode, reason: 'Error', startedAt: now, finishedAt: now } },
+    })),
+  };
 }
 
 function stripMetaStatus(object: Json): unknown {

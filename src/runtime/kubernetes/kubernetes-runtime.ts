@@ -20,7 +20,7 @@ import {
   type RenderedFileData,
 } from './manifests.js';
 import { objectName, serviceDial } from './names.js';
-import { observeDeployment, STARTED_AT_ANNOTATION } from './observe.js';
+import { observeDeployment, RESTARTED_AT_ANNOTATION, STARTED_AT_ANNOTATION } from './observe.js';
 import type { WatchedKind } from '../../kube-api/owned-objects-watch.js';
 import { EXEC_CONNECT_TIMEOUT_MS, pickExecPod, runPodExec } from './pod-exec.js';
 
@@ -96,13 +96,16 @@ export class KubernetesRuntime implements CustomerRuntime {
   async #list(more: Record<string, string>): Promise<ObservedContainer[]> {
     const labelSelector = this.#selector(more);
     const namespace = this.#manifest.namespace;
-    const [deployments, secrets, services, claims] = await Promise.all([
+    const [deployments, secrets, services, claims, pods] = await Promise.all([
       this.#guard('listDeployments', () => this.#apps.listNamespacedDeployment({ namespace, labelSelector })),
       this.#guard('listSecrets', () => this.#core.listNamespacedSecret({ namespace, labelSelector })),
       this.#guard('listServices', () => this.#core.listNamespacedService({ namespace, labelSelector })),
       this.#guard('listPersistentVolumeClaims', () =>
         this.#core.listNamespacedPersistentVolumeClaim({ namespace, labelSelector }),
       ),
+      // The kubelet's view: a pod crash-looping after its first success leaves the Deployment's
+      // conditions as they were (Progressing stays true), only its pods tell.
+      this.#guard('listPods', () => this.#core.listNamespacedPod({ namespace, labelSelector })),
     ]);
     const names = (items: Array<{ metadata?: V1ObjectMeta }>) => new Set(items.map((i) => i.metadata?.name ?? ''));
     const present = { secrets: names(secrets.items), services: names(services.items), claims: names(claims.items) };
@@ -113,7 +116,13 @@ export class KubernetesRuntime implements CustomerRuntime {
         present.services.has(name) ? undefined : 'Service',
         present.claims.has(name) ? undefined : 'PersistentVolumeClaim',
       ].filter((k): k is string => k !== undefined);
-      return observeDeployment(deployment, missing);
+      const customer = deployment.metadata?.labels?.[CUSTOMER_LABEL];
+      return observeDeployment(
+        deployment,
+        missing,
+        Date.now(),
+        pods.items.filter((p) => p.metadata?.labels?.[CUSTOMER_LABEL] === customer),
+      );
     });
   }
 
@@ -162,7 +171,9 @@ export class KubernetesRuntime implements CustomerRuntime {
         // The same spec hash is the same Deployment: keep it (and its replicas) as it is.
         if (existing.metadata?.labels?.[SPEC_HASH_LABEL] === spec.specHash && sameLabels(existing.metadata, body.metadata))
           return true;
-        // Replaced in place, stopped like a newly created one; `start` scales it up.
+        // Updated in place, at the replicas it has: its own strategy (Recreate for OpenClaw)
+        // replaces the pod, the Service keeps its address, the volume stays with the new pod.
+        if (body.spec) body.spec.replicas = existing.spec?.replicas ?? 0;
         return false;
       },
     );
@@ -214,8 +225,34 @@ export class KubernetesRuntime implements CustomerRuntime {
     await this.#guard(`replace${kind}`, () => replace(name, next), { retry: false });
   }
 
+  /** The planner updates by `create` here (see CustomerRuntime.updatesInPlace). */
+  readonly updatesInPlace = true;
+
   async start(id: string): Promise<void> {
     await this.#scale(id, 1);
+  }
+
+  /**
+   * A new pod from the same spec, as `kubectl rollout restart` does: an annotation on the pod
+   * template makes it a new template, which the Deployment controller rolls out by the
+   * Deployment's strategy. (Scaling to 0 and back to 1 is no restart: the controller may see
+   * both writes in one sync and do nothing.)
+   */
+  async restart(id: string): Promise<void> {
+    const now = new Date().toISOString();
+    await this.#guard('restartDeployment', () =>
+      this.#apps.patchNamespacedDeployment(
+        {
+          name: id,
+          namespace: this.#manifest.namespace,
+          body: {
+            metadata: { annotations: { [STARTED_AT_ANNOTATION]: now } },
+            spec: { replicas: 1, template: { metadata: { annotations: { [RESTARTED_AT_ANNOTATION]: now } } } },
+          },
+        },
+        MERGE_PATCH,
+      ),
+    );
   }
 
   async stop(id: string): Promise<void> {
