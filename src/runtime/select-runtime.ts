@@ -68,6 +68,8 @@ export function selectRuntime(config: Config, deps: SelectRuntimeDeps): Selected
     dataDir: config.BLYTZ_DATA_DIR,
     templatesDir: join(projectRoot(), 'templates'),
     defaults: { image: config.BLYTZ_CUSTOMER_IMAGE, containerPort: config.BLYTZ_CONTAINER_PORT },
+    // On Kubernetes no container mounts this folder (pods read their files from a Secret).
+    ownership: config.BLYTZ_RUNTIME === 'kubernetes' ? 'controller' : 'container',
   });
 
   if (config.BLYTZ_RUNTIME === 'kubernetes') {
