@@ -1,4 +1,5 @@
-import { AppsV1Api, CoreV1Api } from '@kubernetes/client-node';
+import { AppsV1Api, CoreV1Api, NetworkingV1Api } from '@kubernetes/client-node';
+import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy';
 import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -121,6 +122,7 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
     const gets = api.requests.filter((r) => r.method === 'GET');
     expect(gets.map((r) => r.path.split('/').at(-1)).sort()).toEqual([
       'deployments',
+      'networkpolicies',
       'persistentvolumeclaims',
       'pods',
       'secrets',
@@ -301,8 +303,10 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
     await waitFor(() => runningPods(id).length === 1);
     const first = runningPods(id)[0]?.['metadata']['name'];
     // The Deployment controller sees replicas 1 -> 0 -> 1 in one sync: the same pod keeps running.
+    api.holdDeploymentController();
     await runtime.stop(id);
     await runtime.start(id);
+    api.releaseDeploymentController();
     await waitFor(async () => (await runtime.listFor(customer))[0]?.health === 'healthy');
     expect(runningPods(id).map((p) => p['metadata']['name'])).toEqual([first]);
     await runtime.restart(id);
@@ -341,6 +345,56 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
       status: 'True',
       reason: 'NewReplicaSetAvailable',
     });
+  });
+
+  it("isolates each customer's pods: in only from Caddy to the assistant's port; out only to DNS and the internet, never cluster ranges or the metadata service", async () => {
+    const customer = uniqueName('net');
+    const dir = await workspace(customer, { 'openclaw.json': '{}' });
+    const id = await runtime.create(spec(customer, dir, 'h'));
+    await runtime.start(id);
+    await waitFor(() => runningPods(id).length === 1);
+    const policy = api.object('networkpolicies', NS, id) as Json;
+    expect(policy, 'NetworkPolicy').toBeDefined();
+    // A valid object by the real OpenAPI model.
+    expect(() => new NetworkPolicy(policy as never).validate()).not.toThrow();
+    const pod = runningPods(id)[0] as Json;
+    const selects = (selector: Record<string, string>, labels: Record<string, string>) =>
+      Object.entries(selector).every(([k, v]) => labels[k] === v);
+    expect(selects(policy['spec']['podSelector']['matchLabels'], pod['metadata']['labels'])).toBe(true);
+    // Another customer's pod is not selected by it (each has its own).
+    expect(policy['spec']['podSelector']['matchLabels']['cloud.blytz.customer']).toBe(customer);
+    expect(policy['spec']['policyTypes']).toEqual(['Ingress', 'Egress']);
+    expect(policy['spec']['ingress']).toEqual([
+      {
+        from: [{ podSelector: { matchLabels: { 'app.kubernetes.io/name': 'blytz', 'app.kubernetes.io/component': 'caddy' } } }],
+        ports: [{ protocol: 'TCP', port: 18789 }],
+      },
+    ]);
+    const egress = policy['spec']['egress'] as Json[];
+    expect(egress[0]?.['ports']).toEqual([
+      { protocol: 'UDP', port: 53 },
+      { protocol: 'TCP', port: 53 },
+    ]);
+    const blocks = egress.flatMap((r) => (r['to'] as Json[]).map((t) => t['ipBlock']).filter(Boolean));
+    expect(blocks.map((b) => b['cidr'])).toEqual(['0.0.0.0/0', '::/0']);
+    expect(blocks[0]?.['except']).toEqual(
+      expect.arrayContaining(['169.254.0.0/16', '10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16']),
+    );
+    // No rule lets it reach pods or namespaces other than DNS.
+    const peers = egress.flatMap((r) => r['to'] as Json[]).filter((t) => !t['ipBlock']);
+    expect(peers).toEqual([
+      {
+        namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'kube-system' } },
+        podSelector: { matchLabels: { 'k8s-app': 'kube-dns' } },
+      },
+    ]);
+    // Deleted behind our back: the Deployment counts as broken until it is back.
+    await api.kubeConfig().makeApiClient(NetworkingV1Api).deleteNamespacedNetworkPolicy({ name: id, namespace: NS });
+    expect((await runtime.listFor(customer))[0]).toMatchObject({ state: 'dead', healthMessage: 'missing NetworkPolicy' });
+    await runtime.create(spec(customer, dir, 'h'));
+    expect(api.object('networkpolicies', NS, id)).toBeDefined();
+    await runtime.remove(id);
+    expect(api.object('networkpolicies', NS, id)).toBeUndefined();
   });
 
   it('names for 63-character customers stay within 63 characters and keep the full name in the label', async () => {

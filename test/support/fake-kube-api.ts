@@ -87,6 +87,15 @@ export const FAKE_KINDS: readonly Kind[] = [
     generation: true,
   },
   {
+    group: 'networking.k8s.io',
+    version: 'v1',
+    plural: 'networkpolicies',
+    kind: 'NetworkPolicy',
+    namespaced: true,
+    statusSubresource: false,
+    generation: true,
+  },
+  {
     group: 'coordination.k8s.io',
     version: 'v1',
     plural: 'leases',
@@ -185,6 +194,7 @@ export class FakeKubeApi {
   /** Pods made by `simulateDeployments`, by pod key -> their Deployment's key. */
   readonly #podOwners = new Map<string, string>();
   readonly #syncQueued = new Set<string>();
+  #controllerHeld = false;
   readonly #everAvailable = new Set<string>();
   readonly #crashLooping = new Map<string, { exitCode: number }>();
   readonly #maxPods = new Map<string, number>();
@@ -693,10 +703,25 @@ export class FakeKubeApi {
   #scheduleSync(deploymentKey: string): void {
     if (this.#syncQueued.has(deploymentKey)) return;
     this.#syncQueued.add(deploymentKey);
-    setTimeout(() => {
-      this.#syncQueued.delete(deploymentKey);
-      if (this.#server?.listening && this.simulateDeployments) this.#syncDeployment(deploymentKey);
-    }, this.deploymentSyncDelayMs);
+    if (this.#controllerHeld) return; // runs on release
+    setTimeout(() => this.#runSync(deploymentKey), this.deploymentSyncDelayMs);
+  }
+
+  #runSync(deploymentKey: string): void {
+    if (this.#controllerHeld) return;
+    this.#syncQueued.delete(deploymentKey);
+    if (this.#server?.listening && this.simulateDeployments) this.#syncDeployment(deploymentKey);
+  }
+
+  /** The Deployment controller stops syncing (busy, or behind on its watch); writes meanwhile merge. */
+  holdDeploymentController(): void {
+    this.#controllerHeld = true;
+  }
+
+  /** It catches up: one sync per Deployment written meanwhile, on what each is now. */
+  releaseDeploymentController(): void {
+    this.#controllerHeld = false;
+    for (const deploymentKey of [...this.#syncQueued]) this.#runSync(deploymentKey);
   }
 
   #syncDeployment(deploymentKey: string): void {
@@ -1074,7 +1099,6 @@ const DISCOVERY_ONLY: Array<Pick<Kind, 'group' | 'version' | 'plural' | 'kind' |
     namespaced: false,
   },
   { group: 'policy', version: 'v1', plural: 'poddisruptionbudgets', kind: 'PodDisruptionBudget', namespaced: true },
-  { group: 'networking.k8s.io', version: 'v1', plural: 'networkpolicies', kind: 'NetworkPolicy', namespaced: true },
 ];
 
 /** The prometheus-operator's CRDs: known only on a cluster that has them installed. */

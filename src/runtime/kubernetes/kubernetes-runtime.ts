@@ -1,6 +1,15 @@
 import { lstat, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { AppsV1Api, CoreV1Api, Exec, type KubeConfig, type V1Deployment, type V1ObjectMeta } from '@kubernetes/client-node';
+import {
+  AppsV1Api,
+  CoreV1Api,
+  Exec,
+  NetworkingV1Api,
+  type KubeConfig,
+  type V1Deployment,
+  type V1ObjectMeta,
+} from '@kubernetes/client-node';
+import { canonicalJson } from '../../domain/canonical-json.js';
 import { CUSTOMER_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SPEC_HASH_LABEL } from '../../domain/naming.js';
 import { isNotFound, MERGE_PATCH } from '../../kube-api/client.js';
 import type { Guard } from '../../resilience/guard.js';
@@ -13,9 +22,11 @@ import {
   CONTENT_HASH_ANNOTATION,
   contentHash,
   deploymentManifest,
+  networkPolicyManifest,
   pvcManifest,
   secretManifest,
   serviceManifest,
+  type CustomerNetwork,
   type ManifestOptions,
   type RenderedFileData,
 } from './manifests.js';
@@ -49,12 +60,15 @@ export interface KubernetesRuntimeOptions {
   storageSize?: string;
   storageClassName?: string;
   imagePullPolicy?: 'Always' | 'IfNotPresent' | 'Never';
+  /** Each customer's NetworkPolicy (default: in from the kit's Caddy pods, no model gateway). */
+  network?: CustomerNetwork;
 }
 
 export class KubernetesRuntime implements CustomerRuntime {
   readonly #guard: Guard;
   readonly #apps: AppsV1Api;
   readonly #core: CoreV1Api;
+  readonly #networking: NetworkingV1Api;
   readonly #exec: Exec;
   readonly #extraLabels: Record<string, string>;
   readonly #manifest: ManifestOptions;
@@ -63,6 +77,7 @@ export class KubernetesRuntime implements CustomerRuntime {
     this.#guard = guard;
     this.#apps = options.kubeConfig.makeApiClient(AppsV1Api);
     this.#core = options.kubeConfig.makeApiClient(CoreV1Api);
+    this.#networking = options.kubeConfig.makeApiClient(NetworkingV1Api);
     this.#exec = new Exec(options.kubeConfig);
     this.#extraLabels = checkExtraLabels(options.extraLabels ?? {});
     this.#manifest = {
@@ -71,6 +86,7 @@ export class KubernetesRuntime implements CustomerRuntime {
       storageSize: options.storageSize ?? '1Gi',
       storageClassName: options.storageClassName,
       imagePullPolicy: options.imagePullPolicy,
+      network: options.network,
     };
   }
 
@@ -96,7 +112,7 @@ export class KubernetesRuntime implements CustomerRuntime {
   async #list(more: Record<string, string>): Promise<ObservedContainer[]> {
     const labelSelector = this.#selector(more);
     const namespace = this.#manifest.namespace;
-    const [deployments, secrets, services, claims, pods] = await Promise.all([
+    const [deployments, secrets, services, claims, pods, policies] = await Promise.all([
       this.#guard('listDeployments', () => this.#apps.listNamespacedDeployment({ namespace, labelSelector })),
       this.#guard('listSecrets', () => this.#core.listNamespacedSecret({ namespace, labelSelector })),
       this.#guard('listServices', () => this.#core.listNamespacedService({ namespace, labelSelector })),
@@ -106,15 +122,23 @@ export class KubernetesRuntime implements CustomerRuntime {
       // The kubelet's view: a pod crash-looping after its first success leaves the Deployment's
       // conditions as they were (Progressing stays true), only its pods tell.
       this.#guard('listPods', () => this.#core.listNamespacedPod({ namespace, labelSelector })),
+      this.#guard('listNetworkPolicies', () => this.#networking.listNamespacedNetworkPolicy({ namespace, labelSelector })),
     ]);
     const names = (items: Array<{ metadata?: V1ObjectMeta }>) => new Set(items.map((i) => i.metadata?.name ?? ''));
-    const present = { secrets: names(secrets.items), services: names(services.items), claims: names(claims.items) };
+    const present = {
+      secrets: names(secrets.items),
+      services: names(services.items),
+      claims: names(claims.items),
+      policies: names(policies.items),
+    };
     return deployments.items.map((deployment) => {
       const name = deployment.metadata?.name ?? '';
       const missing = [
         present.secrets.has(name) ? undefined : 'Secret',
         present.services.has(name) ? undefined : 'Service',
         present.claims.has(name) ? undefined : 'PersistentVolumeClaim',
+        // An unisolated pod can reach every other customer: as broken as a missing part.
+        present.policies.has(name) ? undefined : 'NetworkPolicy',
       ].filter((k): k is string => k !== undefined);
       const customer = deployment.metadata?.labels?.[CUSTOMER_LABEL];
       return observeDeployment(
@@ -159,6 +183,16 @@ export class KubernetesRuntime implements CustomerRuntime {
           sameLabels(existing.metadata, body.metadata) && ports(existing) === ports(body) && selector(existing) === selector(body)
         );
       },
+    );
+    // Before the Deployment: its pods never run without isolation.
+    await this.#upsert(
+      'NetworkPolicy',
+      networkPolicyManifest(spec, this.#manifest),
+      (name) => this.#networking.readNamespacedNetworkPolicy({ name, namespace }),
+      (body) => this.#networking.createNamespacedNetworkPolicy({ namespace, body }),
+      (name, body) => this.#networking.replaceNamespacedNetworkPolicy({ name, namespace, body }),
+      (existing, body) =>
+        sameLabels(existing.metadata, body.metadata) && canonicalJson(existing.spec) === canonicalJson(body.spec),
     );
     const deployment = deploymentManifest(spec, files, this.#manifest);
     await this.#upsert(
@@ -296,6 +330,13 @@ export class KubernetesRuntime implements CustomerRuntime {
       (name, uid) => this.#core.deleteNamespacedSecret({ name, namespace, body: { preconditions: { uid } } }),
     );
     await this.#deleteOurs(
+      'NetworkPolicy',
+      id,
+      (name) => this.#networking.readNamespacedNetworkPolicy({ name, namespace }),
+      (name, uid) => this.#networking.deleteNamespacedNetworkPolicy({ name, namespace, body: { preconditions: { uid } } }),
+    );
+    // Last: a Deployment still listed means there may be more to delete.
+    await this.#deleteOurs(
       'Deployment',
       id,
       (name) => this.#apps.readNamespacedDeployment({ name, namespace }),
@@ -430,6 +471,11 @@ export class KubernetesRuntime implements CustomerRuntime {
           plural: 'secrets',
           path: `/api/v1/namespaces/${ns}/secrets`,
           list: () => this.#guard('listSecrets', () => this.#core.listNamespacedSecret(query)),
+        },
+        {
+          plural: 'networkpolicies',
+          path: `/apis/networking.k8s.io/v1/namespaces/${ns}/networkpolicies`,
+          list: () => this.#guard('listNetworkPolicies', () => this.#networking.listNamespacedNetworkPolicy(query)),
         },
         {
           plural: 'persistentvolumeclaims',
