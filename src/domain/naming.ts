@@ -77,3 +77,24 @@ export function customerFromRouteId(id: string): string | undefined {
 export function customerHost(customer: string, baseDomain: string): string {
   return `${customer}.${baseDomain}`;
 }
+
+/**
+ * The address a person opens for a customer: `<scheme>://<host>`, with the port when customer
+ * hosts are served on one that is not the scheme's own (the tour's Caddy on :8081).
+ */
+export function customerUrl(scheme: 'http' | 'https', host: string, port?: number): string {
+  const own = scheme === 'https' ? 443 : 80;
+  return port === undefined || port === own ? `${scheme}://${host}` : `${scheme}://${host}:${port}`;
+}
+
+/**
+ * The port customer hosts are served on, read from Caddy's listen address (`:8081`,
+ * `127.0.0.1:8081`), when the scheme shown is the one Caddy itself serves: plain http, or
+ * https with Caddy's TLS on. https without Caddy's TLS means something in front terminates TLS
+ * (a load balancer on 443), so Caddy's port says nothing about the public one.
+ */
+export function publicPortOf(listen: string, scheme: 'http' | 'https', caddyTls: boolean): number | undefined {
+  if (scheme === 'https' && !caddyTls) return undefined;
+  const port = Number(/:(\d+)$/.exec(listen)?.[1]);
+  return Number.isInteger(port) && port > 0 ? port : undefined;
+}

@@ -1,10 +1,10 @@
 import type { Customer, CustomerStatus } from '../../domain/customer.js';
 import { canonicalJson } from '../../domain/canonical-json.js';
-import { customerHost } from '../../domain/naming.js';
+import { customerHost, customerUrl } from '../../domain/naming.js';
 import type { Logger } from '../../observability/logger.js';
 import type { Metrics } from '../../observability/metrics.js';
 import type { RouteTable } from '../../proxy/route-table.js';
-import { DependencyError } from '../../resilience/guard.js';
+import { DependencyError, dependencyOf } from '../../resilience/guard.js';
 import { PortClashError, type CustomerRuntime, type ObservedContainer } from '../../runtime/runtime.js';
 import type { CustomerStore, EventType } from '../../store/customer-store.js';
 import { PortsExhaustedError } from '../../store/errors.js';
@@ -15,7 +15,8 @@ import { resolveCustomer, TemplateError, type DesiredDefaults, type ResolvedCust
 import type { Admission, Rollouts } from '../rollout/rollouts.js';
 import { fleetChangeOf, plan, upstreamFor, type Action, type Observed, type UpstreamOf } from './plan.js';
 import { RestartBackoff, restartsText, type RestartBackoffOptions } from './restart-backoff.js';
-import { computeStatus } from './status.js';
+import { computeStatus, type StatusInput } from './status.js';
+import { logAction } from './action-log.js';
 import { WorldCache } from './world-cache.js';
 
 export interface CustomerReconcilerDeps {
@@ -28,6 +29,11 @@ export interface CustomerReconcilerDeps {
   logger: Logger;
   defaults: DesiredDefaults;
   publicScheme: 'http' | 'https';
+  /**
+   * The port customer hosts are served on, shown in their URL (`http://<host>:8081`); absent
+   * when it is the scheme's own (80, 443) or unknown.
+   */
+  publicPort?: number | undefined;
   retentionMs: number;
   /** How long one reconcile waits for a new container to turn healthy before routing to it. */
   healthWaitMs?: number;
@@ -182,9 +188,16 @@ export class CustomerReconciler {
     let failure: { reason: string; message: string; terminal: boolean } | undefined;
     let waitNote: string | undefined;
     let restartHeldUntil: number | undefined;
+    let failedWith: unknown;
     let requeueAfterMs: number | undefined;
     // A listing in flight must not hand a later reconcile the world from before these actions.
     if (result.actions.length > 0) this.invalidate(name);
+    // Work to do on a customer not up yet: say so before doing it (waiting for a new container's
+    // health can take seconds), so `blytz get` shows Provisioning rather than nothing, then Ready.
+    if (result.actions.length > 0 && customer.spec.state === 'active' && !signal.aborted) {
+      const provisioning = await this.#writeProvisioning(customer, resolved, observed, result.note);
+      if (provisioning) customer.status = provisioning;
+    }
     try {
       const outcome = await this.#execute(name, result.actions, resolved, signal, converged);
       waitNote = outcome.waitNote;
@@ -192,9 +205,12 @@ export class CustomerReconciler {
     } catch (error) {
       if (signal.aborted) throw abortReason(signal);
       failure = describeFailure(error);
+      failedWith = error;
       if (error instanceof PortsExhaustedError) requeueAfterMs = PORTS_EXHAUSTED_RETRY_MS;
       await store.recordEvent(name, { type: 'Warning', reason: failure.reason, message: failure.message }).catch(() => {});
-      this.#deps.logger.warn({ customer: name, reason: failure.reason, err: error }, 'reconcile step failed');
+      // A dependency's failure is reported once by the controller (collapsed while it lasts).
+      const level = dependencyOf(error) === undefined ? 'warn' : 'debug';
+      this.#deps.logger[level]({ customer: name, reason: failure.reason, err: error }, 'reconcile step failed');
     }
     // Aborted (leadership lost, shutdown, reconcile timeout): an action in flight may have
     // finished, but this reconcile no longer speaks for the customer. No status, event or
@@ -226,7 +242,7 @@ export class CustomerReconciler {
 
     if (failure && requeueAfterMs === undefined) {
       // Let the queue back off; the status already says why.
-      throw new ReconcileStepError(failure.message);
+      throw new ReconcileStepError(failure.message, { cause: failedWith, reason: failure.reason });
     }
     if (requeueAfterMs !== undefined) return { requeueAfterMs };
     if (customer.spec.state === 'active' && status.phase !== 'Ready') {
@@ -267,8 +283,6 @@ export class CustomerReconciler {
     countDrift: boolean,
   ): Promise<{ waitNote?: string; restartHeldUntil?: number }> {
     const { runtime, routes, ports, workspaces, store, metrics } = this.#deps;
-    const event = (type: EventType, reason: string, message: string) =>
-      store.recordEvent(name, { type, reason, message }).catch(() => {});
     // A restart held back by its back-off is skipped (the other actions still run); status says why.
     let heldBack: { note: string; until: number } | undefined;
     for (const action of actions) {
@@ -281,7 +295,14 @@ export class CustomerReconciler {
         continue;
       }
       const drift = 'drift' in action ? action.drift : undefined;
-      if (drift && (countDrift || drift.startsWith('orphan_'))) metrics.driftCorrections.inc({ kind: drift });
+      // Drift of a customer that had converged (or an orphan): a correction, not progress.
+      const correction = drift && (countDrift || drift.startsWith('orphan_')) ? drift : undefined;
+      if (correction) metrics.driftCorrections.inc({ kind: correction });
+      // Every action on the world leaves an event on the customer and one line in the log.
+      const event = (type: EventType, reason: string, message: string) => {
+        logAction(this.#deps.logger, { customer: name, type, reason, message, drift: correction });
+        return store.recordEvent(name, { type, reason, message }).catch(() => {});
+      };
       switch (action.type) {
         case 'writeWorkspace':
           await workspaces.write(name, need(resolved?.rendered));
@@ -311,7 +332,12 @@ export class CustomerReconciler {
         }
         case 'startContainer': {
           await this.#start(name, action.id, await ports.find(name, action.slot ?? 'current'), action.slot);
-          await event('Normal', 'ContainerStarted', 'container started');
+          // A container found stopped (killed, crashed, the engine restarted) is not "unhealthy".
+          await event(
+            'Normal',
+            'ContainerStarted',
+            correction === 'container_stopped' ? 'container had stopped and was started again' : 'container started',
+          );
           break;
         }
         case 'restartContainer': {
@@ -382,6 +408,7 @@ export class CustomerReconciler {
             id = containers[0].id;
           }
           await runtime.adopt(id, name);
+          logAction(this.#deps.logger, { customer: name, type: 'Normal', reason: 'ContainerAdopted', message: `container ${id.slice(0, 12)} took the customer's container name` });
           break;
         }
         case 'removeWorkspace':
@@ -390,6 +417,7 @@ export class CustomerReconciler {
           break;
         case 'markDeleted':
           await store.markDeleted(name);
+          logAction(this.#deps.logger, { customer: name, type: 'Normal', reason: 'CustomerPurged', message: 'teardown done: the customer is marked deleted' });
           break;
       }
     }
@@ -477,7 +505,21 @@ export class CustomerReconciler {
     note: string | undefined,
     rollout: { heldHash?: string | undefined; rollout?: { reason: string; message: string } | undefined } = {},
   ): Promise<CustomerStatus> {
-    const status = computeStatus({
+    const status = computeStatus(this.#statusInput(customer, resolved, observed, failure, note, rollout));
+    // Written only when it changed: a steady-state pass costs no store writes.
+    if (canonicalJson(status) !== canonicalJson(customer.status)) await this.#deps.store.updateStatus(customer.name, status);
+    return status;
+  }
+
+  #statusInput(
+    customer: Customer,
+    resolved: ResolvedCustomer,
+    observed: Observed,
+    failure: { reason: string; message: string; terminal: boolean } | undefined,
+    note: string | undefined,
+    rollout: { heldHash?: string | undefined; rollout?: { reason: string; message: string } | undefined } = {},
+  ): StatusInput {
+    return {
       name: customer.name,
       generation: customer.generation,
       state: customer.spec.state,
@@ -487,15 +529,30 @@ export class CustomerReconciler {
       rollout: rollout.rollout,
       observed,
       previous: customer.status,
-      url: `${this.#deps.publicScheme}://${resolved.desired.host}`,
+      url: customerUrl(this.#deps.publicScheme, resolved.desired.host, this.#deps.publicPort),
       failure,
       note,
       upstreamOf: this.#upstreamOf,
       restartHoldOf: (containerId) => this.#restarts.hold(customer.name, containerId, this.#now()),
       now: new Date(this.#now()),
-    });
-    // Written only when it changed: a steady-state pass costs no store writes.
-    if (canonicalJson(status) !== canonicalJson(customer.status)) await this.#deps.store.updateStatus(customer.name, status);
+    };
+  }
+
+  /**
+   * The status before this pass's actions, written only when it says Provisioning and the stored
+   * one does not (a first start, a spec change being applied); a degraded customer being repaired
+   * keeps its phase. Returns what was written.
+   */
+  async #writeProvisioning(
+    customer: Customer,
+    resolved: ResolvedCustomer,
+    observed: Observed,
+    note: string | undefined,
+  ): Promise<CustomerStatus | undefined> {
+    if (customer.status.phase === 'Provisioning') return undefined;
+    const status = computeStatus(this.#statusInput(customer, resolved, observed, undefined, note));
+    if (status.phase !== 'Provisioning') return undefined;
+    await this.#deps.store.updateStatus(customer.name, status);
     return status;
   }
 

@@ -17,11 +17,15 @@ import { checkExtraLabels, labelFilter } from './labels.js';
  * What can make a container differ from what the controller last made it. A restart-policy
  * restart shows as `die` then `start`; `start` also reveals a hand-started foreign container.
  * Health checks run as `exec_*` events and would flood the queue: they are not subscribed to.
+ *
+ * Not `kill`: the engine sends it when the signal goes out, while the container still counts as
+ * running; a reconcile woken by it would find a running container whose port no longer answers
+ * and restart it as "unhealthy". A kill that ends the process is followed by `die`, by which
+ * time the container is exited, and is started again as stopped.
  */
 export const WATCHED_ACTIONS = [
   'start',
   'die',
-  'kill',
   'stop',
   'destroy',
   'oom',
