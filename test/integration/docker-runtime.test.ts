@@ -219,6 +219,27 @@ describe('DockerRuntime', () => {
     expect(old?.healthMessage).toMatch(/nothing answers on host port/);
   });
 
+  it('a killed container is exited, never unhealthy, even looked at the moment its die event arrives', async () => {
+    const customer = name('killed');
+    const id = await runtime.create(await spec(customer, portBase + 9));
+    await runtime.start(id);
+    await waitFor(async () => (await strict.listFor(customer))[0]?.health === 'healthy');
+    // What the controller does on a `die` event: look at once. The engine's list can still say
+    // "running" then (checked on this engine), and nothing answers on the port any more.
+    const events = await docker.getEvents({ filters: { container: [id], event: ['die'] } });
+    const seen = new Promise<Awaited<ReturnType<typeof strict.listFor>>>((resolve, reject) => {
+      events.once('data', () => void strict.listFor(customer).then(resolve, reject));
+    });
+    try {
+      await docker.getContainer(id).kill();
+      const [observed] = await seen;
+      expect(observed).toMatchObject({ state: 'exited', healthMessage: expect.stringMatching(/^Exited \(137\)/) });
+      expect(observed?.health).not.toBe('unhealthy');
+    } finally {
+      (events as unknown as { destroy(): void }).destroy();
+    }
+  });
+
   it('health: an answer of 500 or more is starting within the grace period, then unhealthy', async () => {
     const customer = name('cgi');
     const home = await customerHome(customer);

@@ -18,10 +18,9 @@ import { checkExtraLabels, labelFilter } from './labels.js';
  * restart shows as `die` then `start`; `start` also reveals a hand-started foreign container.
  * Health checks run as `exec_*` events and would flood the queue: they are not subscribed to.
  *
- * Not `kill`: the engine sends it when the signal goes out, while the container still counts as
- * running; a reconcile woken by it would find a running container whose port no longer answers
- * and restart it as "unhealthy". A kill that ends the process is followed by `die`, by which
- * time the container is exited, and is started again as stopped.
+ * Not `kill`: it only says a signal went out; a kill that ends the process is followed by `die`.
+ * (At either, the engine's container list may still say "running" for a moment: the runtime
+ * inspects a running container that fails its probe before calling it unhealthy.)
  */
 export const WATCHED_ACTIONS = [
   'start',
