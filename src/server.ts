@@ -115,11 +115,11 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     const caddyRoutes = ingresses
       ? undefined
       : new CaddyRouteTable({
-        adminUrl: config.CADDY_ADMIN_URL,
-        serverName: config.BLYTZ_CADDY_SERVER,
-        listen: config.BLYTZ_CADDY_LISTEN,
-        guard: policies.guard('caddy'),
-        ...(config.BLYTZ_CADDY_TLS
+          adminUrl: config.CADDY_ADMIN_URL,
+          serverName: config.BLYTZ_CADDY_SERVER,
+          listen: config.BLYTZ_CADDY_LISTEN,
+          guard: policies.guard('caddy'),
+          ...(config.BLYTZ_CADDY_TLS
             ? { tls: { askUrl: `http://127.0.0.1:${config.PORT}/api/caddy/ask`, baseDomain: config.BLYTZ_BASE_DOMAIN } }
             : {}),
         });

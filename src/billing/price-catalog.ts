@@ -78,7 +78,9 @@ export class StripePriceCatalog implements PriceSource {
 const INTERVALS = ['day', 'week', 'month', 'year'] as const;
 
 /** The parts of a Stripe Price the page shows; undefined for a price without a fixed amount (tiered, pay what you want). */
-export function planPrice(price: Pick<Stripe.Price, 'unit_amount' | 'currency' | 'recurring' | 'product'>): PlanPrice | undefined {
+export function planPrice(
+  price: Pick<Stripe.Price, 'unit_amount' | 'currency' | 'recurring' | 'product'>,
+): PlanPrice | undefined {
   if (typeof price.unit_amount !== 'number' || !price.currency) return undefined;
   const product = price.product;
   const productName = typeof product === 'object' && product !== null && 'name' in product ? product.name : undefined;

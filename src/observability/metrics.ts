@@ -104,7 +104,8 @@ export class Metrics {
   setCustomerPhases(counts: Record<string, number>): void {
     this.customers.reset();
     for (const phase of PHASES) this.customers.set({ phase }, counts[phase] ?? 0);
-    for (const [phase, n] of Object.entries(counts)) if (!(PHASES as readonly string[]).includes(phase)) this.customers.set({ phase }, n);
+    for (const [phase, n] of Object.entries(counts))
+      if (!(PHASES as readonly string[]).includes(phase)) this.customers.set({ phase }, n);
   }
 
   readonly driftCorrections = new Counter({

@@ -33,7 +33,7 @@ function catalog(priceId = FAKE_PRICE_ID) {
 const priceReads = () => stripe.requests.filter((r) => r.path.startsWith('/v1/prices/')).length;
 
 describe('StripePriceCatalog', () => {
-  it("reads the Price with its Product, then serves it from the cache until the TTL is up", async () => {
+  it('reads the Price with its Product, then serves it from the cache until the TTL is up', async () => {
     stripe.mode = 'ok';
     const { prices, advance } = catalog();
     const before = priceReads();

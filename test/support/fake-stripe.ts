@@ -140,7 +140,9 @@ export async function startFakeStripe(): Promise<FakeStripe> {
         send(404, { error: { type: 'invalid_request_error', message: `No such price: '${price[1]}'`, param: 'id' } });
         return;
       }
-      send(200, priceJson(url.searchParams.getAll('expand[]').includes('product') || url.searchParams.getAll('expand[0]').includes('product')));
+      // The stripe package sends `expand: ['product']` as expand[0]=product.
+      const expand = [...url.searchParams].filter(([key]) => key.startsWith('expand[')).map(([, value]) => value);
+      send(200, priceJson(expand.includes('product')));
       return;
     }
     const get = /^\/v1\/checkout\/sessions\/([^/]+)$/.exec(url.pathname);

@@ -57,7 +57,9 @@ describe('FailureLog', () => {
       'caddy still failing',
       'caddy still failing',
     ]);
-    expect(lines[1]?.msg).toMatch(/^caddy still failing: 10 more failures in 10s \(latest: route sweep failed: caddy getServer: .*\); next report in 20s unless it recovers$/);
+    expect(lines[1]?.msg).toMatch(
+      /^caddy still failing: 10 more failures in 10s \(latest: route sweep failed: caddy getServer: .*\); next report in 20s unless it recovers$/,
+    );
     expect(lines[2]?.msg).toMatch(/^caddy still failing: 20 more failures in 20s .*next report in 40s/);
     expect(lines[3]?.msg).toMatch(/^caddy still failing: 40 more failures in 40s .*next report in 1m20s/);
     expect(lines[4]?.msg).toMatch(/^caddy still failing: 80 more failures in 1m20s .*next report in 2m40s/);

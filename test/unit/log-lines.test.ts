@@ -176,8 +176,12 @@ describe('log format', () => {
     logger.warn({ dependency: 'stripe' }, 'stripe call failed with key sk_live_51HqQwErTyUiOpAsDfGhJkLzXcVbNm');
     const out = text().split('\n').filter(Boolean);
     expect(out).toHaveLength(2);
-    expect(out[0]).toMatch(/^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: alice: container started \{"customer":"alice","reason":"ContainerStarted"\}$/);
-    expect(out[1]).toMatch(/^\[\d\d:\d\d:\d\d\.\d{3}\] WARN: stripe call failed with key \[REDACTED\] \{"dependency":"stripe"\}$/);
+    expect(out[0]).toMatch(
+      /^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: alice: container started \{"customer":"alice","reason":"ContainerStarted"\}$/,
+    );
+    expect(out[1]).toMatch(
+      /^\[\d\d:\d\d:\d\d\.\d{3}\] WARN: stripe call failed with key \[REDACTED\] \{"dependency":"stripe"\}$/,
+    );
     expect(text()).not.toContain('"service"');
   });
 });

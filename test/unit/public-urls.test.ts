@@ -51,7 +51,13 @@ describe('plan price', () => {
     });
 
   it('reads amount, currency, interval and the product name from a Stripe Price', () => {
-    expect(price()).toEqual({ productName: 'Blytz Personal', unitAmount: 1900, currency: 'eur', interval: 'month', intervalCount: 1 });
+    expect(price()).toEqual({
+      productName: 'Blytz Personal',
+      unitAmount: 1900,
+      currency: 'eur',
+      interval: 'month',
+      intervalCount: 1,
+    });
     expect(price({ product: 'prod_1' })?.productName).toBeUndefined();
     expect(price({ unit_amount: null })).toBeUndefined(); // tiered or customer-chosen: no one amount to show
   });

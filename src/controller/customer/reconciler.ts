@@ -408,7 +408,12 @@ export class CustomerReconciler {
             id = containers[0].id;
           }
           await runtime.adopt(id, name);
-          logAction(this.#deps.logger, { customer: name, type: 'Normal', reason: 'ContainerAdopted', message: `container ${id.slice(0, 12)} took the customer's container name` });
+          logAction(this.#deps.logger, {
+            customer: name,
+            type: 'Normal',
+            reason: 'ContainerAdopted',
+            message: `container ${id.slice(0, 12)} took the customer's container name`,
+          });
           break;
         }
         case 'removeWorkspace':
@@ -417,7 +422,12 @@ export class CustomerReconciler {
           break;
         case 'markDeleted':
           await store.markDeleted(name);
-          logAction(this.#deps.logger, { customer: name, type: 'Normal', reason: 'CustomerPurged', message: 'teardown done: the customer is marked deleted' });
+          logAction(this.#deps.logger, {
+            customer: name,
+            type: 'Normal',
+            reason: 'CustomerPurged',
+            message: 'teardown done: the customer is marked deleted',
+          });
           break;
       }
     }

@@ -145,7 +145,10 @@ export class CaddyRouteTable implements RouteTable {
     const repair = 'the route sweep puts it back (BLYTZ_ROUTE_SWEEP_SECONDS)';
     if (!snap.serverPresent) return { ok: false, message: `${name} is missing in Caddy; ${repair}` };
     if (snap.serverDrift && snap.serverDrift.length > 0) {
-      return { ok: false, message: `${name} differs from the configuration: ${describeServerDrift(snap.serverDrift)}; ${repair}` };
+      return {
+        ok: false,
+        message: `${name} differs from the configuration: ${describeServerDrift(snap.serverDrift)}; ${repair}`,
+      };
     }
     if (!endsWithFallback(snap.routes)) {
       return { ok: false, message: `${name}: the 404 fallback route is missing, doubled or not last; ${repair}` };
