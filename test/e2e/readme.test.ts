@@ -62,6 +62,15 @@ afterAll(async () => {
 /** What `git clone` of this checkout would hold (tracked plus new, not ignored, files), with its dependencies linked in. */
 function freshCopy(): string {
   const dir = mkdtempSync(join(tmpdir(), 'blytz-readme-'));
+  try {
+    return fillCopy(dir);
+  } catch (error) {
+    rmSync(dir, { recursive: true, force: true }); // symlinks are removed, never followed
+    throw error;
+  }
+}
+
+function fillCopy(dir: string): string {
   const files = execFileSync('git', ['ls-files', '-z', '--cached', '--others', '--exclude-standard'], { cwd: ROOT })
     .toString()
     .split('\0')
