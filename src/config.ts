@@ -26,13 +26,6 @@ const portRange = z
 /** Telegram's own Bot API; customers' gateways are told another root only when it differs. */
 export const TELEGRAM_API_DEFAULT = 'https://api.telegram.org';
 
-/** The port of BLYTZ_CADDY_LISTEN (`:80`, `0.0.0.0:8081`): the port customers' hosts are served on. */
-export function proxyListenPort(config: Pick<Config, 'BLYTZ_ROUTES' | 'BLYTZ_CADDY_LISTEN'>): number | undefined {
-  if (config.BLYTZ_ROUTES !== 'caddy') return undefined;
-  const port = Number(config.BLYTZ_CADDY_LISTEN.slice(config.BLYTZ_CADDY_LISTEN.lastIndexOf(':') + 1));
-  return Number.isInteger(port) && port > 0 ? port : undefined;
-}
-
 const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 
 const envSchema = z.object({
@@ -42,7 +35,9 @@ const envSchema = z.object({
     .optional(),
   BLYTZ_DATA_DIR: z.string().min(1).default('./data'),
   PORT: port.default(8080),
-  HOST: z.string().min(1).default('0.0.0.0'),
+  // Loopback by default: the admin API must not face every network this machine is on. In a
+  // container (compose, Kubernetes) set HOST=0.0.0.0, so the published port or Service reaches it.
+  HOST: z.string().min(1).default('127.0.0.1'),
   DOCKER_HOST: z
     .string()
     .regex(/^(unix|tcp|http|https):\/\//, 'must be unix:///path or tcp://host:port')
@@ -220,4 +215,14 @@ function crossFieldProblems(config: Config): string[] {
     );
   }
   return problems;
+}
+
+/**
+ * Where a process on this machine reaches a server bound to `host:port`: an any-address bind
+ * (0.0.0.0, ::) by loopback. `blytz serve` logs it, signup links default to it, and the CLI
+ * talks to it unless told `--server`.
+ */
+export function localUrl(host: string, port: number): string {
+  const reachable = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
+  return `http://${reachable.includes(':') ? `[${reachable}]` : reachable}:${port}`;
 }

@@ -2,15 +2,16 @@ import type { AddressInfo } from 'node:net';
 import { createServer, type Server as HttpServer } from 'node:http';
 import { hostname, totalmem } from 'node:os';
 import { StripeCheckout } from './billing/checkout.js';
+import { StripePriceCatalog } from './billing/price-catalog.js';
 import { createStripeClient } from './billing/stripe-client.js';
-import { proxyListenPort, TELEGRAM_API_DEFAULT, type Config } from './config.js';
+import { localUrl, TELEGRAM_API_DEFAULT, type Config } from './config.js';
 import { Controller, type Reconciler } from './controller/controller.js';
 import type { EventSource } from './controller/event-source.js';
 import { pairingApprover, pairingTimeoutMs } from './controller/customer/pairing.js';
 import { CUSTOMER_CONTROLLER_NAME, CustomerReconciler } from './controller/customer/reconciler.js';
 import { checkCapacity } from './domain/capacity.js';
 import { PLANS } from './domain/customer.js';
-import { customerFromHost, publicOrigins } from './domain/naming.js';
+import { customerFromHost, publicOrigins, publicPortOf } from './domain/naming.js';
 import { desiredRoutes } from './controller/customer/desired-routes.js';
 import { WorldCache } from './controller/customer/observe.js';
 import type { Leadership } from './controller/leadership.js';
@@ -30,13 +31,15 @@ import { CustomerResourceSource } from './customer-resources/customer-source.js'
 import { LeaseElector } from './kube-api/lease-elector.js';
 import { HealthChecks } from './observability/health.js';
 import type { Logger } from './observability/logger.js';
+import { FailureLog } from './observability/failure-log.js';
 import { Metrics } from './observability/metrics.js';
 import { isTransientCaddy } from './proxy/caddy/admin-client.js';
 import { CaddyRouteTable } from './proxy/caddy/caddy-route-table.js';
-import { RouteSweep, type SweepableRouteTable } from './proxy/caddy/route-sweep.js';
+import { reportSweep, RouteSweep, type SweepableRouteTable } from './proxy/caddy/route-sweep.js';
 import { IngressRouteTable } from './proxy/ingress/ingress-route-table.js';
 import { OwnedObjectsWatch } from './kube-api/owned-objects-watch.js';
 import type { RouteTable } from './proxy/route-table.js';
+import { dependencyOf } from './resilience/guard.js';
 import { Policies } from './resilience/policies.js';
 import { kubeTarget, selectRuntime, type KubeTarget } from './runtime/select-runtime.js';
 import { BillingStore } from './store/billing-store.js';
@@ -62,6 +65,8 @@ export interface RunningServer {
 
 const LEASE_NAME = 'blytz-controller';
 const PHASE_GAUGE_INTERVAL_MS = 15_000;
+/** The failure streak of route sweeps that fail for a reason other than a dependency (the store). */
+const ROUTE_SWEEP = 'route sweep';
 
 export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
   ensurePrivateDir(config.BLYTZ_DATA_DIR);
@@ -82,7 +87,9 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     if (applied.length > 0) logger.info({ applied }, 'database migrated');
 
     const metrics = new Metrics();
-    const policies = new Policies({ metrics, logger, overrides: { caddy: { isTransient: isTransientCaddy } } });
+    // A dependency that stays down is reported once, then at growing intervals, then once back.
+    const failureLog = new FailureLog(logger);
+    const policies = new Policies({ metrics, logger, failureLog, overrides: { caddy: { isTransient: isTransientCaddy } } });
     const store = new CustomerStore(database, secretBox);
     const ports = new PortReservations(database, config.BLYTZ_PORT_RANGE);
     // The cluster, loaded once and only when something runs on or reads from Kubernetes.
@@ -92,10 +99,9 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     // BLYTZ_RUNTIME: where customers run (see runtime/select-runtime.ts).
     const selected = selectRuntime(config, { policies, logger, kube: cluster });
     const { runtime, workspaces } = selected;
-    const publicUrl = (config.BLYTZ_PUBLIC_URL ?? `${config.BLYTZ_PUBLIC_SCHEME}://${config.BLYTZ_BASE_DOMAIN}`).replace(
-      /\/+$/,
-      '',
-    );
+    // Where signup's status links and Checkout's return addresses point. Unset: this server's own
+    // address, so the links work under `make run`; behind a proxy set BLYTZ_PUBLIC_URL.
+    const publicUrl = (config.BLYTZ_PUBLIC_URL ?? localUrl(config.HOST, config.PORT)).replace(/\/+$/, '');
     // BLYTZ_ROUTES: Caddy's admin API, or one Ingress per customer beside its Service.
     const ingresses =
       config.BLYTZ_ROUTES === 'ingress'
@@ -107,17 +113,22 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
             ...(config.BLYTZ_INSTANCE ? { extraLabels: { 'cloud.blytz.instance': config.BLYTZ_INSTANCE } } : {}),
           })
         : undefined;
-    const routes: RouteTable & SweepableRouteTable =
-      ingresses ??
-      new CaddyRouteTable({
-        adminUrl: config.CADDY_ADMIN_URL,
-        serverName: config.BLYTZ_CADDY_SERVER,
-        listen: config.BLYTZ_CADDY_LISTEN,
-        guard: policies.guard('caddy'),
-        ...(config.BLYTZ_CADDY_TLS
-          ? { tls: { askUrl: `http://127.0.0.1:${config.PORT}/api/caddy/ask`, baseDomain: config.BLYTZ_BASE_DOMAIN } }
-          : {}),
-      });
+    const caddyRoutes = ingresses
+      ? undefined
+      : new CaddyRouteTable({
+          adminUrl: config.CADDY_ADMIN_URL,
+          serverName: config.BLYTZ_CADDY_SERVER,
+          listen: config.BLYTZ_CADDY_LISTEN,
+          guard: policies.guard('caddy'),
+          ...(config.BLYTZ_CADDY_TLS
+            ? { tls: { askUrl: `http://127.0.0.1:${config.PORT}/api/caddy/ask`, baseDomain: config.BLYTZ_BASE_DOMAIN } }
+            : {}),
+        });
+    const routes: RouteTable & SweepableRouteTable = (ingresses ?? caddyRoutes) as RouteTable & SweepableRouteTable;
+    // The port customer hosts are served on; Ingresses are served on the ingress controller's standard ports.
+    const publicPort = caddyRoutes
+      ? publicPortOf(config.BLYTZ_CADDY_LISTEN, config.BLYTZ_PUBLIC_SCHEME, config.BLYTZ_CADDY_TLS)
+      : undefined;
 
     const cache = new WorldCache();
     const rollouts = new Rollouts({
@@ -146,11 +157,13 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         baseDomain: config.BLYTZ_BASE_DOMAIN,
         customerImage: config.BLYTZ_CUSTOMER_IMAGE,
         containerPort: config.BLYTZ_CONTAINER_PORT,
-        publicOrigins: (host) => publicOrigins(host, config.BLYTZ_PUBLIC_SCHEME, proxyListenPort(config)),
+        publicOrigins: (host) => publicOrigins(host, config.BLYTZ_PUBLIC_SCHEME, publicPort),
         trustedProxies: config.BLYTZ_ASSISTANT_TRUSTED_PROXIES ?? (await selected.defaultTrustedProxies()),
         telegramApiRoot: config.TELEGRAM_API_BASE === TELEGRAM_API_DEFAULT ? undefined : config.TELEGRAM_API_BASE,
       },
       publicScheme: config.BLYTZ_PUBLIC_SCHEME,
+      // Ingresses are served on the ingress controller's standard ports.
+      publicPort,
       retentionMs: config.BLYTZ_RETENTION_DAYS * 86_400_000,
       cache,
       rollouts,
@@ -172,12 +185,9 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
               runtime.upstream(customer, port),
             ),
           intervalMs: config.BLYTZ_ROUTE_SWEEP_SECONDS * 1000,
-          onError: (error) => logger.warn({ err: error }, 'route sweep failed'),
-          onSweep: (result) => {
-            for (const { kind } of result.drift) metrics.driftCorrections.inc({ kind });
-            if (result.restored)
-              logger.warn({ written: result.written }, 'caddy had lost our server block: routes restored in one write');
-          },
+          onError: (error) => failureLog.failure(dependencyOf(error) ?? ROUTE_SWEEP, 'route sweep failed', error),
+          onSuccess: () => failureLog.success(ROUTE_SWEEP),
+          onSweep: (result) => reportSweep(result, metrics, logger),
         }),
       // The runtime's own hints (the Docker event stream, or the watch on our Kubernetes objects).
       ...selected.sources,
@@ -238,6 +248,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       ...(elector ? { leadership: elector } : {}),
       metrics,
       logger,
+      failureLog,
     });
     wake = (name) => controller.enqueue(name);
 
@@ -248,15 +259,27 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
 
     const rateLimits = createRateLimitBackend(database);
     const billing = new BillingStore(database, secretBox, { maxCustomers: config.BLYTZ_MAX_CUSTOMERS });
-    const checkout =
+    const stripe =
       config.STRIPE_SECRET_KEY && config.STRIPE_PRICE_ID
-        ? new StripeCheckout({
-            stripe: createStripeClient({ secretKey: config.STRIPE_SECRET_KEY, apiBase: config.STRIPE_API_BASE }),
+        ? {
+            client: createStripeClient({ secretKey: config.STRIPE_SECRET_KEY, apiBase: config.STRIPE_API_BASE }),
             priceId: config.STRIPE_PRICE_ID,
-            publicUrl,
-            guard: policies.guard('stripe'),
-          })
+          }
         : undefined;
+    const checkout = stripe
+      ? new StripeCheckout({ stripe: stripe.client, priceId: stripe.priceId, publicUrl, guard: policies.guard('stripe') })
+      : undefined;
+    // The landing page's price, from the same Price the checkout charges.
+    const pricing = stripe
+      ? new StripePriceCatalog({ stripe: stripe.client, priceId: stripe.priceId, guard: policies.guard('stripe') })
+      : undefined;
+
+    if (checkout && !config.BLYTZ_PUBLIC_URL) {
+      logger.warn(
+        { publicUrl },
+        `BLYTZ_PUBLIC_URL is unset: signup's status links and Stripe's return addresses point at ${publicUrl}, which only this machine reaches`,
+      );
+    }
 
     const app = createHttpApp({
       logger,
@@ -288,12 +311,18 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
           rateLimits,
           logger,
         }),
-        createPagesRouter(),
+        createPagesRouter({ pricing }),
         adminApiRouter({
           store,
           adminToken,
           reconcileNow: (name) => controller.reconcileNow(name),
           config,
+          checks: caddyRoutes
+            ? async () => {
+                const { ok, message } = await caddyRoutes.checkServer();
+                return [{ name: 'caddy-server', status: ok ? 'ok' : 'fail', message }];
+              }
+            : undefined,
           rollouts: {
             list: () => rollouts.list(),
             act: async (action) => {
@@ -335,12 +364,14 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     stoppers.unshift(async () => clearInterval(phaseTimer));
 
     const address = http.address() as AddressInfo;
-    const host = config.HOST === '0.0.0.0' || config.HOST === '::' ? '127.0.0.1' : config.HOST;
-    const url = `http://${host}:${address.port}`;
+    const url = localUrl(config.HOST, address.port);
     const leaderElection = database.kind === 'postgres' ? 'postgres' : elector ? 'kubernetes lease' : 'single process';
     logger.info(
       {
         url,
+        // What the socket is bound to: 127.0.0.1 by default; 0.0.0.0 (every interface) only when HOST says so.
+        listen: `${config.HOST}:${address.port}`,
+        publicUrl,
         database: database.kind,
         dataDir: config.BLYTZ_DATA_DIR,
         leaderElection,
@@ -381,9 +412,7 @@ function withResourceStatus(reconciler: Reconciler, syncStatus: (name: string) =
 }
 
 async function updatePhaseGauge(store: CustomerStore, metrics: Metrics): Promise<void> {
-  const phases = await store.countByPhase();
-  metrics.customers.reset();
-  for (const [phase, n] of phases) metrics.customers.set({ phase }, n);
+  metrics.setCustomerPhases(Object.fromEntries(await store.countByPhase()));
 }
 
 function listen(server: HttpServer, port: number, host: string): Promise<void> {

@@ -1,5 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { secretFromEnv } from '../config.js';
+import { localUrl, secretFromEnv } from '../config.js';
 import { adminTokenFile } from '../data-dir.js';
 import type { BillingInfo, CustomerSpecView, CustomerStatus, FieldError } from '../domain/customer.js';
 import { CliError } from './errors.js';
@@ -10,6 +10,16 @@ import { CliError } from './errors.js';
  */
 
 export const DEFAULT_SERVER = 'http://127.0.0.1:8080';
+
+/**
+ * The server this environment configures: `HOST` and `PORT` as `blytz serve` reads them (the
+ * token likewise comes from its data folder), else DEFAULT_SERVER.
+ */
+export function defaultServer(env: NodeJS.ProcessEnv = process.env): string {
+  const port = env['PORT'];
+  if (!port && !env['HOST']) return DEFAULT_SERVER;
+  return localUrl(env['HOST'] || '127.0.0.1', port && /^\d{1,5}$/.test(port) ? Number(port) : 8080);
+}
 const CUSTOMERS = '/apis/blytz.cloud/v1alpha1/customers';
 const REQUEST_TIMEOUT_MS = 30_000;
 // A reconcile may wait for a container to start; the server bounds it, this is a backstop.
@@ -86,7 +96,7 @@ export function resolveConnection(
   options: ConnectionOptions,
   env: NodeJS.ProcessEnv = process.env,
 ): { server: string; token: string | undefined } {
-  const server = (options.server ?? DEFAULT_SERVER).replace(/\/+$/, '');
+  const server = (options.server ?? defaultServer(env)).replace(/\/+$/, '');
   if (!/^https?:\/\/[^/]+/.test(server)) throw new CliError(`--server must be an http(s) URL, not "${server}"`, 2);
   if (options.token) return { server, token: options.token };
   const fromEnv = secretFromEnv(env, 'BLYTZ_ADMIN_TOKEN');

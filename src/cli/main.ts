@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
 import { ConfigError, loadConfig } from '../config.js';
-import { createLogger } from '../observability/logger.js';
+import { createLogger, logFormatFor } from '../observability/logger.js';
 import { CliError } from './errors.js';
 import { registerVerbs } from './verbs.js';
 
@@ -21,7 +21,7 @@ function buildProgram(): Command {
     .description('run migrations, the HTTP API and the controller')
     .action(async () => {
       const config = loadConfig();
-      const logger = createLogger({ level: config.LOG_LEVEL });
+      const logger = createLogger({ level: config.LOG_LEVEL, format: logFormatFor(process.stdout) });
       // Loaded here, not at the top: operator verbs then start in a fraction of the time.
       const { startServer } = await import('../server.js');
       const server = await startServer(config, logger);

@@ -22,15 +22,16 @@ const STATE_RETRIES = 3;
 
 export function registerVerbs(program: Command): void {
   program
-    .option('--server <url>', 'admin API of the blytz server (default http://127.0.0.1:8080)')
+    .option('--server <url>', 'admin API of the blytz server (default http://127.0.0.1:8080, or $HOST:$PORT when set)')
     .option('--token <token>', 'admin token (default $BLYTZ_ADMIN_TOKEN, else $BLYTZ_DATA_DIR/admin-token)');
 
   program
     .command('apply')
     .description('create or update customers from manifests (YAML or JSON; many documents; a directory applies every file in it)')
     .option('-f, --filename <path>', 'file, directory, or - for stdin (repeatable)', collect, [])
+    .allowExcessArguments()
     .action(async (options: { filename: string[] }, cmd: Command) => {
-      const documents = await readManifests(requireFiles(options.filename, 'apply'));
+      const documents = await readManifests(requireFiles(options.filename, 'apply', cmd.args));
       await applyAll(clientOf(cmd), documents);
     });
 
@@ -104,10 +105,11 @@ export function registerVerbs(program: Command): void {
 
   program
     .command('diff')
-    .description('show what apply would change; changes nothing (exit 0: no changes, 1: changes)')
+    .description('show what apply would change; changes nothing (exit 0: no changes, 1: changes, like kubectl diff)')
     .option('-f, --filename <path>', 'file, directory, or - for stdin (repeatable)', collect, [])
+    .allowExcessArguments()
     .action(async (options: { filename: string[] }, cmd: Command) => {
-      const documents = await readManifests(requireFiles(options.filename, 'diff'));
+      const documents = await readManifests(requireFiles(options.filename, 'diff', cmd.args));
       const changed = await diffAll(clientOf(cmd), documents);
       // Like `kubectl diff`: exit 1 says "there are differences", with nothing more to print.
       if (changed) throw new CliError('', 1);
@@ -144,7 +146,12 @@ function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
-function requireFiles(files: string[], verb: string): string[] {
+/** The -f values; a file named without -f (`blytz apply x.yaml`, kubectl's habit too) gets the fix spelled out. */
+function requireFiles(files: string[], verb: string, bare: readonly string[] = []): string[] {
+  if (bare.length > 0) {
+    const fixed = [...files, ...bare].map((f) => `-f ${f}`).join(' ');
+    throw new UsageError(`${verb} takes files with -f: blytz ${verb} ${fixed}`);
+  }
   if (files.length === 0) throw new UsageError(`${verb} needs -f FILE, -f DIRECTORY or -f - (stdin)`);
   return files;
 }

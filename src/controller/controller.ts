@@ -1,5 +1,7 @@
+import type { FailureLog } from '../observability/failure-log.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { Metrics } from '../observability/metrics.js';
+import { dependencyOf } from '../resilience/guard.js';
 import type { EventSource, WorldEventSink } from './event-source.js';
 import type { Leadership } from './leadership.js';
 import { WorkQueue, type Priority, type QueueItem, type WorkQueueOptions } from './queue.js';
@@ -81,6 +83,11 @@ export interface ControllerOptions {
   leadership?: Leadership;
   metrics?: Metrics;
   logger?: Logger;
+  /**
+   * Reconciles that fail because a dependency does (Caddy down) are reported through this,
+   * collapsed per dependency, instead of one line with a stack trace per attempt.
+   */
+  failureLog?: FailureLog;
   /** Backoff, bucket and aging settings for the queue. */
   queue?: Omit<WorkQueueOptions, 'name' | 'metrics'>;
 }
@@ -114,6 +121,7 @@ export class Controller implements WorldEventSink {
   readonly #leadership: Leadership | undefined;
   readonly #metrics: Metrics;
   readonly #logger: Logger;
+  readonly #failureLog: FailureLog | undefined;
   readonly #queueOptions: Omit<WorkQueueOptions, 'name' | 'metrics'>;
 
   #term: Term | undefined;
@@ -138,6 +146,7 @@ export class Controller implements WorldEventSink {
     this.#leadership = options.leadership;
     this.#metrics = options.metrics ?? new Metrics({ defaultMetrics: false });
     this.#logger = (options.logger ?? createLogger({ level: 'silent' })).child({ controller: options.name });
+    this.#failureLog = options.failureLog;
     this.#queueOptions = options.queue ?? {};
     this.#metrics.maxConcurrentReconciles.set({ controller: this.name }, this.#workers);
     this.#metrics.activeWorkers.set({ controller: this.name }, 0);
@@ -410,6 +419,11 @@ export class Controller implements WorldEventSink {
       return;
     }
     queue.addRateLimited(key, priority);
+    const dependency = dependencyOf(error);
+    if (dependency !== undefined && this.#failureLog) {
+      this.#failureLog.failure(dependency, `reconcile of ${key} failed; backing off`, error, { controller: this.name, key });
+      return;
+    }
     this.#logger.warn({ err: error, key, retries: queue.numRequeues(key) }, 'reconcile failed; backing off');
   }
 

@@ -79,15 +79,14 @@ export function customerHost(customer: string, baseDomain: string): string {
 }
 
 /**
- * The origins a browser opens a customer's host from: `<scheme>://<host>`, and also with the port
- * the proxy listens on when that is not the scheme's default (`http://alice.blytz.localhost:8081`
- * under `make run`). OpenClaw's Control UI accepts only these origins.
+ * The origins a browser opens a customer's host from: `<scheme>://<host>`, and also the address
+ * with the port customer hosts are served on when it is not the scheme's own (`customerUrl`).
+ * OpenClaw's Control UI accepts only these origins.
  */
-export function publicOrigins(host: string, scheme: 'http' | 'https', listenPort?: number): string[] {
-  const origins = [`${scheme}://${host}`];
-  const defaultPort = scheme === 'https' ? 443 : 80;
-  if (listenPort !== undefined && listenPort !== defaultPort) origins.push(`${scheme}://${host}:${listenPort}`);
-  return origins;
+export function publicOrigins(host: string, scheme: 'http' | 'https', port?: number): string[] {
+  const bare = `${scheme}://${host}`;
+  const shown = customerUrl(scheme, host, port);
+  return shown === bare ? [bare] : [bare, shown];
 }
 
 /** The customer a host under the base domain names (`<name>.<base>`), or undefined for any other host. */
@@ -96,4 +95,25 @@ export function customerFromHost(host: string, baseDomain: string): string | und
   if (!host.endsWith(suffix)) return undefined;
   const name = host.slice(0, -suffix.length);
   return isDns1123Label(name) ? name : undefined;
+}
+
+/**
+ * The address a person opens for a customer: `<scheme>://<host>`, with the port when customer
+ * hosts are served on one that is not the scheme's own (the tour's Caddy on :8081).
+ */
+export function customerUrl(scheme: 'http' | 'https', host: string, port?: number): string {
+  const own = scheme === 'https' ? 443 : 80;
+  return port === undefined || port === own ? `${scheme}://${host}` : `${scheme}://${host}:${port}`;
+}
+
+/**
+ * The port customer hosts are served on, read from Caddy's listen address (`:8081`,
+ * `127.0.0.1:8081`), when the scheme shown is the one Caddy itself serves: plain http, or
+ * https with Caddy's TLS on. https without Caddy's TLS means something in front terminates TLS
+ * (a load balancer on 443), so Caddy's port says nothing about the public one.
+ */
+export function publicPortOf(listen: string, scheme: 'http' | 'https', caddyTls: boolean): number | undefined {
+  if (scheme === 'https' && !caddyTls) return undefined;
+  const port = Number(/:(\d+)$/.exec(listen)?.[1]);
+  return Number.isInteger(port) && port > 0 ? port : undefined;
 }

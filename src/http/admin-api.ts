@@ -45,6 +45,8 @@ export interface AdminApiDeps {
   reconcileNow?: ((name: string) => Promise<Date>) | undefined;
   /** When given, `GET .../diagnostics` reports which integrations are configured. */
   config?: IntegrationConfig | undefined;
+  /** Checks of the world `GET .../diagnostics` adds (e.g. whether Caddy holds our server block as configured). */
+  checks?: (() => Promise<IntegrationCheck[]>) | undefined;
   /** When given, `.../rollouts` shows and steers fleet rollouts. */
   rollouts?: RolloutApi | undefined;
 }
@@ -205,9 +207,14 @@ export function adminApiRouter(deps: AdminApiDeps): Router {
     res.json({ name, handledAt: handledAt.toISOString() });
   });
 
-  router.get(DIAGNOSTICS_PATH, (_req, res) => {
+  router.get(DIAGNOSTICS_PATH, async (_req, res) => {
     if (!deps.config) throw new StatusError(404, 'NotFound', 'this server does not report its configuration');
-    res.json({ apiVersion: ADMIN_API_GROUP_VERSION, kind: 'Diagnostics', integrations: integrationChecks(deps.config) });
+    const world = deps.checks ? await deps.checks() : [];
+    res.json({
+      apiVersion: ADMIN_API_GROUP_VERSION,
+      kind: 'Diagnostics',
+      integrations: [...world, ...integrationChecks(deps.config)],
+    });
   });
 
   if (deps.rollouts) registerRolloutRoutes(router, ADMIN_API_PREFIX, deps.rollouts);

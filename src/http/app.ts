@@ -5,6 +5,9 @@ import type { Metrics } from '../observability/metrics.js';
 import type { HealthChecks } from '../observability/health.js';
 import { errorBody, errorHandler } from './errors.js';
 
+/** Routes polled by machines (health probes, Prometheus): their request lines are debug. */
+export const QUIET_ROUTES = new Set(['/healthz', '/readyz', '/metrics']);
+
 export interface ReadinessExtras {
   /** Circuit breaker states by dependency (closed, halfOpen, open). */
   breakers(): Record<string, string>;
@@ -52,12 +55,13 @@ export function createHttpApp(deps: HttpAppDeps): Express {
       // The matched route pattern, never the raw path: customer names would explode cardinality.
       const route = (req.route?.path as string | undefined) ? `${req.baseUrl}${req.route.path as string}` : 'unmatched';
       deps.metrics.httpRequestDuration.observe({ method: req.method, route, status_code: String(res.statusCode) }, seconds);
-      if (route !== '/healthz' && route !== '/metrics') {
-        deps.logger.info(
-          { requestId, method: req.method, route, status: res.statusCode, ms: Math.round(seconds * 1000), ip: req.ip },
-          'request',
-        );
-      }
+      // Probes and scrapes arrive every few seconds and say nothing new: debug. (A dependency
+      // that fails readiness is reported by the controller's own lines.)
+      const level = QUIET_ROUTES.has(route) ? 'debug' : 'info';
+      deps.logger[level](
+        { requestId, method: req.method, route, status: res.statusCode, ms: Math.round(seconds * 1000), ip: req.ip },
+        `${req.method} ${route} ${res.statusCode}`,
+      );
     });
     next();
   });

@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import express, { Router, type Response } from 'express';
-import { MODEL_PROVIDERS } from '../domain/customer.js';
+import { formatPrice, type PriceSource } from '../billing/price-catalog.js';
+import { MODEL_PROVIDERS, PLANS, type PlanResources } from '../domain/customer.js';
 import { isDns1123Label } from '../domain/naming.js';
 import { projectRoot } from '../paths.js';
 
@@ -14,6 +15,11 @@ import { projectRoot } from '../paths.js';
 export interface PagesOptions {
   /** Folder of the static files served under /assets (default: `web/assets` in the project). */
   assetsDir?: string;
+  /**
+   * What the plan costs (Stripe's Price, cached). Absent: payments are not configured, and the
+   * landing page says signups are closed rather than showing a price.
+   */
+  pricing?: PriceSource | undefined;
 }
 
 export function createPagesRouter(options: PagesOptions = {}): Router {
@@ -24,8 +30,9 @@ export function createPagesRouter(options: PagesOptions = {}): Router {
     express.static(assetsDir, { index: false, redirect: false, dotfiles: 'ignore', maxAge: '5m', fallthrough: true }),
   );
 
-  router.get('/', (req, res) => {
-    send(res, landingPage({ checkoutCancelled: req.query['checkout'] === 'cancelled' }));
+  router.get('/', async (req, res) => {
+    const offer: Offer = options.pricing ? { price: await options.pricing.current() } : 'closed';
+    send(res, landingPage({ checkoutCancelled: req.query['checkout'] === 'cancelled', offer }));
   });
 
   router.get('/configure', (req, res) => {
@@ -111,13 +118,42 @@ ${main}
 `;
 }
 
-function landingPage(options: { checkoutCancelled: boolean }): SafeHtml {
+/** What the landing page offers: the plan with Stripe's price (undefined: not known right now), or nothing (payments not configured). */
+type Offer = { price: PlanPriceOrUnknown } | 'closed';
+type PlanPriceOrUnknown = Awaited<ReturnType<PriceSource['current']>>;
+
+/** The plan signup sells (the one STRIPE_PRICE_ID is for), what it includes, and its price. */
+function planCard(offer: Offer): SafeHtml {
+  const plan: PlanResources = PLANS.personal;
+  const memory = plan.memoryBytes >= 1024 ** 3 ? `${plan.memoryBytes / 1024 ** 3} GiB` : `${plan.memoryBytes / 1024 ** 2} MiB`;
+  const cpu = `${plan.nanoCpus / 1e9} CPU`;
+  const price = offer === 'closed' ? undefined : offer.price;
+  const formatted = price ? formatPrice(price) : undefined;
+  return markup`<section class="card plan" aria-labelledby="plan-name" data-plan="personal">
+  <h2 id="plan-name" class="plan-name">${price?.productName ?? 'Personal'}</h2>
+  ${
+    formatted
+      ? markup`<p class="plan-price"><strong class="amount">${formatted.amount}</strong> <span class="period">${formatted.period}</span></p>`
+      : offer === 'closed'
+        ? markup`<p class="plan-price notice">Signups are closed on this server for now: payments are not set up yet.</p>`
+        : markup`<p class="plan-price">The price is shown on the secure payment page before you pay.</p>`
+  }
+  <ul class="plan-features">
+    <li>Your own assistant, running only for you in its own private space</li>
+    <li>Talk to it from Telegram, through a bot of your own</li>
+    <li>${memory} of memory, ${cpu}</li>
+  </ul>
+</section>`;
+}
+
+function landingPage(options: { checkoutCancelled: boolean; offer: Offer }): SafeHtml {
   return layout(
     'Your own AI assistant',
     'landing.js',
     markup`<h1>Your own AI assistant, on Telegram</h1>
 <p class="lead">Blytz sets up a personal assistant that knows what you need help with. It runs in its own private space, and you talk to it from Telegram.</p>
 ${options.checkoutCancelled ? markup`<p class="notice" role="status">The payment was cancelled and nothing was charged. You can start again below.</p>` : ''}
+${planCard(options.offer)}
 <form id="start" class="card" action="/configure" method="get">
   <div class="field">
     <label for="email">Your email</label>

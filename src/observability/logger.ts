@@ -1,4 +1,5 @@
 import { pino, type Logger, type DestinationStream } from 'pino';
+import pretty from 'pino-pretty';
 
 export type { Logger } from 'pino';
 
@@ -92,12 +93,45 @@ export function maskSecrets(text: string): string {
   return out;
 }
 
+/**
+ * `json`: one JSON object per line, for files, pipes and log collectors. `pretty`: one readable
+ * line per entry (pino-pretty: local time, level, message, the other fields inline), for a
+ * person at a terminal.
+ */
+export type LogFormat = 'json' | 'pretty';
+
 export interface LoggerOptions {
   level?: string;
+  /** Default: stdout. */
   destination?: DestinationStream;
+  /** Default `json`. */
+  format?: LogFormat;
+}
+
+/** What `blytz serve` writes: pretty on a terminal, JSON anywhere else. */
+export function logFormatFor(output: { isTTY?: boolean }): LogFormat {
+  return output.isTTY === true ? 'pretty' : 'json';
+}
+
+/**
+ * pino-pretty as a stream in this thread, not as a worker-thread transport: it is for a person
+ * watching a terminal, where throughput does not matter, and a synchronous stream loses no line
+ * when `serve` exits on a second signal. Lines reach it already redacted and masked (the
+ * `streamWrite` hook below runs first). Fields every line carries are left out.
+ */
+function prettyDestination(destination: DestinationStream | undefined): DestinationStream {
+  return pretty({
+    sync: true,
+    colorize: destination === undefined && process.stdout.isTTY === true,
+    translateTime: 'SYS:HH:MM:ss.l',
+    ignore: 'pid,hostname,service,controller,component,requestId',
+    singleLine: true,
+    ...(destination ? { destination } : {}),
+  });
 }
 
 export function createLogger(options: LoggerOptions = {}): Logger {
+  const destination = options.format === 'pretty' ? prettyDestination(options.destination) : options.destination;
   return pino(
     {
       level: options.level ?? 'info',
@@ -137,6 +171,6 @@ export function createLogger(options: LoggerOptions = {}): Logger {
         streamWrite: (line) => maskSecrets(line),
       },
     },
-    options.destination,
+    destination,
   );
 }

@@ -1,4 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { PHASES } from '../domain/customer.js';
 
 /**
  * Every metric of contract section 6 on one registry (not prom-client's global one, so tests
@@ -95,6 +96,18 @@ export class Metrics {
     labelNames: ['phase'] as const,
     registers: [this.registry],
   });
+  /**
+   * Sets blytz_customers from counts by phase: every phase of the Customer object gets a sample,
+   * 0 when no customer is in it; a phase outside the list (a newer server's, in a shared
+   * database) is kept as counted.
+   */
+  setCustomerPhases(counts: Record<string, number>): void {
+    this.customers.reset();
+    for (const phase of PHASES) this.customers.set({ phase }, counts[phase] ?? 0);
+    for (const [phase, n] of Object.entries(counts))
+      if (!(PHASES as readonly string[]).includes(phase)) this.customers.set({ phase }, n);
+  }
+
   readonly driftCorrections = new Counter({
     name: 'blytz_drift_corrections_total',
     help: 'Differences between the world and the desired state that the controller corrected, by kind',
@@ -147,6 +160,9 @@ export class Metrics {
   });
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
+    // Every phase from the start, zeros included: a dashboard or an alert on
+    // blytz_customers{phase="Failed"} sees 0 rather than no data.
+    this.setCustomerPhases({});
     if (options.defaultMetrics ?? true) {
       collectDefaultMetrics({ register: this.registry });
       // Gauges named *_total are rejected by `promtool check metrics`.

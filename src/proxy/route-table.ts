@@ -23,7 +23,10 @@ export interface ObservedRoute {
 }
 
 export interface RouteTable {
-  /** Creates the controller's own server block when it is missing. */
+  /**
+   * Creates the controller's own server block when it is missing, and puts its settings (listen
+   * addresses, TLS) back when they differ from the configuration. Ingresses have none.
+   */
   ensureServer(): Promise<void>;
   /** Every route with our `@id` prefix, with one read. */
   list(): Promise<ObservedRoute[]>;

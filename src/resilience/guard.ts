@@ -52,3 +52,16 @@ export class TimeoutError extends Error {
     this.name = 'TimeoutError';
   }
 }
+
+/**
+ * The dependency an error comes from: a DependencyError's own, else one found along its `cause`
+ * chain (a reconcile step that failed because Caddy did). Undefined for any other error.
+ */
+export function dependencyOf(error: unknown): string | undefined {
+  let e: unknown = error;
+  for (let depth = 0; depth < 5 && e instanceof Error; depth++) {
+    if (e instanceof DependencyError) return e.dependency;
+    e = e.cause;
+  }
+  return undefined;
+}

@@ -8,6 +8,7 @@ import {
   type CircuitBreakerPolicy,
 } from 'cockatiel';
 import pRetry from 'p-retry';
+import type { FailureLog } from '../observability/failure-log.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { CircuitOpenError, DependencyError, TimeoutError, type Guard, type GuardOptions } from './guard.js';
@@ -107,7 +108,9 @@ export const DEFAULT_POLICIES: Readonly<Record<Dependency, PolicyOptions>> = {
 
 export interface PoliciesOptions {
   metrics?: Pick<Metrics, 'breakerState' | 'externalCallDuration'>;
-  logger?: Pick<Logger, 'warn' | 'info'>;
+  logger?: Pick<Logger, 'warn' | 'info' | 'debug'>;
+  /** Told of every successful call, so a dependency's failure streak ends with one line. */
+  failureLog?: Pick<FailureLog, 'success'>;
   /** Per-dependency changes to the defaults (tests use short delays). */
   overrides?: Partial<Record<Dependency, Partial<PolicyOptions>>>;
 }
@@ -134,26 +137,34 @@ export class DependencyPolicy {
   readonly #breaker: CircuitBreakerPolicy;
   readonly #options: PolicyOptions;
   readonly #metrics: PoliciesOptions['metrics'];
+  readonly #failureLog: PoliciesOptions['failureLog'];
 
   constructor(
     readonly dependency: Dependency,
     options: PolicyOptions,
     metrics?: PoliciesOptions['metrics'],
     logger?: PoliciesOptions['logger'],
+    failureLog?: PoliciesOptions['failureLog'],
   ) {
     this.#options = options;
     this.#metrics = metrics;
+    this.#failureLog = failureLog;
     this.#breaker = circuitBreaker(handleAll, {
       halfOpenAfter: options.halfOpenAfterMs,
       breaker: new ConsecutiveBreaker(options.failureThreshold),
     });
     metrics?.breakerState.set({ dependency }, BREAKER_STATE_VALUE.closed);
+    let previous: BreakerState = 'closed';
     this.#breaker.onStateChange((state) => {
       const name = toBreakerState(state);
       metrics?.breakerState.set({ dependency }, BREAKER_STATE_VALUE[name]);
-      if (name === 'open')
+      // Opening and closing are news; the open -> half-open -> open cycle of a dependency that
+      // stays down (every halfOpenAfterMs) is not: it shows in the metric and /readyz.
+      if (name === 'open' && previous === 'closed')
         logger?.warn({ dependency }, `circuit breaker for ${dependency} opened: failing fast for ${options.halfOpenAfterMs} ms`);
-      else logger?.info({ dependency }, `circuit breaker for ${dependency} is ${name}`);
+      else if (name === 'closed') logger?.info({ dependency }, `circuit breaker for ${dependency} closed`);
+      else logger?.debug({ dependency }, `circuit breaker for ${dependency} is ${name}`);
+      previous = name;
     });
   }
 
@@ -214,6 +225,7 @@ export class DependencyPolicy {
     try {
       const value = await Promise.race([fn(controller.signal), expired]);
       this.#observe(operation, 'success', performance.now() - started);
+      this.#failureLog?.success(this.dependency);
       return value;
     } catch (caught) {
       // An fn that honours the signal may reject with its own AbortError first: report the timeout.
@@ -244,6 +256,7 @@ export class Policies {
         { ...DEFAULT_POLICIES[dependency], ...options.overrides?.[dependency] },
         options.metrics,
         options.logger,
+        options.failureLog,
       );
     this.#policies = {
       stripe: make('stripe'),

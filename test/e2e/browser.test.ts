@@ -9,6 +9,7 @@ import { botToken, WEBHOOK_SECRET } from '../support/billing-app.js';
 import { instanceContainers, ROOT, startServe, type Served } from '../support/blytz-serve.js';
 import {
   completedSessionObject,
+  FAKE_PRICE,
   FAKE_PRICE_ID,
   FAKE_SECRET_KEY,
   signatureHeader,
@@ -84,11 +85,8 @@ beforeAll(async () => {
       TELEGRAM_API_BASE: telegram.url,
     },
   });
-  // The public URL (Checkout's success URL, the status link) must name the port startServe
-  // picked, which is known only now: start once more with it set.
-  served.env['BLYTZ_PUBLIC_URL'] = served.url;
-  await served.stopProcess();
-  await served.restart();
+  // No BLYTZ_PUBLIC_URL: the status link and Checkout's return addresses default to the
+  // server's own address (served.url), as under `make run`.
 
   await mkdir(SHOTS, { recursive: true });
   userDataDir = await mkdtemp(join(tmpdir(), 'blytz-chromium-'));
@@ -149,6 +147,24 @@ async function expectFieldError(id: string, pattern: RegExp): Promise<void> {
 }
 
 describe('signing up in a browser', () => {
+  it('landing: the plan and its price from Stripe, before anything is asked', async () => {
+    await page.goto(`${served.url}/`);
+    // Read from the (fake) Stripe's Price object: product name, amount, interval.
+    expect(await text('#plan-name')).toBe(FAKE_PRICE.productName);
+    expect(await text('.plan-price .amount')).toBe('€19.00');
+    expect(await text('.plan-price .period')).toBe('per month');
+    const main = await page.innerHTML('main');
+    expect(main.indexOf('id="plan-name"')).toBeGreaterThan(-1);
+    expect(main.indexOf('id="plan-name"')).toBeLessThan(main.indexOf('id="start"'));
+    expect(stripe.requests.filter((r) => r.method === 'GET' && r.path === `/v1/prices/${FAKE_PRICE_ID}`)).toHaveLength(1);
+    // Cached: a second view asks Stripe nothing.
+    await page.reload();
+    expect(await text('.plan-price .amount')).toBe('€19.00');
+    expect(stripe.requests.filter((r) => r.path.startsWith('/v1/prices/'))).toHaveLength(1);
+    await expectFitsPhone();
+    await shot('00-landing-plan');
+  });
+
   it('landing: an email, visible keyboard focus, then on to configure without the email in the URL', async () => {
     await page.goto(`${served.url}/`);
     expect(await text('h1')).toBe('Your own AI assistant, on Telegram');

@@ -99,8 +99,12 @@ describe('blytz CLI against blytz serve', () => {
       ['bob-example-com', 'Ready'],
     ]);
     const table = await cli(['get', 'customers']);
+    // The URL a person can open: with the port Caddy serves customers on.
     expect(table.stdout).toMatch(
-      /^alice-example-com +active +Ready +True +http:\/\/alice-example-com\.blytz\.localhost +\d+[smh]$/m,
+      new RegExp(
+        `^alice-example-com +active +Ready +True +http://alice-example-com\\.blytz\\.localhost:${server.caddyListenPort} +\\d+[smh]$`,
+        'm',
+      ),
     );
     const described = await cli(['describe', 'customer', 'alice-example-com']);
     expect(described.stdout).toMatch(/^ {2}Ready +True /m);
@@ -298,6 +302,13 @@ describe('blytz CLI against blytz serve', () => {
       expect(res.code, args.join(' ')).toBe(2);
       expect(res.stderr, args.join(' ')).not.toBe('');
     }
+    // A file without -f (kubectl's habit too): the fix, spelled out.
+    const bare = await cli(['apply', 'examples/customers/alice.yaml']);
+    expect(bare.code).toBe(2);
+    expect(bare.stderr).toBe('blytz: apply takes files with -f: blytz apply -f examples/customers/alice.yaml\n');
+    const bareDiff = await cli(['diff', 'a.yaml', '-f', 'b.yaml']);
+    expect(bareDiff.code).toBe(2);
+    expect(bareDiff.stderr).toContain('blytz diff -f b.yaml -f a.yaml');
     const missing = await cli(['get', 'customer', 'nobody-here']);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toContain('customer "nobody-here" not found');
@@ -349,10 +360,12 @@ describe('blytz doctor', () => {
     const lines = res.stdout.trimEnd().split('\n');
     expect(lines[0]?.split(/\s{3,}/)).toEqual(['CHECK', 'STATUS', 'MESSAGE']);
     const byName = new Map(lines.slice(1).map((l) => [l.split(/\s+/)[0], l.split(/\s+/)[1]]));
-    expect([...byName.keys()]).toEqual(['server', 'database', 'docker', 'caddy', 'stripe', 'telegram']);
+    expect([...byName.keys()]).toEqual(['server', 'database', 'docker', 'caddy', 'caddy-server', 'stripe', 'telegram']);
     expect(byName.get('server')).toBe('ok');
     expect(byName.get('database')).toBe('ok');
     expect(byName.get('caddy')).toBe('FAIL');
+    // Its server block cannot be checked either, and says why.
+    expect(res.stdout).toMatch(/^caddy-server +FAIL +server block "blytz" could not be read: /m);
     expect(res.stdout).toMatch(/^caddy +FAIL +\S+/m);
     // Stripe is not configured here: a warning, not a failure; never a value.
     expect(byName.get('stripe')).toBe('warn');

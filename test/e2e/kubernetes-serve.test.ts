@@ -146,7 +146,8 @@ describe('blytz serve on Kubernetes (runtime and source)', () => {
       const cr = await getCr(name);
       return cr['status']?.['phase'] === 'Ready' ? cr['status'] : undefined;
     }, 60_000).catch(withLog);
-    expect(status).toMatchObject({ observedGeneration: 1, url: `http://${name}.blytz.localhost` });
+    // The port Caddy serves customers on is part of the address a person opens.
+    expect(status).toMatchObject({ observedGeneration: 1, url: `http://${name}.blytz.localhost:${served.caddyListenPort}` });
     const ready = (status['conditions'] as LooseObject[]).find((c) => c['type'] === 'Ready');
     expect(ready).toMatchObject({ status: 'True', reason: 'AllReady' });
     expect((await getCr(name))['metadata']['finalizers']).toEqual([CUSTOMER_FINALIZER]);

@@ -5,7 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { insertCustomersAndWaitUntilReady } from '../support/customers.js';
 import { waitFor } from '../support/wait-for.js';
-import { startServe, type Served } from '../support/blytz-serve.js';
+import { PHASES } from '../../src/domain/customer.js';
+import { startServe, throughCaddy, type Served } from '../support/blytz-serve.js';
 
 /**
  * `promtool check metrics` on a live /metrics (contract section 6: it must report nothing):
@@ -137,5 +138,32 @@ describe('live /metrics', () => {
     const { status, out } = promtoolCheckMetrics(text);
     expect(out).toBe('');
     expect(status).toBe(0);
+  });
+
+  it('counts a route deleted by hand once: found by the route sweep, counted where it is put back', async () => {
+    const host = `${name}.blytz.localhost`;
+    const before = sample(await metrics(), 'blytz_drift_corrections_total{kind="route_missing"}') ?? 0;
+    const res = await served.caddy.admin(`/id/blytz-${name}`, { method: 'DELETE' });
+    expect(res.status).toBe(200);
+    await waitFor(async () => (await throughCaddy(served, host, '/AGENTS.md')).status === 200, 30_000);
+    expect(sample(await metrics(), 'blytz_drift_corrections_total{kind="route_missing"}')).toBe(before + 1);
+  });
+});
+
+describe('blytz_customers right after start', () => {
+  let db: TestDatabase;
+  let served: Served;
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    served = await startServe({ databaseUrl: db.url });
+  });
+  afterAll(async () => {
+    await served?.stop();
+    await db?.drop();
+  });
+
+  it('has every phase, zeros included, before any customer exists', async () => {
+    const text = await (await fetch(`${served.url}/metrics`)).text();
+    for (const phase of PHASES) expect(sample(text, `blytz_customers{phase="${phase}"}`), phase).toBe(0);
   });
 });

@@ -642,6 +642,82 @@ describe('RouteSweep', () => {
     await expectConverged(t, desired, sweep);
   });
 
+  it('puts a listen address changed by hand back with one sweep, reports it, and writes nothing the next time', async () => {
+    const { t, desired, sweep, sink } = await setUp({ foreignRoutes: false });
+    expect(await t.checkServer()).toEqual({
+      ok: true,
+      message: `server block "${SERVER}" listens on :${caddy.listenPorts[0]} as configured, 404 fallback last`,
+    });
+    const moved = await caddy.admin(`/config/apps/http/servers/${SERVER}/listen`, {
+      method: 'PATCH',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify([`:${caddy.listenPorts[2]}`]),
+    });
+    expect(moved.status).toBe(200);
+    await expect(request(`hank.${BASE}`)).rejects.toThrow(); // nothing listens on the configured port now
+    const check = await t.checkServer();
+    expect(check.ok).toBe(false);
+    expect(check.message).toBe(
+      `server block "${SERVER}" differs from the configuration: listen [":${caddy.listenPorts[2]}"] (want [":${caddy.listenPorts[0]}"]); ` +
+        'the route sweep puts it back (BLYTZ_ROUTE_SWEEP_SECONDS)',
+    );
+    writes.length = 0;
+
+    const result = await sweep.sweepOnce(sink);
+    expect(result).toMatchObject({
+      restored: false,
+      drift: [],
+      repaired: [{ kind: 'server_block', detail: `listen [":${caddy.listenPorts[2]}"] (want [":${caddy.listenPorts[0]}"])` }],
+    });
+    expect(writes).toEqual([`PATCH /config/apps/http/servers/${SERVER}/listen`]);
+    expect(sink.enqueued).toEqual([]);
+    expect((await request(`hank.${BASE}`)).body).toContain('upstream-a');
+    expect((await t.checkServer()).ok).toBe(true);
+    await expectConverged(t, desired, sweep);
+  });
+
+  it('moves the block when the configured listen address changes between two starts', async () => {
+    await resetWorld(false);
+    const desired = [route('lena')];
+    // First start: BLYTZ_CADDY_LISTEN is the first port.
+    const before = table();
+    await before.ensureMany(desired);
+    expect((await request(`lena.${BASE}`, caddy.listenPorts[0])).body).toContain('upstream-a');
+    // Second start with BLYTZ_CADDY_LISTEN on another port: its first sweep moves the block.
+    const after = new CaddyRouteTable({ adminUrl: caddy.adminUrl, serverName: SERVER, listen: `:${caddy.listenPorts[2]}` });
+    expect((await after.checkServer()).ok).toBe(false);
+    const sweep = new RouteSweep({ table: after, desiredRoutes: async () => desired, intervalMs: 60_000 });
+    const result = await sweep.sweepOnce(recordingSink());
+    expect(result.repaired.map((r) => r.kind)).toEqual(['server_block']);
+    expect((await config()).apps.http.servers[SERVER]?.['listen']).toEqual([`:${caddy.listenPorts[2]}`]);
+    expect((await request(`lena.${BASE}`, caddy.listenPorts[2])).body).toContain('upstream-a');
+    await expect(request(`lena.${BASE}`, caddy.listenPorts[0])).rejects.toThrow();
+    expect((await after.checkServer()).ok).toBe(true);
+  });
+
+  it('reports a missing or misplaced fallback as repaired', async () => {
+    const { sweep, sink } = await setUp({ foreignRoutes: false });
+    await caddy.admin(`/id/${FALLBACK_ROUTE_ID}`, { method: 'DELETE' });
+    expect((await table().checkServer()).message).toMatch(/the 404 fallback route is missing, doubled or not last/);
+    expect((await sweep.sweepOnce(sink)).repaired.map((r) => r.kind)).toEqual(['fallback_route']);
+    expect((await sweep.sweepOnce(sink)).repaired).toEqual([]);
+  });
+
+  it('sweeps once at start, then on its own schedule, and stops', async () => {
+    const { desired, sink } = await setUp();
+    const t = table();
+    const sweep = new RouteSweep({ table: t, desiredRoutes: async () => desired, intervalMs: 3_600_000 });
+    await caddy.admin(`/id/blytz-iris`, { method: 'DELETE' });
+    await sweep.start(sink);
+    try {
+      // An hour's interval: only the sweep at start can have found it.
+      await waitFor(() => sink.enqueued.includes('iris'));
+    } finally {
+      await sweep.stop();
+    }
+    expect(sink.enqueued).toEqual(['iris']);
+  });
+
   it('sweeps on its own schedule once started, and stops', async () => {
     const { desired, sink } = await setUp();
     const t = table();

@@ -1,3 +1,4 @@
+import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CustomerReconciler } from '../../src/controller/customer/reconciler.js';
 import { createLogger } from '../../src/observability/logger.js';
@@ -76,6 +77,93 @@ describe('customer reconciler on a simulated world with the real store', () => {
     expect(events.map((e) => e.reason)).toEqual(
       expect.arrayContaining(['ContainerCreated', 'RouteReady', 'WorkspaceRendered', 'PortReserved']),
     );
+  });
+
+  /** A reconciler of its own (metrics, logger, URL settings) on the shared store and world. */
+  function reconcilerWith(overrides: Partial<ConstructorParameters<typeof CustomerReconciler>[0]>): CustomerReconciler {
+    return new CustomerReconciler({
+      store,
+      ports: new PortReservations(db.handle, { from: 30020, to: 30030 }),
+      runtime,
+      routes,
+      workspaces,
+      metrics: new Metrics({ defaultMetrics: false }),
+      logger: createLogger({ level: 'silent' }),
+      defaults: testDesiredDefaults(),
+      publicScheme: 'https',
+      retentionMs: 30 * DAY,
+      now: () => now,
+      ...overrides,
+    });
+  }
+
+  it('shows Provisioning between nothing and Ready, and not while repairing a Ready customer', async () => {
+    const own = reconcilerWith({});
+    const reconcile = (name: string) => own.reconcile(name, signal);
+    const name = uniqueName('rc');
+    await store.apply(desiredCustomer(name));
+    const phases: Array<string | undefined> = [];
+    const updateStatus = store.updateStatus.bind(store);
+    store.updateStatus = async (who, status) => {
+      if (who === name) phases.push(status.phase);
+      return updateStatus(who, status);
+    };
+    try {
+      await reconcile(name);
+      expect(phases).toEqual(['Provisioning', 'Ready']);
+      // Provisioning was written from the world before the actions: nothing there yet.
+      phases.length = 0;
+      routes.routes.delete(name);
+      await reconcile(name);
+      expect(phases).toEqual([]); // repaired within the pass; Ready all along
+      expect(routes.routes.has(name)).toBe(true);
+    } finally {
+      store.updateStatus = updateStatus;
+    }
+  });
+
+  it('logs one line per action on the world, says what a correction corrects, and shows the URL with its port', async () => {
+    const lines: Array<{ level: number; msg: string; reason?: string; customer?: string }> = [];
+    const logger = createLogger({
+      level: 'info',
+      destination: new Writable({
+        write(chunk: Buffer, _encoding, callback) {
+          for (const line of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(line) as (typeof lines)[number]);
+          callback();
+        },
+      }),
+    });
+    const logging = reconcilerWith({ logger, publicScheme: 'http', publicPort: 8081 });
+    const name = uniqueName('rc');
+    await store.apply(desiredCustomer(name));
+    await logging.reconcile(name, signal);
+    const port = (await store.get(name))?.status.hostPort;
+    expect(lines.map((l) => [l.level, l.reason, l.msg])).toEqual([
+      [30, 'WorkspaceRendered', `${name}: workspace files rendered from the template`],
+      [30, 'PortReserved', `${name}: host port ${port} reserved`],
+      [30, 'ContainerCreated', `${name}: container created and started on 127.0.0.1:${port}`],
+      [30, 'RouteReady', `${name}: ${name}.blytz.localhost routes to 127.0.0.1:${port}`],
+    ]);
+    expect((await store.get(name))?.status.url).toBe(`http://${name}.blytz.localhost:8081`);
+
+    // A stopped container (docker kill) and a deleted route: two actions, two lines, each a correction.
+    lines.length = 0;
+    const [container] = await runtime.listFor(name);
+    await runtime.stop(container!.id);
+    routes.routes.delete(name);
+    await logging.reconcile(name, signal);
+    expect(lines.map((l) => [l.level, l.reason, l.msg])).toEqual([
+      [30, 'ContainerStarted', `${name}: container had stopped and was started again (corrects container stopped)`],
+      [30, 'RouteReady', `${name}: ${name}.blytz.localhost routes to 127.0.0.1:${port} (corrects route missing)`],
+    ]);
+    expect((await store.listEvents(name)).find((e) => e.reason === 'ContainerStarted')?.message).toBe(
+      'container had stopped and was started again',
+    );
+
+    // Nothing to do: no line.
+    lines.length = 0;
+    await logging.reconcile(name, signal);
+    expect(lines).toEqual([]);
   });
 
   it('instruction and bot token changes re-render in place (the gateway reloads its config); a plan change recreates', async () => {
@@ -259,9 +347,11 @@ describe('customer reconciler on a simulated world with the real store', () => {
     } finally {
       runtime.create = create;
     }
-    // ...but nothing after it: no further action, no status.
+    // ...but nothing after it: no further action, no status (only the Provisioning written
+    // before the actions, from the world as it was then).
     const customer = await store.get(name);
-    expect(customer?.status.phase).toBeUndefined();
+    expect(customer?.status.phase).toBe('Provisioning');
+    expect(customer?.status.conditions?.find((c) => c.type === 'ContainerReady')?.reason).toBe('ContainerMissing');
     // Only the actions that ran say so; no failure is recorded for the abort, no route was written.
     const events = await store.listEvents(name);
     expect(events.filter((e) => e.type === 'Warning')).toEqual([]);

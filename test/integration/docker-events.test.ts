@@ -73,10 +73,9 @@ async function runningContainer(customer: string, extraLabels?: Record<string, s
  * (if any were forwarded) have arrived too. This proves "not forwarded" without a sleep.
  */
 async function marker(sink: RecordingSink, markerId: string, markerCustomer: string): Promise<void> {
-  await docker
-    .getContainer(markerId)
-    .kill({ signal: 'SIGHUP' })
-    .catch(() => {});
+  // pause and unpause: watched events that leave the container as it was.
+  await docker.getContainer(markerId).pause();
+  await docker.getContainer(markerId).unpause();
   await waitFor(() => sink.enqueued.includes(markerCustomer));
 }
 

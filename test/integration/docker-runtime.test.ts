@@ -283,6 +283,27 @@ describe('DockerRuntime', () => {
     expect(broken.health).toBe('unhealthy');
   });
 
+  it('a killed container is exited, never unhealthy, even looked at the moment its die event arrives', async () => {
+    const customer = name('killed');
+    const id = await runtime.create(await spec(customer, portBase + 12, { startTimeoutSeconds: 0 }));
+    await runtime.start(id);
+    await observedAs(customer, 'healthy');
+    // What the controller does on a `die` event: look at once. The engine's list can still say
+    // "running" then (checked on this engine), and nothing answers on the port any more.
+    const events = await docker.getEvents({ filters: { container: [id], event: ['die'] } });
+    const seen = new Promise<Awaited<ReturnType<typeof runtime.listFor>>>((resolve, reject) => {
+      events.once('data', () => void runtime.listFor(customer).then(resolve, reject));
+    });
+    try {
+      await docker.getContainer(id).kill();
+      const [observed] = await seen;
+      expect(observed).toMatchObject({ state: 'exited', healthMessage: expect.stringMatching(/^Exited \(137\)/) });
+      expect(observed?.health).not.toBe('unhealthy');
+    } finally {
+      (events as unknown as { destroy(): void }).destroy();
+    }
+  });
+
   it('exec: stdout, stderr and the exit code of a command in the container; a timeout', async () => {
     const customer = name('exec');
     const s = await spec(customer, portBase + 7);

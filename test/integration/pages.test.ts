@@ -3,6 +3,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { PriceSource } from '../../src/billing/price-catalog.js';
 import { createHttpApp } from '../../src/http/app.js';
 import { createPagesRouter, escapeHtml, markup } from '../../src/http/pages.js';
 import { HealthChecks } from '../../src/observability/health.js';
@@ -78,6 +79,45 @@ describe('customer pages', () => {
     expect(page.body).toContain('<script type="module" src="/assets/landing.js"></script>');
     expect(page.body).toMatch(/<input id="email" name="email" type="email"/);
     expect(page.body).not.toContain('payment was cancelled');
+  });
+
+  it('GET / shows the plan before asking for anything; without Stripe it says signups are closed', async () => {
+    const page = await get('/');
+    expect(page.body).toMatch(/<h2 id="plan-name" class="plan-name">Personal<\/h2>/);
+    expect(page.body).toContain('Signups are closed on this server for now: payments are not set up yet.');
+    expect(page.body).toContain('1.5 GiB of memory, 1 CPU');
+    expect(page.body.indexOf('id="plan-name"')).toBeLessThan(page.body.indexOf('id="start"'));
+  });
+
+  it('GET / with a price source: its price, escaped; a clear line while the price is not known', async () => {
+    let price: Awaited<ReturnType<PriceSource['current']>>;
+    const pricing: PriceSource = { current: async () => price };
+    const app = createHttpApp({
+      logger: createLogger({ level: 'silent' }),
+      metrics: new Metrics({ defaultMetrics: false }),
+      health: new HealthChecks(),
+      readiness: { breakers: () => ({}), leader: () => false },
+      routers: [createPagesRouter({ pricing })],
+    });
+    const priced = createServer(app);
+    await new Promise<void>((resolve) => priced.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(priced.address() as AddressInfo).port}/`;
+    try {
+      price = { productName: HOSTILE, unitAmount: 4900, currency: 'usd', interval: 'year', intervalCount: 1 };
+      const body = await (await fetch(url)).text();
+      expect(body).toContain('<strong class="amount">$49.00</strong> <span class="period">per year</span>');
+      expect(body).toContain(escapeHtml(HOSTILE));
+      expect(body).not.toContain('<script>alert(1)');
+      price = undefined; // Stripe unreachable and nothing cached
+      const unknown = await (await fetch(url)).text();
+      expect(unknown).toContain('The price is shown on the secure payment page before you pay.');
+      expect(unknown).not.toContain('Signups are closed');
+    } finally {
+      await new Promise<void>((resolve) => {
+        priced.close(() => resolve());
+        priced.closeAllConnections();
+      });
+    }
   });
 
   it('GET /?checkout=cancelled says nothing was charged; other values are not echoed', async () => {

@@ -12,6 +12,8 @@ import Stripe from 'stripe';
 
 export const FAKE_SECRET_KEY = 'sk_test_fake_blytz_0123456789';
 export const FAKE_PRICE_ID = 'price_test_personal';
+/** What the fake's Price FAKE_PRICE_ID says (GET /v1/prices/:id): the landing page must show it. */
+export const FAKE_PRICE = { unitAmount: 1900, currency: 'eur', interval: 'month', productName: 'Blytz Personal (test)' } as const;
 
 export interface FakeRequest {
   method: string;
@@ -132,6 +134,17 @@ export async function startFakeStripe(): Promise<FakeStripe> {
       if (replayKey) replies.set(replayKey, { status: 200, body: text });
       return;
     }
+    const price = /^\/v1\/prices\/([^/]+)$/.exec(url.pathname);
+    if (req.method === 'GET' && price) {
+      if (price[1] !== FAKE_PRICE_ID) {
+        send(404, { error: { type: 'invalid_request_error', message: `No such price: '${price[1]}'`, param: 'id' } });
+        return;
+      }
+      // The stripe package sends `expand: ['product']` as expand[0]=product.
+      const expand = [...url.searchParams].filter(([key]) => key.startsWith('expand[')).map(([, value]) => value);
+      send(200, priceJson(expand.includes('product')));
+      return;
+    }
     const get = /^\/v1\/checkout\/sessions\/([^/]+)$/.exec(url.pathname);
     if (req.method === 'GET' && get) {
       const session = state.sessions.get(get[1] as string);
@@ -152,6 +165,30 @@ export async function startFakeStripe(): Promise<FakeStripe> {
         server.closeAllConnections();
       }),
   });
+}
+
+/** The Price object as Stripe returns it; `product` expanded on request (`expand[]=product`). */
+function priceJson(expandProduct: boolean): Record<string, unknown> {
+  const product = {
+    id: 'prod_test_personal',
+    object: 'product',
+    name: FAKE_PRICE.productName,
+    active: true,
+    livemode: false,
+  };
+  return {
+    id: FAKE_PRICE_ID,
+    object: 'price',
+    active: true,
+    billing_scheme: 'per_unit',
+    currency: FAKE_PRICE.currency,
+    livemode: false,
+    product: expandProduct ? product : product.id,
+    recurring: { interval: FAKE_PRICE.interval, interval_count: 1, usage_type: 'licensed' },
+    type: 'recurring',
+    unit_amount: FAKE_PRICE.unitAmount,
+    unit_amount_decimal: String(FAKE_PRICE.unitAmount),
+  };
 }
 
 function sessionJson(session: FakeSession): Record<string, unknown> {

@@ -21,7 +21,7 @@ describe('loadConfig', () => {
     expect(config.DATABASE_URL).toBeUndefined();
     expect(config.BLYTZ_DATA_DIR).toBe('./data');
     expect(config.PORT).toBe(8080);
-    expect(config.HOST).toBe('0.0.0.0');
+    expect(config.HOST).toBe('127.0.0.1');
     expect(config.DOCKER_HOST).toBe('unix:///var/run/docker.sock');
     expect(config.CADDY_ADMIN_URL).toBe('http://127.0.0.1:2019');
     expect(config.BLYTZ_CADDY_SERVER).toBe('blytz');

@@ -1,5 +1,9 @@
+import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
+import { FailureLog } from '../../src/observability/failure-log.js';
+import { createLogger } from '../../src/observability/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
+import { DependencyError } from '../../src/resilience/guard.js';
 import {
   Controller,
   NotLeaderError,
@@ -65,6 +69,42 @@ class ManualLeadership implements Leadership {
 const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 describe('Controller', () => {
+  it("reports a dependency's failures through the failure log, collapsed; other failures keep their stack", async () => {
+    const lines: Array<{ level: number; msg: string; err?: { stack?: string }; dependency?: string }> = [];
+    const logger = createLogger({
+      level: 'info',
+      destination: new Writable({
+        write(chunk: Buffer, _encoding, callback) {
+          for (const line of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(line) as (typeof lines)[number]);
+          callback();
+        },
+      }),
+    });
+    // A clock that stands still: every failure after the first falls in the first window.
+    const failureLog = new FailureLog(logger, { now: () => 0 });
+    let calls = 0;
+    const { controller } = makeController(
+      async (key) => {
+        calls++;
+        if (key === 'bug') throw new Error('a bug');
+        throw new DependencyError('caddy', 'getServer', 'fetch failed: connect ECONNREFUSED');
+      },
+      { logger, failureLog },
+    );
+    await controller.start();
+    for (const key of ['a', 'b', 'c']) controller.enqueue(key);
+    await waitFor(() => calls >= 20);
+    controller.enqueue('bug');
+    await waitFor(() => lines.some((l) => l.msg === 'reconcile failed; backing off'));
+    const caddy = lines.filter((l) => l.dependency === 'caddy');
+    expect(caddy).toHaveLength(1);
+    expect(caddy[0]?.msg).toMatch(
+      /^reconcile of [abc] failed; backing off: caddy getServer: fetch failed: connect ECONNREFUSED$/,
+    );
+    expect(JSON.stringify(caddy[0])).not.toContain('stack');
+    expect(lines.find((l) => l.msg === 'reconcile failed; backing off')?.err?.stack).toContain('a bug');
+  });
+
   it('backs off a failing key and recovers, resetting its backoff', async () => {
     let calls = 0;
     let retriesSeenOnSuccess = -1;

@@ -1,4 +1,6 @@
+import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { createLogger } from '../../src/observability/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import { CircuitOpenError, DependencyError, TimeoutError } from '../../src/resilience/guard.js';
 import { Policies, type PolicyOptions } from '../../src/resilience/policies.js';
@@ -252,6 +254,47 @@ describe('circuit breaker', () => {
     expect(policies.states()['caddy']).toBe('closed');
     expect(await breakerGauge(metrics, 'caddy')).toBe(0);
     expect(await guard('getRoutes', async () => 'ok')).toBe('ok');
+  });
+
+  it('logs the first opening and the closing, the open/half-open cycle in between at debug, and tells the failure log of successes', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    const lines: Array<[string, string]> = [];
+    const LEVELS: Record<number, string> = { 20: 'debug', 30: 'info', 40: 'warn' };
+    const logger = createLogger({
+      level: 'debug',
+      destination: new Writable({
+        write(chunk: Buffer, _encoding, callback) {
+          const { level, msg } = JSON.parse(chunk.toString()) as { level: number; msg: string };
+          lines.push([LEVELS[level] ?? String(level), msg]);
+          callback();
+        },
+      }),
+    });
+    const successes: string[] = [];
+    const policies = new Policies({
+      logger,
+      failureLog: { success: (dependency) => void successes.push(dependency) },
+      overrides: { caddy: { ...FAST, failureThreshold: 3, halfOpenAfterMs: 10_000, retries: 0 } },
+    });
+    const guard = policies.guard('caddy');
+    await openBreaker(guard, 3);
+    for (let cycle = 0; cycle < 3; cycle++) {
+      vi.setSystemTime(Date.now() + 10_001);
+      await expect(guard('getRoutes', () => Promise.reject(networkError()))).rejects.toBeInstanceOf(DependencyError);
+    }
+    expect(successes).toEqual([]);
+    vi.setSystemTime(Date.now() + 10_001);
+    expect(await guard('getRoutes', async () => 'back')).toBe('back');
+    expect(successes).toEqual(['caddy']);
+    expect(lines).toEqual([
+      ['warn', 'circuit breaker for caddy opened: failing fast for 10000 ms'],
+      ...Array.from({ length: 3 }, () => [
+        ['debug', 'circuit breaker for caddy is halfOpen'],
+        ['debug', 'circuit breaker for caddy is open'],
+      ]).flat(),
+      ['debug', 'circuit breaker for caddy is halfOpen'],
+      ['info', 'circuit breaker for caddy closed'],
+    ]);
   });
 
   it('reopens when the half-open trial fails', async () => {

@@ -1,4 +1,5 @@
 import { customerHost } from '../../domain/naming.js';
+import type { Logger } from '../../observability/logger.js';
 import type { Metrics } from '../../observability/metrics.js';
 import type { RouteTable } from '../../proxy/route-table.js';
 import { DependencyError } from '../../resilience/guard.js';
@@ -6,6 +7,7 @@ import { PortClashError, type CustomerRuntime, type ObservedContainer } from '..
 import { PortsExhaustedError } from '../../store/errors.js';
 import type { ControllerStore, EventType, HostPorts } from '../../store/store.js';
 import type { Workspaces } from '../../workspace/workspace.js';
+import { logAction } from './action-log.js';
 import type { ResolvedCustomer } from './desired.js';
 import { upstreamFor, type Action, type UpstreamOf } from './plan.js';
 import { restartsText, type RestartBackoff } from './restart-backoff.js';
@@ -25,6 +27,8 @@ export interface ExecutorDeps {
   routes: RouteTable;
   workspaces: Workspaces;
   metrics: Metrics;
+  /** One line per action on the world (action-log.ts). */
+  logger: Logger;
   baseDomain: string;
   /** Restarts of unhealthy containers, spaced out like the kubelet's CrashLoopBackOff (shared with status). */
   restarts: RestartBackoff;
@@ -70,8 +74,6 @@ export class Executor {
     countDrift: boolean,
   ): Promise<ExecuteOutcome> {
     const { runtime, routes, ports, workspaces, store, metrics } = this.#deps;
-    const event = (type: EventType, reason: string, message: string) =>
-      store.recordEvent(name, { type, reason, message }).catch(() => {});
     // A restart held back by its back-off is skipped (the other actions still run); status says why.
     let heldBack: { note: string; until: number } | undefined;
     for (const action of actions) {
@@ -84,7 +86,14 @@ export class Executor {
         continue;
       }
       const drift = 'drift' in action ? action.drift : undefined;
-      if (drift && (countDrift || drift.startsWith('orphan_'))) metrics.driftCorrections.inc({ kind: drift });
+      // Drift of a customer that had converged (or an orphan): a correction, not progress.
+      const correction = drift && (countDrift || drift.startsWith('orphan_')) ? drift : undefined;
+      if (correction) metrics.driftCorrections.inc({ kind: correction });
+      // Every action on the world leaves an event on the customer and one line in the log.
+      const event = (type: EventType, reason: string, message: string) => {
+        logAction(this.#deps.logger, { customer: name, type, reason, message, drift: correction });
+        return store.recordEvent(name, { type, reason, message }).catch(() => {});
+      };
       switch (action.type) {
         case 'writeWorkspace':
           await workspaces.write(name, requireResolved(resolved?.rendered));
@@ -114,7 +123,12 @@ export class Executor {
         }
         case 'startContainer': {
           await this.#start(name, action.id, await ports.find(name, action.slot ?? 'current'), action.slot);
-          await event('Normal', 'ContainerStarted', 'container started');
+          // A container found stopped (killed, crashed, the engine restarted) is not "unhealthy".
+          await event(
+            'Normal',
+            'ContainerStarted',
+            correction === 'container_stopped' ? 'container had stopped and was started again' : 'container started',
+          );
           break;
         }
         case 'restartContainer': {
@@ -188,6 +202,12 @@ export class Executor {
             id = containers[0].id;
           }
           await runtime.adopt(id, name);
+          logAction(this.#deps.logger, {
+            customer: name,
+            type: 'Normal',
+            reason: 'ContainerAdopted',
+            message: `container ${id.slice(0, 12)} took the customer's container name`,
+          });
           break;
         }
         case 'removeWorkspace':
@@ -196,6 +216,12 @@ export class Executor {
           break;
         case 'markDeleted':
           await store.markDeleted(name);
+          logAction(this.#deps.logger, {
+            customer: name,
+            type: 'Normal',
+            reason: 'CustomerPurged',
+            message: 'teardown done: the customer is marked deleted',
+          });
           break;
       }
     }

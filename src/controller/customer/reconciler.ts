@@ -1,8 +1,10 @@
 import type { Customer, CustomerStatus } from '../../domain/customer.js';
 import { canonicalJson } from '../../domain/canonical-json.js';
+import { customerUrl } from '../../domain/naming.js';
 import type { Logger } from '../../observability/logger.js';
 import type { Metrics } from '../../observability/metrics.js';
 import type { RouteTable } from '../../proxy/route-table.js';
+import { dependencyOf } from '../../resilience/guard.js';
 import type { CustomerRuntime } from '../../runtime/runtime.js';
 import type { ControllerStore, EventType, HostPorts, ReconcileView } from '../../store/store.js';
 import { PortsExhaustedError } from '../../store/errors.js';
@@ -14,7 +16,7 @@ import { describeFailure, Executor, ReconcileStepError, type ExecuteOutcome } fr
 import { WorldCache, WorldObserver } from './observe.js';
 import { fleetChangeOf, plan, type Action, type Observed, type UpstreamOf } from './plan.js';
 import { RestartBackoff, type RestartBackoffOptions } from './restart-backoff.js';
-import { computeStatus, failedStatus, isConverged } from './status.js';
+import { computeStatus, failedStatus, isConverged, type StatusInput } from './status.js';
 
 export interface CustomerReconcilerDeps {
   store: ControllerStore;
@@ -26,6 +28,11 @@ export interface CustomerReconcilerDeps {
   logger: Logger;
   defaults: DesiredDefaults;
   publicScheme: 'http' | 'https';
+  /**
+   * The port customer hosts are served on, shown in their URL (`http://<host>:8081`); absent
+   * when it is the scheme's own (80, 443) or unknown.
+   */
+  publicPort?: number | undefined;
   retentionMs: number;
   /** How long one reconcile waits for a new container to turn healthy before routing to it. */
   healthWaitMs?: number;
@@ -137,7 +144,14 @@ export class CustomerReconciler implements Reconciler {
     // Execute. A listing in flight must not hand a later reconcile the world from before these
     // actions: invalidated before and after them.
     if (result.actions.length > 0) this.invalidate(name);
-    const run = await this.#execute(name, result.actions, resolved, signal, isConverged(customer));
+    const converged = isConverged(customer);
+    // Work to do on a customer not up yet: say so before doing it (waiting for a new container's
+    // health can take seconds), so `blytz get` shows Provisioning rather than nothing, then Ready.
+    if (result.actions.length > 0 && customer.spec.state === 'active' && !signal.aborted) {
+      const provisioning = await this.#writeProvisioning(customer, resolved, observed, result.note);
+      if (provisioning) customer.status = provisioning;
+    }
+    const run = await this.#execute(name, result.actions, resolved, signal, converged);
     // Aborted (leadership lost, shutdown, reconcile timeout): an action in flight may have
     // finished, but this reconcile no longer speaks for the customer. No status, event or
     // rollout report: a new leader (or the next attempt) observes and writes them.
@@ -158,7 +172,8 @@ export class CustomerReconciler implements Reconciler {
     if (progress?.failed && !run.failure) return { requeueAfterMs: 50 };
 
     // Let the queue back off on a failure; the status already says why.
-    if (run.failure && run.retryAfterMs === undefined) throw new ReconcileStepError(run.failure.message);
+    if (run.failure && run.retryAfterMs === undefined)
+      throw new ReconcileStepError(run.failure.message, { cause: run.failedWith, reason: run.failure.reason });
     return lookAgain({ customer, status, run, admission, after, retentionMs: this.#deps.retentionMs, now: this.#now() });
   }
 
@@ -190,8 +205,14 @@ export class CustomerReconciler implements Reconciler {
       if (signal.aborted) throw abortReason(signal);
       const failure = describeFailure(error);
       await this.#event(name, 'Warning', failure.reason, failure.message);
-      this.#deps.logger.warn({ customer: name, reason: failure.reason, err: error }, 'reconcile step failed');
-      return { failure, ...(error instanceof PortsExhaustedError ? { retryAfterMs: PORTS_EXHAUSTED_RETRY_MS } : {}) };
+      // A dependency's failure is reported once by the controller (collapsed while it lasts).
+      const level = dependencyOf(error) === undefined ? 'warn' : 'debug';
+      this.#deps.logger[level]({ customer: name, reason: failure.reason, err: error }, 'reconcile step failed');
+      return {
+        failure,
+        failedWith: error,
+        ...(error instanceof PortsExhaustedError ? { retryAfterMs: PORTS_EXHAUSTED_RETRY_MS } : {}),
+      };
     }
   }
 
@@ -251,15 +272,16 @@ export class CustomerReconciler implements Reconciler {
     customer: Customer,
     resolved: ResolvedCustomer,
     observed: Observed,
-    why: {
-      failure?: Failure | undefined;
-      note?: string | undefined;
-      /** The spec hash of the container a rollout holds back (it is the one that serves: status judges it). */
-      heldHash?: string | undefined;
-      rollout?: { reason: string; message: string } | undefined;
-    },
+    why: StatusWhy,
   ): Promise<CustomerStatus> {
-    const status = computeStatus({
+    const status = computeStatus(this.#statusInput(customer, resolved, observed, why));
+    // Written only when it changed: a steady-state pass costs no store writes.
+    if (canonicalJson(status) !== canonicalJson(customer.status)) await this.#deps.store.updateStatus(customer.name, status);
+    return status;
+  }
+
+  #statusInput(customer: Customer, resolved: ResolvedCustomer, observed: Observed, why: StatusWhy): StatusInput {
+    return {
       name: customer.name,
       generation: customer.generation,
       state: customer.spec.state,
@@ -268,15 +290,30 @@ export class CustomerReconciler implements Reconciler {
       rollout: why.rollout,
       observed,
       previous: customer.status,
-      url: `${this.#deps.publicScheme}://${resolved.desired.host}`,
+      url: customerUrl(this.#deps.publicScheme, resolved.desired.host, this.#deps.publicPort),
       failure: why.failure,
       note: why.note,
       upstreamOf: this.#upstreamOf,
       restartHoldOf: (containerId) => this.#restarts.hold(customer.name, containerId, this.#now()),
       now: new Date(this.#now()),
-    });
-    // Written only when it changed: a steady-state pass costs no store writes.
-    if (canonicalJson(status) !== canonicalJson(customer.status)) await this.#deps.store.updateStatus(customer.name, status);
+    };
+  }
+
+  /**
+   * The status before this pass's actions, written only when it says Provisioning and the stored
+   * one does not (a first start, a spec change being applied); a degraded customer being repaired
+   * keeps its phase. Returns what was written.
+   */
+  async #writeProvisioning(
+    customer: Customer,
+    resolved: ResolvedCustomer,
+    observed: Observed,
+    note: string | undefined,
+  ): Promise<CustomerStatus | undefined> {
+    if (customer.status.phase === 'Provisioning') return undefined;
+    const status = computeStatus(this.#statusInput(customer, resolved, observed, { note }));
+    if (status.phase !== 'Provisioning') return undefined;
+    await this.#deps.store.updateStatus(customer.name, status);
     return status;
   }
 
@@ -299,9 +336,20 @@ export class CustomerReconciler implements Reconciler {
 
 type Failure = ReturnType<typeof describeFailure>;
 
+/** Why the status says what it says, beside what the world shows. */
+interface StatusWhy {
+  failure?: Failure | undefined;
+  note?: string | undefined;
+  /** The spec hash of the container a rollout holds back (it is the one that serves: status judges it). */
+  heldHash?: string | undefined;
+  rollout?: { reason: string; message: string } | undefined;
+}
+
 /** What the execute step came to: a failure (status and events say why), or a note on what it waits for. */
 interface RunOutcome extends ExecuteOutcome {
   failure?: Failure;
+  /** The error behind `failure`, kept as the cause of the error the queue sees. */
+  failedWith?: unknown;
   /** Look again after this long instead of backing off (no port free: another may be soon). */
   retryAfterMs?: number;
 }

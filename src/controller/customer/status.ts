@@ -156,7 +156,7 @@ function conditionsFor(input: StatusInput): ConditionDraft[] {
         type: 'ContainerReady',
         status: 'False',
         reason: 'ContainerNotRunning',
-        message: `the container is ${container.state}`,
+        message: notRunningMessage(container),
       };
     else if (container.health === 'healthy')
       containerCondition = { type: 'ContainerReady', status: 'True', reason: 'Healthy', message: '' };
@@ -217,6 +217,18 @@ function conditionsFor(input: StatusInput): ConditionDraft[] {
       message: 'spec.paused is true: the controller leaves this customer alone',
     });
   return drafts;
+}
+
+/**
+ * A container that is not running says so in the engine's own words when it has them ("Exited
+ * (137) 3 seconds ago" after a kill): stopped is not unhealthy, and the exit code tells why.
+ */
+function notRunningMessage(container: ObservedContainer): string {
+  const state = container.state === 'exited' ? 'has stopped' : `is ${container.state}`;
+  // Without "3 seconds ago": the message must not change from pass to pass (each change is a status write).
+  const engine = container.healthMessage?.replace(/\s+(?:About an?|Less than an?|an?|\d+)\s+\w+\s+ago$/i, '');
+  const why = engine && engine.toLowerCase() !== container.state ? ` (${engine})` : '';
+  return `the container ${state}${why}`;
 }
 
 /** An unhealthy container, restarted now or waiting out its restart back-off. */

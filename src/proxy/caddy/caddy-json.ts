@@ -186,6 +186,32 @@ export function serverSettings(listen: string, tls: CaddyTlsOptions | undefined)
 /** Keys of our server block that `serverSettings` may set; other keys there are left alone. */
 export const SERVER_SETTING_KEYS = ['listen', 'automatic_https', 'tls_connection_policies'] as const;
 
+/** One setting of our server block that differs from what the controller sets (`want` undefined: should be absent). */
+export interface ServerSettingDrift {
+  key: (typeof SERVER_SETTING_KEYS)[number];
+  found: unknown;
+  want: Json | undefined;
+}
+
+/**
+ * The settings of our server block as Caddy has it that differ from `want` (serverSettings):
+ * desired state like every route, so a listen address changed by hand (or a BLYTZ_CADDY_LISTEN
+ * changed between two starts) is found and put back. Keys we do not set are not compared.
+ */
+export function serverSettingsDrift(server: Record<string, unknown>, want: JsonObject): ServerSettingDrift[] {
+  return SERVER_SETTING_KEYS.filter((key) => canonicalJson(server[key]) !== canonicalJson(want[key])).map((key) => ({
+    key,
+    found: server[key],
+    want: want[key],
+  }));
+}
+
+/** `listen [":80"] (want [":8081"])`: a drift as one phrase for logs and `blytz doctor`. */
+export function describeServerDrift(drift: ServerSettingDrift[]): string {
+  const show = (value: unknown) => (value === undefined ? 'unset' : JSON.stringify(value));
+  return drift.map((d) => `${d.key} ${show(d.found)} (want ${show(d.want)})`).join(', ');
+}
+
 export function buildServer(listen: string, tls: CaddyTlsOptions | undefined, routes: Json[]): JsonObject {
   return { ...serverSettings(listen, tls), routes: [...routes, fallbackRoute()] };
 }

@@ -6,6 +6,8 @@ import { CaddyAdminClient, CaddyAdminError, errorText, isMissingPath } from './a
 import {
   buildRoute,
   buildServer,
+  describeServerDrift,
+  endsWithFallback,
   isObject,
   mergeTlsAutomation,
   parseRoute,
@@ -13,8 +15,9 @@ import {
   FALLBACK_ROUTE_ID,
   routeIdOf,
   sameRouteJson,
-  SERVER_SETTING_KEYS,
   serverSettings,
+  serverSettingsDrift,
+  type ServerSettingDrift,
   type CaddyTlsOptions,
   type Json,
   type JsonObject,
@@ -65,6 +68,12 @@ export interface RouteSnapshot {
   serverPresent: boolean;
   /** Every route of our server in order, foreign ones included, exactly as Caddy returned them. */
   routes: unknown[];
+  /**
+   * Settings of our server block (listen, automatic_https, TLS) that differ from what the
+   * controller sets; empty when they match or the block is missing. Absent: the table has no
+   * server block of its own (Ingresses).
+   */
+  serverDrift?: ServerSettingDrift[];
 }
 
 const CONFIG_ROOT = '/config';
@@ -101,9 +110,13 @@ export class CaddyRouteTable implements RouteTable {
   /** One GET of our server block. */
   async snapshot(): Promise<RouteSnapshot> {
     const server = await this.#readServer();
-    if (!server) return { serverPresent: false, routes: [] };
+    if (!server) return { serverPresent: false, routes: [], serverDrift: [] };
     const routes = server['routes'];
-    return { serverPresent: true, routes: Array.isArray(routes) ? (routes as unknown[]) : [] };
+    return {
+      serverPresent: true,
+      routes: Array.isArray(routes) ? (routes as unknown[]) : [],
+      serverDrift: serverSettingsDrift(server, serverSettings(this.#listen, this.#tls)),
+    };
   }
 
   /** Our server block as Caddy has it, or undefined when it (or the config above it) is missing. */
@@ -114,6 +127,33 @@ export class CaddyRouteTable implements RouteTable {
       throw new CaddyAdminError('GET', this.#serverPath(), res.status, errorText(res.body));
     }
     return isObject(res.body) ? res.body : undefined;
+  }
+
+  /**
+   * Whether Caddy holds our server block as configured (`blytz doctor`): present, its settings
+   * as the controller sets them, the 404 fallback last. Never throws: an unreachable Caddy is
+   * a failed check with the reason.
+   */
+  async checkServer(): Promise<{ ok: boolean; message: string }> {
+    const name = `server block "${this.#serverName}"`;
+    let snap: RouteSnapshot;
+    try {
+      snap = await this.snapshot();
+    } catch (error) {
+      return { ok: false, message: `${name} could not be read: ${(error as Error).message}` };
+    }
+    const repair = 'the route sweep puts it back (BLYTZ_ROUTE_SWEEP_SECONDS)';
+    if (!snap.serverPresent) return { ok: false, message: `${name} is missing in Caddy; ${repair}` };
+    if (snap.serverDrift && snap.serverDrift.length > 0) {
+      return {
+        ok: false,
+        message: `${name} differs from the configuration: ${describeServerDrift(snap.serverDrift)}; ${repair}`,
+      };
+    }
+    if (!endsWithFallback(snap.routes)) {
+      return { ok: false, message: `${name}: the 404 fallback route is missing, doubled or not last; ${repair}` };
+    }
+    return { ok: true, message: `${name} listens on ${this.#listen} as configured, 404 fallback last` };
   }
 
   async list(): Promise<ObservedRoute[]> {
@@ -264,15 +304,12 @@ export class CaddyRouteTable implements RouteTable {
       );
       created = true;
     } else {
-      const want = serverSettings(this.#listen, this.#tls);
-      for (const key of SERVER_SETTING_KEYS) {
-        if (canonicalJson(existing[key]) === canonicalJson(want[key])) continue;
+      for (const { key, found, want } of serverSettingsDrift(existing, serverSettings(this.#listen, this.#tls))) {
         const path = `${this.#serverPath()}/${key}`;
-        await this.#admin.request(
-          want[key] === undefined
-            ? { operation: 'updateServer', method: 'DELETE', path }
-            : { operation: 'updateServer', method: 'POST', path, body: want[key] }, // POST sets or replaces a key
-        );
+        // PATCH replaces what is there; PUT creates what is not. Not POST: on an array (listen)
+        // it appends, which Caddy then refuses as a config ("cannot unmarshal array").
+        const method = want === undefined ? 'DELETE' : found === undefined ? 'PUT' : 'PATCH';
+        await this.#admin.request({ operation: 'updateServer', method, path, ...(want === undefined ? {} : { body: want }) });
       }
     }
 

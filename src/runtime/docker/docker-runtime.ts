@@ -127,7 +127,26 @@ export class DockerRuntime implements CustomerRuntime {
     const health = await this.#health(info.Id, state, info.Status ?? '', hostPort, labels);
     observed.health = health.health;
     if (health.message !== undefined) observed.healthMessage = health.message;
+    if ((health.health === 'unhealthy' || health.health === 'starting') && state === 'running') await this.#confirmRunning(observed);
     return observed;
+  }
+
+  /**
+   * The engine's container list lags behind a container's death: right after `docker kill` (and
+   * even when its `die` event arrives) the list still says "running", and the probe finds nothing
+   * listening. Before such a container is called unhealthy (and restarted as one), inspect, which
+   * is current, says whether it is still running; a dead one is reported as it is: exited, with
+   * its exit code. Only failing containers pay for the extra call.
+   */
+  async #confirmRunning(observed: ObservedContainer): Promise<void> {
+    const inspected = await this.#guard('inspectContainer', (abortSignal) =>
+      this.#docker.getContainer(observed.id).inspect({ abortSignal }),
+    ).catch(() => undefined); // gone meanwhile, or the engine hiccuped: the list's view stands
+    const status = inspected?.State;
+    if (!status || status.Running || !STATES.has(status.Status as ContainerState)) return;
+    observed.state = status.Status as ContainerState;
+    observed.health = 'unknown';
+    observed.healthMessage = `Exited (${status.ExitCode})${status.OOMKilled ? ', out of memory' : ''}`;
   }
 
   async #health(
