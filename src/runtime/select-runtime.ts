@@ -8,11 +8,14 @@ import { projectRoot } from '../paths.js';
 import type { Policies } from '../resilience/policies.js';
 import { FileWorkspaces } from '../workspace/file-workspaces.js';
 import type { Workspaces } from '../workspace/workspace.js';
+import type { AddressLister } from '../models/source-check.js';
+import { dockerContainerAddresses } from './docker/container-addresses.js';
 import { DockerEventSource } from './docker/docker-events.js';
 import { DockerRuntime } from './docker/docker-runtime.js';
 import { KubernetesRuntime } from './kubernetes/kubernetes-runtime.js';
 import { KubernetesWorkspaces } from './kubernetes/kubernetes-workspaces.js';
 import { OwnedObjectsWatch } from './kubernetes/owned-objects-watch.js';
+import { podAddresses } from './kubernetes/pod-addresses.js';
 import type { CustomerRuntime, EventSource } from './runtime.js';
 
 /**
@@ -53,6 +56,8 @@ export interface SelectedRuntime {
   imagePresent(image: string): Promise<boolean>;
   /** The runtime's own hints about customers (unwrapped: the caller adds cache invalidation). */
   sources: EventSource[];
+  /** Every running customer container's (pod's) addresses: the model gateway's source check. */
+  addresses: AddressLister;
 }
 
 export interface SelectRuntimeDeps {
@@ -80,6 +85,7 @@ export function selectRuntime(config: Config, deps: SelectRuntimeDeps): Selected
       healthName: 'kubernetes',
       imagePresent: () => Promise.resolve(true),
       sources: [new OwnedObjectsWatch({ kubeConfig, ...runtime.ownedKinds(), logger: deps.logger })],
+      addresses: podAddresses(kubeConfig, namespace, deps.policies.guard('kubernetes'), extraLabels),
     };
   }
 
@@ -99,6 +105,7 @@ export function selectRuntime(config: Config, deps: SelectRuntimeDeps): Selected
     healthName: 'docker',
     imagePresent: (image) => runtime.imagePresent(image),
     sources,
+    addresses: dockerContainerAddresses(docker, deps.policies.guard('docker'), extraLabels),
   };
 }
 
