@@ -19,6 +19,7 @@ import { ensurePrivateDir, loadAdminToken, loadSecretKey, parsePreviousKeys } fr
 import { adminApiRouter } from './http/admin-api.js';
 import { createHttpApp } from './http/app.js';
 import { createCaddyAskRouter } from './http/caddy-ask.js';
+import { createModelUsageRouter } from './http/model-access-api.js';
 import { createPagesRouter } from './http/pages.js';
 import { createPairingApiRouter } from './http/pairing-api.js';
 import { createPublicApiRouter } from './http/public-api.js';
@@ -29,6 +30,7 @@ import { LeaseElector } from './kubernetes/lease-elector.js';
 import { HealthChecks } from './observability/health.js';
 import type { Logger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
+import { ModelAccess } from './models/model-access.js';
 import { isTransientCaddy } from './proxy/caddy/admin-client.js';
 import { CaddyRouteTable } from './proxy/caddy/caddy-route-table.js';
 import { RouteSweep, type SweepableRouteTable } from './proxy/caddy/route-sweep.js';
@@ -256,15 +258,32 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
 
     const rateLimits = createRateLimitBackend(database);
     const billing = new BillingStore(database, secretBox, { maxCustomers: config.BLYTZ_MAX_CUSTOMERS });
+    const stripe = config.STRIPE_SECRET_KEY
+      ? createStripeClient({ secretKey: config.STRIPE_SECRET_KEY, apiBase: config.STRIPE_API_BASE })
+      : undefined;
     const checkout =
-      config.STRIPE_SECRET_KEY && config.STRIPE_PRICE_ID
+      stripe && config.STRIPE_PRICE_ID
         ? new StripeCheckout({
-            stripe: createStripeClient({ secretKey: config.STRIPE_SECRET_KEY, apiBase: config.STRIPE_API_BASE }),
+            stripe,
             priceId: config.STRIPE_PRICE_ID,
             publicUrl,
             guard: policies.guard('stripe'),
           })
         : undefined;
+
+    // Included model access (issue 23): the model gateway on its own listener, usage, rotation.
+    const models = new ModelAccess(config, {
+      database,
+      secretBox,
+      customers: store,
+      policies,
+      metrics,
+      logger,
+      addresses: selected.addresses,
+      stripe,
+    });
+    await models.start();
+    stoppers.unshift(() => models.stop());
 
     const app = createHttpApp({
       logger,
@@ -289,6 +308,10 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
           rateLimits,
           logger,
         }),
+        createModelUsageRouter({
+          verifyAccessToken: (name, token) => billing.verifyAccessToken(name, token),
+          usage: (name) => models.usage(name),
+        }),
         createPagesRouter(),
         adminApiRouter({
           store,
@@ -298,6 +321,20 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
             return controller.reconcileNow(name);
           },
           config,
+          modelAccess: {
+            usage: (name) => models.usage(name),
+            rotate: async (name) => {
+              if (!(await models.store.rotateCredential(name))) return undefined;
+              const rotatedAt = new Date();
+              // Rendered into the customer's openclaw.json by the next reconcile, asked for now.
+              invalidate(name);
+              const rendered = await controller.reconcileNow(name).then(
+                () => true,
+                () => false,
+              );
+              return { rotatedAt, rendered };
+            },
+          },
           rollouts: {
             list: () => rollouts.list(),
             act: async (action) => {
