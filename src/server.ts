@@ -323,17 +323,12 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
           config,
           modelAccess: {
             usage: (name) => models.usage(name),
-            rotate: async (name) => {
-              if (!(await models.store.rotateCredential(name))) return undefined;
-              const rotatedAt = new Date();
-              // Rendered into the customer's openclaw.json by the next reconcile, asked for now.
-              invalidate(name);
-              const rendered = await controller.reconcileNow(name).then(
-                () => true,
-                () => false,
-              );
-              return { rotatedAt, rendered };
-            },
+            // Rendered into the customer's openclaw.json by a reconcile, asked for now.
+            rotate: (name) =>
+              models.rotate(name, (customer) => {
+                invalidate(customer);
+                return controller.reconcileNow(customer);
+              }),
           },
           rollouts: {
             list: () => rollouts.list(),

@@ -158,6 +158,23 @@ export class ModelAccess {
     return modelAccessConfig({ gatewayUrl: this.gatewayUrl, credential, model: this.defaultModel });
   }
 
+  /**
+   * A new credential now (the old one is refused from this moment), then `render` (a reconcile)
+   * so the customer's openclaw.json carries it. Undefined: no such live customer.
+   */
+  async rotate(
+    name: string,
+    render: (name: string) => Promise<unknown>,
+  ): Promise<{ rotatedAt: Date; rendered: boolean } | undefined> {
+    if (!(await this.store.rotateCredential(name))) return undefined;
+    const rotatedAt = new Date();
+    const rendered = await render(name).then(
+      () => true,
+      () => false,
+    );
+    return { rotatedAt, rendered };
+  }
+
   /** For the admin API and the status page. */
   async usage(name: string, now = new Date()): Promise<(ModelUsageView & { credentialIssuedAt?: string }) | undefined> {
     const customer = await this.#deps.customers.get(name);
