@@ -137,6 +137,8 @@ class JsonMeter implements UsageMeter {
   }
 }
 
+const TERMINAL_RESPONSE_EVENTS = new Set(['response.completed', 'response.incomplete', 'response.failed']);
+
 class StreamMeter implements UsageMeter {
   readonly #reader = new SseReader();
   /** Anthropic: message_start's usage, then message_delta's cumulative counts over it. */
@@ -146,8 +148,9 @@ class StreamMeter implements UsageMeter {
   constructor(readonly api: ModelApi) {}
 
   push(chunk: Buffer): void {
-    for (const { data } of this.#reader.push(chunk)) {
-      if (data === '[DONE]') continue;
+    for (const { event: name, data } of this.#reader.push(chunk)) {
+      // Most events are text deltas: only the few that can carry usage are parsed.
+      if (!this.#mayCarryUsage(name, data)) continue;
       let event: unknown;
       try {
         event = JSON.parse(data);
@@ -164,6 +167,17 @@ class StreamMeter implements UsageMeter {
     return this.#usage;
   }
 
+  #mayCarryUsage(name: string, data: string): boolean {
+    switch (this.api) {
+      case 'openai-chat':
+        return data.includes('"prompt_tokens"');
+      case 'openai-responses':
+        return name === 'message' ? data.includes('"usage"') : TERMINAL_RESPONSE_EVENTS.has(name);
+      case 'anthropic-messages':
+        return name === 'message' ? data.includes('"usage"') : name === 'message_start' || name === 'message_delta';
+    }
+  }
+
   #event(event: unknown): void {
     switch (this.api) {
       case 'openai-chat': {
@@ -175,7 +189,7 @@ class StreamMeter implements UsageMeter {
       case 'openai-responses': {
         // The terminal event (completed, incomplete or failed) carries the response with its usage.
         const type = field(event, 'type');
-        if (type === 'response.completed' || type === 'response.incomplete' || type === 'response.failed') {
+        if (typeof type === 'string' && TERMINAL_RESPONSE_EVENTS.has(type)) {
           const usage = openAiResponsesUsage(field(event, 'response', 'usage'));
           if (usage) this.#usage = usage;
         }

@@ -139,31 +139,17 @@ export class ModelAccessStore {
    * changes nothing. Returns whether it was new and how many of its tokens are overage.
    */
   async record(request: MeteredRequest, budget: ModelBudget): Promise<{ recorded: boolean; overageTokens: number }> {
-    const { usage } = request;
-    const tokens = usage.inputTokens + usage.outputTokens;
+    const tokens = request.usage.inputTokens + request.usage.outputTokens;
+    // A plan without overage needs nothing but the one statement (atomic on its own): no
+    // transaction round trips on the path every answer takes.
+    if (budget.overageCeiling === undefined) {
+      return { recorded: (await addUsage(this.#db, request)) !== undefined, overageTokens: 0 };
+    }
     return this.#db.transaction().execute(async (trx) => {
-      const totals = await sql<{ total: string | number }>`
-        WITH inserted AS (
-          INSERT INTO model_requests (id, customer, period, api, model, input_tokens, cached_input_tokens, output_tokens)
-          VALUES (${request.id}, ${request.customer}, ${request.period}::date, ${request.api}, ${request.model},
-                  ${usage.inputTokens}, ${usage.cachedInputTokens}, ${usage.outputTokens})
-          ON CONFLICT (id) DO NOTHING
-          RETURNING customer, period, input_tokens, cached_input_tokens, output_tokens
-        )
-        INSERT INTO model_usage AS u (customer, period, requests, input_tokens, cached_input_tokens, output_tokens)
-        SELECT customer, period, 1, input_tokens, cached_input_tokens, output_tokens FROM inserted
-        ON CONFLICT (customer, period) DO UPDATE SET
-          requests = u.requests + 1,
-          input_tokens = u.input_tokens + excluded.input_tokens,
-          cached_input_tokens = u.cached_input_tokens + excluded.cached_input_tokens,
-          output_tokens = u.output_tokens + excluded.output_tokens,
-          updated_at = now()
-        RETURNING u.input_tokens + u.output_tokens AS total
-      `.execute(trx);
-      const row = totals.rows[0];
-      if (!row) return { recorded: false, overageTokens: 0 };
+      const total = await addUsage(trx, request);
+      if (total === undefined) return { recorded: false, overageTokens: 0 };
       // The totals row was locked by the upsert, so `total - tokens` is exactly what came before.
-      const overageTokens = overageOf(budget, Number(row.total) - tokens, tokens);
+      const overageTokens = overageOf(budget, total - tokens, tokens);
       if (overageTokens > 0) {
         await trx.updateTable('model_requests').set({ overage_tokens: overageTokens }).where('id', '=', request.id).execute();
       }
@@ -279,6 +265,34 @@ export class ModelAccessStore {
       .executeTakeFirst();
     return row?.secret_enc;
   }
+}
+
+/**
+ * One statement: the ledger row (skipped if its id is already there) and, only when it was new,
+ * its tokens added to the month's totals. Resolves with the new total, or undefined for a repeat.
+ */
+async function addUsage(db: Kysely<Database>, request: MeteredRequest): Promise<number | undefined> {
+  const { usage } = request;
+  const totals = await sql<{ total: string | number }>`
+    WITH inserted AS (
+      INSERT INTO model_requests (id, customer, period, api, model, input_tokens, cached_input_tokens, output_tokens)
+      VALUES (${request.id}, ${request.customer}, ${request.period}::date, ${request.api}, ${request.model},
+              ${usage.inputTokens}, ${usage.cachedInputTokens}, ${usage.outputTokens})
+      ON CONFLICT (id) DO NOTHING
+      RETURNING customer, period, input_tokens, cached_input_tokens, output_tokens
+    )
+    INSERT INTO model_usage AS u (customer, period, requests, input_tokens, cached_input_tokens, output_tokens)
+    SELECT customer, period, 1, input_tokens, cached_input_tokens, output_tokens FROM inserted
+    ON CONFLICT (customer, period) DO UPDATE SET
+      requests = u.requests + 1,
+      input_tokens = u.input_tokens + excluded.input_tokens,
+      cached_input_tokens = u.cached_input_tokens + excluded.cached_input_tokens,
+      output_tokens = u.output_tokens + excluded.output_tokens,
+      updated_at = now()
+    RETURNING u.input_tokens + u.output_tokens AS total
+  `.execute(db);
+  const row = totals.rows[0];
+  return row ? Number(row.total) : undefined;
 }
 
 async function setReport(trx: Transaction<Database>, id: string, outcome: ReportOutcome): Promise<void> {

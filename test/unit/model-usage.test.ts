@@ -123,6 +123,10 @@ describe('streamed usage', () => {
       expect(meterOf(api, true, [Buffer.from(stream.replace(/\n/g, '\r\n'))])).toEqual(expected);
     });
 
+    it(`${api}: the same without event names (data lines only)`, () => {
+      expect(meterOf(api, true, [Buffer.from(stream.replace(/^event: .*\n/gm, ''))])).toEqual(expected);
+    });
+
     it(`${api}: a stream cut before its usage event reports none`, () => {
       const usageAt =
         api === 'openai-chat'
