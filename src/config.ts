@@ -23,6 +23,15 @@ const portRange = z
 
 const modelName = z.string().regex(/^(openai|anthropic)\/[A-Za-z0-9._:-]{1,100}$/, 'must be openai/<model> or anthropic/<model>');
 
+/** BLYTZ_MODEL_BUDGETS: parsed as the gateway will parse it, its message naming the bad part. */
+function checkModelBudgets(text: string, ctx: z.RefinementCtx): void {
+  try {
+    parseModelBudgets(text);
+  } catch (error) {
+    ctx.addIssue({ code: 'custom', message: (error as Error).message });
+  }
+}
+
 const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 
 const envSchema = z.object({
@@ -138,16 +147,7 @@ const envSchema = z.object({
     )
     .optional(),
   // Monthly token budgets per plan, overriding the defaults: plan=tokens[/ceiling],...
-  BLYTZ_MODEL_BUDGETS: z
-    .string()
-    .superRefine((s, ctx) => {
-      try {
-        parseModelBudgets(s);
-      } catch (error) {
-        ctx.addIssue({ code: 'custom', message: (error as Error).message });
-      }
-    })
-    .optional(),
+  BLYTZ_MODEL_BUDGETS: z.string().superRefine(checkModelBudgets).optional(),
   // runtime: a credential is taken only from its customer's own container; off: from anywhere.
   BLYTZ_MODEL_SOURCE_CHECK: z.enum(['runtime', 'off']).default('runtime'),
   // The platform's provider keys (or *_FILE): used by the gateway only, never put in a container.

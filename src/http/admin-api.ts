@@ -4,7 +4,12 @@ import type { Config } from '../config.js';
 import { customerNameSchema, KIND, parseManifest, toManifest, ValidationError, type FieldError } from '../domain/customer.js';
 import type { CustomerStore } from '../store/customer-store.js';
 import { ConflictError } from '../store/errors.js';
-import { registerModelAccessRoutes, type ModelAccessApi } from './model-access-api.js';
+import {
+  modelGatewayCheck,
+  registerModelAccessRoutes,
+  type ModelAccessApi,
+  type ModelGatewayConfig,
+} from './model-access-api.js';
 import { registerRolloutRoutes, type RolloutApi } from './rollout-api.js';
 
 /**
@@ -28,7 +33,8 @@ const MAX_PAGE = 5000;
 export type IntegrationConfig = Pick<
   Config,
   'STRIPE_SECRET_KEY' | 'STRIPE_WEBHOOK_SECRET' | 'STRIPE_PRICE_ID' | 'TELEGRAM_API_BASE'
->;
+> &
+  Partial<ModelGatewayConfig>;
 
 export interface IntegrationCheck {
   name: string;
@@ -250,7 +256,9 @@ export function integrationChecks(config: IntegrationConfig): IntegrationCheck[]
   const telegramCheck: IntegrationCheck = config.TELEGRAM_API_BASE
     ? { name: 'telegram', status: 'ok', message: `Bot API at ${new URL(config.TELEGRAM_API_BASE).origin}` }
     : { name: 'telegram', status: 'fail', message: 'TELEGRAM_API_BASE is empty' };
-  return [stripeCheck, telegramCheck];
+  return config.BLYTZ_MODEL_DEFAULT === undefined
+    ? [stripeCheck, telegramCheck]
+    : [stripeCheck, telegramCheck, modelGatewayCheck(config as ModelGatewayConfig)];
 }
 
 /** The manifest, checked against the URL it was sent to; a 422 Status lists every bad field. */

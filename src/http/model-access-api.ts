@@ -1,4 +1,5 @@
 import { Router } from 'express';
+import type { Config } from '../config.js';
 import { isDns1123Label } from '../domain/naming.js';
 import { customerUsageView, type ModelUsageView } from '../models/usage-view.js';
 import { HttpError } from './errors.js';
@@ -38,6 +39,37 @@ export function registerModelAccessRoutes(router: Router, customersPath: string,
     if (!rotated) throw notFound(name);
     res.json({ name, rotatedAt: rotated.rotatedAt.toISOString(), rendered: rotated.rendered });
   });
+}
+
+/** What `blytz doctor` says about included model access (presence only, never a key). */
+export type ModelGatewayConfig = Pick<
+  Config,
+  | 'BLYTZ_MODEL_GATEWAY_LISTEN'
+  | 'BLYTZ_MODEL_DEFAULT'
+  | 'BLYTZ_MODEL_SOURCE_CHECK'
+  | 'BLYTZ_OPENAI_API_KEY'
+  | 'BLYTZ_ANTHROPIC_API_KEY'
+>;
+
+export function modelGatewayCheck(config: ModelGatewayConfig): { name: string; status: 'ok' | 'warn'; message: string } {
+  if (!config.BLYTZ_MODEL_GATEWAY_LISTEN) {
+    return {
+      name: 'models',
+      status: 'warn',
+      message: 'model gateway off (BLYTZ_MODEL_GATEWAY_LISTEN unset): customers without a model key of their own get no model',
+    };
+  }
+  const keys = [
+    config.BLYTZ_ANTHROPIC_API_KEY ? 'Anthropic' : undefined,
+    config.BLYTZ_OPENAI_API_KEY ? 'OpenAI' : undefined,
+  ].filter(Boolean);
+  const sourceCheck =
+    config.BLYTZ_MODEL_SOURCE_CHECK === 'off' ? '; source check OFF: keys work from anywhere that reaches it' : '';
+  return {
+    name: 'models',
+    status: config.BLYTZ_MODEL_SOURCE_CHECK === 'off' ? 'warn' : 'ok',
+    message: `model gateway on ${config.BLYTZ_MODEL_GATEWAY_LISTEN}, default ${config.BLYTZ_MODEL_DEFAULT}, platform keys: ${keys.join(', ')}${sourceCheck}`,
+  };
 }
 
 export interface ModelUsageRouterDeps {

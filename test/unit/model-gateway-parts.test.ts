@@ -1,5 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import { describe, expect, it } from 'vitest';
+import { modelGatewayCheck } from '../../src/http/model-access-api.js';
 import { credentialHash, isCredentialShaped, newCredential } from '../../src/models/credentials.js';
 import { credentialOf, prepareBody } from '../../src/models/gateway.js';
 import { allowedModels } from '../../src/models/model-access.js';
@@ -243,5 +244,31 @@ describe('AddressBook', () => {
   it('normalizeAddress', () => {
     expect(normalizeAddress('::ffff:10.1.2.3')).toBe('10.1.2.3');
     expect(normalizeAddress('fd00::1')).toBe('fd00::1');
+  });
+});
+
+describe('blytz doctor: models', () => {
+  const config = {
+    BLYTZ_MODEL_DEFAULT: 'anthropic/claude-haiku-4-5',
+    BLYTZ_MODEL_SOURCE_CHECK: 'runtime' as const,
+    BLYTZ_ANTHROPIC_API_KEY: 'sk-ant-secret-value',
+    BLYTZ_OPENAI_API_KEY: undefined,
+  };
+
+  it('says whether the gateway is on, where, with which keys (never their values)', () => {
+    expect(modelGatewayCheck({ ...config, BLYTZ_MODEL_GATEWAY_LISTEN: undefined })).toMatchObject({
+      status: 'warn',
+      message: expect.stringContaining('model gateway off'),
+    });
+    const on = modelGatewayCheck({ ...config, BLYTZ_MODEL_GATEWAY_LISTEN: '172.30.0.1:8090' });
+    expect(on).toEqual({
+      name: 'models',
+      status: 'ok',
+      message: 'model gateway on 172.30.0.1:8090, default anthropic/claude-haiku-4-5, platform keys: Anthropic',
+    });
+    expect(JSON.stringify(on)).not.toContain('sk-ant-secret-value');
+    expect(
+      modelGatewayCheck({ ...config, BLYTZ_MODEL_GATEWAY_LISTEN: '127.0.0.1:8090', BLYTZ_MODEL_SOURCE_CHECK: 'off' }).status,
+    ).toBe('warn');
   });
 });
