@@ -41,7 +41,7 @@ export interface CustomerEventObject {
 
 /** `GET .../customers/:name/model-usage` (src/models/usage-view.ts). */
 export interface ModelUsageObject {
-  access: 'included' | 'own-key';
+  access: 'included' | 'own-key' | 'none';
   period: string;
   renewsAt: string;
   plan: string;

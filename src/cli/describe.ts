@@ -112,6 +112,8 @@ export function describeCustomer(
 /** Included model access: this month's use against the plan's budget. */
 export function describeModelUsage(usage: ModelUsageObject, now: Date): string {
   if (usage.access === 'own-key') return 'Model Usage:\n  Access:  own API key (not metered)';
+  if (usage.access === 'none')
+    return 'Model Usage:\n  Access:  none (the model gateway is off and the customer has no API key of its own)';
   const percent = usage.includedTokens > 0 ? Math.floor((usage.usedTokens / usage.includedTokens) * 100) : 100;
   const fields: Array<[string, string]> = [
     ['Access', 'included (through the model gateway)'],

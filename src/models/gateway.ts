@@ -148,18 +148,17 @@ export class ModelGateway {
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     const method = req.method ?? 'GET';
+    // GET <provider>/v1/models is answered here, for callers who pass the same checks.
     const listed = modelListRoute(method, path);
-    if (listed) {
-      send(res, modelList(listed, this.#options.allowedModels[listed]));
-      return;
-    }
-    const route = routeOf(method, path);
-    if (!route || !this.#options.upstreams[route.provider]) {
+    const route = listed ? undefined : routeOf(method, path);
+    const provider = listed ?? route?.provider;
+    if (!provider || !this.#options.upstreams[provider]) {
       send(res, notFound(providerOfPath(path), method, path));
       return;
     }
-    const { provider, api } = route;
-    const count = (outcome: Outcome) => this.#options.metrics?.modelRequests.inc({ api, outcome });
+    const count = (outcome: Outcome) => {
+      if (route) this.#options.metrics?.modelRequests.inc({ api: route.api, outcome });
+    };
 
     const credential = credentialOf(req);
     const period = periodKey(this.#now());
@@ -188,6 +187,11 @@ export class ModelGateway {
       send(res, wrongSource(provider));
       return;
     }
+    if (!route) {
+      send(res, modelList(provider, this.#options.allowedModels[provider]));
+      return;
+    }
+    const { api } = route;
 
     const raw = await readBody(req, this.#maxBody);
     if (raw === 'too-large') {

@@ -184,7 +184,15 @@ export class ModelAccess {
     const issued = await this.store.credentialIssuedAt(name);
     const ownKey = customer.spec.model.apiKeySet || customer.spec.model.apiKeySecretRef !== undefined;
     return {
-      ...modelUsageView({ name, plan: customer.spec.plan, ownKey, budget, usage: summary, now }),
+      ...modelUsageView({
+        name,
+        plan: customer.spec.plan,
+        ownKey,
+        gatewayOn: this.gatewayUrl !== undefined,
+        budget,
+        usage: summary,
+        now,
+      }),
       ...(issued ? { credentialIssuedAt: issued.toISOString() } : {}),
     };
   }

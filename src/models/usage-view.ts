@@ -7,8 +7,11 @@ import { totalTokens, type Usage } from './usage.js';
  */
 export interface ModelUsageView {
   name: string;
-  /** `included`: through the model gateway, on the plan's budget; `own-key`: the customer's own provider key, not metered. */
-  access: 'included' | 'own-key';
+  /**
+   * `included`: through the model gateway, on the plan's budget; `own-key`: the customer's own
+   * provider key, not metered; `none`: neither (the gateway is off and the customer has no key).
+   */
+  access: 'included' | 'own-key' | 'none';
   /** `YYYY-MM` (UTC). */
   period: string;
   /** When the month's budget starts again (ISO time). */
@@ -32,6 +35,8 @@ export interface UsageViewInput {
   name: string;
   plan: string;
   ownKey: boolean;
+  /** Whether the model gateway runs (BLYTZ_MODEL_GATEWAY_LISTEN). */
+  gatewayOn: boolean;
   budget: ModelBudget;
   usage: Usage & { requests: number };
   now: Date;
@@ -42,7 +47,7 @@ export function modelUsageView(input: UsageViewInput): ModelUsageView {
   const used = input.ownKey ? 0 : totalTokens(input.usage);
   return {
     name: input.name,
-    access: input.ownKey ? 'own-key' : 'included',
+    access: input.ownKey ? 'own-key' : input.gatewayOn ? 'included' : 'none',
     period: start.toISOString().slice(0, 7),
     renewsAt: end.toISOString(),
     plan: input.plan,
@@ -54,7 +59,7 @@ export function modelUsageView(input: UsageViewInput): ModelUsageView {
     outputTokens: input.ownKey ? 0 : input.usage.outputTokens,
     requests: input.ownKey ? 0 : input.usage.requests,
     overageTokens: Math.max(0, used - input.budget.includedTokens),
-    exhausted: !input.ownKey && used >= hardLimit(input.budget),
+    exhausted: !input.ownKey && input.gatewayOn && used >= hardLimit(input.budget),
   };
 }
 

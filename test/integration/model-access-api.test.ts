@@ -37,15 +37,23 @@ beforeAll(async () => {
   billing = new BillingStore(db.handle, box, { maxCustomers: 100 });
   const metrics = new Metrics({ defaultMetrics: false });
   const logger = createLogger({ level: 'silent' });
-  models = new ModelAccess(loadConfig({ BLYTZ_MODEL_BUDGETS: 'personal=1000,pro=500/5000' }), {
-    database: db.handle,
-    secretBox: box,
-    customers,
-    policies: new Policies({ metrics }),
-    metrics,
-    logger,
-    addresses: async () => [],
-  });
+  models = new ModelAccess(
+    loadConfig({
+      BLYTZ_MODEL_BUDGETS: 'personal=1000,pro=500/5000',
+      // The gateway is configured (so customers have included access) but not started here.
+      BLYTZ_MODEL_GATEWAY_LISTEN: '127.0.0.1:0',
+      BLYTZ_ANTHROPIC_API_KEY: 'platform-key-not-used-here',
+    }),
+    {
+      database: db.handle,
+      secretBox: box,
+      customers,
+      policies: new Policies({ metrics }),
+      metrics,
+      logger,
+      addresses: async () => [],
+    },
+  );
   const app = createHttpApp({
     logger,
     metrics,

@@ -496,7 +496,8 @@ describe('what is forwarded', () => {
     expect((await call('openai-chat', key, { model: 'gpt-5-mini' }, '/openai/v1/files')).status).toBe(404);
     expect((await call('anthropic-messages', key, { requests: [] }, '/anthropic/v1/messages/batches')).status).toBe(404);
     expect((await call('openai-responses', key, { ...bodyFor('openai-responses', false), background: true })).status).toBe(400);
-    const list = await fetch(`${base}/anthropic/v1/models`);
+    expect((await fetch(`${base}/anthropic/v1/models`)).status).toBe(401);
+    const list = await fetch(`${base}/anthropic/v1/models`, { headers: { 'x-api-key': key } });
     expect(await list.json()).toMatchObject({ data: [{ id: 'claude-haiku-4-5' }] });
     expect(fake.requests.length).toBe(from);
   });

@@ -8,7 +8,15 @@ const usage = { inputTokens: 1_500_000, cachedInputTokens: 400_000, outputTokens
 describe('modelUsageView', () => {
   it("this month's use against the plan's budget", () => {
     expect(
-      modelUsageView({ name: 'ada', plan: 'personal', ownKey: false, budget: { includedTokens: 2_000_000 }, usage, now }),
+      modelUsageView({
+        name: 'ada',
+        plan: 'personal',
+        ownKey: false,
+        gatewayOn: true,
+        budget: { includedTokens: 2_000_000 },
+        usage,
+        now,
+      }),
     ).toEqual({
       name: 'ada',
       access: 'included',
@@ -31,12 +39,15 @@ describe('modelUsageView', () => {
       name: 'b',
       plan: 'pro',
       ownKey: false,
+      gatewayOn: true,
       budget: { includedTokens: 1_000_000, overageCeiling: 5_000_000 },
       usage,
       now,
     });
     expect(pro).toMatchObject({ ceilingTokens: 5_000_000, overageTokens: 1_100_000, exhausted: false });
-    expect(modelUsageView({ name: 'c', plan: 'pro', ownKey: true, budget: { includedTokens: 1 }, usage, now })).toMatchObject({
+    expect(
+      modelUsageView({ name: 'c', plan: 'pro', ownKey: true, gatewayOn: true, budget: { includedTokens: 1 }, usage, now }),
+    ).toMatchObject({
       access: 'own-key',
       usedTokens: 0,
       requests: 0,
@@ -44,9 +55,48 @@ describe('modelUsageView', () => {
     });
   });
 
+  it('without the gateway and without a key of its own there is no access', () => {
+    expect(
+      modelUsageView({
+        name: 'n',
+        plan: 'personal',
+        ownKey: false,
+        gatewayOn: false,
+        budget: { includedTokens: 10 },
+        usage,
+        now,
+      }),
+    ).toMatchObject({
+      access: 'none',
+      exhausted: false,
+    });
+    expect(
+      describeModelUsage(
+        modelUsageView({
+          name: 'n',
+          plan: 'personal',
+          ownKey: false,
+          gatewayOn: false,
+          budget: { includedTokens: 10 },
+          usage,
+          now,
+        }),
+        now,
+      ),
+    ).toContain('none (the model gateway is off');
+  });
+
   it("the customer's view leaves out the token split and the plan", () => {
     const view = customerUsageView(
-      modelUsageView({ name: 'ada', plan: 'personal', ownKey: false, budget: { includedTokens: 2_000_000 }, usage, now }),
+      modelUsageView({
+        name: 'ada',
+        plan: 'personal',
+        ownKey: false,
+        gatewayOn: true,
+        budget: { includedTokens: 2_000_000 },
+        usage,
+        now,
+      }),
     );
     expect(Object.keys(view).sort()).toEqual(['access', 'exhausted', 'includedTokens', 'period', 'renewsAt', 'usedTokens']);
   });
@@ -60,6 +110,7 @@ describe('describeModelUsage', () => {
           name: 'b',
           plan: 'pro',
           ownKey: false,
+          gatewayOn: true,
           budget: { includedTokens: 1_000_000, overageCeiling: 5_000_000 },
           usage,
           now,
@@ -78,14 +129,22 @@ describe('describeModelUsage', () => {
 
   it('an exhausted budget and an own key say so', () => {
     const exhausted = describeModelUsage(
-      modelUsageView({ name: 'a', plan: 'personal', ownKey: false, budget: { includedTokens: 10 }, usage, now }),
+      modelUsageView({ name: 'a', plan: 'personal', ownKey: false, gatewayOn: true, budget: { includedTokens: 10 }, usage, now }),
       now,
     );
     expect(exhausted).toContain('EXHAUSTED');
     expect(exhausted).toMatch(/Model Key Issued: +<none>/);
     expect(
       describeModelUsage(
-        modelUsageView({ name: 'a', plan: 'personal', ownKey: true, budget: { includedTokens: 10 }, usage, now }),
+        modelUsageView({
+          name: 'a',
+          plan: 'personal',
+          ownKey: true,
+          gatewayOn: true,
+          budget: { includedTokens: 10 },
+          usage,
+          now,
+        }),
         now,
       ),
     ).toContain('own API key (not metered)');

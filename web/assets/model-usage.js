@@ -9,6 +9,11 @@ const formatter = new Intl.NumberFormat('en-US');
 const date = (iso) => iso.slice(0, 10);
 
 function render(section, view) {
+  // No model at all (the platform's gateway is off): nothing the customer can act on here.
+  if (view.access === 'none') {
+    section.hidden = true;
+    return;
+  }
   const text = section.querySelector('#model-usage-text');
   const meter = section.querySelector('#model-usage-meter');
   if (view.access === 'own-key') {
