@@ -6,7 +6,8 @@ import { machineBusySeconds, summarize, type Summary } from '../lib.js';
 import { report, type Figure } from '../support.js';
 import { freePort, startServe } from '../../test/support/blytz-serve.js';
 import { FAKE_ANTHROPIC_KEY, startFakeModelProvider } from '../../test/support/fake-model-provider.js';
-import { createTestDatabase, waitFor } from '../../test/support/postgres.js';
+import { createTestDatabase } from '../../test/support/postgres.js';
+import { waitFor } from '../../test/support/wait-for.js';
 import { ModelAccessStore } from '../../src/store/model-access-store.js';
 import { SecretBox } from '../../src/store/secret-box.js';
 

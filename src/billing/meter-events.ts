@@ -3,7 +3,6 @@ import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { Guard } from '../resilience/guard.js';
 import { httpStatusOf } from '../resilience/transient.js';
-import type { ModelAccessStore, ReportOutcome, UnreportedOverage } from '../store/model-access-store.js';
 
 /**
  * Model overage to Stripe: for plans that bill tokens past their included budget, each metered
@@ -16,8 +15,27 @@ import type { ModelAccessStore, ReportOutcome, UnreportedOverage } from '../stor
  * without a Stripe customer id cannot be billed: its rows are marked skipped, not retried forever.
  */
 
+/** A request whose overage awaits a Stripe meter event. */
+export interface UnreportedOverage {
+  id: string;
+  customer: string;
+  stripeCustomerId: string | null;
+  overageTokens: number;
+  recordedAt: Date;
+}
+
+export type ReportOutcome = 'sent' | `skipped: ${string}`;
+
+/** Where the overage waits (store/model-access-store.ts): hands out rows and keeps their outcomes. */
+export interface OverageLedger {
+  reportOverage(
+    limit: number,
+    report: (rows: UnreportedOverage[]) => Promise<Map<string, ReportOutcome>>,
+  ): Promise<{ sent: number; skipped: number; left: number }>;
+}
+
 export interface MeterEventsOptions {
-  store: Pick<ModelAccessStore, 'reportOverage'>;
+  store: OverageLedger;
   stripe: Stripe;
   /** STRIPE_METER_EVENT_NAME: the `event_name` of the Stripe meter. */
   eventName: string;

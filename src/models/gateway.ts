@@ -5,8 +5,8 @@ import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { CircuitOpenError, DependencyError, type Guard } from '../resilience/guard.js';
 import type { MeteredRequest, ModelAccessStore, ModelCaller } from '../store/model-access-store.js';
-import { decide, periodKey, type ModelBudget } from './budget.js';
-import { isCredentialShaped } from './credentials.js';
+import { decide, periodKey, type ModelBudget } from '../domain/model-budget.js';
+import { isCredentialShaped } from '../store/model-credential.js';
 import {
   badRequest,
   modelList,
@@ -24,23 +24,23 @@ import {
   type GatewayAnswer,
   type GatewayRoute,
   type Provider,
-} from './provider-apis.js';
-import type { SourceCheck } from './source-check.js';
-import { passesBack, ProviderFailure, type Upstream } from './upstream.js';
-import { createUsageMeter, type Usage } from './usage.js';
+} from '../model-providers/provider-apis.js';
+import type { SourceCheck } from '../runtime/customer-addresses.js';
+import { passesBack, ProviderFailure, type Upstream } from '../model-providers/upstream.js';
+import { createUsageMeter, type Usage } from '../model-providers/usage.js';
 
 /**
  * The model gateway: the one way customer assistants reach a model on the platform's account.
  * Its own listener (never the public HTTP app), reachable from customer containers only.
  *
  * Per request, in order:
- *   1. route: only the endpoints the gateway meters (provider-apis.ts); anything else 404;
+ *   1. route: only the endpoints the gateway meters (model-providers/provider-apis.ts); anything else 404;
  *   2. credential (Authorization: Bearer or x-api-key) -> its customer, who must be active and
  *      not on their own key (one store query, which also returns this month's usage);
- *   3. source: the request must come from that customer's own container (source-check.ts);
+ *   3. source: the request must come from that customer's own container (runtime/customer-addresses.ts);
  *   4. body: JSON, an allowed model, no background mode; OpenAI chat streams get
  *      stream_options.include_usage so the provider reports usage at the end;
- *   5. budget: past the plan's monthly limit the provider's own quota answer (budget.ts);
+ *   5. budget: past the plan's monthly limit the provider's own quota answer (domain/model-budget.ts);
  *   6. forward with the platform's key, through the provider's breaker; the answer streams back
  *      chunk by chunk, errors relayed as the provider sent them, while the usage meter reads
  *      the provider's usage fields from the bytes going by;
@@ -108,7 +108,7 @@ export class ModelGateway {
   /** Starts the gateway's own listener; resolves with its address. */
   async listen(host: string, port: number): Promise<AddressInfo> {
     const server = createServer((req, res) => this.handle(req, res));
-    // Streams run for minutes; the provider's own idle limit applies (upstream.ts), not Node's defaults.
+    // Streams run for minutes; the provider's own idle limit applies (model-providers/upstream.ts), not Node's defaults.
     server.requestTimeout = 0;
     server.headersTimeout = 10_000;
     server.keepAliveTimeout = 5_000;

@@ -8,12 +8,12 @@ import type { CustomerStore } from '../store/customer-store.js';
 import type { DatabaseHandle } from '../store/database.js';
 import { ModelAccessStore } from '../store/model-access-store.js';
 import type { SecretBox } from '../store/secret-box.js';
-import { hardLimit, parseModelBudgets, periodKey, type ModelBudget } from './budget.js';
+import { hardLimit, parseModelBudgets, periodKey, type ModelBudget } from '../domain/model-budget.js';
 import { ModelGateway } from './gateway.js';
-import { modelAccessConfig, splitModel, type ModelAccessFragment } from './model-access-config.js';
-import type { Provider } from './provider-apis.js';
-import { AddressBook, anySource, type AddressLister } from './source-check.js';
-import { Upstream } from './upstream.js';
+import { modelAccessConfig, splitModel, type ModelAccessFragment } from '../workspace/model-access-config.js';
+import type { Provider } from '../model-providers/provider-apis.js';
+import { AddressBook, anySource, type AddressLister } from '../runtime/customer-addresses.js';
+import { Upstream } from '../model-providers/upstream.js';
 import { modelUsageView, type ModelUsageView } from './usage-view.js';
 
 /**

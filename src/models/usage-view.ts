@@ -1,5 +1,5 @@
-import { hardLimit, periodOf, type ModelBudget } from './budget.js';
-import { totalTokens, type Usage } from './usage.js';
+import { hardLimit, periodOf, type ModelBudget } from '../domain/model-budget.js';
+import { totalTokens, type Usage } from '../model-providers/usage.js';
 
 /**
  * What a customer's model use looks like to an operator (`blytz describe`, the admin API) and to

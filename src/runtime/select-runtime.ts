@@ -2,21 +2,23 @@ import { join } from 'node:path';
 import Docker from 'dockerode';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Config } from '../config.js';
-import { currentNamespace, loadKubeConfig } from '../kubernetes/client.js';
+import { currentNamespace, loadKubeConfig } from '../kube-api/client.js';
 import type { Logger } from '../observability/logger.js';
 import { projectRoot } from '../paths.js';
 import type { Policies } from '../resilience/policies.js';
 import { FileWorkspaces } from '../workspace/file-workspaces.js';
 import type { Workspaces } from '../workspace/workspace.js';
-import type { AddressLister } from '../models/source-check.js';
+import type { AddressLister } from './customer-addresses.js';
 import { dockerContainerAddresses } from './docker/container-addresses.js';
 import { DockerEventSource } from './docker/docker-events.js';
+import { PROBE_CLIENT_ADDRESS } from './docker/health.js';
 import { DockerRuntime } from './docker/docker-runtime.js';
 import { KubernetesRuntime } from './kubernetes/kubernetes-runtime.js';
 import { KubernetesWorkspaces } from './kubernetes/kubernetes-workspaces.js';
-import { OwnedObjectsWatch } from './kubernetes/owned-objects-watch.js';
 import { podAddresses } from './kubernetes/pod-addresses.js';
-import type { CustomerRuntime, EventSource } from './runtime.js';
+import { OwnedObjectsWatch } from '../kube-api/owned-objects-watch.js';
+import type { EventSource } from '../controller/event-source.js';
+import type { CustomerRuntime } from './runtime.js';
 
 /**
  * Part of the composition root (with server.ts): builds the runtime chosen by BLYTZ_RUNTIME
@@ -56,6 +58,13 @@ export interface SelectedRuntime {
   imagePresent(image: string): Promise<boolean>;
   /** The runtime's own hints about customers (unwrapped: the caller adds cache invalidation). */
   sources: EventSource[];
+  /**
+   * The addresses requests from the proxy reach a customer's gateway from, which it must trust to
+   * take the client from X-Forwarded-For (BLYTZ_ASSISTANT_TRUSTED_PROXIES overrides). Docker: the
+   * gateway of the customers' bridge (the port publish's proxy connects from it). Kubernetes: none
+   * known (the pod CIDR is the cluster's; the operator sets it).
+   */
+  defaultTrustedProxies(): Promise<string[]>;
   /** Every running customer container's (pod's) addresses: the model gateway's source check. */
   addresses: AddressLister;
 }
@@ -73,6 +82,8 @@ export function selectRuntime(config: Config, deps: SelectRuntimeDeps): Selected
     dataDir: config.BLYTZ_DATA_DIR,
     templatesDir: join(projectRoot(), 'templates'),
     defaults: { image: config.BLYTZ_CUSTOMER_IMAGE, containerPort: config.BLYTZ_CONTAINER_PORT },
+    // On Kubernetes no container mounts this folder (pods read their files from a Secret).
+    ownership: config.BLYTZ_RUNTIME === 'kubernetes' ? 'controller' : 'container',
   });
 
   if (config.BLYTZ_RUNTIME === 'kubernetes') {
@@ -85,12 +96,14 @@ export function selectRuntime(config: Config, deps: SelectRuntimeDeps): Selected
       healthName: 'kubernetes',
       imagePresent: () => Promise.resolve(true),
       sources: [new OwnedObjectsWatch({ kubeConfig, ...runtime.ownedKinds(), logger: deps.logger })],
+      defaultTrustedProxies: () => Promise.resolve([]),
       addresses: podAddresses(kubeConfig, namespace, deps.policies.guard('kubernetes'), extraLabels),
     };
   }
 
   const docker = new Docker(dockerOptions(config.DOCKER_HOST));
-  const runtime = new DockerRuntime(deps.policies.guard('docker'), { docker, extraLabels });
+  // The probes name a client (X-Forwarded-For): they arrive from the address the gateway trusts as its proxy.
+  const runtime = new DockerRuntime(deps.policies.guard('docker'), { docker, extraLabels, probeForwardedFor: PROBE_CLIENT_ADDRESS });
   const sources: EventSource[] = [];
   // A local engine restarts in seconds: reconnect within 5 s, not the default 30 s ceiling.
   if (config.BLYTZ_DOCKER_EVENTS) {
@@ -105,6 +118,7 @@ export function selectRuntime(config: Config, deps: SelectRuntimeDeps): Selected
     healthName: 'docker',
     imagePresent: (image) => runtime.imagePresent(image),
     sources,
+    defaultTrustedProxies: () => runtime.bridgeGateways(),
     addresses: dockerContainerAddresses(docker, deps.policies.guard('docker'), extraLabels),
   };
 }

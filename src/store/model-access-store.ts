@@ -1,7 +1,8 @@
 import { sql, type Kysely, type Transaction } from 'kysely';
-import { overageOf, type ModelBudget } from '../models/budget.js';
-import { credentialHash, newCredential } from '../models/credentials.js';
-import type { ModelApi, Usage } from '../models/usage.js';
+import type { OverageLedger, ReportOutcome, UnreportedOverage } from '../billing/meter-events.js';
+import { overageOf, type ModelBudget } from '../domain/model-budget.js';
+import { credentialHash, newCredential } from './model-credential.js';
+import type { ModelApi, Usage } from '../model-providers/usage.js';
 import type { DatabaseHandle } from './database.js';
 import type { Database } from './schema.js';
 import type { SecretBox } from './secret-box.js';
@@ -24,7 +25,7 @@ export interface ModelCaller {
 export interface MeteredRequest {
   id: string;
   customer: string;
-  /** `YYYY-MM-01` (budget.ts periodKey). */
+  /** `YYYY-MM-01` (domain/model-budget.ts, periodKey). */
   period: string;
   api: ModelApi;
   model: string;
@@ -39,22 +40,11 @@ export interface UsageSummary {
   outputTokens: number;
 }
 
-/** A request whose overage awaits a Stripe meter event. */
-export interface UnreportedOverage {
-  id: string;
-  customer: string;
-  stripeCustomerId: string | null;
-  overageTokens: number;
-  recordedAt: Date;
-}
-
-export type ReportOutcome = 'sent' | `skipped: ${string}`;
-
 function sealContext(customer: string): string {
   return `${customer}/model-credential`;
 }
 
-export class ModelAccessStore {
+export class ModelAccessStore implements OverageLedger {
   readonly #db: Kysely<Database>;
   readonly #box: SecretBox;
 

@@ -5,7 +5,7 @@ import { loadConfig } from '../../src/config.js';
 import { adminApiRouter } from '../../src/http/admin-api.js';
 import { createHttpApp } from '../../src/http/app.js';
 import { createModelUsageRouter } from '../../src/http/model-access-api.js';
-import { periodKey } from '../../src/models/budget.js';
+import { periodKey } from '../../src/domain/model-budget.js';
 import { ModelAccess } from '../../src/models/model-access.js';
 import { HealthChecks } from '../../src/observability/health.js';
 import { createLogger } from '../../src/observability/logger.js';

@@ -3,10 +3,10 @@ import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { periodKey } from '../../src/models/budget.js';
+import { periodKey } from '../../src/domain/model-budget.js';
 import { ModelGateway } from '../../src/models/gateway.js';
-import { AddressBook } from '../../src/models/source-check.js';
-import { Upstream } from '../../src/models/upstream.js';
+import { AddressBook } from '../../src/runtime/customer-addresses.js';
+import { Upstream } from '../../src/model-providers/upstream.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { unguarded } from '../../src/resilience/guard.js';
 import { dockerContainerAddresses } from '../../src/runtime/docker/container-addresses.js';
@@ -20,7 +20,8 @@ import {
   type FakeModelProvider,
 } from '../support/fake-model-provider.js';
 import { desiredCustomer, testSecretBox, uniqueName } from '../support/fixtures.js';
-import { createTestDatabase, waitFor, type TestDatabase } from '../support/postgres.js';
+import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { waitFor } from '../support/wait-for.js';
 
 /**
  * The source check against a real Docker engine, as on a production host: the gateway listens on

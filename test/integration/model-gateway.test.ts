@@ -5,10 +5,10 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MeterEventReporter } from '../../src/billing/meter-events.js';
 import { createStripeClient } from '../../src/billing/stripe-client.js';
-import { periodKey, type ModelBudget } from '../../src/models/budget.js';
+import { periodKey, type ModelBudget } from '../../src/domain/model-budget.js';
 import { ModelGateway } from '../../src/models/gateway.js';
-import type { SourceCheck } from '../../src/models/source-check.js';
-import { Upstream } from '../../src/models/upstream.js';
+import type { SourceCheck } from '../../src/runtime/customer-addresses.js';
+import { Upstream } from '../../src/model-providers/upstream.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import { Policies } from '../../src/resilience/policies.js';
@@ -17,7 +17,8 @@ import { ModelAccessStore } from '../../src/store/model-access-store.js';
 import { startFakeModelProvider, type FakeApi, type FakeModelProvider } from '../support/fake-model-provider.js';
 import { FAKE_SECRET_KEY, startFakeStripe, type FakeStripe } from '../support/fake-stripe.js';
 import { desiredCustomer, testSecretBox, uniqueName } from '../support/fixtures.js';
-import { createTestDatabase, waitFor, type TestDatabase } from '../support/postgres.js';
+import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { waitFor } from '../support/wait-for.js';
 
 /**
  * The model gateway on real Postgres against the local fake provider (OpenAI chat completions and

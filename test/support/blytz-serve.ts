@@ -1,13 +1,14 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { chownSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
 import Docker from 'dockerode';
 import { startCaddy, type TestCaddy } from './caddy.js';
 import { getWithHost } from './http-get.js';
-import { waitFor } from './postgres.js';
+import { waitFor } from './wait-for.js';
 
 /**
  * The built `blytz serve` as a user runs it, isolated from every other test on this machine:
@@ -27,6 +28,11 @@ export interface ServeOptions {
   dataDir?: string;
   instance?: string;
   portRange?: { from: number; to: number };
+  /**
+   * Run `blytz serve` as this uid:gid, as a shipped kit would (the tests run as root, which hides
+   * every file-permission problem); the data folder is made theirs. Needs root.
+   */
+  user?: { uid: number; gid: number };
 }
 
 export interface Served {
@@ -83,6 +89,7 @@ export async function startServe(options: ServeOptions): Promise<Served> {
   const ownsCaddy = !options.caddy;
   const port = await freePort();
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'blytz-e2e-'));
+  if (options.user) chownSync(dataDir, options.user.uid, options.user.gid);
   const instance = options.instance ?? `e2e-${randomBytes(4).toString('hex')}`;
   const caddyListenPort = caddy.listenPorts[0];
   const range = options.portRange ?? portSlot();
@@ -107,7 +114,12 @@ export async function startServe(options: ServeOptions): Promise<Served> {
   let log = '';
   let child: ChildProcess;
   const launch = async () => {
-    child = spawn(BLYTZ, ['serve'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    child = spawn(BLYTZ, ['serve'], {
+      cwd: ROOT,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      ...(options.user ? { uid: options.user.uid, gid: options.user.gid } : {}),
+    });
     child.stdout?.on('data', (d: Buffer) => (log += d.toString()));
     child.stderr?.on('data', (d: Buffer) => (log += d.toString()));
     const started = child;
@@ -196,4 +208,18 @@ export function buildNeverHealthyImage(image: string): void {
   } finally {
     execFileSync('docker', ['rm', '-f', tmp]);
   }
+}
+
+/** Runs `blytz ARGS` against the served admin API as an operator would; resolves to its stdout. */
+export async function operatorCli(served: Served, ...args: string[]): Promise<string> {
+  const { stdout } = await promisify(execFile)(BLYTZ, [...args, '--server', served.url], {
+    cwd: ROOT,
+    env: { ...baseEnv(), BLYTZ_ADMIN_TOKEN: served.adminToken },
+  });
+  return stdout;
+}
+
+/** The error with the end of the server's log appended: what a failed wait needs to be understood. */
+export function withServerLog(served: Served, error: unknown): Error {
+  return new Error(`${(error as Error).message}\n${served.log().slice(-4000)}`, { cause: error });
 }

@@ -8,7 +8,7 @@ import {
   parseModelBudgets,
   periodKey,
   periodOf,
-} from '../../src/models/budget.js';
+} from '../../src/domain/model-budget.js';
 
 describe('periods', () => {
   it('are calendar months in UTC', () => {

@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import { describe, expect, it } from 'vitest';
 import { modelGatewayCheck } from '../../src/http/model-access-api.js';
-import { credentialHash, isCredentialShaped, newCredential } from '../../src/models/credentials.js';
+import { credentialHash, isCredentialShaped, newCredential } from '../../src/store/model-credential.js';
 import { credentialOf, prepareBody } from '../../src/models/gateway.js';
 import { allowedModels } from '../../src/models/model-access.js';
 import {
@@ -12,9 +12,9 @@ import {
   unauthorized,
   wrongSource,
   type GatewayRoute,
-} from '../../src/models/provider-apis.js';
-import { AddressBook, normalizeAddress, type CustomerAddresses } from '../../src/models/source-check.js';
-import { passesBack } from '../../src/models/upstream.js';
+} from '../../src/model-providers/provider-apis.js';
+import { AddressBook, normalizeAddress, type CustomerAddresses } from '../../src/runtime/customer-addresses.js';
+import { passesBack } from '../../src/model-providers/upstream.js';
 import { TimeoutError } from '../../src/resilience/guard.js';
 import { isRetryableModelProvider, isTransientModelProvider } from '../../src/resilience/transient.js';
 

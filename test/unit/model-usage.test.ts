@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { SseReader } from '../../src/models/sse.js';
-import { createUsageMeter, usageOfJson, type ModelApi } from '../../src/models/usage.js';
+import { SseReader } from '../../src/model-providers/sse.js';
+import { createUsageMeter, usageOfJson, type ModelApi } from '../../src/model-providers/usage.js';
 
 /**
  * Metering reads usage from the provider's own answers: JSON and streamed (SSE), for OpenAI chat

@@ -10,50 +10,9 @@ import {
 } from '../../src/controller/customer/plan.js';
 import type { ObservedContainer } from '../../src/runtime/runtime.js';
 import type { RouteTarget } from '../../src/proxy/route-table.js';
+import { container, converged, desired, HOST, route } from '../support/planning.js';
 
-const HOST = 'alice.blytz.localhost';
 const DAY = 86_400_000;
-
-function desired(overrides: Partial<Desired> = {}): Desired {
-  return {
-    name: 'alice',
-    generation: 1,
-    state: 'active',
-    paused: false,
-    cancelledAtMs: null,
-    specHash: 'hash-a',
-    workspaceHash: 'ws-a',
-    host: HOST,
-    ...overrides,
-  };
-}
-
-function container(overrides: Partial<ObservedContainer> = {}): ObservedContainer {
-  return {
-    id: 'c1',
-    customer: 'alice',
-    name: 'blytz-alice',
-    specHash: 'hash-a',
-    state: 'running',
-    health: 'healthy',
-    hostPort: 30001,
-    ...overrides,
-  };
-}
-
-function route(target: RouteTarget = upstreamFor(30001), hosts = [HOST]) {
-  return { customer: 'alice', id: 'blytz-alice', hosts, target };
-}
-
-function converged(overrides: Partial<Observed> = {}): Observed {
-  return {
-    workspace: { exists: true, contentHash: 'ws-a' },
-    port: 30001,
-    containers: [container()],
-    route: route(),
-    ...overrides,
-  };
-}
 
 const types = (actions: Action[]) => actions.map((a) => a.type);
 const run = (d: Desired | undefined, o: Observed, now = 0, recreateAllowed = true) =>
@@ -135,6 +94,40 @@ describe('plan: active', () => {
 
   it('re-renders a stale workspace without touching the container', () => {
     expect(types(run(desired(), converged({ workspace: { exists: true, contentHash: 'old' } })))).toEqual(['writeWorkspace']);
+  });
+
+  it('on a runtime that updates in place (Kubernetes), an outdated or broken container is updated, never removed and made anew', () => {
+    const inPlace = (o: Observed) =>
+      plan({ desired: desired(), observed: o, now: 0, retentionMs: 30 * DAY, updatesInPlace: true }).actions;
+    // A new spec: one write of the Deployment; its own strategy replaces the pod (no second one, same Service).
+    expect(inPlace(converged({ containers: [container({ specHash: 'hash-old' })] }))).toEqual([
+      { type: 'createContainer', drift: 'container_outdated' },
+    ]);
+    // A part missing (its Service deleted): the same write puts it back, the pod keeps running.
+    expect(inPlace(converged({ containers: [container({ state: 'dead' })] }))).toEqual([
+      { type: 'createContainer', drift: 'container_outdated' },
+    ]);
+    // Being deleted: wait for it to go before making it anew.
+    expect(types(inPlace(converged({ containers: [container({ state: 'removing' })] })))).toEqual([
+      'removeContainer',
+      'createContainer',
+    ]);
+    // A duplicate is still removed; the kept one is updated.
+    expect(
+      inPlace(
+        converged({
+          containers: [container({ specHash: 'hash-old' }), container({ id: 'c2', specHash: 'hash-old', state: 'exited' })],
+        }),
+      ),
+    ).toEqual([
+      { type: 'removeContainer', id: 'c2', drift: 'container_outdated' },
+      { type: 'createContainer', drift: 'container_outdated' },
+    ]);
+    // Elsewhere: remove, then create.
+    expect(types(run(desired(), converged({ containers: [container({ specHash: 'hash-old' })] })))).toEqual([
+      'removeContainer',
+      'createContainer',
+    ]);
   });
 
   it('plans nothing while paused', () => {

@@ -1,8 +1,8 @@
 import type Docker from 'dockerode';
-import { CUSTOMER_LABEL } from '../../domain/naming.js';
-import type { AddressLister, CustomerAddresses } from '../../models/source-check.js';
+import type { AddressLister, CustomerAddresses } from '../customer-addresses.js';
 import type { Guard } from '../../resilience/guard.js';
-import { labelFilter } from './labels.js';
+import { labelFilter } from '../../domain/labels.js';
+import { CUSTOMER_LABEL } from '../../domain/naming.js';
 
 /**
  * The model gateway's source check on Docker: every running customer container's addresses on

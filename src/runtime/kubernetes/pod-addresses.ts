@@ -1,6 +1,6 @@
 import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { CUSTOMER_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE } from '../../domain/naming.js';
-import type { AddressLister } from '../../models/source-check.js';
+import type { AddressLister } from '../customer-addresses.js';
 import type { Guard } from '../../resilience/guard.js';
 
 /**

@@ -1,9 +1,9 @@
-import { PLAN_NAMES, type PlanName } from '../domain/customer.js';
+import { PLAN_NAMES, type PlanName } from './customer.js';
 
 /**
  * The model use a plan includes each calendar month (UTC), and what happens past it. Pure.
  *
- * A budget counts tokens (input plus output, as `usage.ts` normalises them) of the platform's
+ * A budget counts tokens (input plus output, as model-providers/usage.ts normalises them) of the platform's
  * default model. Two kinds:
  * - included only (`overageCeiling` absent): past `includedTokens` the gateway answers as the
  *   provider does for an exhausted quota, until the month ends;
