@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chownSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chownSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type Docker from 'dockerode';
@@ -89,10 +89,11 @@ async function fromAssistant(key: string): Promise<number> {
   return Number(/\b(\d{3})\b/.exec(out)?.[1] ?? 0);
 }
 
+/** Regular files under `dir` (links are not followed: OpenClaw links into its own image). */
 function filesUnder(dir: string): string[] {
   return readdirSync(dir).flatMap((entry) => {
     const path = join(dir, entry);
-    const stat = statSync(path);
+    const stat = lstatSync(path);
     return stat.isDirectory() ? filesUnder(path) : stat.isFile() ? [path] : [];
   });
 }
