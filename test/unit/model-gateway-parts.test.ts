@@ -1,6 +1,8 @@
 import type { IncomingMessage } from 'node:http';
 import { describe, expect, it } from 'vitest';
 import { modelGatewayCheck } from '../../src/http/model-access-api.js';
+import { CONTROLLER_POD_LABELS, DEFAULT_NETWORK } from '../../src/runtime/kubernetes/manifests.js';
+import { customerNetwork } from '../../src/runtime/select-runtime.js';
 import { credentialHash, isCredentialShaped, newCredential } from '../../src/store/model-credential.js';
 import { credentialOf, prepareBody } from '../../src/models/gateway.js';
 import { allowedModels } from '../../src/models/model-access.js';
@@ -270,5 +272,15 @@ describe('blytz doctor: models', () => {
     expect(
       modelGatewayCheck({ ...config, BLYTZ_MODEL_GATEWAY_LISTEN: '127.0.0.1:8090', BLYTZ_MODEL_SOURCE_CHECK: 'off' }).status,
     ).toBe('warn');
+  });
+});
+
+describe('customer pods on Kubernetes', () => {
+  it('may reach the model gateway (the controller pods on its port) when it runs, and nothing more', () => {
+    expect(customerNetwork({ BLYTZ_MODEL_GATEWAY_LISTEN: undefined })).toBeUndefined();
+    expect(customerNetwork({ BLYTZ_MODEL_GATEWAY_LISTEN: '0.0.0.0:8090' })).toEqual({
+      ...DEFAULT_NETWORK,
+      modelGateway: { podSelector: CONTROLLER_POD_LABELS, port: 8090 },
+    });
   });
 });
