@@ -180,6 +180,7 @@ export const BENCH_PORTS = {
   drift: { from: 61_700, to: 61_749 },
   driftBaseline: 61_800,
   scale: { from: 62_000, to: 64_999 },
+  realFloor: 61_900,
 } as const;
 
 function bindable(port: number): Promise<boolean> {

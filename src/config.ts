@@ -3,6 +3,7 @@ import { totalmem } from 'node:os';
 import { z } from 'zod';
 import { checkCapacity } from './domain/capacity.js';
 import { OPENCLAW_IMAGE } from './domain/openclaw.js';
+import { parseModelBudgets } from './domain/model-budget.js';
 
 /**
  * Configuration comes from the environment (contract section 2), parsed once at start by the
@@ -22,6 +23,17 @@ const portRange = z
     return { from, to };
   })
   .refine((r) => r.from >= 1024 && r.to <= 65_535 && r.from <= r.to, 'must be an ascending range within 1024-65535');
+
+const modelName = z.string().regex(/^(openai|anthropic)\/[A-Za-z0-9._:-]{1,100}$/, 'must be openai/<model> or anthropic/<model>');
+
+/** BLYTZ_MODEL_BUDGETS: parsed as the gateway will parse it, its message naming the bad part. */
+function checkModelBudgets(text: string, ctx: z.RefinementCtx): void {
+  try {
+    parseModelBudgets(text);
+  } catch (error) {
+    ctx.addIssue({ code: 'custom', message: (error as Error).message });
+  }
+}
 
 /** Telegram's own Bot API; customers' gateways are told another root only when it differs. */
 export const TELEGRAM_API_DEFAULT = 'https://api.telegram.org';
@@ -139,6 +151,38 @@ const envSchema = z.object({
   BLYTZ_ROLLOUT_MAX_FAILURES: z.coerce.number().int().min(0).default(2),
   // Overrides each template's startTimeoutSeconds for rollouts (tests use a few seconds).
   BLYTZ_ROLLOUT_START_TIMEOUT_SECONDS: positiveInt.max(3600).optional(),
+  // Included model access (issue 23): the model gateway, its own listener for customer
+  // containers only (never the public app). Unset: no gateway, and customers without their own
+  // model key get no model.
+  BLYTZ_MODEL_GATEWAY_LISTEN: z
+    .string()
+    .regex(/^(\[[0-9a-fA-F:.]+\]|[^\s:[\]]+):\d{1,5}$/, 'must be host:port, e.g. 172.30.0.1:8090')
+    .optional(),
+  // What customer containers dial (openclaw.json baseUrl); default http://<listen address>.
+  BLYTZ_MODEL_GATEWAY_URL: url.optional(),
+  // The included model, <openai|anthropic>/<model id>; more that may be asked for, comma-separated.
+  BLYTZ_MODEL_DEFAULT: modelName.default('anthropic/claude-haiku-4-5'),
+  BLYTZ_MODEL_ALLOWED: z
+    .string()
+    .refine(
+      (s) => s.split(',').every((m) => modelName.safeParse(m.trim()).success),
+      'must be openai/<model> or anthropic/<model>, comma-separated',
+    )
+    .optional(),
+  // Monthly token budgets per plan, overriding the defaults: plan=tokens[/ceiling],...
+  BLYTZ_MODEL_BUDGETS: z.string().superRefine(checkModelBudgets).optional(),
+  // runtime: a credential is taken only from its customer's own container; off: from anywhere.
+  BLYTZ_MODEL_SOURCE_CHECK: z.enum(['runtime', 'off']).default('runtime'),
+  // The platform's provider keys (or *_FILE): used by the gateway only, never put in a container.
+  BLYTZ_OPENAI_API_KEY: z.string().min(1).optional(),
+  BLYTZ_ANTHROPIC_API_KEY: z.string().min(1).optional(),
+  BLYTZ_OPENAI_API_BASE: url.default('https://api.openai.com'),
+  BLYTZ_ANTHROPIC_API_BASE: url.default('https://api.anthropic.com'),
+  // Stripe meter for plans that bill model overage; unset: overage is not reported.
+  STRIPE_METER_EVENT_NAME: z
+    .string()
+    .regex(/^[A-Za-z0-9_.:-]{1,100}$/, 'must be a Stripe meter event name')
+    .optional(),
   LOG_LEVEL: logLevel.default('info'),
 });
 
@@ -163,6 +207,8 @@ export const FILE_VARIABLES = [
   'BLYTZ_SECRET_KEY_PREVIOUS',
   'STRIPE_SECRET_KEY',
   'STRIPE_WEBHOOK_SECRET',
+  'BLYTZ_OPENAI_API_KEY',
+  'BLYTZ_ANTHROPIC_API_KEY',
 ] as const;
 
 /** `NAME`, else the contents of the file `NAME_FILE` names (one trailing newline dropped). */
@@ -214,6 +260,27 @@ function crossFieldProblems(config: Config): string[] {
       `BLYTZ_ROUTES: ingress needs BLYTZ_RUNTIME=kubernetes (an Ingress routes to a customer's Service; runtime is ${config.BLYTZ_RUNTIME})`,
     );
   }
+  problems.push(...modelGatewayProblems(config));
+  return problems;
+}
+
+/** The model gateway needs an address containers can dial, and the key of its default model's provider. */
+function modelGatewayProblems(config: Config): string[] {
+  const listen = config.BLYTZ_MODEL_GATEWAY_LISTEN;
+  if (!listen) return [];
+  const problems: string[] = [];
+  const host = listen.slice(0, listen.lastIndexOf(':')).replace(/^\[|\]$/g, '');
+  if (!config.BLYTZ_MODEL_GATEWAY_URL && (host === '0.0.0.0' || host === '::' || host === '')) {
+    problems.push(
+      `BLYTZ_MODEL_GATEWAY_URL: required when BLYTZ_MODEL_GATEWAY_LISTEN (${listen}) is every address: say which one customer containers dial`,
+    );
+  }
+  const provider = config.BLYTZ_MODEL_DEFAULT.split('/')[0];
+  const key = provider === 'openai' ? 'BLYTZ_OPENAI_API_KEY' : 'BLYTZ_ANTHROPIC_API_KEY';
+  if (!config[key])
+    problems.push(
+      `${key}: required by BLYTZ_MODEL_DEFAULT=${config.BLYTZ_MODEL_DEFAULT} when the model gateway is on (or set ${key}_FILE)`,
+    );
   return problems;
 }
 

@@ -22,6 +22,7 @@ import { ensurePrivateDir, loadAdminToken, loadSecretKey, parsePreviousKeys } fr
 import { adminApiRouter } from './http/admin-api.js';
 import { createHttpApp } from './http/app.js';
 import { createCaddyAskRouter } from './http/caddy-ask.js';
+import { createModelUsageRouter } from './http/model-access-api.js';
 import { createPagesRouter } from './http/pages.js';
 import { createPairingApiRouter } from './http/pairing-api.js';
 import { createPublicApiRouter } from './http/public-api.js';
@@ -33,6 +34,7 @@ import { HealthChecks } from './observability/health.js';
 import type { Logger } from './observability/logger.js';
 import { FailureLog } from './observability/failure-log.js';
 import { Metrics } from './observability/metrics.js';
+import { ModelAccess } from './models/model-access.js';
 import { isTransientCaddy } from './proxy/caddy/admin-client.js';
 import { CaddyRouteTable } from './proxy/caddy/caddy-route-table.js';
 import { reportSweep, RouteSweep, type SweepableRouteTable } from './proxy/caddy/route-sweep.js';
@@ -151,6 +153,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       runtime,
       routes,
       workspaces,
+      // Built below with the HTTP side; the controller starts only after it exists.
+      modelAccess: (name) => models.configFor(name),
       metrics,
       logger: logger.child({ controller: CUSTOMER_CONTROLLER_NAME }),
       defaults: {
@@ -259,13 +263,12 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
 
     const rateLimits = createRateLimitBackend(database);
     const billing = new BillingStore(database, secretBox, { maxCustomers: config.BLYTZ_MAX_CUSTOMERS });
-    const stripe =
-      config.STRIPE_SECRET_KEY && config.STRIPE_PRICE_ID
-        ? {
-            client: createStripeClient({ secretKey: config.STRIPE_SECRET_KEY, apiBase: config.STRIPE_API_BASE }),
-            priceId: config.STRIPE_PRICE_ID,
-          }
-        : undefined;
+    // Stripe's client when a secret key is set (model overage meter events need no price); the
+    // checkout and the landing page's price need the price too.
+    const stripeClient = config.STRIPE_SECRET_KEY
+      ? createStripeClient({ secretKey: config.STRIPE_SECRET_KEY, apiBase: config.STRIPE_API_BASE })
+      : undefined;
+    const stripe = stripeClient && config.STRIPE_PRICE_ID ? { client: stripeClient, priceId: config.STRIPE_PRICE_ID } : undefined;
     const checkout = stripe
       ? new StripeCheckout({ stripe: stripe.client, priceId: stripe.priceId, publicUrl, guard: policies.guard('stripe') })
       : undefined;
@@ -280,6 +283,20 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         `BLYTZ_PUBLIC_URL is unset: signup's status links and Stripe's return addresses point at ${publicUrl}, which only this machine reaches`,
       );
     }
+
+    // Included model access (issue 23): the model gateway on its own listener, usage, rotation.
+    const models = new ModelAccess(config, {
+      database,
+      secretBox,
+      customers: store,
+      policies,
+      metrics,
+      logger,
+      addresses: selected.addresses,
+      stripe: stripeClient,
+    });
+    await models.start();
+    stoppers.unshift(() => models.stop());
 
     const app = createHttpApp({
       logger,
@@ -311,6 +328,10 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
           rateLimits,
           logger,
         }),
+        createModelUsageRouter({
+          verifyAccessToken: (name, token) => billing.verifyAccessToken(name, token),
+          usage: (name) => models.usage(name),
+        }),
         createPagesRouter({ pricing }),
         adminApiRouter({
           store,
@@ -323,6 +344,11 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
                 return [{ name: 'caddy-server', status: ok ? 'ok' : 'fail', message }];
               }
             : undefined,
+          modelAccess: {
+            usage: (name) => models.usage(name),
+            // Rendered into the customer's openclaw.json by a reconcile, asked for now.
+            rotate: (name) => models.rotate(name, (customer) => controller.reconcileNow(customer)),
+          },
           rollouts: {
             list: () => rollouts.list(),
             act: async (action) => {

@@ -49,6 +49,24 @@ export interface CustomerEventObject {
   lastTimestamp: string;
 }
 
+/** `GET .../customers/:name/model-usage` (src/models/usage-view.ts). */
+export interface ModelUsageObject {
+  access: 'included' | 'own-key' | 'none';
+  period: string;
+  renewsAt: string;
+  plan: string;
+  includedTokens: number;
+  ceilingTokens?: number;
+  usedTokens: number;
+  inputTokens: number;
+  cachedInputTokens: number;
+  outputTokens: number;
+  requests: number;
+  overageTokens: number;
+  exhausted: boolean;
+  credentialIssuedAt?: string;
+}
+
 export interface ReadyzBody {
   status: string;
   checks: Record<string, { status: 'ok' | 'fail'; message?: string; latencyMs?: number }>;
@@ -158,6 +176,25 @@ export class AdminClient {
   async listEvents(name: string): Promise<CustomerEventObject[]> {
     const list = await this.#request<{ items: CustomerEventObject[] }>('GET', `${customerPath(name)}/events`);
     return list.items;
+  }
+
+  /** Undefined when the server does not offer it (an older server: 404 with no customer named). */
+  async modelUsage(name: string): Promise<ModelUsageObject | undefined> {
+    try {
+      return await this.#request<ModelUsageObject>('GET', `${customerPath(name)}/model-usage`);
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 404) return undefined;
+      throw error;
+    }
+  }
+
+  async rotateModelKey(name: string): Promise<{ rotatedAt: string; rendered: boolean }> {
+    return this.#request<{ rotatedAt: string; rendered: boolean }>(
+      'POST',
+      `${customerPath(name)}/model-key/rotate`,
+      undefined,
+      RECONCILE_TIMEOUT_MS,
+    );
   }
 
   async reconcile(name: string): Promise<{ handledAt: string }> {

@@ -1,11 +1,16 @@
-import type { CustomerEventObject, CustomerObject } from './client.js';
+import type { CustomerEventObject, CustomerObject, ModelUsageObject } from './client.js';
 import { ageSince, formatFields, formatTable, NONE } from './format.js';
 
 /**
  * `blytz describe customer NAME`: everything an operator needs to see why a customer is (not)
  * ready, laid out like `kubectl describe`. Secrets appear only as "set"/"not set".
  */
-export function describeCustomer(customer: CustomerObject, events: CustomerEventObject[], now: Date): string {
+export function describeCustomer(
+  customer: CustomerObject,
+  events: CustomerEventObject[],
+  now: Date,
+  modelUsage?: ModelUsageObject,
+): string {
   const { metadata, spec, status } = customer;
   const labels = Object.entries(metadata.labels ?? {}).map(([k, v]) => `${k}=${v}`);
   const sections: string[] = [];
@@ -89,6 +94,8 @@ export function describeCustomer(customer: CustomerObject, events: CustomerEvent
       ),
   );
 
+  if (modelUsage) sections.push(describeModelUsage(modelUsage, now));
+
   sections.push(
     events.length === 0
       ? `Events:  ${NONE}`
@@ -100,6 +107,39 @@ export function describeCustomer(customer: CustomerObject, events: CustomerEvent
           ),
   );
   return `${sections.join('\n')}\n`;
+}
+
+/** Included model access: this month's use against the plan's budget. */
+export function describeModelUsage(usage: ModelUsageObject, now: Date): string {
+  if (usage.access === 'own-key') return 'Model Usage:\n  Access:  own API key (not metered)';
+  if (usage.access === 'none')
+    return 'Model Usage:\n  Access:  none (the model gateway is off and the customer has no API key of its own)';
+  const percent = usage.includedTokens > 0 ? Math.floor((usage.usedTokens / usage.includedTokens) * 100) : 100;
+  const fields: Array<[string, string]> = [
+    ['Access', 'included (through the model gateway)'],
+    ['Period', `${usage.period} (renews ${usage.renewsAt}, in ${ageSince(now.toISOString(), new Date(usage.renewsAt))})`],
+    [
+      'Used',
+      `${tokens(usage.usedTokens)} of ${tokens(usage.includedTokens)} tokens included (${percent}%)${usage.exhausted ? ', EXHAUSTED' : ''}`,
+    ],
+    [
+      'Input / Output',
+      `${tokens(usage.inputTokens)} (${tokens(usage.cachedInputTokens)} cached) / ${tokens(usage.outputTokens)}`,
+    ],
+    ['Requests', String(usage.requests)],
+  ];
+  if (usage.ceilingTokens !== undefined) {
+    fields.push(['Overage', `${tokens(usage.overageTokens)} tokens billed (ceiling ${tokens(usage.ceilingTokens)})`]);
+  }
+  fields.push([
+    'Model Key Issued',
+    usage.credentialIssuedAt ? `${usage.credentialIssuedAt} (${ageSince(usage.credentialIssuedAt, now)} ago)` : NONE,
+  ]);
+  return `Model Usage:\n${formatFields(fields, '  ')}`;
+}
+
+function tokens(n: number): string {
+  return n.toLocaleString('en-US');
 }
 
 /** kubectl's "3m (x5 over 10m)" for repeated events. */

@@ -67,6 +67,7 @@ function buildProgram(): Command {
       const { openDatabase } = await import('../store/database.js');
       const { migrateOrThrow } = await import('../store/migrate.js');
       const { CustomerStore } = await import('../store/customer-store.js');
+      const { ModelAccessStore } = await import('../store/model-access-store.js');
       const { SecretBox } = await import('../store/secret-box.js');
       const { loadSecretKey, parsePreviousKeys } = await import('../data-dir.js');
       const box = new SecretBox(loadSecretKey(config.BLYTZ_DATA_DIR, config.BLYTZ_SECRET_KEY), parsePreviousKeys(config.BLYTZ_SECRET_KEY_PREVIOUS));
@@ -75,6 +76,8 @@ function buildProgram(): Command {
         await migrateOrThrow(database);
         const { resealed } = await new CustomerStore(database, box).resealAll();
         console.log(`resealed the secrets of ${resealed} customer(s) under the current key`);
+        const credentials = await new ModelAccessStore(database, box).resealAll();
+        console.log(`resealed ${credentials.resealed} model credential(s) under the current key`);
       } finally {
         await database.close();
       }

@@ -69,7 +69,8 @@ export function registerVerbs(program: Command): void {
       const client = clientOf(cmd);
       const customer = await mustGet(client, name);
       const events = await client.listEvents(name);
-      write(describeCustomer(customer, events, new Date()));
+      const modelUsage = await client.modelUsage(name);
+      write(describeCustomer(customer, events, new Date(), modelUsage));
     });
 
   program
@@ -101,6 +102,24 @@ export function registerVerbs(program: Command): void {
     .argument('<name>', 'customer name')
     .action(async (name: string, _options: unknown, cmd: Command) => {
       await setState(clientOf(cmd), name, 'active');
+    });
+
+  program
+    .command('rotate-model-key')
+    .description('issue a customer a new model credential now; the old one is refused at once')
+    .argument('<name>', 'customer name')
+    .action(async (name: string, _options: unknown, cmd: Command) => {
+      let result: { rotatedAt: string; rendered: boolean };
+      try {
+        result = await clientOf(cmd).rotateModelKey(name);
+      } catch (error) {
+        throw notFoundMessage(error, name);
+      }
+      write(
+        result.rendered
+          ? `customer/${name} model key rotated at ${result.rotatedAt}; the new key is in its assistant's config\n`
+          : `customer/${name} model key rotated at ${result.rotatedAt}; the controller renders the new key on its next pass\n`,
+      );
     });
 
   program

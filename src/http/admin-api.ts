@@ -4,6 +4,12 @@ import type { Config } from '../config.js';
 import { customerNameSchema, KIND, parseManifest, toManifest, ValidationError, type FieldError } from '../domain/customer.js';
 import type { CustomerStore } from '../store/customer-store.js';
 import { ConflictError } from '../store/errors.js';
+import {
+  modelGatewayCheck,
+  registerModelAccessRoutes,
+  type ModelAccessApi,
+  type ModelGatewayConfig,
+} from './model-access-api.js';
 import { registerRolloutRoutes, type RolloutApi } from './rollout-api.js';
 
 /**
@@ -27,7 +33,8 @@ const MAX_PAGE = 5000;
 export type IntegrationConfig = Pick<
   Config,
   'STRIPE_SECRET_KEY' | 'STRIPE_WEBHOOK_SECRET' | 'STRIPE_PRICE_ID' | 'TELEGRAM_API_BASE'
->;
+> &
+  Partial<ModelGatewayConfig>;
 
 export interface IntegrationCheck {
   name: string;
@@ -49,6 +56,8 @@ export interface AdminApiDeps {
   checks?: (() => Promise<IntegrationCheck[]>) | undefined;
   /** When given, `.../rollouts` shows and steers fleet rollouts. */
   rollouts?: RolloutApi | undefined;
+  /** When given, `.../customers/:name/model-usage` and `.../model-key/rotate` (included model access). */
+  modelAccess?: ModelAccessApi | undefined;
 }
 
 export type StatusReason =
@@ -218,6 +227,7 @@ export function adminApiRouter(deps: AdminApiDeps): Router {
   });
 
   if (deps.rollouts) registerRolloutRoutes(router, ADMIN_API_PREFIX, deps.rollouts);
+  if (deps.modelAccess) registerModelAccessRoutes(router, CUSTOMERS_PATH, deps.modelAccess, notFound);
 
   router.use(ADMIN_API_PREFIX, () => {
     throw new StatusError(404, 'NotFound', 'the server could not find the requested resource');
@@ -253,7 +263,9 @@ export function integrationChecks(config: IntegrationConfig): IntegrationCheck[]
   const telegramCheck: IntegrationCheck = config.TELEGRAM_API_BASE
     ? { name: 'telegram', status: 'ok', message: `Bot API at ${new URL(config.TELEGRAM_API_BASE).origin}` }
     : { name: 'telegram', status: 'fail', message: 'TELEGRAM_API_BASE is empty' };
-  return [stripeCheck, telegramCheck];
+  return config.BLYTZ_MODEL_DEFAULT === undefined
+    ? [stripeCheck, telegramCheck]
+    : [stripeCheck, telegramCheck, modelGatewayCheck(config as ModelGatewayConfig)];
 }
 
 /** The manifest, checked against the URL it was sent to; a 422 Status lists every bad field. */

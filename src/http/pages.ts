@@ -295,6 +295,11 @@ function statusPage(options: { name: string }): SafeHtml {
   <p>Open your bot in Telegram: <a id="telegram-link" href="#"></a></p>
   <p>Your assistant's address: <a id="assistant-url" href="#"></a></p>
 </section>
+<section id="model-usage" hidden aria-labelledby="model-usage-title">
+  <h2 id="model-usage-title">Model use</h2>
+  <p id="model-usage-text"></p>
+  <meter id="model-usage-meter" min="0" aria-labelledby="model-usage-title" hidden></meter>
+</section>
 <section id="pairing" hidden aria-labelledby="pairing-title">
   <h2 id="pairing-title">Approve your Telegram account</h2>
   <p>The first time you message your bot, it answers with a pairing code. Enter the code here so your assistant knows it is you.</p>

@@ -60,6 +60,15 @@ export const REDACTED_PATHS = [
   '*.BLYTZ_SECRET_KEY_PREVIOUS',
   'DATABASE_URL',
   '*.DATABASE_URL',
+  // The platform's model provider keys, and customers' model credentials.
+  'BLYTZ_OPENAI_API_KEY',
+  '*.BLYTZ_OPENAI_API_KEY',
+  'BLYTZ_ANTHROPIC_API_KEY',
+  '*.BLYTZ_ANTHROPIC_API_KEY',
+  'credential',
+  '*.credential',
+  '*.headers["x-api-key"]',
+  '*.*.headers["x-api-key"]',
   'gatewayToken',
   '*.gatewayToken',
   '*.*.gatewayToken',
@@ -80,6 +89,8 @@ const SECRET_PATTERNS: Array<[RegExp, string]> = [
   // Model providers' keys: sk-..., sk-ant-..., sk-proj-..., sk-or-... and Google's AIza...
   [/\bsk-[A-Za-z0-9_-]{20,}/g, '[REDACTED]'],
   [/\bAIza[0-9A-Za-z_-]{30,}/g, '[REDACTED]'],
+  // Customers' model credentials (the model gateway's keys).
+  [/\bblytz-mk-[A-Za-z0-9_-]{20,}/g, '[REDACTED]'],
   // A password in a URL: postgres://blytz:<password>@host/db
   [/\b([a-z][a-z0-9+.-]*:\/\/[^:/\s@]+:)[^@\s/]+@/gi, '$1[REDACTED]@'],
   [/\bBearer\s+[A-Za-z0-9._~+/=-]{8,}/gi, 'Bearer [REDACTED]'],

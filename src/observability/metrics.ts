@@ -151,6 +151,43 @@ export class Metrics {
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });
+  // Included model access (issue 23): the model gateway and metering.
+  readonly modelRequests = new Counter({
+    name: 'blytz_model_requests_total',
+    help: 'Requests to the model gateway by API and outcome (ok, provider_error, quota_exceeded, unauthorized, wrong_source, refused, unavailable, usage_missing, unrecorded)',
+    labelNames: ['api', 'outcome'] as const,
+    registers: [this.registry],
+  });
+  readonly modelTokens = new Counter({
+    name: 'blytz_model_tokens_total',
+    help: "Tokens metered from the providers' usage fields, by API and kind (input, cached_input, output)",
+    labelNames: ['api', 'kind'] as const,
+    registers: [this.registry],
+  });
+  readonly modelInFlight = new Gauge({
+    name: 'blytz_model_requests_in_flight',
+    help: 'Model gateway requests being answered (streams open), by API',
+    labelNames: ['api'] as const,
+    registers: [this.registry],
+  });
+  readonly modelPeriodTokens = new Gauge({
+    name: 'blytz_model_period_tokens',
+    help: 'Tokens (input + output) each customer used this month through the model gateway',
+    labelNames: ['customer', 'plan'] as const,
+    registers: [this.registry],
+  });
+  readonly modelBudgetTokens = new Gauge({
+    name: 'blytz_model_budget_tokens',
+    help: "Each plan's monthly model budget: tokens included, and the ceiling past which requests are refused",
+    labelNames: ['plan', 'limit'] as const,
+    registers: [this.registry],
+  });
+  readonly stripeMeterEvents = new Counter({
+    name: 'blytz_stripe_meter_events_total',
+    help: 'Model overage reported to Stripe as meter events, by outcome (sent, skipped, failed)',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
   readonly httpRequestDuration = new Histogram({
     name: 'http_request_duration_seconds',
     help: 'HTTP request latency by method, route and status code',

@@ -12,7 +12,14 @@ import type { FailureLog } from '../observability/failure-log.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { CircuitOpenError, DependencyError, TimeoutError, type Guard, type GuardOptions } from './guard.js';
-import { isTransient, isTransientDocker, isTransientStripe, type TransientClassifier } from './transient.js';
+import {
+  isRetryableModelProvider,
+  isTransient,
+  isTransientDocker,
+  isTransientModelProvider,
+  isTransientStripe,
+  type TransientClassifier,
+} from './transient.js';
 
 /**
  * One policy per external dependency: per-attempt timeout, retries with exponential backoff and
@@ -27,7 +34,7 @@ import { isTransient, isTransientDocker, isTransientStripe, type TransientClassi
  * an open breaker fails fast with CircuitOpenError (a DependencyError) without calling out.
  */
 
-export const DEPENDENCIES = ['stripe', 'telegram', 'docker', 'caddy', 'kubernetes'] as const;
+export const DEPENDENCIES = ['stripe', 'telegram', 'docker', 'caddy', 'kubernetes', 'openai', 'anthropic'] as const;
 export type Dependency = (typeof DEPENDENCIES)[number];
 
 export type BreakerState = 'closed' | 'halfOpen' | 'open';
@@ -51,12 +58,17 @@ export interface PolicyOptions {
   /** How long an open breaker fails fast before letting one trial call through (half-open). */
   halfOpenAfterMs: number;
   isTransient: TransientClassifier;
+  /** Which transient failures are retried (default: all); the others still count against the breaker. */
+  shouldRetry?: TransientClassifier;
 }
 
 /**
  * Why these numbers: Docker is local, but `stop` waits out the container's grace period, so its
  * timeout is generous; Caddy is local and fast; Stripe and Telegram are remote and rate limited,
- * so they back off longer and stay open longer; the Kubernetes API is usually in-cluster.
+ * so they back off longer and stay open longer; the Kubernetes API is usually in-cluster. Model
+ * providers (the model gateway's upstreams) answer a stream's headers within seconds but a whole
+ * JSON answer only when generated, so their per-call timeout is set per request (gateway.ts); a
+ * request is retried only when it never left (isRetryableModelProvider).
  */
 export const DEFAULT_POLICIES: Readonly<Record<Dependency, PolicyOptions>> = {
   docker: {
@@ -103,6 +115,26 @@ export const DEFAULT_POLICIES: Readonly<Record<Dependency, PolicyOptions>> = {
     failureThreshold: 5,
     halfOpenAfterMs: 10_000,
     isTransient,
+  },
+  openai: {
+    timeoutMs: 600_000,
+    retries: 2,
+    minDelayMs: 100,
+    maxDelayMs: 1_000,
+    failureThreshold: 5,
+    halfOpenAfterMs: 15_000,
+    isTransient: isTransientModelProvider,
+    shouldRetry: isRetryableModelProvider,
+  },
+  anthropic: {
+    timeoutMs: 600_000,
+    retries: 2,
+    minDelayMs: 100,
+    maxDelayMs: 1_000,
+    failureThreshold: 5,
+    halfOpenAfterMs: 15_000,
+    isTransient: isTransientModelProvider,
+    shouldRetry: isRetryableModelProvider,
   },
 };
 
@@ -176,7 +208,7 @@ export class DependencyPolicy {
   readonly guard: Guard = (operation, fn, options) => this.#call(operation, fn, options);
 
   async #call<T>(operation: string, fn: (signal: AbortSignal) => Promise<T>, options: GuardOptions = {}): Promise<T> {
-    const { isTransient: transient } = this.#options;
+    const { isTransient: transient, shouldRetry = transient } = this.#options;
     const timeoutMs = options.timeoutMs ?? this.#options.timeoutMs;
     let settled: Settled<T>;
     try {
@@ -188,7 +220,7 @@ export class DependencyPolicy {
             minTimeout: this.#options.minDelayMs,
             maxTimeout: this.#options.maxDelayMs,
             randomize: true,
-            shouldRetry: ({ error }) => transient(error),
+            shouldRetry: ({ error }) => transient(error) && shouldRetry(error),
           });
           return { value };
         } catch (error) {
@@ -264,6 +296,8 @@ export class Policies {
       docker: make('docker'),
       caddy: make('caddy'),
       kubernetes: make('kubernetes'),
+      openai: make('openai'),
+      anthropic: make('anthropic'),
     };
   }
 

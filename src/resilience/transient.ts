@@ -109,6 +109,40 @@ export function isPortClashMessage(message: string): boolean {
   return PORT_CLASH.test(message);
 }
 
+/**
+ * Model providers (the model gateway's upstreams): a 5xx (529 "overloaded" included), a timeout or
+ * a network error counts against the breaker; a 429 is the provider's answer for this caller
+ * (rate limit, quota) and says nothing about its health.
+ */
+export const isTransientModelProvider: TransientClassifier = (error) => {
+  if (error instanceof DependencyError) return false;
+  if (error instanceof TimeoutError) return true;
+  const status = httpStatusOf(error);
+  if (status !== undefined) return status >= 500;
+  return isNetworkError(error);
+};
+
+// Failures before a connection existed: the request never reached the provider.
+const NOT_CONNECTED_CODES = new Set([
+  'ECONNREFUSED',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'EAI_AGAIN',
+  'ENOTFOUND',
+  'UND_ERR_CONNECT_TIMEOUT',
+]);
+
+/**
+ * Which model provider failures the gateway retries itself: only those where nothing was sent.
+ * A model request is not idempotent (a repeat is generated and billed again), so a 5xx or a
+ * timeout goes back to the assistant, whose SDK retries with its own back-off, as it would
+ * against the provider.
+ */
+export const isRetryableModelProvider: TransientClassifier = (error) =>
+  !(error instanceof DependencyError) &&
+  chain(error).some((e) => e.syscall === 'connect' || (typeof e.code === 'string' && NOT_CONNECTED_CODES.has(e.code)));
+
 /** Stripe: its error classes name the kind of failure even when no status is present. */
 export const isTransientStripe: TransientClassifier = (error) => {
   const type = chain(error)[0]?.type;

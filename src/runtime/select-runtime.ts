@@ -8,11 +8,15 @@ import { projectRoot } from '../paths.js';
 import type { Policies } from '../resilience/policies.js';
 import { FileWorkspaces } from '../workspace/file-workspaces.js';
 import type { Workspaces } from '../workspace/workspace.js';
+import type { AddressLister } from './customer-addresses.js';
+import { dockerContainerAddresses } from './docker/container-addresses.js';
 import { DockerEventSource } from './docker/docker-events.js';
 import { PROBE_CLIENT_ADDRESS } from './docker/health.js';
 import { DockerRuntime } from './docker/docker-runtime.js';
 import { KubernetesRuntime } from './kubernetes/kubernetes-runtime.js';
 import { KubernetesWorkspaces } from './kubernetes/kubernetes-workspaces.js';
+import { CONTROLLER_POD_LABELS, DEFAULT_NETWORK, type CustomerNetwork } from './kubernetes/manifests.js';
+import { podAddresses } from './kubernetes/pod-addresses.js';
 import { OwnedObjectsWatch } from '../kube-api/owned-objects-watch.js';
 import type { EventSource } from '../controller/event-source.js';
 import type { CustomerRuntime } from './runtime.js';
@@ -62,6 +66,8 @@ export interface SelectedRuntime {
    * known (the pod CIDR is the cluster's; the operator sets it).
    */
   defaultTrustedProxies(): Promise<string[]>;
+  /** Every running customer container's (pod's) addresses: the model gateway's source check. */
+  addresses: AddressLister;
 }
 
 export interface SelectRuntimeDeps {
@@ -83,7 +89,13 @@ export function selectRuntime(config: Config, deps: SelectRuntimeDeps): Selected
 
   if (config.BLYTZ_RUNTIME === 'kubernetes') {
     const { kubeConfig, namespace } = deps.kube();
-    const runtime = new KubernetesRuntime(deps.policies.guard('kubernetes'), { kubeConfig, namespace, extraLabels });
+    const network = customerNetwork(config);
+    const runtime = new KubernetesRuntime(deps.policies.guard('kubernetes'), {
+      kubeConfig,
+      namespace,
+      extraLabels,
+      ...(network ? { network } : {}),
+    });
     return {
       kind: 'kubernetes',
       runtime,
@@ -92,6 +104,7 @@ export function selectRuntime(config: Config, deps: SelectRuntimeDeps): Selected
       imagePresent: () => Promise.resolve(true),
       sources: [new OwnedObjectsWatch({ kubeConfig, ...runtime.ownedKinds(), logger: deps.logger })],
       defaultTrustedProxies: () => Promise.resolve([]),
+      addresses: podAddresses(kubeConfig, namespace, deps.policies.guard('kubernetes'), extraLabels),
     };
   }
 
@@ -113,6 +126,7 @@ export function selectRuntime(config: Config, deps: SelectRuntimeDeps): Selected
     imagePresent: (image) => runtime.imagePresent(image),
     sources,
     defaultTrustedProxies: () => runtime.bridgeGateways(),
+    addresses: dockerContainerAddresses(docker, deps.policies.guard('docker'), extraLabels),
   };
 }
 
@@ -120,4 +134,15 @@ function dockerOptions(dockerHost: string): Docker.DockerOptions {
   const url = new URL(dockerHost);
   if (url.protocol === 'unix:') return { socketPath: url.pathname };
   return { host: url.hostname, port: Number(url.port || 2375), protocol: url.protocol === 'https:' ? 'https' : 'http' };
+}
+
+/**
+ * Each customer pod's NetworkPolicy: the default, plus a way out to the model gateway (the
+ * controller pods on its port) when it runs (BLYTZ_MODEL_GATEWAY_LISTEN). Undefined: the default.
+ */
+export function customerNetwork(config: Pick<Config, 'BLYTZ_MODEL_GATEWAY_LISTEN'>): CustomerNetwork | undefined {
+  const listen = config.BLYTZ_MODEL_GATEWAY_LISTEN;
+  if (!listen) return undefined;
+  const port = Number(listen.slice(listen.lastIndexOf(':') + 1));
+  return { ...DEFAULT_NETWORK, modelGateway: { podSelector: CONTROLLER_POD_LABELS, port } };
 }

@@ -6,6 +6,9 @@ export interface Database {
   customer_events: CustomerEventsTable;
   webhook_events: WebhookEventsTable;
   port_reservations: PortReservationsTable;
+  model_credentials: ModelCredentialsTable;
+  model_usage: ModelUsageTable;
+  model_requests: ModelRequestsTable;
 }
 
 // Columns with a database default are optional on insert.
@@ -77,6 +80,39 @@ export interface PortReservationsTable {
   /** `current`: the port the customer is served on; `next`: the port of a blue-green update's new container. */
   slot: ColumnType<'current' | 'next', 'current' | 'next' | undefined, 'current' | 'next'>;
   reserved_at: Timestamp;
+}
+
+/** Migration 0008: included model access (see migrations/0008-model-access.ts). */
+export interface ModelCredentialsTable {
+  customer: string;
+  secret_hash: string;
+  secret_enc: string;
+  created_at: Timestamp;
+}
+
+/** `period` is a Postgres date, read back as a string (`YYYY-MM-01`) by both drivers' type parsers. */
+export interface ModelUsageTable {
+  customer: string;
+  period: ColumnType<string, string, string>;
+  requests: BigIntNumber;
+  input_tokens: BigIntNumber;
+  cached_input_tokens: BigIntNumber;
+  output_tokens: BigIntNumber;
+  updated_at: Timestamp;
+}
+
+export interface ModelRequestsTable {
+  id: string;
+  customer: string;
+  period: ColumnType<string, string, string>;
+  api: string;
+  model: string;
+  input_tokens: number;
+  cached_input_tokens: number;
+  output_tokens: number;
+  overage_tokens: BigIntNumber;
+  recorded_at: Timestamp;
+  stripe_report: string | null;
 }
 
 export type CustomerRow = Selectable<CustomersTable>;

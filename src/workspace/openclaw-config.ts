@@ -19,6 +19,8 @@
  * package's own validator over every rendered shape.
  */
 
+import { GATEWAY_PROVIDER_ID, type ModelAccessFragment } from './model-access-config.js';
+
 export interface OpenClawConfigInput {
   /** Port the gateway listens on inside the container. */
   port: number;
@@ -35,6 +37,8 @@ export interface OpenClawConfigInput {
   telegramApiRoot?: string | undefined;
   modelProvider?: string | undefined;
   modelApiKey?: string | undefined;
+  /** The platform's included model through the model gateway, used when there is no key of the customer's own. */
+  modelAccess?: ModelAccessFragment | undefined;
 }
 
 export interface ModelProvider {
@@ -74,6 +78,7 @@ export const OWNED_PATHS: readonly Path[] = [
   ['gateway', 'controlUi', 'allowedOrigins'],
   ['gateway', 'trustedProxies'],
   ['gateway', 'reload', 'mode'],
+  ['models', 'providers', GATEWAY_PROVIDER_ID],
   ['agents', 'defaults', 'workspace'],
   ['agents', 'defaults', 'model', 'primary'],
   ['channels', 'telegram', 'enabled'],
@@ -94,6 +99,11 @@ export function buildOpenClawConfig(input: OpenClawConfigInput): JsonObject {
     if (provider === undefined) throw new Error(`unknown model provider "${name}"`);
     config.env = { vars: { [provider.keyVariable]: input.modelApiKey } };
     primaryModel = provider.defaultModel;
+  } else if (input.modelAccess) {
+    // Bring-your-own-key wins; otherwise the included model through the control plane's gateway,
+    // with a credential that is useless anywhere else.
+    config.models = { providers: input.modelAccess.providers };
+    primaryModel = input.modelAccess.primary;
   }
   config.gateway = {
     mode: 'local',

@@ -58,6 +58,7 @@ export function renderWorkspace(
     trustedProxies: input.trustedProxies,
     telegramBotToken: input.secrets.telegramBotToken,
     telegramApiRoot: input.telegramApiRoot,
+    modelAccess: input.modelAccess,
     modelProvider: input.modelProvider,
     modelApiKey: input.secrets.modelApiKey,
   });

@@ -1,4 +1,5 @@
 import type { Probes } from '../domain/probes.js';
+import type { ModelAccessFragment } from './model-access-config.js';
 
 /**
  * A customer's workspace: `$BLYTZ_DATA_DIR/customers/<name>/`, rendered from
@@ -48,6 +49,8 @@ export interface WorkspaceInput {
   trustedProxies: string[];
   /** Telegram Bot API root, when not Telegram's own (tests, self-hosted Bot API servers). */
   telegramApiRoot?: string | undefined;
+  /** Included model access through the control plane's model gateway (customers without their own key). */
+  modelAccess?: ModelAccessFragment | undefined;
   secrets: {
     telegramBotToken?: string | undefined;
     modelApiKey?: string | undefined;

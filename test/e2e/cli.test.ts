@@ -360,7 +360,7 @@ describe('blytz doctor', () => {
     const lines = res.stdout.trimEnd().split('\n');
     expect(lines[0]?.split(/\s{3,}/)).toEqual(['CHECK', 'STATUS', 'MESSAGE']);
     const byName = new Map(lines.slice(1).map((l) => [l.split(/\s+/)[0], l.split(/\s+/)[1]]));
-    expect([...byName.keys()]).toEqual(['server', 'database', 'docker', 'caddy', 'caddy-server', 'stripe', 'telegram']);
+    expect([...byName.keys()]).toEqual(['server', 'database', 'docker', 'caddy', 'caddy-server', 'stripe', 'telegram', 'models']);
     expect(byName.get('server')).toBe('ok');
     expect(byName.get('database')).toBe('ok');
     expect(byName.get('caddy')).toBe('FAIL');
@@ -369,5 +369,7 @@ describe('blytz doctor', () => {
     expect(res.stdout).toMatch(/^caddy +FAIL +\S+/m);
     // Stripe is not configured here: a warning, not a failure; never a value.
     expect(byName.get('stripe')).toBe('warn');
+    // Nor is the model gateway: customers without their own key would get no model.
+    expect(res.stdout).toMatch(/^models +warn +model gateway off/m);
   });
 });

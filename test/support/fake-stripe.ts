@@ -41,10 +41,20 @@ export interface FakeSession {
   created: number;
 }
 
+/** A billing meter event as the fake stored it (first one per identifier; repeats are dropped, as Stripe does). */
+export interface FakeMeterEvent {
+  event_name: string;
+  identifier: string;
+  payload: Record<string, string>;
+  timestamp: number;
+}
+
 export interface FakeStripe {
   url: string;
   requests: FakeRequest[];
   sessions: Map<string, FakeSession>;
+  /** POST /v1/billing/meter_events, by identifier. */
+  meterEvents: Map<string, FakeMeterEvent>;
   /** `ok`; `error`: 500 api_error on every call; `down`: connections are cut. */
   mode: 'ok' | 'error' | 'down';
   close(): Promise<void>;
@@ -52,7 +62,7 @@ export interface FakeStripe {
 
 export async function startFakeStripe(): Promise<FakeStripe> {
   const replies = new Map<string, { status: number; body: string }>();
-  const state: Omit<FakeStripe, 'url' | 'close'> = { requests: [], sessions: new Map(), mode: 'ok' };
+  const state: Omit<FakeStripe, 'url' | 'close'> = { requests: [], sessions: new Map(), meterEvents: new Map(), mode: 'ok' };
   let base = '';
   const server: Server = createServer(async (req, res) => {
     if (state.mode === 'down') {
@@ -143,6 +153,30 @@ export async function startFakeStripe(): Promise<FakeStripe> {
       // The stripe package sends `expand: ['product']` as expand[0]=product.
       const expand = [...url.searchParams].filter(([key]) => key.startsWith('expand[')).map(([, value]) => value);
       send(200, priceJson(expand.includes('product')));
+      return;
+    }
+    if (req.method === 'POST' && url.pathname === '/v1/billing/meter_events') {
+      const payload = params['payload'] as Record<string, string> | undefined;
+      const eventName = params['event_name'] as string | undefined;
+      if (!eventName || !payload?.['stripe_customer_id'] || payload['value'] === undefined || !/^\d+$/.test(payload['value'])) {
+        send(400, {
+          error: {
+            type: 'invalid_request_error',
+            message: 'event_name, payload[stripe_customer_id] and a whole payload[value] are required',
+          },
+        });
+        return;
+      }
+      if (!payload['stripe_customer_id'].startsWith('cus_')) {
+        send(400, { error: { type: 'invalid_request_error', message: `No such customer: '${payload['stripe_customer_id']}'` } });
+        return;
+      }
+      const identifier = (params['identifier'] as string | undefined) ?? `mev_${randomBytes(8).toString('hex')}`;
+      const timestamp = Number(params['timestamp'] ?? Math.floor(Date.now() / 1000));
+      const event: FakeMeterEvent = { event_name: eventName, identifier, payload, timestamp };
+      // Stripe enforces identifier uniqueness (24 h at least): a repeat is not counted again.
+      if (!state.meterEvents.has(identifier)) state.meterEvents.set(identifier, event);
+      send(200, { object: 'billing.meter_event', created: Math.floor(Date.now() / 1000), livemode: false, ...event });
       return;
     }
     const get = /^\/v1\/checkout\/sessions\/([^/]+)$/.exec(url.pathname);

@@ -7,7 +7,8 @@ export interface HostResponse {
 }
 
 /**
- * GET http://127.0.0.1:<port><path> with a `Host` header (fetch does not let a caller set it).
+ * GET http://127.0.0.1:<port><path> (or another local `address`) with a `Host` header (fetch does
+ * not let a caller set it).
  * Always settles within `timeoutMs`: a response cut off mid-body (a container removed while
  * Caddy streams it) rejects instead of waiting forever; Node emits no 'error' on a response
  * nobody listens to for errors, and never emits 'end' on one that was aborted.
@@ -16,12 +17,19 @@ export function getWithHost(
   port: number,
   host: string,
   path = '/',
-  options: { timeoutMs?: number; agent?: Agent } = {},
+  options: { timeoutMs?: number; agent?: Agent; address?: string; headers?: Record<string, string> } = {},
 ): Promise<HostResponse> {
   const timeoutMs = options.timeoutMs ?? 5000;
   return new Promise((resolve, reject) => {
     const req = httpRequest(
-      { host: '127.0.0.1', port, path, headers: { host }, agent: options.agent, signal: AbortSignal.timeout(timeoutMs) },
+      {
+        host: options.address ?? '127.0.0.1',
+        port,
+        path,
+        headers: { ...options.headers, host },
+        agent: options.agent,
+        signal: AbortSignal.timeout(timeoutMs),
+      },
       (res) => {
         let body = '';
         res.setEncoding('utf8');

@@ -184,6 +184,55 @@ describe('loadConfig', () => {
     expect(error.problems).toEqual([expect.stringMatching(new RegExp(`^${variable}: `))]);
   });
 
+  describe('model gateway', () => {
+    it('is off by default, with an Anthropic default model and per-plan budgets', () => {
+      const config = loadConfig({});
+      expect(config.BLYTZ_MODEL_GATEWAY_LISTEN).toBeUndefined();
+      expect(config).toMatchObject({
+        BLYTZ_MODEL_DEFAULT: 'anthropic/claude-haiku-4-5',
+        BLYTZ_MODEL_SOURCE_CHECK: 'runtime',
+        BLYTZ_OPENAI_API_BASE: 'https://api.openai.com',
+        BLYTZ_ANTHROPIC_API_BASE: 'https://api.anthropic.com',
+      });
+    });
+
+    it("needs the default model's provider key, and a URL when it listens on every address", () => {
+      const error = configError({ BLYTZ_MODEL_GATEWAY_LISTEN: '0.0.0.0:8090', BLYTZ_MODEL_DEFAULT: 'openai/gpt-5-mini' });
+      expect(error.problems).toEqual([
+        expect.stringMatching(/^BLYTZ_MODEL_GATEWAY_URL: required when BLYTZ_MODEL_GATEWAY_LISTEN \(0\.0\.0\.0:8090\)/),
+        expect.stringMatching(/^BLYTZ_OPENAI_API_KEY: required by BLYTZ_MODEL_DEFAULT=openai\/gpt-5-mini/),
+      ]);
+      const config = loadConfig({
+        BLYTZ_MODEL_GATEWAY_LISTEN: '[::]:8090',
+        BLYTZ_MODEL_GATEWAY_URL: 'http://blytz-model-gateway.blytz.svc:8090',
+        BLYTZ_ANTHROPIC_API_KEY: 'sk-ant-x',
+      });
+      expect(config.BLYTZ_MODEL_GATEWAY_URL).toBe('http://blytz-model-gateway.blytz.svc:8090');
+    });
+
+    it('names bad values', () => {
+      const error = configError({
+        BLYTZ_MODEL_GATEWAY_LISTEN: 'port 8090',
+        BLYTZ_MODEL_DEFAULT: 'google/gemini',
+        BLYTZ_MODEL_ALLOWED: 'openai/gpt-5-mini,mistral/large',
+        BLYTZ_MODEL_BUDGETS: 'gold=5',
+        BLYTZ_MODEL_SOURCE_CHECK: 'maybe',
+        STRIPE_METER_EVENT_NAME: 'has spaces',
+      });
+      expect(new Set(error.problems.map((p) => p.split(':')[0]))).toEqual(
+        new Set([
+          'BLYTZ_MODEL_GATEWAY_LISTEN',
+          'BLYTZ_MODEL_DEFAULT',
+          'BLYTZ_MODEL_ALLOWED',
+          'BLYTZ_MODEL_BUDGETS',
+          'BLYTZ_MODEL_SOURCE_CHECK',
+          'STRIPE_METER_EVENT_NAME',
+        ]),
+      );
+      expect(error.problems.find((p) => p.startsWith('BLYTZ_MODEL_BUDGETS'))).toContain('"gold" is not a plan');
+    });
+  });
+
   it('does not echo secret values in the error', () => {
     const error = configError({ BLYTZ_ADMIN_TOKEN: 'short', BLYTZ_SECRET_KEY: 'bm90LWEta2V5' });
     expect(error.message).not.toContain('bm90LWEta2V5');
@@ -233,6 +282,15 @@ describe('loadConfig', () => {
         ]),
       );
       expect(error.message).not.toContain('admin-token-value');
+    });
+
+    it("the platform's model provider keys come from files too", () => {
+      const config = loadConfig({
+        BLYTZ_MODEL_GATEWAY_LISTEN: '172.30.0.1:8090',
+        BLYTZ_ANTHROPIC_API_KEY_FILE: secretFile('anthropic', 'sk-ant-fromafile\n'),
+        BLYTZ_OPENAI_API_KEY_FILE: secretFile('openai', 'sk-fromafile'),
+      });
+      expect(config).toMatchObject({ BLYTZ_ANTHROPIC_API_KEY: 'sk-ant-fromafile', BLYTZ_OPENAI_API_KEY: 'sk-fromafile' });
     });
 
     it('values from files are validated like the rest', () => {

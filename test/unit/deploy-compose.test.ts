@@ -295,6 +295,8 @@ describe('.env.example', () => {
       'BLYTZ_SECRET_KEY',
       'STRIPE_SECRET_KEY',
       'STRIPE_WEBHOOK_SECRET',
+      'BLYTZ_ANTHROPIC_API_KEY',
+      'BLYTZ_OPENAI_API_KEY',
     ]) {
       expect(vars.get(name), name).toBe('');
     }

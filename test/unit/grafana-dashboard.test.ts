@@ -63,6 +63,13 @@ const CONTRACT_METRICS = [
   // Fleet rollouts (issue 11).
   'blytz_rollout_customers',
   'blytz_rollout_paused',
+  // Included model access (issue 23).
+  'blytz_model_requests_total',
+  'blytz_model_tokens_total',
+  'blytz_model_requests_in_flight',
+  'blytz_model_period_tokens',
+  'blytz_model_budget_tokens',
+  'blytz_stripe_meter_events_total',
 ];
 
 const ownMetrics = new Metrics({ defaultMetrics: false });

@@ -97,6 +97,13 @@ describe('logger redaction', () => {
     expectAbsent(output(), PLAIN_SECRET, ADMIN_TOKEN);
   });
 
+  it("redacts the platform's model provider keys and model credentials by field", () => {
+    const { logger, output } = capture();
+    logger.info({ config: { BLYTZ_OPENAI_API_KEY: PLAIN_SECRET, BLYTZ_ANTHROPIC_API_KEY: ADMIN_TOKEN } }, 'config');
+    logger.info({ credential: PLAIN_SECRET, req: { headers: { 'x-api-key': ADMIN_TOKEN } } }, 'gateway');
+    expectAbsent(output(), PLAIN_SECRET, ADMIN_TOKEN);
+  });
+
   it('masks secrets in child logger bindings', () => {
     const { logger, output } = capture();
     logger.child({ customer: 'alice', botToken: BOT_TOKEN }).info('child');
@@ -132,6 +139,10 @@ describe('maskSecrets', () => {
     ['key sk-proj-AbCdEfGhIjKlMnOpQrStUvWxYz012345', 'sk-proj-AbCdEfGhIjKlMnOpQrStUvWxYz012345'],
     ['google AIzaSyAbCdEfGhIjKlMnOpQrStUvWxYz0123456', 'AIzaSyAbCdEfGhIjKlMnOpQrStUvWxYz0123456'],
     ['connect to postgres://blytz:s3cr3t-pass@db:5432/blytz failed', 's3cr3t-pass'],
+    [
+      'credential blytz-mk-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789_-abcdefg used',
+      'blytz-mk-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789_-abcdefg',
+    ],
   ])('masks %s', (text, secret) => {
     expect(maskSecrets(text)).not.toContain(secret);
   });

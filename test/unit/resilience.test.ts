@@ -151,6 +151,31 @@ describe('retries', () => {
     expect((error as DependencyError).cause).toBe(last);
   });
 
+  it('shouldRetry limits which transient failures are retried; the others still count against the breaker', async () => {
+    // The model providers' rule: only a request that never left is sent again.
+    const { guard, policies } = setup({ shouldRetry: (e) => (e as { syscall?: string }).syscall === 'connect' });
+    let calls = 0;
+    await expect(
+      guard('chat', async () => {
+        calls += 1;
+        if (calls === 1) throw networkError();
+        return 'answered';
+      }),
+    ).resolves.toBe('answered');
+    expect(calls).toBe(2);
+    calls = 0;
+    for (let i = 0; i < 3; i++) {
+      await expect(
+        guard('chat', async () => {
+          calls += 1;
+          throw httpError(500);
+        }),
+      ).rejects.toBeInstanceOf(DependencyError);
+    }
+    expect(calls).toBe(3);
+    expect(policies.states()['caddy']).toBe('open');
+  });
+
   it('retry: false makes a single attempt', async () => {
     const { guard } = setup();
     let calls = 0;
@@ -203,6 +228,8 @@ describe('circuit breaker', () => {
       docker: 'closed',
       caddy: 'closed',
       kubernetes: 'closed',
+      openai: 'closed',
+      anthropic: 'closed',
     });
     expect(await breakerGauge(metrics, 'caddy')).toBe(0);
 

@@ -100,10 +100,10 @@ describe('personal-assistant rendering', () => {
         liveness: { path: '/healthz', expect: { ok: true, status: 'live' } },
         readiness: { path: '/readyz', expect: { ready: true } },
       },
-      tmpfs: ['/tmp', '/home/node/.cache'],
+      tmpfs: ['/tmp', '/home/node/.cache', '/home/node/.openclaw/tmp'],
       user: '1000:1000',
       mountPath: '/home/node/.openclaw',
-      startTimeoutSeconds: 90,
+      startTimeoutSeconds: 120,
       updateStrategy: 'recreate',
       env: {},
     });

@@ -1,5 +1,6 @@
 /* global document, URL, URLSearchParams, location, history, sessionStorage, CSS, fetch, setTimeout */
 import { clearFieldErrors, readError, sentence, setFieldError } from './forms.js';
+import { followModelUsage } from './model-usage.js';
 
 // Follows GET /api/customers/:name/status every 2 s and shows the steps as they complete; once
 // the assistant is ready, the Telegram link and the pairing form. The access token comes from
@@ -226,3 +227,4 @@ pairingForm.addEventListener('submit', async (event) => {
 });
 
 void poll();
+followModelUsage(base, auth);

@@ -3,6 +3,7 @@ import { stableHash } from '../../domain/canonical-json.js';
 import { customerHost } from '../../domain/naming.js';
 import type { ContainerSpec } from '../../runtime/runtime.js';
 import type { ControllerStore, ReconcileView } from '../../store/store.js';
+import type { ModelAccessFragment } from '../../workspace/model-access-config.js';
 import type { RenderedWorkspace, TemplateManifest, Workspaces } from '../../workspace/workspace.js';
 import type { Desired } from './plan.js';
 
@@ -56,7 +57,13 @@ export class TemplateError extends Error {
  */
 export async function resolveCustomer(
   view: ReconcileView,
-  deps: { store: Pick<ControllerStore, 'gatewayToken'>; workspaces: Workspaces; defaults: DesiredDefaults },
+  deps: {
+    store: Pick<ControllerStore, 'gatewayToken'>;
+    workspaces: Workspaces;
+    defaults: DesiredDefaults;
+    /** The included model's openclaw.json fragment (a per-customer credential), when the model gateway is on. */
+    modelAccess?: ((name: string) => Promise<ModelAccessFragment | undefined>) | undefined;
+  },
   /** Run this image instead (a rollout rolling the customer back to its previous image). */
   imageOverride?: string,
 ): Promise<ResolvedCustomer> {
@@ -101,6 +108,8 @@ export async function resolveCustomer(
     publicOrigins: deps.defaults.publicOrigins(base.host),
     trustedProxies: deps.defaults.trustedProxies,
     telegramApiRoot: deps.defaults.telegramApiRoot,
+    // A customer with a key of their own goes straight to their provider, never through the gateway.
+    modelAccess: secrets.modelApiKey ? undefined : await deps.modelAccess?.(customer.name),
     secrets: { telegramBotToken: secrets.telegramBotToken, modelApiKey: secrets.modelApiKey, gatewayToken },
   });
 

@@ -8,6 +8,7 @@ import { dependencyOf } from '../../resilience/guard.js';
 import type { CustomerRuntime } from '../../runtime/runtime.js';
 import type { ControllerStore, EventType, HostPorts, ReconcileView } from '../../store/store.js';
 import { PortsExhaustedError } from '../../store/errors.js';
+import type { ModelAccessFragment } from '../../workspace/model-access-config.js';
 import type { Workspaces } from '../../workspace/workspace.js';
 import { TerminalError, type Reconciler, type ReconcileResult } from '../controller.js';
 import type { Admission, Rollouts } from '../rollout/rollouts.js';
@@ -45,6 +46,8 @@ export interface CustomerReconcilerDeps {
   onRolloutProgress?: () => void;
   /** How restarts of a container that stays unhealthy are spaced (default: 30 s doubling to 5 min). */
   restartBackoff?: RestartBackoffOptions;
+  /** The included model's openclaw.json fragment for a customer, when the model gateway is on (desired.ts). */
+  modelAccess?: (name: string) => Promise<ModelAccessFragment | undefined>;
 }
 
 /** The customer controller's name: the `controller` label of its metrics and log lines. */

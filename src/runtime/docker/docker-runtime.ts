@@ -36,7 +36,7 @@ export interface DockerRuntimeOptions {
   probeTimeoutMs?: number;
   /** X-Forwarded-For the probes send (see ProbeOptions.forwardedFor); unset: none. */
   probeForwardedFor?: string;
-  /** Grace period `stop` gives the process before SIGKILL. Default 10. */
+  /** Grace period `stop` gives the process before SIGKILL. Default 30. */
   stopTimeoutSeconds?: number;
   logRotation?: LogRotation;
 }
@@ -76,7 +76,8 @@ export class DockerRuntime implements CustomerRuntime {
       timeoutMs: options.probeTimeoutMs ?? 2000,
       ...(options.probeForwardedFor === undefined ? {} : { forwardedFor: options.probeForwardedFor }),
     };
-    this.#stopTimeoutSeconds = options.stopTimeoutSeconds ?? 10;
+    // OpenClaw drains its work and writes its state on SIGTERM; it needs more than Docker's 10 s under load.
+    this.#stopTimeoutSeconds = options.stopTimeoutSeconds ?? 30;
     this.#logRotation = options.logRotation ?? DEFAULT_LOG_ROTATION;
   }
 
@@ -257,6 +258,10 @@ export class DockerRuntime implements CustomerRuntime {
   }
 
   async remove(id: string): Promise<void> {
+    // Stopped first, with its grace period: the assistant drains and releases what it holds in
+    // its state folder (OpenClaw's owner lock), which a SIGKILL would leave behind for the next
+    // container to trip over. A stopped or missing container costs one quick answer here.
+    await this.stop(id);
     await this.#guard('removeContainer', async (abortSignal) => {
       try {
         await this.#docker.getContainer(id).remove({ force: true, v: false, abortSignal });
