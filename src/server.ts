@@ -284,7 +284,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         createStripeWebhookRouter({ ledger: billing, webhookSecret: config.STRIPE_WEBHOOK_SECRET, rateLimits, metrics, logger }),
         createCaddyAskRouter({ isReachableHost: (host) => isReachableHost(database, host, config.BLYTZ_BASE_DOMAIN) }),
         createPairingApiRouter({
-          verifyAccessToken: (name, token) => billing.verifyAccessToken(name, token),
+          verifySession: (name, token) => billing.verifySession(name, token),
           approvePairing: pairingApprover(runtime),
           rateLimits,
           logger,

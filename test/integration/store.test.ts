@@ -15,6 +15,7 @@ import * as m0002 from '../../src/store/migrations/0002-billing.js';
 import * as m0003 from '../../src/store/migrations/0003-rollouts.js';
 import * as m0004 from '../../src/store/migrations/0004-next-port.js';
 import * as m0005 from '../../src/store/migrations/0005-model-key-secret-ref.js';
+import * as m0006 from '../../src/store/migrations/0006-signup-ownership.js';
 import { PortReservations } from '../../src/store/port-reservations.js';
 import { SecretBox } from '../../src/store/secret-box.js';
 import { desiredCustomer, TEST_BOT_TOKEN, uniqueName } from '../support/fixtures.js';
@@ -140,6 +141,34 @@ describe.each(backends)('customer store on $kind', ({ kind, create }) => {
         await m0005.down(untyped);
         await sql`UPDATE customers SET instructions = 'still counted' WHERE name = 'old'`.execute(handle.db);
         expect(Number(await generation())).toBe(4);
+      } finally {
+        await handle.close();
+      }
+    });
+
+  if (kind === 'pglite')
+    it('0006 gives every existing row its own uid, lets two pending signups share an email but never two live ones, and goes down cleanly', async () => {
+      const handle = openPglite(await PGlite.create());
+      const untyped = handle.db as unknown as Kysely<unknown>;
+      try {
+        for (const migration of [m0001, m0002, m0003, m0004, m0005]) await migration.up(untyped);
+        for (const name of ['a', 'b'])
+          await sql`INSERT INTO customers (name, email, display_name, state) VALUES (${name}, ${`${name}@example.com`}, 'X', 'active')`.execute(
+            handle.db,
+          );
+        await m0006.up(untyped);
+        const uids = (await sql<{ uid: string }>`SELECT uid FROM customers`.execute(handle.db)).rows.map((r) => r.uid);
+        expect(new Set(uids).size).toBe(2);
+        const insert = (name: string, state: string) =>
+          sql`INSERT INTO customers (name, email, display_name, state) VALUES (${name}, 'p@example.com', 'P', ${state})`.execute(handle.db);
+        await insert('p1', 'pending');
+        await insert('p2', 'pending');
+        await insert('p3', 'active');
+        await expect(insert('p4', 'suspended')).rejects.toThrow(/customers_live_email/);
+        await sql`DELETE FROM customers WHERE name IN ('p1', 'p2', 'p3')`.execute(handle.db);
+        await m0006.down(untyped);
+        await insert('p1', 'pending');
+        await expect(insert('p2', 'pending')).rejects.toThrow(/customers_live_email/);
       } finally {
         await handle.close();
       }
