@@ -293,6 +293,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         adminApiRouter({
           store,
           adminToken,
+          rateLimits,
           reconcileNow: (name) => {
             invalidate(name);
             return controller.reconcileNow(name);

@@ -4,6 +4,7 @@ import type { Config } from '../config.js';
 import { customerNameSchema, KIND, parseManifest, toManifest, ValidationError, type FieldError } from '../domain/customer.js';
 import type { CustomerStore } from '../store/customer-store.js';
 import { ConflictError } from '../store/errors.js';
+import { failureBudget, RATE_LIMITS, type FailureBudget, type RateLimit, type RateLimitBackend } from './rate-limit.js';
 import { registerRolloutRoutes, type RolloutApi } from './rollout-api.js';
 
 /**
@@ -47,6 +48,13 @@ export interface AdminApiDeps {
   config?: IntegrationConfig | undefined;
   /** When given, `.../rollouts` shows and steers fleet rollouts. */
   rollouts?: RolloutApi | undefined;
+  /**
+   * When given, failed authentications are counted per client and, past the budget, the client
+   * is refused (429) for the rest of the window, the right token included: the token cannot be
+   * guessed at the speed of the server.
+   */
+  rateLimits?: RateLimitBackend | undefined;
+  authFailureLimit?: RateLimit;
 }
 
 export type StatusReason =
@@ -58,6 +66,7 @@ export type StatusReason =
   | 'BadRequest'
   | 'UnsupportedMediaType'
   | 'RequestEntityTooLarge'
+  | 'TooManyRequests'
   | 'ServiceUnavailable'
   | 'InternalError';
 
@@ -102,9 +111,12 @@ export class StatusError extends Error {
 export function adminApiRouter(deps: AdminApiDeps): Router {
   const router = Router();
   // Only this prefix is guarded: the app mounts every router at the root.
+  const failures = deps.rateLimits
+    ? failureBudget({ ...(deps.authFailureLimit ?? RATE_LIMITS.adminFailures), backend: deps.rateLimits, name: 'admin-auth' })
+    : undefined;
   router.use(
     ADMIN_API_PREFIX,
-    bearerAuth(deps.adminToken),
+    bearerAuth(deps.adminToken, failures),
     express.json({ limit: ADMIN_BODY_LIMIT, type: ['application/json', 'application/*+json'] }),
   );
 
@@ -279,15 +291,22 @@ function notFound(name: string): StatusError {
 }
 
 /** Constant-time comparison of equal-length digests, so neither timing nor length leaks the token. */
-function bearerAuth(adminToken: string): RequestHandler {
+function bearerAuth(adminToken: string, failures: FailureBudget | undefined): RequestHandler {
   const expected = createHash('sha256').update(adminToken).digest();
-  return (req, res, next) => {
+  return async (req, res, next) => {
+    const refused = await failures?.refusal(req);
+    if (refused) {
+      res.set(refused.headers);
+      sendStatus(res, new StatusError(429, 'TooManyRequests', `${refused.message} (failed authentications)`));
+      return;
+    }
     const header = req.get('authorization') ?? '';
     const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
     const given = createHash('sha256')
       .update(match?.[1] ?? '')
       .digest();
     if (!match || !timingSafeEqual(given, expected)) {
+      await failures?.fail(req);
       res.set('WWW-Authenticate', 'Bearer realm="blytz"');
       sendStatus(
         res,

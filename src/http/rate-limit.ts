@@ -222,6 +222,8 @@ export function rateLimit(options: RateLimitOptions): RequestHandler {
 export interface FailureBudget {
   /** Middleware: 429 while the client's failures in this window have reached the limit. */
   check: RequestHandler;
+  /** The 429 to answer when the client's budget is spent, else undefined (a broken counter allows). */
+  refusal(req: Request): Promise<HttpError | undefined>;
   /** Counts one failure for the request's client (never throws: a broken counter allows). */
   fail(req: Request): Promise<void>;
   /**
@@ -240,22 +242,21 @@ export interface FailureBudget {
 export function failureBudget(options: RateLimitOptions): FailureBudget {
   const keyOf = options.key ?? requestClientKey;
   const key = (req: Request) => `${options.name}:${keyOf(req)}`;
+  const refusal = async (req: Request): Promise<HttpError | undefined> => {
+    let seen: HitResult;
+    try {
+      seen = await options.backend.peek(key(req), options.windowMs);
+    } catch (error) {
+      options.logger?.warn({ err: error, limit: options.name }, 'rate limiter unavailable; request allowed');
+      return undefined;
+    }
+    return seen.count >= options.limit ? tooMany(`at most ${options.limit} failed attempts per ${options.windowMs / 1000} s`, seen) : undefined;
+  };
   return {
     check: async (req, _res, next) => {
-      let seen: HitResult;
-      try {
-        seen = await options.backend.peek(key(req), options.windowMs);
-      } catch (error) {
-        options.logger?.warn({ err: error, limit: options.name }, 'rate limiter unavailable; request allowed');
-        next();
-        return;
-      }
-      if (seen.count >= options.limit) {
-        next(tooMany(`at most ${options.limit} failed attempts per ${options.windowMs / 1000} s`, seen));
-        return;
-      }
-      next();
+      next(await refusal(req));
     },
+    refusal,
     fail: async (req) => {
       await count(req);
     },

@@ -230,7 +230,9 @@ describe('signing up in a browser', () => {
     expect(page.url()).toBe(`${served.url}/status/${customerName}`);
     const cookies = await page.context().cookies(served.url);
     expect(cookies.find((c) => c.name === 'blytz_session')).toMatchObject({ httpOnly: true, sameSite: 'Strict' });
-    expect(await page.evaluate(() => document.cookie)).not.toContain('blytz_session');
+    expect(await page.evaluate(() => (globalThis as unknown as { document: { cookie: string } }).document.cookie)).not.toContain(
+      'blytz_session',
+    );
     await page.reload();
     await waitForText('#phase', /^Ready$/);
     expect(await page.isVisible('#pairing-form')).toBe(true);
