@@ -1,5 +1,5 @@
 import type { AddressInfo } from 'node:net';
-import { createServer, type Server as HttpServer } from 'node:http';
+import type { Server as HttpServer } from 'node:http';
 import { hostname } from 'node:os';
 import { sql } from 'kysely';
 import { StripeCheckout } from './billing/checkout.js';
@@ -18,6 +18,7 @@ import { changeFeedSource } from './controller/sources.js';
 import { ensurePrivateDir, loadAdminToken, loadSecretKey, parsePreviousKeys } from './data-dir.js';
 import { adminApiRouter } from './http/admin-api.js';
 import { createHttpApp } from './http/app.js';
+import { createHttpServer } from './http/http-server.js';
 import { createCaddyAskRouter } from './http/caddy-ask.js';
 import { createPagesRouter } from './http/pages.js';
 import { createPairingApiRouter } from './http/pairing-api.js';
@@ -315,11 +316,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         }),
       ],
     });
-    const http = createServer(app);
-    // Slow or stuck clients cannot hold sockets forever.
-    http.requestTimeout = 30_000;
-    http.headersTimeout = 10_000;
-    http.keepAliveTimeout = 5_000;
+    // Header and body timeouts, enforced at their values (see http/http-server.ts).
+    const http = createHttpServer(app);
     await listen(http, config.PORT, config.HOST);
     stoppers.unshift(() => closeHttp(http));
 
