@@ -1,4 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { lstat, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { PGlite } from '@electric-sql/pglite';
 import { sql, type Kysely } from 'kysely';
@@ -7,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/observability/logger.js';
 import { createChangeFeed, type ChangeFeed } from '../../src/store/change-feed.js';
 import { CustomerStore } from '../../src/store/customer-store.js';
-import { openPglite, openPostgres, type DatabaseHandle } from '../../src/store/database.js';
+import { openDatabase, openPglite, openPostgres, type DatabaseHandle } from '../../src/store/database.js';
 import { ConflictError, isUniqueViolation, PortsExhaustedError } from '../../src/store/errors.js';
 import { migrateOrThrow } from '../../src/store/migrate.js';
 import * as m0001 from '../../src/store/migrations/0001-initial.js';
@@ -143,6 +146,31 @@ describe.each(backends)('customer store on $kind', ({ kind, create }) => {
         expect(Number(await generation())).toBe(4);
       } finally {
         await handle.close();
+      }
+    });
+
+  if (kind === 'pglite')
+    it('keeps the embedded database owner-only on disk: files 0600, folders 0700 (PGlite writes 0666)', async () => {
+      const dataDir = await mkdtemp(join(tmpdir(), 'blytz-pglite-modes-'));
+      // Every entry whose mode is not owner-only: 0600 for a file, 0700 for a folder.
+      const loose = async (dir: string, out: string[] = []): Promise<string[]> => {
+        for (const entry of await readdir(dir)) {
+          const path = join(dir, entry);
+          const stat = await lstat(path);
+          if ((stat.mode & 0o777) !== (stat.isDirectory() ? 0o700 : 0o600)) out.push(`${path} ${(stat.mode & 0o777).toString(8)}`);
+          if (stat.isDirectory()) await loose(path, out);
+        }
+        return out;
+      };
+      try {
+        const handle = await openDatabase({ dataDir });
+        expect(await loose(dataDir)).toEqual([]);
+        await migrateOrThrow(handle); // writes new relation files while open
+        await handle.close();
+        expect(await loose(dataDir)).toEqual([]);
+        expect((await readdir(join(dataDir, 'pglite'))).length).toBeGreaterThan(10);
+      } finally {
+        await rm(dataDir, { recursive: true, force: true });
       }
     });
 
