@@ -84,7 +84,11 @@ export function selectRuntime(config: Config, deps: SelectRuntimeDeps): Selected
   }
 
   const docker = new Docker(dockerOptions(config.DOCKER_HOST));
-  const runtime = new DockerRuntime(deps.policies.guard('docker'), { docker, extraLabels });
+  const runtime = new DockerRuntime(deps.policies.guard('docker'), {
+    docker,
+    extraLabels,
+    networkPool: config.BLYTZ_DOCKER_NETWORK_POOL,
+  });
   const sources: EventSource[] = [];
   // A local engine restarts in seconds: reconnect within 5 s, not the default 30 s ceiling.
   if (config.BLYTZ_DOCKER_EVENTS) {

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { removeInstanceObjects } from '../support/docker-cleanup.js';
 import { pairingApprover } from '../../src/controller/customer/pairing.js';
 import { createHttpApp } from '../../src/http/app.js';
 import { createPairingApiRouter } from '../../src/http/pairing-api.js';
@@ -144,8 +145,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await Promise.all(apps.map((a) => a.close()));
   // Only what this file created: our unique instance label.
-  const mine = await docker.listContainers({ all: true, filters: { label: [`${INSTANCE_LABEL}=${instance}`] } });
-  await Promise.all(mine.map((c) => docker.getContainer(c.Id).remove({ force: true })));
+  await removeInstanceObjects(docker, INSTANCE_LABEL, instance);
   await rm(root, { recursive: true, force: true });
   await db?.drop();
 });

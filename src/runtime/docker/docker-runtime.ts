@@ -13,6 +13,7 @@ import {
 import { containerConfig, DEFAULT_LOG_ROTATION, type LogRotation } from './container-config.js';
 import { runExec } from './exec.js';
 import { mapLimit, parseStatus, probeHttp, type ProbeResult } from './health.js';
+import { customerNetworkName, CustomerNetworks } from './networks.js';
 import {
   checkExtraLabels,
   CONTAINER_PORT_LABEL,
@@ -37,6 +38,8 @@ export interface DockerRuntimeOptions {
   /** Grace period `stop` gives the process before SIGKILL. Default 10. */
   stopTimeoutSeconds?: number;
   logRotation?: LogRotation;
+  /** BLYTZ_DOCKER_NETWORK_POOL: where customer networks get their subnets (networks.ts). */
+  networkPool?: string;
 }
 
 const STATES = new Set<ContainerState>(['created', 'running', 'paused', 'restarting', 'removing', 'exited', 'dead']);
@@ -64,6 +67,7 @@ export class DockerRuntime implements CustomerRuntime {
   readonly #probe: { timeoutMs: number; startingGraceSeconds: number };
   readonly #stopTimeoutSeconds: number;
   readonly #logRotation: LogRotation;
+  readonly #networks: CustomerNetworks;
 
   constructor(guard: Guard, options: DockerRuntimeOptions = {}) {
     this.#guard = guard;
@@ -73,6 +77,12 @@ export class DockerRuntime implements CustomerRuntime {
     this.#probe = { timeoutMs: options.probeTimeoutMs ?? 2000, startingGraceSeconds: options.startingGraceSeconds ?? 30 };
     this.#stopTimeoutSeconds = options.stopTimeoutSeconds ?? 10;
     this.#logRotation = options.logRotation ?? DEFAULT_LOG_ROTATION;
+    this.#networks = new CustomerNetworks({
+      docker: this.#docker,
+      guard,
+      extraLabels: this.#extraLabels,
+      ...(options.networkPool ? { pool: options.networkPool } : {}),
+    });
   }
 
   /** The engine client, for the event source sharing this runtime's connection settings. */
@@ -105,11 +115,17 @@ export class DockerRuntime implements CustomerRuntime {
       info.Ports?.find(
         (p) => p.Type === 'tcp' && p.PublicPort > 0 && (containerPort === undefined || p.PrivatePort === containerPort),
       )?.PublicPort;
+    const customer = labels[CUSTOMER_LABEL] ?? '';
+    // A container on a network other than its customer's own (one made before customers had
+    // networks, on Docker's shared bridge) is not what we would create: it reads as another
+    // spec, so it is recreated (paced like any fleet change, its own inputs being the same).
+    const isolated = info.HostConfig?.NetworkMode === customerNetworkName(customer);
+    const specHash = labels[SPEC_HASH_LABEL];
     const observed: ObservedContainer = {
       id: info.Id,
-      customer: labels[CUSTOMER_LABEL] ?? '',
+      customer,
       name: (info.Names?.[0] ?? '').replace(/^\//, ''),
-      specHash: labels[SPEC_HASH_LABEL],
+      specHash: specHash === undefined || isolated ? specHash : `${specHash}+shared-network`,
       state,
       health: 'unknown',
     };
@@ -145,7 +161,8 @@ export class DockerRuntime implements CustomerRuntime {
   }
 
   async create(spec: ContainerSpec): Promise<string> {
-    const config = containerConfig(spec, this.#extraLabels, this.#logRotation);
+    const network = await this.#networks.ensure(spec.customer);
+    const config = containerConfig(spec, this.#extraLabels, this.#logRotation, network);
     // Not retried: when a first attempt timed out after the engine created the container, a
     // second would only meet a 409 name conflict. The next reconcile observes and carries on.
     const container = await this.#guard(
@@ -209,6 +226,15 @@ export class DockerRuntime implements CustomerRuntime {
   }
 
   async remove(id: string): Promise<void> {
+    const customer = await this.#guard('inspectContainer', async (abortSignal) => {
+      try {
+        const info = await this.#docker.getContainer(id).inspect({ abortSignal } as Docker.ContainerInspectOptions);
+        return info.Config.Labels?.[CUSTOMER_LABEL];
+      } catch (error) {
+        if (isStatus(error, 404)) return undefined;
+        throw error;
+      }
+    });
     await this.#guard('removeContainer', async (abortSignal) => {
       try {
         await this.#docker.getContainer(id).remove({ force: true, v: false, abortSignal });
@@ -218,6 +244,10 @@ export class DockerRuntime implements CustomerRuntime {
         throw error;
       }
     });
+    // The customer's network goes with its last container; networks a crash left without one go
+    // too, once old enough (a network just made for a container about to be created stays).
+    if (customer) await this.#networks.releaseIfUnused(customer);
+    await this.#networks.pruneIdle();
   }
 
   async exec(id: string, command: string[], timeoutMs = 30_000): Promise<ExecResult> {
