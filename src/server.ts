@@ -1,20 +1,22 @@
 import type { AddressInfo } from 'node:net';
 import type { Server as HttpServer } from 'node:http';
-import { hostname } from 'node:os';
-import { sql } from 'kysely';
+import { hostname, totalmem } from 'node:os';
 import { StripeCheckout } from './billing/checkout.js';
 import { createStripeClient } from './billing/stripe-client.js';
-import type { Config } from './config.js';
-import { Controller } from './controller/controller.js';
-import { invalidating } from './controller/customer/invalidating-source.js';
-import { pairingApprover } from './controller/customer/pairing.js';
-import { CustomerReconciler } from './controller/customer/reconciler.js';
+import { proxyListenPort, TELEGRAM_API_DEFAULT, type Config } from './config.js';
+import { Controller, type Reconciler } from './controller/controller.js';
+import type { EventSource } from './controller/event-source.js';
+import { pairingApprover, pairingTimeoutMs } from './controller/customer/pairing.js';
+import { CUSTOMER_CONTROLLER_NAME, CustomerReconciler } from './controller/customer/reconciler.js';
+import { checkCapacity } from './domain/capacity.js';
+import { PLANS } from './domain/customer.js';
+import { customerFromHost, publicOrigins } from './domain/naming.js';
 import { desiredRoutes } from './controller/customer/desired-routes.js';
-import { WorldCache } from './controller/customer/world-cache.js';
-import { LeaderElector, type Leadership } from './controller/leader-election.js';
+import { WorldCache } from './controller/customer/observe.js';
+import type { Leadership } from './controller/leadership.js';
 import { parseMaxUnavailable } from './controller/rollout/gate.js';
 import { Rollouts } from './controller/rollout/rollouts.js';
-import { changeFeedSource } from './controller/sources.js';
+import { changeFeedSource } from './controller/change-feed-source.js';
 import { ensurePrivateDir, loadAdminToken, loadSecretKey, parsePreviousKeys } from './data-dir.js';
 import { adminApiRouter } from './http/admin-api.js';
 import { createHttpApp } from './http/app.js';
@@ -37,14 +39,15 @@ import { IngressRouteTable } from './proxy/kubernetes/ingress-route-table.js';
 import { OwnedObjectsWatch } from './runtime/kubernetes/owned-objects-watch.js';
 import type { RouteTable } from './proxy/route-table.js';
 import { Policies } from './resilience/policies.js';
-import type { EventSource } from './runtime/runtime.js';
 import { kubeTarget, selectRuntime, type KubeTarget } from './runtime/select-runtime.js';
 import { BillingStore } from './store/billing-store.js';
 import { createChangeFeed } from './store/change-feed.js';
 import { CustomerStore } from './store/customer-store.js';
-import { openDatabase, type DatabaseHandle } from './store/database.js';
+import { openDatabase, pingDatabase } from './store/database.js';
 import { migrateOrThrow } from './store/migrate.js';
+import { PostgresLeaderElector } from './store/leader-elector.js';
 import { PortReservations } from './store/port-reservations.js';
+import { RolloutStore } from './store/rollout-store.js';
 import { SecretBox } from './store/secret-box.js';
 import { TelegramClient } from './telegram/telegram-client.js';
 
@@ -58,7 +61,6 @@ export interface RunningServer {
   stop(): Promise<void>;
 }
 
-const CONTROLLER_NAME = 'customer';
 const LEASE_NAME = 'blytz-controller';
 const PHASE_GAUGE_INTERVAL_MS = 15_000;
 
@@ -120,7 +122,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
 
     const cache = new WorldCache();
     const rollouts = new Rollouts({
-      database,
+      records: new RolloutStore(database),
       store,
       settings: {
         maxUnavailable: parseMaxUnavailable(config.BLYTZ_ROLLOUT_MAX_UNAVAILABLE),
@@ -140,11 +142,14 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       routes,
       workspaces,
       metrics,
-      logger: logger.child({ controller: CONTROLLER_NAME }),
+      logger: logger.child({ controller: CUSTOMER_CONTROLLER_NAME }),
       defaults: {
         baseDomain: config.BLYTZ_BASE_DOMAIN,
         customerImage: config.BLYTZ_CUSTOMER_IMAGE,
         containerPort: config.BLYTZ_CONTAINER_PORT,
+        publicOrigins: (host) => publicOrigins(host, config.BLYTZ_PUBLIC_SCHEME, proxyListenPort(config)),
+        trustedProxies: config.BLYTZ_ASSISTANT_TRUSTED_PROXIES ?? (await selected.defaultTrustedProxies()),
+        telegramApiRoot: config.TELEGRAM_API_BASE === TELEGRAM_API_DEFAULT ? undefined : config.TELEGRAM_API_BASE,
       },
       publicScheme: config.BLYTZ_PUBLIC_SCHEME,
       retentionMs: config.BLYTZ_RETENTION_DAYS * 86_400_000,
@@ -157,16 +162,16 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
           .catch((error: unknown) => logger.warn({ err: error }, 'could not list customers waiting for a rollout'));
       },
     });
-    const invalidate = (name: string) => reconciler.invalidate(name);
 
     const feed = createChangeFeed(database, logger);
     const sources: EventSource[] = [
-      invalidating(changeFeedSource(feed), invalidate),
-      invalidating(
-        new RouteSweep({
+      changeFeedSource(feed),
+      new RouteSweep({
           table: routes,
-          desiredRoutes: () =>
-            desiredRoutes(database, config.BLYTZ_BASE_DOMAIN, (customer, port) => runtime.upstream(customer, port)),
+          desiredRoutes: async () =>
+            desiredRoutes(await store.routedCustomers(), config.BLYTZ_BASE_DOMAIN, (customer, port) =>
+              runtime.upstream(customer, port),
+            ),
           intervalMs: config.BLYTZ_ROUTE_SWEEP_SECONDS * 1000,
           onError: (error) => logger.warn({ err: error }, 'route sweep failed'),
           onSweep: (result) => {
@@ -175,16 +180,14 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
               logger.warn({ written: result.written }, 'caddy had lost our server block: routes restored in one write');
           },
         }),
-        invalidate,
-      ),
+      // The runtime's own hints (the Docker event stream, or the watch on our Kubernetes objects).
+      ...selected.sources,
     ];
-    // The runtime's own hints (the Docker event stream, or the watch on our Kubernetes objects).
-    for (const source of selected.sources) sources.push(invalidating(source, invalidate));
     // An Ingress edited or deleted behind our back is repaired within a reconcile, as the
     // runtime's own objects are, not only at the next route sweep.
     if (ingresses) {
       const watch = new OwnedObjectsWatch({ kubeConfig: cluster().kubeConfig, ...ingresses.ownedKinds(), logger });
-      sources.push(invalidating(watch, invalidate));
+      sources.push(watch);
     }
 
     // Only one replica reconciles. On Postgres the replicas share it: a session advisory lock.
@@ -193,7 +196,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     const onKubernetes = config.BLYTZ_RUNTIME === 'kubernetes' || config.BLYTZ_SOURCE === 'kubernetes';
     const elector: (Leadership & { start(): Promise<void>; stop(): Promise<void> }) | undefined =
       database.kind === 'postgres'
-        ? new LeaderElector({ name: LEASE_NAME, handle: database, logger, metrics })
+        ? new PostgresLeaderElector({ name: LEASE_NAME, handle: database, logger, metrics })
         : onKubernetes
           ? new LeaseElector({
               kubeConfig: cluster().kubeConfig,
@@ -219,25 +222,17 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
             leadership: elector,
           })
         : undefined;
-    if (customerResources) sources.push(invalidating(customerResources, invalidate));
+    if (customerResources) sources.push(customerResources);
 
     const controller = new Controller({
-      name: CONTROLLER_NAME,
-      reconcile: customerResources
-        ? async (name, signal) => {
-            try {
-              return await reconciler.reconcile(name, signal);
-            } finally {
-              // The resource shows the new status now, not at the next periodic pass.
-              await customerResources
-                .syncStatus(name)
-                .catch((error: unknown) =>
-                  logger.warn({ err: error, customer: name }, 'writing Customer resource status failed'),
-                );
-            }
-          }
-        : (name, signal) => reconciler.reconcile(name, signal),
-      listKeys: () => reconciler.listKeys(),
+      name: CUSTOMER_CONTROLLER_NAME,
+      reconciler: customerResources
+        ? withResourceStatus(reconciler, (name) =>
+            customerResources
+              .syncStatus(name)
+              .catch((error: unknown) => logger.warn({ err: error, customer: name }, 'writing Customer resource status failed')),
+          )
+        : reconciler,
       workers: config.BLYTZ_WORKERS,
       resyncSeconds: config.BLYTZ_RESYNC_SECONDS,
       sources,
@@ -245,10 +240,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       metrics,
       logger,
     });
-    wake = (name) => {
-      invalidate(name);
-      controller.enqueue(name);
-    };
+    wake = (name) => controller.enqueue(name);
 
     const health = new HealthChecks();
     health.add('database', () => pingDatabase(database));
@@ -283,10 +275,17 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
           logger,
         }),
         createStripeWebhookRouter({ ledger: billing, webhookSecret: config.STRIPE_WEBHOOK_SECRET, rateLimits, metrics, logger }),
-        createCaddyAskRouter({ isReachableHost: (host) => isReachableHost(database, host, config.BLYTZ_BASE_DOMAIN) }),
+        createCaddyAskRouter({
+          isReachableHost: async (host) => {
+            const name = customerFromHost(host, config.BLYTZ_BASE_DOMAIN);
+            return name !== undefined && (await store.isReachable(name));
+          },
+        }),
         createPairingApiRouter({
           verifySession: (name, token) => billing.verifySession(name, token),
-          approvePairing: pairingApprover(runtime),
+          approvePairing: pairingApprover(runtime, {
+            timeoutMs: async (name) => pairingTimeoutMs(PLANS[(await store.get(name))?.spec.plan ?? 'personal']),
+          }),
           rateLimits,
           logger,
         }),
@@ -295,10 +294,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
           store,
           adminToken,
           rateLimits,
-          reconcileNow: (name) => {
-            invalidate(name);
-            return controller.reconcileNow(name);
-          },
+          reconcileNow: (name) => controller.reconcileNow(name),
           config,
           rollouts: {
             list: () => rollouts.list(),
@@ -328,9 +324,9 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     await controller.start();
     stoppers.unshift(() => controller.stop());
 
-    const phaseTimer = setInterval(() => void updatePhaseGauge(database, metrics).catch(() => {}), PHASE_GAUGE_INTERVAL_MS);
+    const phaseTimer = setInterval(() => void updatePhaseGauge(store, metrics).catch(() => {}), PHASE_GAUGE_INTERVAL_MS);
     phaseTimer.unref();
-    void updatePhaseGauge(database, metrics).catch(() => {});
+    void updatePhaseGauge(store, metrics).catch(() => {});
     const rolloutTimer = setInterval(() => void rollouts.refreshMetrics().catch(() => {}), PHASE_GAUGE_INTERVAL_MS);
     rolloutTimer.unref();
     void rollouts.refreshMetrics().catch(() => {});
@@ -354,6 +350,11 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       },
       'blytz serving',
     );
+    // Customers on this host: do the plans fit its memory? (On Kubernetes the cluster schedules.)
+    if (selected.kind === 'docker') {
+      const capacity = checkCapacity(config.BLYTZ_MAX_CUSTOMERS, totalmem());
+      if (capacity.warning) logger.warn({ fit: capacity.fit }, capacity.warning);
+    }
 
     let stopping: Promise<void> | undefined;
     return { url, stop: () => (stopping ??= stopAll()) };
@@ -363,29 +364,25 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   }
 }
 
-async function pingDatabase(database: DatabaseHandle): Promise<void> {
-  await sql`SELECT 1`.execute(database.db);
+/** After every reconcile of a customer its Customer resource shows the new status, not at the next periodic pass. */
+function withResourceStatus(reconciler: Reconciler, syncStatus: (name: string) => Promise<unknown>): Reconciler {
+  return {
+    reconcile: async (name, signal) => {
+      try {
+        return await reconciler.reconcile(name, signal);
+      } finally {
+        await syncStatus(name);
+      }
+    },
+    listKeys: () => reconciler.listKeys(),
+    invalidate: (name) => reconciler.invalidate?.(name),
+  };
 }
 
-/** Caddy's on-demand TLS check: only hosts of customers that should be reachable. */
-async function isReachableHost(database: DatabaseHandle, host: string, baseDomain: string): Promise<boolean> {
-  const suffix = `.${baseDomain}`;
-  if (!host.endsWith(suffix)) return false;
-  const name = host.slice(0, -suffix.length);
-  const row = await sql<{ ok: number }>`
-    SELECT 1 AS ok FROM customers
-    WHERE name = ${name} AND deleted_at IS NULL AND state IN ('active', 'suspended')
-  `.execute(database.db);
-  return row.rows.length > 0;
-}
-
-async function updatePhaseGauge(database: DatabaseHandle, metrics: Metrics): Promise<void> {
-  const rows = await sql<{ phase: string; n: number }>`
-    SELECT coalesce(status->>'phase', 'Pending') AS phase, count(*)::int AS n
-    FROM customers WHERE deleted_at IS NULL GROUP BY 1
-  `.execute(database.db);
+async function updatePhaseGauge(store: CustomerStore, metrics: Metrics): Promise<void> {
+  const phases = await store.countByPhase();
   metrics.customers.reset();
-  for (const row of rows.rows) metrics.customers.set({ phase: row.phase }, row.n);
+  for (const [phase, n] of phases) metrics.customers.set({ phase }, n);
 }
 
 function listen(server: HttpServer, port: number, host: string): Promise<void> {

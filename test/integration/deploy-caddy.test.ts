@@ -17,7 +17,8 @@ import { Metrics } from '../../src/observability/metrics.js';
 import { CustomerStore } from '../../src/store/customer-store.js';
 import { startCaddy, type TestCaddy } from '../support/caddy.js';
 import { desiredCustomer, testSecretBox, uniqueName } from '../support/fixtures.js';
-import { createTestDatabase, waitFor, type TestDatabase } from '../support/postgres.js';
+import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { waitFor } from '../support/wait-for.js';
 
 /**
  * Issue 19, item 5: the internet reaches only the public surface. Each shipped Caddy config

@@ -20,7 +20,8 @@ import {
 } from '../../src/runtime/docker/networks.js';
 import type { ContainerSpec } from '../../src/runtime/runtime.js';
 import { removeInstanceObjects } from '../support/docker-cleanup.js';
-import { waitFor } from '../support/postgres.js';
+import { stubHealth } from '../support/fixtures.js';
+import { waitFor } from '../support/wait-for.js';
 
 /**
  * Issue 19, item 4: tenants cannot reach each other. Two customers' assistants run through the
@@ -64,8 +65,8 @@ async function spec(customer: string, hostPort: number): Promise<ContainerSpec> 
     user: '1000:1000',
     mounts: [{ hostPath: home, containerPath: '/home/node/.openclaw', readOnly: false }],
     env: { PORT: '18789', OPENCLAW_HOME: '/home/node/.openclaw' },
-    resources: { memoryBytes: 64 * 1024 * 1024, nanoCpus: 250_000_000, pidsLimit: 64 },
-    healthPath: '/AGENTS.md',
+    resources: { memoryBytes: 64 * 1024 * 1024, nanoCpus: 250_000_000, pidsLimit: 64, nodeHeapMiB: 32 },
+    ...stubHealth(),
     specHash: `hash-${customer}`,
   };
 }

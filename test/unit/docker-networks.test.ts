@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { containerConfig } from '../../src/runtime/docker/container-config.js';
+import { stubHealth } from '../support/fixtures.js';
 import {
   bridgeName,
   CUSTOMER_PREFIX_LENGTH,
@@ -42,8 +43,8 @@ describe('customer networks: names', () => {
       user: '1000:1000',
       mounts: [],
       env: {},
-      resources: { memoryBytes: 1, nanoCpus: 1, pidsLimit: 1 },
-      healthPath: '/',
+      resources: { memoryBytes: 1, nanoCpus: 1, pidsLimit: 1, nodeHeapMiB: 1 },
+      ...stubHealth(),
       specHash: 'h',
     };
     expect(containerConfig(spec, {}, undefined, 'blytz-alice').HostConfig?.NetworkMode).toBe('blytz-alice');

@@ -12,7 +12,7 @@ import {
 } from '../runtime.js';
 import { containerConfig, DEFAULT_LOG_ROTATION, type LogRotation } from './container-config.js';
 import { runExec } from './exec.js';
-import { mapLimit, parseStatus, probeHttp, type ProbeResult } from './health.js';
+import { judgeContainer, mapLimit, parseProbesLabel, parseStatus, probeLegacyPath, type ProbeOptions, type ProbeResult } from './health.js';
 import { customerNetworkName, CustomerNetworks } from './networks.js';
 import {
   checkExtraLabels,
@@ -22,7 +22,9 @@ import {
   HOST_PORT_LABEL,
   labelFilter,
   OWN_HASH_LABEL,
-} from './labels.js';
+  PROBES_LABEL,
+  START_TIMEOUT_LABEL,
+} from '../../domain/labels.js';
 
 export interface DockerRuntimeOptions {
   /** Defaults to `new Docker()`, which honours DOCKER_HOST. */
@@ -33,8 +35,8 @@ export interface DockerRuntimeOptions {
   probeConcurrency?: number;
   /** Default 2000 ms: a healthy assistant answers in milliseconds. */
   probeTimeoutMs?: number;
-  /** A failed probe within this many seconds of start means "starting". Default 30. */
-  startingGraceSeconds?: number;
+  /** X-Forwarded-For the probes send (see ProbeOptions.forwardedFor); unset: none. */
+  probeForwardedFor?: string;
   /** Grace period `stop` gives the process before SIGKILL. Default 10. */
   stopTimeoutSeconds?: number;
   logRotation?: LogRotation;
@@ -64,7 +66,7 @@ export class DockerRuntime implements CustomerRuntime {
   readonly #guard: Guard;
   readonly #extraLabels: Record<string, string>;
   readonly #probeConcurrency: number;
-  readonly #probe: { timeoutMs: number; startingGraceSeconds: number };
+  readonly #probe: ProbeOptions;
   readonly #stopTimeoutSeconds: number;
   readonly #logRotation: LogRotation;
   readonly #networks: CustomerNetworks;
@@ -74,7 +76,10 @@ export class DockerRuntime implements CustomerRuntime {
     this.#docker = options.docker ?? new Docker();
     this.#extraLabels = checkExtraLabels(options.extraLabels ?? {});
     this.#probeConcurrency = options.probeConcurrency ?? 8;
-    this.#probe = { timeoutMs: options.probeTimeoutMs ?? 2000, startingGraceSeconds: options.startingGraceSeconds ?? 30 };
+    this.#probe = {
+      timeoutMs: options.probeTimeoutMs ?? 2000,
+      ...(options.probeForwardedFor === undefined ? {} : { forwardedFor: options.probeForwardedFor }),
+    };
     this.#stopTimeoutSeconds = options.stopTimeoutSeconds ?? 10;
     this.#logRotation = options.logRotation ?? DEFAULT_LOG_ROTATION;
     this.#networks = new CustomerNetworks({
@@ -135,17 +140,18 @@ export class DockerRuntime implements CustomerRuntime {
     if (labels[OWN_HASH_LABEL] !== undefined) observed.ownHash = labels[OWN_HASH_LABEL];
     const generation = Number(labels[GENERATION_LABEL]);
     if (labels[GENERATION_LABEL] !== undefined && Number.isInteger(generation)) observed.generation = generation;
-    const health = await this.#health(state, info.Status ?? '', hostPort, labels[HEALTH_PATH_LABEL]);
+    const health = await this.#health(info.Id, state, info.Status ?? '', hostPort, labels);
     observed.health = health.health;
     if (health.message !== undefined) observed.healthMessage = health.message;
     return observed;
   }
 
   async #health(
+    id: string,
     state: ContainerState,
     status: string,
     hostPort: number | undefined,
-    healthPath: string | undefined,
+    labels: Record<string, string>,
   ): Promise<ProbeResult> {
     // Not running: no health to speak of; the engine's Status ("Exited (137) 3 seconds ago") says why.
     if (state !== 'running') return { health: 'unknown', message: status || state };
@@ -155,9 +161,32 @@ export class DockerRuntime implements CustomerRuntime {
         ? { health: 'unhealthy', message: `Docker health check failing (${status})` }
         : { health: parsed.dockerHealth };
     }
-    if (hostPort === undefined || healthPath === undefined)
-      return { health: 'unknown', message: 'no health check and no health path to probe' };
-    return probeHttp(hostPort, healthPath, parsed.upSeconds, this.#probe);
+    if (hostPort === undefined) return { health: 'unknown', message: 'no host port to probe' };
+    const probes = parseProbesLabel(labels[PROBES_LABEL]);
+    if (probes) {
+      const startTimeoutSeconds = Number(labels[START_TIMEOUT_LABEL]);
+      return judgeContainer(
+        { hostPort, probes, startTimeoutSeconds: Number.isFinite(startTimeoutSeconds) ? startTimeoutSeconds : 0 },
+        () => this.#uptimeSeconds(id, parsed.upSeconds),
+        this.#probe,
+      );
+    }
+    const legacyPath = labels[HEALTH_PATH_LABEL];
+    if (legacyPath?.startsWith('/')) return probeLegacyPath(hostPort, legacyPath, this.#probe);
+    return { health: 'unknown', message: 'no probes declared' };
+  }
+
+  /**
+   * Seconds since the container started: the list's Status text when it is precise (the first
+   * minute), else one inspect. Undefined when the engine cannot say.
+   */
+  async #uptimeSeconds(id: string, fromStatus: number | undefined): Promise<number | undefined> {
+    if (fromStatus !== undefined && fromStatus < 60) return fromStatus;
+    const info = await this.#guard('inspectContainer', (abortSignal) => this.#docker.getContainer(id).inspect({ abortSignal })).catch(
+      () => undefined,
+    );
+    const startedAt = Date.parse(info?.State?.StartedAt ?? '');
+    return Number.isNaN(startedAt) ? fromStatus : Math.max(0, (Date.now() - startedAt) / 1000);
   }
 
   async create(spec: ContainerSpec): Promise<string> {
@@ -258,6 +287,16 @@ export class DockerRuntime implements CustomerRuntime {
       retry: false,
       timeoutMs: timeoutMs + 10_000,
     });
+  }
+
+  /**
+   * Where traffic published on a host port (Caddy's, the probes') reaches a customer's container
+   * from: the host end of the customer's own network, its subnet's first address. Every customer
+   * network comes from the pool, so the pool names them all in one entry (no other tenant can
+   * send from inside it: networks.ts and the host's filter keep them apart).
+   */
+  async bridgeGateways(): Promise<string[]> {
+    return [this.#networks.pool];
   }
 
   /** Whether the engine has the image locally (no registry is asked): a rollout checks once before it starts. */

@@ -4,7 +4,7 @@ import type Docker from 'dockerode';
 import { CUSTOMER_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, OBJECT_PREFIX } from '../../domain/naming.js';
 import type { Guard } from '../../resilience/guard.js';
 import { httpStatusOf } from '../../resilience/transient.js';
-import { labelFilter } from './labels.js';
+import { labelFilter } from '../../domain/labels.js';
 
 /**
  * Tenant isolation on Docker: every customer gets a bridge network of its own, `blytz-<name>`,
@@ -144,6 +144,11 @@ export class CustomerNetworks {
   readonly #extraLabels: Record<string, string>;
   readonly #pool: Ipv4Cidr;
   readonly #routes: () => Promise<Ipv4Cidr[]>;
+
+  /** The pool customer subnets come from, e.g. `10.199.0.0/16`. */
+  get pool(): string {
+    return formatCidr(this.#pool);
+  }
 
   constructor(options: CustomerNetworksOptions) {
     this.#docker = options.docker;
