@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /* global process, console */
-// Writes deploy/kubernetes/crd-customer.yaml from the domain's zod schema (src/kubernetes/crd.ts).
+// Writes deploy/kubernetes/crd-customer.yaml from the domain's zod schema (src/customer-resources/crd.ts).
 // `node scripts/gen-crd.mjs` (Node 24: runs the TypeScript source directly); `--check` exits 1
 // when the file is out of date. test/unit/kubernetes-crd.test.ts fails on drift as well.
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -32,7 +32,7 @@ registerHooks({
 });
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const { crdYaml } = await import(join(root, 'src/kubernetes/crd-yaml.ts'));
+const { crdYaml } = await import(join(root, 'src/customer-resources/crd-yaml.ts'));
 const target = join(root, 'deploy/kubernetes/crd-customer.yaml');
 const text = crdYaml();
 if (process.argv.includes('--check')) {

@@ -1,6 +1,6 @@
 /**
  * The routes that make customers reachable at `<name>.<base>`. One interface, two real
- * implementations: Caddy's admin API (caddy/) and Kubernetes Ingresses (kubernetes/, with
+ * implementations: Caddy's admin API (caddy/) and Kubernetes Ingresses (ingress/, with
  * BLYTZ_ROUTES=ingress); the controller imports only this file.
  */
 

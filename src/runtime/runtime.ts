@@ -111,6 +111,17 @@ export interface CustomerRuntime {
    * container name; called only when it is the customer's only container. Idempotent.
    */
   adopt?(id: string, customer: string): Promise<void>;
+  /**
+   * `create` on an existing container updates it in place, by the runtime's own update strategy,
+   * keeping its address and volume (Kubernetes). The planner then updates rather than removes
+   * and creates (see `PlanInput.updatesInPlace`).
+   */
+  readonly updatesInPlace?: boolean;
+  /**
+   * Restarts it (a new process, same container), where the runtime has a restart of its own;
+   * otherwise the controller stops and starts it.
+   */
+  restart?(id: string): Promise<void>;
   /** Starts it; idempotent. Throws PortClashError when the host port is taken. */
   start(id: string): Promise<void>;
   /** Stops it, keeping it; idempotent. */

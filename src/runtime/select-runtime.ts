@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import Docker from 'dockerode';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Config } from '../config.js';
-import { currentNamespace, loadKubeConfig } from '../kubernetes/client.js';
+import { currentNamespace, loadKubeConfig } from '../kube-api/client.js';
 import type { Logger } from '../observability/logger.js';
 import { projectRoot } from '../paths.js';
 import type { Policies } from '../resilience/policies.js';
@@ -13,7 +13,7 @@ import { PROBE_CLIENT_ADDRESS } from './docker/health.js';
 import { DockerRuntime } from './docker/docker-runtime.js';
 import { KubernetesRuntime } from './kubernetes/kubernetes-runtime.js';
 import { KubernetesWorkspaces } from './kubernetes/kubernetes-workspaces.js';
-import { OwnedObjectsWatch } from './kubernetes/owned-objects-watch.js';
+import { OwnedObjectsWatch } from '../kube-api/owned-objects-watch.js';
 import type { EventSource } from '../controller/event-source.js';
 import type { CustomerRuntime } from './runtime.js';
 
@@ -77,6 +77,8 @@ export function selectRuntime(config: Config, deps: SelectRuntimeDeps): Selected
     dataDir: config.BLYTZ_DATA_DIR,
     templatesDir: join(projectRoot(), 'templates'),
     defaults: { image: config.BLYTZ_CUSTOMER_IMAGE, containerPort: config.BLYTZ_CONTAINER_PORT },
+    // On Kubernetes no container mounts this folder (pods read their files from a Secret).
+    ownership: config.BLYTZ_RUNTIME === 'kubernetes' ? 'controller' : 'container',
   });
 
   if (config.BLYTZ_RUNTIME === 'kubernetes') {

@@ -50,6 +50,13 @@ export interface FileWorkspacesOptions {
   templatesDir: string;
   /** BLYTZ_CUSTOMER_IMAGE and BLYTZ_CONTAINER_PORT, for templates that do not set their own. */
   defaults: TemplateDefaults;
+  /**
+   * Who owns the files: `container` (default) the template's uid:gid, as a bind mount needs
+   * (blytz must be root or that user); `controller` whoever blytz runs as, for folders no
+   * container mounts (Kubernetes: the pod gets its files from a Secret, so the controller's
+   * copy is its own, and the shipped controller runs as 10001, which may not chown).
+   */
+  ownership?: 'container' | 'controller';
 }
 
 export const CUSTOMERS_DIR = 'customers';
@@ -87,12 +94,14 @@ export class FileWorkspaces implements Workspaces {
   private readonly customersRoot: string;
   private readonly templatesDir: string;
   private readonly defaults: TemplateDefaults;
+  private readonly ownership: 'container' | 'controller';
 
   constructor(options: FileWorkspacesOptions) {
     // Absolute, because these paths become Docker bind-mount sources.
     this.customersRoot = resolve(options.dataDir, CUSTOMERS_DIR);
     this.templatesDir = resolve(options.templatesDir);
     this.defaults = options.defaults;
+    this.ownership = options.ownership ?? 'container';
   }
 
   /**
@@ -147,7 +156,7 @@ export class FileWorkspaces implements Workspaces {
     const dir = this.customerDir(customer);
     const paths = rendered.files.map((file) => checkRelativePath(file.path));
     if (new Set(paths).size !== paths.length) throw new InvalidWorkspacePathError('rendered files contain a path twice');
-    const owner = chownTarget(parseOwner(rendered.template.user));
+    const owner = this.ownership === 'container' ? chownTarget(parseOwner(rendered.template.user)) : undefined;
 
     ensurePrivateDir(this.customersRoot);
     ensurePrivateDir(join(this.customersRoot, RECORDS_DIR));

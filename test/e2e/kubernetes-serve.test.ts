@@ -1,13 +1,14 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { AppsV1Api, CoreV1Api, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
 import { sql } from 'kysely';
+import { parseAllDocuments } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { JSON_PATCH } from '../../src/kubernetes/client.js';
-import { CUSTOMER_FINALIZER, customerCrd } from '../../src/kubernetes/crd.js';
+import { JSON_PATCH, MERGE_PATCH } from '../../src/kube-api/client.js';
+import { CUSTOMER_FINALIZER, customerCrd } from '../../src/customer-resources/crd.js';
 import { objectName } from '../../src/runtime/kubernetes/names.js';
 import { hashToken } from '../../src/store/billing-store.js';
 import { baseEnv, BLYTZ, ROOT, startServe, type Served } from '../support/blytz-serve.js';
@@ -25,11 +26,23 @@ import { waitFor } from '../support/wait-for.js';
  * (finalizer) until every object is gone.
  */
 const execFileAsync = promisify(execFile);
+
+/** The user the shipped controller Deployment runs as (deploy/kubernetes/deployment.yaml). */
+function kitUser(): { uid: number; gid: number } {
+  const docs = parseAllDocuments(readFileSync(join(ROOT, 'deploy/kubernetes/deployment.yaml'), 'utf8')).map(
+    (d) => d.toJS() as LooseObject,
+  );
+  const pod = docs.find((d) => d?.['kind'] === 'Deployment')?.['spec']['template']['spec'];
+  return { uid: Number(pod['securityContext']['runAsUser']), gid: Number(pod['securityContext']['runAsGroup']) };
+}
 const NS = 'blytz-e2e';
 const ref = { group: 'blytz.cloud', version: 'v1alpha1', namespace: NS, plural: 'customers' };
 
 /** A started fake API server and a kubeconfig file for it, as kubectl would have it (namespace from its context). */
-async function fakeCluster(): Promise<{ api: FakeKubeApi; kc: KubeConfig; kubeconfig: string; dir: string }> {
+async function fakeCluster(user?: {
+  uid: number;
+  gid: number;
+}): Promise<{ api: FakeKubeApi; kc: KubeConfig; kubeconfig: string; dir: string }> {
   const api = new FakeKubeApi({ admit: { customers: crdAdmission(customerCrd()) }, bookmarkIntervalMs: 200 });
   // The fake's stand-in for the Deployment controller: a scaled-up Deployment reports ready replicas.
   api.simulateDeployments = true;
@@ -44,6 +57,10 @@ async function fakeCluster(): Promise<{ api: FakeKubeApi; kc: KubeConfig; kubeco
   const dir = mkdtempSync(join(tmpdir(), 'blytz-kube-'));
   const kubeconfig = join(dir, 'config');
   writeFileSync(kubeconfig, kc.exportConfig(), { mode: 0o600 });
+  if (user) {
+    chownSync(dir, user.uid, user.gid);
+    chownSync(kubeconfig, user.uid, user.gid);
+  }
   return { api, kc, kubeconfig, dir };
 }
 
@@ -57,7 +74,8 @@ describe('blytz serve on Kubernetes (runtime and source)', () => {
   const object = objectName(name);
 
   beforeAll(async () => {
-    const cluster = await fakeCluster();
+    const user = kitUser();
+    const cluster = await fakeCluster(user);
     api = cluster.api;
     kubeDir = cluster.dir;
     const { kc, kubeconfig } = cluster;
@@ -70,6 +88,8 @@ describe('blytz serve on Kubernetes (runtime and source)', () => {
 
     served = await startServe({
       databaseUrl: '',
+      // As the kit runs it: uid 10001, not root (whose writes and chowns always succeed).
+      user,
       env: {
         DATABASE_URL: '', // embedded PGlite: leadership comes from the Lease
         KUBECONFIG: kubeconfig,
@@ -153,6 +173,20 @@ describe('blytz serve on Kubernetes (runtime and source)', () => {
     expect(status['hostPort']).toBe(port);
     const route = (await (await served.caddy.admin(`/id/blytz-${name}`)).json()) as LooseObject;
     expect(JSON.stringify(route['handle'])).toContain(`"dial":"${object}.${NS}.svc:${port}"`);
+  });
+
+  it('a spec change updates the Deployment in place: its pod is replaced, never two at once, the Service keeps its address', async () => {
+    const service = api.object('services', NS, object);
+    const hash = api.object('deployments', NS, object)?.['metadata']['labels']['cloud.blytz.spec-hash'];
+    await custom.patchNamespacedCustomObject({ ...ref, name, body: { spec: { plan: 'pro' } } }, MERGE_PATCH);
+    await waitFor(async () => {
+      const cr = await getCr(name);
+      return cr['status']?.['observedGeneration'] === 2 && cr['status']?.['phase'] === 'Ready';
+    }, 60_000).catch(withLog);
+    const deployment = api.object('deployments', NS, object);
+    expect(deployment?.['metadata']['labels']['cloud.blytz.spec-hash']).not.toBe(hash);
+    expect(api.object('services', NS, object)?.['metadata']['uid']).toBe(service?.['metadata']['uid']);
+    expect(api.maxPodsAtOnce(name)).toBe(1);
   });
 
   it("a Service or Deployment changed behind the controller's back is repaired within seconds (it watches its objects), not at the next resync", async () => {

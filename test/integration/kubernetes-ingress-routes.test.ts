@@ -1,10 +1,11 @@
 import { NetworkingV1Api } from '@kubernetes/client-node';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { MERGE_PATCH } from '../../src/kube-api/client.js';
 import { unguarded } from '../../src/resilience/guard.js';
 import { compareRoutes } from '../../src/proxy/caddy/route-sweep.js';
-import { IngressRouteTable, SUSPENDED_ANNOTATION } from '../../src/proxy/kubernetes/ingress-route-table.js';
+import { IngressRouteTable, SUSPENDED_ANNOTATION } from '../../src/proxy/ingress/ingress-route-table.js';
 import { objectName, serviceDial } from '../../src/runtime/kubernetes/names.js';
-import { OwnedObjectsWatch } from '../../src/runtime/kubernetes/owned-objects-watch.js';
+import { OwnedObjectsWatch } from '../../src/kube-api/owned-objects-watch.js';
 import { FakeKubeApi } from '../support/fake-kube-api.js';
 import { uniqueName } from '../support/fixtures.js';
 import { waitFor } from '../support/wait-for.js';
@@ -92,6 +93,46 @@ describe('IngressRouteTable (BLYTZ_ROUTES=ingress) on the fake API server', () =
     await net.replaceNamespacedIngress({ name: objectName(name), namespace: NS, body: current });
     expect(await table.ensure(route(name, upstream(name, 30004)))).toBe('replaced');
     expect(api.object('ingresses', NS, objectName(name))?.['spec']['rules'][0]['host']).toBe(`${name}.${BASE}`);
+  });
+
+  it("fields it does not set are not its to compare: a class the cluster defaulted and another tool's annotations stay, with no rewrite", async () => {
+    api.defaultIngressClass = 'cluster-default';
+    const classless = new IngressRouteTable({
+      kubeConfig: api.kubeConfig(),
+      namespace: NS,
+      extraLabels: { 'cloud.blytz.instance': 'ingress-test' },
+      guard: unguarded,
+    });
+    try {
+      const name = uniqueName('ing');
+      expect(await classless.ensure(route(name, upstream(name, 30040)))).toBe('created');
+      expect(api.object('ingresses', NS, objectName(name))?.['spec']['ingressClassName']).toBe('cluster-default');
+      const net = api.kubeConfig().makeApiClient(NetworkingV1Api);
+      await net.patchNamespacedIngress(
+        {
+          name: objectName(name),
+          namespace: NS,
+          body: { metadata: { annotations: { 'cert-manager.io/cluster-issuer': 'letsencrypt' }, labels: { team: 'a' } } },
+        },
+        MERGE_PATCH,
+      );
+      const before = writes().length;
+      expect(await classless.ensure(route(name, upstream(name, 30040)))).toBe('unchanged');
+      expect(writes().length).toBe(before);
+      // The route sweep's comparison agrees: no drift.
+      const snapshot = await classless.snapshot();
+      const drift = compareRoutes(snapshot.routes, [route(name, upstream(name, 30040))], (r) => classless.routeJson(r));
+      expect(drift.filter((d) => d.customer === name)).toEqual([]);
+      // A change of its own (the target) keeps what is not its own.
+      expect(await classless.ensure(route(name, upstream(name, 30041)))).toBe('replaced');
+      const ingress = api.object('ingresses', NS, objectName(name));
+      expect(ingress?.['spec']['ingressClassName']).toBe('cluster-default');
+      expect(ingress?.['metadata']['annotations']).toEqual({ 'cert-manager.io/cluster-issuer': 'letsencrypt' });
+      expect(ingress?.['metadata']['labels']['team']).toBe('a');
+      expect((await classless.list()).find((r) => r.customer === name)?.target).toEqual(upstream(name, 30041));
+    } finally {
+      api.defaultIngressClass = undefined;
+    }
   });
 
   it('list maps our Ingresses back to routes with one list call, and only labelled ones', async () => {

@@ -1,5 +1,6 @@
+import { CoordinationV1Api } from '@kubernetes/client-node';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { LeaseElector } from '../../src/kubernetes/lease-elector.js';
+import { LeaseElector } from '../../src/kube-api/lease-elector.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import { FakeKubeApi } from '../support/fake-kube-api.js';
@@ -29,7 +30,8 @@ describe('Lease leader election (coordination.k8s.io/v1 on the fake API server)'
   function candidate(lease: string, identity: string, log: string[]): { elector: LeaseElector; metrics: Metrics } {
     const metrics = new Metrics({ defaultMetrics: false });
     const elector = new LeaseElector({
-      kubeConfig: api.kubeConfig(),
+      // Each replica its own credentials, so the API server can tell their requests apart.
+      kubeConfig: api.kubeConfig(identity),
       namespace: NS,
       name: lease,
       identity,
@@ -112,5 +114,50 @@ describe('Lease leader election (coordination.k8s.io/v1 on the fake API server)'
     api.failNext('PUT', new RegExp(`/leases/${lease}$`), 500, 1000);
     await waitFor(() => !a.elector.isLeader());
     expect(log).toEqual(['pod-a:lead', 'pod-a:lost']);
+  });
+
+  it('sends acquireTime and renewTime as MicroTime (six fractional digits), which the API server requires', async () => {
+    // What kube-apiserver answers a millisecond time with (it parses MicroTime as RFC3339Micro).
+    const coordination = api.kubeConfig().makeApiClient(CoordinationV1Api);
+    const refused = coordination.createNamespacedLease({
+      namespace: NS,
+      body: { metadata: { name: uniqueName('ms') }, spec: { holderIdentity: 'x', renewTime: new Date() } },
+    });
+    await expect(refused).rejects.toMatchObject({ code: 400 });
+
+    const lease = uniqueName('lease');
+    const a = candidate(lease, 'pod-a', []);
+    await a.elector.start();
+    expect(a.elector.isLeader()).toBe(true);
+    const micro = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
+    const spec = api.object('leases', NS, lease)?.['spec'];
+    expect(spec['acquireTime']).toMatch(micro);
+    expect(spec['renewTime']).toMatch(micro);
+    // Renewals (a replace of the read Lease) and the release keep the format.
+    const renewed = spec['renewTime'];
+    await waitFor(() => api.object('leases', NS, lease)?.['spec']['renewTime'] !== renewed);
+    expect(api.object('leases', NS, lease)?.['spec']['acquireTime']).toMatch(micro);
+    await a.elector.stop();
+    expect(api.object('leases', NS, lease)?.['spec']).toMatchObject({ holderIdentity: '', renewTime: expect.stringMatching(micro) });
+  });
+
+  it('a leader whose API calls hang steps down at its renew deadline, before a standby can take over', async () => {
+    const lease = uniqueName('lease');
+    const log: string[] = [];
+    const a = candidate(lease, 'pod-a', log);
+    const b = candidate(lease, 'pod-b', log);
+    await a.elector.start();
+    await b.elector.start();
+    expect(a.elector.isLeader()).toBe(true);
+    // pod-a's connection to the API server wedges: its reads and renewals are never answered.
+    const path = new RegExp(`/leases/${lease}$`);
+    api.hangNext('GET', path, 1000, 'pod-a');
+    api.hangNext('PUT', path, 1000, 'pod-a');
+    await waitFor(() => b.elector.isLeader(), 5000);
+    expect(log.indexOf('pod-a:lost')).toBeGreaterThan(-1);
+    expect(log.indexOf('pod-a:lost')).toBeLessThan(log.indexOf('pod-b:lead'));
+    expect(maxLeadersAtOnce(log)).toBe(1);
+    // Its hung calls were cut off, not left open.
+    await waitFor(() => api.hanging === 0);
   });
 });

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
-import { CUSTOMER_FINALIZER } from '../../src/kubernetes/crd.js';
+import { CUSTOMER_FINALIZER } from '../../src/customer-resources/crd.js';
 import { startCaddy } from '../support/caddy.js';
 import { FakeKubeApi, type LooseObject } from '../support/fake-kube-api.js';
 import { getWithHost } from '../support/http-get.js';
@@ -65,8 +65,6 @@ describe('deploy/kubernetes manifests', () => {
         'rbac.yaml',
         'service.yaml',
         'serviceaccount.yaml',
-        'servicemonitor.yaml',
-        'prometheusrule.yaml',
       ]),
     );
     for (const file of files.filter((f) => f !== 'kustomization.yaml')) {
@@ -100,14 +98,52 @@ describe('deploy/kubernetes manifests', () => {
     }
   });
 
-  it('the kustomization names every manifest and builds', async () => {
+  it('the kustomization names every manifest and applies on a cluster without the prometheus-operator; its objects are a separate kustomization', async () => {
     const [kustomization] = await docs('kustomization.yaml');
     expect([...(kustomization?.['resources'] as string[])].sort()).toEqual(files.filter((f) => f !== 'kustomization.yaml'));
     const { stdout } = await run('kubectl', ['kustomize', dir]);
     const built = parseAllDocuments(stdout).map((d) => d.toJS() as LooseObject);
     const deployment = built.find((o) => o['kind'] === 'Deployment');
     expect(deployment?.['metadata']['namespace']).toBe('blytz');
+    // The fake knows no monitoring.coreos.com kinds, like a cluster without the operator.
     await run('kubectl', ['--kubeconfig', kubeconfig, 'apply', '--dry-run=client', '--validate=false', '-o', 'yaml', '-k', dir]);
+
+    const monitoring = join(dir, 'monitoring');
+    const withOperator = new FakeKubeApi({ prometheusOperator: true });
+    await withOperator.start();
+    try {
+      const config = join(tmp, 'kubeconfig-operator');
+      await writeFile(config, (await readFile(kubeconfig, 'utf8')).replace(api.url, withOperator.url));
+      const { stdout: applied } = await run('kubectl', [
+        '--kubeconfig',
+        config,
+        'apply',
+        '--dry-run=client',
+        '--validate=false',
+        '-o',
+        'yaml',
+        '-k',
+        monitoring,
+      ]);
+      const out = parseAllDocuments(applied).map((d) => d.toJS() as LooseObject);
+      const kinds = (out[0]?.['kind'] === 'List' ? (out[0]['items'] as LooseObject[]) : out).map((o) => o['kind']);
+      expect(kinds.sort()).toEqual(['PrometheusRule', 'ServiceMonitor']);
+    } finally {
+      await withOperator.stop();
+    }
+  });
+
+  it('the kit runs the image the Dockerfile builds (and compose runs)', async () => {
+    const [deployment] = (await docs('deployment.yaml')).filter((o) => o['kind'] === 'Deployment');
+    const image = deployment?.['spec']['template']['spec']['containers'][0]['image'] as string;
+    const dockerfile = await readFile(join(dir, '..', '..', 'Dockerfile'), 'utf8');
+    const built = /docker build -t (\S+) \./.exec(dockerfile)?.[1];
+    expect(built).toBeDefined();
+    expect(image).toBe(built);
+    const compose = await readFile(join(dir, '..', 'compose', 'docker-compose.yml'), 'utf8');
+    expect(compose).toContain(`\${BLYTZ_IMAGE:-${built}}`);
+    const [kustomization] = await docs('kustomization.yaml');
+    expect(kustomization?.['images']).toEqual([{ name: built?.split(':')[0], newTag: built?.split(':')[1] }]);
   });
 
   it('the controller runs two hardened replicas as kubernetes runtime and source', async () => {
@@ -214,7 +250,7 @@ describe('deploy/kubernetes manifests', () => {
   });
 
   it('the PrometheusRule groups pass promtool check rules', async () => {
-    const [rule] = await docs('prometheusrule.yaml');
+    const [rule] = await docs(join('monitoring', 'prometheusrule.yaml'));
     const rulesFile = join(tmp, 'rules.yaml');
     await writeFile(rulesFile, JSON.stringify({ groups: rule?.['spec']['groups'] }));
     const { stdout } = await run('promtool', ['check', 'rules', rulesFile]);

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PLANS } from '../../src/domain/customer.js';
 import { unguarded } from '../../src/resilience/guard.js';
 import { KubernetesRuntime } from '../../src/runtime/kubernetes/kubernetes-runtime.js';
-import { OwnedObjectsWatch } from '../../src/runtime/kubernetes/owned-objects-watch.js';
+import { OwnedObjectsWatch } from '../../src/kube-api/owned-objects-watch.js';
 import type { ContainerSpec } from '../../src/runtime/runtime.js';
 import { FakeKubeApi } from '../support/fake-kube-api.js';
 import { uniqueName, stubHealth } from '../support/fixtures.js';
@@ -39,7 +39,7 @@ describe('OwnedObjectsWatch (the Kubernetes runtime world events)', () => {
     });
     watch = new OwnedObjectsWatch({ kubeConfig: api.kubeConfig(), ...runtime.ownedKinds(), minBackoffMs: 20, maxBackoffMs: 200 });
     await watch.start({ enqueue: (c) => enqueued.push(c), resync: (r) => resyncs.push(r) });
-    await waitFor(() => api.watchCount() === 4, 10_000, 20);
+    await waitFor(() => api.watchCount() === 5, 10_000, 20);
     root = await mkdtemp(join(tmpdir(), 'blytz-watch-'));
   });
 
@@ -80,6 +80,7 @@ describe('OwnedObjectsWatch (the Kubernetes runtime world events)', () => {
         `/api/v1/namespaces/${NS}/secrets?${selector}`,
         `/api/v1/namespaces/${NS}/services?${selector}`,
         `/apis/apps/v1/namespaces/${NS}/deployments?${selector}`,
+        `/apis/networking.k8s.io/v1/namespaces/${NS}/networkpolicies?${selector}`,
       ].sort(),
     );
   });
@@ -87,7 +88,7 @@ describe('OwnedObjectsWatch (the Kubernetes runtime world events)', () => {
   it('creating, scaling and deleting parts enqueues the customer; foreign objects do not', async () => {
     const customer = uniqueName('w');
     const id = await create(customer);
-    await waitFor(() => seen(customer) >= 4, 5_000, 20); // Secret, PVC, Deployment, Service
+    await waitFor(() => seen(customer) >= 5, 5_000, 20); // Secret, PVC, Deployment, Service
     let before = seen(customer);
     await api.kubeConfig().makeApiClient(CoreV1Api).deleteNamespacedService({ name: id, namespace: NS });
     await waitFor(() => seen(customer) > before, 5_000, 20);
@@ -112,7 +113,7 @@ describe('OwnedObjectsWatch (the Kubernetes runtime world events)', () => {
     const customer = uniqueName('w');
     api.breakWatches();
     const id = await create(customer); // while the watches are down
-    await waitFor(() => seen(customer) >= 4 && api.watchCount() === 4, 5_000, 20);
+    await waitFor(() => seen(customer) >= 5 && api.watchCount() === 5, 5_000, 20);
     expect(resyncs).toEqual([]);
     await runtime.remove(id);
   });
@@ -126,11 +127,11 @@ describe('OwnedObjectsWatch (the Kubernetes runtime world events)', () => {
     api.compact();
     api.rejectWatches = undefined;
     // Each kind reopens from a compacted version, gets 410 and relists.
-    await waitFor(() => resyncs.length >= 4 && api.watchCount() === 4, 5_000, 20);
+    await waitFor(() => resyncs.length >= 5 && api.watchCount() === 5, 5_000, 20);
     expect(resyncs[0]).toMatch(/watch expired \(410 Gone\)/);
     const customer = uniqueName('w');
     await create(customer);
-    await waitFor(() => seen(customer) >= 4, 5_000, 20);
+    await waitFor(() => seen(customer) >= 5, 5_000, 20);
   });
 
   it('a server refusing watches (503) is retried with backoff until it accepts them', async () => {
@@ -144,11 +145,11 @@ describe('OwnedObjectsWatch (the Kubernetes runtime world events)', () => {
     expect(api.watchCount()).toBe(0);
     const refused = refusedSoFar();
     api.rejectWatches = undefined;
-    await waitFor(() => api.watchCount() === 4, 5_000, 20);
+    await waitFor(() => api.watchCount() === 5, 5_000, 20);
     expect(refused).toBeGreaterThanOrEqual(8);
     const customer = uniqueName('w');
     await create(customer);
-    await waitFor(() => seen(customer) >= 4, 5_000, 20);
+    await waitFor(() => seen(customer) >= 5, 5_000, 20);
   });
 
   it('stop closes every watch', async () => {

@@ -1,10 +1,11 @@
-import { AppsV1Api, CoreV1Api } from '@kubernetes/client-node';
+import { AppsV1Api, CoreV1Api, NetworkingV1Api } from '@kubernetes/client-node';
+import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy';
 import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { pairingApprover } from '../../src/controller/customer/pairing.js';
-import { MERGE_PATCH } from '../../src/kubernetes/client.js';
+import { MERGE_PATCH } from '../../src/kube-api/client.js';
 import { PLANS } from '../../src/domain/customer.js';
 import { unguarded } from '../../src/resilience/guard.js';
 import { ContainerNotRunningError, ExecTimeoutError } from '../../src/runtime/exec-output.js';
@@ -16,6 +17,7 @@ import { renderMarkerPath } from '../../src/workspace/file-workspaces.js';
 import type { Workspaces } from '../../src/workspace/workspace.js';
 import { FakeKubeApi, type FakeExecCall, type FakeExecResult } from '../support/fake-kube-api.js';
 import { uniqueName, stubHealth } from '../support/fixtures.js';
+import { waitFor } from '../support/wait-for.js';
 
 const NS = 'customers';
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -77,6 +79,9 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
     };
   }
 
+  const runningPods = (id: string) =>
+    api.objects('pods', NS).filter((p) => p['metadata']['name'].startsWith(`${id}-`) && !p['metadata']['deletionTimestamp']);
+
   const deployment = (customer: string): Json | undefined =>
     api.object('deployments', NS, objectName(customer)) as Json | undefined;
 
@@ -105,6 +110,8 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
     expect(observed).toMatchObject({ id, customer, specHash: 'hash-1', state: 'exited', hostPort: 30001 });
 
     await runtime.start(id);
+    // The Deployment controller acts a moment later, as the real one does.
+    await waitFor(async () => (await runtime.listFor(customer))[0]?.health === 'healthy');
     expect((await runtime.listFor(customer))[0]).toMatchObject({ state: 'running', health: 'healthy' });
     await runtime.stop(id);
     expect((await runtime.listFor(customer))[0]).toMatchObject({ state: 'exited' });
@@ -115,7 +122,9 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
     const gets = api.requests.filter((r) => r.method === 'GET');
     expect(gets.map((r) => r.path.split('/').at(-1)).sort()).toEqual([
       'deployments',
+      'networkpolicies',
       'persistentvolumeclaims',
+      'pods',
       'secrets',
       'services',
     ]);
@@ -139,7 +148,9 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
     expect(updated['metadata']['labels']['cloud.blytz.spec-hash']).toBe('hash-2');
     expect(updated['spec']['template']['metadata']['labels']['cloud.blytz.spec-hash']).toBe('hash-2');
     expect(updated['metadata']['generation']).toBeGreaterThan(generation);
-    expect((await runtime.listFor(customer))[0]).toMatchObject({ specHash: 'hash-2', state: 'exited' });
+    // Updated in place at the replicas it had: still running, now on the new spec.
+    expect(updated['spec']['replicas']).toBe(1);
+    expect((await runtime.listFor(customer))[0]).toMatchObject({ specHash: 'hash-2', state: 'running' });
   });
 
   it('re-rendered files reach the Secret through KubernetesWorkspaces, unchanged ones cause no write', async () => {
@@ -196,6 +207,7 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
     const dir = await workspace(customer, { 'openclaw.json': '{}' });
     const id = await runtime.create(spec(customer, dir, 'h'));
     await runtime.start(id);
+    await waitFor(async () => (await runtime.listFor(customer))[0]?.health === 'healthy');
     api.simulateDeployments = false;
     try {
       // Started a minute ago: past the grace in which a failure only means "still starting".
@@ -232,6 +244,159 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
     expect((await runtime.listFor(customer))[0]?.state).not.toBe('dead');
   });
 
+  it('an object of the same name that Blytz did not make is never overwritten or deleted: the create fails and says why', async () => {
+    const customer = uniqueName('k');
+    const name = objectName(customer);
+    const core = api.kubeConfig().makeApiClient(CoreV1Api);
+    const theirs = await core.createNamespacedService({
+      namespace: NS,
+      body: { metadata: { name, labels: { app: 'theirs' } }, spec: { ports: [{ port: 80 }], selector: { app: 'theirs' } } },
+    });
+    const claim = await core.createNamespacedPersistentVolumeClaim({
+      namespace: NS,
+      body: { metadata: { name }, spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '5Gi' } } } },
+    });
+    const dir = await workspace(customer, { 'openclaw.json': '{}' });
+    await expect(runtime.create(spec(customer, dir, 'h'))).rejects.toThrow(/not made by Blytz/);
+    const service = api.object('services', NS, name) as Json;
+    expect(service['metadata']['resourceVersion']).toBe(theirs.metadata?.resourceVersion);
+    expect(service['metadata']['labels']).toEqual({ app: 'theirs' });
+    expect((api.object('persistentvolumeclaims', NS, name) as Json)['metadata']['resourceVersion']).toBe(
+      claim.metadata?.resourceVersion,
+    );
+    // Removing "the customer's container" by that name leaves them alone too.
+    await runtime.remove(name);
+    await runtime.removeWorkspace(customer);
+    expect(api.object('services', NS, name)).toBeDefined();
+    expect(api.object('persistentvolumeclaims', NS, name)).toBeDefined();
+  });
+
+  it('an update is one write of the Deployment: its Recreate strategy replaces the pod, never two at once; Service and Deployment stay', async () => {
+    const customer = uniqueName('upd');
+    const dir = await workspace(customer, { 'openclaw.json': '{}' });
+    const id = await runtime.create(spec(customer, dir, 'hash-1'));
+    await runtime.start(id);
+    await waitFor(() => runningPods(id).length === 1);
+    const [before] = runningPods(id);
+    const uids = () => ({
+      deployment: api.object('deployments', NS, id)?.['metadata']['uid'],
+      service: api.object('services', NS, id)?.['metadata']['uid'],
+    });
+    const was = uids();
+    // What the reconciler does for the planner's in-place createContainer: create, then start.
+    await runtime.create(spec(customer, dir, 'hash-2'));
+    await runtime.start(id);
+    await waitFor(async () => {
+      const [observed] = await runtime.listFor(customer);
+      return observed?.specHash === 'hash-2' && observed.health === 'healthy' && runningPods(id).length === 1;
+    });
+    expect(runningPods(id)[0]?.['metadata']['name']).not.toBe(before?.['metadata']['name']);
+    expect(uids()).toEqual(was);
+    expect(api.maxPodsAtOnce(customer)).toBe(1);
+  });
+
+  it('a restart makes a new pod, where a stop and a start in quick succession merge into nothing', async () => {
+    const customer = uniqueName('rst');
+    const dir = await workspace(customer, { 'openclaw.json': '{}' });
+    const id = await runtime.create(spec(customer, dir, 'h'));
+    await runtime.start(id);
+    await waitFor(() => runningPods(id).length === 1);
+    const first = runningPods(id)[0]?.['metadata']['name'];
+    // The Deployment controller sees replicas 1 -> 0 -> 1 in one sync: the same pod keeps running.
+    api.holdDeploymentController();
+    await runtime.stop(id);
+    await runtime.start(id);
+    api.releaseDeploymentController();
+    await waitFor(async () => (await runtime.listFor(customer))[0]?.health === 'healthy');
+    expect(runningPods(id).map((p) => p['metadata']['name'])).toEqual([first]);
+    await runtime.restart(id);
+    await waitFor(() => runningPods(id).length === 1 && runningPods(id)[0]?.['metadata']['name'] !== first);
+    expect(api.maxPodsAtOnce(customer)).toBe(1);
+  });
+
+  it('a pod crash-looping after its first success is unhealthy, with its exit code, not starting forever', async () => {
+    const customer = uniqueName('crash');
+    const dir = await workspace(customer, { 'openclaw.json': '{}' });
+    const id = await runtime.create(spec(customer, dir, 'h'));
+    await runtime.start(id);
+    await waitFor(async () => (await runtime.listFor(customer))[0]?.health === 'healthy');
+    // Started a minute ago: past the grace in which a failure only means "still starting".
+    await api
+      .kubeConfig()
+      .makeApiClient(AppsV1Api)
+      .patchNamespacedDeployment(
+        {
+          name: id,
+          namespace: NS,
+          body: { metadata: { annotations: { 'cloud.blytz/started-at': new Date(Date.now() - 60_000).toISOString() } } },
+        },
+        MERGE_PATCH,
+      );
+    api.crashLoop(NS, id, 137);
+    const observed = await waitFor(async () => {
+      const [c] = await runtime.listFor(customer);
+      return c?.health === 'unhealthy' ? c : undefined;
+    });
+    expect(observed).toMatchObject({ state: 'running' });
+    expect(observed.healthMessage).toMatch(/crash-looping: container assistant exited with code 137/);
+    // The Deployment's own conditions still say its rollout succeeded: only the pods tell.
+    const conditions = api.object('deployments', NS, id)?.['status']['conditions'] as Json[];
+    expect(conditions.find((c) => c['type'] === 'Progressing')).toMatchObject({
+      status: 'True',
+      reason: 'NewReplicaSetAvailable',
+    });
+  });
+
+  it("isolates each customer's pods: in only from Caddy to the assistant's port; out only to DNS and the internet, never cluster ranges or the metadata service", async () => {
+    const customer = uniqueName('net');
+    const dir = await workspace(customer, { 'openclaw.json': '{}' });
+    const id = await runtime.create(spec(customer, dir, 'h'));
+    await runtime.start(id);
+    await waitFor(() => runningPods(id).length === 1);
+    const policy = api.object('networkpolicies', NS, id) as Json;
+    expect(policy, 'NetworkPolicy').toBeDefined();
+    // A valid object by the real OpenAPI model.
+    expect(() => new NetworkPolicy(policy as never).validate()).not.toThrow();
+    const pod = runningPods(id)[0] as Json;
+    const selects = (selector: Record<string, string>, labels: Record<string, string>) =>
+      Object.entries(selector).every(([k, v]) => labels[k] === v);
+    expect(selects(policy['spec']['podSelector']['matchLabels'], pod['metadata']['labels'])).toBe(true);
+    // Another customer's pod is not selected by it (each has its own).
+    expect(policy['spec']['podSelector']['matchLabels']['cloud.blytz.customer']).toBe(customer);
+    expect(policy['spec']['policyTypes']).toEqual(['Ingress', 'Egress']);
+    expect(policy['spec']['ingress']).toEqual([
+      {
+        from: [{ podSelector: { matchLabels: { 'app.kubernetes.io/name': 'blytz', 'app.kubernetes.io/component': 'caddy' } } }],
+        ports: [{ protocol: 'TCP', port: 18789 }],
+      },
+    ]);
+    const egress = policy['spec']['egress'] as Json[];
+    expect(egress[0]?.['ports']).toEqual([
+      { protocol: 'UDP', port: 53 },
+      { protocol: 'TCP', port: 53 },
+    ]);
+    const blocks = egress.flatMap((r) => (r['to'] as Json[]).map((t) => t['ipBlock']).filter(Boolean));
+    expect(blocks.map((b) => b['cidr'])).toEqual(['0.0.0.0/0', '::/0']);
+    expect(blocks[0]?.['except']).toEqual(
+      expect.arrayContaining(['169.254.0.0/16', '10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16']),
+    );
+    // No rule lets it reach pods or namespaces other than DNS.
+    const peers = egress.flatMap((r) => r['to'] as Json[]).filter((t) => !t['ipBlock']);
+    expect(peers).toEqual([
+      {
+        namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'kube-system' } },
+        podSelector: { matchLabels: { 'k8s-app': 'kube-dns' } },
+      },
+    ]);
+    // Deleted behind our back: the Deployment counts as broken until it is back.
+    await api.kubeConfig().makeApiClient(NetworkingV1Api).deleteNamespacedNetworkPolicy({ name: id, namespace: NS });
+    expect((await runtime.listFor(customer))[0]).toMatchObject({ state: 'dead', healthMessage: 'missing NetworkPolicy' });
+    await runtime.create(spec(customer, dir, 'h'));
+    expect(api.object('networkpolicies', NS, id)).toBeDefined();
+    await runtime.remove(id);
+    expect(api.object('networkpolicies', NS, id)).toBeUndefined();
+  });
+
   it('names for 63-character customers stay within 63 characters and keep the full name in the label', async () => {
     const customer = `${'a'.repeat(30)}-${'b'.repeat(32)}`;
     expect(customer).toHaveLength(63);
@@ -260,6 +425,7 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
       const dir = await workspace(customer, { 'openclaw.json': '{}' });
       const id = await runtime.create(spec(customer, dir, 'h'));
       await runtime.start(id);
+      await waitFor(() => runningPods(id).length === 1);
       return { customer, id };
     }
 
@@ -288,11 +454,11 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
       api.execHandler = standIn;
       const approvePairing = pairingApprover(runtime);
       const { customer, id } = await runningCustomer();
-      expect(await approvePairing(customer, 'ABCD2345')).toBe('approved');
-      expect(await approvePairing(customer, 'ZZZZ9999')).toBe('rejected');
+      expect(await approvePairing(customer, 'ABCD2345')).toEqual({ outcome: 'approved' });
+      expect(await approvePairing(customer, 'ZZZZ9999')).toEqual({ outcome: 'rejected' });
       await runtime.stop(id);
-      expect(api.objects('pods', NS).some((p) => p['metadata']['name'].startsWith(`${id}-`))).toBe(false);
-      expect(await approvePairing(customer, 'ABCD2345')).toBe('not_running');
+      await waitFor(() => !api.objects('pods', NS).some((p) => p['metadata']['name'].startsWith(`${id}-`)));
+      expect(await approvePairing(customer, 'ABCD2345')).toEqual({ outcome: 'not_running' });
       // Asked directly, exec finds no pod to run in.
       await expect(runtime.exec(id, approve('ABCD2345'))).rejects.toBeInstanceOf(ContainerNotRunningError);
       await runtime.remove(id);
@@ -304,7 +470,7 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
       const { customer, id } = await runningCustomer();
       const [pod] = api.objects('pods', NS).filter((p) => p['metadata']['name'].startsWith(`${id}-`));
       api.setStatus('pods', NS, pod?.['metadata']['name'], { phase: 'Pending', containerStatuses: [] });
-      expect(await pairingApprover(runtime)(customer, 'ABCD2345')).toBe('not_running');
+      expect(await pairingApprover(runtime)(customer, 'ABCD2345')).toEqual({ outcome: 'not_running' });
     });
 
     it('a container that stops between the listing and the exec is not_running, not a server error', async () => {
@@ -319,7 +485,7 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
         throw new Error('container not found ("assistant")');
       };
       await expect(runtime.exec(id, approve('ABCD2345'))).rejects.toBeInstanceOf(ContainerNotRunningError);
-      expect(await pairingApprover(runtime)(customer, 'ABCD2345')).toBe('not_running');
+      expect(await pairingApprover(runtime)(customer, 'ABCD2345')).toEqual({ outcome: 'not_running' });
     });
 
     it('a command that outlives its timeout is an ExecTimeoutError (not a dependency failure)', async () => {

@@ -1,6 +1,6 @@
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { chownSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -28,6 +28,11 @@ export interface ServeOptions {
   dataDir?: string;
   instance?: string;
   portRange?: { from: number; to: number };
+  /**
+   * Run `blytz serve` as this uid:gid, as a shipped kit would (the tests run as root, which hides
+   * every file-permission problem); the data folder is made theirs. Needs root.
+   */
+  user?: { uid: number; gid: number };
 }
 
 export interface Served {
@@ -84,6 +89,7 @@ export async function startServe(options: ServeOptions): Promise<Served> {
   const ownsCaddy = !options.caddy;
   const port = await freePort();
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'blytz-e2e-'));
+  if (options.user) chownSync(dataDir, options.user.uid, options.user.gid);
   const instance = options.instance ?? `e2e-${randomBytes(4).toString('hex')}`;
   const caddyListenPort = caddy.listenPorts[0];
   const range = options.portRange ?? portSlot();
@@ -108,7 +114,12 @@ export async function startServe(options: ServeOptions): Promise<Served> {
   let log = '';
   let child: ChildProcess;
   const launch = async () => {
-    child = spawn(BLYTZ, ['serve'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    child = spawn(BLYTZ, ['serve'], {
+      cwd: ROOT,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      ...(options.user ? { uid: options.user.uid, gid: options.user.gid } : {}),
+    });
     child.stdout?.on('data', (d: Buffer) => (log += d.toString()));
     child.stderr?.on('data', (d: Buffer) => (log += d.toString()));
     const started = child;

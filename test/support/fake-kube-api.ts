@@ -3,6 +3,7 @@ import { createServer, STATUS_CODES, type IncomingMessage, type Server, type Ser
 import type { AddressInfo, Socket } from 'node:net';
 import { KubeConfig } from '@kubernetes/client-node';
 import { WebSocket, WebSocketServer } from 'ws';
+import { decodeError } from './fake-kube/formats.js';
 
 /**
  * An in-process Kubernetes API server for tests: no real one can run on these machines. It
@@ -86,6 +87,15 @@ export const FAKE_KINDS: readonly Kind[] = [
     generation: true,
   },
   {
+    group: 'networking.k8s.io',
+    version: 'v1',
+    plural: 'networkpolicies',
+    kind: 'NetworkPolicy',
+    namespaced: true,
+    statusSubresource: false,
+    generation: true,
+  },
+  {
     group: 'coordination.k8s.io',
     version: 'v1',
     plural: 'leases',
@@ -132,6 +142,8 @@ export interface RequestRecord {
 export interface FakeKubeApiOptions {
   /** How often open watches with allowWatchBookmarks get a BOOKMARK (default 1000 ms). */
   bookmarkIntervalMs?: number;
+  /** The prometheus-operator's CRDs (ServiceMonitor, PrometheusRule) are installed (default: not). */
+  prometheusOperator?: boolean;
   /** Per-kind admission: may return a changed object or throw a FakeApiError (e.g. schema validation). */
   admit?: Partial<Record<string, (object: Json) => Json>>;
 }
@@ -155,10 +167,19 @@ export class FakeKubeApi {
   readonly #failures: Array<{ method: string; path: RegExp; status: number; times: number }> = [];
   readonly #options: FakeKubeApiOptions;
   #rv = 100;
+  #held: Array<() => void> | undefined;
+  readonly #hangs: Array<{ method: string; path: RegExp; times: number; token: string | undefined }> = [];
+  readonly #hung = new Set<ServerResponse>();
   #compactedRv = 0;
   #server: Server | undefined;
   #url = '';
   readonly requests: RequestRecord[] = [];
+  /**
+   * The IngressClass marked `ingressclass.kubernetes.io/is-default-class: "true"` in the cluster:
+   * the DefaultIngressClass admission plugin writes it into every Ingress *created* without a
+   * class (never on update).
+   */
+  defaultIngressClass: string | undefined;
   /** When true, every Deployment write is followed by a status as if all its replicas were ready. */
   simulateDeployments = false;
   /** When set, every new watch request is answered with this HTTP status (an API server that is restarting). */
@@ -172,6 +193,15 @@ export class FakeKubeApi {
   readonly execCalls: FakeExecCall[] = [];
   /** Pods made by `simulateDeployments`, by pod key -> their Deployment's key. */
   readonly #podOwners = new Map<string, string>();
+  readonly #syncQueued = new Set<string>();
+  #controllerHeld = false;
+  readonly #everAvailable = new Set<string>();
+  readonly #crashLooping = new Map<string, { exitCode: number }>();
+  readonly #maxPods = new Map<string, number>();
+  /** How long after a Deployment write its controller acts (it merges what comes meanwhile). */
+  deploymentSyncDelayMs = 5;
+  /** How long a deleted pod stays Terminating (its grace period, scaled down). */
+  podGracePeriodMs = 50;
   readonly #wss = new WebSocketServer({ noServer: true, handleProtocols: pickChannelProtocol });
 
   constructor(options: FakeKubeApiOptions = {}) {
@@ -208,11 +238,11 @@ export class FakeKubeApi {
   }
 
   /** A KubeConfig for the real client pointing at this server. */
-  kubeConfig(): KubeConfig {
+  kubeConfig(token = 'fake-token'): KubeConfig {
     const kc = new KubeConfig();
     kc.loadFromOptions({
       clusters: [{ name: 'fake', server: this.#url, skipTLSVerify: true }],
-      users: [{ name: 'test', token: 'fake-token' }],
+      users: [{ name: 'test', token }],
       contexts: [{ name: 'fake', cluster: 'fake', user: 'test', namespace: 'default' }],
       currentContext: 'fake',
     });
@@ -239,9 +269,36 @@ export class FakeKubeApi {
     return [...this.#watchers].filter((w) => plural === undefined || w.kind.plural === plural).length;
   }
 
+  /**
+   * The next `times` requests matching method and path hang: read, never answered (a wedged API
+   * server or a half-open connection). They end when the client gives up or the server stops.
+   */
+  hangNext(method: string, path: RegExp, times = 1, token?: string): void {
+    this.#hangs.push({ method, path, times, token });
+  }
+
+  /** Requests hanging now (for assertions). */
+  get hanging(): number {
+    return this.#hung.size;
+  }
+
   /** The next `times` requests matching method and path answer `status` (e.g. 500, 503). */
   failNext(method: string, path: RegExp, status: number, times = 1): void {
     this.#failures.push({ method, path, status, times });
+  }
+
+  /**
+   * Holds every watch event (and bookmark) back until `releaseWatchEvents()`, as a slow or busy
+   * watch connection would: requests are answered at once while their events wait.
+   */
+  holdWatchEvents(): void {
+    this.#held ??= [];
+  }
+
+  releaseWatchEvents(): void {
+    const held = this.#held ?? [];
+    this.#held = undefined;
+    for (const send of held) send();
   }
 
   /** Sends a BOOKMARK to every open bookmark-enabled watch now. */
@@ -250,7 +307,7 @@ export class FakeKubeApi {
   }
 
   get resourceVersion(): string {
-    return String(this.#rv);
+    return rvString(this.#rv);
   }
 
   /** A stored object (a deep copy), for assertions. */
@@ -291,6 +348,18 @@ export class FakeKubeApi {
       await readBody(req);
       return sendStatus(res, failure.status, 'InternalError', `injected failure ${failure.status}`);
     }
+    const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
+    const hang = this.#hangs.find(
+      (h) => h.method === method && h.path.test(url.pathname) && (h.token === undefined || h.token === token),
+    );
+    if (hang) {
+      hang.times -= 1;
+      if (hang.times <= 0) this.#hangs.splice(this.#hangs.indexOf(hang), 1);
+      await readBody(req);
+      this.#hung.add(res);
+      res.on('close', () => this.#hung.delete(res));
+      return;
+    }
     if (watch && this.rejectWatches !== undefined)
       return sendStatus(res, this.rejectWatches, 'ServiceUnavailable', 'watches are being rejected');
     if (
@@ -300,7 +369,7 @@ export class FakeKubeApi {
         url.pathname === '/apis' ||
         url.pathname.startsWith('/apis/'))
     ) {
-      const discovery = discoveryDocument(url.pathname);
+      const discovery = discoveryDocument(url.pathname, this.#options.prometheusOperator === true);
       if (discovery) return sendJson(res, 200, discovery);
     }
     const route = parsePath(url.pathname);
@@ -344,7 +413,7 @@ export class FakeKubeApi {
     return {
       kind: `${kind.kind}List`,
       apiVersion: apiVersion(kind),
-      metadata: { resourceVersion: String(this.#rv) },
+      metadata: { resourceVersion: rvString(this.#rv) },
       items,
     };
   }
@@ -375,7 +444,7 @@ export class FakeKubeApi {
       timer: undefined,
     };
     if (from !== null && from !== '' && from !== '0') {
-      const rv = Number(from);
+      const rv = rvNumber(from);
       if (!Number.isFinite(rv) || rv < this.#compactedRv) {
         writeEvent(res, {
           type: 'ERROR',
@@ -412,10 +481,15 @@ export class FakeKubeApi {
     });
   }
 
+  #send(w: Watcher, event: { type: string; object: unknown }): void {
+    if (this.#held) this.#held.push(() => writeEvent(w.res, event));
+    else writeEvent(w.res, event);
+  }
+
   #bookmark(w: Watcher): void {
-    writeEvent(w.res, {
+    this.#send(w, {
       type: 'BOOKMARK',
-      object: { kind: w.kind.kind, apiVersion: apiVersion(w.kind), metadata: { resourceVersion: String(this.#rv) } },
+      object: { kind: w.kind.kind, apiVersion: apiVersion(w.kind), metadata: { resourceVersion: rvString(this.#rv) } },
     });
   }
 
@@ -471,6 +545,8 @@ export class FakeKubeApi {
       ...(kind.generation ? { generation: 1 } : {}),
     };
     delete (object['metadata'] as Json)['deletionTimestamp'];
+    this.#decode(kind, object);
+    this.#defaultOnCreate(kind, object);
     object = this.#admit(kind, object);
     return this.#store(kind, k, object, 'ADDED');
   }
@@ -548,6 +624,7 @@ export class FakeKubeApi {
           );
       }
       next['metadata'] = m;
+      this.#decode(kind, next);
       if (kind.generation && JSON.stringify(stripMetaStatus(next)) !== JSON.stringify(stripMetaStatus(stored))) {
         m['generation'] = Number(storedMeta['generation'] ?? 1) + 1;
       }
@@ -581,6 +658,22 @@ export class FakeKubeApi {
     return { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Success', details: { name, kind: kind.plural } };
   }
 
+  /** Admission that acts on create only, as the real plugins do. */
+  #defaultOnCreate(kind: Kind, object: Json): void {
+    if (kind.plural === 'ingresses' && this.defaultIngressClass !== undefined) {
+      const spec = ((object['spec'] as Json | undefined) ?? {}) as Json;
+      const annotated = ((meta(object)['annotations'] as Json | undefined) ?? {})['kubernetes.io/ingress.class'] !== undefined;
+      if (spec['ingressClassName'] === undefined && !annotated)
+        object['spec'] = { ...spec, ingressClassName: this.defaultIngressClass };
+    }
+  }
+
+  /** The body as the real server decodes it: a time it cannot parse is a 400 before any validation. */
+  #decode(kind: Kind, object: Json): void {
+    const problem = decodeError(kind.plural, kind.kind, object);
+    if (problem) throw new FakeApiError(400, 'BadRequest', problem);
+  }
+
   #admit(kind: Kind, object: Json): Json {
     const admit = this.#options.admit?.[kind.plural];
     return admit ? admit(object) : object;
@@ -588,124 +681,231 @@ export class FakeKubeApi {
 
   #store(kind: Kind, k: string, object: Json, type: 'ADDED' | 'MODIFIED'): Json {
     this.#rv += 1;
-    (object['metadata'] as Json)['resourceVersion'] = String(this.#rv);
+    (object['metadata'] as Json)['resourceVersion'] = rvString(this.#rv);
     this.#objects.set(k, object);
     this.#emit(kind, type, object);
     const result = clone(object);
-    // The simulated status write is current by construction, so this recursion ends after one step.
-    if (this.simulateDeployments && kind.plural === 'deployments' && !deploymentStatusCurrent(object))
-      this.#simulateDeployment(k);
+    // The Deployment controller works from what it reads later, not from this write.
+    if (this.simulateDeployments && kind.plural === 'deployments') this.#scheduleSync(k);
     return result;
   }
 
-  #simulateDeployment(k: string): void {
-    const object = this.#objects.get(k);
-    if (!object) return;
-    const replicas = Number((object['spec'] as Json | undefined)?.['replicas'] ?? 1);
-    const generation = Number(meta(object)['generation'] ?? 1);
-    const status = {
-      observedGeneration: generation,
-      replicas,
-      updatedReplicas: replicas,
-      readyReplicas: replicas,
-      availableReplicas: replicas,
-      conditions: [
-        {
-          type: 'Available',
-          status: 'True',
-          reason: 'MinimumReplicasAvailable',
-          message: 'Deployment has minimum availability.',
-        },
-        {
-          type: 'Progressing',
-          status: 'True',
-          reason: 'NewReplicaSetAvailable',
-          message: 'ReplicaSet has successfully progressed.',
-        },
-      ],
-    };
-    this.#store(kindOf('deployments'), k, { ...clone(object), status }, 'MODIFIED');
-    this.#simulatePods(k);
-  }
+  // ---- a Deployment controller, ReplicaSets and a kubelet, in small ----
 
   /**
-   * The ReplicaSet controller and kubelet in one step: the Deployment's current template runs as
-   * `spec.replicas` pods, Running and Ready; pods of an older template or beyond the count go.
+   * Like the real controller, a sync is queued per Deployment and runs later on whatever the
+   * Deployment is then: writes in quick succession (replicas 1 -> 0 -> 1) merge into one sync
+   * that sees only the last, so nothing happens. Template changes roll out by the strategy:
+   * `Recreate` deletes the old pods and creates new ones only once none of them is left (they
+   * terminate within their grace period); `RollingUpdate` starts the new pod first and deletes
+   * the old ones once it is ready.
    */
-  #simulatePods(deploymentKey: string): void {
+  #scheduleSync(deploymentKey: string): void {
+    if (this.#syncQueued.has(deploymentKey)) return;
+    this.#syncQueued.add(deploymentKey);
+    if (this.#controllerHeld) return; // runs on release
+    setTimeout(() => this.#runSync(deploymentKey), this.deploymentSyncDelayMs);
+  }
+
+  #runSync(deploymentKey: string): void {
+    if (this.#controllerHeld) return;
+    this.#syncQueued.delete(deploymentKey);
+    if (this.#server?.listening && this.simulateDeployments) this.#syncDeployment(deploymentKey);
+  }
+
+  /** The Deployment controller stops syncing (busy, or behind on its watch); writes meanwhile merge. */
+  holdDeploymentController(): void {
+    this.#controllerHeld = true;
+  }
+
+  /** It catches up: one sync per Deployment written meanwhile, on what each is now. */
+  releaseDeploymentController(): void {
+    this.#controllerHeld = false;
+    for (const deploymentKey of [...this.#syncQueued]) this.#runSync(deploymentKey);
+  }
+
+  #syncDeployment(deploymentKey: string): void {
     const deployment = this.#objects.get(deploymentKey);
-    const podKind = kindOf('pods');
     const owned = [...this.#podOwners].filter(([, owner]) => owner === deploymentKey).map(([podKey]) => podKey);
     if (!deployment) {
-      for (const podKey of owned) this.#removePod(podKey);
+      // Garbage collection of the dependents (propagationPolicy Background).
+      for (const podKey of owned) this.#deletePod(podKey);
       return;
     }
     const spec = (deployment['spec'] as Json | undefined) ?? {};
     const template = (spec['template'] as Json | undefined) ?? {};
-    const replicas = meta(deployment)['deletionTimestamp'] === undefined ? Number(spec['replicas'] ?? 1) : 0;
+    const deleting = meta(deployment)['deletionTimestamp'] !== undefined;
+    const replicas = deleting ? 0 : Number(spec['replicas'] ?? 1);
     const hash = createHash('sha256').update(JSON.stringify(template)).digest('hex').slice(0, 10);
-    const current = owned.filter((podKey) => labelsOf(this.#objects.get(podKey) ?? {})['pod-template-hash'] === hash);
-    const keep = new Set(current.slice(0, replicas));
-    for (const podKey of owned) if (!keep.has(podKey)) this.#removePod(podKey);
+    const podOf = (podKey: string) => this.#objects.get(podKey) ?? {};
+    const live = owned.filter((podKey) => meta(podOf(podKey))['deletionTimestamp'] === undefined);
+    const current = live.filter((podKey) => labelsOf(podOf(podKey))['pod-template-hash'] === hash);
+    const old = live.filter((podKey) => labelsOf(podOf(podKey))['pod-template-hash'] !== hash);
+    const recreate = ((spec['strategy'] as Json | undefined)?.['type'] ?? 'RollingUpdate') === 'Recreate';
+    for (const podKey of current.slice(replicas)) this.#deletePod(podKey);
+    if (recreate) {
+      for (const podKey of old) this.#deletePod(podKey);
+      // New pods only once every old one is gone, terminating ones included.
+      const oldLeft = owned.some((podKey) => this.#objects.has(podKey) && labelsOf(podOf(podKey))['pod-template-hash'] !== hash);
+      if (!oldLeft) for (let i = current.length; i < replicas; i++) this.#createPod(deploymentKey, deployment, template, hash);
+    } else {
+      for (let i = current.length; i < replicas; i++) this.#createPod(deploymentKey, deployment, template, hash);
+      const readyNew = current.filter((podKey) => podReady(podOf(podKey))).length;
+      if (readyNew >= Math.min(1, replicas)) for (const podKey of old) this.#deletePod(podKey);
+    }
+    this.#writeDeploymentStatus(deploymentKey, hash);
+  }
 
+  #writeDeploymentStatus(deploymentKey: string, hash: string): void {
+    const deployment = this.#objects.get(deploymentKey);
+    if (!deployment) return;
+    const pods = [...this.#podOwners]
+      .filter(([, owner]) => owner === deploymentKey)
+      .map(([podKey]) => this.#objects.get(podKey))
+      .filter((pod): pod is Json => pod !== undefined && meta(pod)['deletionTimestamp'] === undefined);
+    const updated = pods.filter((pod) => labelsOf(pod)['pod-template-hash'] === hash);
+    const ready = pods.filter(podReady);
+    const replicas = Number((deployment['spec'] as Json | undefined)?.['replicas'] ?? 1);
+    const available = ready.length >= replicas;
+    const everAvailable = this.#everAvailable.has(deploymentKey) || (available && replicas > 0);
+    if (everAvailable) this.#everAvailable.add(deploymentKey);
+    const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+    const status = {
+      observedGeneration: Number(meta(deployment)['generation'] ?? 1),
+      replicas: pods.length,
+      updatedReplicas: updated.length,
+      readyReplicas: ready.length,
+      availableReplicas: ready.length,
+      conditions: [
+        available
+          ? {
+              type: 'Available',
+              status: 'True',
+              reason: 'MinimumReplicasAvailable',
+              message: 'Deployment has minimum availability.',
+            }
+          : {
+              type: 'Available',
+              status: 'False',
+              reason: 'MinimumReplicasUnavailable',
+              message: 'Deployment does not have minimum availability.',
+            },
+        // Once the new ReplicaSet was available the rollout counts as done: a pod that crashes
+        // later does not make Progressing false (it stays NewReplicaSetAvailable).
+        {
+          type: 'Progressing',
+          status: 'True',
+          reason: everAvailable ? 'NewReplicaSetAvailable' : 'ReplicaSetUpdated',
+          message: everAvailable ? 'ReplicaSet has successfully progressed.' : 'ReplicaSet is progressing.',
+        },
+      ].map((c) => ({ ...c, lastUpdateTime: now, lastTransitionTime: now })),
+    };
+    const previous = deployment['status'] as Json | undefined;
+    const same = (a: unknown, b: unknown) => JSON.stringify(strip(a)) === JSON.stringify(strip(b));
+    function strip(value: unknown): unknown {
+      return JSON.parse(
+        JSON.stringify(value ?? {}, (k, v: unknown) => (k === 'lastUpdateTime' || k === 'lastTransitionTime' ? undefined : v)),
+      );
+    }
+    if (same(previous, status)) return;
+    this.#rv += 1;
+    const next: Json = { ...clone(deployment), status };
+    (next['metadata'] as Json)['resourceVersion'] = rvString(this.#rv);
+    this.#objects.set(deploymentKey, next);
+    this.#emit(kindOf('deployments'), 'MODIFIED', next);
+  }
+
+  #createPod(deploymentKey: string, deployment: Json, template: Json, hash: string): void {
+    const podKind = kindOf('pods');
     const namespace = String(meta(deployment)['namespace']);
+    const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+    const name = `${String(meta(deployment)['name'])}-${hash}-${randomUUID().slice(0, 5)}`;
+    const podKey = key(podKind, namespace, name);
     const podSpec = clone((template['spec'] as Json | undefined) ?? {});
     const containers = ((podSpec['containers'] as Json[] | undefined) ?? []).map((c) => ({
       name: String(c['name']),
       image: c['image'],
     }));
-    for (let i = keep.size; i < replicas; i++) {
-      const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
-      const name = `${String(meta(deployment)['name'])}-${hash}-${randomUUID().slice(0, 5)}`;
-      const podKey = key(podKind, namespace, name);
-      this.#podOwners.set(podKey, deploymentKey);
-      this.#store(
-        podKind,
-        podKey,
-        {
-          apiVersion: 'v1',
-          kind: 'Pod',
-          metadata: {
-            name,
-            namespace,
-            uid: randomUUID(),
-            creationTimestamp: now,
-            labels: { ...((meta(template)['labels'] as Json | undefined) ?? {}), 'pod-template-hash': hash },
-            ownerReferences: [
-              {
-                apiVersion: 'apps/v1',
-                kind: 'ReplicaSet',
-                name: `${String(meta(deployment)['name'])}-${hash}`,
-                uid: randomUUID(),
-                controller: true,
-              },
-            ],
-          },
-          spec: podSpec,
-          status: {
-            phase: 'Running',
-            podIP: '10.0.0.10',
-            startTime: now,
-            conditions: [{ type: 'Ready', status: 'True', lastTransitionTime: now }],
-            containerStatuses: containers.map((c) => ({
-              ...c,
-              imageID: '',
-              ready: true,
-              started: true,
-              restartCount: 0,
-              state: { running: { startedAt: now } },
-            })),
-          },
+    const crashing = this.#crashLooping.get(deploymentKey);
+    this.#podOwners.set(podKey, deploymentKey);
+    const labels: Json = { ...((meta(template)['labels'] as Json | undefined) ?? {}), 'pod-template-hash': hash };
+    this.#store(
+      podKind,
+      podKey,
+      {
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: {
+          name,
+          namespace,
+          uid: randomUUID(),
+          creationTimestamp: now,
+          labels,
+          ownerReferences: [
+            {
+              apiVersion: 'apps/v1',
+              kind: 'ReplicaSet',
+              name: `${String(meta(deployment)['name'])}-${hash}`,
+              uid: randomUUID(),
+              controller: true,
+            },
+          ],
         },
-        'ADDED',
-      );
+        spec: podSpec,
+        status: crashing ? crashLoopStatus(containers, now, crashing.exitCode, 1) : runningStatus(containers, now),
+      },
+      'ADDED',
+    );
+    const customer = labels['cloud.blytz.customer'];
+    if (typeof customer === 'string') {
+      const running = this.objects('pods', namespace).filter(
+        (p) => p['metadata']['labels']?.['cloud.blytz.customer'] === customer,
+      ).length;
+      this.#maxPods.set(customer, Math.max(this.#maxPods.get(customer) ?? 0, running));
     }
   }
 
-  #removePod(podKey: string): void {
-    this.#podOwners.delete(podKey);
+  /** A graceful delete: the pod is Terminating (still there, still running) for its grace period, then gone. */
+  #deletePod(podKey: string): void {
     const pod = this.#objects.get(podKey);
-    if (pod) this.#remove(kindOf('pods'), podKey, clone(pod));
+    if (!pod || meta(pod)['deletionTimestamp'] !== undefined) return;
+    const terminating = clone(pod);
+    (terminating['metadata'] as Json)['deletionTimestamp'] = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+    (terminating['metadata'] as Json)['deletionGracePeriodSeconds'] = 30;
+    this.#store(kindOf('pods'), podKey, terminating, 'MODIFIED');
+    setTimeout(() => {
+      const owner = this.#podOwners.get(podKey);
+      this.#podOwners.delete(podKey);
+      const current = this.#objects.get(podKey);
+      if (current) this.#remove(kindOf('pods'), podKey, clone(current));
+      if (owner) this.#scheduleSync(owner);
+    }, this.podGracePeriodMs);
+  }
+
+  /**
+   * Makes the Deployment's pods crash-loop, as a container that exits soon after starting does
+   * under the kubelet: not ready, restarted with growing delays (CrashLoopBackOff), last exit code
+   * kept. The Deployment loses its ready replica; its Progressing condition does not change.
+   */
+  crashLoop(namespace: string, deployment: string, exitCode = 1): void {
+    const deploymentKey = key(kindOf('deployments'), namespace, deployment);
+    this.#crashLooping.set(deploymentKey, { exitCode });
+    const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+    for (const [podKey, owner] of this.#podOwners) {
+      const pod = this.#objects.get(podKey);
+      if (owner !== deploymentKey || !pod || meta(pod)['deletionTimestamp'] !== undefined) continue;
+      const containers = ((((pod['spec'] as Json)['containers'] as Json[] | undefined) ?? []) as Json[]).map((c) => ({
+        name: String(c['name']),
+        image: c['image'],
+      }));
+      this.#store(kindOf('pods'), podKey, { ...clone(pod), status: crashLoopStatus(containers, now, exitCode, 3) }, 'MODIFIED');
+    }
+    this.#scheduleSync(deploymentKey);
+  }
+
+  /** The most pods of one customer (label `cloud.blytz.customer`) that existed at once, terminating ones included. */
+  maxPodsAtOnce(customer: string): number {
+    return this.#maxPods.get(customer) ?? 0;
   }
 
   // ---- pods/exec ----
@@ -759,26 +959,78 @@ export class FakeKubeApi {
 
   #remove(kind: Kind, k: string, object: Json): void {
     this.#rv += 1;
-    (object['metadata'] as Json)['resourceVersion'] = String(this.#rv);
+    (object['metadata'] as Json)['resourceVersion'] = rvString(this.#rv);
     this.#objects.delete(k);
     this.#emit(kind, 'DELETED', object);
-    // Garbage collection: a deleted Deployment's pods go with it.
-    if (kind.plural === 'deployments') this.#simulatePods(k);
+    // Garbage collection: a deleted Deployment's pods go with it (gracefully).
+    if (kind.plural === 'deployments') this.#scheduleSync(k);
   }
 
   #emit(kind: Kind, type: StoredEvent['type'], object: Json): void {
     const event: StoredEvent = { rv: this.#rv, kind, type, object: clone(object) };
     this.#events.push(event);
     for (const w of this.#watchers) {
-      if (w.kind === kind && this.#visible(w, object)) writeEvent(w.res, { type, object: event.object });
+      if (w.kind === kind && this.#visible(w, object)) this.#send(w, { type, object: event.object });
     }
   }
 }
 
-function deploymentStatusCurrent(object: Json): boolean {
-  const status = object['status'] as Json | undefined;
-  const replicas = Number((object['spec'] as Json | undefined)?.['replicas'] ?? 1);
-  return status?.['observedGeneration'] === meta(object)['generation'] && status?.['readyReplicas'] === replicas;
+/**
+ * resourceVersions are opaque strings to clients (API conventions): the real server's happen to
+ * be decimal, so code comparing them as numbers works there by luck. The fake's are not numbers
+ * at all (`v` and base 36), so such code fails here.
+ */
+function rvString(n: number): string {
+  return `v${n.toString(36)}`;
+}
+
+function rvNumber(rv: string): number {
+  return /^v[0-9a-z]+$/.test(rv) ? parseInt(rv.slice(1), 36) : Number.NaN;
+}
+
+function podReady(pod: Json): boolean {
+  const conditions = ((pod['status'] as Json | undefined)?.['conditions'] as Json[] | undefined) ?? [];
+  return conditions.some((c) => c['type'] === 'Ready' && c['status'] === 'True');
+}
+
+function runningStatus(containers: Array<{ name: string; image: unknown }>, now: string): Json {
+  return {
+    phase: 'Running',
+    podIP: '10.0.0.10',
+    startTime: now,
+    conditions: [{ type: 'Ready', status: 'True', lastTransitionTime: now }],
+    containerStatuses: containers.map((c) => ({
+      ...c,
+      imageID: '',
+      ready: true,
+      started: true,
+      restartCount: 0,
+      state: { running: { startedAt: now } },
+    })),
+  };
+}
+
+function crashLoopStatus(
+  containers: Array<{ name: string; image: unknown }>,
+  now: string,
+  exitCode: number,
+  restarts: number,
+): Json {
+  return {
+    phase: 'Running',
+    podIP: '10.0.0.10',
+    startTime: now,
+    conditions: [{ type: 'Ready', status: 'False', reason: 'ContainersNotReady', lastTransitionTime: now }],
+    containerStatuses: containers.map((c) => ({
+      ...c,
+      imageID: '',
+      ready: false,
+      started: false,
+      restartCount: restarts,
+      state: { waiting: { reason: 'CrashLoopBackOff', message: `back-off restarting failed container ${c.name}` } },
+      lastState: { terminated: { exitCode, reason: 'Error', startedAt: now, finishedAt: now } },
+    })),
+  };
 }
 
 function stripMetaStatus(object: Json): unknown {
@@ -847,13 +1099,16 @@ const DISCOVERY_ONLY: Array<Pick<Kind, 'group' | 'version' | 'plural' | 'kind' |
     namespaced: false,
   },
   { group: 'policy', version: 'v1', plural: 'poddisruptionbudgets', kind: 'PodDisruptionBudget', namespaced: true },
-  { group: 'networking.k8s.io', version: 'v1', plural: 'networkpolicies', kind: 'NetworkPolicy', namespaced: true },
+];
+
+/** The prometheus-operator's CRDs: known only on a cluster that has them installed. */
+const PROMETHEUS_OPERATOR: typeof DISCOVERY_ONLY = [
   { group: 'monitoring.coreos.com', version: 'v1', plural: 'servicemonitors', kind: 'ServiceMonitor', namespaced: true },
   { group: 'monitoring.coreos.com', version: 'v1', plural: 'prometheusrules', kind: 'PrometheusRule', namespaced: true },
 ];
 
-function discoveryDocument(path: string): Json | undefined {
-  const all = [...FAKE_KINDS, ...DISCOVERY_ONLY];
+function discoveryDocument(path: string, prometheusOperator: boolean): Json | undefined {
+  const all = [...FAKE_KINDS, ...DISCOVERY_ONLY, ...(prometheusOperator ? PROMETHEUS_OPERATOR : [])];
   if (path === '/api') return { kind: 'APIVersions', versions: ['v1'], serverAddressByClientCIDRs: [] };
   if (path === '/apis') {
     const groups = [...new Set(all.map((k) => k.group).filter(Boolean))];

@@ -5,8 +5,8 @@ import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { customerSpecSchema } from '../../src/domain/customer.js';
 import { isDns1123Label } from '../../src/domain/naming.js';
-import { customerCrd, specOpenApiSchema } from '../../src/kubernetes/crd.js';
-import { crdYaml } from '../../src/kubernetes/crd-yaml.js';
+import { customerCrd, specOpenApiSchema } from '../../src/customer-resources/crd.js';
+import { crdYaml } from '../../src/customer-resources/crd-yaml.js';
 import { validateOpenApi } from '../support/fake-kube-api.js';
 
 const root = join(import.meta.dirname, '..', '..');

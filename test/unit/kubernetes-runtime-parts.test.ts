@@ -1,7 +1,7 @@
 import { KubeConfig, type Exec, type V1Pod, type V1Status } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 import { PLANS } from '../../src/domain/customer.js';
-import { deploymentManifest, secretManifest, serviceManifest } from '../../src/runtime/kubernetes/manifests.js';
+import { deploymentManifest, fileKeys, secretManifest, serviceManifest } from '../../src/runtime/kubernetes/manifests.js';
 import { objectName, serviceDial } from '../../src/runtime/kubernetes/names.js';
 import { observeDeployment } from '../../src/runtime/kubernetes/observe.js';
 import { exitCodeOf, pickExecPod, runPodExec } from '../../src/runtime/kubernetes/pod-exec.js';
@@ -75,19 +75,42 @@ describe('kubernetes runtime parts', () => {
     expect(d.spec?.template.metadata?.labels?.['cloud.blytz.spec-hash']).toBe('abc');
     // Rendered paths are handed to the seed step as arguments, never spliced into its script.
     const seed = pod?.initContainers?.[0]?.command ?? [];
-    expect(seed.slice(4).sort()).toEqual(['f0=openclaw.json', 'f1=workspace/AGENTS.md']);
+    const keyOf = (path: string) => fileKeys(files).find((k) => k.path === path)?.key;
+    expect(seed.slice(4).sort()).toEqual(
+      [`${keyOf('openclaw.json')}=openclaw.json`, `${keyOf('workspace/AGENTS.md')}=workspace/AGENTS.md`].sort(),
+    );
     expect(seed[2]).not.toContain('AGENTS');
     expect(() => deploymentManifest({ ...spec, user: '0:0' }, files, options)).toThrow(/non-root/);
   });
 
   it('the Secret holds the files by key; the Service maps the reserved port to the container port', () => {
     const s = secretManifest('ada', files, options);
-    expect(Object.keys(s.data ?? {})).toEqual(['f0', 'f1']);
-    expect(Buffer.from(s.data?.['f1'] ?? '', 'base64').toString()).toBe('a');
+    const agents = fileKeys(files).find((k) => k.path === 'workspace/AGENTS.md')?.key ?? '';
+    expect(Object.keys(s.data ?? {}).sort()).toEqual(
+      fileKeys(files)
+        .map((k) => k.key)
+        .sort(),
+    );
+    expect(Buffer.from(s.data?.[agents] ?? '', 'base64').toString()).toBe('a');
     expect(() => secretManifest('ada', [{ path: 'big', content: Buffer.alloc(1024 * 1024) }], options)).toThrow(/1 MiB/);
     expect(serviceManifest(spec, options).spec?.ports).toEqual([
       { name: 'http', protocol: 'TCP', port: 30001, targetPort: 18789 },
     ]);
+  });
+
+  it("a file's Secret key depends on its path alone: adding or removing other files never points a running pod's link at another file", () => {
+    const keys = (paths: string[]) =>
+      new Map(fileKeys(paths.map((path) => ({ path, content: Buffer.from(path) }))).map((k) => [k.path, k.key]));
+    const before = keys(['openclaw.json', 'workspace/AGENTS.md', 'workspace/USER.md']);
+    // A template that adds a file sorting first, and drops one.
+    const after = keys(['a-first.md', 'openclaw.json', 'workspace/USER.md']);
+    expect(after.get('openclaw.json')).toBe(before.get('openclaw.json'));
+    expect(after.get('workspace/USER.md')).toBe(before.get('workspace/USER.md'));
+    expect(new Set(after.values()).size).toBe(3);
+    for (const key of [...before.values(), ...after.values()]) expect(key).toMatch(/^[-._a-zA-Z0-9]{1,253}$/);
+    // Paths that differ only in characters a key cannot hold still get different keys.
+    const close = keys(['a/b.md', 'a.b.md', 'a_b.md']);
+    expect(new Set(close.values()).size).toBe(3);
   });
 
   it('Deployment status maps to state and health', () => {

@@ -96,6 +96,40 @@ describe('plan: active', () => {
     expect(types(run(desired(), converged({ workspace: { exists: true, contentHash: 'old' } })))).toEqual(['writeWorkspace']);
   });
 
+  it('on a runtime that updates in place (Kubernetes), an outdated or broken container is updated, never removed and made anew', () => {
+    const inPlace = (o: Observed) =>
+      plan({ desired: desired(), observed: o, now: 0, retentionMs: 30 * DAY, updatesInPlace: true }).actions;
+    // A new spec: one write of the Deployment; its own strategy replaces the pod (no second one, same Service).
+    expect(inPlace(converged({ containers: [container({ specHash: 'hash-old' })] }))).toEqual([
+      { type: 'createContainer', drift: 'container_outdated' },
+    ]);
+    // A part missing (its Service deleted): the same write puts it back, the pod keeps running.
+    expect(inPlace(converged({ containers: [container({ state: 'dead' })] }))).toEqual([
+      { type: 'createContainer', drift: 'container_outdated' },
+    ]);
+    // Being deleted: wait for it to go before making it anew.
+    expect(types(inPlace(converged({ containers: [container({ state: 'removing' })] })))).toEqual([
+      'removeContainer',
+      'createContainer',
+    ]);
+    // A duplicate is still removed; the kept one is updated.
+    expect(
+      inPlace(
+        converged({
+          containers: [container({ specHash: 'hash-old' }), container({ id: 'c2', specHash: 'hash-old', state: 'exited' })],
+        }),
+      ),
+    ).toEqual([
+      { type: 'removeContainer', id: 'c2', drift: 'container_outdated' },
+      { type: 'createContainer', drift: 'container_outdated' },
+    ]);
+    // Elsewhere: remove, then create.
+    expect(types(run(desired(), converged({ containers: [container({ specHash: 'hash-old' })] })))).toEqual([
+      'removeContainer',
+      'createContainer',
+    ]);
+  });
+
   it('plans nothing while paused', () => {
     const result = plan({ desired: desired({ paused: true }), observed: converged({ containers: [] }), now: 0, retentionMs: 0 });
     expect(result.actions).toEqual([]);

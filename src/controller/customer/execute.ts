@@ -118,9 +118,12 @@ export class Executor {
           break;
         }
         case 'restartContainer': {
-          await runtime.stop(action.id);
+          // A runtime's own restart where it has one (Kubernetes: a stop and a start in quick
+          // succession can merge into nothing there).
+          if (runtime.restart) await runtime.restart(action.id);
+          else await runtime.stop(action.id);
           this.#restarts.restarted(name, action.id, this.#now());
-          await this.#start(name, action.id, await ports.find(name, action.slot ?? 'current'), action.slot);
+          if (!runtime.restart) await this.#start(name, action.id, await ports.find(name, action.slot ?? 'current'), action.slot);
           await event('Warning', 'ContainerRestarted', 'container was unhealthy and was restarted');
           break;
         }

@@ -66,6 +66,14 @@ export interface PlanInput {
    * Only then are `blueGreen` templates updated blue-green; otherwise like `recreate`. Default false.
    */
   sideBySide?: boolean;
+  /**
+   * The runtime replaces what a container runs in place, by its own update strategy (Kubernetes:
+   * the Deployment is written and its controller recreates the pod; the Service and volume stay).
+   * Then an outdated or broken container is updated by `createContainer` rather than removed and
+   * made anew, which would run the old pod (terminating) beside the new one and give the Service
+   * a new address. Default false.
+   */
+  updatesInPlace?: boolean;
 }
 
 export type DriftKind =
@@ -162,12 +170,19 @@ export function plan(input: PlanInput): Plan {
       if (!held) {
         const blueGreen = input.sideBySide === true && desired.updateStrategy === 'blueGreen';
         return (
-          (blueGreen ? planBlueGreen(desired, observed, upstreamOf) : undefined) ?? planActive(desired, observed, upstreamOf)
+          (blueGreen ? planBlueGreen(desired, observed, upstreamOf) : undefined) ??
+          planActive(desired, observed, upstreamOf, undefined, input.updatesInPlace === true)
         );
       }
       // Plan as if the kept container's hash were the desired one: it stays up, is started,
       // restarted and routed to like a current container until the rollout lets it go.
-      const result = planActive({ ...desired, specHash: held.specHash as string }, observed, upstreamOf, held.id);
+      const result = planActive(
+        { ...desired, specHash: held.specHash as string },
+        observed,
+        upstreamOf,
+        held.id,
+        input.updatesInPlace === true,
+      );
       return { ...result, note: 'waiting for the fleet rollout', waitingForRollout: { heldHash: held.specHash as string } };
     }
     case 'suspended':
@@ -207,14 +222,18 @@ export function fleetChangeOf(desired: Desired | undefined, observed: Observed):
 }
 
 /** `keepId`: the container a held fleet change keeps; of duplicates it is the one that stays. */
-function planActive(desired: Desired, observed: Observed, upstreamOf: UpstreamOf, keepId?: string): Plan {
+function planActive(desired: Desired, observed: Observed, upstreamOf: UpstreamOf, keepId?: string, updatesInPlace = false): Plan {
   const actions: Action[] = [];
   if (observed.workspace.contentHash !== desired.workspaceHash || !observed.workspace.exists) {
     actions.push({ type: 'writeWorkspace', drift: 'workspace_stale' });
   }
   if (observed.port === undefined) actions.push({ type: 'reservePort', drift: 'port_missing' });
 
-  const { keep, remove } = pickContainer(observed.containers, desired.specHash, observed.port, keepId);
+  const picked = pickContainer(observed.containers, desired.specHash, observed.port, keepId);
+  const { keep } = picked;
+  // In place: the first outdated or broken one (not being deleted) is updated rather than removed.
+  const updated = !keep && updatesInPlace ? picked.remove.find((r) => r.container.state !== 'removing') : undefined;
+  const remove = picked.remove.filter((r) => r !== updated);
   // A blue-green switch abandoned after its route switch (a rollout held it back or sent it
   // back): the route returns to the kept, running container before the new one is removed.
   const routeBack =
@@ -232,7 +251,7 @@ function planActive(desired: Desired, observed: Observed, upstreamOf: UpstreamOf
   // The container of a finished blue-green update, now alone, takes the customer's own name.
   if (keep?.provisional) actions.push({ type: 'adoptContainer', id: keep.id });
   if (!keep) {
-    actions.push({ type: 'createContainer', drift: 'container_missing' });
+    actions.push({ type: 'createContainer', drift: updated ? 'container_outdated' : 'container_missing' });
   } else if ((keep.state === 'running' || keep.state === 'restarting') && keep.health === 'unhealthy') {
     actions.push({ type: 'restartContainer', id: keep.id, drift: 'container_unhealthy' });
   } else if (keep.state !== 'running' && keep.state !== 'restarting') {

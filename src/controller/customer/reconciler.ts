@@ -121,6 +121,7 @@ export class CustomerReconciler implements Reconciler {
       recreateAllowed: admission?.recreateAllowed ?? true,
       upstreamOf: this.#upstreamOf,
       sideBySide: this.#deps.runtime.sideBySide === true,
+      updatesInPlace: this.#deps.runtime.updatesInPlace === true,
     });
     if (!customer || !resolved) {
       // Gone from the store: tear down what the world still has (an orphan); no status to write.

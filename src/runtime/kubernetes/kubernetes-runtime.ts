@@ -1,8 +1,17 @@
 import { lstat, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { AppsV1Api, CoreV1Api, Exec, type KubeConfig, type V1Deployment, type V1ObjectMeta } from '@kubernetes/client-node';
+import {
+  AppsV1Api,
+  CoreV1Api,
+  Exec,
+  NetworkingV1Api,
+  type KubeConfig,
+  type V1Deployment,
+  type V1ObjectMeta,
+} from '@kubernetes/client-node';
+import { canonicalJson } from '../../domain/canonical-json.js';
 import { CUSTOMER_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SPEC_HASH_LABEL } from '../../domain/naming.js';
-import { isNotFound, MERGE_PATCH } from '../../kubernetes/client.js';
+import { isNotFound, MERGE_PATCH } from '../../kube-api/client.js';
 import type { Guard } from '../../resilience/guard.js';
 import { renderMarkerPath } from '../../workspace/file-workspaces.js';
 import { checkExtraLabels, HOST_PORT_LABEL } from '../../domain/labels.js';
@@ -13,15 +22,17 @@ import {
   CONTENT_HASH_ANNOTATION,
   contentHash,
   deploymentManifest,
+  networkPolicyManifest,
   pvcManifest,
   secretManifest,
   serviceManifest,
+  type CustomerNetwork,
   type ManifestOptions,
   type RenderedFileData,
 } from './manifests.js';
 import { objectName, serviceDial } from './names.js';
-import { observeDeployment, STARTED_AT_ANNOTATION } from './observe.js';
-import type { WatchedKind } from './owned-objects-watch.js';
+import { observeDeployment, RESTARTED_AT_ANNOTATION, STARTED_AT_ANNOTATION } from './observe.js';
+import type { WatchedKind } from '../../kube-api/owned-objects-watch.js';
 import { EXEC_CONNECT_TIMEOUT_MS, pickExecPod, runPodExec } from './pod-exec.js';
 
 /**
@@ -49,12 +60,15 @@ export interface KubernetesRuntimeOptions {
   storageSize?: string;
   storageClassName?: string;
   imagePullPolicy?: 'Always' | 'IfNotPresent' | 'Never';
+  /** Each customer's NetworkPolicy (default: in from the kit's Caddy pods, no model gateway). */
+  network?: CustomerNetwork;
 }
 
 export class KubernetesRuntime implements CustomerRuntime {
   readonly #guard: Guard;
   readonly #apps: AppsV1Api;
   readonly #core: CoreV1Api;
+  readonly #networking: NetworkingV1Api;
   readonly #exec: Exec;
   readonly #extraLabels: Record<string, string>;
   readonly #manifest: ManifestOptions;
@@ -63,6 +77,7 @@ export class KubernetesRuntime implements CustomerRuntime {
     this.#guard = guard;
     this.#apps = options.kubeConfig.makeApiClient(AppsV1Api);
     this.#core = options.kubeConfig.makeApiClient(CoreV1Api);
+    this.#networking = options.kubeConfig.makeApiClient(NetworkingV1Api);
     this.#exec = new Exec(options.kubeConfig);
     this.#extraLabels = checkExtraLabels(options.extraLabels ?? {});
     this.#manifest = {
@@ -71,6 +86,7 @@ export class KubernetesRuntime implements CustomerRuntime {
       storageSize: options.storageSize ?? '1Gi',
       storageClassName: options.storageClassName,
       imagePullPolicy: options.imagePullPolicy,
+      network: options.network,
     };
   }
 
@@ -96,24 +112,41 @@ export class KubernetesRuntime implements CustomerRuntime {
   async #list(more: Record<string, string>): Promise<ObservedContainer[]> {
     const labelSelector = this.#selector(more);
     const namespace = this.#manifest.namespace;
-    const [deployments, secrets, services, claims] = await Promise.all([
+    const [deployments, secrets, services, claims, pods, policies] = await Promise.all([
       this.#guard('listDeployments', () => this.#apps.listNamespacedDeployment({ namespace, labelSelector })),
       this.#guard('listSecrets', () => this.#core.listNamespacedSecret({ namespace, labelSelector })),
       this.#guard('listServices', () => this.#core.listNamespacedService({ namespace, labelSelector })),
       this.#guard('listPersistentVolumeClaims', () =>
         this.#core.listNamespacedPersistentVolumeClaim({ namespace, labelSelector }),
       ),
+      // The kubelet's view: a pod crash-looping after its first success leaves the Deployment's
+      // conditions as they were (Progressing stays true), only its pods tell.
+      this.#guard('listPods', () => this.#core.listNamespacedPod({ namespace, labelSelector })),
+      this.#guard('listNetworkPolicies', () => this.#networking.listNamespacedNetworkPolicy({ namespace, labelSelector })),
     ]);
     const names = (items: Array<{ metadata?: V1ObjectMeta }>) => new Set(items.map((i) => i.metadata?.name ?? ''));
-    const present = { secrets: names(secrets.items), services: names(services.items), claims: names(claims.items) };
+    const present = {
+      secrets: names(secrets.items),
+      services: names(services.items),
+      claims: names(claims.items),
+      policies: names(policies.items),
+    };
     return deployments.items.map((deployment) => {
       const name = deployment.metadata?.name ?? '';
       const missing = [
         present.secrets.has(name) ? undefined : 'Secret',
         present.services.has(name) ? undefined : 'Service',
         present.claims.has(name) ? undefined : 'PersistentVolumeClaim',
+        // An unisolated pod can reach every other customer: as broken as a missing part.
+        present.policies.has(name) ? undefined : 'NetworkPolicy',
       ].filter((k): k is string => k !== undefined);
-      return observeDeployment(deployment, missing);
+      const customer = deployment.metadata?.labels?.[CUSTOMER_LABEL];
+      return observeDeployment(
+        deployment,
+        missing,
+        Date.now(),
+        pods.items.filter((p) => p.metadata?.labels?.[CUSTOMER_LABEL] === customer),
+      );
     });
   }
 
@@ -122,10 +155,17 @@ export class KubernetesRuntime implements CustomerRuntime {
     const namespace = this.#manifest.namespace;
     await this.writeFiles(spec.customer, files);
     const claim = pvcManifest(spec.customer, this.#manifest);
-    // A PVC's spec is immutable once bound: created when missing, never updated.
-    await this.#guard('createPersistentVolumeClaim', () =>
+    // A PVC's spec is immutable once bound: created when missing, never updated (but never
+    // taken over either: one of that name that is not ours stops the create).
+    const created = await this.#guard('createPersistentVolumeClaim', () =>
       this.#core.createNamespacedPersistentVolumeClaim({ namespace, body: claim }).catch(ignoreStatus(409)),
     );
+    if (!created) {
+      const existing = await this.#guard('readPersistentVolumeClaim', () =>
+        this.#core.readNamespacedPersistentVolumeClaim({ name: claim.metadata?.name ?? '', namespace }),
+      );
+      refuseForeign('PersistentVolumeClaim', existing, spec.customer);
+    }
     await this.#upsert(
       'Service',
       serviceManifest(spec, this.#manifest),
@@ -144,6 +184,16 @@ export class KubernetesRuntime implements CustomerRuntime {
         );
       },
     );
+    // Before the Deployment: its pods never run without isolation.
+    await this.#upsert(
+      'NetworkPolicy',
+      networkPolicyManifest(spec, this.#manifest),
+      (name) => this.#networking.readNamespacedNetworkPolicy({ name, namespace }),
+      (body) => this.#networking.createNamespacedNetworkPolicy({ namespace, body }),
+      (name, body) => this.#networking.replaceNamespacedNetworkPolicy({ name, namespace, body }),
+      (existing, body) =>
+        sameLabels(existing.metadata, body.metadata) && canonicalJson(existing.spec) === canonicalJson(body.spec),
+    );
     const deployment = deploymentManifest(spec, files, this.#manifest);
     await this.#upsert(
       'Deployment',
@@ -155,7 +205,9 @@ export class KubernetesRuntime implements CustomerRuntime {
         // The same spec hash is the same Deployment: keep it (and its replicas) as it is.
         if (existing.metadata?.labels?.[SPEC_HASH_LABEL] === spec.specHash && sameLabels(existing.metadata, body.metadata))
           return true;
-        // Replaced in place, stopped like a newly created one; `start` scales it up.
+        // Updated in place, at the replicas it has: its own strategy (Recreate for OpenClaw)
+        // replaces the pod, the Service keeps its address, the volume stays with the new pod.
+        if (body.spec) body.spec.replicas = existing.spec?.replicas ?? 0;
         return false;
       },
     );
@@ -201,13 +253,40 @@ export class KubernetesRuntime implements CustomerRuntime {
       await this.#guard(`create${kind}`, () => create(body), { retry: false });
       return;
     }
+    refuseForeign(kind, existing, body.metadata?.labels?.[CUSTOMER_LABEL]);
     if (current(existing, body)) return;
     const next = { ...body, metadata: { ...body.metadata, resourceVersion: existing.metadata?.resourceVersion } } as T;
     await this.#guard(`replace${kind}`, () => replace(name, next), { retry: false });
   }
 
+  /** The planner updates by `create` here (see CustomerRuntime.updatesInPlace). */
+  readonly updatesInPlace = true;
+
   async start(id: string): Promise<void> {
     await this.#scale(id, 1);
+  }
+
+  /**
+   * A new pod from the same spec, as `kubectl rollout restart` does: an annotation on the pod
+   * template makes it a new template, which the Deployment controller rolls out by the
+   * Deployment's strategy. (Scaling to 0 and back to 1 is no restart: the controller may see
+   * both writes in one sync and do nothing.)
+   */
+  async restart(id: string): Promise<void> {
+    const now = new Date().toISOString();
+    await this.#guard('restartDeployment', () =>
+      this.#apps.patchNamespacedDeployment(
+        {
+          name: id,
+          namespace: this.#manifest.namespace,
+          body: {
+            metadata: { annotations: { [STARTED_AT_ANNOTATION]: now } },
+            spec: { replicas: 1, template: { metadata: { annotations: { [RESTARTED_AT_ANNOTATION]: now } } } },
+          },
+        },
+        MERGE_PATCH,
+      ),
+    );
   }
 
   async stop(id: string): Promise<void> {
@@ -238,26 +317,67 @@ export class KubernetesRuntime implements CustomerRuntime {
 
   async remove(id: string): Promise<void> {
     const namespace = this.#manifest.namespace;
-    const gone = ignoreStatus(404);
-    await this.#guard('deleteService', () =>
-      this.#core.deleteNamespacedService({ name: id, namespace }).then(() => undefined, gone),
+    await this.#deleteOurs(
+      'Service',
+      id,
+      (name) => this.#core.readNamespacedService({ name, namespace }),
+      (name, uid) => this.#core.deleteNamespacedService({ name, namespace, body: { preconditions: { uid } } }),
     );
-    await this.#guard('deleteSecret', () =>
-      this.#core.deleteNamespacedSecret({ name: id, namespace }).then(() => undefined, gone),
+    await this.#deleteOurs(
+      'Secret',
+      id,
+      (name) => this.#core.readNamespacedSecret({ name, namespace }),
+      (name, uid) => this.#core.deleteNamespacedSecret({ name, namespace, body: { preconditions: { uid } } }),
     );
-    await this.#guard('deleteDeployment', () =>
-      this.#apps.deleteNamespacedDeployment({ name: id, namespace, propagationPolicy: 'Background' }).then(() => undefined, gone),
+    await this.#deleteOurs(
+      'NetworkPolicy',
+      id,
+      (name) => this.#networking.readNamespacedNetworkPolicy({ name, namespace }),
+      (name, uid) => this.#networking.deleteNamespacedNetworkPolicy({ name, namespace, body: { preconditions: { uid } } }),
     );
+    // Last: a Deployment still listed means there may be more to delete.
+    await this.#deleteOurs(
+      'Deployment',
+      id,
+      (name) => this.#apps.readNamespacedDeployment({ name, namespace }),
+      (name, uid) =>
+        this.#apps.deleteNamespacedDeployment({
+          name,
+          namespace,
+          propagationPolicy: 'Background',
+          body: { preconditions: { uid } },
+        }),
+    );
+  }
+
+  /** Deletes `kind` `name` when it carries our marks (its uid as precondition); gone or not ours: nothing. */
+  async #deleteOurs(
+    kind: string,
+    name: string,
+    read: (name: string) => Promise<{ metadata?: V1ObjectMeta }>,
+    remove: (name: string, uid: string) => Promise<unknown>,
+  ): Promise<void> {
+    const existing = await this.#guard(`read${kind}`, () => read(name).catch(ignoreStatus(404)));
+    if (!existing || !isOurs(existing.metadata)) return;
+    const uid = existing.metadata?.uid ?? '';
+    await this.#guard(`delete${kind}`, () => remove(name, uid).then(() => undefined, ignoreStatus(404)));
   }
 
   /** Deletes a customer's PVC and Secret: its workspace and memory (the purge after retention). */
   async removeWorkspace(customer: string): Promise<void> {
     const namespace = this.#manifest.namespace;
     const name = objectName(customer);
-    const gone = ignoreStatus(404);
-    await this.#guard('deleteSecret', () => this.#core.deleteNamespacedSecret({ name, namespace }).then(() => undefined, gone));
-    await this.#guard('deletePersistentVolumeClaim', () =>
-      this.#core.deleteNamespacedPersistentVolumeClaim({ name, namespace }).then(() => undefined, gone),
+    await this.#deleteOurs(
+      'Secret',
+      name,
+      (n) => this.#core.readNamespacedSecret({ name: n, namespace }),
+      (n, uid) => this.#core.deleteNamespacedSecret({ name: n, namespace, body: { preconditions: { uid } } }),
+    );
+    await this.#deleteOurs(
+      'PersistentVolumeClaim',
+      name,
+      (n) => this.#core.readNamespacedPersistentVolumeClaim({ name: n, namespace }),
+      (n, uid) => this.#core.deleteNamespacedPersistentVolumeClaim({ name: n, namespace, body: { preconditions: { uid } } }),
     );
   }
 
@@ -353,6 +473,11 @@ export class KubernetesRuntime implements CustomerRuntime {
           list: () => this.#guard('listSecrets', () => this.#core.listNamespacedSecret(query)),
         },
         {
+          plural: 'networkpolicies',
+          path: `/apis/networking.k8s.io/v1/namespaces/${ns}/networkpolicies`,
+          list: () => this.#guard('listNetworkPolicies', () => this.#networking.listNamespacedNetworkPolicy(query)),
+        },
+        {
           plural: 'persistentvolumeclaims',
           path: `/api/v1/namespaces/${ns}/persistentvolumeclaims`,
           list: () => this.#guard('listPersistentVolumeClaims', () => this.#core.listNamespacedPersistentVolumeClaim(query)),
@@ -378,6 +503,24 @@ function ignoreStatus(status: number): (error: unknown) => undefined {
     if ((error as { code?: unknown }).code === status) return undefined;
     throw error;
   };
+}
+
+/** Carries the contract's managed-by mark (and, when given, belongs to `customer`). */
+function isOurs(meta: V1ObjectMeta | undefined, customer?: string): boolean {
+  const labels = meta?.labels ?? {};
+  return labels[MANAGED_BY_LABEL] === MANAGED_BY_VALUE && (customer === undefined || labels[CUSTOMER_LABEL] === customer);
+}
+
+/**
+ * An object named like a customer's that Blytz did not make (a user's Service `blytz-x`, say)
+ * is never overwritten or adopted: the reconcile fails with this until it is renamed or deleted.
+ */
+function refuseForeign(kind: string, existing: { metadata?: V1ObjectMeta }, customer: string | undefined): void {
+  if (isOurs(existing.metadata, customer)) return;
+  const name = existing.metadata?.name ?? '';
+  throw new Error(
+    `${kind} ${name} exists but was not made by Blytz for customer ${customer ?? '?'} (no ${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE} and ${CUSTOMER_LABEL}=${customer ?? '?'} labels): rename or delete it`,
+  );
 }
 
 function sameLabels(a: V1ObjectMeta | undefined, b: V1ObjectMeta | undefined): boolean {

@@ -1,5 +1,13 @@
 import { createHash } from 'node:crypto';
-import type { V1Deployment, V1DeploymentStrategy, V1PersistentVolumeClaim, V1Secret, V1Service } from '@kubernetes/client-node';
+import type {
+  V1Deployment,
+  V1DeploymentStrategy,
+  V1NetworkPolicy,
+  V1NetworkPolicyPeer,
+  V1PersistentVolumeClaim,
+  V1Secret,
+  V1Service,
+} from '@kubernetes/client-node';
 import { CUSTOMER_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SPEC_HASH_LABEL } from '../../domain/naming.js';
 import { CONTAINER_PORT_LABEL, HOST_PORT_LABEL } from '../../domain/labels.js';
 import type { ContainerSpec } from '../runtime.js';
@@ -47,13 +55,59 @@ export interface ManifestOptions {
   storageSize: string;
   storageClassName?: string | undefined;
   imagePullPolicy?: 'Always' | 'IfNotPresent' | 'Never' | undefined;
+  /** Who may reach a customer's pod and what it may reach (its NetworkPolicy). */
+  network?: CustomerNetwork | undefined;
 }
+
+/**
+ * A customer's pod runs an AI agent with shell tools: treat it as hostile. Its NetworkPolicy
+ * denies everything but this.
+ */
+export interface CustomerNetwork {
+  /** Who may connect in (the assistant's port only): Caddy's pods, or the ingress controller's namespace. */
+  ingressFrom: V1NetworkPolicyPeer[];
+  /** The model gateway (a Service of the controller, issue 23): its pods and port; unset: no way to it. */
+  modelGateway?: { podSelector: Record<string, string>; port: number } | undefined;
+  /** Never reachable, even though "the internet" is: the cluster's own ranges and link-local (cloud metadata). */
+  blockedCidrs: { v4: string[]; v6: string[] };
+}
+
+/** The kit's Caddy pods (deploy/kubernetes/caddy.yaml). */
+export const CADDY_POD_LABELS = { 'app.kubernetes.io/name': 'blytz', 'app.kubernetes.io/component': 'caddy' };
+/** The kit's controller pods (deploy/kubernetes/deployment.yaml), where the model gateway will serve. */
+export const CONTROLLER_POD_LABELS = { 'app.kubernetes.io/name': 'blytz', 'app.kubernetes.io/component': 'controller' };
+
+/**
+ * Private and shared ranges (where pod, Service and node addresses live on every common
+ * distribution) and link-local, which holds the cloud metadata service 169.254.169.254 (and
+ * fd00:ec2::254 is in fc00::/7).
+ */
+export const DEFAULT_BLOCKED_CIDRS = {
+  v4: ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '100.64.0.0/10', '169.254.0.0/16'],
+  v6: ['fc00::/7', 'fe80::/10'],
+};
+
+export const DEFAULT_NETWORK: CustomerNetwork = {
+  ingressFrom: [{ podSelector: { matchLabels: CADDY_POD_LABELS } }],
+  blockedCidrs: DEFAULT_BLOCKED_CIDRS,
+};
 
 const NON_ROOT_USER = /^([1-9]\d*)(?::(\d+))?$/;
 
-/** Secret keys allow only [-._a-zA-Z0-9]: files are stored as `f<n>` and mapped back by the seed step. */
+/**
+ * Secret keys allow only [-._a-zA-Z0-9]: a file is stored under its path with every other
+ * character made `_`, plus 8 hex of the path's hash (two paths that read alike never share a
+ * key). The key depends on the path alone: a running pod's links (made when it started) keep
+ * pointing at the same files whatever the template adds or drops later, where a numbering by
+ * position would shift under them.
+ */
 export function fileKeys(files: readonly RenderedFileData[]): Array<{ key: string; path: string }> {
-  return [...files].sort((a, b) => (a.path < b.path ? -1 : 1)).map((file, i) => ({ key: `f${i}`, path: file.path }));
+  return [...files].sort((a, b) => (a.path < b.path ? -1 : 1)).map((file) => ({ key: fileKey(file.path), path: file.path }));
+}
+
+function fileKey(path: string): string {
+  const readable = path.replace(/[^-._a-zA-Z0-9]/g, '_').slice(0, 200);
+  return `${readable}-${createHash('sha256').update(path).digest('hex').slice(0, 8)}`;
 }
 
 export function contentHash(files: readonly RenderedFileData[]): string {
@@ -123,6 +177,53 @@ export function serviceManifest(spec: ContainerSpec, options: ManifestOptions): 
       selector: { [MANAGED_BY_LABEL]: MANAGED_BY_VALUE, [CUSTOMER_LABEL]: spec.customer },
       // The reserved "host port" becomes the Service port: routes keep one port per customer.
       ports: [{ name: 'http', protocol: 'TCP', port: spec.hostPort, targetPort: spec.containerPort }],
+    },
+  };
+}
+
+/**
+ * Default deny, both ways, for the customer's pods; then: in from `ingressFrom` to the
+ * assistant's port; out to cluster DNS (kube-system's kube-dns pods, port 53), the model gateway
+ * when there is one, and the internet (any address outside `blockedCidrs`): never another
+ * customer, the controller, Postgres, the API server's cluster address or the metadata service.
+ */
+export function networkPolicyManifest(spec: ContainerSpec, options: ManifestOptions): V1NetworkPolicy {
+  const network = options.network ?? DEFAULT_NETWORK;
+  const dns = {
+    to: [
+      {
+        namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'kube-system' } },
+        podSelector: { matchLabels: { 'k8s-app': 'kube-dns' } },
+      },
+    ],
+    ports: [
+      { protocol: 'UDP', port: 53 },
+      { protocol: 'TCP', port: 53 },
+    ],
+  };
+  const gateway = network.modelGateway
+    ? [
+        {
+          to: [{ podSelector: { matchLabels: network.modelGateway.podSelector } }],
+          ports: [{ protocol: 'TCP', port: network.modelGateway.port }],
+        },
+      ]
+    : [];
+  const internet = {
+    to: [
+      { ipBlock: { cidr: '0.0.0.0/0', except: network.blockedCidrs.v4 } },
+      { ipBlock: { cidr: '::/0', except: network.blockedCidrs.v6 } },
+    ],
+  };
+  return {
+    apiVersion: 'networking.k8s.io/v1',
+    kind: 'NetworkPolicy',
+    metadata: meta(spec.customer, options),
+    spec: {
+      podSelector: { matchLabels: baseLabels(spec.customer, {}) },
+      policyTypes: ['Ingress', 'Egress'],
+      ingress: [{ _from: network.ingressFrom, ports: [{ protocol: 'TCP', port: spec.containerPort }] }],
+      egress: [dns, ...gateway, internet],
     },
   };
 }

@@ -1,5 +1,13 @@
 import { readFileSync } from 'node:fs';
-import { KubeConfig, PatchStrategy, setHeaderOptions, type ConfigurationOptions } from '@kubernetes/client-node';
+import {
+  KubeConfig,
+  Observable,
+  PatchStrategy,
+  setHeaderOptions,
+  type ConfigurationOptions,
+  type RequestContext,
+  type ResponseContext,
+} from '@kubernetes/client-node';
 import { httpStatusOf } from '../resilience/transient.js';
 
 /** Shared bits of talking to the Kubernetes API with @kubernetes/client-node. */
@@ -33,6 +41,21 @@ export function currentNamespace(kc: KubeConfig, explicit?: string): string {
 /** Patch options for the generated clients, whose own default Content-Type is JSON patch. */
 export const MERGE_PATCH: ConfigurationOptions = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
 export const JSON_PATCH: ConfigurationOptions = setHeaderOptions('Content-Type', PatchStrategy.JsonPatch);
+
+/**
+ * Options that abort a generated client call with `signal`: client-node's calls take no signal
+ * themselves, and a call that nothing cuts off can hang for as long as its TCP connection lives.
+ */
+export function withSignal(signal: AbortSignal, options: ConfigurationOptions = {}): ConfigurationOptions {
+  const middleware = {
+    pre: (context: RequestContext) => {
+      context.setSignal(signal);
+      return new Observable(Promise.resolve(context));
+    },
+    post: (response: ResponseContext) => new Observable(Promise.resolve(response)),
+  };
+  return { ...options, middleware: [...(options.middleware ?? []), middleware], middlewareMergeStrategy: 'append' };
+}
 
 export function isNotFound(error: unknown): boolean {
   return httpStatusOf(error) === 404;

@@ -1,12 +1,12 @@
 import { NetworkingV1Api, type KubeConfig, type V1Ingress } from '@kubernetes/client-node';
 import { canonicalJson } from '../../domain/canonical-json.js';
 import { CUSTOMER_LABEL, isDns1123Label, MANAGED_BY_LABEL, MANAGED_BY_VALUE, routeId } from '../../domain/naming.js';
-import { isNotFound } from '../../kubernetes/client.js';
+import { isNotFound } from '../../kube-api/client.js';
 import type { Guard } from '../../resilience/guard.js';
 import { checkExtraLabels } from '../../domain/labels.js';
 import { baseLabels } from '../../runtime/kubernetes/manifests.js';
 import { objectName } from '../../runtime/kubernetes/names.js';
-import type { WatchedKind } from '../../runtime/kubernetes/owned-objects-watch.js';
+import type { WatchedKind } from '../../kube-api/owned-objects-watch.js';
 import type { RouteSnapshot } from '../caddy/caddy-route-table.js';
 import type { JsonObject } from '../caddy/caddy-json.js';
 import type { DesiredRoute, ObservedRoute, RouteTable, RouteTarget } from '../route-table.js';
@@ -27,9 +27,12 @@ import type { DesiredRoute, ObservedRoute, RouteTable, RouteTarget } from '../ro
  *   page its `--default-backend-service` serves). Keeping the object (rather than deleting it)
  *   keeps the host claimed and lets `list` tell "suspended" from "missing".
  *
- * The controller owns these Ingresses whole: labels, annotations and spec are compared with what
- * it would write, and anything else (a hand edit) is replaced. TLS is left to the cluster (a
- * wildcard certificate as the ingress controller's default, for instance).
+ * Field ownership, as server-side apply would keep it: the table owns its labels, its annotation,
+ * the rules and (only when BLYTZ_INGRESS_CLASS sets one) the class. Only those are compared, and
+ * a write keeps everything else as it found it: a class the cluster's DefaultIngressClass
+ * admission filled in (on create only: a replace without it would drop it, and with it the
+ * route), annotations and labels of other tools (cert-manager, external-dns), `tls`. A hand edit
+ * of an owned field is put back. TLS is left to the cluster.
  *
  * Every API call goes through the `kubernetes` Guard; writes are not retried by it (a replace
  * carries the read resourceVersion, so a conflict surfaces and the next reconcile retries).
@@ -116,13 +119,54 @@ export class IngressRouteTable implements RouteTable {
 
   /** What is compared: the fields this table writes, as plain JSON, keyed by the route's `@id`. */
   routeJson(route: DesiredRoute): JsonObject {
-    return viewOf(this.manifest(route));
+    return this.#owned(this.manifest(route));
   }
 
   /** One list of our Ingresses, as the route sweep compares them (never "server missing"). */
   async snapshot(): Promise<RouteSnapshot> {
     const ingresses = await this.#list();
-    return { serverPresent: true, routes: ingresses.map(viewOf) };
+    return { serverPresent: true, routes: ingresses.map((i) => this.#owned(i)) };
+  }
+
+  /**
+   * The fields this table owns, as plain JSON keyed by the route's `@id` (the customer label), so
+   * the API server's own fields and other writers' never count as a difference.
+   */
+  #owned(ingress: V1Ingress): JsonObject {
+    const labels = ingress.metadata?.labels ?? {};
+    const customer = labels[CUSTOMER_LABEL];
+    const ownLabels = [MANAGED_BY_LABEL, CUSTOMER_LABEL, ...Object.keys(this.#extraLabels)];
+    const suspended = ingress.metadata?.annotations?.[SUSPENDED_ANNOTATION];
+    const plain = JSON.parse(
+      JSON.stringify({
+        labels: Object.fromEntries(Object.entries(labels).filter(([k]) => ownLabels.includes(k))),
+        annotations: suspended === undefined ? {} : { [SUSPENDED_ANNOTATION]: suspended },
+        spec: {
+          ...(this.#className ? { ingressClassName: ingress.spec?.ingressClassName } : {}),
+          rules: ingress.spec?.rules ?? [],
+          ...(ingress.spec?.defaultBackend ? { defaultBackend: ingress.spec.defaultBackend } : {}),
+        },
+      }),
+    ) as JsonObject;
+    return { ...(customer !== undefined ? { '@id': routeId(customer) } : {}), ...plain };
+  }
+
+  /** `body` written over `existing`: our fields from `body`, everything else as it was. */
+  #merged(existing: V1Ingress, body: V1Ingress): V1Ingress {
+    const annotations = { ...(existing.metadata?.annotations ?? {}), ...(body.metadata?.annotations ?? {}) };
+    if (body.metadata?.annotations?.[SUSPENDED_ANNOTATION] === undefined) delete annotations[SUSPENDED_ANNOTATION];
+    const spec = { ...(existing.spec ?? {}), rules: body.spec?.rules ?? [] };
+    delete spec.defaultBackend;
+    if (this.#className) spec.ingressClassName = this.#className;
+    return {
+      ...existing,
+      metadata: {
+        ...existing.metadata,
+        labels: { ...(existing.metadata?.labels ?? {}), ...(body.metadata?.labels ?? {}) },
+        annotations,
+      },
+      spec,
+    };
   }
 
   /** Ingresses have no catch-all route whose order could need repair. */
@@ -152,7 +196,8 @@ export class IngressRouteTable implements RouteTable {
   #targetOf(ingress: V1Ingress): ObservedRoute['target'] {
     const suspended = ingress.metadata?.annotations?.[SUSPENDED_ANNOTATION] === 'true';
     const rules = ingress.spec?.rules ?? [];
-    if (rules.length !== 1 || ingress.spec?.defaultBackend || (ingress.spec?.tls?.length ?? 0) > 0) return { kind: 'unknown' };
+    // (tls is the cluster's to add: it does not change where the host goes.)
+    if (rules.length !== 1 || ingress.spec?.defaultBackend) return { kind: 'unknown' };
     const paths = rules[0]?.http?.paths;
     if (suspended) return paths === undefined || paths.length === 0 ? { kind: 'suspended' } : { kind: 'unknown' };
     const path = paths?.length === 1 ? paths[0] : undefined;
@@ -178,9 +223,9 @@ export class IngressRouteTable implements RouteTable {
       await this.#guard('createIngress', () => this.#api.createNamespacedIngress({ namespace, body }), { retry: false });
       return 'created';
     }
-    if (canonicalJson(viewOf(existing)) === canonicalJson(viewOf(body))) return 'unchanged';
-    const resourceVersion = existing.metadata?.resourceVersion;
-    const next: V1Ingress = { ...body, metadata: { ...body.metadata, ...(resourceVersion ? { resourceVersion } : {}) } };
+    if (canonicalJson(this.#owned(existing)) === canonicalJson(this.#owned(body))) return 'unchanged';
+    // At the read resourceVersion (kept from `existing`): a conflict surfaces, the next reconcile retries.
+    const next = this.#merged(existing, body);
     try {
       await this.#guard('replaceIngress', () => this.#api.replaceNamespacedIngress({ name, namespace, body: next }), {
         retry: false,
@@ -237,21 +282,4 @@ export class IngressRouteTable implements RouteTable {
       this.#api.listNamespacedIngress({ namespace: this.#namespace, labelSelector: this.#selector(), limit: 1 }),
     );
   }
-}
-
-/**
- * An Ingress as plain JSON with only what this table writes (labels, annotations, spec), so the
- * API server's own fields (uid, status, timestamps) never count as a difference. `@id` is the
- * customer's route id (from the customer label), which is how the route sweep keys routes.
- */
-function viewOf(ingress: V1Ingress): JsonObject {
-  const customer = ingress.metadata?.labels?.[CUSTOMER_LABEL];
-  const plain = JSON.parse(
-    JSON.stringify({
-      labels: ingress.metadata?.labels ?? {},
-      annotations: ingress.metadata?.annotations ?? {},
-      spec: ingress.spec ?? {},
-    }),
-  ) as JsonObject;
-  return { ...(customer !== undefined ? { '@id': routeId(customer) } : {}), ...plain };
 }

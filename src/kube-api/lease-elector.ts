@@ -1,8 +1,8 @@
-import { CoordinationV1Api, type KubeConfig, type V1Lease } from '@kubernetes/client-node';
+import { CoordinationV1Api, V1MicroTime, type KubeConfig, type V1Lease } from '@kubernetes/client-node';
 import type { Leadership } from '../controller/leadership.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import { isConflict, isNotFound } from './client.js';
+import { isConflict, isNotFound, withSignal } from './client.js';
 
 /**
  * Leader election on a coordination.k8s.io/v1 Lease, as client-go's leaderelection does it, for
@@ -15,7 +15,9 @@ import { isConflict, isNotFound } from './client.js';
  *   only one wins, the other gets 409.
  * - The leader renews every retryPeriod. When no renewal succeeded within renewDeadline it stops
  *   leading at once (listeners hear it synchronously), before the lease can expire and a standby
- *   take over: renewDeadline < leaseDuration is the fencing margin.
+ *   take over: renewDeadline < leaseDuration is the fencing margin. That deadline is kept by a
+ *   timer, not by the next call's answer, and every call is aborted when its round's time is up:
+ *   a wedged connection to the API server cannot keep a replica leading.
  * - stop() releases the Lease (empty holder, 1 s duration), so a standby takes over within its
  *   retryPeriod instead of waiting out leaseDuration.
  *
@@ -52,6 +54,10 @@ export class LeaseElector implements Leadership {
   /** The last record seen (holder + renewTime + resourceVersion) and when, by our clock. */
   #observed: { key: string; at: number } | undefined;
   #lastRenew = 0;
+  /** The round in flight, aborted when its time is up. */
+  #attempt: AbortController | undefined;
+  /** Fires at the renew deadline of the last successful renewal. */
+  #deadline: NodeJS.Timeout | undefined;
 
   constructor(options: LeaseElectorOptions) {
     this.#o = options;
@@ -87,6 +93,8 @@ export class LeaseElector implements Leadership {
     if (!this.#running) return;
     this.#running = false;
     clearTimeout(this.#timer);
+    clearTimeout(this.#deadline);
+    this.#attempt?.abort(new Error('stopping'));
     await this.#cycle;
     const wasLeading = this.#leading;
     this.#setLeading(false);
@@ -96,43 +104,67 @@ export class LeaseElector implements Leadership {
 
   async #tick(): Promise<void> {
     if (!this.#running) return;
-    this.#cycle = this.#tryAcquireOrRenew()
+    // Every round is cut off: a leader's at its renew deadline (it must have stopped leading
+    // before the lease can expire for the others), a candidate's after a renew deadline too.
+    const attempt = new AbortController();
+    this.#attempt = attempt;
+    const limit = this.#leading ? Math.max(1, this.#lastRenew + this.#renewDeadlineMs - Date.now()) : this.#renewDeadlineMs;
+    const cutoff = setTimeout(() => attempt.abort(new Error(`no answer within ${limit} ms`)), limit);
+    this.#cycle = this.#tryAcquireOrRenew(attempt.signal)
       .then((held) => {
         if (!this.#running) return;
         if (held) {
           this.#lastRenew = Date.now();
           this.#setLeading(true);
+          this.#armDeadline();
         } else if (this.#leading && Date.now() - this.#lastRenew >= this.#renewDeadlineMs) {
-          this.#o.logger.warn(
-            { lease: this.name },
-            `could not renew the lease within ${this.#renewDeadlineMs} ms: stepping down`,
-          );
-          this.#setLeading(false);
+          this.#stepDown();
         }
       })
       .finally(() => {
+        clearTimeout(cutoff);
+        this.#attempt = undefined;
         if (this.#running) this.#timer = setTimeout(() => void this.#tick(), this.#retryPeriodMs);
       });
     await this.#cycle;
   }
 
+  /**
+   * Leadership ends at the renew deadline by the clock, whatever a call in flight is doing: a
+   * renewal that answers later (or never) cannot keep this replica leading past it.
+   */
+  #armDeadline(): void {
+    clearTimeout(this.#deadline);
+    this.#deadline = setTimeout(() => {
+      if (this.#leading && Date.now() - this.#lastRenew >= this.#renewDeadlineMs) this.#stepDown();
+    }, this.#renewDeadlineMs);
+  }
+
+  #stepDown(): void {
+    clearTimeout(this.#deadline);
+    this.#o.logger.warn({ lease: this.name }, `could not renew the lease within ${this.#renewDeadlineMs} ms: stepping down`);
+    this.#setLeading(false);
+    this.#attempt?.abort(new Error('stepped down'));
+  }
+
   /** One round; true when we hold the lease afterwards. Errors count as "not renewed". */
-  async #tryAcquireOrRenew(): Promise<boolean> {
+  async #tryAcquireOrRenew(signal: AbortSignal): Promise<boolean> {
+    const options = withSignal(signal);
     const namespace = this.#o.namespace;
     const now = new Date();
     let lease: V1Lease;
     try {
-      lease = await this.#api.readNamespacedLease({ name: this.name, namespace });
+      lease = await this.#api.readNamespacedLease({ name: this.name, namespace }, options);
     } catch (error) {
       if (!isNotFound(error)) {
         this.#o.logger.warn({ err: error, lease: this.name }, 'reading the lease failed');
         return false;
       }
       try {
-        await this.#api.createNamespacedLease({
-          namespace,
-          body: { metadata: { name: this.name, namespace }, spec: this.#spec(now, now, 0) },
-        });
+        await this.#api.createNamespacedLease(
+          { namespace, body: { metadata: { name: this.name, namespace }, spec: this.#spec(now, now, 0) } },
+          options,
+        );
         return true;
       } catch (createError) {
         if (!isConflict(createError)) this.#o.logger.warn({ err: createError, lease: this.name }, 'creating the lease failed');
@@ -149,11 +181,10 @@ export class LeaseElector implements Leadership {
     const transitions = (spec.leaseTransitions ?? 0) + (holder === this.identity ? 0 : 1);
     const acquired = holder === this.identity && spec.acquireTime ? new Date(spec.acquireTime) : now;
     try {
-      const updated = await this.#api.replaceNamespacedLease({
-        name: this.name,
-        namespace,
-        body: { ...lease, spec: this.#spec(acquired, now, transitions) },
-      });
+      const updated = await this.#api.replaceNamespacedLease(
+        { name: this.name, namespace, body: { ...lease, spec: this.#spec(acquired, now, transitions) } },
+        options,
+      );
       this.#observed = {
         key: `${this.identity}|${String(updated.spec?.renewTime ?? '')}|${updated.metadata?.resourceVersion ?? ''}`,
         at: Date.now(),
@@ -167,24 +198,32 @@ export class LeaseElector implements Leadership {
     }
   }
 
+  /**
+   * acquireTime and renewTime are MicroTime: kube-apiserver parses them with exactly six
+   * fractional digits and refuses a Date's three with a 400, so they go as V1MicroTime.
+   */
   #spec(acquireTime: Date, renewTime: Date, leaseTransitions: number): NonNullable<V1Lease['spec']> {
     return {
       holderIdentity: this.identity,
       leaseDurationSeconds: Math.ceil(this.#leaseDurationMs / 1000),
-      acquireTime,
-      renewTime,
+      acquireTime: new V1MicroTime(acquireTime.getTime()),
+      renewTime: new V1MicroTime(renewTime.getTime()),
       leaseTransitions,
     };
   }
 
   async #release(): Promise<void> {
-    const lease = await this.#api.readNamespacedLease({ name: this.name, namespace: this.#o.namespace });
+    const options = withSignal(AbortSignal.timeout(this.#renewDeadlineMs));
+    const lease = await this.#api.readNamespacedLease({ name: this.name, namespace: this.#o.namespace }, options);
     if (lease.spec?.holderIdentity !== this.identity) return;
-    await this.#api.replaceNamespacedLease({
-      name: this.name,
-      namespace: this.#o.namespace,
-      body: { ...lease, spec: { ...lease.spec, holderIdentity: '', leaseDurationSeconds: 1, renewTime: new Date() } },
-    });
+    await this.#api.replaceNamespacedLease(
+      {
+        name: this.name,
+        namespace: this.#o.namespace,
+        body: { ...lease, spec: { ...lease.spec, holderIdentity: '', leaseDurationSeconds: 1, renewTime: new V1MicroTime() } },
+      },
+      options,
+    );
     this.#o.logger.info({ lease: this.name }, 'released the lease');
   }
 
