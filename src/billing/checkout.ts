@@ -44,14 +44,16 @@ export interface StripeCheckoutOptions {
   publicUrl: string;
   guard?: Guard;
   /**
-   * How long a checkout can be paid (Stripe's `expires_at`; Stripe takes 30 min to 24 h). An
-   * unpaid signup holds a place against BLYTZ_MAX_CUSTOMERS this long. Default 30 min.
+   * How long a checkout can be paid (Stripe's `expires_at`; Stripe takes 30 min to 24 h after it
+   * creates the session). An unpaid signup holds a place against BLYTZ_MAX_CUSTOMERS this long.
+   * Default 32 min: Stripe's minimum plus room for the request's way there and clock skew.
    */
   sessionTtlSeconds?: number;
   now?: () => number;
 }
 
 export const MIN_CHECKOUT_TTL_SECONDS = 30 * 60;
+export const DEFAULT_CHECKOUT_TTL_SECONDS = 32 * 60;
 
 /** Creates subscription-mode Checkout Sessions (contract section 4). */
 export class StripeCheckout implements CheckoutCreator {
@@ -68,7 +70,7 @@ export class StripeCheckout implements CheckoutCreator {
     const statusPage = `${publicUrl}/status/${encodeURIComponent(request.name)}`;
     const token = request.accessToken === undefined ? '' : `token=${encodeURIComponent(request.accessToken)}&`;
     const metadata = { blytz_customer: request.name, blytz_uid: request.uid };
-    const ttl = Math.max(MIN_CHECKOUT_TTL_SECONDS, this.#options.sessionTtlSeconds ?? MIN_CHECKOUT_TTL_SECONDS);
+    const ttl = Math.max(MIN_CHECKOUT_TTL_SECONDS, this.#options.sessionTtlSeconds ?? DEFAULT_CHECKOUT_TTL_SECONDS);
     const now = Math.floor((this.#options.now ?? Date.now)() / 1000);
     const params: Stripe.Checkout.SessionCreateParams = {
       mode: 'subscription',

@@ -337,7 +337,7 @@ describe('unpaid signups are bounded', () => {
     expect(sameBot.body.error.message).toMatch(/bot already has a signup/);
     const retryAfter = Number(sameBot.headers.get('retry-after'));
     expect(retryAfter).toBeGreaterThan(0);
-    expect(retryAfter).toBeLessThanOrEqual(1800);
+    expect(retryAfter).toBeLessThanOrEqual(1920);
 
     expect((await from('198.51.100.7', signupBody(email(), { telegramBotToken: freshBot() }))).status).toBe(201);
     const third = await from('198.51.100.7', signupBody(email(), { telegramBotToken: freshBot() }));

@@ -175,8 +175,8 @@ describe('POST /api/signup', () => {
       subscription_data: { metadata: { blytz_customer: name } },
       success_url: `${PUBLIC_URL}/status/${name}?token=${accessToken}`,
       cancel_url: `${PUBLIC_URL}/status/${name}?token=${accessToken}&checkout=cancelled`,
-      // Unpaid signups hold capacity only as long as Stripe's shortest checkout (30 minutes).
-      expires_at: String(now / 1000 + 1800),
+      // Unpaid signups hold capacity about as long as Stripe's shortest checkout (30 minutes, plus 2 of margin).
+      expires_at: String(now / 1000 + 1920),
     });
     expect(request?.idempotencyKey).toMatch(new RegExp(`^blytz-signup-${name}-`));
 
