@@ -1,4 +1,4 @@
-/* global document, URL, URLSearchParams, location, CSS, fetch, setTimeout */
+/* global document, URL, URLSearchParams, location, CSS, fetch, setTimeout, setInterval, clearInterval */
 import { clearFieldErrors, readError, sentence, setFieldError } from './forms.js';
 
 // Follows GET /api/customers/:name/status every 2 s and shows the steps as they complete; once
