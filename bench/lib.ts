@@ -98,6 +98,9 @@ export const BENCH_LABEL = 'cloud.blytz.bench';
 export async function removeContainersByLabel(label: string, value: string, concurrency = 2): Promise<number> {
   const list = await docker.listContainers({ all: true, filters: { label: [`${label}=${value}`] } });
   await mapLimit(list, concurrency, (c) => docker.getContainer(c.Id).remove({ force: true }).catch(() => {}));
+  // Customers' own networks (runtime/docker/networks.ts) stay until removed.
+  const networks = await docker.listNetworks({ filters: { label: [`${label}=${value}`] } });
+  await mapLimit(networks, concurrency, (n) => docker.getNetwork(n.Id).remove().catch(() => {}));
   return list.length;
 }
 

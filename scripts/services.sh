@@ -3,7 +3,7 @@
 # PostgreSQL, a Docker engine, Caddy, plus the local customer stand-in image.
 # Idempotent: every step checks first and only acts when something is not already answering.
 #
-#   scripts/services.sh [postgres|docker|caddy|image|openclaw|tools|all]...
+#   scripts/services.sh [postgres|docker|isolation|caddy|image|openclaw|tools|all]...
 #
 # Needs root (it installs Debian packages and starts daemons).
 set -euo pipefail
@@ -98,6 +98,16 @@ start_docker() {
   log "Docker ready (storage driver $(docker info --format '{{.Driver}}' 2>/dev/null))"
 }
 
+# Tenant isolation between customer containers (docs/security.md): the engine above runs without
+# iptables, so nothing would stop one customer's container from reaching another's across the
+# host's routing. The ruleset matches customer networks by their bridge names (bz-*) and touches
+# nothing else on the machine; loading it again replaces only its own table.
+start_isolation() {
+  command -v nft >/dev/null || apt_install nftables
+  nft -f deploy/host/blytz-tenants.nft || die "could not load deploy/host/blytz-tenants.nft (a kernel without nf_tables?)"
+  log "tenant isolation ruleset loaded (nft table inet blytz_tenants)"
+}
+
 caddy_answers() { curl -fsS -o /dev/null "${CADDY_ADMIN_URL:-http://127.0.0.1:2019}/config/" 2>/dev/null; }
 
 start_caddy() {
@@ -140,12 +150,13 @@ targets=("$@")
 for t in "${targets[@]}"; do
   case "$t" in
     postgres) start_postgres ;;
-    docker) start_docker ;;
+    docker) start_docker; start_isolation ;;
+    isolation) start_isolation ;;
     caddy) start_caddy ;;
     image) build_image ;;
     openclaw) build_openclaw_image ;;
     tools) install_tools ;;
-    all) start_postgres; start_docker; start_caddy; build_image; build_openclaw_image; install_tools ;;
-    *) die "unknown target '$t' (postgres, docker, caddy, image, openclaw, tools, all)" ;;
+    all) start_postgres; start_docker; start_isolation; start_caddy; build_image; build_openclaw_image; install_tools ;;
+    *) die "unknown target '$t' (postgres, docker, isolation, caddy, image, openclaw, tools, all)" ;;
   esac
 done

@@ -130,6 +130,12 @@ const envSchema = z.object({
     .regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'must be a namespace name (DNS-1123 label)')
     .optional(),
   BLYTZ_DOCKER_EVENTS: booleanish.default(true),
+  // Docker: each customer gets a network of its own with a /28 from this range (tenant isolation,
+  // runtime/docker/networks.ts). Keep it clear of the host's other networks.
+  BLYTZ_DOCKER_NETWORK_POOL: z
+    .string()
+    .regex(/^(\d{1,3}\.){3}\d{1,3}\/(\d|1\d|2[0-8])$/, 'must be an IPv4 range like 10.199.0.0/16 (at most /28)')
+    .default('10.199.0.0/16'),
   // Where the signup site and status pages are reached (Checkout's success URL); default
   // `<scheme>://<base domain>`.
   BLYTZ_PUBLIC_URL: url.optional(),

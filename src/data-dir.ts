@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 // Secrets the operator did not set are generated once into the data directory, readable by the
@@ -13,6 +13,21 @@ import { join } from 'node:path';
 export function ensurePrivateDir(dir: string): void {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   if ((statSync(dir).mode & 0o077) !== 0) chmodSync(dir, 0o700);
+}
+
+/**
+ * Makes every file under `dir` 0600 and every folder 0700, without following symlinks. For
+ * trees written by code that does not take a mode (PGlite unpacks its database files 0666).
+ */
+export function tightenTree(dir: string): void {
+  const stat = lstatSync(dir, { throwIfNoEntry: false });
+  if (!stat || stat.isSymbolicLink()) return;
+  if (stat.isDirectory()) {
+    if ((stat.mode & 0o777) !== 0o700) chmodSync(dir, 0o700);
+    for (const entry of readdirSync(dir)) tightenTree(join(dir, entry));
+  } else if (stat.isFile() && (stat.mode & 0o777) !== 0o600) {
+    chmodSync(dir, 0o600);
+  }
 }
 
 export function readOrCreateSecretFile(path: string, generate: () => string): string {

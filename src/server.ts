@@ -1,5 +1,5 @@
 import type { AddressInfo } from 'node:net';
-import { createServer, type Server as HttpServer } from 'node:http';
+import type { Server as HttpServer } from 'node:http';
 import { hostname, totalmem } from 'node:os';
 import { StripeCheckout } from './billing/checkout.js';
 import { StripePriceCatalog } from './billing/price-catalog.js';
@@ -21,6 +21,7 @@ import { changeFeedSource } from './controller/change-feed-source.js';
 import { ensurePrivateDir, loadAdminToken, loadSecretKey, parsePreviousKeys } from './data-dir.js';
 import { adminApiRouter } from './http/admin-api.js';
 import { createHttpApp } from './http/app.js';
+import { createHttpServer } from './http/http-server.js';
 import { createCaddyAskRouter } from './http/caddy-ask.js';
 import { createModelUsageRouter } from './http/model-access-api.js';
 import { createPagesRouter } from './http/pages.js';
@@ -321,7 +322,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
           },
         }),
         createPairingApiRouter({
-          verifyAccessToken: (name, token) => billing.verifyAccessToken(name, token),
+          verifySession: (name, token) => billing.verifySession(name, token),
           approvePairing: pairingApprover(runtime, {
             timeoutMs: async (name) => pairingTimeoutMs(PLANS[(await store.get(name))?.spec.plan ?? 'personal']),
           }),
@@ -329,13 +330,14 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
           logger,
         }),
         createModelUsageRouter({
-          verifyAccessToken: (name, token) => billing.verifyAccessToken(name, token),
+          verifySession: (name, token) => billing.verifySession(name, token),
           usage: (name) => models.usage(name),
         }),
         createPagesRouter({ pricing }),
         adminApiRouter({
           store,
           adminToken,
+          rateLimits,
           reconcileNow: (name) => controller.reconcileNow(name),
           config,
           checks: caddyRoutes
@@ -365,11 +367,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         }),
       ],
     });
-    const http = createServer(app);
-    // Slow or stuck clients cannot hold sockets forever.
-    http.requestTimeout = 30_000;
-    http.headersTimeout = 10_000;
-    http.keepAliveTimeout = 5_000;
+    // Header and body timeouts, enforced at their values (see http/http-server.ts).
+    const http = createHttpServer(app);
     await listen(http, config.PORT, config.HOST);
     stoppers.unshift(() => closeHttp(http));
 

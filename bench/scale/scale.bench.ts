@@ -156,6 +156,11 @@ it(`scale: controller RSS and CPU with up to ${TARGET} idle customer containers`
         .remove({ force: true, abortSignal: AbortSignal.timeout(60_000) })
         .catch(() => {}),
     );
+    for (const n of await docker.listNetworks({ filters: { label: [`cloud.blytz.instance=${served.instance}`] } }))
+      await docker
+        .getNetwork(n.Id)
+        .remove()
+        .catch(() => {});
     await served.stop();
     await db.drop();
   }

@@ -4,12 +4,21 @@ import { DependencyError, unguarded, type Guard } from '../resilience/guard.js';
 export interface CheckoutRequest {
   /** The customer's name: client_reference_id and metadata.blytz_customer, so events find it. */
   name: string;
+  /** The customer incarnation paid for: metadata.blytz_uid, so only it is activated. */
+  uid: string;
   email: string;
-  /** Goes into success_url so the buyer lands on their own status page. */
-  accessToken: string;
+  /**
+   * Goes into success_url (and cancel_url) so the buyer lands on their own status page, where it
+   * is exchanged for a session once. Absent when the buyer already has a session (a resumed
+   * checkout): the page then needs no token.
+   */
+  accessToken?: string | undefined;
   /** The same for retries of one signup attempt, different for the next attempt. */
   idempotencyKey: string;
 }
+
+/** What became of a session asked to expire. */
+export type ExpireOutcome = 'expired' | 'complete';
 
 export interface CheckoutSession {
   id: string;
@@ -20,6 +29,11 @@ export interface CheckoutSession {
 
 export interface CheckoutCreator {
   createSession(request: CheckoutRequest): Promise<CheckoutSession>;
+  /**
+   * Makes an open session unpayable (before its signup is replaced or re-offered). `complete`
+   * when it was paid already: the caller must not replace what was paid for.
+   */
+  expireSession(id: string): Promise<ExpireOutcome>;
 }
 
 export interface StripeCheckoutOptions {
@@ -29,7 +43,17 @@ export interface StripeCheckoutOptions {
   /** Where the signup site is served, e.g. https://blytz.localhost */
   publicUrl: string;
   guard?: Guard;
+  /**
+   * How long a checkout can be paid (Stripe's `expires_at`; Stripe takes 30 min to 24 h after it
+   * creates the session). An unpaid signup holds a place against BLYTZ_MAX_CUSTOMERS this long.
+   * Default 32 min: Stripe's minimum plus room for the request's way there and clock skew.
+   */
+  sessionTtlSeconds?: number;
+  now?: () => number;
 }
+
+export const MIN_CHECKOUT_TTL_SECONDS = 30 * 60;
+export const DEFAULT_CHECKOUT_TTL_SECONDS = 32 * 60;
 
 /** Creates subscription-mode Checkout Sessions (contract section 4). */
 export class StripeCheckout implements CheckoutCreator {
@@ -43,16 +67,23 @@ export class StripeCheckout implements CheckoutCreator {
 
   async createSession(request: CheckoutRequest): Promise<CheckoutSession> {
     const { stripe, priceId, publicUrl } = this.#options;
-    const name = encodeURIComponent(request.name);
+    const statusPage = `${publicUrl}/status/${encodeURIComponent(request.name)}`;
+    const token = request.accessToken === undefined ? '' : `token=${encodeURIComponent(request.accessToken)}&`;
+    const metadata = { blytz_customer: request.name, blytz_uid: request.uid };
+    const ttl = Math.max(MIN_CHECKOUT_TTL_SECONDS, this.#options.sessionTtlSeconds ?? DEFAULT_CHECKOUT_TTL_SECONDS);
+    const now = Math.floor((this.#options.now ?? Date.now)() / 1000);
     const params: Stripe.Checkout.SessionCreateParams = {
       mode: 'subscription',
       line_items: [{ price: priceId, quantity: 1 }],
       customer_email: request.email,
       client_reference_id: request.name,
-      metadata: { blytz_customer: request.name },
-      subscription_data: { metadata: { blytz_customer: request.name } },
-      success_url: `${publicUrl}/status/${name}?token=${encodeURIComponent(request.accessToken)}`,
-      cancel_url: `${publicUrl}/?checkout=cancelled`,
+      metadata,
+      subscription_data: { metadata },
+      // Unpaid signups hold capacity; Stripe's default (24 h) would let a flood of them hold it all day.
+      expires_at: now + ttl,
+      success_url: `${statusPage}${token ? `?${token.slice(0, -1)}` : ''}`,
+      // Back out of the payment: the buyer's status page, which offers to continue or change it.
+      cancel_url: `${statusPage}?${token}checkout=cancelled`,
     };
     let session: Stripe.Checkout.Session;
     try {
@@ -71,6 +102,19 @@ export class StripeCheckout implements CheckoutCreator {
       url: session.url,
       expiresAt: typeof session.expires_at === 'number' ? session.expires_at : undefined,
     };
+  }
+
+  async expireSession(id: string): Promise<ExpireOutcome> {
+    const { stripe } = this.#options;
+    try {
+      const session = await this.#guard('retrieveCheckoutSession', () => stripe.checkout.sessions.retrieve(id));
+      if (session.status === 'complete') return 'complete';
+      if (session.status === 'expired') return 'expired';
+      const expired = await this.#guard('expireCheckoutSession', () => stripe.checkout.sessions.expire(id));
+      return expired.status === 'complete' ? 'complete' : 'expired';
+    } catch (error) {
+      throw new DependencyError('stripe', 'expireCheckoutSession', describeStripeError(error));
+    }
   }
 }
 

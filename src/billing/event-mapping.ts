@@ -5,6 +5,11 @@ import type { DesiredState } from '../domain/customer.js';
  * what an event says, `decide` works out what it does to one customer's billing record. The
  * webhook store runs both inside the transaction that records the event id.
  *
+ * Binding: a Stripe object carries the uid of the customer incarnation it was made for
+ * (`metadata.blytz_uid`). An event is applied to a customer only when it is bound to that very
+ * incarnation (its uid, its subscription or its checkout session): a name held again later (a
+ * lapsed signup's, a purged customer's) never receives what was paid for by its previous holder.
+ *
  * Ordering: Stripe delivers late, twice and out of order. Every event that speaks about a
  * subscription's standing carries Stripe's `created` time; an event older than the last one
  * applied to the customer is recorded as stale and changes nothing. The time survives a
@@ -23,6 +28,8 @@ export interface StripeEventLike {
 export interface CustomerRef {
   /** Our customer name, from `client_reference_id` or `metadata.blytz_customer`. */
   name?: string;
+  /** The customer incarnation the object was made for, from `metadata.blytz_uid`. */
+  uid?: string;
   subscriptionId?: string;
   stripeCustomerId?: string;
   checkoutSessionId?: string;
@@ -121,6 +128,8 @@ export function mapStripeEvent(event: StripeEventLike): BillingIntent {
 
 /** One customer's billing columns, as the decision sees them. */
 export interface BillingRecord {
+  /** The incarnation's uid (see "Binding" above). */
+  uid: string;
   state: DesiredState;
   /** True when billing (not an operator) suspended the customer. */
   billingSuspended: boolean;
@@ -134,7 +143,7 @@ export interface BillingRecord {
   pendingExpiresAt: number | null;
 }
 
-export type DecisionOutcome = 'applied' | 'unchanged' | 'stale' | 'foreign_subscription' | 'ignored';
+export type DecisionOutcome = 'applied' | 'unchanged' | 'stale' | 'foreign_subscription' | 'foreign_signup' | 'ignored';
 
 export interface CustomerEventNote {
   type: 'Normal' | 'Warning';
@@ -159,6 +168,17 @@ export interface Decision {
  */
 export function decide(record: BillingRecord, intent: BillingIntent, created: number): Decision {
   if (intent.kind === 'ignored') return { outcome: 'ignored', next: record };
+  if (!isBound(record, intent.ref)) {
+    return {
+      outcome: 'foreign_signup',
+      next: record,
+      note: {
+        type: 'Warning',
+        reason: 'ForeignSignup',
+        message: `Stripe event ignored: it belongs to an earlier signup under this name${intent.ref.uid ? ` (uid ${intent.ref.uid})` : ''}, not to this customer`,
+      },
+    };
+  }
   const subscriptionId = intent.ref.subscriptionId;
   if (subscriptionId && record.stripeSubscriptionId && subscriptionId !== record.stripeSubscriptionId) {
     return {
@@ -252,6 +272,15 @@ export function decide(record: BillingRecord, intent: BillingIntent, created: nu
   return result(record, next, note);
 }
 
+/** Whether the event's object was made for this incarnation of the customer (see "Binding"). */
+export function isBound(record: BillingRecord, ref: CustomerRef): boolean {
+  return (
+    ref.uid === record.uid ||
+    (ref.subscriptionId !== undefined && ref.subscriptionId === record.stripeSubscriptionId) ||
+    (ref.checkoutSessionId !== undefined && ref.checkoutSessionId === record.stripeCheckoutSessionId)
+  );
+}
+
 function activate(r: BillingRecord): BillingRecord {
   if (r.state === 'cancelled') return r;
   if (r.state === 'suspended' && !r.billingSuspended) return r;
@@ -295,6 +324,7 @@ function checkoutRef(session: Record<string, unknown>): CustomerRef {
   const metadata = asRecord(session['metadata']);
   return compact({
     name: str(session['client_reference_id']) ?? str(metadata?.['blytz_customer']),
+    uid: str(metadata?.['blytz_uid']),
     checkoutSessionId: str(session['id']),
     stripeCustomerId: idOf(session['customer']),
     subscriptionId: idOf(session['subscription']),
@@ -304,6 +334,7 @@ function checkoutRef(session: Record<string, unknown>): CustomerRef {
 function subscriptionRef(subscription: Record<string, unknown>): CustomerRef {
   return compact({
     name: str(asRecord(subscription['metadata'])?.['blytz_customer']),
+    uid: str(asRecord(subscription['metadata'])?.['blytz_uid']),
     subscriptionId: str(subscription['id']),
     stripeCustomerId: idOf(subscription['customer']),
   });
@@ -312,10 +343,10 @@ function subscriptionRef(subscription: Record<string, unknown>): CustomerRef {
 function invoiceRef(invoice: Record<string, unknown>): CustomerRef {
   // API 2025-03 and later: parent.subscription_details; older versions: invoice.subscription.
   const details = asRecord(asRecord(invoice['parent'])?.['subscription_details']);
+  const metadata = asRecord(details?.['metadata']) ?? asRecord(asRecord(invoice['subscription_details'])?.['metadata']);
   return compact({
-    name:
-      str(asRecord(details?.['metadata'])?.['blytz_customer']) ??
-      str(asRecord(asRecord(invoice['subscription_details'])?.['metadata'])?.['blytz_customer']),
+    name: str(metadata?.['blytz_customer']),
+    uid: str(metadata?.['blytz_uid']),
     subscriptionId: idOf(details?.['subscription']) ?? idOf(invoice['subscription']),
     stripeCustomerId: idOf(invoice['customer']),
   });

@@ -1,4 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { localUrl, secretFromEnv } from '../config.js';
 import { adminTokenFile } from '../data-dir.js';
 import type { BillingInfo, CustomerSpecView, CustomerStatus, FieldError } from '../domain/customer.js';
@@ -107,23 +108,50 @@ export class ServerUnreachableError extends CliError {
 export interface ConnectionOptions {
   server?: string | undefined;
   token?: string | undefined;
+  /** `--allow-plain-http`: send the token over http:// to a server that is not on this machine. */
+  allowPlainHttp?: boolean | undefined;
 }
 
-/** `--server`, else the default; `--token`, else BLYTZ_ADMIN_TOKEN (or _FILE), else the data directory's file. */
+/**
+ * `--server`, else the default; `--token`, else BLYTZ_ADMIN_TOKEN (or _FILE), else the data
+ * directory's file. The admin token opens every customer's settings: it is sent in the clear
+ * only to this machine's loopback, unless the operator says the path is safe (an SSH tunnel, a
+ * private network) with `--allow-plain-http`.
+ */
 export function resolveConnection(
   options: ConnectionOptions,
   env: NodeJS.ProcessEnv = process.env,
 ): { server: string; token: string | undefined } {
   const server = (options.server ?? defaultServer(env)).replace(/\/+$/, '');
   if (!/^https?:\/\/[^/]+/.test(server)) throw new CliError(`--server must be an http(s) URL, not "${server}"`, 2);
-  if (options.token) return { server, token: options.token };
+  const token = resolveToken(options, env);
+  if (token !== undefined && !options.allowPlainHttp && sendsInTheClear(server)) {
+    throw new CliError(
+      `refusing to send the admin token over plain HTTP to ${new URL(server).host}, where anyone on the way can read it: use an https:// server URL, or pass --allow-plain-http if the path is private (an SSH tunnel, a private network)`,
+      2,
+    );
+  }
+  return { server, token };
+}
+
+function resolveToken(options: ConnectionOptions, env: NodeJS.ProcessEnv): string | undefined {
+  if (options.token) return options.token;
   const fromEnv = secretFromEnv(env, 'BLYTZ_ADMIN_TOKEN');
   if (fromEnv.problem) throw new CliError(fromEnv.problem, 2);
-  if (fromEnv.value) return { server, token: fromEnv.value };
+  if (fromEnv.value) return fromEnv.value;
   // Read only: generating a token is the server's job, a fresh one here would never match.
   const file = adminTokenFile(env['BLYTZ_DATA_DIR'] || './data');
-  if (existsSync(file)) return { server, token: readFileSync(file, 'utf8').trim() };
-  return { server, token: undefined };
+  if (existsSync(file)) return readFileSync(file, 'utf8').trim();
+  return undefined;
+}
+
+/** An http:// URL whose host is not this machine's loopback (127.0.0.0/8, ::1, localhost). */
+export function sendsInTheClear(server: string): boolean {
+  const url = new URL(server);
+  if (url.protocol !== 'http:') return false;
+  const host = url.hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  if (host === 'localhost' || host.endsWith('.localhost') || host === '::1') return false;
+  return !(isIP(host) === 4 && host.startsWith('127.'));
 }
 
 export class AdminClient {

@@ -21,8 +21,8 @@ export function registerRolloutVerb(program: Command): void {
       if (!(ACTIONS as readonly string[]).includes(action)) {
         throw new UsageError(`unknown rollout action "${action}": use ${ACTIONS.join(', ')}`);
       }
-      const globals = cmd.optsWithGlobals<{ server?: string; token?: string }>();
-      const client = AdminClient.from({ server: globals.server, token: globals.token });
+      const globals = cmd.optsWithGlobals<{ server?: string; token?: string; allowPlainHttp?: boolean }>();
+      const client = AdminClient.from({ server: globals.server, token: globals.token, allowPlainHttp: globals.allowPlainHttp });
       let items: RolloutView[];
       if ((action as Action) === 'status') {
         items = await client.rollouts<RolloutView>();

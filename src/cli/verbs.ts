@@ -23,7 +23,8 @@ const STATE_RETRIES = 3;
 export function registerVerbs(program: Command): void {
   program
     .option('--server <url>', 'admin API of the blytz server (default http://127.0.0.1:8080, or $HOST:$PORT when set)')
-    .option('--token <token>', 'admin token (default $BLYTZ_ADMIN_TOKEN, else $BLYTZ_DATA_DIR/admin-token)');
+    .option('--token <token>', 'admin token (default $BLYTZ_ADMIN_TOKEN, else $BLYTZ_DATA_DIR/admin-token)')
+    .option('--allow-plain-http', 'send the token over http:// to a server that is not on this machine (an SSH tunnel, a private network)');
 
   program
     .command('apply')
@@ -182,8 +183,8 @@ function checkResource(resource: string): void {
 }
 
 function clientOf(cmd: Command): AdminClient {
-  const globals = cmd.optsWithGlobals<{ server?: string; token?: string }>();
-  return AdminClient.from({ server: globals.server, token: globals.token });
+  const globals = cmd.optsWithGlobals<{ server?: string; token?: string; allowPlainHttp?: boolean }>();
+  return AdminClient.from({ server: globals.server, token: globals.token, allowPlainHttp: globals.allowPlainHttp });
 }
 
 function write(text: string): void {

@@ -34,6 +34,16 @@ export function disambiguatedName(email: string): string {
   return `${trimToLength(nameFromEmail(email), MAX_NAME_LENGTH - suffix.length)}${suffix}`;
 }
 
+/**
+ * A further name for an email whose own names are held (by its cancelled customer, kept until
+ * purged, or by its other signup): the email's name cut short plus `-<suffix>`. The caller
+ * picks the suffix (random), so this stays pure.
+ */
+export function suffixedName(email: string, suffix: string): string {
+  if (!/^[a-z0-9]{1,12}$/.test(suffix)) throw new Error(`name suffix ${JSON.stringify(suffix)} must be 1-12 of [a-z0-9]`);
+  return `${trimToLength(nameFromEmail(email), MAX_NAME_LENGTH - suffix.length - 1)}-${suffix}`;
+}
+
 function trimToLength(name: string, max: number): string {
   return name.slice(0, max).replace(/-+$/g, '');
 }

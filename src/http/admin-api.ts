@@ -10,6 +10,7 @@ import {
   type ModelAccessApi,
   type ModelGatewayConfig,
 } from './model-access-api.js';
+import { failureBudget, RATE_LIMITS, type FailureBudget, type RateLimit, type RateLimitBackend } from './rate-limit.js';
 import { registerRolloutRoutes, type RolloutApi } from './rollout-api.js';
 
 /**
@@ -58,6 +59,13 @@ export interface AdminApiDeps {
   rollouts?: RolloutApi | undefined;
   /** When given, `.../customers/:name/model-usage` and `.../model-key/rotate` (included model access). */
   modelAccess?: ModelAccessApi | undefined;
+  /**
+   * When given, failed authentications are counted per client and, past the budget, the client
+   * is refused (429) for the rest of the window, the right token included: the token cannot be
+   * guessed at the speed of the server.
+   */
+  rateLimits?: RateLimitBackend | undefined;
+  authFailureLimit?: RateLimit;
 }
 
 export type StatusReason =
@@ -69,6 +77,7 @@ export type StatusReason =
   | 'BadRequest'
   | 'UnsupportedMediaType'
   | 'RequestEntityTooLarge'
+  | 'TooManyRequests'
   | 'ServiceUnavailable'
   | 'InternalError';
 
@@ -113,9 +122,12 @@ export class StatusError extends Error {
 export function adminApiRouter(deps: AdminApiDeps): Router {
   const router = Router();
   // Only this prefix is guarded: the app mounts every router at the root.
+  const failures = deps.rateLimits
+    ? failureBudget({ ...(deps.authFailureLimit ?? RATE_LIMITS.adminFailures), backend: deps.rateLimits, name: 'admin-auth' })
+    : undefined;
   router.use(
     ADMIN_API_PREFIX,
-    bearerAuth(deps.adminToken),
+    bearerAuth(deps.adminToken, failures),
     express.json({ limit: ADMIN_BODY_LIMIT, type: ['application/json', 'application/*+json'] }),
   );
 
@@ -298,15 +310,22 @@ function notFound(name: string): StatusError {
 }
 
 /** Constant-time comparison of equal-length digests, so neither timing nor length leaks the token. */
-function bearerAuth(adminToken: string): RequestHandler {
+function bearerAuth(adminToken: string, failures: FailureBudget | undefined): RequestHandler {
   const expected = createHash('sha256').update(adminToken).digest();
-  return (req, res, next) => {
+  return async (req, res, next) => {
+    const refused = await failures?.refusal(req);
+    if (refused) {
+      res.set(refused.headers);
+      sendStatus(res, new StatusError(429, 'TooManyRequests', `${refused.message} (failed authentications)`));
+      return;
+    }
     const header = req.get('authorization') ?? '';
     const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
     const given = createHash('sha256')
       .update(match?.[1] ?? '')
       .digest();
     if (!match || !timingSafeEqual(given, expected)) {
+      await failures?.fail(req);
       res.set('WWW-Authenticate', 'Bearer realm="blytz"');
       sendStatus(
         res,

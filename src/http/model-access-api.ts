@@ -2,6 +2,7 @@ import { Router } from 'express';
 import type { Config } from '../config.js';
 import { isDns1123Label } from '../domain/naming.js';
 import { customerUsageView, type ModelUsageView } from '../models/usage-view.js';
+import { sessionToken } from './session.js';
 import { HttpError } from './errors.js';
 
 /**
@@ -73,7 +74,8 @@ export function modelGatewayCheck(config: ModelGatewayConfig): { name: string; s
 }
 
 export interface ModelUsageRouterDeps {
-  verifyAccessToken(name: string, token: string): Promise<boolean>;
+  /** BillingStore.verifySession: the session (cookie or Bearer) is a live one of this customer. */
+  verifySession(name: string, sessionToken: string): Promise<boolean>;
   usage: ModelAccessApi['usage'];
 }
 
@@ -82,17 +84,11 @@ export function createModelUsageRouter(deps: ModelUsageRouterDeps): Router {
   router.get(`/api/customers/:name${MODEL_USAGE_SUBPATH}`, async (req, res) => {
     res.set('Cache-Control', 'no-store');
     const name = req.params['name'] ?? '';
-    const token = accessToken(req.get('authorization'), req.query['token']);
-    const ok = isDns1123Label(name) && token !== undefined && (await deps.verifyAccessToken(name, token));
+    const token = sessionToken(req);
+    const ok = isDns1123Label(name) && token !== undefined && (await deps.verifySession(name, token));
     const view = ok ? await deps.usage(name) : undefined;
-    if (!view) throw new HttpError(404, 'not_found', 'no such customer, or the access token is wrong');
+    if (!view) throw new HttpError(404, 'not_found', 'no such customer, or the session is not theirs');
     res.json(customerUsageView(view));
   });
   return router;
-}
-
-function accessToken(header: string | undefined, query: unknown): string | undefined {
-  const bearer = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
-  if (bearer) return bearer[1];
-  return typeof query === 'string' && query.length > 0 && query.length <= 200 ? query : undefined;
 }

@@ -272,6 +272,14 @@ function statusPage(options: { name: string }): SafeHtml {
 <p class="lead" id="summary" role="status">Checking on your assistant…</p>
 <p>Status: <strong id="phase">Loading</strong></p>
 <div id="billing-warning" class="notice" role="status" hidden></div>
+<p id="checkout-cancelled" class="notice" role="status" hidden>The payment was cancelled and nothing was charged.</p>
+<section id="resume" hidden aria-labelledby="resume-title">
+  <h2 id="resume-title">Payment</h2>
+  <p>Your signup is waiting for payment.</p>
+  <p><button type="button" id="resume-checkout">Continue to payment</button></p>
+  <p class="error" id="resume-error" role="alert"></p>
+  <p>To change what you entered, <a href="/configure">sign up again</a> in this browser: it replaces this signup.</p>
+</section>
 <section id="problem" class="alert" tabindex="-1" hidden aria-labelledby="problem-title">
   <h2 id="problem-title"></h2>
   <p id="problem-text"></p>

@@ -1,21 +1,23 @@
-import express, { Router, type Request } from 'express';
+import express, { Router } from 'express';
 import { PAIRING_CODE, type ApprovePairing, type PairingOutcome } from '../controller/customer/pairing.js';
 import { isDns1123Label } from '../domain/naming.js';
 import type { Logger } from '../observability/logger.js';
 import { DependencyError } from '../resilience/guard.js';
 import { HttpError } from './errors.js';
 import { RATE_LIMITS, rateLimit, type RateLimit, type RateLimitBackend } from './rate-limit.js';
+import { sessionToken } from './session.js';
 
 /**
  * `POST /api/customers/:name/pairing` (contract section 3.1): the customer approves the Telegram
- * pairing code their assistant sent them. The access token from signup proves who they are; the
+ * pairing code their assistant sent them. Their session (opened with the access token from
+ * signup: a cookie, or a bearer token) proves who they are; the
  * approval itself runs inside their container through the injected `approvePairing`, so this
  * module knows nothing about Docker or Kubernetes.
  */
 
 export interface PairingApiDeps {
-  /** BillingStore.verifyAccessToken: the token's hash matches the customer's. */
-  verifyAccessToken(name: string, token: string): Promise<boolean>;
+  /** BillingStore.verifySession: the session is a live one of this customer. */
+  verifySession(name: string, sessionToken: string): Promise<boolean>;
   approvePairing: ApprovePairing;
   rateLimits: RateLimitBackend;
   logger: Logger;
@@ -33,10 +35,10 @@ export function createPairingApiRouter(deps: PairingApiDeps): Router {
       res.set('Cache-Control', 'no-store');
       const param = req.params['name'];
       const name = typeof param === 'string' ? param : '';
-      const token = accessToken(req);
-      const known = isDns1123Label(name) && token !== undefined && (await deps.verifyAccessToken(name, token));
-      // Token first, then the code: without the token a caller learns nothing, not even the code rules.
-      if (!known) throw new HttpError(404, 'not_found', 'no such customer, or the access token is wrong');
+      const token = sessionToken(req);
+      const known = isDns1123Label(name) && token !== undefined && (await deps.verifySession(name, token));
+      // Session first, then the code: without it a caller learns nothing, not even the code rules.
+      if (!known) throw new HttpError(404, 'not_found', 'no such customer, or the session is not valid');
       const code = parseCode(req.body);
 
       let result: PairingOutcome;
@@ -107,11 +109,4 @@ function rethrowRuntimeError(error: unknown, logger: Logger, customer: string): 
     );
   }
   throw error;
-}
-
-function accessToken(req: Request): string | undefined {
-  const bearer = req.get('authorization')?.match(/^Bearer\s+(\S{1,200})$/i)?.[1];
-  if (bearer) return bearer;
-  const query = req.query['token'];
-  return typeof query === 'string' && query.length > 0 && query.length <= 200 ? query : undefined;
 }

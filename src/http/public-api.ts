@@ -1,6 +1,7 @@
 import express, { Router, type Request } from 'express';
 import { z } from 'zod';
-import type { CheckoutCreator } from '../billing/checkout.js';
+import { randomUUID } from 'node:crypto';
+import type { CheckoutCreator, CheckoutRequest } from '../billing/checkout.js';
 import {
   botTokenSchema,
   fieldErrors,
@@ -15,18 +16,26 @@ import { DependencyError } from '../resilience/guard.js';
 import {
   CapacityError,
   EmailTakenError,
+  PendingLimitError,
   type BillingStore,
   type CustomerStatusRecord,
-  type SignupReservation,
+  type PendingSignupRef,
 } from '../store/billing-store.js';
+import { ConflictError } from '../store/errors.js';
 import { InvalidBotTokenError, type BotTokenVerifier } from '../telegram/telegram-client.js';
 import { HttpError } from './errors.js';
-import { RATE_LIMITS, rateLimit, type RateLimit, type RateLimitBackend } from './rate-limit.js';
+import { failureBudget, RATE_LIMITS, rateLimit, requestClientKey, type RateLimit, type RateLimitBackend } from './rate-limit.js';
+import { clearSessionCookie, sessionToken, setSessionCookie } from './session.js';
 
 /**
- * The customer-facing API (contract section 3.1): signup and the status a customer follows with
- * the access token they got at signup. Writers only: a signup writes a pending customer and asks
- * Stripe for a checkout; the controller takes it from there once the webhook says "paid".
+ * The customer-facing API (contract section 3.1): signup, the exchange of the single-use access
+ * token for a session, the status a customer follows with that session, and resuming an unpaid
+ * checkout. Writers only: a signup writes a pending customer and asks Stripe for a checkout; the
+ * controller takes it from there once the webhook says "paid".
+ *
+ * Ownership: a signup never changes another one. A repeated signup for the same email starts a
+ * signup of its own, unless it carries a session of the earlier (unpaid) one, which proves it
+ * is the same person: then the earlier checkout is expired at Stripe and the signup replaced.
  */
 
 export interface PublicApiDeps {
@@ -38,7 +47,7 @@ export interface PublicApiDeps {
   /** Where the signup site and status pages are served, e.g. https://blytz.localhost */
   publicUrl: string;
   logger: Logger;
-  limits?: { signup?: RateLimit };
+  limits?: { signup?: RateLimit; status?: RateLimit; statusFailures?: RateLimit; sessionFailures?: RateLimit };
 }
 
 // 5,000 characters of instructions are at most 20 KB of UTF-8; the rest is small.
@@ -71,37 +80,55 @@ export type SignupBody = z.output<typeof signupSchema>;
 
 export function createPublicApiRouter(deps: PublicApiDeps): Router {
   const router = Router();
-  const signupLimit = deps.limits?.signup ?? RATE_LIMITS.signup;
+  const limits = { ...RATE_LIMITS, ...deps.limits };
+  const statusFailures = failureBudget({ ...limits.statusFailures, backend: deps.rateLimits, name: 'status-failures', logger: deps.logger });
+  const sessionFailures = failureBudget({
+    ...limits.sessionFailures,
+    backend: deps.rateLimits,
+    name: 'session-failures',
+    logger: deps.logger,
+  });
+  const secureCookie = deps.publicUrl.startsWith('https:');
 
   router.post(
     '/api/signup',
-    rateLimit({ ...signupLimit, backend: deps.rateLimits, name: 'signup', logger: deps.logger }),
+    rateLimit({ ...limits.signup, backend: deps.rateLimits, name: 'signup', logger: deps.logger }),
     express.json({ limit: SIGNUP_BODY_LIMIT }),
     async (req, res) => {
       const body = parseSignup(req.body);
-      if (!deps.checkout) {
-        throw new HttpError(
-          503,
-          'stripe_not_configured',
-          'signups are closed: payments are not configured on this server (STRIPE_SECRET_KEY, STRIPE_PRICE_ID)',
-        );
-      }
+      const checkout = requireCheckout(deps);
       const bot = await deps.telegram.getMe(body.telegramBotToken).catch(rethrowAsHttp);
+      // A session of an unpaid signup with this email proves the same person: replace it.
+      const proof = sessionToken(req);
+      const replacing = proof ? await deps.store.ownPendingSignup(proof, { email: body.email }).catch(rethrowAsHttp) : undefined;
+      if (replacing) await expireOrRefuse(checkout, replacing);
       const reservation = await deps.store
-        .reserveSignup({
-          email: body.email,
-          displayName: body.name,
-          instructions: body.instructions,
-          plan: body.plan ?? 'personal',
-          telegramBotToken: body.telegramBotToken,
-          telegramBotUsername: bot.username,
-          modelProvider: body.modelProvider,
-          modelApiKey: body.modelApiKey,
-        })
+        .reserveSignup(
+          {
+            email: body.email,
+            displayName: body.name,
+            instructions: body.instructions,
+            plan: body.plan ?? 'personal',
+            telegramBotToken: body.telegramBotToken,
+            telegramBotUsername: bot.username,
+            modelProvider: body.modelProvider,
+            modelApiKey: body.modelApiKey,
+            client: requestClientKey(req),
+          },
+          replacing,
+        )
         .catch(rethrowAsHttp);
-      const session = await createCheckout(deps, reservation, body.email);
+      const session = await createCheckout(deps, checkout, {
+        name: reservation.name,
+        uid: reservation.uid,
+        email: body.email,
+        accessToken: reservation.accessToken,
+        idempotencyKey: `blytz-signup-${reservation.name}-${reservation.attempt}`,
+      });
       await deps.store.attachCheckout(reservation, session).catch(rethrowAsHttp);
-      deps.logger.info({ customer: reservation.name, created: reservation.created }, 'signup: checkout created');
+      deps.logger.info({ customer: reservation.name, replaced: replacing !== undefined }, 'signup: checkout created');
+      // The replaced signup's session belonged to its old incarnation and opens nothing now.
+      if (replacing) clearSessionCookie(res, secureCookie);
       res.status(201).json({
         customerId: reservation.name,
         checkoutUrl: session.url,
@@ -110,18 +137,96 @@ export function createPublicApiRouter(deps: PublicApiDeps): Router {
     },
   );
 
-  router.get('/api/customers/:name/status', async (req, res) => {
-    // The token is in the URL for links; keep it out of caches.
+  // The link a customer follows (Stripe's success and cancel URLs, the signup's statusUrl): the
+  // single-use access token becomes a session cookie, then the page is shown without the token.
+  router.get('/status/:name', sessionFailures.check, async (req, res, next) => {
+    const token = req.query['token'];
+    if (typeof token !== 'string') {
+      next();
+      return;
+    }
     res.set('Cache-Control', 'no-store');
-    const name = req.params['name'] ?? '';
-    const token = accessToken(req);
-    const record = isDns1123Label(name) && token ? await deps.store.statusFor(name, token).catch(rethrowAsHttp) : undefined;
-    // Missing customer, missing token and wrong token look the same: existence is not revealed.
-    if (!record) throw new HttpError(404, 'not_found', 'no such customer, or the access token is wrong');
-    res.json(statusView(record));
+    const name = nameParam(req);
+    const session =
+      isDns1123Label(name) && token.length > 0 && token.length <= 200
+        ? await deps.store.exchangeAccessToken(name, token).catch(rethrowAsHttp)
+        : undefined;
+    if (session) setSessionCookie(res, session, secureCookie);
+    else await sessionFailures.fail(req);
+    // A spent or wrong token still lands on the page: a session opened earlier (a reload of
+    // Stripe's redirect) goes on working there, and without one the page says the link is not valid.
+    const query = req.query['checkout'] === 'cancelled' ? '?checkout=cancelled' : '';
+    res.redirect(303, `/status/${encodeURIComponent(name)}${query}`);
   });
 
+  router.get(
+    '/api/customers/:name/status',
+    rateLimit({ ...limits.status, backend: deps.rateLimits, name: 'status', logger: deps.logger }),
+    statusFailures.check,
+    async (req, res) => {
+      res.set('Cache-Control', 'no-store');
+      const name = nameParam(req);
+      const token = sessionToken(req);
+      const record = isDns1123Label(name) && token ? await deps.store.statusFor(name, token).catch(rethrowAsHttp) : undefined;
+      // Missing customer, missing session and wrong session look the same: existence is not revealed.
+      if (!record) {
+        await statusFailures.fail(req);
+        throw new HttpError(404, 'not_found', 'no such customer, or the session is not valid');
+      }
+      res.json(statusView(record));
+    },
+  );
+
+  // An unpaid signup's owner asks for a fresh checkout for the same signup (they backed out of
+  // Stripe's page, or it expired): the old session is expired first, so at most one is payable.
+  router.post(
+    '/api/customers/:name/checkout',
+    rateLimit({ ...limits.signup, backend: deps.rateLimits, name: 'signup', logger: deps.logger }),
+    async (req, res) => {
+      res.set('Cache-Control', 'no-store');
+      const checkout = requireCheckout(deps);
+      const name = nameParam(req);
+      const token = sessionToken(req);
+      const pending = isDns1123Label(name) && token ? await deps.store.ownPendingSignup(token, { name, unexpired: true }).catch(rethrowAsHttp) : undefined;
+      if (!pending) throw new HttpError(404, 'not_found', 'no unpaid, unexpired signup of yours by this name; sign up again');
+      await expireOrRefuse(checkout, pending);
+      const session = await createCheckout(
+        deps,
+        checkout,
+        { name: pending.name, uid: pending.uid, email: pending.email, idempotencyKey: `blytz-resume-${pending.name}-${randomUUID()}` },
+        false,
+      );
+      await deps.store.attachCheckout(pending, session).catch(rethrowAsHttp);
+      res.status(201).json({ checkoutUrl: session.url });
+    },
+  );
+
   return router;
+}
+
+function nameParam(req: Request): string {
+  const value = req.params['name'];
+  return typeof value === 'string' ? value : '';
+}
+
+function requireCheckout(deps: PublicApiDeps): CheckoutCreator {
+  if (!deps.checkout) {
+    throw new HttpError(
+      503,
+      'stripe_not_configured',
+      'signups are closed: payments are not configured on this server (STRIPE_SECRET_KEY, STRIPE_PRICE_ID)',
+    );
+  }
+  return deps.checkout;
+}
+
+/** The earlier checkout of a signup about to be replaced or re-offered can no longer be paid. */
+async function expireOrRefuse(checkout: CheckoutCreator, pending: PendingSignupRef): Promise<void> {
+  if (!pending.checkoutSessionId) return;
+  const outcome = await checkout.expireSession(pending.checkoutSessionId).catch(rethrowAsHttp);
+  if (outcome === 'complete') {
+    throw new HttpError(409, 'already_paid', 'this signup was paid already; its status page shows your assistant being set up');
+  }
 }
 
 function parseSignup(input: unknown): SignupBody {
@@ -135,22 +240,19 @@ function parseSignup(input: unknown): SignupBody {
   return parsed.data;
 }
 
-async function createCheckout(deps: PublicApiDeps, reservation: SignupReservation, email: string) {
+async function createCheckout(deps: PublicApiDeps, checkout: CheckoutCreator, request: CheckoutRequest, release = true) {
   try {
-    return await deps.checkout!.createSession({
-      name: reservation.name,
-      email,
-      accessToken: reservation.accessToken,
-      idempotencyKey: `blytz-signup-${reservation.name}-${reservation.attempt}`,
-    });
+    return await checkout.createSession(request);
   } catch (error) {
-    // No orphan: a row this attempt inserted is removed, so a retry (or someone else) gets the place.
-    await deps.store.releaseSignup(reservation).catch((releaseError: unknown) => {
-      deps.logger.warn(
-        { err: releaseError, customer: reservation.name },
-        'signup: could not release the reservation; it expires by itself',
-      );
-    });
+    // No orphan: the row this attempt wrote is removed, so a retry (or someone else) gets the place.
+    if (release) {
+      await deps.store.releaseSignup(request).catch((releaseError: unknown) => {
+        deps.logger.warn(
+          { err: releaseError, customer: request.name },
+          'signup: could not release the reservation; it expires by itself',
+        );
+      });
+    }
     return rethrowAsHttp(error);
   }
 }
@@ -162,6 +264,12 @@ function rethrowAsHttp(error: unknown): never {
     throw new HttpError(400, 'invalid', 'the signup has invalid fields', [{ field: error.field, message: error.message }]);
   }
   if (error instanceof EmailTakenError) throw new HttpError(409, 'email_taken', error.message);
+  if (error instanceof PendingLimitError) {
+    throw new HttpError(429, 'too_many_pending_signups', error.message, undefined, {
+      'Retry-After': String(error.retryAfterSeconds),
+    });
+  }
+  if (error instanceof ConflictError) throw new HttpError(409, 'conflict', error.message);
   if (error instanceof CapacityError) throw new HttpError(503, 'at_capacity', error.message, undefined, { 'Retry-After': '600' });
   const dependency = dependencyOf(error);
   if (dependency) {
@@ -208,15 +316,7 @@ export function isDatabaseUnavailable(error: unknown): boolean {
   );
 }
 
-function accessToken(req: Request): string | undefined {
-  const header = req.get('authorization');
-  const bearer = header?.match(/^Bearer\s+(\S{1,200})$/i)?.[1];
-  if (bearer) return bearer;
-  const query = req.query['token'];
-  return typeof query === 'string' && query.length > 0 && query.length <= 200 ? query : undefined;
-}
-
-function statusUrl(publicUrl: string, reservation: SignupReservation): string {
+function statusUrl(publicUrl: string, reservation: { name: string; accessToken: string }): string {
   return `${publicUrl.replace(/\/+$/, '')}/status/${encodeURIComponent(reservation.name)}?token=${encodeURIComponent(reservation.accessToken)}`;
 }
 

@@ -1,17 +1,25 @@
 import express, { Router } from 'express';
 import Stripe from 'stripe';
+import { z } from 'zod';
 import { mapStripeEvent, type BillingIntent, type StripeEventLike } from '../billing/event-mapping.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { WebhookResult } from '../store/billing-store.js';
 import { HttpError } from './errors.js';
-import { RATE_LIMITS, rateLimit, type RateLimit, type RateLimitBackend } from './rate-limit.js';
+import { failureBudget, RATE_LIMITS, type RateLimit, type RateLimitBackend } from './rate-limit.js';
 
 /**
  * POST /api/webhooks/stripe. The signature is checked on the raw bytes (the stripe package,
  * default tolerance of 300 s); only then is anything stored. The answer is 200 for everything
  * stored (duplicates, stale, ignored and unknown customers included) and 5xx only when the
- * event could not be stored, because that is the one case where Stripe's retry helps.
+ * event could not be stored, because that is the one case where Stripe's retry helps. A signed
+ * event that does not have an event's shape is answered 400: retrying it cannot help.
+ *
+ * The rate limit counts failures only (a missing or bad signature, per client) and is applied
+ * after the signature check: a correctly signed event is never refused, however many Stripe
+ * sends at once (a backlog after an outage arrives in bursts) and whoever else sends bad ones
+ * from the same address (behind a proxy that is not trusted, every client is the proxy), so
+ * nobody can spend Stripe's budget and hold back paying customers.
  */
 
 export interface StripeEventLedger {
@@ -25,8 +33,17 @@ export interface StripeWebhookDeps {
   rateLimits: RateLimitBackend;
   metrics: Metrics;
   logger: Logger;
-  limit?: RateLimit;
+  /** Budget of requests with a missing or bad signature, per client. */
+  failureLimit?: RateLimit;
 }
+
+/** What every Stripe event has; a signed body without it is malformed (400, never retried). */
+const eventShape = z.object({
+  id: z.string().min(1).max(255),
+  type: z.string().min(1).max(255),
+  created: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
+  data: z.object({ object: z.record(z.string(), z.unknown()) }),
+});
 
 // Stripe's event payloads are a few KB; a generous cap that still bounds memory per request.
 const WEBHOOK_BODY_LIMIT = '512kb';
@@ -35,9 +52,15 @@ export function createStripeWebhookRouter(deps: StripeWebhookDeps): Router {
   const router = Router();
   const count = (type: string, outcome: string) => deps.metrics.stripeWebhookEvents.inc({ type, outcome });
 
+  const failures = failureBudget({
+    ...(deps.failureLimit ?? RATE_LIMITS.webhookFailures),
+    backend: deps.rateLimits,
+    name: 'webhook-failures',
+    logger: deps.logger,
+  });
+
   router.post(
     '/api/webhooks/stripe',
-    rateLimit({ ...(deps.limit ?? RATE_LIMITS.webhook), backend: deps.rateLimits, name: 'webhook', logger: deps.logger }),
     // Any content type: the signature covers the exact bytes, so nothing may parse them first.
     express.raw({ type: () => true, limit: WEBHOOK_BODY_LIMIT }),
     async (req, res) => {
@@ -51,16 +74,26 @@ export function createStripeWebhookRouter(deps: StripeWebhookDeps): Router {
       const signature = req.get('stripe-signature');
       if (!signature) {
         count('unknown', 'invalid_signature');
-        throw new HttpError(400, 'missing_signature', 'the Stripe-Signature header is missing');
+        throw (await failures.failAndCheck(req)) ?? new HttpError(400, 'missing_signature', 'the Stripe-Signature header is missing');
       }
       const payload = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
-      let event: StripeEventLike;
+      let signed: unknown;
       try {
-        event = Stripe.webhooks.constructEvent(payload, signature, deps.webhookSecret);
+        signed = Stripe.webhooks.constructEvent(payload, signature, deps.webhookSecret);
       } catch {
         count('unknown', 'invalid_signature');
-        throw new HttpError(400, 'invalid_signature', 'the Stripe signature does not match this payload, or it is too old');
+        throw (
+          (await failures.failAndCheck(req)) ??
+          new HttpError(400, 'invalid_signature', 'the Stripe signature does not match this payload, or it is too old')
+        );
       }
+      const shaped = eventShape.safeParse(signed);
+      if (!shaped.success) {
+        count('unknown', 'malformed');
+        deps.logger.warn({ issues: shaped.error.issues.map((i) => i.path.join('.')) }, 'stripe webhook: signed but malformed event');
+        throw new HttpError(400, 'malformed_event', 'the event is signed but is not a Stripe event (id, type, created, data.object)');
+      }
+      const event: StripeEventLike = shaped.data;
 
       let result: WebhookResult;
       try {

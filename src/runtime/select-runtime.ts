@@ -110,7 +110,12 @@ export function selectRuntime(config: Config, deps: SelectRuntimeDeps): Selected
 
   const docker = new Docker(dockerOptions(config.DOCKER_HOST));
   // The probes name a client (X-Forwarded-For): they arrive from the address the gateway trusts as its proxy.
-  const runtime = new DockerRuntime(deps.policies.guard('docker'), { docker, extraLabels, probeForwardedFor: PROBE_CLIENT_ADDRESS });
+  const runtime = new DockerRuntime(deps.policies.guard('docker'), {
+    docker,
+    extraLabels,
+    probeForwardedFor: PROBE_CLIENT_ADDRESS,
+    networkPool: config.BLYTZ_DOCKER_NETWORK_POOL,
+  });
   const sources: EventSource[] = [];
   // A local engine restarts in seconds: reconnect within 5 s, not the default 30 s ceiling.
   if (config.BLYTZ_DOCKER_EVENTS) {

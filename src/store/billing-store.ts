@@ -1,4 +1,4 @@
-import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { sql, type ColumnType, type Kysely, type Transaction } from 'kysely';
 import {
   decide,
@@ -9,7 +9,7 @@ import {
   type StripeEventLike,
 } from '../billing/event-mapping.js';
 import type { CustomerStatus, DesiredState, PlanName } from '../domain/customer.js';
-import { disambiguatedName, nameFromEmail } from '../domain/naming.js';
+import { disambiguatedName, nameFromEmail, suffixedName } from '../domain/naming.js';
 import type { DatabaseHandle } from './database.js';
 import { ConflictError, isUniqueViolation } from './errors.js';
 import type { CustomerRow, Database } from './schema.js';
@@ -17,8 +17,16 @@ import type { SecretBox } from './secret-box.js';
 
 /**
  * What signup and Stripe webhooks write: pending customers with their access token (hashed)
- * and sealed secrets, capacity, and the webhook ledger. Writers only: nothing here touches the
- * world; the controller follows the rows.
+ * and sealed secrets, capacity, sessions, and the webhook ledger. Writers only: nothing here
+ * touches the world; the controller follows the rows.
+ *
+ * Ownership (issue 19): a pending signup belongs to whoever started it. Its row is written once
+ * and never changed by anyone else: a second signup with the same email starts a row of its own
+ * (another name), unless it proves it is the same person (a session opened with the first
+ * signup's access token), and then it replaces that signup as a new incarnation (new uid). A
+ * cancelled customer's email signing up again gets a new row too: the old one keeps its
+ * workspace, memory and gateway token until it is purged. Stripe objects and sessions carry the
+ * uid they were made for, so nothing reaches a later holder of the same name.
  */
 
 /** Columns added by migration 0002 (not yet in schema.ts). */
@@ -38,16 +46,26 @@ export interface SignupInput {
   telegramBotUsername: string;
   modelProvider?: string | undefined;
   modelApiKey?: string | undefined;
+  /** The client key (IPv4 address or IPv6 /64) that asked, for the per-client bound. */
+  client: string;
 }
 
 export interface SignupReservation {
   name: string;
-  /** Shown once, in the status URL; only its hash is stored. */
+  /** The incarnation this signup made; Stripe objects carry it as `metadata.blytz_uid`. */
+  uid: string;
+  /** Shown once, in the status URL; only its hash is stored, and it opens one session. */
   accessToken: string;
-  /** True when this attempt inserted the row (so a failed checkout removes it again). */
-  created: boolean;
   /** Unique per attempt: the checkout's idempotency key is built from it. */
   attempt: string;
+}
+
+/** A pending signup a session proved to own. */
+export interface PendingSignupRef {
+  name: string;
+  uid: string;
+  email: string;
+  checkoutSessionId: string | null;
 }
 
 /** Live and unexpired pending customers already fill BLYTZ_MAX_CUSTOMERS. */
@@ -66,8 +84,32 @@ export class EmailTakenError extends ConflictError {
   }
 }
 
+/** Too many unpaid signups from one client, or with one bot, at once. */
+export class PendingLimitError extends Error {
+  constructor(
+    readonly by: 'client' | 'bot',
+    readonly retryAfterSeconds: number,
+  ) {
+    super(
+      by === 'client'
+        ? 'too many unpaid signups from your network at once; finish one (its status page) or wait until one expires'
+        : 'this Telegram bot already has a signup waiting for payment; continue it from its status page, or wait until it expires',
+    );
+    this.name = 'PendingLimitError';
+  }
+}
+
 export type WebhookOutcome =
-  'applied' | 'unchanged' | 'stale' | 'foreign_subscription' | 'ignored' | 'unknown_customer' | 'duplicate' | 'id_conflict';
+  | 'applied'
+  | 'unchanged'
+  | 'stale'
+  | 'foreign_subscription'
+  | 'foreign_signup'
+  | 'email_conflict'
+  | 'ignored'
+  | 'unknown_customer'
+  | 'duplicate'
+  | 'id_conflict';
 
 export interface WebhookResult {
   outcome: WebhookOutcome;
@@ -93,10 +135,20 @@ export interface BillingStoreOptions {
   reservationTtlMs?: number;
   /** Pending lifetime once the checkout exists, when Stripe does not say (default 24 h, Stripe's own). */
   checkoutTtlMs?: number;
+  /** Unpaid, unexpired signups one client may hold at once (default 3). */
+  maxPendingPerClient?: number;
+  /** Unpaid, unexpired signups one Telegram bot may be in at once (default 1). */
+  maxPendingPerBot?: number;
+  /** How long a session opened with the access token lasts (default 30 days). */
+  sessionTtlMs?: number;
 }
 
 // Any fixed number: signups queue on it so the capacity count and the insert are atomic.
 const SIGNUP_LOCK_KEY = 0x626c_7973; // "blys"
+// Random suffixes tried when an email's own names are held.
+const SUFFIX_ATTEMPTS = 5;
+
+type NameChoice = { name: string; holder: 'none' | 'recyclable' };
 
 export class BillingStore {
   readonly #db: Kysely<BillingDatabase>;
@@ -106,75 +158,108 @@ export class BillingStore {
   constructor(handle: DatabaseHandle, box: SecretBox, options: BillingStoreOptions) {
     this.#db = handle.db.withTables<{ customers: BillingDatabase['customers'] }>();
     this.#box = box;
-    this.#options = { reservationTtlMs: 15 * 60_000, checkoutTtlMs: 24 * 3_600_000, ...options };
+    this.#options = {
+      reservationTtlMs: 15 * 60_000,
+      checkoutTtlMs: 24 * 3_600_000,
+      maxPendingPerClient: 3,
+      maxPendingPerBot: 1,
+      sessionTtlMs: 30 * 86_400_000,
+      ...options,
+    };
   }
 
   /**
-   * Holds a place for a signup: a pending customer, new or reused. Atomic against concurrent
-   * signups (a transaction-scoped advisory lock serialises the capacity count and the write).
-   * The same email while pending reuses its row; after cancellation (or purge) the email gets
-   * its old name back; another email holding the name leads to the disambiguated name.
+   * Holds a place for a signup: a pending customer of its own. Atomic against concurrent
+   * signups (a transaction-scoped advisory lock serialises the counts and the write).
+   *
+   * Without `replacing`, the signup never touches another row: it takes the email's own name if
+   * that is free (or held by a lapsed unpaid signup of the same email, or purged), else another
+   * name. With `replacing` (a pending signup the caller proved to own, see `ownPendingSignup`),
+   * that signup is replaced in place by a new incarnation with the new settings.
    */
-  async reserveSignup(input: SignupInput): Promise<SignupReservation> {
-    const email = input.email.trim().toLowerCase();
+  async reserveSignup(input: SignupInput, replacing?: PendingSignupRef): Promise<SignupReservation> {
+    const email = normaliseEmail(input.email);
     const accessToken = randomBytes(32).toString('base64url');
+    const uid = randomUUID();
     const attempt = randomUUID();
+    const botHash = hashToken(input.telegramBotToken);
     try {
       return await this.#db.transaction().execute(async (trx) => {
         await sql`SELECT pg_advisory_xact_lock(${SIGNUP_LOCK_KEY})`.execute(trx);
-        const existing = (await trx
+        const live = await trx
           .selectFrom('customers')
-          .selectAll()
+          .select('name')
           .where(sql<boolean>`lower(email) = ${email}`)
+          .where('state', 'in', ['active', 'suspended'])
           .where('deleted_at', 'is', null)
-          .where('state', '<>', 'cancelled')
-          .forUpdate()
-          .executeTakeFirst()) as BillingRow | undefined;
-        if (existing && existing.state !== 'pending') throw new EmailTakenError();
-        if (!existing || !(await this.#holdsPlace(trx, existing.name))) await this.#ensureCapacity(trx);
+          .executeTakeFirst();
+        if (live) throw new EmailTakenError();
 
-        const name = existing?.name ?? (await this.#freeName(trx, email)).name;
+        let choice: NameChoice;
+        if (replacing) {
+          const row = await trx
+            .selectFrom('customers')
+            .select('name')
+            .where('name', '=', replacing.name)
+            .where('uid', '=', replacing.uid)
+            .where('state', '=', 'pending')
+            .where('deleted_at', 'is', null)
+            .where('stripe_subscription_id', 'is', null)
+            .where(sql<boolean>`lower(email) = ${email}`)
+            .forUpdate()
+            .executeTakeFirst();
+          if (!row) throw new ConflictError('that signup changed meanwhile (paid, replaced or gone); open its status page again');
+          if (!(await this.#holdsPlace(trx, row.name))) await this.#ensureCapacity(trx);
+          choice = { name: row.name, holder: 'recyclable' };
+        } else {
+          await this.#ensureBounds(trx, input.client, botHash);
+          await this.#ensureCapacity(trx);
+          choice = await this.#freeName(trx, email);
+        }
+
         const columns = {
-          ...this.#signupColumns(name, email, input),
+          ...this.#signupColumns(choice.name, email, input),
+          uid,
+          signup_client: input.client.slice(0, 64),
+          telegram_bot_token_hash: botHash,
           access_token_hash: hashToken(accessToken),
           pending_expires_at: sql<Date>`now() + ${this.#options.reservationTtlMs} * interval '1 millisecond'`,
         };
-        if (existing) {
-          // Same email, still pending: a fresh attempt on the same row (its old checkout stays valid).
-          await trx.updateTable('customers').set(columns).where('name', '=', name).execute();
-          return { name, accessToken, created: false, attempt };
-        }
-        const holder = (await trx.selectFrom('customers').selectAll().where('name', '=', name).forUpdate().executeTakeFirst()) as
-          BillingRow | undefined;
-        if (!holder) {
+        if (choice.holder === 'none') {
           await trx
             .insertInto('customers')
             .values({ ...columns, template: 'personal-assistant', paused: false, labels: '{}' })
             .execute();
-          return { name, accessToken, created: true, attempt };
+        } else {
+          // A new incarnation on an old row: nothing of the previous holder's stays (its Stripe
+          // ids, status, gateway token, events, sessions). Its late Stripe events carry its own
+          // uid or ids, which this row no longer has, so they are refused as foreign.
+          await trx
+            .updateTable('customers')
+            .set({
+              ...columns,
+              labels: '{}',
+              template: 'personal-assistant',
+              paused: false,
+              telegram_bot_token_secret_ref: 'null',
+              model_api_key_secret_ref: 'null',
+              stripe_customer_id: null,
+              stripe_subscription_id: null,
+              stripe_checkout_session_id: null,
+              stripe_subscription_event_at: null,
+              billing_warning: null,
+              billing_suspended: false,
+              deleted_at: null,
+              created_at: new Date(),
+              status: '{}',
+              gateway_token_enc: null,
+            })
+            .where('name', '=', choice.name)
+            .execute();
+          await trx.deleteFrom('customer_events').where('customer', '=', choice.name).execute();
+          await trx.deleteFrom('customer_sessions').where('customer', '=', choice.name).execute();
         }
-        // A returning customer (cancelled, or purged) starts over on the same row. The time of the
-        // last Stripe event is kept, so a late event of the old subscription stays stale.
-        const purged = holder.deleted_at !== null;
-        await trx
-          .updateTable('customers')
-          .set({
-            ...columns,
-            labels: '{}',
-            template: 'personal-assistant',
-            paused: false,
-            telegram_bot_token_secret_ref: 'null',
-            model_api_key_secret_ref: 'null',
-            stripe_customer_id: null,
-            stripe_subscription_id: null,
-            stripe_checkout_session_id: null,
-            billing_warning: null,
-            billing_suspended: false,
-            ...(purged ? { deleted_at: null, created_at: new Date(), status: '{}', gateway_token_enc: null } : {}),
-          })
-          .where('name', '=', name)
-          .execute();
-        return { name, accessToken, created: false, attempt };
+        return { name: choice.name, uid, accessToken, attempt };
       });
     } catch (error) {
       if (isUniqueViolation(error, 'customers_live_email')) throw new EmailTakenError({ cause: error });
@@ -183,7 +268,7 @@ export class BillingStore {
   }
 
   /** The checkout exists: the pending signup now lives as long as its session. */
-  async attachCheckout(reservation: SignupReservation, session: { id: string; expiresAt: number | undefined }): Promise<void> {
+  async attachCheckout(reservation: { name: string; uid: string }, session: { id: string; expiresAt: number | undefined }): Promise<void> {
     const expiresAt = session.expiresAt
       ? sql<Date>`to_timestamp(${session.expiresAt})`
       : sql<Date>`now() + ${this.#options.checkoutTtlMs} * interval '1 millisecond'`;
@@ -191,36 +276,64 @@ export class BillingStore {
       .updateTable('customers')
       .set({ stripe_checkout_session_id: session.id, pending_expires_at: expiresAt })
       .where('name', '=', reservation.name)
+      .where('uid', '=', reservation.uid)
       .where('state', '=', 'pending')
-      .where('access_token_hash', '=', hashToken(reservation.accessToken))
       .execute();
   }
 
   /**
    * Undoes a reservation whose checkout could not be created, so a retry is not blocked and no
-   * capacity is held: a row this attempt inserted is removed (it never reached the world); a
-   * reused row stays as it was before (pending, holding its old checkout).
+   * capacity is held: the row this attempt wrote never had a checkout and never reached the
+   * world, so it goes (a replaced signup's old checkout was expired before it was replaced).
    */
-  async releaseSignup(reservation: SignupReservation): Promise<void> {
-    if (!reservation.created) return;
+  async releaseSignup(reservation: { name: string; uid: string }): Promise<void> {
     await this.#db
       .deleteFrom('customers')
       .where('name', '=', reservation.name)
+      .where('uid', '=', reservation.uid)
       .where('state', '=', 'pending')
       .where('stripe_checkout_session_id', 'is', null)
-      .where('access_token_hash', '=', hashToken(reservation.accessToken))
       .execute();
   }
 
-  /** The customer's status view when `token` is its access token; undefined otherwise (no hint which). */
-  async statusFor(name: string, token: string): Promise<CustomerStatusRecord | undefined> {
-    const row = (await this.#db
-      .selectFrom('customers')
-      .selectAll()
-      .where('name', '=', name)
-      .where('deleted_at', 'is', null)
-      .executeTakeFirst()) as BillingRow | undefined;
-    if (!tokenMatches(token, row?.access_token_hash ?? null)) return undefined;
+  /**
+   * Exchanges the single-use access token for a session: the token is spent (a second use, from
+   * a browser history or a forwarded link, opens nothing) and a new session token, bound to this
+   * incarnation's uid, is returned. Undefined when the token is wrong or spent.
+   */
+  async exchangeAccessToken(name: string, accessToken: string): Promise<string | undefined> {
+    const sessionToken = randomBytes(32).toString('base64url');
+    return this.#db.transaction().execute(async (trx) => {
+      const spent = await trx
+        .updateTable('customers')
+        .set({ access_token_hash: null })
+        .where('name', '=', name)
+        .where('deleted_at', 'is', null)
+        .where('access_token_hash', '=', hashToken(accessToken))
+        .returning(['name', 'uid'])
+        .executeTakeFirst();
+      if (!spent) return undefined;
+      await trx
+        .insertInto('customer_sessions')
+        .values({
+          token_hash: hashToken(sessionToken),
+          customer: spent.name,
+          customer_uid: spent.uid,
+          expires_at: sql<Date>`now() + ${this.#options.sessionTtlMs} * interval '1 millisecond'`,
+        })
+        .execute();
+      await trx.deleteFrom('customer_sessions').where('expires_at', '<', sql<Date>`now()`).execute();
+      return sessionToken;
+    });
+  }
+
+  /**
+   * The customer's status view when `sessionToken` is a live session of it; undefined otherwise.
+   * The lookup is by the token's hash, so a missing customer and a wrong token for an existing
+   * one cost the same single index probe and look alike (no hint which).
+   */
+  async statusFor(name: string, sessionToken: string): Promise<CustomerStatusRecord | undefined> {
+    const row = await this.#sessionRow(name, sessionToken);
     if (!row) return undefined;
     const expiresAt = row.pending_expires_at ? new Date(row.pending_expires_at).getTime() : undefined;
     return {
@@ -234,9 +347,47 @@ export class BillingStore {
     };
   }
 
-  /** For routes that only need to know the token is right (pairing). */
-  async verifyAccessToken(name: string, token: string): Promise<boolean> {
-    return (await this.statusFor(name, token)) !== undefined;
+  /** For routes that only need to know the session is the customer's (pairing). */
+  async verifySession(name: string, sessionToken: string): Promise<boolean> {
+    return (await this.#sessionRow(name, sessionToken)) !== undefined;
+  }
+
+  /**
+   * The unpaid signup a session belongs to, when it is pending (and, given `email`, for that
+   * email): the proof a repeated signup needs to replace it, or a resumed checkout to reuse it.
+   */
+  async ownPendingSignup(
+    sessionToken: string,
+    options: { email?: string; name?: string; unexpired?: boolean } = {},
+  ): Promise<PendingSignupRef | undefined> {
+    let query = this.#db
+      .selectFrom('customer_sessions as s')
+      .innerJoin('customers as c', (join) => join.onRef('c.name', '=', 's.customer').onRef('c.uid', '=', 's.customer_uid'))
+      .select(['c.name', 'c.uid', 'c.email', 'c.stripe_checkout_session_id'])
+      .where('s.token_hash', '=', hashToken(sessionToken))
+      .where('s.expires_at', '>', sql<Date>`now()`)
+      .where('c.deleted_at', 'is', null)
+      .where('c.state', '=', 'pending')
+      .where('c.stripe_subscription_id', 'is', null);
+    if (options.email !== undefined) query = query.where(sql<boolean>`lower(c.email) = ${normaliseEmail(options.email)}`);
+    if (options.name !== undefined) query = query.where('c.name', '=', options.name);
+    // A lapsed signup no longer holds a place; only a new signup (which counts capacity) revives it.
+    if (options.unexpired) query = query.where(sql<boolean>`c.pending_expires_at > now()`);
+    const row = await query.executeTakeFirst();
+    return row ? { name: row.name, uid: row.uid, email: row.email, checkoutSessionId: row.stripe_checkout_session_id } : undefined;
+  }
+
+  async #sessionRow(name: string, sessionToken: string): Promise<BillingRow | undefined> {
+    const row = await this.#db
+      .selectFrom('customer_sessions as s')
+      .innerJoin('customers as c', (join) => join.onRef('c.name', '=', 's.customer').onRef('c.uid', '=', 's.customer_uid'))
+      .selectAll('c')
+      .where('s.token_hash', '=', hashToken(sessionToken))
+      .where('s.customer', '=', name)
+      .where('s.expires_at', '>', sql<Date>`now()`)
+      .where('c.deleted_at', 'is', null)
+      .executeTakeFirst();
+    return row as BillingRow | undefined;
   }
 
   /**
@@ -282,6 +433,29 @@ export class BillingStore {
         });
         return { outcome: 'id_conflict', customer: row.name };
       }
+      // Two unpaid signups of one email may both be paid; only one assistant may be live per
+      // email. The later payment is recorded (its ids, so its later events find this row) but
+      // does not go live: an operator refunds or cancels it. Never a 5xx that Stripe retries.
+      const goesLive = isLive(next.state) && !isLive(before.state);
+      const rival = goesLive ? await liveRival(trx, row) : undefined;
+      if (rival) {
+        await trx
+          .updateTable('customers')
+          .set({
+            stripe_customer_id: next.stripeCustomerId,
+            stripe_subscription_id: next.stripeSubscriptionId,
+            stripe_checkout_session_id: next.stripeCheckoutSessionId,
+            stripe_subscription_event_at: next.subscriptionEventAt,
+          })
+          .where('name', '=', row.name)
+          .execute();
+        await recordNote(trx, row.name, {
+          type: 'Warning',
+          reason: 'EmailConflict',
+          message: `Stripe event ${event.id} paid for this signup, but its email already has the live assistant ${rival}; not activated (refund or cancel one of them)`,
+        });
+        return { outcome: 'email_conflict', customer: row.name };
+      }
       await trx
         .updateTable('customers')
         .set({
@@ -301,6 +475,24 @@ export class BillingStore {
     }
     if (decision.note) await recordNote(trx, row.name, decision.note);
     return { outcome: decision.outcome, customer: row.name };
+  }
+
+  /** Unpaid, unexpired signups per client and per bot stay under their bounds. */
+  async #ensureBounds(trx: Trx, client: string, botHash: string): Promise<void> {
+    const { rows } = await sql<{ by_client: number; by_bot: number; client_free_in: number | null; bot_free_in: number | null }>`
+      SELECT count(*) FILTER (WHERE signup_client = ${client})::integer AS by_client,
+             count(*) FILTER (WHERE telegram_bot_token_hash = ${botHash})::integer AS by_bot,
+             ceil(extract(epoch FROM min(pending_expires_at) FILTER (WHERE signup_client = ${client}) - now()))::integer AS client_free_in,
+             ceil(extract(epoch FROM min(pending_expires_at) FILTER (WHERE telegram_bot_token_hash = ${botHash}) - now()))::integer AS bot_free_in
+      FROM customers
+      WHERE state = 'pending' AND deleted_at IS NULL AND pending_expires_at > now()
+        AND (signup_client = ${client} OR telegram_bot_token_hash = ${botHash})
+    `.execute(trx);
+    const row = rows[0];
+    if (!row) return;
+    if (row.by_bot >= this.#options.maxPendingPerBot) throw new PendingLimitError('bot', Math.max(1, row.bot_free_in ?? 60));
+    if (row.by_client >= this.#options.maxPendingPerClient)
+      throw new PendingLimitError('client', Math.max(1, row.client_free_in ?? 60));
   }
 
   /** Whether the pending row `name` counts against capacity now (unexpired). */
@@ -323,17 +515,40 @@ export class BillingStore {
     if ((rows[0]?.n ?? 0) >= this.#options.maxCustomers) throw new CapacityError(this.#options.maxCustomers);
   }
 
-  /** The email's own name, unless a different, unpurged email holds it. */
-  async #freeName(trx: Trx, email: string): Promise<{ name: string }> {
-    for (const name of [nameFromEmail(email), disambiguatedName(email)]) {
+  /**
+   * A name for a new signup of `email`: the email's own name, else its disambiguated one, else
+   * one with a random suffix. A name is free when nobody holds it, when its holder was purged,
+   * or when it is a lapsed unpaid signup of the same email (it never reached Stripe's books or
+   * the world). A live, pending or cancelled (retained) holder keeps its name.
+   */
+  async #freeName(trx: Trx, email: string): Promise<NameChoice> {
+    const candidates = [nameFromEmail(email), disambiguatedName(email)];
+    for (let i = 0; i < SUFFIX_ATTEMPTS; i++) candidates.push(suffixedName(email, randomSuffix()));
+    for (const name of candidates) {
       const holder = await trx
         .selectFrom('customers')
-        .select(['email', 'deleted_at'])
+        .select([
+          'email',
+          'state',
+          'deleted_at',
+          'stripe_customer_id',
+          'stripe_subscription_id',
+          sql<boolean>`pending_expires_at IS NOT NULL AND pending_expires_at <= now()`.as('lapsed'),
+        ])
         .where('name', '=', name)
+        .forUpdate()
         .executeTakeFirst();
-      if (!holder || holder.deleted_at !== null || holder.email.toLowerCase() === email) return { name };
+      if (!holder) return { name, holder: 'none' };
+      if (holder.deleted_at !== null) return { name, holder: 'recyclable' };
+      const lapsedSignup =
+        holder.state === 'pending' &&
+        holder.lapsed &&
+        holder.stripe_customer_id === null &&
+        holder.stripe_subscription_id === null &&
+        normaliseEmail(holder.email) === email;
+      if (lapsedSignup) return { name, holder: 'recyclable' };
     }
-    throw new ConflictError(`no free customer name for ${email}; choose another email or ask an operator`);
+    throw new ConflictError(`no free customer name for ${email}; please try again`);
   }
 
   #signupColumns(name: string, email: string, input: SignupInput) {
@@ -376,6 +591,23 @@ async function findCustomer(trx: Trx, ref: CustomerRef): Promise<BillingRow | un
   return undefined;
 }
 
+function isLive(state: DesiredState): boolean {
+  return state === 'active' || state === 'suspended';
+}
+
+/** Another customer with the same email that is live (active or suspended), if any. */
+async function liveRival(trx: Trx, row: BillingRow): Promise<string | undefined> {
+  const rival = await trx
+    .selectFrom('customers')
+    .select('name')
+    .where(sql<boolean>`lower(email) = lower(${row.email})`)
+    .where('state', 'in', ['active', 'suspended'])
+    .where('deleted_at', 'is', null)
+    .where('name', '<>', row.name)
+    .executeTakeFirst();
+  return rival?.name;
+}
+
 /** Another customer holding a Stripe id that `next` newly gives to `name`, if any. */
 async function idHolder(trx: Trx, name: string, next: BillingRecord, before: BillingRecord): Promise<string | undefined> {
   const ids: Array<['stripe_customer_id' | 'stripe_subscription_id' | 'stripe_checkout_session_id', string]> = [];
@@ -401,6 +633,7 @@ async function idHolder(trx: Trx, name: string, next: BillingRecord, before: Bil
 
 function toRecord(row: BillingRow): BillingRecord {
   return {
+    uid: row.uid,
     state: row.state as DesiredState,
     billingSuspended: row.billing_suspended,
     billingWarning: row.billing_warning,
@@ -422,15 +655,20 @@ async function recordNote(trx: Trx, name: string, note: CustomerEventNote): Prom
   `.execute(trx);
 }
 
+/**
+ * SHA-256 of a token. The tokens hashed here (access and session tokens, 32 random bytes; bot
+ * tokens) are high-entropy secrets, so a plain hash cannot be reversed by guessing; rows are
+ * looked up by it, so a comparison never runs over a secret byte by byte in our code.
+ */
 export function hashToken(token: string): string {
   return createHash('sha256').update(token, 'utf8').digest('hex');
 }
 
-// Compared even when there is no row, so a missing customer takes as long as a wrong token.
-const NO_HASH = hashToken(randomBytes(32).toString('hex'));
+function normaliseEmail(email: string): string {
+  return email.trim().toLowerCase();
+}
 
-function tokenMatches(token: string, storedHash: string | null): boolean {
-  const expected = Buffer.from(storedHash ?? NO_HASH, 'hex');
-  const actual = Buffer.from(hashToken(token), 'hex');
-  return expected.length === actual.length && timingSafeEqual(expected, actual) && storedHash !== null;
+function randomSuffix(): string {
+  // 5 base-36 characters: about 60 million names per email; collisions are retried.
+  return Array.from(randomBytes(5), (b) => (b % 36).toString(36)).join('');
 }

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { sql, type Kysely, type Transaction } from 'kysely';
 import { canonicalJson } from '../domain/canonical-json.js';
 import type { Customer, CustomerStatus, DesiredCustomer, DesiredState, PlanName } from '../domain/customer.js';
@@ -211,9 +211,12 @@ export class CustomerStore implements ControllerStore {
         .where('name', '=', name)
         .where('deleted_at', 'is', null)
         .executeTakeFirst();
-      // Its events go with it (like a Kubernetes object's): a customer later signing up under
-      // the same name must not inherit them.
-      if (Number(marked.numUpdatedRows) > 0) await trx.deleteFrom('customer_events').where('customer', '=', name).execute();
+      // Its events and sessions go with it (like a Kubernetes object's): a customer later
+      // holding the same name must not inherit them.
+      if (Number(marked.numUpdatedRows) > 0) {
+        await trx.deleteFrom('customer_events').where('customer', '=', name).execute();
+        await trx.deleteFrom('customer_sessions').where('customer', '=', name).execute();
+      }
     });
   }
 
@@ -420,8 +423,10 @@ export class CustomerStore implements ControllerStore {
   }
 }
 
+/** A purged name held again: a new object (new uid), nothing of the previous holder's. */
 function freshCustomerColumns() {
   return {
+    uid: randomUUID(),
     deleted_at: null,
     created_at: new Date(),
     status: '{}',
@@ -431,6 +436,11 @@ function freshCustomerColumns() {
     telegram_bot_username: null,
     access_token_hash: null,
     pending_expires_at: null,
+    stripe_customer_id: null,
+    stripe_subscription_id: null,
+    stripe_checkout_session_id: null,
+    signup_client: null,
+    telegram_bot_token_hash: null,
   };
 }
 

@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { Kysely, PGliteDialect, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import { PGlite } from '@electric-sql/pglite';
-import { ensurePrivateDir } from '../data-dir.js';
+import { ensurePrivateDir, tightenTree } from '../data-dir.js';
 import type { Database } from './schema.js';
 
 // bigint columns (generation, resource_version) fit comfortably in a JS number.
@@ -38,7 +38,18 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
   if (options.databaseUrl) return openPostgres(options.databaseUrl, options.poolSize ?? 10);
   const dir = join(options.dataDir, 'pglite');
   ensurePrivateDir(dir);
-  return openPglite(await PGlite.create(dir));
+  // PGlite writes the database's files 0666 (its initial cluster is unpacked from an archive
+  // with those modes; Postgres itself would make them 0600): owner-only at open and at close.
+  const pglite = await PGlite.create(dir);
+  tightenTree(dir);
+  const handle = openPglite(pglite);
+  return {
+    ...handle,
+    close: async () => {
+      await handle.close();
+      tightenTree(dir);
+    },
+  };
 }
 
 /**

@@ -9,6 +9,7 @@ export interface Database {
   model_credentials: ModelCredentialsTable;
   model_usage: ModelUsageTable;
   model_requests: ModelRequestsTable;
+  customer_sessions: CustomerSessionsTable;
 }
 
 // Columns with a database default are optional on insert.
@@ -52,6 +53,20 @@ export interface CustomersTable {
   telegram_bot_username: string | null;
   access_token_hash: string | null;
   pending_expires_at: NullableTimestamp;
+  /** One incarnation of the name (migration 0006): a new holder of a name gets a new uid. */
+  uid: ColumnType<string, string | undefined, string>;
+  /** The client (IP, IPv6 /64) that started a signup, and the hash of its bot token. */
+  signup_client: string | null;
+  telegram_bot_token_hash: string | null;
+}
+
+/** Sessions a customer opened with their single-use access token (migration 0006). */
+export interface CustomerSessionsTable {
+  token_hash: string;
+  customer: string;
+  customer_uid: string;
+  created_at: Timestamp;
+  expires_at: Timestamp;
 }
 
 export interface CustomerEventsTable {

@@ -1,6 +1,6 @@
 import { lstat, readdir, rm } from 'node:fs/promises';
 import { isDeepStrictEqual } from 'node:util';
-import { dirname, join, resolve, sep } from 'node:path';
+import { basename, dirname, join, resolve, sep } from 'node:path';
 import { stableHash } from '../domain/canonical-json.js';
 import { z } from 'zod';
 import { ensurePrivateDir } from '../data-dir.js';
@@ -13,10 +13,11 @@ import {
   ignoreCode,
   parseOwner,
   readRegularFile,
+  SafeDir,
   setModeNoFollow,
-  sweepTempFiles,
-  syncDirectory,
   TEMP_PREFIX,
+  withDir,
+  withParent,
   writeFileAtomic,
   type Owner,
 } from './safe-fs.js';
@@ -34,10 +35,14 @@ import type { Mount, ObservedWorkspace, RenderedWorkspace, TemplateManifest, Wor
  *   openclaw.json                           shared, secret (0600): our fields merged into what
  *                                           OpenClaw wrote (openclaw-config.ts)
  *   everything else                         OpenClaw's own state (sessions, databases, pairings)
- *   .blytz-render.json                      marker: contentHash + rendered paths, written last
  * Folders are 0700 and everything belongs to the template's uid:gid. Non-secret files are 0644
  * because the 0700 folders already keep every other host user out; only secrets get the extra
  * 0600, so a copy of the folder made with permissions kept never spreads a token.
+ *
+ * The container writes this folder too, so nothing the controller keeps for itself lives in it:
+ * the render marker (contentHash, the rendered paths, written last) is
+ * `$dataDir/customers/.blytz/<name>.json`, a folder no container has mounted. Everything in the
+ * customer folder is reached through safe-fs.ts (no link followed, nothing resolved twice).
  */
 
 export interface FileWorkspacesOptions {
@@ -55,7 +60,10 @@ export interface FileWorkspacesOptions {
 }
 
 export const CUSTOMERS_DIR = 'customers';
-export const MARKER_FILE = '.blytz-render.json';
+/** The controller's own records, beside the customer folders (not a DNS-1123 name: never a customer's). */
+export const RECORDS_DIR = '.blytz';
+/** Where markers used to be, inside the customer folder; removed on the next write. */
+export const LEGACY_MARKER_FILE = '.blytz-render.json';
 
 const DIR_MODE = 0o700;
 const SECRET_MODE = 0o600;
@@ -69,6 +77,11 @@ const markerSchema = z.object({
   ownedConfigHash: z.string().optional(),
 });
 type Marker = z.infer<typeof markerSchema>;
+
+/** The render marker of the customer folder `customerDir`: `<customers>/.blytz/<name>.json`. */
+export function renderMarkerPath(customerDir: string): string {
+  return join(dirname(customerDir), RECORDS_DIR, `${basename(customerDir)}.json`);
+}
 
 export class InvalidWorkspacePathError extends Error {
   constructor(message: string) {
@@ -107,6 +120,11 @@ export class FileWorkspaces implements Workspaces {
     return dir;
   }
 
+  /** The controller's record of the customer's last complete render (outside the customer folder). */
+  markerPath(customer: string): string {
+    return renderMarkerPath(this.customerDir(customer));
+  }
+
   /** The manifest with image and containerPort filled in from the defaults when absent. */
   loadTemplate(name: string): Promise<ResolvedTemplate> {
     return loadTemplateManifest(this.templatesDir, name, this.defaults);
@@ -123,9 +141,9 @@ export class FileWorkspaces implements Workspaces {
     const stat = await lstat(dir).catch(ignoreCode('ENOENT'));
     if (!stat) return { exists: false };
     if (!stat.isDirectory()) return { exists: true };
-    const marker = await readMarker(dir);
+    const marker = await readMarker(this.markerPath(customer));
     // A rendered file deleted since (by hand, by the assistant) makes the workspace stale.
-    if (!marker || !(await allRegularFiles(dir, marker.files))) return { exists: true };
+    if (!marker || !(await withDir(dir, (root) => allRegularFiles(root, marker.files)))) return { exists: true };
     // So does a field of ours in openclaw.json changed since (the assistant has a shell).
     if (marker.ownedConfigHash !== undefined) {
       const current = await readConfig(join(dir, OPENCLAW_CONFIG_FILE));
@@ -141,36 +159,47 @@ export class FileWorkspaces implements Workspaces {
     const owner = this.ownership === 'container' ? chownTarget(parseOwner(rendered.template.user)) : undefined;
 
     ensurePrivateDir(this.customersRoot);
+    ensurePrivateDir(join(this.customersRoot, RECORDS_DIR));
     await ensureDirectory(dir, DIR_MODE, owner);
-    const previous = await readMarker(dir);
+    const markerPath = this.markerPath(customer);
+    const previous = await readMarker(markerPath);
     // The marker goes first and comes back last: a crash in between leaves no marker, so the
     // folder counts as not current even if the spec later returns to the previous render.
-    await rm(join(dir, MARKER_FILE), { force: true });
+    await rm(markerPath, { force: true });
 
-    const touched = new Set<string>([dir]);
     let ownedConfigHash: string | undefined;
-    for (const file of rendered.files) {
-      const target = join(dir, ...file.path.split('/'));
-      await ensureParents(dir, file.path, owner, touched);
-      const mode = file.secret ? SECRET_MODE : PLAIN_MODE;
-      if (file.merge === 'openclaw-config') {
-        const owned = JSON.parse(file.content) as JsonObject;
-        ownedConfigHash = stableHash(ownedProjection(owned));
-        await mergeConfigFile(target, owned, mode, owner);
-      } else {
-        await writeFileAtomic(target, file.content, mode, owner);
+    await withDir(dir, async (root) => {
+      await root.unlinkFile(LEGACY_MARKER_FILE);
+      for (const file of rendered.files) {
+        const mode = file.secret ? SECRET_MODE : PLAIN_MODE;
+        if (file.merge === 'openclaw-config') {
+          const owned = JSON.parse(file.content) as JsonObject;
+          ownedConfigHash = stableHash(ownedProjection(owned));
+          await mergeConfigFile(join(dir, ...file.path.split('/')), owned, mode, owner);
+          continue;
+        }
+        // Each folder on the way is opened (or made) without following a link, and the file is
+        // written in the folder held open: a folder swapped for a link meanwhile leads nowhere.
+        await withParent(
+          root,
+          file.path,
+          async (folder, name) => {
+            await folder.writeFile(name, file.content, mode, owner);
+            await folder.sweepTempFiles();
+            await folder.sync();
+          },
+          { mode: DIR_MODE, owner },
+        );
       }
-    }
-    // Files we rendered last time and no longer render (the template dropped them). Only paths
-    // from our own marker: anything else in the folder is the assistant's.
-    for (const stale of previous?.files.filter((path) => !paths.includes(path)) ?? []) {
-      if (isSafeRelativePath(stale))
-        await rm(join(dir, ...stale.split('/')), { force: true }).catch(ignoreCode('EISDIR', 'ERR_FS_EISDIR'));
-    }
-    for (const folder of touched) {
-      await sweepTempFiles(folder);
-      await syncDirectory(folder);
-    }
+      // Files we rendered last time and no longer render (the template dropped them). Only paths
+      // from our own marker (kept where no container writes), reached without following a link;
+      // a folder the assistant made under such a name is its own and stays.
+      for (const stale of previous?.files.filter((path) => !paths.includes(path)) ?? []) {
+        if (isSafeRelativePath(stale)) await withParent(root, stale, (folder, name) => folder.unlinkFile(name));
+      }
+      await root.sweepTempFiles();
+      await root.sync();
+    });
 
     const marker: Marker = {
       contentHash: rendered.contentHash,
@@ -178,13 +207,21 @@ export class FileWorkspaces implements Workspaces {
       files: paths,
       ...(ownedConfigHash === undefined ? {} : { ownedConfigHash }),
     };
-    await writeFileAtomic(join(dir, MARKER_FILE), `${JSON.stringify(marker, null, 2)}\n`, PLAIN_MODE, owner);
-    await syncDirectory(dir);
+    await writeFileAtomic(markerPath, `${JSON.stringify(marker, null, 2)}\n`, PLAIN_MODE, undefined);
   }
 
   async remove(customer: string): Promise<void> {
-    // rm does not follow symlinks inside the tree: a planted link is unlinked, not its target.
-    await rm(this.customerDir(customer), { recursive: true, force: true });
+    // Every level opened without following a link: a planted link is unlinked, never its target.
+    const name = this.customerDir(customer).slice(this.customersRoot.length + 1);
+    const root = await SafeDir.open(this.customersRoot).catch(ignoreCode('ENOENT'));
+    if (root) {
+      try {
+        await root.remove(name);
+      } finally {
+        await root.close();
+      }
+    }
+    await rm(this.markerPath(customer), { force: true });
   }
 
   async list(): Promise<string[]> {
@@ -243,8 +280,8 @@ function parseConfig(text: string): JsonObject | undefined {
   }
 }
 
-async function readMarker(dir: string): Promise<Marker | undefined> {
-  const text = await readRegularFile(join(dir, MARKER_FILE));
+async function readMarker(path: string): Promise<Marker | undefined> {
+  const text = await readRegularFile(path);
   if (text === undefined) return undefined;
   try {
     const parsed = markerSchema.safeParse(JSON.parse(text));
@@ -254,24 +291,12 @@ async function readMarker(dir: string): Promise<Marker | undefined> {
   }
 }
 
-async function allRegularFiles(dir: string, paths: readonly string[]): Promise<boolean> {
+async function allRegularFiles(root: SafeDir, paths: readonly string[]): Promise<boolean> {
   for (const path of paths) {
     if (!isSafeRelativePath(path)) return false;
-    const stat = await lstat(join(dir, ...path.split('/'))).catch(() => undefined);
-    if (!stat?.isFile()) return false;
+    if (!(await withParent(root, path, (folder, name) => folder.isRegularFile(name)))) return false;
   }
   return true;
-}
-
-/** Creates the folders between the customer folder and `path`'s file, one component at a time. */
-async function ensureParents(dir: string, path: string, owner: Owner | undefined, touched: Set<string>): Promise<void> {
-  const segments = path.split('/').slice(0, -1);
-  let current = dir;
-  for (const segment of segments) {
-    current = join(current, segment);
-    await ensureDirectory(current, DIR_MODE, owner);
-    touched.add(current);
-  }
 }
 
 function isSafeRelativePath(path: string): boolean {
@@ -280,7 +305,7 @@ function isSafeRelativePath(path: string): boolean {
     .split('/')
     .every(
       (segment) =>
-        segment !== '' && segment !== '.' && segment !== '..' && segment !== MARKER_FILE && !segment.startsWith(TEMP_PREFIX),
+        segment !== '' && segment !== '.' && segment !== '..' && segment !== LEGACY_MARKER_FILE && !segment.startsWith(TEMP_PREFIX),
     );
 }
 

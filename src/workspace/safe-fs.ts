@@ -1,17 +1,24 @@
 import { randomBytes } from 'node:crypto';
-import { constants } from 'node:fs';
-import { lstat, mkdir, open, readdir, rename, rm } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { constants, existsSync } from 'node:fs';
+import { lstat, mkdir, open, readdir, rename, rmdir, unlink, type FileHandle } from 'node:fs/promises';
+import { basename, dirname } from 'node:path';
 
 /**
- * Filesystem helpers for folders a customer's container can also write to. We run as root and
- * the container (uid 1000) may have planted symlinks, so nothing here follows a symlink at the
- * final path component: temp files are created with O_EXCL|O_NOFOLLOW, modes and owners are set
- * on open handles, and `rename` replaces a planted link instead of writing through it.
+ * Filesystem helpers for folders a customer's container can also write to. The container runs an
+ * AI agent with a shell: anything in its folder may be a symlink, a FIFO, a folder where a file
+ * was, and may change between two of our calls. We run as root (or as the container's uid), so a
+ * followed link would write, chmod or delete on the host.
  *
- * Known limit: Node has no openat2(RESOLVE_NO_SYMLINKS), so a container racing us could swap a
- * nested folder (e.g. `workspace/`) for a symlink between our check and our rename. The names we
- * write are fixed and new files are created, never truncated through a link, which bounds it.
+ * The rule: no path inside such a folder is ever resolved from its name twice. `SafeDir` is a
+ * folder opened once with O_NOFOLLOW|O_DIRECTORY; every operation in it goes through
+ * `/proc/self/fd/<fd>/<name>`, which the kernel resolves from the open folder itself (what Linux's
+ * openat and unlinkat do; Node has neither), so swapping a folder for a link after we opened it
+ * changes nothing. The last component is never followed either: files are opened with
+ * O_NOFOLLOW (and O_NONBLOCK, so a FIFO cannot hang us), created with O_EXCL, given modes and
+ * owners through their open handle, replaced by rename, removed by unlink/rmdir, which act on the
+ * name itself. Reads are bounded by a size cap counted while reading, not by a stat taken before.
+ *
+ * Needs Linux's /proc (every host blytz runs customer folders on).
  */
 
 /** Prefix of our temp files; leftovers from a crash are swept the next time the folder is written. */
@@ -45,65 +52,289 @@ export function chownTarget(owner: Owner): Owner | undefined {
   );
 }
 
+/** No folder or link where a name of ours is looked up: a container put something else there. */
+export class UnsafePathError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UnsafePathError';
+  }
+}
+
+const PROC_FD = '/proc/self/fd';
+const FILE_READ = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
+const DIR_READ = constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW;
+// A racing container can keep replacing what we remove; past this many rounds we give up.
+const MAX_ATTEMPTS = 5;
+
+/** One path component: no separator, not `.` or `..`, not empty. */
+function checkName(name: string): string {
+  if (name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\0'))
+    throw new UnsafePathError(`${JSON.stringify(name)} is not a single path component`);
+  return name;
+}
+
+/**
+ * A folder held open: every name in it is looked up relative to the open folder, never by path
+ * from the root again (see the module comment). Close it when done.
+ */
+export class SafeDir {
+  private constructor(
+    private readonly handle: FileHandle,
+    /** The path it was opened at, for messages only: never used to reach it again. */
+    readonly path: string,
+  ) {}
+
+  /**
+   * Opens `path` as a folder. Its last component must be a real folder (a link there is refused);
+   * the components before it are the caller's own, trusted path (the customers root, a customer's
+   * folder: no container can replace those).
+   */
+  static async open(path: string): Promise<SafeDir> {
+    if (!existsSync(PROC_FD)) throw new Error(`${PROC_FD} is missing: customer folders need Linux's /proc`);
+    try {
+      return new SafeDir(await open(path, DIR_READ), path);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ELOOP' || code === 'ENOTDIR') throw new UnsafePathError(`${path} is not a folder (a link or a file)`);
+      throw error;
+    }
+  }
+
+  /** Where `name` in this folder is reached through the open handle. */
+  private at(name: string): string {
+    return `${PROC_FD}/${this.handle.fd}/${checkName(name)}`;
+  }
+
+  /**
+   * The sub-folder `name`, or undefined when there is none (or something else is there). With
+   * `create`, it is made when missing, whatever else is there is removed first (never followed),
+   * and its mode and owner are set.
+   */
+  async dir(name: string, create?: { mode: number; owner: Owner | undefined }): Promise<SafeDir | undefined> {
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      let handle: FileHandle;
+      try {
+        handle = await open(this.at(name), DIR_READ);
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code;
+        if (!create) {
+          if (code === 'ENOENT' || code === 'ELOOP' || code === 'ENOTDIR') return undefined;
+          throw error;
+        }
+        if (code === 'ELOOP' || code === 'ENOTDIR') await this.remove(name);
+        else if (code !== 'ENOENT') throw error;
+        await mkdir(this.at(name), { mode: create.mode }).catch(ignoreCode('EEXIST'));
+        continue;
+      }
+      const sub = new SafeDir(handle, `${this.path}/${name}`);
+      if (create) {
+        await handle.chmod(create.mode); // mkdir's mode is filtered by umask; this is not
+        if (create.owner) await handle.chown(create.owner.uid, create.owner.gid);
+      }
+      return sub;
+    }
+    throw new UnsafePathError(`${this.path}/${name} keeps changing while it is made a folder`);
+  }
+
+  /**
+   * Replaces `name` atomically: a temp file in this folder (created, never opened through a
+   * link), written, given its mode and owner, fsynced, then renamed over the name. A reader sees
+   * the old file or the new one; a link at the name is replaced, not written through; a folder
+   * squatting on it is removed first (rename cannot put a file over a folder).
+   */
+  async writeFile(name: string, content: string | Uint8Array, mode: number, owner: Owner | undefined): Promise<void> {
+    const temp = `${TEMP_PREFIX}${randomBytes(6).toString('hex')}-${checkName(name)}`.slice(0, 255);
+    const file = await open(this.at(temp), constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode);
+    try {
+      try {
+        await file.writeFile(content);
+        await file.chmod(mode);
+        if (owner) await file.chown(owner.uid, owner.gid);
+        await file.sync();
+      } finally {
+        await file.close();
+      }
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await rename(this.at(temp), this.at(name));
+          return;
+        } catch (error) {
+          const code = (error as NodeJS.ErrnoException).code;
+          if ((code !== 'EISDIR' && code !== 'ENOTEMPTY' && code !== 'EEXIST') || attempt >= MAX_ATTEMPTS) throw error;
+          await this.removeTree(name);
+        }
+      }
+    } catch (error) {
+      await unlink(this.at(temp)).catch(() => {});
+      throw error;
+    }
+  }
+
+  /**
+   * The content of `name` when it is a regular file of at most `maxBytes`; undefined for anything
+   * else (missing, a link, a folder, a FIFO, a device, too big). The cap is counted while reading:
+   * a file growing after it was opened is still cut off.
+   */
+  async readFile(name: string, maxBytes = DEFAULT_READ_LIMIT): Promise<string | undefined> {
+    return readBounded(this.at(name), maxBytes);
+  }
+
+  /** Gives an existing regular file `mode` (and `owner`) through its handle; anything else is left alone. */
+  async setMode(name: string, mode: number, owner: Owner | undefined): Promise<void> {
+    return setModeOf(this.at(name), mode, owner);
+  }
+
+  async isRegularFile(name: string): Promise<boolean> {
+    const stat = await lstat(this.at(name)).catch(ignoreCode('ENOENT', 'ENOTDIR'));
+    return stat?.isFile() ?? false;
+  }
+
+  async entries(): Promise<string[]> {
+    return readdir(`${PROC_FD}/${this.handle.fd}`);
+  }
+
+  /** Removes `name` unless it is a folder (a file, a link: the link itself, never its target). */
+  async unlinkFile(name: string): Promise<void> {
+    const stat = await lstat(this.at(name)).catch(ignoreCode('ENOENT'));
+    if (!stat || stat.isDirectory()) return;
+    await unlink(this.at(name)).catch(ignoreCode('ENOENT', 'EISDIR', 'EPERM'));
+  }
+
+  /** Removes `name` whatever it is: a folder with everything in it (links unlinked, never followed). */
+  async remove(name: string): Promise<void> {
+    const stat = await lstat(this.at(name)).catch(ignoreCode('ENOENT'));
+    if (!stat) return;
+    if (stat.isDirectory()) await this.removeTree(name);
+    else await unlink(this.at(name)).catch(ignoreCode('ENOENT'));
+  }
+
+  /** Removes the folder `name` and its tree, each level opened without following a link. */
+  async removeTree(name: string): Promise<void> {
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      const sub = await this.dir(name);
+      if (!sub) {
+        // Not a folder (any more): a file or a link, removed as such.
+        await unlink(this.at(name)).catch(ignoreCode('ENOENT', 'EISDIR'));
+        if (!(await lstat(this.at(name)).catch(ignoreCode('ENOENT')))) return;
+        continue;
+      }
+      try {
+        for (const entry of await sub.entries()) await sub.remove(entry);
+      } finally {
+        await sub.close();
+      }
+      try {
+        await rmdir(this.at(name));
+        return;
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT') return;
+        if (code !== 'ENOTEMPTY' && code !== 'EEXIST' && code !== 'ENOTDIR') throw error;
+        // Something was added meanwhile: go round again.
+      }
+    }
+    throw new UnsafePathError(`${this.path}/${name} keeps changing while it is removed`);
+  }
+
+  /** Removes our temp files left here by a crash mid-write (whatever a container made of them). */
+  async sweepTempFiles(): Promise<void> {
+    for (const entry of await this.entries()) if (entry.startsWith(TEMP_PREFIX)) await this.remove(entry);
+  }
+
+  /** Flushes this folder's entries (renames, unlinks) to disk. */
+  async sync(): Promise<void> {
+    await this.handle.sync();
+  }
+
+  async close(): Promise<void> {
+    await this.handle.close();
+  }
+}
+
+/** Runs `use` on the folder at `path` (see SafeDir.open) and closes it. */
+export async function withDir<T>(path: string, use: (dir: SafeDir) => Promise<T>): Promise<T> {
+  const dir = await SafeDir.open(path);
+  try {
+    return await use(dir);
+  } finally {
+    await dir.close();
+  }
+}
+
+/**
+ * Runs `use` on the folder holding `relativePath`'s last component, reached from `root` one
+ * component at a time without following a link. With `create`, missing folders are made (and
+ * anything else in their place removed); without, a missing or non-folder component means
+ * there is nothing there: `use` is not called and undefined comes back.
+ */
+export async function withParent<T>(
+  root: SafeDir,
+  relativePath: string,
+  use: (dir: SafeDir, name: string) => Promise<T>,
+  create?: { mode: number; owner: Owner | undefined },
+): Promise<T | undefined> {
+  const segments = relativePath.split('/').map(checkName);
+  const name = segments.pop() as string;
+  const opened: SafeDir[] = [];
+  try {
+    let current = root;
+    for (const segment of segments) {
+      const next = await current.dir(segment, create);
+      if (!next) return undefined;
+      opened.push(next);
+      current = next;
+    }
+    return await use(current, name);
+  } finally {
+    for (const dir of opened.reverse()) await dir.close();
+  }
+}
+
 /**
  * Makes `path` a real directory with `mode` (and `owner`). A symlink or file in its place is
  * removed first: the path is ours, and following a planted link as root is how hosts get owned.
+ * The folder holding it must be the caller's own (see SafeDir.open).
  */
 export async function ensureDirectory(path: string, mode: number, owner: Owner | undefined): Promise<void> {
-  const stat = await lstat(path).catch((error: NodeJS.ErrnoException) => {
-    if (error.code === 'ENOENT') return undefined;
-    throw error;
+  await withDir(dirname(path), async (parent) => {
+    const dir = await parent.dir(basename(path), { mode, owner });
+    await dir?.close();
   });
-  if (stat && !stat.isDirectory()) await rm(path, { force: true });
-  if (!stat || !stat.isDirectory()) await mkdir(path, { mode }).catch(ignoreCode('EEXIST'));
-  const handle = await open(path, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
-  try {
-    await handle.chmod(mode);
-    if (owner) await handle.chown(owner.uid, owner.gid);
-  } finally {
-    await handle.close();
-  }
 }
 
-/**
- * Replaces `path` atomically: a temp file in the same folder (same filesystem, so rename is
- * atomic), written, given its mode and owner, fsynced, then renamed over the target. A reader
- * sees the old file or the new one, never half of either.
- */
+/** `SafeDir.writeFile` for a file in a folder of the caller's own (the customer folder's top level). */
 export async function writeFileAtomic(path: string, content: string, mode: number, owner: Owner | undefined): Promise<void> {
-  const temp = join(dirname(path), `${TEMP_PREFIX}${randomBytes(6).toString('hex')}-${basename(path)}`);
-  const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
-  try {
-    const handle = await open(temp, flags, mode);
-    try {
-      await handle.writeFile(content, 'utf8');
-      await handle.chmod(mode); // the open mode is filtered by umask; this is not
-      if (owner) await handle.chown(owner.uid, owner.gid);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    const existing = await lstat(path).catch(() => undefined);
-    // rename cannot replace a directory with a file; a folder squatting on our path goes.
-    if (existing?.isDirectory()) await rm(path, { recursive: true, force: true });
-    await rename(temp, path);
-  } catch (error) {
-    await rm(temp, { force: true });
-    throw error;
-  }
+  await withDir(dirname(path), (dir) => dir.writeFile(basename(path), content, mode, owner));
 }
 
+const DEFAULT_READ_LIMIT = 1024 * 1024;
+
 /**
- * Reads a small regular file without following a symlink and without blocking on a FIFO the
- * container may have put in its place; anything else reads as undefined.
+ * Reads a regular file of at most `maxBytes` without following a symlink at its name and without
+ * blocking on a FIFO the container may have put in its place; anything else (a link, a folder, a
+ * FIFO, a missing or larger file) reads as undefined. For files in a folder of the caller's own
+ * (the customer folder's top level, e.g. openclaw.json); deeper, use a SafeDir.
  */
-export async function readRegularFile(path: string, maxBytes = 1024 * 1024): Promise<string | undefined> {
-  const handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK).catch(() => undefined);
+export async function readRegularFile(path: string, maxBytes = DEFAULT_READ_LIMIT): Promise<string | undefined> {
+  return readBounded(path, maxBytes);
+}
+
+async function readBounded(path: string, maxBytes: number): Promise<string | undefined> {
+  const handle = await open(path, FILE_READ).catch(() => undefined);
   if (!handle) return undefined;
   try {
-    const stat = await handle.stat();
-    if (!stat.isFile() || stat.size > maxBytes) return undefined;
-    return await handle.readFile('utf8');
+    if (!(await handle.stat()).isFile()) return undefined;
+    const buffer = Buffer.alloc(Math.min(maxBytes, 64 * 1024) + 1);
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for (;;) {
+      const { bytesRead } = await handle.read(buffer, 0, buffer.length, null);
+      if (bytesRead === 0) break;
+      total += bytesRead;
+      if (total > maxBytes) return undefined;
+      chunks.push(Buffer.from(buffer.subarray(0, bytesRead)));
+    }
+    return Buffer.concat(chunks).toString('utf8');
   } finally {
     await handle.close();
   }
@@ -114,7 +345,11 @@ export async function readRegularFile(path: string, maxBytes = 1024 * 1024): Pro
  * a symlink; a link, FIFO or anything else in its place is left alone (the next write replaces it).
  */
 export async function setModeNoFollow(path: string, mode: number, owner: Owner | undefined): Promise<void> {
-  const handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK).catch(() => undefined);
+  return setModeOf(path, mode, owner);
+}
+
+async function setModeOf(path: string, mode: number, owner: Owner | undefined): Promise<void> {
+  const handle = await open(path, FILE_READ).catch(() => undefined);
   if (!handle) return;
   try {
     const stat = await handle.stat();
@@ -128,18 +363,18 @@ export async function setModeNoFollow(path: string, mode: number, owner: Owner |
 
 /** Flushes a folder's entries (renames, unlinks) to disk. */
 export async function syncDirectory(path: string): Promise<void> {
-  const handle = await open(path, constants.O_RDONLY | constants.O_DIRECTORY);
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
+  await withDir(path, (dir) => dir.sync());
 }
 
-/** Removes our temp files left in `dir` by a crash mid-write. */
-export async function sweepTempFiles(dir: string): Promise<void> {
-  const entries = await readdir(dir).catch(() => [] as string[]);
-  await Promise.all(entries.filter((name) => name.startsWith(TEMP_PREFIX)).map((name) => rm(join(dir, name), { force: true })));
+/** Removes our temp files left in `dir` by a crash mid-write; a missing folder has none. */
+export async function sweepTempFiles(path: string): Promise<void> {
+  const dir = await SafeDir.open(path).catch(ignoreCode('ENOENT'));
+  if (!dir) return;
+  try {
+    await dir.sweepTempFiles();
+  } finally {
+    await dir.close();
+  }
 }
 
 export function ignoreCode(...codes: string[]): (error: NodeJS.ErrnoException) => undefined {

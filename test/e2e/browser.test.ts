@@ -242,9 +242,14 @@ describe('signing up in a browser', () => {
     expect(await text('#telegram-link')).toBe(telegramUrl);
     expect(await text('#assistant-url')).toMatch(new RegExp(`^http://${customerName}\\.blytz\\.localhost`));
     expect(await page.isVisible('#pairing-form')).toBe(true);
-    // The token left the address bar (browser history, a copied link), but the tab keeps it:
-    // a reload still shows the customer's page.
+    // The server spent the link's token on a session (an HttpOnly cookie) and redirected: the token
+    // is out of the address bar (browser history, a copied link) and a reload still shows the page.
     expect(page.url()).toBe(`${served.url}/status/${customerName}`);
+    const cookies = await page.context().cookies(served.url);
+    expect(cookies.find((c) => c.name === 'blytz_session')).toMatchObject({ httpOnly: true, sameSite: 'Strict' });
+    expect(await page.evaluate(() => (globalThis as unknown as { document: { cookie: string } }).document.cookie)).not.toContain(
+      'blytz_session',
+    );
     await page.reload();
     await waitForText('#phase', /^Ready$/);
     expect(await page.isVisible('#pairing-form')).toBe(true);
@@ -319,7 +324,7 @@ describe('signing up in a browser', () => {
     for (const url of visited) {
       for (const secret of [BOT_TOKEN, MODEL_KEY, PAIRING_CODE, email, encodeURIComponent(email)])
         expect(url).not.toContain(secret);
-      // The access token only in the status page's own address, never in an API call.
+      // The access token only in the status link itself (spent there for a session), never in an API call.
       if (url.includes(token)) expect(new URL(url).pathname).toBe(`/status/${customerName}`);
     }
     const log = served.log();

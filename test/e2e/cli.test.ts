@@ -1,6 +1,8 @@
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
@@ -371,5 +373,39 @@ describe('blytz doctor', () => {
     expect(byName.get('stripe')).toBe('warn');
     // Nor is the model gateway: customers without their own key would get no model.
     expect(res.stdout).toMatch(/^models +warn +model gateway off/m);
+  });
+});
+
+describe('blytz CLI and plain HTTP', () => {
+  it('refuses to send the admin token over http:// to another machine unless --allow-plain-http', async () => {
+    // A listener on one of this machine's own non-loopback addresses: what reaches it would
+    // also cross a network to a remote server.
+    const address = Object.values(networkInterfaces())
+      .flat()
+      .find((i) => i && i.family === 'IPv4' && !i.internal)?.address;
+    if (!address) throw new Error('this machine has no non-loopback IPv4 address to listen on');
+    const seen: Array<string | undefined> = [];
+    const listener = createServer((req, res) => {
+      seen.push(req.headers.authorization);
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"kind":"CustomerList","items":[],"metadata":{}}');
+    });
+    await new Promise<void>((resolve) => listener.listen(0, address, resolve));
+    const server = `http://${address}:${(listener.address() as AddressInfo).port}`;
+    try {
+      const refused = await run(['get', 'customers', '--server', server], { env: { BLYTZ_ADMIN_TOKEN: 'e2e-admin-token-0123456789' } });
+      expect(refused.code).toBe(2);
+      expect(refused.stderr).toContain(`refusing to send the admin token over plain HTTP to ${address}`);
+      expect(refused.stderr).toContain('--allow-plain-http');
+      expect(refused.stderr).not.toContain('e2e-admin-token-0123456789');
+      expect(seen).toEqual([]);
+
+      const allowed = await run(['get', 'customers', '--server', server, '--allow-plain-http'], {
+        env: { BLYTZ_ADMIN_TOKEN: 'e2e-admin-token-0123456789' },
+      });
+      expect(allowed.code).toBe(0);
+      expect(seen).toEqual(['Bearer e2e-admin-token-0123456789']);
+    } finally {
+      await new Promise((resolve) => listener.close(resolve));
+    }
   });
 });

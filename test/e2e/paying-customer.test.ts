@@ -64,7 +64,11 @@ describe('a paying customer, from signup to cancellation', () => {
     const { customerId: name, checkoutUrl, statusUrl } = (await signup.json()) as { customerId: string; checkoutUrl: string; statusUrl: string };
     expect(checkoutUrl).toMatch(/^http/);
     expect(telegram.calls).toContain(BOT_TOKEN);
-    const token = new URL(statusUrl, served.url).searchParams.get('token');
+    // The status link's single-use token opens a session (a cookie for browsers, usable as a bearer token).
+    const link = new URL(statusUrl, served.url);
+    const opened = await fetch(`${served.url}${link.pathname}${link.search}`, { redirect: 'manual' });
+    expect(opened.status).toBe(303);
+    const token = /^blytz_session=([^;]+)/.exec(opened.headers.getSetCookie()[0] ?? '')?.[1];
     expect(token).toBeTruthy();
 
     // Pending: nothing runs before payment.

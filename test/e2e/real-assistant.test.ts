@@ -10,7 +10,9 @@ import { docker, freePort, instanceContainers, startServe, withServerLog, type S
 import { startFakeBotApi, type FakeBotApi } from '../support/fake-bot-api.js';
 import { FAKE_ANTHROPIC_KEY, startFakeModelProvider, type FakeModelProvider } from '../support/fake-model-provider.js';
 import { completedSessionObject, FAKE_PRICE_ID, FAKE_SECRET_KEY, signatureHeader, startFakeStripe, stripeEvent, type FakeStripe } from '../support/fake-stripe.js';
+import { openSession } from '../support/billing-app.js';
 import { getWithHost } from '../support/http-get.js';
+import { openHostPortsToCustomers } from '../support/tenant-firewall.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { waitFor } from '../support/wait-for.js';
 
@@ -62,6 +64,7 @@ describe('the real OpenClaw gateway, from payment to a paired Telegram user', ()
   let bot: FakeBotApi;
   let provider: FakeModelProvider;
   let work: string;
+  let closeHostPorts: (() => Promise<void>) | undefined;
   let served: Served;
   let name: string;
   let token: string;
@@ -80,7 +83,12 @@ describe('the real OpenClaw gateway, from payment to a paired Telegram user', ()
     provider.reply = 'Four strokes: intake, compression, power, exhaust.';
     work = mkdtempSync(join(tmpdir(), 'blytz-e2e-real-'));
     writeFileSync(join(work, 'anthropic-key'), `${FAKE_ANTHROPIC_KEY}\n`, { mode: 0o600 });
-    const gateway = `${bridgeGateway()}:${await freePort()}`;
+    const gatewayPort = await freePort();
+    const gateway = `${bridgeGateway()}:${gatewayPort}`;
+    // The tenant firewall (deploy/host/blytz-tenants.nft) lets customer containers reach only the
+    // host ports an operator lists: here the model gateway's, and the Bot API stand-in's (in
+    // production Telegram is on the internet, which customers reach freely).
+    closeHostPorts = await openHostPortsToCustomers([gatewayPort, bot.port]);
     served = await startServe({
       databaseUrl: db.url,
       env: {
@@ -102,6 +110,7 @@ describe('the real OpenClaw gateway, from payment to a paired Telegram user', ()
   });
   afterAll(async () => {
     await served?.stop();
+    await closeHostPorts?.();
     await provider?.close();
     if (work) rmSync(work, { recursive: true, force: true });
     await bot?.close();
@@ -150,7 +159,10 @@ describe('the real OpenClaw gateway, from payment to a paired Telegram user', ()
     expect(signup.status).toBe(201);
     const body = (await signup.json()) as { customerId: string; statusUrl: string };
     name = body.customerId;
-    token = new URL(body.statusUrl, served.url).searchParams.get('token') as string;
+    // The signup's status link holds a single-use access token: opening it gives the session.
+    const opened = await openSession(served.url, new URL(body.statusUrl, served.url).href);
+    token = opened.session as string;
+    expect(token).toBeTruthy();
     const session = [...stripe.sessions.values()].find((s) => s.client_reference_id === name);
     const payload = JSON.stringify(stripeEvent('checkout.session.completed', completedSessionObject(session!)));
     const paid = await fetch(`${served.url}/api/webhooks/stripe`, {

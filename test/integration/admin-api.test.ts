@@ -3,6 +3,7 @@ import { createServer, type Server } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHttpApp } from '../../src/http/app.js';
 import { adminApiRouter, CUSTOMERS_PATH } from '../../src/http/admin-api.js';
+import { MemoryRateLimitBackend } from '../../src/http/rate-limit.js';
 import { HealthChecks } from '../../src/observability/health.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
@@ -31,6 +32,9 @@ describe('admin API', () => {
   let server: Server;
   let base: string;
   const reconciled: string[] = [];
+  // The failed-authentication budget's clock: moves only when a test says so.
+  let clock = 60_000 * 3 + 1_000;
+  const failureLimit = { limit: 8, windowMs: 60_000 };
 
   beforeAll(async () => {
     db = await createTestDatabase();
@@ -44,6 +48,8 @@ describe('admin API', () => {
         adminApiRouter({
           store,
           adminToken: TOKEN,
+          rateLimits: new MemoryRateLimitBackend(() => clock),
+          authFailureLimit: failureLimit,
           reconcileNow: async (name) => {
             reconciled.push(name);
             return new Date('2030-01-02T03:04:05.000Z');
@@ -95,6 +101,18 @@ describe('admin API', () => {
       const res = await call('GET', CUSTOMERS_PATH);
       expect(res.status).toBe(200);
       expect(res.body).toMatchObject({ kind: 'CustomerList', apiVersion: 'blytz.cloud/v1alpha1' });
+    });
+
+    it('throttles failed authentications: past the budget the client is refused (429), the right token too, until the window ends', async () => {
+      clock += 60_000; // a fresh window: the 401 test above spent 4 failures
+      const statuses: number[] = [];
+      for (let i = 0; i < failureLimit.limit; i++) statuses.push((await call('GET', CUSTOMERS_PATH, undefined, `guess-${i}`)).status);
+      expect(statuses).toEqual(statuses.map(() => 401));
+      const refused = await call('GET', CUSTOMERS_PATH);
+      expect(refused.status).toBe(429);
+      expect(refused.body).toMatchObject({ kind: 'Status', reason: 'TooManyRequests', code: 429 });
+      clock += 60_000;
+      expect((await call('GET', CUSTOMERS_PATH)).status).toBe(200);
     });
 
     it('leaves routes outside the admin prefix alone', async () => {

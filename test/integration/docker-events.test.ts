@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { removeInstanceObjects } from '../support/docker-cleanup.js';
 import { Policies } from '../../src/resilience/policies.js';
 import { DockerEventSource } from '../../src/runtime/docker/docker-events.js';
 import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
@@ -85,9 +86,8 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  const mine = await docker.listContainers({ all: true, filters: { label: [`${INSTANCE_LABEL}=${instance}`] } });
-  const foreign = await docker.listContainers({ all: true, filters: { label: [`${INSTANCE_LABEL}=${instance}-other`] } });
-  await Promise.all([...mine, ...foreign].map((c) => docker.getContainer(c.Id).remove({ force: true })));
+  await removeInstanceObjects(docker, INSTANCE_LABEL, instance);
+  await removeInstanceObjects(docker, INSTANCE_LABEL, `${instance}-other`);
   await rm(root, { recursive: true, force: true });
 });
 

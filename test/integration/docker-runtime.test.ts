@@ -5,9 +5,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { removeInstanceObjects } from '../support/docker-cleanup.js';
 import { CUSTOMER_LABEL, MANAGED_BY_LABEL, SPEC_HASH_LABEL } from '../../src/domain/naming.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import { Policies } from '../../src/resilience/policies.js';
+import { containerConfig } from '../../src/runtime/docker/container-config.js';
 import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
 import { ContainerNotRunningError, ExecTimeoutError } from '../../src/runtime/exec-output.js';
 import { PortClashError, type ContainerSpec } from '../../src/runtime/runtime.js';
@@ -65,8 +67,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   // Only what this file created: our unique instance label.
-  const mine = await docker.listContainers({ all: true, filters: { label: [`${INSTANCE_LABEL}=${instance}`] } });
-  await Promise.all(mine.map((c) => docker.getContainer(c.Id).remove({ force: true })));
+  await removeInstanceObjects(docker, INSTANCE_LABEL, instance);
   await rm(root, { recursive: true, force: true });
 });
 
@@ -106,6 +107,9 @@ describe('DockerRuntime', () => {
     expect(host.Tmpfs).toEqual({ '/tmp': 'rw,nosuid,nodev,size=256m,uid=1000,gid=1000,mode=0700' });
     expect(host.LogConfig).toEqual({ Type: 'json-file', Config: { 'max-size': '10m', 'max-file': '3' } });
     expect(host.PortBindings).toEqual({ '18789/tcp': [{ HostIp: '127.0.0.1', HostPort: String(portBase) }] });
+    // On its customer's own network, never Docker's shared bridge (tenant-isolation.test.ts).
+    expect(host.NetworkMode).toBe(`blytz-${customer}`);
+    expect(Object.keys(info.NetworkSettings.Networks)).toEqual([`blytz-${customer}`]);
     // What the engine actually bound: 127.0.0.1 only, no 0.0.0.0 or [::].
     expect(info.NetworkSettings.Ports['18789/tcp']).toEqual([{ HostIp: '127.0.0.1', HostPort: String(portBase) }]);
     expect(info.Mounts).toEqual([
@@ -138,6 +142,18 @@ describe('DockerRuntime', () => {
       health: 'healthy',
       hostPort: portBase,
     });
+  });
+
+  it('a container left on Docker\'s shared bridge (made before customers had networks) reads as another spec, so it is recreated', async () => {
+    const customer = name('legacy');
+    const s = await spec(customer, portBase + 40);
+    const config = containerConfig(s, { [INSTANCE_LABEL]: instance }); // no network: the default bridge
+    const legacy = await docker.createContainer(config);
+    const [observed] = await runtime.listFor(customer);
+    expect(observed?.id).toBe(legacy.id);
+    expect(observed?.specHash).toBe(`hash-${customer}+shared-network`);
+    await runtime.remove(legacy.id);
+    expect(await runtime.listFor(customer)).toEqual([]);
   });
 
   it('list() is one call scoped by the extra labels: another instance sees none of ours', async () => {

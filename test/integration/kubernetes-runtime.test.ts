@@ -2,7 +2,7 @@ import { AppsV1Api, CoreV1Api, NetworkingV1Api } from '@kubernetes/client-node';
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy';
 import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { pairingApprover } from '../../src/controller/customer/pairing.js';
 import { MERGE_PATCH } from '../../src/kube-api/client.js';
@@ -13,6 +13,7 @@ import { KubernetesRuntime } from '../../src/runtime/kubernetes/kubernetes-runti
 import { KubernetesWorkspaces } from '../../src/runtime/kubernetes/kubernetes-workspaces.js';
 import { objectName } from '../../src/runtime/kubernetes/names.js';
 import type { ContainerSpec } from '../../src/runtime/runtime.js';
+import { renderMarkerPath } from '../../src/workspace/file-workspaces.js';
 import type { Workspaces } from '../../src/workspace/workspace.js';
 import { FakeKubeApi, type FakeExecCall, type FakeExecResult } from '../support/fake-kube-api.js';
 import { uniqueName, stubHealth } from '../support/fixtures.js';
@@ -47,17 +48,16 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
     api.requests.length = 0;
   });
 
-  /** A rendered workspace folder as FileWorkspaces leaves it (files plus the render marker). */
+  /** A rendered workspace folder as FileWorkspaces leaves it (files, and the render marker beside it). */
   async function workspace(customer: string, files: Record<string, string>): Promise<string> {
     const dir = join(root, customer);
     for (const [path, content] of Object.entries(files)) {
       await mkdir(join(dir, path, '..'), { recursive: true });
       await writeFile(join(dir, path), content);
     }
-    await writeFile(
-      join(dir, '.blytz-render.json'),
-      JSON.stringify({ contentHash: 'x', template: 't', files: Object.keys(files) }),
-    );
+    // The marker lives beside the customer folders, where no container writes (FileWorkspaces).
+    await mkdir(dirname(renderMarkerPath(dir)), { recursive: true });
+    await writeFile(renderMarkerPath(dir), JSON.stringify({ contentHash: 'x', template: 't', files: Object.keys(files) }));
     return dir;
   }
 

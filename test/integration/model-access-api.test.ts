@@ -60,7 +60,7 @@ beforeAll(async () => {
     health: new HealthChecks(),
     readiness: { breakers: () => ({}), leader: () => true },
     routers: [
-      createModelUsageRouter({ verifyAccessToken: (n, t) => billing.verifyAccessToken(n, t), usage: (n) => models.usage(n) }),
+      createModelUsageRouter({ verifySession: (n, t) => billing.verifySession(n, t), usage: (n) => models.usage(n) }),
       adminApiRouter({
         store: customers,
         adminToken: ADMIN,
@@ -167,7 +167,7 @@ describe('admin API', () => {
 });
 
 describe('status page API', () => {
-  it("shows the customer its month's use with its access token; a wrong token looks like no customer", async () => {
+  it("shows the customer its month's use in their session; a wrong session looks like no customer", async () => {
     const reservation = await billing.reserveSignup({
       email: `${uniqueName('page')}@example.com`,
       displayName: 'Ada',
@@ -175,10 +175,14 @@ describe('status page API', () => {
       plan: 'personal',
       telegramBotToken: `123456:${'A'.repeat(35)}`,
       telegramBotUsername: 'ada_bot',
+      client: '192.0.2.10',
     });
     await spend(reservation.name, 900, 150);
+    // The access token from the signup link opens one session (its single use); the page then uses the session.
+    const session = await billing.exchangeAccessToken(reservation.name, reservation.accessToken);
+    expect(session).toBeDefined();
     const res = await fetch(`${url}/api/customers/${reservation.name}/model-usage`, {
-      headers: { authorization: `Bearer ${reservation.accessToken}` },
+      headers: { authorization: `Bearer ${session}` },
     });
     expect(res.status).toBe(200);
     expect(res.headers.get('cache-control')).toBe('no-store');
@@ -191,8 +195,12 @@ describe('status page API', () => {
       usedTokens: 1050,
       exhausted: true,
     });
-    const wrong = await fetch(`${url}/api/customers/${reservation.name}/model-usage?token=wrong-token`);
-    expect(wrong.status).toBe(404);
-    expect((await fetch(`${url}/api/customers/${uniqueName('nobody')}/model-usage?token=x`)).status).toBe(404);
+    // The spent access token is no session; a wrong one looks like no customer at all.
+    for (const token of [reservation.accessToken, 'wrong-token']) {
+      const wrong = await fetch(`${url}/api/customers/${reservation.name}/model-usage`, { headers: { authorization: `Bearer ${token}` } });
+      expect(wrong.status).toBe(404);
+    }
+    const nobody = await fetch(`${url}/api/customers/${uniqueName('nobody')}/model-usage`, { headers: { authorization: 'Bearer x' } });
+    expect(nobody.status).toBe(404);
   });
 });

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { removeInstanceObjects } from '../support/docker-cleanup.js';
 import { pairingApprover } from '../../src/controller/customer/pairing.js';
 import { createHttpApp } from '../../src/http/app.js';
 import { createPairingApiRouter } from '../../src/http/pairing-api.js';
@@ -46,21 +47,25 @@ let db: TestDatabase;
 let store: BillingStore;
 let root: string;
 let containerId: string;
-let customer: { name: string; token: string };
-let idle: { name: string; token: string };
+let customer: { name: string; token: string; accessToken: string };
+let idle: { name: string; token: string; accessToken: string };
 const apps: Array<{ url: string; logs: string[]; close(): Promise<void> }> = [];
 let app: (typeof apps)[number];
 
-async function reserve(): Promise<{ name: string; token: string }> {
+/** A signed-up customer and the session its access token opened (`token`), plus the spent access token. */
+async function reserve(): Promise<{ name: string; token: string; accessToken: string }> {
   const r = await store.reserveSignup({
     email: `${uniqueName('pair')}@example.com`,
     displayName: 'Ada',
     instructions: 'keep my calendar',
     plan: 'personal',
-    telegramBotToken: `123456:${'A'.repeat(35)}`,
+    telegramBotToken: `${100000 + Math.floor(Math.random() * 800000)}:${'A'.repeat(35)}`,
     telegramBotUsername: 'ada_bot',
+    client: '127.0.0.1',
   });
-  return { name: r.name, token: r.accessToken };
+  const session = await store.exchangeAccessToken(r.name, r.accessToken);
+  if (!session) throw new Error('the fresh access token opened no session');
+  return { name: r.name, token: session, accessToken: r.accessToken };
 }
 
 /** `limit` undefined: the router's default, RATE_LIMITS.pairing. */
@@ -74,7 +79,7 @@ async function startApp(limit: RateLimit | undefined, rateLimits = new MemoryRat
     readiness: { breakers: () => ({}), leader: () => false },
     routers: [
       createPairingApiRouter({
-        verifyAccessToken: (name, token) => store.verifyAccessToken(name, token),
+        verifySession: (name, token) => store.verifySession(name, token),
         approvePairing: pairingApprover(runtime),
         rateLimits,
         logger,
@@ -140,8 +145,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await Promise.all(apps.map((a) => a.close()));
   // Only what this file created: our unique instance label.
-  const mine = await docker.listContainers({ all: true, filters: { label: [`${INSTANCE_LABEL}=${instance}`] } });
-  await Promise.all(mine.map((c) => docker.getContainer(c.Id).remove({ force: true })));
+  await removeInstanceObjects(docker, INSTANCE_LABEL, instance);
   await rm(root, { recursive: true, force: true });
   await db?.drop();
 });
@@ -155,10 +159,12 @@ describe('POST /api/customers/:name/pairing', () => {
     expect(await openclawCalls()).toContain(`pairing approve telegram ${GOOD}`);
   });
 
-  it('takes the token from ?token= and forgives lower case and spaces', async () => {
-    const res = await postJson(`${app.url}/api/customers/${customer.name}/pairing?token=${encodeURIComponent(customer.token)}`, {
-      code: ` ${SECOND.toLowerCase()} `,
-    });
+  it('takes the session from its cookie and forgives lower case and spaces', async () => {
+    const res = await postJson(
+      `${app.url}/api/customers/${customer.name}/pairing`,
+      { code: ` ${SECOND.toLowerCase()} ` },
+      { cookie: `other=1; blytz_session=${customer.token}` },
+    );
     expect(res.status).toBe(200);
     expect(await openclawCalls()).toContain(`pairing approve telegram ${SECOND}`);
   });
@@ -210,7 +216,8 @@ describe('POST /api/customers/:name/pairing', () => {
     for (const [name, token] of [
       [customer.name, undefined],
       [customer.name, 'wrong-token'],
-      [customer.name, idle.token], // another customer's token
+      [customer.name, customer.accessToken], // the access token, spent on opening the session
+      [customer.name, idle.token], // another customer's session
       ['no-such-customer', customer.token],
       ['Not_A_Name', customer.token],
     ] as const) {
@@ -251,7 +258,7 @@ describe('POST /api/customers/:name/pairing', () => {
   it('never logs the access token or a code', () => {
     const logs = apps.flatMap((a) => a.logs).join('\n');
     expect(logs).toContain('telegram pairing');
-    for (const secret of [customer.token, idle.token, GOOD, SECOND, WRONG]) expect(logs).not.toContain(secret);
+    for (const secret of [customer.token, customer.accessToken, idle.token, GOOD, SECOND, WRONG]) expect(logs).not.toContain(secret);
   });
 
   it('answers 409 once the container is stopped', async () => {

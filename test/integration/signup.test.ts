@@ -7,6 +7,7 @@ import { hashToken } from '../../src/store/billing-store.js';
 import type { SecretBox } from '../../src/store/secret-box.js';
 import {
   botToken,
+  openSession,
   postJson,
   type Json,
   PUBLIC_URL,
@@ -64,12 +65,20 @@ function tokenOf(statusUrl: string): string {
   return new URL(statusUrl).searchParams.get('token') as string;
 }
 
-async function getStatus(base: string, name: string, init: { token?: string; bearer?: string } = {}) {
+async function getStatus(base: string, name: string, init: { token?: string; bearer?: string; cookie?: string } = {}) {
   const query = init.token !== undefined ? `?token=${encodeURIComponent(init.token)}` : '';
-  const response = await fetch(`${base}/api/customers/${name}/status${query}`, {
-    headers: init.bearer ? { authorization: `Bearer ${init.bearer}` } : {},
-  });
+  const headers: Record<string, string> = {};
+  if (init.bearer) headers['authorization'] = `Bearer ${init.bearer}`;
+  if (init.cookie) headers['cookie'] = `blytz_session=${init.cookie}`;
+  const response = await fetch(`${base}/api/customers/${name}/status${query}`, { headers });
   return { status: response.status, body: (await response.json()) as Json, headers: response.headers };
+}
+
+/** The session a signup's status link opens (its access token is spent doing so). */
+async function sessionOf(base: string, statusUrl: string): Promise<string> {
+  const opened = await openSession(base, statusUrl);
+  expect(opened.session).toBeDefined();
+  return opened.session as string;
 }
 
 describe('POST /api/signup: validation', () => {
@@ -138,7 +147,8 @@ describe('POST /api/signup: validation', () => {
 
 describe('POST /api/signup', () => {
   it('creates a pending customer and a subscription checkout, storing secrets sealed and the token hashed', async () => {
-    const a = await app();
+    const now = Math.floor(Date.now() / 1000) * 1000;
+    const a = await app({ checkoutClock: () => now });
     const address = email();
     const token = botToken(7);
     const res = await postJson(
@@ -161,13 +171,18 @@ describe('POST /api/signup', () => {
       line_items: { '0': { price: FAKE_PRICE_ID, quantity: '1' } },
       client_reference_id: name,
       customer_email: address,
-      metadata: { blytz_customer: name },
+      metadata: { blytz_customer: name, blytz_uid: expect.any(String) },
       subscription_data: { metadata: { blytz_customer: name } },
       success_url: `${PUBLIC_URL}/status/${name}?token=${accessToken}`,
+      cancel_url: `${PUBLIC_URL}/status/${name}?token=${accessToken}&checkout=cancelled`,
+      // Unpaid signups hold capacity about as long as Stripe's shortest checkout (30 minutes, plus 2 of margin).
+      expires_at: String(now / 1000 + 1920),
     });
     expect(request?.idempotencyKey).toMatch(new RegExp(`^blytz-signup-${name}-`));
 
     const [row] = await rowsFor(address);
+    expect((request?.params['metadata'] as Json)['blytz_uid']).toBe(row?.uid);
+    expect((request?.params['subscription_data'] as Json)['metadata']['blytz_uid']).toBe(row?.uid);
     expect(row).toMatchObject({
       name,
       state: 'pending',
@@ -279,21 +294,6 @@ describe('POST /api/signup', () => {
     }
   });
 
-  it('returns a fresh checkout link for the same email while pending, on the same row', async () => {
-    const a = await app();
-    const address = email();
-    const first = await postJson(`${a.url}/api/signup`, signupBody(address));
-    const second = await postJson(`${a.url}/api/signup`, signupBody(address.toUpperCase(), { name: 'Ada L.' }));
-    expect(second.status).toBe(201);
-    expect(second.body.customerId).toBe(first.body.customerId);
-    expect(second.body.checkoutUrl).not.toBe(first.body.checkoutUrl);
-    const rows = await rowsFor(address);
-    expect(rows).toHaveLength(1);
-    expect(rows[0]?.display_name).toBe('Ada L.');
-    expect((await getStatus(a.url, first.body.customerId, { token: tokenOf(second.body.statusUrl) })).status).toBe(200);
-    expect((await getStatus(a.url, first.body.customerId, { token: tokenOf(first.body.statusUrl) })).status).toBe(404);
-  });
-
   it('answers 409 when the email already has a live assistant', async () => {
     const a = await app();
     const address = email();
@@ -302,33 +302,6 @@ describe('POST /api/signup', () => {
     const again = await postJson(`${a.url}/api/signup`, signupBody(address));
     expect(again.status).toBe(409);
     expect(again.body.error.code).toBe('email_taken');
-  });
-
-  it('lets the email sign up again after cancellation, on its old name with no old Stripe ids', async () => {
-    const a = await app();
-    const address = email();
-    const first = await postJson(`${a.url}/api/signup`, signupBody(address));
-    const name = first.body.customerId as string;
-    await db.handle.db
-      .updateTable('customers')
-      .set({
-        state: 'cancelled',
-        stripe_customer_id: `cus_${name}`,
-        stripe_subscription_id: `sub_${name}`,
-        stripe_subscription_event_at: 12345,
-      })
-      .where('name', '=', name)
-      .execute();
-    const again = await postJson(`${a.url}/api/signup`, signupBody(address));
-    expect(again.status).toBe(201);
-    expect(again.body.customerId).toBe(name);
-    const [row] = await rowsFor(address);
-    expect(row).toMatchObject({
-      state: 'pending',
-      stripe_customer_id: null,
-      stripe_subscription_id: null,
-      stripe_subscription_event_at: 12345,
-    });
   });
 
   it('gives a second email whose name collides the disambiguated name', async () => {
@@ -378,7 +351,8 @@ describe('POST /api/signup: capacity', () => {
 
 describe('POST /api/signup: rate limit', () => {
   it('allows 5 per minute per client on the shared Postgres counters, and a spoofed X-Forwarded-For does not help', async () => {
-    const a = await app({ rateLimits: 'database', signupLimit: { limit: 5, windowMs: 60_000 } });
+    const clock = 600_000 + 30_000; // mid-window: the test's clock, not the database's, so no boundary falls inside
+    const a = await app({ rateLimits: 'database', clock: () => clock, signupLimit: { limit: 5, windowMs: 60_000 } });
     await db.handle.db.deleteFrom('rate_limits' as never).execute();
     const statuses: number[] = [];
     let last: Awaited<ReturnType<typeof postJson>> | undefined;
@@ -389,33 +363,76 @@ describe('POST /api/signup: rate limit', () => {
     }
     expect(statuses).toEqual([400, 400, 400, 400, 400, 429]);
     expect(last?.body.error.code).toBe('rate_limited');
-    const retryAfter = Number(last?.headers.get('retry-after'));
-    expect(retryAfter).toBeGreaterThanOrEqual(1);
-    expect(retryAfter).toBeLessThanOrEqual(60);
+    expect(Number(last?.headers.get('retry-after'))).toBe(30);
     const counters = await sql<{ key: string; count: number }>`SELECT key, count FROM rate_limits`.execute(db.handle.db);
     expect(counters.rows).toEqual([{ key: 'signup:127.0.0.1', count: 6 }]);
   });
 
   it('believes X-Forwarded-For only from proxies named in BLYTZ_TRUST_PROXY', async () => {
-    const a = await app({ trustProxy: 'loopback', signupLimit: { limit: 1, windowMs: 60_000 } });
+    const a = await app({ trustProxy: 'loopback', clock: () => 30_000, signupLimit: { limit: 1, windowMs: 60_000 } });
     const first = await postJson(`${a.url}/api/signup`, { email: 'x' }, { 'x-forwarded-for': '203.0.113.1' });
     const other = await postJson(`${a.url}/api/signup`, { email: 'x' }, { 'x-forwarded-for': '203.0.113.2' });
     const again = await postJson(`${a.url}/api/signup`, { email: 'x' }, { 'x-forwarded-for': '203.0.113.1' });
     expect([first.status, other.status, again.status]).toEqual([400, 400, 429]);
   });
+
+  it('counts an IPv6 client by its /64: rotating addresses inside it buys no fresh budget', async () => {
+    const a = await app({ trustProxy: 'loopback', clock: () => 30_000, signupLimit: { limit: 2, windowMs: 60_000 } });
+    const from = (address: string) => postJson(`${a.url}/api/signup`, { email: 'x' }, { 'x-forwarded-for': address });
+    const statuses = [];
+    for (const address of ['2001:db8:7:1::1', '2001:db8:7:1:ffff::2', '2001:db8:7:1:1:2:3:4']) statuses.push((await from(address)).status);
+    expect(statuses).toEqual([400, 400, 429]);
+    // The neighbouring /64 is another subscriber.
+    expect((await from('2001:db8:7:2::1')).status).toBe(400);
+  });
 });
 
-describe('GET /api/customers/:name/status', () => {
-  it('answers 404 alike for a missing token, a wrong token and an unknown customer', async () => {
+describe('the access token, the session and GET /api/customers/:name/status', () => {
+  it('spends the access token once: the link opens a session (an HttpOnly cookie) and a second use opens nothing', async () => {
     const a = await app();
     const res = await postJson(`${a.url}/api/signup`, signupBody(email()));
     const name = res.body.customerId as string;
+    const first = await openSession(a.url, res.body.statusUrl as string);
+    expect(first.status).toBe(303);
+    expect(first.location).toBe(`/status/${name}`);
+    const cookie = await fetch(`${a.url}/status/${name}?token=${encodeURIComponent(tokenOf(res.body.statusUrl))}`, {
+      redirect: 'manual',
+    });
+    // Spent: the same link (browser history, a forwarded email, Stripe's logs) opens no session.
+    expect(cookie.headers.getSetCookie()).toEqual([]);
+    expect(cookie.status).toBe(303);
+    const session = first.session as string;
+    expect((await getStatus(a.url, name, { cookie: session })).status).toBe(200);
+    expect((await getStatus(a.url, name, { bearer: session })).status).toBe(200);
+    // The access token itself is no credential for the API.
+    expect((await getStatus(a.url, name, { bearer: tokenOf(res.body.statusUrl) })).status).toBe(404);
+    expect((await getStatus(a.url, name, { token: tokenOf(res.body.statusUrl) })).status).toBe(404);
+  });
+
+  it('sets the session cookie HttpOnly, SameSite=Strict, and Secure on an https site', async () => {
+    const a = await app();
+    const res = await postJson(`${a.url}/api/signup`, signupBody(email()));
+    const url = new URL(res.body.statusUrl as string);
+    const response = await fetch(`${a.url}${url.pathname}${url.search}`, { redirect: 'manual' });
+    const [cookie] = response.headers.getSetCookie();
+    expect(cookie).toMatch(/^blytz_session=[A-Za-z0-9_-]{43}; Path=\/; Max-Age=2592000; HttpOnly; SameSite=Strict; Secure$/);
+    expect(response.headers.get('cache-control')).toBe('no-store');
+  });
+
+  it('answers 404 alike for a missing session, a wrong one, another customer\'s and an unknown customer', async () => {
+    const a = await app();
+    const res = await postJson(`${a.url}/api/signup`, signupBody(email()));
+    const other = await postJson(`${a.url}/api/signup`, signupBody(email(), { telegramBotToken: botToken(2) }));
+    const name = res.body.customerId as string;
+    const session = await sessionOf(a.url, res.body.statusUrl as string);
+    const otherSession = await sessionOf(a.url, other.body.statusUrl as string);
     const bodies = await Promise.all([
       getStatus(a.url, name),
-      getStatus(a.url, name, { token: 'wrong' }),
-      getStatus(a.url, name, { bearer: tokenOf(res.body.statusUrl).slice(1) }),
-      getStatus(a.url, 'no-such-customer', { token: tokenOf(res.body.statusUrl) }),
-      getStatus(a.url, 'Not_A_Name', { token: 'x' }),
+      getStatus(a.url, name, { bearer: 'wrong-session-token-000000000' }),
+      getStatus(a.url, name, { bearer: session.slice(1) }),
+      getStatus(a.url, name, { cookie: otherSession }),
+      getStatus(a.url, 'no-such-customer', { bearer: session }),
+      getStatus(a.url, 'Not_A_Name', { bearer: session }),
     ]);
     for (const b of bodies) {
       expect(b.status).toBe(404);
@@ -423,7 +440,47 @@ describe('GET /api/customers/:name/status', () => {
     }
   });
 
-  it('shows phase, steps and links with the token (Bearer or query), never a secret', async () => {
+  it('looks a missing customer and a wrong session up the same way: one identical query (no timing difference to measure)', async () => {
+    const queries: string[] = [];
+    const counting = {
+      ...db.handle,
+      db: db.handle.db.withPlugin({
+        transformQuery: (args) => {
+          queries.push(args.node.kind);
+          return args.node;
+        },
+        transformResult: async (args) => args.result,
+      }),
+    };
+    const a = await app({ storeHandle: counting });
+    const res = await postJson(`${a.url}/api/signup`, signupBody(email()));
+    const name = res.body.customerId as string;
+    const lookups: string[][] = [];
+    for (const target of [name, 'no-such-customer-at-all']) {
+      queries.length = 0;
+      expect((await getStatus(a.url, target, { bearer: 'A'.repeat(43) })).status).toBe(404);
+      lookups.push([...queries]);
+    }
+    expect(lookups[0]).toEqual(['SelectQueryNode']);
+    expect(lookups[1]).toEqual(lookups[0]);
+  });
+
+  it('throttles guessing: past the budget of failed lookups a client gets 429 (clock injected)', async () => {
+    let clock = 60_000 * 7 + 5_000;
+    const a = await app({ clock: () => clock, statusFailureLimit: { limit: 3, windowMs: 60_000 } });
+    const res = await postJson(`${a.url}/api/signup`, signupBody(email()));
+    const name = res.body.customerId as string;
+    const session = await sessionOf(a.url, res.body.statusUrl as string);
+    const statuses = [];
+    for (let i = 0; i < 4; i++) statuses.push((await getStatus(a.url, name, { bearer: `guess-${i}-000000000000000` })).status);
+    expect(statuses).toEqual([404, 404, 404, 429]);
+    // Refused even with the right session until the window ends, so a lucky guess is not confirmed.
+    expect((await getStatus(a.url, name, { bearer: session })).status).toBe(429);
+    clock += 60_000;
+    expect((await getStatus(a.url, name, { bearer: session })).status).toBe(200);
+  });
+
+  it('shows phase, steps and links with the session, never a secret', async () => {
     const a = await app();
     const token = botToken(11);
     const res = await postJson(
@@ -432,8 +489,9 @@ describe('GET /api/customers/:name/status', () => {
     );
     const name = res.body.customerId as string;
     const accessToken = tokenOf(res.body.statusUrl);
+    const session = await sessionOf(a.url, res.body.statusUrl as string);
 
-    const pending = await getStatus(a.url, name, { bearer: accessToken });
+    const pending = await getStatus(a.url, name, { bearer: session });
     expect(pending.status).toBe(200);
     expect(pending.headers.get('cache-control')).toBe('no-store');
     expect(pending.body).toEqual({
@@ -473,7 +531,7 @@ describe('GET /api/customers/:name/status', () => {
         condition('Ready', 'False'),
       ],
     });
-    const provisioning = await getStatus(a.url, name, { token: accessToken });
+    const provisioning = await getStatus(a.url, name, { cookie: session });
     expect(provisioning.body).toMatchObject({
       state: 'active',
       phase: 'Provisioning',
@@ -483,7 +541,7 @@ describe('GET /api/customers/:name/status', () => {
     expect(provisioning.body.steps.map((s: { done: boolean }) => s.done)).toEqual([true, true, true, false]);
     expect(provisioning.body.steps[3].message).toBe('route not added yet');
     const text = JSON.stringify(provisioning.body);
-    for (const secret of [token, accessToken, 'sk-ant-secret']) expect(text).not.toContain(secret);
+    for (const secret of [token, accessToken, session, 'sk-ant-secret']) expect(text).not.toContain(secret);
     expect(text).not.toMatch(/_enc|hash|stripe/i);
   });
 });
@@ -499,6 +557,7 @@ describe('on the embedded PGlite database', () => {
         telegram,
         maxCustomers: 1,
         rateLimits: 'database',
+        clock: () => 30_000,
         signupLimit: { limit: 2, windowMs: 60_000 },
       });
       apps.push(a);
@@ -507,7 +566,7 @@ describe('on the embedded PGlite database', () => {
       const full = await postJson(`${a.url}/api/signup`, signupBody(email()));
       expect(full.status).toBe(503);
       expect(full.body.error.code).toBe('at_capacity');
-      const status = await getStatus(a.url, first.body.customerId, { token: tokenOf(first.body.statusUrl) });
+      const status = await getStatus(a.url, first.body.customerId, { bearer: await sessionOf(a.url, first.body.statusUrl) });
       expect(status.body.state).toBe('pending');
       expect((await postJson(`${a.url}/api/signup`, signupBody(email()))).status).toBe(429);
     } finally {

@@ -1,4 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { lstat, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { PGlite } from '@electric-sql/pglite';
 import { sql, type Kysely } from 'kysely';
@@ -7,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/observability/logger.js';
 import { createChangeFeed, type ChangeFeed } from '../../src/store/change-feed.js';
 import { CustomerStore } from '../../src/store/customer-store.js';
-import { openPglite, openPostgres, type DatabaseHandle } from '../../src/store/database.js';
+import { openDatabase, openPglite, openPostgres, type DatabaseHandle } from '../../src/store/database.js';
 import { ConflictError, isUniqueViolation, PortsExhaustedError } from '../../src/store/errors.js';
 import { migrateOrThrow } from '../../src/store/migrate.js';
 import * as m0001 from '../../src/store/migrations/0001-initial.js';
@@ -15,6 +18,7 @@ import * as m0002 from '../../src/store/migrations/0002-billing.js';
 import * as m0003 from '../../src/store/migrations/0003-rollouts.js';
 import * as m0004 from '../../src/store/migrations/0004-next-port.js';
 import * as m0005 from '../../src/store/migrations/0005-model-key-secret-ref.js';
+import * as m0006 from '../../src/store/migrations/0006-signup-ownership.js';
 import { PortReservations } from '../../src/store/port-reservations.js';
 import { SecretBox } from '../../src/store/secret-box.js';
 import { desiredCustomer, TEST_BOT_TOKEN, uniqueName } from '../support/fixtures.js';
@@ -141,6 +145,59 @@ describe.each(backends)('customer store on $kind', ({ kind, create }) => {
         await m0005.down(untyped);
         await sql`UPDATE customers SET instructions = 'still counted' WHERE name = 'old'`.execute(handle.db);
         expect(Number(await generation())).toBe(4);
+      } finally {
+        await handle.close();
+      }
+    });
+
+  if (kind === 'pglite')
+    it('keeps the embedded database owner-only on disk: files 0600, folders 0700 (PGlite writes 0666)', async () => {
+      const dataDir = await mkdtemp(join(tmpdir(), 'blytz-pglite-modes-'));
+      // Every entry whose mode is not owner-only: 0600 for a file, 0700 for a folder.
+      const loose = async (dir: string, out: string[] = []): Promise<string[]> => {
+        for (const entry of await readdir(dir)) {
+          const path = join(dir, entry);
+          const stat = await lstat(path);
+          if ((stat.mode & 0o777) !== (stat.isDirectory() ? 0o700 : 0o600)) out.push(`${path} ${(stat.mode & 0o777).toString(8)}`);
+          if (stat.isDirectory()) await loose(path, out);
+        }
+        return out;
+      };
+      try {
+        const handle = await openDatabase({ dataDir });
+        expect(await loose(dataDir)).toEqual([]);
+        await migrateOrThrow(handle); // writes new relation files while open
+        await handle.close();
+        expect(await loose(dataDir)).toEqual([]);
+        expect((await readdir(join(dataDir, 'pglite'))).length).toBeGreaterThan(10);
+      } finally {
+        await rm(dataDir, { recursive: true, force: true });
+      }
+    });
+
+  if (kind === 'pglite')
+    it('0006 gives every existing row its own uid, lets two pending signups share an email but never two live ones, and goes down cleanly', async () => {
+      const handle = openPglite(await PGlite.create());
+      const untyped = handle.db as unknown as Kysely<unknown>;
+      try {
+        for (const migration of [m0001, m0002, m0003, m0004, m0005]) await migration.up(untyped);
+        for (const name of ['a', 'b'])
+          await sql`INSERT INTO customers (name, email, display_name, state) VALUES (${name}, ${`${name}@example.com`}, 'X', 'active')`.execute(
+            handle.db,
+          );
+        await m0006.up(untyped);
+        const uids = (await sql<{ uid: string }>`SELECT uid FROM customers`.execute(handle.db)).rows.map((r) => r.uid);
+        expect(new Set(uids).size).toBe(2);
+        const insert = (name: string, state: string) =>
+          sql`INSERT INTO customers (name, email, display_name, state) VALUES (${name}, 'p@example.com', 'P', ${state})`.execute(handle.db);
+        await insert('p1', 'pending');
+        await insert('p2', 'pending');
+        await insert('p3', 'active');
+        await expect(insert('p4', 'suspended')).rejects.toThrow(/customers_live_email/);
+        await sql`DELETE FROM customers WHERE name IN ('p1', 'p2', 'p3')`.execute(handle.db);
+        await m0006.down(untyped);
+        await insert('p1', 'pending');
+        await expect(insert('p2', 'pending')).rejects.toThrow(/customers_live_email/);
       } finally {
         await handle.close();
       }

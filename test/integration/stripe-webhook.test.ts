@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PAST_DUE_WARNING } from '../../src/billing/event-mapping.js';
+import { MemoryRateLimitBackend } from '../../src/http/rate-limit.js';
 import { CustomerStore } from '../../src/store/customer-store.js';
 import { openPostgres } from '../../src/store/database.js';
 import type { CustomerRow } from '../../src/store/schema.js';
@@ -323,16 +324,44 @@ describe('POST /api/webhooks/stripe: events', () => {
     }
   });
 
-  it('answers 429 with Retry-After past the limit', async () => {
-    const limited = await otherApp({ webhookLimit: { limit: 100, windowMs: 60_000 } });
+  it('never refuses a correctly signed event, however many; limits bad signatures per client (clock injected)', async () => {
+    // Time only moves when the test says so: no window boundary can fall inside the test.
+    let clock = 10 * 60_000 + 1;
+    const limited = await otherApp({
+      rateLimits: new MemoryRateLimitBackend(() => clock),
+      webhookFailureLimit: { limit: 5, windowMs: 60_000 },
+    });
+    const signed = await Promise.all(
+      Array.from({ length: 150 }, (_, i) => deliver(stripeEvent('charge.succeeded', { id: `ch_${i}` }), { target: limited })),
+    );
+    expect(signed.map((r) => r.status)).toEqual(signed.map(() => 200));
+
+    const bad = () => deliver(stripeEvent('charge.succeeded', { id: 'ch_x' }), { target: limited, secret: 'whsec_wrong' });
     const statuses: number[] = [];
-    let last: Awaited<ReturnType<typeof deliver>> | undefined;
-    for (let i = 0; i < 101; i++) {
-      last = await deliver(stripeEvent('charge.succeeded', { id: `ch_${i}` }), { target: limited });
-      statuses.push(last.status);
-    }
-    expect(statuses.slice(0, 100).every((s) => s === 200)).toBe(true);
-    expect(statuses[100]).toBe(429);
-    expect(Number(last?.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    for (let i = 0; i < 5; i++) statuses.push((await bad()).status);
+    const refused = await bad();
+    expect([...statuses, refused.status]).toEqual([400, 400, 400, 400, 400, 429]);
+    expect(refused.body.error.code).toBe('rate_limited');
+    expect(Number(refused.headers.get('retry-after'))).toBe(60);
+    // The same client's correctly signed events still go through while its failures are refused.
+    expect((await deliver(stripeEvent('charge.succeeded', { id: 'ch_ok' }), { target: limited })).status).toBe(200);
+    expect((await deliver(stripeEvent('charge.succeeded', { id: 'ch_ok2' }), { target: limited, signature: null })).status).toBe(429);
+
+    clock += 60_000; // the next window
+    expect((await bad()).status).toBe(400);
+  });
+
+  it.each<[string, Record<string, unknown> | string]>([
+    ['without an id', { type: 'invoice.paid', created: 1, data: { object: {} } }],
+    ['with a created time that is not a number', { id: 'evt_x1', type: 'invoice.paid', created: 'yesterday', data: { object: {} } }],
+    ['without data.object', { id: 'evt_x2', type: 'invoice.paid', created: 1, data: {} }],
+    ['with data.object not an object', { id: 'evt_x3', type: 'invoice.paid', created: 1, data: { object: 'x' } }],
+    ['that is a JSON array', [1, 2, 3] as unknown as Record<string, unknown>],
+  ])('answers 400 (not an endless 5xx) to a correctly signed event %s, storing nothing', async (_case, body) => {
+    const res = await deliver(body);
+    expect(res.status).toBe(400);
+    expect(res.body.error.code).toBe('malformed_event');
+    const id = (body as { id?: unknown }).id;
+    if (typeof id === 'string') expect(await ledger(id)).toBeUndefined();
   });
 });

@@ -3,8 +3,9 @@ import { lstat, mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile, readdir 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import fc from 'fast-check';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { FileWorkspaces, InvalidWorkspacePathError, MARKER_FILE } from '../../src/workspace/file-workspaces.js';
+import { FileWorkspaces, InvalidWorkspacePathError, LEGACY_MARKER_FILE } from '../../src/workspace/file-workspaces.js';
 import type { RenderedWorkspace, WorkspaceInput } from '../../src/workspace/workspace.js';
 
 // Runs on the real filesystem as root (like `blytz serve`), so owners and modes are real.
@@ -69,7 +70,7 @@ describe('FileWorkspaces on disk', () => {
     for (const name of ['AGENTS.md', 'USER.md', 'SOUL.md']) {
       expect(await readFile(join(dir, 'workspace', name), 'utf8')).not.toContain(BOT_TOKEN);
     }
-    expect(await readFile(join(dir, MARKER_FILE), 'utf8')).not.toContain(BOT_TOKEN);
+    expect(await readFile(workspaces.markerPath(NAME), 'utf8')).not.toContain(BOT_TOKEN);
   });
 
   it('observes missing, then current, then stale after a new render', async () => {
@@ -77,7 +78,7 @@ describe('FileWorkspaces on disk', () => {
     const first = await workspaces.render(input());
     await workspaces.write(NAME, first);
     expect(await workspaces.observe(NAME)).toEqual({ exists: true, contentHash: first.contentHash });
-    const marker = JSON.parse(await readFile(join(dir, MARKER_FILE), 'utf8'));
+    const marker = JSON.parse(await readFile(workspaces.markerPath(NAME), 'utf8'));
     expect(marker.contentHash).toBe(first.contentHash);
 
     const second = await workspaces.render(input('New instructions.'));
@@ -93,9 +94,9 @@ describe('FileWorkspaces on disk', () => {
     await rm(join(dir, 'workspace', 'SOUL.md'));
     expect(await workspaces.observe(NAME)).toEqual({ exists: true });
     await workspaces.write(NAME, rendered);
-    await writeFile(join(dir, MARKER_FILE), '{"contentHash": "abc"'); // torn write
+    await writeFile(workspaces.markerPath(NAME), '{"contentHash": "abc"'); // torn write
     expect(await workspaces.observe(NAME)).toEqual({ exists: true });
-    await rm(join(dir, MARKER_FILE));
+    await rm(workspaces.markerPath(NAME));
     expect(await workspaces.observe(NAME)).toEqual({ exists: true });
   });
 
@@ -106,7 +107,7 @@ describe('FileWorkspaces on disk', () => {
     // A name too long for the filesystem fails after openclaw.json and AGENTS.md were replaced.
     const failing = {
       ...second,
-      files: [...second.files, { path: `workspace/${'z'.repeat(250)}`, content: 'x', secret: false }],
+      files: [...second.files, { path: `workspace/${'z'.repeat(256)}`, content: 'x', secret: false }],
     };
     await expect(workspaces.write(NAME, failing)).rejects.toThrow(/ENAMETOOLONG/);
     const observed = await workspaces.observe(NAME);
@@ -160,17 +161,71 @@ describe('FileWorkspaces on disk', () => {
     expect((await lstat(join(dir, 'openclaw.json'))).isFile()).toBe(true);
   });
 
-  it('does not hang on a FIFO or follow a symlink planted as the marker', async () => {
+  it('keeps its render marker where no container writes, and ignores (then removes) one planted in the customer folder', async () => {
     const rendered = await workspaces.render(input());
     await workspaces.write(NAME, rendered);
-    await rm(join(dir, MARKER_FILE));
-    execFileSync('mkfifo', [join(dir, MARKER_FILE)]);
+    const markerPath = workspaces.markerPath(NAME);
+    expect(markerPath).toBe(join(dataDir, 'customers', '.blytz', `${NAME}.json`));
+    // Not under any mount a container gets, not readable by another user, not a customer.
+    for (const mount of workspaces.mounts(NAME, rendered.template))
+      expect(markerPath.startsWith(`${mount.hostPath}/`)).toBe(false);
+    expect(await mode(join(dataDir, 'customers', '.blytz'))).toBe(0o700);
+    expect(await workspaces.list()).toEqual([NAME]);
+    expect(await readdir(dir)).not.toContain(LEGACY_MARKER_FILE);
+
+    // The container forges a marker claiming a render that never happened: nothing believes it.
+    await rm(markerPath);
+    await writeFile(
+      join(dir, LEGACY_MARKER_FILE),
+      JSON.stringify({ contentHash: rendered.contentHash, template: 'personal-assistant', files: [] }),
+    );
     expect(await workspaces.observe(NAME)).toEqual({ exists: true });
-    await rm(join(dir, MARKER_FILE));
-    const fake = join(dataDir, 'fake-marker.json');
-    await writeFile(fake, JSON.stringify({ contentHash: rendered.contentHash, template: 'personal-assistant', files: [] }));
-    await symlink(fake, join(dir, MARKER_FILE));
+    await workspaces.write(NAME, rendered);
+    expect(await readdir(dir)).not.toContain(LEGACY_MARKER_FILE);
+    expect(await workspaces.observe(NAME)).toEqual({ exists: true, contentHash: rendered.contentHash });
+  });
+
+  it('a forged stale-file list and a planted link cannot make it delete a host file (the old in-folder marker could)', async () => {
+    const outside = join(dataDir, 'host-etc');
+    await mkdir(outside);
+    await writeFile(join(outside, 'passwd'), 'root:x:0:0\n');
+    const rendered = await workspaces.render(input());
+    await workspaces.write(NAME, rendered);
+    // The container links a folder of its own to a host folder and lists a file "through" it as rendered.
+    await symlink(outside, join(dir, 'evil'));
+    await writeFile(
+      join(dir, LEGACY_MARKER_FILE),
+      JSON.stringify({
+        contentHash: 'x',
+        template: 'personal-assistant',
+        files: [...rendered.files.map((f) => f.path), 'evil/passwd'],
+      }),
+    );
+    await workspaces.write(NAME, await workspaces.render(input('Changed.')));
+    expect(await readFile(join(outside, 'passwd'), 'utf8')).toBe('root:x:0:0\n');
+
+    // Even our own record naming such a path (a template that once rendered evil/passwd) goes no further than the link.
+    const marker = JSON.parse(await readFile(workspaces.markerPath(NAME), 'utf8'));
+    await writeFile(workspaces.markerPath(NAME), JSON.stringify({ ...marker, files: [...marker.files, 'evil/passwd'] }));
+    await workspaces.write(NAME, rendered);
+    expect(await readFile(join(outside, 'passwd'), 'utf8')).toBe('root:x:0:0\n');
+    expect((await lstat(join(dir, 'evil'))).isSymbolicLink()).toBe(true); // the assistant's own link stays
+  });
+
+  it('does not hang on a FIFO or follow a link planted where a rendered file is read back', async () => {
+    const rendered = await workspaces.render(input());
+    await workspaces.write(NAME, rendered);
+    await rm(join(dir, 'workspace', 'SOUL.md'));
+    execFileSync('mkfifo', [join(dir, 'workspace', 'SOUL.md')]);
     expect(await workspaces.observe(NAME)).toEqual({ exists: true });
+    await rm(join(dir, 'workspace', 'SOUL.md'));
+    const outside = join(dataDir, 'outside-soul.md');
+    await writeFile(outside, 'host\n');
+    await symlink(outside, join(dir, 'workspace', 'SOUL.md'));
+    expect(await workspaces.observe(NAME)).toEqual({ exists: true });
+    await workspaces.write(NAME, rendered);
+    expect(await readFile(outside, 'utf8')).toBe('host\n');
+    expect((await lstat(join(dir, 'workspace', 'SOUL.md'))).isFile()).toBe(true);
   });
 
   it('rejects hostile customer names everywhere', async () => {
@@ -190,7 +245,7 @@ describe('FileWorkspaces on disk', () => {
 
   it('rejects rendered file paths that leave the customer folder', async () => {
     const rendered = await workspaces.render(input());
-    for (const path of ['../evil', '/etc/passwd', 'workspace/../../evil', MARKER_FILE, 'a//b', '']) {
+    for (const path of ['../evil', '/etc/passwd', 'workspace/../../evil', LEGACY_MARKER_FILE, 'a//b', '']) {
       const hostile = { ...rendered, files: [{ path, content: 'x', secret: false }] };
       await expect(workspaces.write(NAME, hostile)).rejects.toThrow(InvalidWorkspacePathError);
     }
@@ -212,7 +267,9 @@ describe('FileWorkspaces on disk', () => {
 
   it('mounts the whole state folder read-write, openclaw.json included (OpenClaw renames its config into place)', async () => {
     const template = await workspaces.loadTemplate('personal-assistant');
-    expect(workspaces.mounts(NAME, template)).toEqual([{ hostPath: dir, containerPath: '/home/node/.openclaw', readOnly: false }]);
+    expect(workspaces.mounts(NAME, template)).toEqual([
+      { hostPath: dir, containerPath: '/home/node/.openclaw', readOnly: false },
+    ]);
   });
 
   it('merges openclaw.json: keeps what the gateway wrote, enforces our fields, writes nothing when nothing of ours changed', async () => {
@@ -261,5 +318,120 @@ describe('FileWorkspaces on disk', () => {
     expect(await readFile(join(dir, 'openclaw.json.unreadable'), 'utf8')).toBe('{ torn');
     expect((await stat(join(dir, 'openclaw.json.unreadable'))).mode & 0o777).toBe(0o600);
     expect(JSON.parse(await readFile(join(dir, 'openclaw.json'), 'utf8')).gateway.auth.token).toBe('gateway-token-abc');
+  });
+});
+
+describe('a hostile customer folder (property)', () => {
+  // What a container can leave at any path of its folder before the controller renders again.
+  type Kind = 'file' | 'dir' | 'link-to-host-file' | 'link-to-host-dir' | 'dangling-link' | 'fifo';
+  const KINDS: Kind[] = ['file', 'dir', 'link-to-host-file', 'link-to-host-dir', 'dangling-link', 'fifo'];
+  const PATHS = [
+    'openclaw.json',
+    'workspace',
+    'workspace/AGENTS.md',
+    'workspace/SOUL.md',
+    'workspace/USER.md',
+    'workspace/OLD.md',
+    'workspace/memory',
+    'workspace/memory/OLD.md',
+    'workspace/.blytz-tmp-leftover',
+    '.blytz-tmp-leftover',
+    '.blytz-render.json',
+    'evil',
+    'evil/passwd',
+  ];
+
+  /** Every entry under `root`: type, mode, owner and content, links not followed. */
+  async function snapshot(root: string, out = new Map<string, string>(), prefix = ''): Promise<Map<string, string>> {
+    for (const name of await readdir(root)) {
+      const path = join(root, name);
+      const s = await lstat(path);
+      const type = s.isDirectory() ? 'dir' : s.isSymbolicLink() ? 'link' : s.isFile() ? 'file' : 'other';
+      const content = s.isFile() ? await readFile(path, 'utf8') : '';
+      out.set(`${prefix}${name}`, `${type} ${(s.mode & 0o7777).toString(8)} ${s.uid}:${s.gid} ${content}`);
+      if (s.isDirectory()) await snapshot(path, out, `${prefix}${name}/`);
+    }
+    return out;
+  }
+
+  async function plant(dir: string, host: string, path: string, kind: Kind): Promise<void> {
+    const target = join(dir, ...path.split('/'));
+    // Parents become real folders first (whatever was there), so this helper itself never
+    // reaches through a link it planted earlier.
+    let parent = dir;
+    for (const segment of path.split('/').slice(0, -1)) {
+      parent = join(parent, segment);
+      const s = await lstat(parent).catch(() => undefined);
+      if (s && !s.isDirectory()) await rm(parent, { force: true });
+      if (!s || !s.isDirectory()) await mkdir(parent);
+    }
+    await rm(target, { recursive: true, force: true }).catch(() => {});
+    if (kind === 'file') await writeFile(target, 'planted\n');
+    if (kind === 'dir') await mkdir(target);
+    if (kind === 'link-to-host-file') await symlink(join(host, 'passwd'), target);
+    if (kind === 'link-to-host-dir') await symlink(host, target);
+    if (kind === 'dangling-link') await symlink(join(host, 'missing'), target);
+    if (kind === 'fifo') execFileSync('mkfifo', [target]);
+  }
+
+  it('no write, chmod or delete of a render or a purge reaches outside the customer folder, whatever is planted in it', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.tuple(fc.constantFrom(...PATHS), fc.constantFrom(...KINDS)), { minLength: 1, maxLength: 6 }),
+        fc.boolean(),
+        async (plants, renderedBefore) => {
+          const dataDir = await mkdtemp(join(tmpdir(), 'blytz-ws-prop-'));
+          try {
+            const host = join(dataDir, 'host');
+            await mkdir(join(host, 'etc'), { recursive: true });
+            await writeFile(join(host, 'passwd'), 'root:x:0:0\n', { mode: 0o644 });
+            await writeFile(join(host, 'OLD.md'), 'host notes\n', { mode: 0o600 });
+            await writeFile(join(host, 'AGENTS.md'), 'host agents\n', { mode: 0o640 });
+            await writeFile(join(host, 'etc', 'shadow'), 'secret\n', { mode: 0o600 });
+            const before = await snapshot(host);
+
+            const workspaces = new FileWorkspaces({
+              dataDir,
+              templatesDir: TEMPLATES_DIR,
+              defaults: { image: 'img:test', containerPort: 18789 },
+            });
+            const dir = workspaces.customerDir(NAME);
+            const rendered = await workspaces.render(input());
+            if (renderedBefore) {
+              // A render that also had files the template since dropped: they are stale now.
+              const extra = ['workspace/OLD.md', 'workspace/memory/OLD.md'].map((path) => ({
+                path,
+                content: 'old\n',
+                secret: false,
+              }));
+              await workspaces.write(NAME, { ...rendered, files: [...rendered.files, ...extra] });
+            } else {
+              await mkdir(dir, { recursive: true });
+            }
+            for (const [path, kind] of plants) await plant(dir, host, path, kind);
+
+            await workspaces.write(NAME, rendered);
+            expect(await snapshot(host)).toEqual(before);
+            expect(await workspaces.observe(NAME)).toEqual({ exists: true, contentHash: rendered.contentHash });
+            for (const file of rendered.files) {
+              let path = dir;
+              for (const segment of file.path.split('/')) {
+                path = join(path, segment);
+                const s = await lstat(path);
+                expect(s.isSymbolicLink()).toBe(false);
+              }
+              expect((await lstat(path)).isFile()).toBe(true);
+            }
+
+            await workspaces.remove(NAME);
+            expect(await snapshot(host)).toEqual(before);
+            await expect(lstat(dir)).rejects.toThrow(/ENOENT/);
+          } finally {
+            await rm(dataDir, { recursive: true, force: true });
+          }
+        },
+      ),
+      { numRuns: 60 },
+    );
   });
 });

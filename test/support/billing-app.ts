@@ -33,12 +33,23 @@ export interface BillingAppOptions {
   maxCustomers?: number;
   /** Generous by default so tests that are not about rate limits are not limited. */
   signupLimit?: RateLimit;
-  webhookLimit?: RateLimit;
+  /** Budget of badly signed webhooks per client (generous by default). */
+  webhookFailureLimit?: RateLimit;
+  statusLimit?: RateLimit;
+  statusFailureLimit?: RateLimit;
+  sessionFailureLimit?: RateLimit;
+  /** Bounds on unpaid signups (generous by default, like the rate limits). */
+  maxPendingPerClient?: number;
+  maxPendingPerBot?: number;
   trustProxy?: string;
   stripeConfigured?: boolean;
   /** The store the webhook and signup write to (default: one on `handle`). */
   storeHandle?: DatabaseHandle;
   rateLimits?: RateLimitBackend | 'database';
+  /** The rate limits' clock (ms), so no window boundary falls inside a test by chance. */
+  clock?: () => number;
+  /** The clock checkouts compute Stripe's `expires_at` from (ms). */
+  checkoutClock?: () => number;
   telegramGuard?: Guard;
 }
 
@@ -58,11 +69,13 @@ export async function startBillingApp(options: BillingAppOptions): Promise<Billi
   const metrics = new Metrics({ defaultMetrics: false });
   const store = new BillingStore(options.storeHandle ?? options.handle, options.box, {
     maxCustomers: options.maxCustomers ?? 1000,
+    maxPendingPerClient: options.maxPendingPerClient ?? 1000,
+    maxPendingPerBot: options.maxPendingPerBot ?? 1000,
   });
   const rateLimits =
     options.rateLimits === 'database'
-      ? createRateLimitBackend(options.handle)
-      : (options.rateLimits ?? new MemoryRateLimitBackend());
+      ? createRateLimitBackend(options.handle, options.clock)
+      : (options.rateLimits ?? new MemoryRateLimitBackend(options.clock));
   const checkout =
     options.stripeConfigured === false
       ? undefined
@@ -70,6 +83,7 @@ export async function startBillingApp(options: BillingAppOptions): Promise<Billi
           stripe: createStripeClient({ secretKey: FAKE_SECRET_KEY, apiBase: options.stripe.url, timeoutMs: 5000 }),
           priceId: FAKE_PRICE_ID,
           publicUrl: PUBLIC_URL,
+          ...(options.checkoutClock ? { now: options.checkoutClock } : {}),
         });
   const app = createHttpApp({
     logger,
@@ -89,7 +103,12 @@ export async function startBillingApp(options: BillingAppOptions): Promise<Billi
         rateLimits,
         publicUrl: PUBLIC_URL,
         logger,
-        limits: { signup: options.signupLimit ?? { limit: 10_000, windowMs: 60_000 } },
+        limits: {
+          signup: options.signupLimit ?? { limit: 10_000, windowMs: 60_000 },
+          status: options.statusLimit ?? { limit: 10_000, windowMs: 60_000 },
+          statusFailures: options.statusFailureLimit ?? { limit: 10_000, windowMs: 60_000 },
+          sessionFailures: options.sessionFailureLimit ?? { limit: 10_000, windowMs: 60_000 },
+        },
       }),
       createStripeWebhookRouter({
         ledger: store,
@@ -97,7 +116,7 @@ export async function startBillingApp(options: BillingAppOptions): Promise<Billi
         rateLimits,
         metrics,
         logger,
-        limit: options.webhookLimit ?? { limit: 10_000, windowMs: 60_000 },
+        failureLimit: options.webhookFailureLimit ?? { limit: 10_000, windowMs: 60_000 },
       }),
     ],
   });
@@ -115,6 +134,19 @@ export async function startBillingApp(options: BillingAppOptions): Promise<Billi
         server.closeAllConnections();
       }),
   };
+}
+
+/**
+ * Follows a status link (`statusUrl`, Stripe's success URL) as a browser would: the server
+ * exchanges its single-use token for a session cookie and redirects. Returns the session token
+ * (undefined when no cookie was set) and the redirect's target.
+ */
+export async function openSession(base: string, link: string): Promise<{ session: string | undefined; location: string | null; status: number }> {
+  const url = new URL(link);
+  const response = await fetch(`${base}${url.pathname}${url.search}`, { redirect: 'manual' });
+  const cookie = response.headers.getSetCookie().find((c) => c.startsWith('blytz_session='));
+  const value = cookie?.slice('blytz_session='.length).split(';')[0];
+  return { session: value ? value : undefined, location: response.headers.get('location'), status: response.status };
 }
 
 /** A well-formed bot token whose numeric id is `id` (the fake Telegram accepts it). */

@@ -180,6 +180,12 @@ export async function removeInstanceContainers(instance: string): Promise<void> 
       .getContainer(c.Id)
       .remove({ force: true })
       .catch(() => {});
+  // And the customers' networks (each customer has its own).
+  for (const n of await docker.listNetworks({ filters: { label: [`cloud.blytz.instance=${instance}`] } }))
+    await docker
+      .getNetwork(n.Id)
+      .remove()
+      .catch(() => {});
 }
 
 /**

@@ -189,6 +189,8 @@ export async function startChaosDocker(): Promise<ChaosDocker> {
       process.off('exit', killOnExit);
       const all = await docker.listContainers({ all: true }).catch(() => []);
       await Promise.all(all.map((c) => docker.getContainer(c.Id).remove({ force: true }).catch(() => {})));
+      // Customer networks' bridges (bz-*) would outlive the engine on the host.
+      await docker.pruneNetworks().catch(() => {});
       await kill('SIGTERM', 30_000);
       rmSync(dir, { recursive: true, force: true });
       spawnSync('ip', ['link', 'del', BRIDGE]);

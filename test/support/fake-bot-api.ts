@@ -21,6 +21,7 @@ export interface BotMessage {
 export interface FakeBotApi {
   /** Where the server listens, for a given host (the containers' bridge gateway, 127.0.0.1 ...). */
   urlFor(host: string): string;
+  port: number;
   /** Every method called, in order, by token. */
   calls: Array<{ token: string; method: string }>;
   /** What the bot sent to chats. */
@@ -145,6 +146,7 @@ export async function startFakeBotApi(): Promise<FakeBotApi> {
 
   return {
     urlFor: (host) => `http://${host}:${port}`,
+    port,
     calls,
     sent,
     userSays(token, user, text) {

@@ -136,7 +136,8 @@ export async function startFakeStripe(): Promise<FakeStripe> {
         subscription_data_metadata: subscriptionData?.metadata ?? {},
         success_url: params['success_url'] as string,
         cancel_url: (params['cancel_url'] as string | undefined) ?? null,
-        expires_at: now + 24 * 3600,
+        // Stripe's default is 24 h; a request may ask for 30 min to 24 h.
+        expires_at: params['expires_at'] === undefined ? now + 24 * 3600 : Number(params['expires_at']),
         created: now,
       };
       state.sessions.set(id, session);
@@ -177,6 +178,20 @@ export async function startFakeStripe(): Promise<FakeStripe> {
       // Stripe enforces identifier uniqueness (24 h at least): a repeat is not counted again.
       if (!state.meterEvents.has(identifier)) state.meterEvents.set(identifier, event);
       send(200, { object: 'billing.meter_event', created: Math.floor(Date.now() / 1000), livemode: false, ...event });
+      return;
+    }
+    const expire = /^\/v1\/checkout\/sessions\/([^/]+)\/expire$/.exec(url.pathname);
+    if (req.method === 'POST' && expire) {
+      const session = state.sessions.get(expire[1] as string);
+      if (!session) send(404, { error: { type: 'invalid_request_error', message: 'No such checkout.session' } });
+      else if (session.status !== 'open') {
+        send(400, {
+          error: { type: 'invalid_request_error', message: `Only Checkout Sessions with a status in ["open"] can be expired (${session.status})` },
+        });
+      } else {
+        session.status = 'expired';
+        send(200, sessionJson(session));
+      }
       return;
     }
     const get = /^\/v1\/checkout\/sessions\/([^/]+)$/.exec(url.pathname);
@@ -298,13 +313,15 @@ export function subscriptionObject(fields: {
   customer: string;
   status: string;
   name?: string;
+  /** The customer uid the checkout put in subscription_data.metadata (Stripe copies it here). */
+  uid?: string;
 }): Record<string, unknown> {
   return {
     id: fields.id,
     object: 'subscription',
     customer: fields.customer,
     status: fields.status,
-    metadata: fields.name ? { blytz_customer: fields.name } : {},
+    metadata: { ...(fields.name ? { blytz_customer: fields.name } : {}), ...(fields.uid ? { blytz_uid: fields.uid } : {}) },
     items: { object: 'list', data: [] },
     livemode: false,
   };

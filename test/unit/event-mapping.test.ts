@@ -12,9 +12,11 @@ import {
 
 const SUB = 'sub_1';
 const CUS = 'cus_1';
+const UID = '00000000-0000-4000-8000-000000000001';
 
 function record(overrides: Partial<BillingRecord> = {}): BillingRecord {
   return {
+    uid: UID,
     state: 'pending',
     billingSuspended: false,
     billingWarning: null,
@@ -35,7 +37,7 @@ function event(type: string, object: Record<string, unknown>, created = 1000): S
 }
 
 const subscriptionEvent = (status: string, created: number, type = 'customer.subscription.updated', id = SUB) =>
-  event(type, { id, object: 'subscription', customer: CUS, status, metadata: { blytz_customer: 'ada' } }, created);
+  event(type, { id, object: 'subscription', customer: CUS, status, metadata: { blytz_customer: 'ada', blytz_uid: UID } }, created);
 
 function apply(start: BillingRecord, events: StripeEventLike[]): BillingRecord {
   return events.reduce((r, e) => decide(r, mapStripeEvent(e), e.created).next, start);
@@ -95,7 +97,7 @@ describe('mapStripeEvent', () => {
     for (const type of ['created', 'updated', 'paused', 'resumed']) {
       expect(mapStripeEvent(subscriptionEvent(status, 1, `customer.subscription.${type}`))).toEqual({
         kind: 'subscription',
-        ref: { name: 'ada', subscriptionId: SUB, stripeCustomerId: CUS },
+        ref: { name: 'ada', uid: UID, subscriptionId: SUB, stripeCustomerId: CUS },
         status,
         target,
       });
@@ -151,7 +153,8 @@ describe('decide', () => {
   });
 
   it('expires the pending signup only for its current checkout session', () => {
-    const expired = (id: string) => mapStripeEvent(event('checkout.session.expired', { id, client_reference_id: 'ada' }, 300));
+    const expired = (id: string) =>
+      mapStripeEvent(event('checkout.session.expired', { id, client_reference_id: 'ada', metadata: { blytz_uid: UID } }, 300));
     expect(decide(record(), expired('cs_1'), 300)).toMatchObject({ outcome: 'applied', next: { pendingExpiresAt: 300 } });
     expect(decide(record(), expired('cs_old'), 300).outcome).toBe('unchanged');
     expect(decide(active(), expired('cs_1'), 300).outcome).toBe('unchanged');
@@ -235,9 +238,66 @@ describe('decide', () => {
   it('ignores unhandled types', () => {
     expect(decide(active(), { kind: 'ignored' }, 1)).toEqual({ outcome: 'ignored', next: active() });
   });
+
+  it('applies only events bound to this incarnation: its uid, its subscription or its checkout session', () => {
+    const session = (fields: Record<string, unknown>) =>
+      mapStripeEvent(
+        event('checkout.session.completed', { client_reference_id: 'ada', customer: CUS, subscription: SUB, payment_status: 'paid', ...fields }, 200),
+      );
+    const fresh = record({ stripeCheckoutSessionId: 'cs_new' });
+    // Paid by the previous holder of the name (another uid), or a session made before uids (none):
+    for (const intent of [session({ id: 'cs_old', metadata: { blytz_uid: 'another-uid' } }), session({ id: 'cs_old' })]) {
+      const d = decide(fresh, intent, 200);
+      expect(d).toMatchObject({ outcome: 'foreign_signup', next: fresh });
+      expect(d.note?.reason).toBe('ForeignSignup');
+    }
+    expect(decide(fresh, session({ id: 'cs_other', metadata: { blytz_uid: UID } }), 200).next.state).toBe('active');
+    expect(decide(fresh, session({ id: 'cs_new' }), 200).next.state).toBe('active');
+    const oldSubscription = mapStripeEvent(
+      event('customer.subscription.updated', { id: 'sub_old', customer: 'cus_old', status: 'active', metadata: { blytz_customer: 'ada' } }, 300),
+    );
+    expect(decide(fresh, oldSubscription, 300).outcome).toBe('foreign_signup');
+  });
 });
 
 describe('decide (properties)', () => {
+  it('no event made for another incarnation of the name ever changes the customer', () => {
+    const foreign = fc
+      .tuple(
+        fc.constantFrom(
+          'checkout.session.completed',
+          'checkout.session.async_payment_succeeded',
+          'checkout.session.expired',
+          'customer.subscription.created',
+          'customer.subscription.updated',
+          'customer.subscription.deleted',
+          'invoice.paid',
+        ),
+        fc.constantFrom('active', 'past_due', 'unpaid', 'canceled'),
+        fc.option(fc.uuid(), { nil: undefined }),
+        fc.integer({ min: 1, max: 10_000 }),
+      )
+      .map(([type, status, uid, t]) => {
+        const metadata = { blytz_customer: 'ada', ...(uid ? { blytz_uid: uid } : {}) };
+        const object = type.startsWith('checkout')
+          ? { id: 'cs_other', client_reference_id: 'ada', metadata, customer: 'cus_other', subscription: 'sub_other', payment_status: 'paid' }
+          : type.startsWith('invoice')
+            ? { customer: 'cus_other', parent: { subscription_details: { subscription: 'sub_other', metadata } } }
+            : { id: 'sub_other', customer: 'cus_other', status, metadata };
+        return event(type, object, t);
+      });
+    fc.assert(
+      fc.property(
+        fc.constantFrom(record(), active(), active({ state: 'suspended', billingSuspended: true }), active({ state: 'cancelled' })),
+        fc.array(foreign, { maxLength: 10 }),
+        (start, events) => {
+          fc.pre(events.every((e) => (mapStripeEvent(e) as { ref?: { uid?: string } }).ref?.uid !== UID));
+          expect(apply(start, events)).toEqual(start);
+        },
+      ),
+    );
+  });
+
   // Stripe never revives a canceled subscription, so a cancellation is always a subscription's
   // last event; `incomplete` names no state, so it is covered by its own property.
   const LIVE_STATUSES = ['active', 'trialing', 'past_due', 'unpaid', 'paused', 'incomplete_expired'] as const;

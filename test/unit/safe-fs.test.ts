@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, open, readdir, readFile, readlink, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -9,8 +9,13 @@ import {
   ignoreCode,
   parseOwner,
   readRegularFile,
+  SafeDir,
+  setModeNoFollow,
   sweepTempFiles,
   TEMP_PREFIX,
+  UnsafePathError,
+  withDir,
+  withParent,
   writeFileAtomic,
 } from '../../src/workspace/safe-fs.js';
 
@@ -113,6 +118,101 @@ describe('sweepTempFiles', () => {
     await sweepTempFiles(base);
     expect(await readdir(base)).toEqual(['openclaw.json']);
     await expect(sweepTempFiles(join(dir, 'missing'))).resolves.toBeUndefined();
+  });
+
+  it('removes a folder or a link the container made under a temp name, never what a link points at', async () => {
+    const base = join(dir, 'customer');
+    await mkdir(join(base, `${TEMP_PREFIX}folder`));
+    await writeFile(join(base, `${TEMP_PREFIX}folder`, 'inside'), 'x');
+    await symlink(dir, join(base, `${TEMP_PREFIX}link`));
+    await sweepTempFiles(base);
+    expect(await readdir(base)).toEqual([]);
+    expect(await readFile(outside, 'utf8')).toBe('host secret\n');
+  });
+});
+
+describe('SafeDir: every name resolved from the folder held open', () => {
+  it('a folder swapped for a link after it was opened: the write lands in the folder held, not where the link points', async () => {
+    const base = join(dir, 'customer');
+    await mkdir(join(base, 'workspace'));
+    const host = join(dir, 'host-folder');
+    await mkdir(host);
+    await withDir(base, async (root) => {
+      const workspace = (await root.dir('workspace')) as SafeDir;
+      try {
+        // The container, between our open and our write: moves the folder away, links one to the host.
+        await rename(join(base, 'workspace'), join(base, 'moved'));
+        await symlink(host, join(base, 'workspace'));
+        await workspace.writeFile('AGENTS.md', 'ours', 0o644, undefined);
+        await workspace.setMode('AGENTS.md', 0o600, undefined);
+        await workspace.unlinkFile('NOTHING');
+      } finally {
+        await workspace.close();
+      }
+    });
+    expect(await readdir(host)).toEqual([]);
+    expect(await readFile(join(base, 'moved', 'AGENTS.md'), 'utf8')).toBe('ours');
+  });
+
+  it('walks a relative path without following a link at any level, creating real folders when asked', async () => {
+    const base = join(dir, 'customer');
+    await symlink(dir, join(base, 'workspace')); // a link where a folder of ours goes
+    await withDir(base, async (root) => {
+      // Reading: a link on the way means nothing is there.
+      expect(await withParent(root, 'workspace/host-secret', (folder, name) => folder.readFile(name))).toBeUndefined();
+      expect(await withParent(root, 'workspace/host-secret', (folder, name) => folder.unlinkFile(name))).toBeUndefined();
+      // Writing: the link is replaced by a real folder, never followed.
+      await withParent(root, 'workspace/deep/AGENTS.md', (folder, name) => folder.writeFile(name, 'ours', 0o644, undefined), {
+        mode: 0o700,
+        owner: undefined,
+      });
+    });
+    expect((await lstat(join(base, 'workspace'))).isDirectory()).toBe(true);
+    expect(await readFile(join(base, 'workspace', 'deep', 'AGENTS.md'), 'utf8')).toBe('ours');
+    expect(await readFile(outside, 'utf8')).toBe('host secret\n');
+    expect(await readdir(dir)).toEqual(['customer', 'host-secret']);
+  });
+
+  it('removes a tree with links in it without touching their targets', async () => {
+    const base = join(dir, 'customer');
+    await mkdir(join(base, 'tree', 'sub'), { recursive: true });
+    await symlink(outside, join(base, 'tree', 'sub', 'to-file'));
+    await symlink(dir, join(base, 'tree', 'to-folder'));
+    execFileSync('mkfifo', [join(base, 'tree', 'fifo')]);
+    await withDir(base, (root) => root.remove('tree'));
+    expect(await readdir(base)).toEqual([]);
+    expect(await readFile(outside, 'utf8')).toBe('host secret\n');
+  });
+
+  it('never chmods through a link', async () => {
+    const base = join(dir, 'customer');
+    await symlink(outside, join(base, 'openclaw.json'));
+    await setModeNoFollow(join(base, 'openclaw.json'), 0o666, undefined);
+    expect(await mode(outside)).toBe(0o600);
+  });
+
+  it('reads at most the cap even from a file that grows while it is read', async () => {
+    const base = join(dir, 'customer');
+    await writeFile(join(base, 'grows'), 'x'.repeat(10));
+    const handle = await open(join(base, 'grows'), 'a');
+    try {
+      const reading = readRegularFile(join(base, 'grows'), 100_000);
+      await handle.write('y'.repeat(200_000));
+      const text = await reading;
+      // Either the short file read before it grew, or nothing: never more than the cap.
+      if (text !== undefined) expect(text.length).toBeLessThanOrEqual(100_000);
+      expect(await readRegularFile(join(base, 'grows'), 100_000)).toBeUndefined();
+    } finally {
+      await handle.close();
+    }
+  });
+
+  it('refuses a name that is not one path component, and a root that is a link', async () => {
+    await withDir(join(dir, 'customer'), async (root) => {
+      for (const name of ['..', '.', '', 'a/b']) await expect(root.readFile(name)).rejects.toBeInstanceOf(UnsafePathError);
+    });
+    await symlink(join(dir, 'customer'), join(dir, 'link'));
+    await expect(SafeDir.open(join(dir, 'link'))).rejects.toBeInstanceOf(UnsafePathError);
   });
 });
 

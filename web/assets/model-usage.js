@@ -32,13 +32,13 @@ function render(section, view) {
   section.hidden = false;
 }
 
-/** Starts following the customer's model use; `base` is /api/customers/<name>, `auth` its headers. */
-export function followModelUsage(base, auth) {
+/** Starts following the customer's model use; `base` is /api/customers/<name> (the session cookie goes with it). */
+export function followModelUsage(base) {
   const section = document.getElementById('model-usage');
   if (!section) return;
   const poll = async () => {
     try {
-      const response = await fetch(`${base}/model-usage`, { headers: auth, cache: 'no-store' });
+      const response = await fetch(`${base}/model-usage`, { cache: 'no-store' });
       if (response.ok) render(section, await response.json());
     } catch {
       // The main status poll already says when Blytz cannot be reached.

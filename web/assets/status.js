@@ -1,42 +1,19 @@
-/* global document, URL, URLSearchParams, location, history, sessionStorage, CSS, fetch, setTimeout */
+/* global document, URL, URLSearchParams, location, CSS, fetch, setTimeout, setInterval, clearInterval */
 import { clearFieldErrors, readError, sentence, setFieldError } from './forms.js';
 import { followModelUsage } from './model-usage.js';
 
 // Follows GET /api/customers/:name/status every 2 s and shows the steps as they complete; once
-// the assistant is ready, the Telegram link and the pairing form. The access token comes from
-// this page's own URL (the link Stripe sends the customer back to) and is sent in a header.
-// It is then kept in this tab only and taken out of the address bar, so it stays out of the
-// browser history and out of a link the customer copies; a reload reads it back from the tab.
-// Everything the API says is shown with textContent, never as HTML.
+// the assistant is ready, the Telegram link and the pairing form. The customer's session is an
+// HttpOnly cookie the server set when it exchanged the single-use access token of the link
+// (Stripe's redirect, the signup's status URL): this script never sees a token, and the address
+// bar never holds one. Everything the API says is shown with textContent, never as HTML.
 
 const POLL_MS = 2000;
 const main = document.getElementById('main');
 const name = main.dataset.customer;
-const token = takeToken();
 const base = `/api/customers/${encodeURIComponent(name)}`;
-const auth = { authorization: `Bearer ${token}` };
 const $ = (id) => document.getElementById(id);
-
-function takeToken() {
-  const key = `blytz-access-token:${name}`;
-  const fromUrl = new URLSearchParams(location.search).get('token');
-  if (!fromUrl) {
-    try {
-      return sessionStorage.getItem(key) ?? '';
-    } catch {
-      return '';
-    }
-  }
-  try {
-    sessionStorage.setItem(key, fromUrl);
-    const url = new URL(location.href);
-    url.searchParams.delete('token');
-    history.replaceState(null, '', `${url.pathname}${url.search}${url.hash}`);
-  } catch {
-    // Storage refused (private mode): keep the token in the address bar, or a reload loses it.
-  }
-  return fromUrl;
-}
+const checkoutCancelled = new URLSearchParams(location.search).get('checkout') === 'cancelled';
 
 let stopped = false;
 let lastProblem = '';
@@ -135,6 +112,10 @@ function render(view) {
   $('billing-warning').textContent =
     'Your last payment failed. Stripe will try again; update your card from the payment email to keep your assistant running.';
 
+  // An unpaid signup can be paid from here (a fresh checkout for the same signup).
+  $('resume').hidden = !(view.state === 'pending' && !expired);
+  $('checkout-cancelled').hidden = !(checkoutCancelled && view.state === 'pending' && !expired);
+
   const live = view.ready && view.state === 'active';
   const hasTelegram =
     view.telegramUrl && safeLink($('telegram-link'), view.telegramUrl, (u) => u.protocol === 'https:' && u.hostname === 't.me');
@@ -148,7 +129,7 @@ function render(view) {
 async function poll() {
   if (stopped) return;
   try {
-    const response = await fetch(`${base}/status`, { headers: auth, cache: 'no-store' });
+    const response = await fetch(`${base}/status`, { cache: 'no-store' });
     if (response.status === 404) {
       stopped = true;
       $('phase').textContent = 'Unknown';
@@ -197,7 +178,7 @@ pairingForm.addEventListener('submit', async (event) => {
     try {
       response = await fetch(`${base}/pairing`, {
         method: 'POST',
-        headers: { ...auth, 'content-type': 'application/json' },
+        headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ code }),
       });
     } catch {
@@ -226,5 +207,28 @@ pairingForm.addEventListener('submit', async (event) => {
   }
 });
 
+// ---- resuming an unpaid checkout ---------------------------------------------------------------
+
+const resumeButton = $('resume-checkout');
+resumeButton.addEventListener('click', async () => {
+  resumeButton.disabled = true;
+  $('resume-error').textContent = '';
+  try {
+    const response = await fetch(`${base}/checkout`, { method: 'POST' });
+    if (response.status === 201) {
+      const checkout = new URL((await response.json()).checkoutUrl);
+      if (checkout.protocol === 'https:' || checkout.protocol === 'http:') {
+        location.assign(checkout.href);
+        return;
+      }
+    }
+    $('resume-error').textContent = sentence((await readError(response)).message);
+  } catch {
+    $('resume-error').textContent = 'Blytz could not be reached. Check your connection and try again.';
+  } finally {
+    resumeButton.disabled = false;
+  }
+});
+
 void poll();
-followModelUsage(base, auth);
+followModelUsage(base);

@@ -33,13 +33,16 @@ const NON_ROOT_USER = /^[1-9]\d*(:\d+)?$/;
 
 /**
  * The engine's create request for a customer container: hardened by default (no capabilities,
- * no privilege gain, memory/CPU/pids caps, rotated logs) and reachable only through Caddy (the
- * port is published on 127.0.0.1). Pure, so it can be checked without an engine.
+ * no privilege gain, memory/CPU/pids caps, rotated logs), reachable only through Caddy (the
+ * port is published on 127.0.0.1) and on a network of its own customer (networks.ts). Pure, so
+ * it can be checked without an engine.
  */
 export function containerConfig(
   spec: ContainerSpec,
   extraLabels: Record<string, string>,
   logs: LogRotation = DEFAULT_LOG_ROTATION,
+  /** The customer's own network (networks.ts); absent: Docker's default bridge, shared by all. */
+  network?: string,
 ): ContainerCreateOptions {
   if (!isDns1123Label(spec.customer)) throw new Error(`customer name ${JSON.stringify(spec.customer)} is not a DNS-1123 label`);
   if (!NON_ROOT_USER.test(spec.user))
@@ -84,6 +87,7 @@ export function containerConfig(
         ReadOnly: m.readOnly,
       })),
       PortBindings: { [portKey]: [{ HostIp: '127.0.0.1', HostPort: String(spec.hostPort) }] },
+      ...(network === undefined ? {} : { NetworkMode: network }),
       Memory: spec.resources.memoryBytes,
       MemorySwap: spec.resources.memoryBytes, // no swap on top of the memory cap
       NanoCpus: spec.resources.nanoCpus,

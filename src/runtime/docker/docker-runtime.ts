@@ -13,6 +13,7 @@ import {
 import { containerConfig, DEFAULT_LOG_ROTATION, type LogRotation } from './container-config.js';
 import { runExec } from './exec.js';
 import { judgeContainer, mapLimit, parseProbesLabel, parseStatus, probeLegacyPath, type ProbeOptions, type ProbeResult } from './health.js';
+import { customerNetworkName, CustomerNetworks } from './networks.js';
 import {
   checkExtraLabels,
   CONTAINER_PORT_LABEL,
@@ -39,6 +40,8 @@ export interface DockerRuntimeOptions {
   /** Grace period `stop` gives the process before SIGKILL. Default 30. */
   stopTimeoutSeconds?: number;
   logRotation?: LogRotation;
+  /** BLYTZ_DOCKER_NETWORK_POOL: where customer networks get their subnets (networks.ts). */
+  networkPool?: string;
 }
 
 const STATES = new Set<ContainerState>(['created', 'running', 'paused', 'restarting', 'removing', 'exited', 'dead']);
@@ -66,6 +69,7 @@ export class DockerRuntime implements CustomerRuntime {
   readonly #probe: ProbeOptions;
   readonly #stopTimeoutSeconds: number;
   readonly #logRotation: LogRotation;
+  readonly #networks: CustomerNetworks;
 
   constructor(guard: Guard, options: DockerRuntimeOptions = {}) {
     this.#guard = guard;
@@ -79,6 +83,12 @@ export class DockerRuntime implements CustomerRuntime {
     // OpenClaw drains its work and writes its state on SIGTERM; it needs more than Docker's 10 s under load.
     this.#stopTimeoutSeconds = options.stopTimeoutSeconds ?? 30;
     this.#logRotation = options.logRotation ?? DEFAULT_LOG_ROTATION;
+    this.#networks = new CustomerNetworks({
+      docker: this.#docker,
+      guard,
+      extraLabels: this.#extraLabels,
+      ...(options.networkPool ? { pool: options.networkPool } : {}),
+    });
   }
 
   /** The engine client, for the event source sharing this runtime's connection settings. */
@@ -111,11 +121,17 @@ export class DockerRuntime implements CustomerRuntime {
       info.Ports?.find(
         (p) => p.Type === 'tcp' && p.PublicPort > 0 && (containerPort === undefined || p.PrivatePort === containerPort),
       )?.PublicPort;
+    const customer = labels[CUSTOMER_LABEL] ?? '';
+    // A container on a network other than its customer's own (one made before customers had
+    // networks, on Docker's shared bridge) is not what we would create: it reads as another
+    // spec, so it is recreated (paced like any fleet change, its own inputs being the same).
+    const isolated = info.HostConfig?.NetworkMode === customerNetworkName(customer);
+    const specHash = labels[SPEC_HASH_LABEL];
     const observed: ObservedContainer = {
       id: info.Id,
-      customer: labels[CUSTOMER_LABEL] ?? '',
+      customer,
       name: (info.Names?.[0] ?? '').replace(/^\//, ''),
-      specHash: labels[SPEC_HASH_LABEL],
+      specHash: specHash === undefined || isolated ? specHash : `${specHash}+shared-network`,
       state,
       health: 'unknown',
     };
@@ -194,7 +210,8 @@ export class DockerRuntime implements CustomerRuntime {
   }
 
   async create(spec: ContainerSpec): Promise<string> {
-    const config = containerConfig(spec, this.#extraLabels, this.#logRotation);
+    const network = await this.#networks.ensure(spec.customer);
+    const config = containerConfig(spec, this.#extraLabels, this.#logRotation, network);
     // Not retried: when a first attempt timed out after the engine created the container, a
     // second would only meet a 409 name conflict. The next reconcile observes and carries on.
     const container = await this.#guard(
@@ -262,6 +279,15 @@ export class DockerRuntime implements CustomerRuntime {
     // its state folder (OpenClaw's owner lock), which a SIGKILL would leave behind for the next
     // container to trip over. A stopped or missing container costs one quick answer here.
     await this.stop(id);
+    const customer = await this.#guard('inspectContainer', async (abortSignal) => {
+      try {
+        const info = await this.#docker.getContainer(id).inspect({ abortSignal } as Docker.ContainerInspectOptions);
+        return info.Config.Labels?.[CUSTOMER_LABEL];
+      } catch (error) {
+        if (isStatus(error, 404)) return undefined;
+        throw error;
+      }
+    });
     await this.#guard('removeContainer', async (abortSignal) => {
       try {
         await this.#docker.getContainer(id).remove({ force: true, v: false, abortSignal });
@@ -271,6 +297,10 @@ export class DockerRuntime implements CustomerRuntime {
         throw error;
       }
     });
+    // The customer's network goes with its last container; networks a crash left without one go
+    // too, once old enough (a network just made for a container about to be created stays).
+    if (customer) await this.#networks.releaseIfUnused(customer);
+    await this.#networks.pruneIdle();
   }
 
   async exec(id: string, command: string[], timeoutMs = 30_000): Promise<ExecResult> {
@@ -283,19 +313,17 @@ export class DockerRuntime implements CustomerRuntime {
     });
   }
 
-  /** Whether the engine has the image locally (no registry is asked): a rollout checks once before it starts. */
   /**
-   * The gateway addresses of the bridge customer containers run on: traffic published on a host
-   * port (Caddy's, the probes') reaches the container from there. Falls back to Docker's default
-   * 172.17.0.1 when the engine does not say (some versions omit the default bridge's gateway).
+   * Where traffic published on a host port (Caddy's, the probes') reaches a customer's container
+   * from: the host end of the customer's own network, its subnet's first address. Every customer
+   * network comes from the pool, so the pool names them all in one entry (no other tenant can
+   * send from inside it: networks.ts and the host's filter keep them apart).
    */
   async bridgeGateways(): Promise<string[]> {
-    const network: unknown = await this.#guard('inspectNetwork', () => this.#docker.getNetwork('bridge').inspect());
-    const configs = (network as { IPAM?: { Config?: Array<{ Gateway?: string }> } }).IPAM?.Config ?? [];
-    const gateways = configs.map((config) => config.Gateway).filter((gateway): gateway is string => !!gateway);
-    return gateways.length > 0 ? gateways : ['172.17.0.1'];
+    return [this.#networks.pool];
   }
 
+  /** Whether the engine has the image locally (no registry is asked): a rollout checks once before it starts. */
   async imagePresent(image: string): Promise<boolean> {
     return this.#guard('inspectImage', async (abortSignal) => {
       try {

@@ -13,7 +13,7 @@ import { canonicalJson } from '../../domain/canonical-json.js';
 import { CUSTOMER_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SPEC_HASH_LABEL } from '../../domain/naming.js';
 import { isNotFound, MERGE_PATCH } from '../../kube-api/client.js';
 import type { Guard } from '../../resilience/guard.js';
-import { MARKER_FILE } from '../../workspace/file-workspaces.js';
+import { renderMarkerPath } from '../../workspace/file-workspaces.js';
 import { checkExtraLabels, HOST_PORT_LABEL } from '../../domain/labels.js';
 import { ContainerNotRunningError, ExecTimeoutError } from '../exec-output.js';
 import type { ContainerSpec, CustomerRuntime, ExecResult, ObservedContainer } from '../runtime.js';
@@ -530,15 +530,15 @@ function sameLabels(a: V1ObjectMeta | undefined, b: V1ObjectMeta | undefined): b
 
 /**
  * The rendered files of the customer's workspace, read from the controller's own render (the
- * folder of the writable mount; its marker lists exactly the files rendered, nothing the
- * assistant wrote).
+ * folder of the writable mount; its marker, kept beside the customer folders, lists exactly the
+ * files rendered, nothing the assistant wrote).
  */
 export async function readRenderedFiles(spec: ContainerSpec): Promise<RenderedFileData[]> {
   const workspace = spec.mounts.find((m) => !m.readOnly);
   if (!workspace) throw new Error('the container spec has no writable workspace mount');
   let marker: { files?: unknown };
   try {
-    marker = JSON.parse(await readFile(join(workspace.hostPath, MARKER_FILE), 'utf8')) as { files?: unknown };
+    marker = JSON.parse(await readFile(renderMarkerPath(workspace.hostPath), 'utf8')) as { files?: unknown };
   } catch (error) {
     throw new Error(`the workspace of ${spec.customer} is not rendered yet (${(error as Error).message})`, { cause: error });
   }

@@ -10,7 +10,7 @@ import type { KubernetesRuntime } from './kubernetes-runtime.js';
 
 /**
  * Workspaces for BLYTZ_RUNTIME=kubernetes: the controller still renders into its own folder
- * (the render marker there is what `observe` compares), and every write is also copied into the
+ * (the render marker beside it is what `observe` compares), and every write is also copied into the
  * customer's Secret, which the running pod sees without a restart. The purge also deletes the
  * PVC (workspace and memory) and the Secret.
  */
