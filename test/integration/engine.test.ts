@@ -34,7 +34,8 @@ describe('engine on a real store and a simulated world', () => {
   });
   afterEach(async () => {
     for (const stop of stops.splice(0).reverse()) await stop();
-    await sql`TRUNCATE customers, customer_events, port_reservations`.execute(db.handle.db);
+    // CASCADE: the tables that refer to customers (sessions, model credentials) go with them.
+    await sql`TRUNCATE customers, customer_events, port_reservations CASCADE`.execute(db.handle.db);
   });
   afterAll(async () => {
     await db.drop();

@@ -1,6 +1,6 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { CoreV1Api } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PLANS } from '../../src/domain/customer.js';
@@ -8,6 +8,7 @@ import { unguarded } from '../../src/resilience/guard.js';
 import { KubernetesRuntime } from '../../src/runtime/kubernetes/kubernetes-runtime.js';
 import { OwnedObjectsWatch } from '../../src/kube-api/owned-objects-watch.js';
 import type { ContainerSpec } from '../../src/runtime/runtime.js';
+import { renderMarkerPath } from '../../src/workspace/file-workspaces.js';
 import { FakeKubeApi } from '../support/fake-kube-api.js';
 import { uniqueName, stubHealth } from '../support/fixtures.js';
 import { waitFor } from '../support/wait-for.js';
@@ -51,7 +52,9 @@ describe('OwnedObjectsWatch (the Kubernetes runtime world events)', () => {
 
   async function create(customer: string): Promise<string> {
     await writeFile(join(root, `${customer}.json`), '{}');
-    await writeFile(join(root, '.blytz-render.json'), JSON.stringify({ files: [`${customer}.json`] }));
+    // The render's record lives beside the customer folders, out of the container's reach.
+    await mkdir(dirname(renderMarkerPath(root)), { recursive: true });
+    await writeFile(renderMarkerPath(root), JSON.stringify({ files: [`${customer}.json`] }));
     const spec: ContainerSpec = {
       customer,
       image: 'img',

@@ -12,6 +12,7 @@ import { applyOwnedConfig, type JsonObject } from '../../src/workspace/openclaw-
 import { FileWorkspaces } from '../../src/workspace/file-workspaces.js';
 import type { WorkspaceInput } from '../../src/workspace/workspace.js';
 import { mapLimit } from '../../src/runtime/docker/health.js';
+import { modelAccessConfig } from '../../src/workspace/model-access-config.js';
 
 /**
  * Every openclaw.json the controller renders, checked by the pinned OpenClaw package's own
@@ -101,6 +102,11 @@ describe(`openclaw.json accepted by OpenClaw ${OPENCLAW_VERSION}'s own validator
       ]);
     }
     cases.push(['no-telegram-key-only', await rendered({}, { modelApiKey: 'sk-ant-only' })]);
+    // Included model access: the model gateway as provider `blytz`, for both API styles.
+    for (const model of ['anthropic/claude-haiku-4-5', 'openai/gpt-5-mini']) {
+      const modelAccess = modelAccessConfig({ gatewayUrl: 'http://10.199.0.1:8090', credential: 'blytz-mk-test-credential', model });
+      cases.push([`included-${model.split('/')[0]}`, await rendered({ modelAccess }, { telegramBotToken: BOT_TOKEN })]);
+    }
     // After a pairing the gateway records its owner in the same file; ours merged over it stays valid.
     cases.push([
       'merged-with-gateway-writes',

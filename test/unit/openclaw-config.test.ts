@@ -134,3 +134,28 @@ describe('openclaw.json ownership (the controller enforces its fields and keeps 
     );
   });
 });
+
+describe('included model access in openclaw.json', () => {
+  const modelAccess = {
+    providers: {
+      blytz: { baseUrl: 'http://10.199.0.1:8090/anthropic', apiKey: 'blytz-mk-1', api: 'anthropic-messages' as const, models: [{ id: 'claude-haiku-4-5', name: 'Haiku' }] },
+    },
+    primary: 'blytz/claude-haiku-4-5',
+  };
+
+  it('points the customer at the model gateway when they have no key of their own; their own key wins', () => {
+    const included = buildOpenClawConfig(input({ modelAccess }));
+    expect(included.models).toEqual({ providers: modelAccess.providers });
+    expect((included.agents as JsonObject).defaults).toMatchObject({ model: { primary: 'blytz/claude-haiku-4-5' } });
+    const own = buildOpenClawConfig(input({ modelAccess, modelApiKey: 'sk-own', modelProvider: 'openai' }));
+    expect(own.models).toBeUndefined();
+    expect((own.agents as JsonObject).defaults).toMatchObject({ model: { primary: 'openai/gpt-5.4' } });
+  });
+
+  it('a rotated or revoked credential replaces or removes our provider, keeping providers OpenClaw or an operator added', () => {
+    const onDisk = applyOwnedConfig({ models: { providers: { ollama: { baseUrl: 'http://x' } } } }, buildOpenClawConfig(input({ modelAccess })));
+    expect(Object.keys((onDisk.models as { providers: JsonObject }).providers).sort()).toEqual(['blytz', 'ollama']);
+    const removed = applyOwnedConfig(onDisk, buildOpenClawConfig(input()));
+    expect(removed.models).toEqual({ providers: { ollama: { baseUrl: 'http://x' } } });
+  });
+});
