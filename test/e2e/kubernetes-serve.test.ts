@@ -14,6 +14,7 @@ import { hashToken } from '../../src/store/billing-store.js';
 import { baseEnv, BLYTZ, ROOT, startServe, type Served } from '../support/blytz-serve.js';
 import { crdAdmission, FakeKubeApi, type LooseObject } from '../support/fake-kube-api.js';
 import { TEST_BOT_TOKEN, uniqueName } from '../support/fixtures.js';
+import { openSession } from '../support/billing-app.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { waitFor } from '../support/wait-for.js';
 
@@ -307,6 +308,9 @@ describe('blytz serve with the Kubernetes runtime on Postgres', () => {
     // The customer's access token, as signup would have stored it (only its hash is kept).
     const token = 'k8s-e2e-access-token-0123456789';
     await sql`UPDATE customers SET access_token_hash = ${hashToken(token)} WHERE name = ${name}`.execute(db.handle.db);
+    // Opening the status link spends the token for the customer's session, which pairing takes.
+    const { session } = await openSession(served.url, `${served.url}/status/${name}?token=${token}`);
+    expect(session).toBeDefined();
     api.execHandler = (call) =>
       call.command.join(' ') === 'openclaw pairing approve telegram K8SPAIR1'
         ? { exitCode: 0, stdout: 'Approved telegram pairing K8SPAIR1\n' }
@@ -314,7 +318,7 @@ describe('blytz serve with the Kubernetes runtime on Postgres', () => {
     const pair = (code: string) =>
       fetch(`${served.url}/api/customers/${name}/pairing`, {
         method: 'POST',
-        headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+        headers: { Authorization: `Bearer ${session}`, 'Content-Type': 'application/json' },
         body: JSON.stringify({ code }),
       });
 

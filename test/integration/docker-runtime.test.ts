@@ -320,6 +320,24 @@ describe('DockerRuntime', () => {
     }
   });
 
+  it('a stopped (suspended) customer keeps its network when another container of theirs is removed, and starts again', async () => {
+    const customer = name('sleeper');
+    const id = await runtime.create(await spec(customer, portBase + 13));
+    await runtime.start(id);
+    await runtime.stop(id);
+    // A container of the same customer made by hand (the controller removes it as a stray).
+    const stray = await docker.createContainer({
+      Image: IMAGE,
+      name: `stray-${customer}`,
+      Labels: { [MANAGED_BY_LABEL]: 'blytz', [CUSTOMER_LABEL]: customer, [INSTANCE_LABEL]: instance },
+    });
+    await runtime.remove(stray.id);
+    // The stopped container still needs its network: the engine counts no endpoint for it.
+    await docker.getNetwork(`blytz-${customer}`).inspect();
+    await runtime.start(id);
+    expect((await runtime.listFor(customer))[0]?.state).toBe('running');
+  });
+
   it('exec: stdout, stderr and the exit code of a command in the container; a timeout', async () => {
     const customer = name('exec');
     const s = await spec(customer, portBase + 7);

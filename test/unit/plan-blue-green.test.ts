@@ -157,7 +157,8 @@ describe('plan: blue-green update, each intermediate state', () => {
   it('a rolled-back update (desired back on the old hash) removes the new container, then releases the next port', () => {
     const actions = run(desired({ specHash: 'old' }), world({ nextPort: NEXT, containers: [oldContainer(), newContainer({ health: 'unhealthy' })] }));
     expect(actions).toEqual([
-      { type: 'removeContainer', id: 'fresh', drift: 'container_outdated' },
+      // Our own assistant, running: stopped gracefully before it goes.
+      { type: 'removeContainer', id: 'fresh', drift: 'container_outdated', graceful: true },
       { type: 'releasePort', slot: 'next', drift: 'next_port_leftover' },
     ]);
   });
@@ -173,7 +174,7 @@ describe('plan: blue-green update, each intermediate state', () => {
     const result = plan({ desired: desired(), observed, now: 0, retentionMs: DAY, sideBySide: true, recreateAllowed: false });
     expect(result.actions).toEqual([
       { type: 'ensureRoute', to: 'container', drift: 'route_wrong' },
-      { type: 'removeContainer', id: 'fresh', drift: 'container_outdated' },
+      { type: 'removeContainer', id: 'fresh', drift: 'container_outdated', graceful: true },
       { type: 'releasePort', slot: 'next', drift: 'next_port_leftover' },
     ]);
   });

@@ -438,3 +438,25 @@ describe('plan: properties', () => {
     );
   });
 });
+
+describe('plan: how containers are removed', () => {
+  const removals = (d: ReturnType<typeof desired>, containers: ObservedContainer[]) =>
+    plan({ desired: d, observed: converged({ containers }), now: 1, retentionMs: 30 * DAY }).actions.filter(
+      (a) => a.type === 'removeContainer',
+    );
+
+  it('stops our own assistant gracefully when it is replaced or torn down; a container we did not make goes at once', () => {
+    const foreign = container({ id: 'foreign', name: 'intruder', specHash: undefined });
+    expect(removals(desired({ state: 'cancelled', cancelledAtMs: 0 }), [container(), foreign])).toEqual([
+      { type: 'removeContainer', id: 'c1', drift: undefined, graceful: true },
+      { type: 'removeContainer', id: 'foreign', drift: undefined },
+    ]);
+    // A new spec: the outdated one drains before it goes; a stopped one has nothing to drain.
+    expect(removals(desired({ specHash: 'hash-b' }), [container()])).toEqual([
+      { type: 'removeContainer', id: 'c1', drift: 'container_outdated', graceful: true },
+    ]);
+    expect(removals(desired({ specHash: 'hash-b' }), [container({ state: 'exited' })])).toEqual([
+      { type: 'removeContainer', id: 'c1', drift: 'container_outdated' },
+    ]);
+  });
+});

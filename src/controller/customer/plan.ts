@@ -244,7 +244,7 @@ function planActive(desired: Desired, observed: Observed, upstreamOf: UpstreamOf
     routeMatches(observed.route, desired.host, upstreamFor(observed.nextPort, desired.name, upstreamOf));
   if (routeBack) actions.push({ type: 'ensureRoute', to: 'container', drift: 'route_wrong' });
   // Outdated and duplicate containers go before the new one starts: they may hold the port.
-  for (const { container, drift } of remove) actions.push({ type: 'removeContainer', id: container.id, drift });
+  for (const { container, drift } of remove) actions.push(removal(container, drift));
   // A blue-green update's second port with no update in progress (finished, abandoned, held
   // back by a rollout): its container, if any, was just removed, so the port may go.
   if (observed.nextPort !== undefined) actions.push({ type: 'releasePort', slot: 'next', drift: 'next_port_leftover' });
@@ -369,6 +369,18 @@ function planCancelled(desired: Desired, input: PlanInput): Plan {
   return { actions };
 }
 
+/**
+ * Removing one of the customer's own assistants (replaced by a new spec, or torn down on cancel)
+ * stops it gracefully first: it drains, and releases what it holds in its state folder. A
+ * duplicate, or a container we did not make (no spec hash), is removed at once: it may ignore
+ * SIGTERM, and nothing of the customer's depends on it shutting down cleanly.
+ */
+function removal(container: ObservedContainer, drift: DriftKind | undefined): Action {
+  const own = container.specHash !== undefined && (container.state === 'running' || container.state === 'restarting');
+  const graceful = own && (drift === undefined || drift === 'container_outdated');
+  return { type: 'removeContainer', id: container.id, drift, ...(graceful ? { graceful: true as const } : {}) };
+}
+
 function planOrphan(observed: Observed): Plan {
   return { actions: teardown(observed, true) };
 }
@@ -378,7 +390,7 @@ function teardown(observed: Observed, orphan: boolean): Action[] {
   const actions: Action[] = [];
   if (observed.route) actions.push({ type: 'removeRoute', drift: orphan ? 'orphan_route' : undefined });
   for (const container of sortContainers(observed.containers)) {
-    actions.push({ type: 'removeContainer', id: container.id, drift: orphan ? 'orphan_container' : undefined });
+    actions.push(orphan ? { type: 'removeContainer', id: container.id, drift: 'orphan_container' } : removal(container, undefined));
   }
   if (observed.port !== undefined) actions.push({ type: 'releasePort', drift: orphan ? 'orphan_port' : undefined });
   return actions;

@@ -275,10 +275,6 @@ export class DockerRuntime implements CustomerRuntime {
   }
 
   async remove(id: string): Promise<void> {
-    // Stopped first, with its grace period: the assistant drains and releases what it holds in
-    // its state folder (OpenClaw's owner lock), which a SIGKILL would leave behind for the next
-    // container to trip over. A stopped or missing container costs one quick answer here.
-    await this.stop(id);
     const customer = await this.#guard('inspectContainer', async (abortSignal) => {
       try {
         const info = await this.#docker.getContainer(id).inspect({ abortSignal } as Docker.ContainerInspectOptions);

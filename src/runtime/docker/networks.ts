@@ -176,6 +176,9 @@ export class CustomerNetworks {
   /** Removes the customer's network once no container is on it (after its last container went). */
   async releaseIfUnused(customer: string): Promise<void> {
     const name = customerNetworkName(customer);
+    // A stopped container (a suspended customer) is on no network as the engine counts endpoints,
+    // but it starts again on this one: the network stays while any container of the customer does.
+    if (await this.#hasContainers(customer)) return;
     await this.#guard('removeNetwork', async (abortSignal) => {
       const network = this.#docker.getNetwork(name);
       let info: Docker.NetworkInspectInfo;
@@ -196,12 +199,37 @@ export class CustomerNetworks {
     });
   }
 
-  /** Removes our networks that no container uses and that are old enough (crash leftovers). */
+  /**
+   * Removes our networks that are old enough (crash leftovers) and that no container of their
+   * customer, running or stopped, still needs. Not the engine's own prune: it removes a network
+   * whose only container is stopped, and a suspended customer could not start again.
+   */
   async pruneIdle(): Promise<void> {
-    const until = `${IDLE_NETWORK_MIN_AGE_SECONDS}s`;
-    await this.#guard('pruneNetworks', (abortSignal) =>
-      this.#docker.pruneNetworks({ filters: { label: labelFilter(this.#extraLabels), until: [until] }, abortSignal }),
+    const networks = await this.#guard('listNetworks', (abortSignal) =>
+      this.#docker.listNetworks({ filters: { label: labelFilter(this.#extraLabels) }, abortSignal } as Docker.NetworkListOptions),
     );
+    const oldEnough = Date.now() - IDLE_NETWORK_MIN_AGE_SECONDS * 1000;
+    const idle = networks.filter(
+      (network) => network.Labels?.[CUSTOMER_LABEL] && this.#ours(network.Labels) && Date.parse(network.Created ?? '') <= oldEnough,
+    );
+    if (idle.length === 0) return;
+    // One listing of every container of ours, stopped ones included, for all the candidates.
+    const containers = await this.#guard('listContainers', (abortSignal) =>
+      this.#docker.listContainers({ all: true, filters: { label: labelFilter(this.#extraLabels) }, abortSignal }),
+    );
+    const inUse = new Set(containers.map((c) => c.Labels?.[CUSTOMER_LABEL]));
+    for (const network of idle) {
+      const customer = network.Labels?.[CUSTOMER_LABEL] as string;
+      if (!inUse.has(customer)) await this.releaseIfUnused(customer);
+    }
+  }
+
+  /** Whether any container of the customer (of this instance), in any state, exists. */
+  async #hasContainers(customer: string): Promise<boolean> {
+    const containers = await this.#guard('listContainers', (abortSignal) =>
+      this.#docker.listContainers({ all: true, filters: { label: labelFilter(this.#extraLabels, { [CUSTOMER_LABEL]: customer }) }, abortSignal }),
+    );
+    return containers.length > 0;
   }
 
   async #exists(name: string): Promise<boolean> {
