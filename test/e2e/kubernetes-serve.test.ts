@@ -451,10 +451,21 @@ describe('blytz serve on Kubernetes with BLYTZ_ROUTES=ingress', () => {
       ],
     });
     expect((await served.caddy.admin(`/id/blytz-${name}`)).status).toBe(404);
-    // The sweep and the reconciler see it as right: no rewrites once Ready.
+    // The sweep and the reconciler see it as right: no rewrites once Ready. Each route sweep
+    // (BLYTZ_ROUTE_SWEEP_SECONDS=1) and each reconcile lists every Ingress (/readyz lists one):
+    // three such lists after `before` mean at least two whole passes that could have rewritten it.
     const writes = () => api.requests.filter((r) => r.path.includes('/ingresses') && r.method !== 'GET').length;
+    const fullLists = () =>
+      api.requests.filter(
+        (r) =>
+          r.path === `/apis/networking.k8s.io/v1/namespaces/${NS}/ingresses` &&
+          r.method === 'GET' &&
+          !r.watch &&
+          !r.query.includes('limit='),
+      ).length;
     const before = writes();
-    await new Promise((r) => setTimeout(r, 2500)); // more than two route sweeps (BLYTZ_ROUTE_SWEEP_SECONDS=1)
+    const listsBefore = fullLists();
+    await waitFor(() => fullLists() >= listsBefore + 3, 15_000);
     expect(writes()).toBe(before);
   });
 

@@ -97,15 +97,26 @@ describe('OwnedObjectsWatch (the Kubernetes runtime world events)', () => {
     await waitFor(() => seen(customer) > before, 5_000, 20);
 
     const total = enqueued.length;
-    await api
-      .kubeConfig()
-      .makeApiClient(CoreV1Api)
-      .createNamespacedService({
-        namespace: NS,
-        body: { metadata: { name: 'not-ours', labels: { 'cloud.blytz.customer': customer } }, spec: { ports: [{ port: 80 }] } },
-      });
-    await new Promise((r) => setTimeout(r, 300));
-    expect(enqueued.length).toBe(total);
+    const core = api.kubeConfig().makeApiClient(CoreV1Api);
+    await core.createNamespacedService({
+      namespace: NS,
+      body: { metadata: { name: 'not-ours', labels: { 'cloud.blytz.customer': customer } }, spec: { ports: [{ port: 80 }] } },
+    });
+    // One of ours written after it, on the same watch: events come in order, so once this one is
+    // seen, the foreign one would have been seen before it.
+    const marker = uniqueName('marker');
+    await core.createNamespacedService({
+      namespace: NS,
+      body: {
+        metadata: {
+          name: `blytz-${marker}`,
+          labels: { 'cloud.blytz.managed-by': 'blytz', 'cloud.blytz.instance': 'w', 'cloud.blytz.customer': marker },
+        },
+        spec: { ports: [{ port: 80 }] },
+      },
+    });
+    await waitFor(() => seen(marker) === 1, 5_000, 20);
+    expect(enqueued.slice(total)).toEqual([marker]);
     expect(resyncs).toEqual([]);
   });
 

@@ -370,14 +370,15 @@ export class KubernetesRuntime implements CustomerRuntime {
     await this.#deleteOurs(
       'Secret',
       name,
-      (n) => this.#core.readNamespacedSecret({ name: n, namespace }),
-      (n, uid) => this.#core.deleteNamespacedSecret({ name: n, namespace, body: { preconditions: { uid } } }),
+      (secret) => this.#core.readNamespacedSecret({ name: secret, namespace }),
+      (secret, uid) => this.#core.deleteNamespacedSecret({ name: secret, namespace, body: { preconditions: { uid } } }),
     );
     await this.#deleteOurs(
       'PersistentVolumeClaim',
       name,
-      (n) => this.#core.readNamespacedPersistentVolumeClaim({ name: n, namespace }),
-      (n, uid) => this.#core.deleteNamespacedPersistentVolumeClaim({ name: n, namespace, body: { preconditions: { uid } } }),
+      (claim) => this.#core.readNamespacedPersistentVolumeClaim({ name: claim, namespace }),
+      (claim, uid) =>
+        this.#core.deleteNamespacedPersistentVolumeClaim({ name: claim, namespace, body: { preconditions: { uid } } }),
     );
   }
 
