@@ -31,7 +31,8 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
     api.simulateDeployments = true;
     await api.start();
     runtime = new KubernetesRuntime(unguarded, {
-      kubeConfig: api.kubeConfig(),
+      // As the kit's controller: only what deploy/kubernetes/rbac.yaml grants.
+      kubeConfig: api.kitControllerConfig(NS),
       namespace: NS,
       extraLabels: { 'cloud.blytz.instance': 'k8s-test' },
     });
@@ -125,7 +126,6 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
       'networkpolicies',
       'persistentvolumeclaims',
       'pods',
-      'secrets',
       'services',
     ]);
     for (const r of gets)
@@ -176,6 +176,27 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
       'v2',
     );
     expect(written).toEqual([customer, customer]);
+  });
+
+  it("a customer's Secret gone behind its back makes its workspace stale (looked at by name: the kit grants no Secret list), and the next write brings it back", async () => {
+    const customer = uniqueName('sec');
+    const dir = await workspace(customer, { 'workspace/AGENTS.md': 'v1', 'openclaw.json': '{}' });
+    const id = await runtime.create(spec(customer, dir, 'h'));
+    const inner = {
+      observe: async () => ({ exists: true, contentHash: 'rendered' }),
+      write: async () => {},
+    } as unknown as Workspaces;
+    const workspaces = new KubernetesWorkspaces(inner, runtime);
+    expect(await workspaces.observe(customer)).toEqual({ exists: true, contentHash: 'rendered' });
+    await api.kubeConfig().makeApiClient(CoreV1Api).deleteNamespacedSecret({ name: id, namespace: NS });
+    expect(await workspaces.observe(customer)).toEqual({ exists: true });
+    await workspaces.write(customer, { files: [{ path: 'workspace/AGENTS.md', content: 'v1', secret: false }] } as never);
+    expect(api.object('secrets', NS, id)).toBeDefined();
+    expect(await workspaces.observe(customer)).toEqual({ exists: true, contentHash: 'rendered' });
+    // Neither the listing nor the observation ever asked for more than that one Secret.
+    await runtime.list();
+    expect(api.requests.filter((r) => r.path === `/api/v1/namespaces/${NS}/secrets` && r.method === 'GET')).toEqual([]);
+    expect(api.forbidden).toEqual([]);
   });
 
   it('remove deletes Deployment, Service and Secret but keeps the workspace volume until the purge', async () => {

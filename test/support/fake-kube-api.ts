@@ -4,6 +4,14 @@ import type { AddressInfo, Socket } from 'node:net';
 import { KubeConfig } from '@kubernetes/client-node';
 import { WebSocket, WebSocketServer } from 'ws';
 import { decodeError } from './fake-kube/formats.js';
+import {
+  forbiddenMessage,
+  KIT_SERVICE_ACCOUNT,
+  kitRbac,
+  RbacAuthorizer,
+  serviceAccountUser,
+  type RequestAttributes,
+} from './fake-kube/rbac.js';
 
 /**
  * An in-process Kubernetes API server for tests: no real one can run on these machines. It
@@ -203,6 +211,11 @@ export class FakeKubeApi {
   /** How long a deleted pod stays Terminating (its grace period, scaled down). */
   podGracePeriodMs = 50;
   readonly #wss = new WebSocketServer({ noServer: true, handleProtocols: pickChannelProtocol });
+  readonly #rbac = new RbacAuthorizer();
+  /** Service-account tokens handed out by `serviceAccountToken`: their requests are authorized by RBAC. */
+  readonly #users = new Map<string, string>();
+  /** Requests refused with 403, for assertions and for the message of a failing test. */
+  readonly forbidden: Array<RequestAttributes & { user: string }> = [];
 
   constructor(options: FakeKubeApiOptions = {}) {
     this.#options = options;
@@ -247,6 +260,32 @@ export class FakeKubeApi {
       currentContext: 'fake',
     });
     return kc;
+  }
+
+  /**
+   * Installs RBAC objects (Role, RoleBinding, ClusterRole, ClusterRoleBinding) into `namespace`,
+   * as `kubectl apply -n namespace` would. They govern requests made with a token from
+   * `serviceAccountToken`; any other token is the cluster's administrator (the test itself, kubectl).
+   */
+  installRbac(objects: ReadonlyArray<Record<string, unknown>>, namespace: string): void {
+    this.#rbac.install(objects, namespace);
+  }
+
+  /** A bearer token that authenticates as `system:serviceaccount:<namespace>:<name>`, authorized by RBAC alone. */
+  serviceAccountToken(namespace: string, name: string): string {
+    const token = `sa-${namespace}-${name}-${randomUUID()}`;
+    this.#users.set(token, serviceAccountUser(namespace, name));
+    return token;
+  }
+
+  /**
+   * The shipped controller's view of the cluster: the kit's RBAC (deploy/kubernetes/rbac.yaml)
+   * installed in `namespace` and a KubeConfig for its service account, so every call the code
+   * makes is allowed only as far as the kit grants it.
+   */
+  kitControllerConfig(namespace: string): KubeConfig {
+    this.installRbac(kitRbac(), namespace);
+    return this.kubeConfig(this.serviceAccountToken(namespace, KIT_SERVICE_ACCOUNT));
   }
 
   /** Forgets the event history: watches from any version before now get 410 Gone. */
@@ -376,6 +415,10 @@ export class FakeKubeApi {
     if (!route) return sendStatus(res, 404, 'NotFound', `the server could not find the requested resource (${url.pathname})`);
     const { kind, namespace, name, subresource } = route;
     const body = await readBody(req);
+    const refusal = this.#authorize(token, [
+      { verb: verbOf(method, name, watch), group: kind.group, resource: kind.plural, subresource, name, namespace },
+    ]);
+    if (refusal) return sendStatus(res, 403, 'Forbidden', refusal.message, [], refusal.details);
     try {
       if (method === 'GET' && name === undefined) {
         if (watch) return this.#watch(kind, namespace, query, res);
@@ -404,6 +447,19 @@ export class FakeKubeApi {
       if (error instanceof FakeApiError) return sendStatus(res, error.code, error.reason, error.message, error.causes);
       throw error;
     }
+  }
+
+  /** The first of `requests` RBAC refuses to the token's service account, as kube-apiserver words it; none for other tokens. */
+  #authorize(token: string | undefined, requests: RequestAttributes[]): { message: string; details: Json } | undefined {
+    const user = token === undefined ? undefined : this.#users.get(token);
+    if (user === undefined) return undefined;
+    const refused = requests.find((request) => !this.#rbac.allows(user, request));
+    if (!refused) return undefined;
+    this.forbidden.push({ ...refused, user });
+    return {
+      message: forbiddenMessage(user, refused),
+      details: { ...(refused.name !== undefined ? { name: refused.name } : {}), group: refused.group, kind: refused.resource },
+    };
   }
 
   #list(kind: Kind, namespace: string | undefined, query: URLSearchParams): Json {
@@ -917,6 +973,13 @@ export class FakeKubeApi {
     if (!match)
       return refuseUpgrade(socket, 404, 'NotFound', `the server could not find the requested resource (${url.pathname})`);
     const [, namespace = '', podName = ''] = match.map(decodeURIComponent);
+    const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
+    const exec = { group: '', resource: 'pods', subresource: 'exec', name: podName, namespace };
+    const refusal = this.#authorize(token, [
+      { ...exec, verb: 'get' },
+      { ...exec, verb: 'create' },
+    ]);
+    if (refusal) return refuseUpgrade(socket, 403, 'Forbidden', refusal.message);
     const pod = this.#objects.get(key(kindOf('pods'), namespace, podName));
     if (!pod) return refuseUpgrade(socket, 404, 'NotFound', `pods "${podName}" not found`);
     const containers = (((pod['spec'] as Json | undefined)?.['containers'] as Json[] | undefined) ?? []).map((c) =>
@@ -1358,7 +1421,12 @@ function sendStatus(
   reason: string,
   message: string,
   causes: Array<{ field: string; message: string }> = [],
+  details: Json = {},
 ): void {
+  const withCauses =
+    causes.length > 0
+      ? { ...details, causes: causes.map((c) => ({ field: c.field, message: c.message, reason: 'FieldValueInvalid' })) }
+      : details;
   sendJson(res, code, {
     kind: 'Status',
     apiVersion: 'v1',
@@ -1366,11 +1434,28 @@ function sendStatus(
     status: 'Failure',
     message,
     reason,
+    ...(Object.keys(withCauses).length > 0 ? { details: withCauses } : {}),
     code,
-    ...(causes.length > 0
-      ? { details: { causes: causes.map((c) => ({ field: c.field, message: c.message, reason: 'FieldValueInvalid' })) } }
-      : {}),
   });
+}
+
+/** The verb kube-apiserver's authorizer sees for an HTTP request. */
+function verbOf(method: string, name: string | undefined, watch: boolean): string {
+  switch (method) {
+    case 'GET':
+    case 'HEAD':
+      return name !== undefined ? 'get' : watch ? 'watch' : 'list';
+    case 'POST':
+      return 'create';
+    case 'PUT':
+      return 'update';
+    case 'PATCH':
+      return 'patch';
+    case 'DELETE':
+      return name !== undefined ? 'delete' : 'deletecollection';
+    default:
+      return method.toLowerCase();
+  }
 }
 
 function writeEvent(res: ServerResponse, event: { type: string; object: unknown }): void {

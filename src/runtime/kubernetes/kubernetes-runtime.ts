@@ -112,9 +112,11 @@ export class KubernetesRuntime implements CustomerRuntime {
   async #list(more: Record<string, string>): Promise<ObservedContainer[]> {
     const labelSelector = this.#selector(more);
     const namespace = this.#manifest.namespace;
-    const [deployments, secrets, services, claims, pods, policies] = await Promise.all([
+    // No Secrets: the controller may not list them (a list is every Secret's content, and RBAC
+    // cannot narrow it to our labels). A customer's Secret is its rendered files, looked at by
+    // name when its workspace is observed (`hasFiles`).
+    const [deployments, services, claims, pods, policies] = await Promise.all([
       this.#guard('listDeployments', () => this.#apps.listNamespacedDeployment({ namespace, labelSelector })),
-      this.#guard('listSecrets', () => this.#core.listNamespacedSecret({ namespace, labelSelector })),
       this.#guard('listServices', () => this.#core.listNamespacedService({ namespace, labelSelector })),
       this.#guard('listPersistentVolumeClaims', () =>
         this.#core.listNamespacedPersistentVolumeClaim({ namespace, labelSelector }),
@@ -126,7 +128,6 @@ export class KubernetesRuntime implements CustomerRuntime {
     ]);
     const names = (items: Array<{ metadata?: V1ObjectMeta }>) => new Set(items.map((i) => i.metadata?.name ?? ''));
     const present = {
-      secrets: names(secrets.items),
       services: names(services.items),
       claims: names(claims.items),
       policies: names(policies.items),
@@ -134,7 +135,6 @@ export class KubernetesRuntime implements CustomerRuntime {
     return deployments.items.map((deployment) => {
       const name = deployment.metadata?.name ?? '';
       const missing = [
-        present.secrets.has(name) ? undefined : 'Secret',
         present.services.has(name) ? undefined : 'Service',
         present.claims.has(name) ? undefined : 'PersistentVolumeClaim',
         // An unisolated pod can reach every other customer: as broken as a missing part.
@@ -231,6 +231,19 @@ export class KubernetesRuntime implements CustomerRuntime {
       (existing) =>
         existing.metadata?.annotations?.[CONTENT_HASH_ANNOTATION] === hash && sameLabels(existing.metadata, secret.metadata),
     );
+  }
+
+  /**
+   * Whether the customer's Secret (its rendered files) is there and ours. Read by name: the
+   * controller may not list Secrets. A missing one makes the workspace stale, so the next render
+   * writes it again.
+   */
+  async hasFiles(customer: string): Promise<boolean> {
+    const namespace = this.#manifest.namespace;
+    const secret = await this.#guard('readSecret', () =>
+      this.#core.readNamespacedSecret({ name: objectName(customer), namespace }).catch(ignoreStatus(404)),
+    );
+    return secret !== undefined && isOurs(secret.metadata, customer) && !secret.metadata?.deletionTimestamp;
   }
 
   /**
@@ -467,11 +480,6 @@ export class KubernetesRuntime implements CustomerRuntime {
           plural: 'services',
           path: `/api/v1/namespaces/${ns}/services`,
           list: () => this.#guard('listServices', () => this.#core.listNamespacedService(query)),
-        },
-        {
-          plural: 'secrets',
-          path: `/api/v1/namespaces/${ns}/secrets`,
-          list: () => this.#guard('listSecrets', () => this.#core.listNamespacedSecret(query)),
         },
         {
           plural: 'networkpolicies',
