@@ -128,6 +128,11 @@ export interface CustomerRuntime {
   stop(id: string): Promise<void>;
   /** Removes it (force); a missing container is not an error. */
   remove(id: string): Promise<void>;
+  /**
+   * `remove` returns before the container is gone (Kubernetes: the Deployment stays, `removing`,
+   * until its pods have stopped); the controller looks again until it is. Default false.
+   */
+  readonly removesInBackground?: boolean;
   /** Runs a command inside the customer's running container. */
   exec(id: string, command: string[], timeoutMs?: number): Promise<ExecResult>;
   /** Throws when the engine does not answer (for /readyz and doctor). */

@@ -112,3 +112,163 @@ describe('the fake API server: RBAC as kube-apiserver enforces it', () => {
     expect(await execWith('both', ['get', 'create'])).toBe('Success');
   });
 });
+
+describe('the fake API server: validation, defaulting, deletion and garbage collection as kube-apiserver does them', () => {
+  let api: FakeKubeApi;
+
+  beforeAll(async () => {
+    api = new FakeKubeApi();
+    api.simulateDeployments = true;
+    await api.start();
+  });
+
+  afterAll(async () => {
+    await api.stop();
+  });
+
+  const deploymentBody = (name: string, replicas = 1) => ({
+    metadata: { name },
+    spec: {
+      replicas,
+      selector: { matchLabels: { app: name } },
+      template: { metadata: { labels: { app: name } }, spec: { containers: [{ name: 'main', image: 'img:1' }] } },
+    },
+  });
+
+  it('built-in objects are checked against the OpenAPI models and the field rules: 422 Invalid, one cause per field', async () => {
+    const apps = api.kubeConfig().makeApiClient(AppsV1Api);
+    const bad = deploymentBody('bad');
+    bad.spec.template.metadata.labels = { app: 'other' }; // the selector must match
+    (bad.spec.template.spec.containers[0] as Record<string, unknown>)['ports'] = [{ containerPort: 70000 }];
+    (bad.spec.template.spec.containers[0] as Record<string, unknown>)['resources'] = { limits: { memory: 'lots' } };
+    const refused = statusOf(await apps.createNamespacedDeployment({ namespace: NS, body: bad }).catch((e: unknown) => e));
+    expect(refused.code).toBe(422);
+    expect(refused.body['reason']).toBe('Invalid');
+    expect(refused.body['message']).toMatch(/^Deployment\.apps "bad" is invalid: \[/);
+    const fields = ((refused.body['details'] as { causes: Array<{ field: string }> }).causes ?? []).map((c) => c.field);
+    expect(fields).toEqual(
+      expect.arrayContaining([
+        'spec.template.spec.containers[0].resources.limits.memory',
+        'spec.template.metadata.labels',
+        'spec.template.spec.containers[0].ports[0].containerPort',
+      ]),
+    );
+    const core = api.kubeConfig().makeApiClient(CoreV1Api);
+    const badName = await core
+      .createNamespacedService({
+        namespace: NS,
+        body: { metadata: { name: '9-starts-with-a-digit' }, spec: { ports: [{ port: 80 }] } },
+      })
+      .catch((e: unknown) => e);
+    expect(statusOf(badName).body['message']).toMatch(/metadata\.name: Invalid value: "9-starts-with-a-digit": a DNS-1035 label/);
+    expect(api.objects('deployments', NS).map((d) => d['metadata']['name'])).not.toContain('bad');
+  });
+
+  it('defaults are filled in as the server fills them in; a Service gets a cluster IP once, kept when an update leaves it out', async () => {
+    const core = api.kubeConfig().makeApiClient(CoreV1Api);
+    const service = await core.createNamespacedService({
+      namespace: NS,
+      body: { metadata: { name: 'web' }, spec: { selector: { app: 'web' }, ports: [{ port: 80 }] } },
+    });
+    expect(service.spec).toMatchObject({
+      type: 'ClusterIP',
+      sessionAffinity: 'None',
+      ipFamilies: ['IPv4'],
+      ports: [{ port: 80, protocol: 'TCP', targetPort: 80 }],
+    });
+    const ip = service.spec?.clusterIP;
+    expect(ip).toMatch(/^10\.96\.\d+\.\d+$/);
+    const replaced = await core.replaceNamespacedService({
+      name: 'web',
+      namespace: NS,
+      body: { metadata: { name: 'web', resourceVersion: service.metadata?.resourceVersion ?? '' }, spec: { ports: [{ port: 81 }] } },
+    });
+    expect(replaced.spec?.clusterIP).toBe(ip);
+    const moved = await core
+      .replaceNamespacedService({
+        name: 'web',
+        namespace: NS,
+        body: {
+          metadata: { name: 'web', resourceVersion: replaced.metadata?.resourceVersion ?? '' },
+          spec: { clusterIP: '10.96.9.9', ports: [{ port: 81 }] },
+        },
+      })
+      .catch((e: unknown) => e);
+    expect(statusOf(moved).body['message']).toMatch(/spec\.clusterIP: Invalid value: field is immutable/);
+
+    const created = await api
+      .kubeConfig()
+      .makeApiClient(AppsV1Api)
+      .createNamespacedDeployment({ namespace: NS, body: deploymentBody('defaults') });
+    expect(created.spec).toMatchObject({
+      revisionHistoryLimit: 10,
+      progressDeadlineSeconds: 600,
+      strategy: { type: 'RollingUpdate' },
+    });
+    expect(created.spec?.template.spec).toMatchObject({
+      restartPolicy: 'Always',
+      terminationGracePeriodSeconds: 30,
+      dnsPolicy: 'ClusterFirst',
+    });
+    expect(created.spec?.template.spec?.containers[0]).toMatchObject({
+      imagePullPolicy: 'IfNotPresent',
+      terminationMessagePath: '/dev/termination-log',
+    });
+  });
+
+  it('a Deployment owns its ReplicaSets and they their pods; Background deletion collects them after it, a pod Terminating for its grace period', async () => {
+    const apps = api.kubeConfig().makeApiClient(AppsV1Api);
+    await apps.createNamespacedDeployment({ namespace: NS, body: deploymentBody('bg') });
+    const pod = await waitFor(() => api.objects('pods', NS).find((p) => p['metadata']['labels']['app'] === 'bg'));
+    const [set] = api.objects('replicasets', NS).filter((r) => r['metadata']['labels']['app'] === 'bg');
+    expect(pod['metadata']['ownerReferences']).toEqual([
+      expect.objectContaining({ kind: 'ReplicaSet', uid: set?.['metadata']['uid'], controller: true, blockOwnerDeletion: true }),
+    ]);
+    api.holdKubelet();
+    try {
+      await apps.deleteNamespacedDeployment({ name: 'bg', namespace: NS }); // Background by default
+      expect(api.object('deployments', NS, 'bg')).toBeUndefined();
+      const terminating = await waitFor(
+        () =>
+          api.object('pods', NS, pod['metadata']['name'])?.['metadata']['deletionTimestamp'] &&
+          api.object('pods', NS, pod['metadata']['name']),
+      );
+      expect(terminating['metadata']['deletionGracePeriodSeconds']).toBe(30);
+    } finally {
+      api.releaseKubelet();
+    }
+    await waitFor(
+      () =>
+        api.object('pods', NS, pod['metadata']['name']) === undefined &&
+        api.objects('replicasets', NS).every((r) => r['metadata']['labels']['app'] !== 'bg'),
+    );
+  });
+
+  it('Foreground deletion keeps the owner, Terminating with a bumped generation, until its blocking dependents are gone; Orphan leaves them without the reference', async () => {
+    const apps = api.kubeConfig().makeApiClient(AppsV1Api);
+    await apps.createNamespacedDeployment({ namespace: NS, body: deploymentBody('fg') });
+    const pod = await waitFor(() => api.objects('pods', NS).find((p) => p['metadata']['labels']['app'] === 'fg'));
+    const generation = api.object('deployments', NS, 'fg')?.['metadata']['generation'] as number;
+    api.holdKubelet();
+    try {
+      await apps.deleteNamespacedDeployment({ name: 'fg', namespace: NS, propagationPolicy: 'Foreground' });
+      const deleting = api.object('deployments', NS, 'fg');
+      expect(deleting?.['metadata']).toMatchObject({ finalizers: ['foregroundDeletion'], generation: generation + 1 });
+      expect(deleting?.['metadata']['deletionTimestamp']).toBeDefined();
+      await waitFor(() => api.object('pods', NS, pod['metadata']['name'])?.['metadata']['deletionTimestamp'] !== undefined);
+      expect(api.object('deployments', NS, 'fg')).toBeDefined(); // its pod still runs
+    } finally {
+      api.releaseKubelet();
+    }
+    await waitFor(() => api.object('deployments', NS, 'fg') === undefined);
+    expect(api.object('pods', NS, pod['metadata']['name'])).toBeUndefined();
+
+    await apps.createNamespacedDeployment({ namespace: NS, body: deploymentBody('orphan') });
+    await waitFor(() => api.objects('pods', NS).some((p) => p['metadata']['labels']['app'] === 'orphan'));
+    await apps.deleteNamespacedDeployment({ name: 'orphan', namespace: NS, propagationPolicy: 'Orphan' });
+    await waitFor(() => api.object('deployments', NS, 'orphan') === undefined);
+    const [left] = api.objects('replicasets', NS).filter((r) => r['metadata']['labels']['app'] === 'orphan');
+    expect(left?.['metadata']['ownerReferences']).toEqual([]);
+    expect(api.objects('pods', NS).filter((p) => p['metadata']['labels']['app'] === 'orphan')).toHaveLength(1);
+  });
+});

@@ -83,6 +83,14 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
   const runningPods = (id: string) =>
     api.objects('pods', NS).filter((p) => p['metadata']['name'].startsWith(`${id}-`) && !p['metadata']['deletionTimestamp']);
 
+  /** What the planner does: remove again while something of the customer is listed (its NetworkPolicy outlives its pods). */
+  async function removeUntilGone(id: string, customer: string): Promise<void> {
+    await waitFor(async () => {
+      await runtime.remove(id);
+      return (await runtime.listFor(customer)).length === 0;
+    });
+  }
+
   const deployment = (customer: string): Json | undefined =>
     api.object('deployments', NS, objectName(customer)) as Json | undefined;
 
@@ -199,18 +207,51 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
     expect(api.forbidden).toEqual([]);
   });
 
-  it('remove deletes Deployment, Service and Secret but keeps the workspace volume until the purge', async () => {
+  it('remove deletes Deployment, Service, Secret and NetworkPolicy but keeps the workspace volume until the purge', async () => {
     const customer = uniqueName('k');
     const dir = await workspace(customer, { 'workspace/AGENTS.md': 'a', 'openclaw.json': '{}' });
     const id = await runtime.create(spec(customer, dir, 'h'));
     expect(await runtime.listVolumes()).toContain(customer);
-    await runtime.remove(id);
+    await removeUntilGone(id, customer);
     await runtime.remove(id); // idempotent
-    expect(await runtime.listFor(customer)).toEqual([]);
-    for (const plural of ['deployments', 'services', 'secrets']) expect(api.object(plural, NS, id), plural).toBeUndefined();
+    for (const plural of ['deployments', 'services', 'secrets', 'networkpolicies'])
+      expect(api.object(plural, NS, id), plural).toBeUndefined();
     expect(api.object('persistentvolumeclaims', NS, id)).toBeDefined();
     await runtime.removeWorkspace(customer);
     expect(api.object('persistentvolumeclaims', NS, id)).toBeUndefined();
+  });
+
+  it('remove keeps the pods isolated until they are gone: the Deployment goes in the foreground, the NetworkPolicy after its last pod', async () => {
+    const customer = uniqueName('iso');
+    const dir = await workspace(customer, { 'openclaw.json': '{}' });
+    const id = await runtime.create(spec(customer, dir, 'h'));
+    await runtime.start(id);
+    await waitFor(() => runningPods(id).length === 1);
+    const podsOf = () => api.objects('pods', NS).filter((p) => p['metadata']['labels']['cloud.blytz.customer'] === customer);
+    api.holdKubelet(); // the assistant takes its grace period to stop
+    try {
+      await runtime.remove(id);
+      expect(api.object('services', NS, id)).toBeUndefined();
+      // The garbage collector deletes its pod (a moment later, as the real one does); the pod is
+      // still running, Terminating, so the Deployment waits for it and the policy stays.
+      await waitFor(() => podsOf()[0]?.['metadata']['deletionTimestamp'] !== undefined);
+      expect(podsOf()).toHaveLength(1);
+      expect(deployment(customer)?.['metadata']['finalizers']).toEqual(['foregroundDeletion']);
+      expect(api.object('networkpolicies', NS, id)).toBeDefined();
+      expect((await runtime.listFor(customer))[0]).toMatchObject({ id, state: 'removing' });
+      await runtime.remove(id); // the planner asks again while it is removing: still isolated
+      expect(api.object('networkpolicies', NS, id)).toBeDefined();
+    } finally {
+      api.releaseKubelet();
+    }
+    await waitFor(() => deployment(customer) === undefined && podsOf().length === 0);
+    // What is left without its Deployment is listed, so the planner removes it (no orphan stays).
+    expect(await runtime.listFor(customer)).toEqual([
+      expect.objectContaining({ id, customer, state: 'dead', healthMessage: 'no Deployment; left: NetworkPolicy' }),
+    ]);
+    await runtime.remove(id);
+    expect(api.object('networkpolicies', NS, id)).toBeUndefined();
+    expect(await runtime.listFor(customer)).toEqual([]);
   });
 
   it('an orphan (our marks, no customer behind it) is listed and removed like any other', async () => {
@@ -219,7 +260,7 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
     await runtime.create(spec(customer, dir, 'h'));
     const orphan = (await runtime.list()).find((c) => c.customer === customer);
     expect(orphan).toBeDefined();
-    await runtime.remove(orphan?.id ?? '');
+    await removeUntilGone(orphan?.id ?? '', customer);
     expect((await runtime.list()).some((c) => c.customer === customer)).toBe(false);
   });
 
@@ -414,7 +455,7 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
     expect((await runtime.listFor(customer))[0]).toMatchObject({ state: 'dead', healthMessage: 'missing NetworkPolicy' });
     await runtime.create(spec(customer, dir, 'h'));
     expect(api.object('networkpolicies', NS, id)).toBeDefined();
-    await runtime.remove(id);
+    await removeUntilGone(id, customer);
     expect(api.object('networkpolicies', NS, id)).toBeUndefined();
   });
 

@@ -4,6 +4,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { KubeConfig } from '@kubernetes/client-node';
 import { WebSocket, WebSocketServer } from 'ws';
 import { decodeError } from './fake-kube/formats.js';
+import { defaultBuiltIn, validateBuiltIn } from './fake-kube/validation.js';
 import {
   forbiddenMessage,
   KIT_SERVICE_ACCOUNT,
@@ -81,6 +82,15 @@ export const FAKE_KINDS: readonly Kind[] = [
     version: 'v1',
     plural: 'deployments',
     kind: 'Deployment',
+    namespaced: true,
+    statusSubresource: true,
+    generation: true,
+  },
+  {
+    group: 'apps',
+    version: 'v1',
+    plural: 'replicasets',
+    kind: 'ReplicaSet',
     namespaced: true,
     statusSubresource: true,
     generation: true,
@@ -188,6 +198,9 @@ export class FakeKubeApi {
    * class (never on update).
    */
   defaultIngressClass: string | undefined;
+  /** The StorageClass marked default in the cluster: the DefaultStorageClass admission plugin writes it into PVCs created without one. */
+  defaultStorageClass: string | undefined = 'standard';
+  #clusterIPs = 0;
   /** When true, every Deployment write is followed by a status as if all its replicas were ready. */
   simulateDeployments = false;
   /** When set, every new watch request is answered with this HTTP status (an API server that is restarting). */
@@ -199,8 +212,10 @@ export class FakeKubeApi {
   });
   /** Every pods/exec call that reached a container, in order. */
   readonly execCalls: FakeExecCall[] = [];
-  /** Pods made by `simulateDeployments`, by pod key -> their Deployment's key. */
-  readonly #podOwners = new Map<string, string>();
+  #gcQueued = false;
+  #kubeletHeld: string[] | undefined;
+  /** Terminating pods whose kubelet has stopped them. */
+  readonly #stoppedPods = new Set<string>();
   readonly #syncQueued = new Set<string>();
   #controllerHeld = false;
   readonly #everAvailable = new Set<string>();
@@ -440,7 +455,7 @@ export class FakeKubeApi {
           return sendJson(res, 200, this.#patch(kind, k, namespace, name, type, parseJson(body), subresource));
         }
         case 'DELETE':
-          return sendJson(res, 200, this.#delete(kind, k, namespace, name, body ? parseJson(body) : {}));
+          return sendJson(res, 200, this.#deleteObject(kind, k, deleteOptions(query, body ? parseJson(body) : {})));
       }
       throw new FakeApiError(405, 'MethodNotAllowed', `${method} not allowed`);
     } catch (error) {
@@ -602,8 +617,10 @@ export class FakeKubeApi {
     };
     delete (object['metadata'] as Json)['deletionTimestamp'];
     this.#decode(kind, object);
+    object = this.#default(kind, object, undefined);
     this.#defaultOnCreate(kind, object);
     object = this.#admit(kind, object);
+    this.#validate(kind, object);
     return this.#store(kind, k, object, 'ADDED');
   }
 
@@ -681,37 +698,19 @@ export class FakeKubeApi {
       }
       next['metadata'] = m;
       this.#decode(kind, next);
+      next = this.#default(kind, next, stored);
       if (kind.generation && JSON.stringify(stripMetaStatus(next)) !== JSON.stringify(stripMetaStatus(stored))) {
-        m['generation'] = Number(storedMeta['generation'] ?? 1) + 1;
+        (next['metadata'] as Json)['generation'] = Number(storedMeta['generation'] ?? 1) + 1;
       }
       next = this.#admit(kind, next);
+      this.#validate(kind, next);
+      this.#checkImmutable(kind, stored, next);
     }
-    const finalizers = (meta(next)['finalizers'] as string[] | undefined) ?? [];
-    if (storedMeta['deletionTimestamp'] !== undefined && finalizers.length === 0) {
+    if (storedMeta['deletionTimestamp'] !== undefined && this.#deletionDone(kind, k, next)) {
       this.#remove(kind, k, next);
       return next;
     }
     return this.#store(kind, k, next, 'MODIFIED');
-  }
-
-  #delete(kind: Kind, k: string, namespace: string, name: string, options: Json): Json {
-    const stored = this.#objects.get(k);
-    if (!stored) throw notFound(kind, name);
-    const pre = (options['preconditions'] as Json | undefined) ?? {};
-    if (pre['resourceVersion'] !== undefined && pre['resourceVersion'] !== meta(stored)['resourceVersion'])
-      throw conflict(kind, name);
-    if (pre['uid'] !== undefined && pre['uid'] !== meta(stored)['uid']) throw conflict(kind, name);
-    void namespace;
-    const finalizers = (meta(stored)['finalizers'] as string[] | undefined) ?? [];
-    if (finalizers.length > 0) {
-      if (meta(stored)['deletionTimestamp'] !== undefined) return clone(stored);
-      const next = clone(stored);
-      (next['metadata'] as Json)['deletionTimestamp'] = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
-      (next['metadata'] as Json)['deletionGracePeriodSeconds'] = 0;
-      return this.#store(kind, k, next, 'MODIFIED');
-    }
-    this.#remove(kind, k, clone(stored));
-    return { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Success', details: { name, kind: kind.plural } };
   }
 
   /** Admission that acts on create only, as the real plugins do. */
@@ -722,6 +721,42 @@ export class FakeKubeApi {
       if (spec['ingressClassName'] === undefined && !annotated)
         object['spec'] = { ...spec, ingressClassName: this.defaultIngressClass };
     }
+  }
+
+  /** The built-in kinds' defaults (pkg/apis/*\/v1/defaults.go), on every write; a Service's clusterIP allocated once. */
+  #default(kind: Kind, object: Json, previous: Json | undefined): Json {
+    return defaultBuiltIn(kind.plural, object, {
+      previous,
+      allocateClusterIP: () => {
+        this.#clusterIPs += 1;
+        return `10.96.${Math.floor(this.#clusterIPs / 250)}.${(this.#clusterIPs % 250) + 2}`;
+      },
+      defaultStorageClass: this.defaultStorageClass,
+    });
+  }
+
+  /** Built-in kinds against their OpenAPI models and the server's field rules: 422 Invalid, one cause per field. */
+  #validate(kind: Kind, object: Json): void {
+    const causes = validateBuiltIn(kind.plural, object);
+    if (causes.length > 0) throw invalid(kind, String(meta(object)['name'] ?? ''), causes);
+  }
+
+  /** Fields the server refuses to change once set. */
+  #checkImmutable(kind: Kind, stored: Json, next: Json): void {
+    const at = (object: Json, path: string[]) => path.reduce<unknown>((node, part) => (node as Json | undefined)?.[part], object);
+    const fields: Record<string, string[][]> = {
+      services: [['spec', 'clusterIP']],
+      deployments: [['spec', 'selector']],
+      persistentvolumeclaims: [
+        ['spec', 'accessModes'],
+        ['spec', 'storageClassName'],
+        ['spec', 'volumeMode'],
+      ],
+    };
+    const causes = (fields[kind.plural] ?? [])
+      .filter((path) => JSON.stringify(at(stored, path)) !== JSON.stringify(at(next, path)))
+      .map((path) => ({ field: path.join('.'), message: 'Invalid value: field is immutable' }));
+    if (causes.length > 0) throw invalid(kind, String(meta(next)['name'] ?? ''), causes);
   }
 
   /** The body as the real server decodes it: a time it cannot parse is a 400 before any validation. */
@@ -746,15 +781,174 @@ export class FakeKubeApi {
     return result;
   }
 
-  // ---- a Deployment controller, ReplicaSets and a kubelet, in small ----
+  // ---- deletion: grace periods, finalizers, garbage collection by owner reference ----
+
+  /**
+   * DELETE as kube-apiserver and the garbage collector answer it together:
+   * - a pod is deleted gracefully: Terminating (deletionTimestamp, deletionGracePeriodSeconds from
+   *   the request or its spec's terminationGracePeriodSeconds, 30 by default) until its kubelet
+   *   has stopped it, a grace period scaled down to `podGracePeriodMs`; 0 deletes it at once;
+   * - an object with finalizers only gets a deletionTimestamp (and a generation bump, where the
+   *   kind keeps one) and goes when the last finalizer is removed;
+   * - propagationPolicy: `Background` (the default) deletes the object now and its dependents
+   *   (objects whose ownerReferences name it) after it; `Foreground` adds the finalizer
+   *   `foregroundDeletion`: the object stays, Terminating, until every dependent that blocks its
+   *   deletion (blockOwnerDeletion) is gone, the dependents deleted in the foreground too;
+   *   `Orphan` adds `orphan`: the dependents lose their reference to it and stay.
+   */
+  #deleteObject(kind: Kind, k: string, options: DeleteOptions): Json {
+    const stored = this.#objects.get(k);
+    if (!stored) throw notFound(kind, k.slice(k.lastIndexOf('/') + 1));
+    const pre = options.preconditions ?? {};
+    const name = String(meta(stored)['name']);
+    if (pre['resourceVersion'] !== undefined && pre['resourceVersion'] !== meta(stored)['resourceVersion'])
+      throw conflict(kind, name);
+    if (pre['uid'] !== undefined && pre['uid'] !== meta(stored)['uid']) throw conflict(kind, name);
+    const storedMeta = meta(stored);
+    const finalizers = [...((storedMeta['finalizers'] as string[] | undefined) ?? [])];
+    const propagation = options.propagationPolicy ?? 'Background';
+    if (storedMeta['deletionTimestamp'] !== undefined) return clone(stored); // already on its way
+    if (propagation === 'Foreground' && !finalizers.includes(FOREGROUND)) finalizers.push(FOREGROUND);
+    if (propagation === 'Orphan' && !finalizers.includes(ORPHAN)) finalizers.push(ORPHAN);
+    const grace =
+      kind.plural === 'pods'
+        ? (options.gracePeriodSeconds ??
+          Number(((stored['spec'] as Json | undefined) ?? {})['terminationGracePeriodSeconds'] ?? 30))
+        : 0;
+    if (finalizers.length === 0 && grace === 0) {
+      this.#remove(kind, k, clone(stored));
+      return {
+        kind: 'Status',
+        apiVersion: 'v1',
+        metadata: {},
+        status: 'Success',
+        details: { name, kind: kind.plural, uid: storedMeta['uid'] },
+      };
+    }
+    const next = clone(stored);
+    const m = next['metadata'] as Json;
+    m['deletionTimestamp'] = nowSeconds();
+    m['deletionGracePeriodSeconds'] = grace;
+    if (finalizers.length > 0) m['finalizers'] = finalizers;
+    if (kind.generation) m['generation'] = Number(m['generation'] ?? 1) + 1;
+    const result = this.#store(kind, k, next, 'MODIFIED');
+    if (kind.plural === 'pods' && grace > 0) setTimeout(() => this.#kubeletStopped(k), this.podGracePeriodMs);
+    this.#scheduleGarbageCollection();
+    return result;
+  }
+
+  /**
+   * A Terminating object goes when no finalizer holds it, and a pod only once its kubelet has also
+   * stopped it (its grace period over), whichever comes last.
+   */
+  #deletionDone(kind: Kind, k: string, object: Json): boolean {
+    if (((meta(object)['finalizers'] as string[] | undefined) ?? []).length > 0) return false;
+    return kind.plural !== 'pods' || Number(meta(object)['deletionGracePeriodSeconds'] ?? 0) === 0 || this.#stoppedPods.has(k);
+  }
+
+  /** The kubelets are slow to stop containers: Terminating pods stay until `releaseKubelet()`. */
+  holdKubelet(): void {
+    this.#kubeletHeld ??= [];
+  }
+
+  releaseKubelet(): void {
+    const held = this.#kubeletHeld ?? [];
+    this.#kubeletHeld = undefined;
+    for (const podKey of held) this.#kubeletStopped(podKey);
+  }
+
+  /** The kubelet has stopped a Terminating pod: it goes once no finalizer holds it. */
+  #kubeletStopped(podKey: string): void {
+    if (this.#kubeletHeld) {
+      this.#kubeletHeld.push(podKey);
+      return;
+    }
+    const pod = this.#objects.get(podKey);
+    if (!pod || meta(pod)['deletionTimestamp'] === undefined) return;
+    this.#stoppedPods.add(podKey);
+    if (this.#deletionDone(kindOf('pods'), podKey, pod)) this.#remove(kindOf('pods'), podKey, clone(pod));
+  }
+
+  #scheduleGarbageCollection(): void {
+    if (this.#gcQueued) return;
+    this.#gcQueued = true;
+    setTimeout(() => {
+      this.#gcQueued = false;
+      if (this.#server?.listening) this.#collectGarbage();
+    }, 1);
+  }
+
+  /** One pass of the garbage collector over every object; passes repeat while they change something. */
+  #collectGarbage(): void {
+    for (let pass = 0; pass < 10; pass++) {
+      let changed = false;
+      const all = [...this.#objects.entries()].map(([k, object]) => ({ k, object, kind: kindOfKey(k) }));
+      const uids = new Set(all.map(({ object }) => String(meta(object)['uid'])));
+      const dependentsOf = (uid: string) =>
+        all.filter(({ object }) => ownerReferencesOf(object).some((ref) => ref['uid'] === uid));
+      for (const { k, object, kind } of all) {
+        const m = meta(object);
+        const finalizers = (m['finalizers'] as string[] | undefined) ?? [];
+        const uid = String(m['uid']);
+        if (m['deletionTimestamp'] !== undefined && finalizers.includes(ORPHAN)) {
+          for (const dependent of dependentsOf(uid)) {
+            const next = clone(dependent.object);
+            (next['metadata'] as Json)['ownerReferences'] = ownerReferencesOf(next).filter((ref) => ref['uid'] !== uid);
+            this.#store(dependent.kind, dependent.k, next, 'MODIFIED');
+          }
+          this.#dropFinalizer(kind, k, ORPHAN);
+          changed = true;
+        } else if (m['deletionTimestamp'] !== undefined && finalizers.includes(FOREGROUND)) {
+          const dependents = dependentsOf(uid);
+          for (const dependent of dependents) {
+            if (meta(dependent.object)['deletionTimestamp'] === undefined) {
+              this.#deleteObject(dependent.kind, dependent.k, { propagationPolicy: 'Foreground' });
+              changed = true;
+            }
+          }
+          const blocking = dependents.filter(({ object: d }) =>
+            ownerReferencesOf(d).some((ref) => ref['uid'] === uid && ref['blockOwnerDeletion'] === true),
+          );
+          if (blocking.length === 0) {
+            this.#dropFinalizer(kind, k, FOREGROUND);
+            changed = true;
+          }
+        } else if (m['deletionTimestamp'] === undefined) {
+          const refs = ownerReferencesOf(object);
+          // Every owner gone: the dependent goes too (in the background).
+          if (refs.length > 0 && refs.every((ref) => !uids.has(String(ref['uid'])))) {
+            this.#deleteObject(kind, k, { propagationPolicy: 'Background' });
+            changed = true;
+          }
+        }
+      }
+      if (!changed) return;
+    }
+    this.#scheduleGarbageCollection();
+  }
+
+  #dropFinalizer(kind: Kind, k: string, finalizer: string): void {
+    const stored = this.#objects.get(k);
+    if (!stored) return;
+    const next = clone(stored);
+    const left = ((meta(next)['finalizers'] as string[] | undefined) ?? []).filter((f) => f !== finalizer);
+    (next['metadata'] as Json)['finalizers'] = left;
+    if (this.#deletionDone(kind, k, next)) this.#remove(kind, k, next);
+    else this.#store(kind, k, next, 'MODIFIED');
+  }
+
+  // ---- a Deployment controller, a ReplicaSet controller and a kubelet, in small ----
 
   /**
    * Like the real controller, a sync is queued per Deployment and runs later on whatever the
    * Deployment is then: writes in quick succession (replicas 1 -> 0 -> 1) merge into one sync
-   * that sees only the last, so nothing happens. Template changes roll out by the strategy:
-   * `Recreate` deletes the old pods and creates new ones only once none of them is left (they
-   * terminate within their grace period); `RollingUpdate` starts the new pod first and deletes
-   * the old ones once it is ready.
+   * that sees only the last, so nothing happens. Each pod template is a ReplicaSet the
+   * Deployment owns (named by the template's hash, as `pod-template-hash`), each pod is owned by
+   * its ReplicaSet, so deleting a Deployment takes its ReplicaSets and pods with it through the
+   * garbage collector. Template changes roll out by the strategy: `Recreate` scales the old
+   * ReplicaSets to 0 and the new one up only once none of their pods is left (they terminate
+   * within their grace period); `RollingUpdate` scales the new one up first and the old ones
+   * down once its pod is ready.
    */
   #scheduleSync(deploymentKey: string): void {
     if (this.#syncQueued.has(deploymentKey)) return;
@@ -780,52 +974,118 @@ export class FakeKubeApi {
     for (const deploymentKey of [...this.#syncQueued]) this.#runSync(deploymentKey);
   }
 
+  /** Objects of `plural` in `namespace` whose controller (ownerReference with controller: true) has `uid`. */
+  #controlledBy(plural: string, namespace: string, uid: unknown): Array<{ k: string; object: Json }> {
+    const kind = kindOf(plural);
+    const prefix = `${kind.plural}.${kind.group}/${namespace}/`;
+    return [...this.#objects.entries()]
+      .filter(
+        ([k, object]) =>
+          k.startsWith(prefix) && ownerReferencesOf(object).some((r) => r['uid'] === uid && r['controller'] === true),
+      )
+      .map(([k, object]) => ({ k, object }));
+  }
+
   #syncDeployment(deploymentKey: string): void {
     const deployment = this.#objects.get(deploymentKey);
-    const owned = [...this.#podOwners].filter(([, owner]) => owner === deploymentKey).map(([podKey]) => podKey);
-    if (!deployment) {
-      // Garbage collection of the dependents (propagationPolicy Background).
-      for (const podKey of owned) this.#deletePod(podKey);
-      return;
-    }
+    // Being deleted: the garbage collector takes its ReplicaSets and their pods.
+    if (!deployment || meta(deployment)['deletionTimestamp'] !== undefined) return;
+    const namespace = String(meta(deployment)['namespace']);
     const spec = (deployment['spec'] as Json | undefined) ?? {};
     const template = (spec['template'] as Json | undefined) ?? {};
-    const deleting = meta(deployment)['deletionTimestamp'] !== undefined;
-    const replicas = deleting ? 0 : Number(spec['replicas'] ?? 1);
+    const replicas = Number(spec['replicas'] ?? 1);
     const hash = createHash('sha256').update(JSON.stringify(template)).digest('hex').slice(0, 10);
-    const podOf = (podKey: string) => this.#objects.get(podKey) ?? {};
-    const live = owned.filter((podKey) => meta(podOf(podKey))['deletionTimestamp'] === undefined);
-    const current = live.filter((podKey) => labelsOf(podOf(podKey))['pod-template-hash'] === hash);
-    const old = live.filter((podKey) => labelsOf(podOf(podKey))['pod-template-hash'] !== hash);
-    const recreate = ((spec['strategy'] as Json | undefined)?.['type'] ?? 'RollingUpdate') === 'Recreate';
-    for (const podKey of current.slice(replicas)) this.#deletePod(podKey);
-    if (recreate) {
-      for (const podKey of old) this.#deletePod(podKey);
+    const sets = this.#controlledBy('replicasets', namespace, meta(deployment)['uid']);
+    const current =
+      sets.find(({ object }) => labelsOf(object)['pod-template-hash'] === hash) ??
+      this.#createReplicaSet(deployment, template, hash);
+    const old = sets.filter((set) => set.k !== current.k);
+    const podsOf = (set: { object: Json }, live = false) =>
+      this.#controlledBy('pods', namespace, meta(set.object)['uid']).filter(
+        ({ object }) => !live || meta(object)['deletionTimestamp'] === undefined,
+      );
+    if (((spec['strategy'] as Json | undefined)?.['type'] ?? 'RollingUpdate') === 'Recreate') {
+      for (const set of old) this.#scaleReplicaSet(set.k, 0);
       // New pods only once every old one is gone, terminating ones included.
-      const oldLeft = owned.some((podKey) => this.#objects.has(podKey) && labelsOf(podOf(podKey))['pod-template-hash'] !== hash);
-      if (!oldLeft) for (let i = current.length; i < replicas; i++) this.#createPod(deploymentKey, deployment, template, hash);
+      const oldLeft = old.some((set) => podsOf(set).length > 0);
+      this.#scaleReplicaSet(current.k, oldLeft ? 0 : replicas);
     } else {
-      for (let i = current.length; i < replicas; i++) this.#createPod(deploymentKey, deployment, template, hash);
-      const readyNew = current.filter((podKey) => podReady(podOf(podKey))).length;
-      if (readyNew >= Math.min(1, replicas)) for (const podKey of old) this.#deletePod(podKey);
+      this.#scaleReplicaSet(current.k, replicas);
+      const readyNew = podsOf(current, true).filter(({ object }) => podReady(object)).length;
+      if (readyNew >= Math.min(1, replicas)) for (const set of old) this.#scaleReplicaSet(set.k, 0);
     }
+    for (const set of [current, ...old]) this.#syncReplicaSet(deploymentKey, set.k);
     this.#writeDeploymentStatus(deploymentKey, hash);
+  }
+
+  #createReplicaSet(deployment: Json, template: Json, hash: string): { k: string; object: Json } {
+    const kind = kindOf('replicasets');
+    const namespace = String(meta(deployment)['namespace']);
+    const name = `${String(meta(deployment)['name'])}-${hash}`;
+    const k = key(kind, namespace, name);
+    const templateMeta = (template['metadata'] as Json | undefined) ?? {};
+    const labels: Json = { ...((templateMeta['labels'] as Json | undefined) ?? {}), 'pod-template-hash': hash };
+    const selector =
+      ((((deployment['spec'] as Json)['selector'] as Json | undefined) ?? {})['matchLabels'] as Json | undefined) ?? {};
+    const object: Json = {
+      apiVersion: 'apps/v1',
+      kind: 'ReplicaSet',
+      metadata: {
+        name,
+        namespace,
+        uid: randomUUID(),
+        creationTimestamp: nowSeconds(),
+        generation: 1,
+        labels,
+        ownerReferences: [controllerReference(deployment, 'apps/v1', 'Deployment')],
+      },
+      spec: {
+        replicas: 0,
+        selector: { matchLabels: { ...selector, 'pod-template-hash': hash } },
+        template: { ...template, metadata: { ...templateMeta, labels } },
+      },
+    };
+    this.#store(kind, k, object, 'ADDED');
+    return { k, object: this.#objects.get(k) ?? object };
+  }
+
+  #scaleReplicaSet(setKey: string, replicas: number): void {
+    const set = this.#objects.get(setKey);
+    if (!set || Number((set['spec'] as Json)['replicas'] ?? 0) === replicas) return;
+    const next = clone(set);
+    (next['spec'] as Json)['replicas'] = replicas;
+    (next['metadata'] as Json)['generation'] = Number(meta(next)['generation'] ?? 1) + 1;
+    this.#store(kindOf('replicasets'), setKey, next, 'MODIFIED');
+  }
+
+  /** The ReplicaSet controller: as many live pods as it wants, the newest deleted first. */
+  #syncReplicaSet(deploymentKey: string, setKey: string): void {
+    const set = this.#objects.get(setKey);
+    if (!set || meta(set)['deletionTimestamp'] !== undefined) return;
+    const namespace = String(meta(set)['namespace']);
+    const live = this.#controlledBy('pods', namespace, meta(set)['uid']).filter(
+      ({ object }) => meta(object)['deletionTimestamp'] === undefined,
+    );
+    const want = Number((set['spec'] as Json)['replicas'] ?? 0);
+    for (const { k } of live.slice(want).reverse()) this.#deleteObject(kindOf('pods'), k, {});
+    for (let i = live.length; i < want; i++) this.#createPod(deploymentKey, set);
   }
 
   #writeDeploymentStatus(deploymentKey: string, hash: string): void {
     const deployment = this.#objects.get(deploymentKey);
     if (!deployment) return;
-    const pods = [...this.#podOwners]
-      .filter(([, owner]) => owner === deploymentKey)
-      .map(([podKey]) => this.#objects.get(podKey))
-      .filter((pod): pod is Json => pod !== undefined && meta(pod)['deletionTimestamp'] === undefined);
+    const namespace = String(meta(deployment)['namespace']);
+    const pods = this.#controlledBy('replicasets', namespace, meta(deployment)['uid'])
+      .flatMap((set) => this.#controlledBy('pods', namespace, meta(set.object)['uid']))
+      .map(({ object }) => object)
+      .filter((pod) => meta(pod)['deletionTimestamp'] === undefined);
     const updated = pods.filter((pod) => labelsOf(pod)['pod-template-hash'] === hash);
     const ready = pods.filter(podReady);
     const replicas = Number((deployment['spec'] as Json | undefined)?.['replicas'] ?? 1);
     const available = ready.length >= replicas;
     const everAvailable = this.#everAvailable.has(deploymentKey) || (available && replicas > 0);
     if (everAvailable) this.#everAvailable.add(deploymentKey);
-    const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+    const now = nowSeconds();
     const status = {
       observedGeneration: Number(meta(deployment)['generation'] ?? 1),
       replicas: pods.length,
@@ -871,20 +1131,20 @@ export class FakeKubeApi {
     this.#emit(kindOf('deployments'), 'MODIFIED', next);
   }
 
-  #createPod(deploymentKey: string, deployment: Json, template: Json, hash: string): void {
+  #createPod(deploymentKey: string, set: Json): void {
     const podKind = kindOf('pods');
-    const namespace = String(meta(deployment)['namespace']);
-    const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
-    const name = `${String(meta(deployment)['name'])}-${hash}-${randomUUID().slice(0, 5)}`;
+    const namespace = String(meta(set)['namespace']);
+    const now = nowSeconds();
+    const name = `${String(meta(set)['name'])}-${randomUUID().slice(0, 5)}`;
     const podKey = key(podKind, namespace, name);
+    const template = ((set['spec'] as Json)['template'] as Json | undefined) ?? {};
     const podSpec = clone((template['spec'] as Json | undefined) ?? {});
     const containers = ((podSpec['containers'] as Json[] | undefined) ?? []).map((c) => ({
       name: String(c['name']),
       image: c['image'],
     }));
     const crashing = this.#crashLooping.get(deploymentKey);
-    this.#podOwners.set(podKey, deploymentKey);
-    const labels: Json = { ...((meta(template)['labels'] as Json | undefined) ?? {}), 'pod-template-hash': hash };
+    const labels: Json = { ...((meta(template)['labels'] as Json | undefined) ?? {}) };
     this.#store(
       podKind,
       podKey,
@@ -897,15 +1157,8 @@ export class FakeKubeApi {
           uid: randomUUID(),
           creationTimestamp: now,
           labels,
-          ownerReferences: [
-            {
-              apiVersion: 'apps/v1',
-              kind: 'ReplicaSet',
-              name: `${String(meta(deployment)['name'])}-${hash}`,
-              uid: randomUUID(),
-              controller: true,
-            },
-          ],
+          ...(meta(template)['annotations'] !== undefined ? { annotations: clone(meta(template)['annotations']) } : {}),
+          ownerReferences: [controllerReference(set, 'apps/v1', 'ReplicaSet')],
         },
         spec: podSpec,
         status: crashing ? crashLoopStatus(containers, now, crashing.exitCode, 1) : runningStatus(containers, now),
@@ -921,21 +1174,13 @@ export class FakeKubeApi {
     }
   }
 
-  /** A graceful delete: the pod is Terminating (still there, still running) for its grace period, then gone. */
-  #deletePod(podKey: string): void {
-    const pod = this.#objects.get(podKey);
-    if (!pod || meta(pod)['deletionTimestamp'] !== undefined) return;
-    const terminating = clone(pod);
-    (terminating['metadata'] as Json)['deletionTimestamp'] = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
-    (terminating['metadata'] as Json)['deletionGracePeriodSeconds'] = 30;
-    this.#store(kindOf('pods'), podKey, terminating, 'MODIFIED');
-    setTimeout(() => {
-      const owner = this.#podOwners.get(podKey);
-      this.#podOwners.delete(podKey);
-      const current = this.#objects.get(podKey);
-      if (current) this.#remove(kindOf('pods'), podKey, clone(current));
-      if (owner) this.#scheduleSync(owner);
-    }, this.podGracePeriodMs);
+  /** The Deployment a pod belongs to (pod -> ReplicaSet -> Deployment), as a key. */
+  #deploymentOfPod(pod: Json): string | undefined {
+    const namespace = String(meta(pod)['namespace']);
+    const setRef = ownerReferencesOf(pod).find((r) => r['kind'] === 'ReplicaSet');
+    const set = setRef && this.#objects.get(key(kindOf('replicasets'), namespace, String(setRef['name'])));
+    const deploymentRef = set && ownerReferencesOf(set).find((r) => r['kind'] === 'Deployment');
+    return deploymentRef ? key(kindOf('deployments'), namespace, String(deploymentRef['name'])) : undefined;
   }
 
   /**
@@ -946,10 +1191,9 @@ export class FakeKubeApi {
   crashLoop(namespace: string, deployment: string, exitCode = 1): void {
     const deploymentKey = key(kindOf('deployments'), namespace, deployment);
     this.#crashLooping.set(deploymentKey, { exitCode });
-    const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
-    for (const [podKey, owner] of this.#podOwners) {
-      const pod = this.#objects.get(podKey);
-      if (owner !== deploymentKey || !pod || meta(pod)['deletionTimestamp'] !== undefined) continue;
+    const now = nowSeconds();
+    for (const [podKey, pod] of [...this.#objects.entries()].filter(([k]) => k.startsWith(`pods./${namespace}/`))) {
+      if (this.#deploymentOfPod(pod) !== deploymentKey || meta(pod)['deletionTimestamp'] !== undefined) continue;
       const containers = ((((pod['spec'] as Json)['containers'] as Json[] | undefined) ?? []) as Json[]).map((c) => ({
         name: String(c['name']),
         image: c['image'],
@@ -1024,9 +1268,14 @@ export class FakeKubeApi {
     this.#rv += 1;
     (object['metadata'] as Json)['resourceVersion'] = rvString(this.#rv);
     this.#objects.delete(k);
+    this.#stoppedPods.delete(k);
     this.#emit(kind, 'DELETED', object);
-    // Garbage collection: a deleted Deployment's pods go with it (gracefully).
-    if (kind.plural === 'deployments') this.#scheduleSync(k);
+    // Its dependents may have lost their last owner; a Deployment whose pod is gone may go on.
+    this.#scheduleGarbageCollection();
+    if (kind.plural === 'pods') {
+      const deploymentKey = this.#deploymentOfPod(object);
+      if (deploymentKey !== undefined && this.simulateDeployments) this.#scheduleSync(deploymentKey);
+    }
   }
 
   #emit(kind: Kind, type: StoredEvent['type'], object: Json): void {
@@ -1049,6 +1298,49 @@ function rvString(n: number): string {
 
 function rvNumber(rv: string): number {
   return /^v[0-9a-z]+$/.test(rv) ? parseInt(rv.slice(1), 36) : Number.NaN;
+}
+
+const FOREGROUND = 'foregroundDeletion';
+const ORPHAN = 'orphan';
+
+interface DeleteOptions {
+  propagationPolicy?: 'Background' | 'Foreground' | 'Orphan';
+  gracePeriodSeconds?: number;
+  preconditions?: Json;
+}
+
+/** DeleteOptions from the query (client-node sends propagationPolicy and gracePeriodSeconds there) and the body. */
+function deleteOptions(query: URLSearchParams, body: Json): DeleteOptions {
+  const policy = query.get('propagationPolicy') ?? body['propagationPolicy'];
+  if (policy !== undefined && policy !== null && !['Background', 'Foreground', 'Orphan'].includes(String(policy)))
+    throw new FakeApiError(422, 'Invalid', `propagationPolicy: Unsupported value: "${String(policy)}"`);
+  const grace = query.get('gracePeriodSeconds') ?? body['gracePeriodSeconds'];
+  return {
+    ...(policy ? { propagationPolicy: policy as DeleteOptions['propagationPolicy'] & string } : {}),
+    ...(grace !== undefined && grace !== null ? { gracePeriodSeconds: Number(grace) } : {}),
+    ...(body['preconditions'] ? { preconditions: body['preconditions'] as Json } : {}),
+  };
+}
+
+/** metav1.Time as the server writes it: RFC3339, whole seconds. */
+function nowSeconds(): string {
+  return new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+}
+
+function ownerReferencesOf(object: Json): Json[] {
+  return (meta(object)['ownerReferences'] as Json[] | undefined) ?? [];
+}
+
+/** The reference a controller puts on what it creates: it controls it, and blocks its foreground deletion. */
+function controllerReference(owner: Json, apiVersion: string, kind: string): Json {
+  return { apiVersion, kind, name: meta(owner)['name'], uid: meta(owner)['uid'], controller: true, blockOwnerDeletion: true };
+}
+
+function kindOfKey(k: string): Kind {
+  const prefix = k.slice(0, k.indexOf('/'));
+  const kind = FAKE_KINDS.find((candidate) => `${candidate.plural}.${candidate.group}` === prefix);
+  if (!kind) throw new Error(`no kind for ${k}`);
+  return kind;
 }
 
 function podReady(pod: Json): boolean {
@@ -1385,6 +1677,13 @@ function clone<T>(value: T): T {
 
 function notFound(kind: Kind, name: string): FakeApiError {
   return new FakeApiError(404, 'NotFound', `${kind.plural}${kind.group ? `.${kind.group}` : ''} "${name}" not found`);
+}
+
+/** 422 Invalid as kube-apiserver words it: `Deployment.apps "x" is invalid: [field: message, ...]`. */
+function invalid(kind: Kind, name: string, causes: Array<{ field: string; message: string }>): FakeApiError {
+  const list = causes.map((c) => `${c.field}: ${c.message}`);
+  const what = `${kind.kind}${kind.group ? `.${kind.group}` : ''} "${name}" is invalid: `;
+  return new FakeApiError(422, 'Invalid', what + (list.length === 1 ? list[0] : `[${list.join(', ')}]`), causes);
 }
 
 function conflict(kind: Kind, name: string): FakeApiError {

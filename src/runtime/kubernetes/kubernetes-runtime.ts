@@ -132,7 +132,8 @@ export class KubernetesRuntime implements CustomerRuntime {
       claims: names(claims.items),
       policies: names(policies.items),
     };
-    return deployments.items.map((deployment) => {
+    const podsOf = (customer: string | undefined) => pods.items.filter((p) => p.metadata?.labels?.[CUSTOMER_LABEL] === customer);
+    const containers = deployments.items.map((deployment) => {
       const name = deployment.metadata?.name ?? '';
       const missing = [
         present.services.has(name) ? undefined : 'Service',
@@ -140,14 +141,9 @@ export class KubernetesRuntime implements CustomerRuntime {
         // An unisolated pod can reach every other customer: as broken as a missing part.
         present.policies.has(name) ? undefined : 'NetworkPolicy',
       ].filter((k): k is string => k !== undefined);
-      const customer = deployment.metadata?.labels?.[CUSTOMER_LABEL];
-      return observeDeployment(
-        deployment,
-        missing,
-        Date.now(),
-        pods.items.filter((p) => p.metadata?.labels?.[CUSTOMER_LABEL] === customer),
-      );
+      return observeDeployment(deployment, missing, Date.now(), podsOf(deployment.metadata?.labels?.[CUSTOMER_LABEL]));
     });
+    return [...containers, ...leftovers(deployments.items, { Service: services.items, NetworkPolicy: policies.items }, podsOf)];
   }
 
   async create(spec: ContainerSpec): Promise<string> {
@@ -275,6 +271,9 @@ export class KubernetesRuntime implements CustomerRuntime {
   /** The planner updates by `create` here (see CustomerRuntime.updatesInPlace). */
   readonly updatesInPlace = true;
 
+  /** The Deployment goes in the foreground, once its pods have stopped (see `remove`). */
+  readonly removesInBackground = true;
+
   async start(id: string): Promise<void> {
     await this.#scale(id, 1);
   }
@@ -328,6 +327,15 @@ export class KubernetesRuntime implements CustomerRuntime {
     });
   }
 
+  /**
+   * Removes the customer's Service, Secret and Deployment, and its NetworkPolicy once its pods are
+   * gone. The Deployment is deleted in the foreground: it stays (state `removing`) until the
+   * garbage collector has deleted its ReplicaSets and their pods have stopped, which takes their
+   * grace period. Their NetworkPolicy must outlive them (a Terminating pod still runs, hostile
+   * code included), so it is deleted only when no Deployment and no pod of the customer is left:
+   * a later call does it (the planner calls again while the Deployment is `removing`, and then for
+   * what is left without it, see `#list`).
+   */
   async remove(id: string): Promise<void> {
     const namespace = this.#manifest.namespace;
     await this.#deleteOurs(
@@ -342,14 +350,7 @@ export class KubernetesRuntime implements CustomerRuntime {
       (name) => this.#core.readNamespacedSecret({ name, namespace }),
       (name, uid) => this.#core.deleteNamespacedSecret({ name, namespace, body: { preconditions: { uid } } }),
     );
-    await this.#deleteOurs(
-      'NetworkPolicy',
-      id,
-      (name) => this.#networking.readNamespacedNetworkPolicy({ name, namespace }),
-      (name, uid) => this.#networking.deleteNamespacedNetworkPolicy({ name, namespace, body: { preconditions: { uid } } }),
-    );
-    // Last: a Deployment still listed means there may be more to delete.
-    await this.#deleteOurs(
+    const deployment = await this.#deleteOurs(
       'Deployment',
       id,
       (name) => this.#apps.readNamespacedDeployment({ name, namespace }),
@@ -357,23 +358,47 @@ export class KubernetesRuntime implements CustomerRuntime {
         this.#apps.deleteNamespacedDeployment({
           name,
           namespace,
-          propagationPolicy: 'Background',
+          propagationPolicy: 'Foreground',
           body: { preconditions: { uid } },
         }),
     );
+    if (deployment) return; // it goes once its pods are gone; the policy after it
+    await this.#deleteOurs(
+      'NetworkPolicy',
+      id,
+      (name) => this.#networking.readNamespacedNetworkPolicy({ name, namespace }),
+      (name, uid) => this.#networking.deleteNamespacedNetworkPolicy({ name, namespace, body: { preconditions: { uid } } }),
+      async (policy) => !(await this.#hasPods(policy.metadata?.labels?.[CUSTOMER_LABEL] ?? '')),
+    );
   }
 
-  /** Deletes `kind` `name` when it carries our marks (its uid as precondition); gone or not ours: nothing. */
-  async #deleteOurs(
+  /** Whether any pod of the customer (Terminating ones included) is still there. */
+  async #hasPods(customer: string): Promise<boolean> {
+    const pods = await this.#guard('listPods', () =>
+      this.#core.listNamespacedPod({
+        namespace: this.#manifest.namespace,
+        labelSelector: this.#selector({ [CUSTOMER_LABEL]: customer }),
+      }),
+    );
+    return pods.items.length > 0;
+  }
+
+  /**
+   * Deletes `kind` `name` when it carries our marks (its uid as precondition) and `when` agrees;
+   * returns what it deleted. Gone or not ours: nothing.
+   */
+  async #deleteOurs<T extends { metadata?: V1ObjectMeta }>(
     kind: string,
     name: string,
-    read: (name: string) => Promise<{ metadata?: V1ObjectMeta }>,
+    read: (name: string) => Promise<T>,
     remove: (name: string, uid: string) => Promise<unknown>,
-  ): Promise<void> {
+    when: (existing: T) => Promise<boolean> = () => Promise.resolve(true),
+  ): Promise<T | undefined> {
     const existing = await this.#guard(`read${kind}`, () => read(name).catch(ignoreStatus(404)));
-    if (!existing || !isOurs(existing.metadata)) return;
+    if (!existing || !isOurs(existing.metadata) || !(await when(existing))) return undefined;
     const uid = existing.metadata?.uid ?? '';
     await this.#guard(`delete${kind}`, () => remove(name, uid).then(() => undefined, ignoreStatus(404)));
+    return existing;
   }
 
   /** Deletes a customer's PVC and Secret: its workspace and memory (the purge after retention). */
@@ -512,6 +537,50 @@ function ignoreStatus(status: number): (error: unknown) => undefined {
     if ((error as { code?: unknown }).code === status) return undefined;
     throw error;
   };
+}
+
+/**
+ * A customer's parts that outlived its Deployment (its NetworkPolicy waits for the last pod;
+ * a crash or a hand delete can leave a Service), seen as its container in state `dead` (or
+ * `removing` while pods are still there), so the planner removes them: nothing with our marks is
+ * left behind, and a desired customer is simply created again. The PVC and Secret are its
+ * workspace and are left to the workspace's purge.
+ */
+function leftovers(
+  deployments: ReadonlyArray<{ metadata?: V1ObjectMeta }>,
+  parts: Record<string, ReadonlyArray<{ metadata?: V1ObjectMeta }>>,
+  podsOf: (customer: string) => readonly unknown[],
+): ObservedContainer[] {
+  const withDeployment = new Set(deployments.map((d) => d.metadata?.labels?.[CUSTOMER_LABEL]));
+  const left = new Map<string, string[]>();
+  for (const [kind, items] of Object.entries(parts)) {
+    for (const item of items) {
+      const customer = item.metadata?.labels?.[CUSTOMER_LABEL];
+      if (!customer || withDeployment.has(customer) || item.metadata?.name !== objectNameOrUndefined(customer)) continue;
+      left.set(customer, [...(left.get(customer) ?? []), kind]);
+    }
+  }
+  return [...left].map(([customer, kinds]) => {
+    const name = objectName(customer);
+    const running = podsOf(customer).length > 0;
+    return {
+      id: name,
+      customer,
+      name,
+      specHash: undefined,
+      state: running ? 'removing' : 'dead',
+      health: 'unknown',
+      healthMessage: `no Deployment; left: ${kinds.join(', ')}${running ? `, ${podsOf(customer).length} pod(s)` : ''}`,
+    };
+  });
+}
+
+function objectNameOrUndefined(customer: string): string | undefined {
+  try {
+    return objectName(customer);
+  } catch {
+    return undefined; // a label no customer name could have: not ours to remove by name
+  }
 }
 
 /** Carries the contract's managed-by mark (and, when given, belongs to `customer`). */
