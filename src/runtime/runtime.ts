@@ -7,6 +7,13 @@ import type { Mount } from '../workspace/workspace.js';
  * (docker/, kubernetes/); the controller imports only this file.
  */
 
+/**
+ * Each of a container's tmpfs folders (ContainerSpec.tmpfs) holds at most this many MiB: memory,
+ * counted against the container's memory limit as it fills (Docker's tmpfs, a Kubernetes emptyDir
+ * of medium Memory alike).
+ */
+export const TMPFS_MIB = 256;
+
 /** Everything the runtime needs to run one customer's container. Contains no secret values. */
 export interface ContainerSpec {
   customer: string;

@@ -357,6 +357,38 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
     expect(api.maxPodsAtOnce(customer)).toBe(1);
   });
 
+  it("a change of the controller's fields of openclaw.json replaces the pod (its seed merges them); a Markdown change reaches the running pod without one", async () => {
+    const customer = uniqueName('cfg');
+    const config = (token: string) => JSON.stringify({ gateway: { auth: { mode: 'token', token } } });
+    const dir = await workspace(customer, { 'workspace/AGENTS.md': 'v1', 'openclaw.json': config('t1') });
+    const id = await runtime.create(spec(customer, dir, 'h'));
+    await runtime.start(id);
+    await waitFor(() => runningPods(id).length === 1);
+    const first = runningPods(id)[0]?.['metadata']['name'];
+    const files = (agents: string, token: string) => [
+      { path: 'workspace/AGENTS.md', content: Buffer.from(agents) },
+      { path: 'openclaw.json', content: Buffer.from(config(token)) },
+    ];
+    const annotation = () =>
+      deployment(customer)?.['spec']['template']['metadata']['annotations']['cloud.blytz/owned-config-hash'];
+    const before = annotation();
+    await runtime.writeFiles(customer, files('v2', 't1'));
+    expect(annotation()).toBe(before);
+    expect(deployment(customer)?.['metadata']['generation']).toBe(
+      api.object('deployments', NS, id)?.['status']['observedGeneration'],
+    );
+    await runtime.writeFiles(customer, files('v2', 't2'));
+    expect(annotation()).not.toBe(before);
+    // Recreate: the old pod goes, then the new one starts, whose seed merges the new token.
+    await waitFor(() => runningPods(id).length === 1 && runningPods(id)[0]?.['metadata']['name'] !== first);
+    expect(api.maxPodsAtOnce(customer)).toBe(1);
+    // The same Deployment written again by create (a reconcile of the same spec) keeps it.
+    api.requests.length = 0;
+    await writeFile(join(dir, 'openclaw.json'), config('t2'));
+    await runtime.create(spec(customer, dir, 'h'));
+    expect(api.requests.filter((r) => r.method === 'PUT' && r.path.includes('/deployments/'))).toEqual([]);
+  });
+
   it('a restart makes a new pod, where a stop and a start in quick succession merge into nothing', async () => {
     const customer = uniqueName('rst');
     const dir = await workspace(customer, { 'openclaw.json': '{}' });

@@ -14,6 +14,7 @@ import { CUSTOMER_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SPEC_HASH_LABEL } f
 import { isNotFound, MERGE_PATCH } from '../../kube-api/client.js';
 import type { Guard } from '../../resilience/guard.js';
 import { MARKER_FILE } from '../../workspace/file-workspaces.js';
+import { OPENCLAW_CONFIG_FILE } from '../../workspace/render.js';
 import { checkExtraLabels, HOST_PORT_LABEL } from '../../domain/labels.js';
 import { ContainerNotRunningError, ExecTimeoutError } from '../exec-output.js';
 import type { ContainerSpec, CustomerRuntime, ExecResult, ObservedContainer } from '../runtime.js';
@@ -23,6 +24,8 @@ import {
   contentHash,
   deploymentManifest,
   networkPolicyManifest,
+  OWNED_CONFIG_ANNOTATION,
+  ownedConfigHash,
   pvcManifest,
   secretManifest,
   serviceManifest,
@@ -149,7 +152,8 @@ export class KubernetesRuntime implements CustomerRuntime {
   async create(spec: ContainerSpec): Promise<string> {
     const files = await readRenderedFiles(spec);
     const namespace = this.#manifest.namespace;
-    await this.writeFiles(spec.customer, files);
+    // The Secret only: the Deployment written below carries the files' owned-config hash itself.
+    await this.#writeSecret(spec.customer, files);
     const claim = pvcManifest(spec.customer, this.#manifest);
     // A PVC's spec is immutable once bound: created when missing, never updated (but never
     // taken over either: one of that name that is not ours stops the create).
@@ -198,8 +202,13 @@ export class KubernetesRuntime implements CustomerRuntime {
       (body) => this.#apps.createNamespacedDeployment({ namespace, body }),
       (name, body) => this.#apps.replaceNamespacedDeployment({ name, namespace, body }),
       (existing, body) => {
-        // The same spec hash is the same Deployment: keep it (and its replicas) as it is.
-        if (existing.metadata?.labels?.[SPEC_HASH_LABEL] === spec.specHash && sameLabels(existing.metadata, body.metadata))
+        // The same spec hash (and owned config) is the same Deployment: keep it (and its replicas) as it is.
+        const ownedConfig = (d: V1Deployment) => d.spec?.template.metadata?.annotations?.[OWNED_CONFIG_ANNOTATION];
+        if (
+          existing.metadata?.labels?.[SPEC_HASH_LABEL] === spec.specHash &&
+          ownedConfig(existing) === ownedConfig(body) &&
+          sameLabels(existing.metadata, body.metadata)
+        )
           return true;
         // Updated in place, at the replicas it has: its own strategy (Recreate for OpenClaw)
         // replaces the pod, the Service keeps its address, the volume stays with the new pod.
@@ -212,9 +221,39 @@ export class KubernetesRuntime implements CustomerRuntime {
 
   /**
    * Writes the customer's rendered files into its Secret when their content changed. The
-   * running pod sees them within the kubelet's sync period (its workspace links to them).
+   * running pod sees them within the kubelet's sync period (its workspace links to them), except
+   * openclaw.json, which the seed merges when a pod starts: a change of the controller's fields
+   * there is written into the pod template (OWNED_CONFIG_ANNOTATION), so the Deployment replaces
+   * the pod by its strategy and the gateway starts on the new fields.
    */
   async writeFiles(customer: string, files: readonly RenderedFileData[]): Promise<void> {
+    await this.#writeSecret(customer, files);
+    const config = files.find((f) => f.path === OPENCLAW_CONFIG_FILE);
+    if (!config) return;
+    const hash = ownedConfigHash(config.content);
+    const namespace = this.#manifest.namespace;
+    const name = objectName(customer);
+    const deployment = await this.#guard('readDeployment', () =>
+      this.#apps.readNamespacedDeployment({ name, namespace }).catch(ignoreStatus(404)),
+    );
+    if (!deployment || !isOurs(deployment.metadata, customer) || deployment.metadata?.deletionTimestamp) return;
+    if (deployment.spec?.template.metadata?.annotations?.[OWNED_CONFIG_ANNOTATION] === hash) return;
+    await this.#guard('restartDeployment', () =>
+      this.#apps.patchNamespacedDeployment(
+        {
+          name,
+          namespace,
+          body: {
+            metadata: { resourceVersion: deployment.metadata?.resourceVersion },
+            spec: { template: { metadata: { annotations: { [OWNED_CONFIG_ANNOTATION]: hash } } } },
+          },
+        },
+        MERGE_PATCH,
+      ),
+    );
+  }
+
+  async #writeSecret(customer: string, files: readonly RenderedFileData[]): Promise<void> {
     const namespace = this.#manifest.namespace;
     const secret = secretManifest(customer, files, this.#manifest);
     const hash = contentHash(files);

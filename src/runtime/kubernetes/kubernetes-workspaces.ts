@@ -11,7 +11,8 @@ import type { KubernetesRuntime } from './kubernetes-runtime.js';
 /**
  * Workspaces for BLYTZ_RUNTIME=kubernetes: the controller still renders into its own folder
  * (the render marker there is what `observe` compares, with the Secret's presence), and every
- * write is also copied into the customer's Secret, which the running pod sees without a restart. The purge also deletes the
+ * write is also copied into the customer's Secret, which the running pod sees without a restart
+ * (openclaw.json, which the pod's seed merges at start, through a new pod: KubernetesRuntime.writeFiles). The purge also deletes the
  * PVC (workspace and memory) and the Secret.
  */
 export class KubernetesWorkspaces implements Workspaces {
