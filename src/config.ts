@@ -23,6 +23,20 @@ const portRange = z
   })
   .refine((r) => r.from >= 1024 && r.to <= 65_535 && r.from <= r.to, 'must be an ascending range within 1024-65535');
 
+/**
+ * A label selector of equalities, `key=value,key=value` (a NetworkPolicy's matchLabels): keys are
+ * qualified names (an optional DNS-subdomain prefix and `/`), values label values.
+ */
+const matchLabels = z
+  .string()
+  .regex(
+    /^([a-z0-9]([-a-z0-9.]*[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?=([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?(,([a-z0-9]([-a-z0-9.]*[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?=([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?)*$/,
+    'must be labels like app.kubernetes.io/name=ingress-nginx,app=web',
+  )
+  .transform((value) => Object.fromEntries(value.split(',').map((pair) => pair.split('=') as [string, string])));
+
+const namespaceName = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'must be a namespace name (DNS-1123 label)');
+
 /** Telegram's own Bot API; customers' gateways are told another root only when it differs. */
 export const TELEGRAM_API_DEFAULT = 'https://api.telegram.org';
 
@@ -118,10 +132,15 @@ const envSchema = z.object({
     .optional(),
   // The namespace customers' objects, Customer resources and the Lease live in (runtime or source
   // `kubernetes`); unset: the pod's own namespace, else the kubeconfig context's, else `default`.
-  BLYTZ_NAMESPACE: z
-    .string()
-    .regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'must be a namespace name (DNS-1123 label)')
-    .optional(),
+  BLYTZ_NAMESPACE: namespaceName.optional(),
+  // BLYTZ_ROUTES=ingress: the ingress controller's pods (namespace, labels), the only ones each
+  // customer's NetworkPolicy lets in (with Caddy routes: the kit's Caddy pods).
+  BLYTZ_INGRESS_CONTROLLER_NAMESPACE: namespaceName.default('ingress-nginx'),
+  BLYTZ_INGRESS_CONTROLLER_PODS: matchLabels.prefault('app.kubernetes.io/name=ingress-nginx'),
+  // Runtime `kubernetes`: the pods serving the model gateway (in BLYTZ_NAMESPACE) and the port
+  // customer pods connect to on them; their NetworkPolicy lets them out to it. Unset port: no way out to it.
+  BLYTZ_MODEL_GATEWAY_PODS: matchLabels.prefault('app.kubernetes.io/name=blytz,app.kubernetes.io/component=controller'),
+  BLYTZ_MODEL_GATEWAY_PORT: port.optional(),
   BLYTZ_DOCKER_EVENTS: booleanish.default(true),
   // Where the signup site and status pages are reached (Checkout's success URL); default
   // `<scheme>://<base domain>`.

@@ -13,6 +13,7 @@ import { DockerEventSource } from './docker/docker-events.js';
 import { DockerRuntime } from './docker/docker-runtime.js';
 import { KubernetesRuntime } from './kubernetes/kubernetes-runtime.js';
 import { KubernetesWorkspaces } from './kubernetes/kubernetes-workspaces.js';
+import { CADDY_POD_LABELS, DEFAULT_BLOCKED_CIDRS, type CustomerNetwork } from './kubernetes/manifests.js';
 import { OwnedObjectsWatch } from '../kube-api/owned-objects-watch.js';
 import type { EventSource } from '../controller/event-source.js';
 import type { CustomerRuntime } from './runtime.js';
@@ -83,7 +84,12 @@ export function selectRuntime(config: Config, deps: SelectRuntimeDeps): Selected
 
   if (config.BLYTZ_RUNTIME === 'kubernetes') {
     const { kubeConfig, namespace } = deps.kube();
-    const runtime = new KubernetesRuntime(deps.policies.guard('kubernetes'), { kubeConfig, namespace, extraLabels });
+    const runtime = new KubernetesRuntime(deps.policies.guard('kubernetes'), {
+      kubeConfig,
+      namespace,
+      extraLabels,
+      network: customerNetwork(config),
+    });
     return {
       kind: 'kubernetes',
       runtime,
@@ -113,6 +119,36 @@ export function selectRuntime(config: Config, deps: SelectRuntimeDeps): Selected
     imagePresent: (image) => runtime.imagePresent(image),
     sources,
     defaultTrustedProxies: () => runtime.bridgeGateways(),
+  };
+}
+
+/**
+ * Who may reach a customer's pod and what it may reach (its NetworkPolicy): in from the kit's
+ * Caddy pods, or with BLYTZ_ROUTES=ingress from the ingress controller's pods
+ * (BLYTZ_INGRESS_CONTROLLER_NAMESPACE, _PODS); out to the model gateway's pods when
+ * BLYTZ_MODEL_GATEWAY_PORT says where; never to the cluster's own ranges or the metadata service.
+ */
+export function customerNetwork(
+  config: Pick<
+    Config,
+    | 'BLYTZ_ROUTES'
+    | 'BLYTZ_INGRESS_CONTROLLER_NAMESPACE'
+    | 'BLYTZ_INGRESS_CONTROLLER_PODS'
+    | 'BLYTZ_MODEL_GATEWAY_PODS'
+    | 'BLYTZ_MODEL_GATEWAY_PORT'
+  >,
+): CustomerNetwork {
+  const ingressController = {
+    namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': config.BLYTZ_INGRESS_CONTROLLER_NAMESPACE } },
+    podSelector: { matchLabels: config.BLYTZ_INGRESS_CONTROLLER_PODS },
+  };
+  return {
+    ingressFrom: config.BLYTZ_ROUTES === 'ingress' ? [ingressController] : [{ podSelector: { matchLabels: CADDY_POD_LABELS } }],
+    modelGateway:
+      config.BLYTZ_MODEL_GATEWAY_PORT === undefined
+        ? undefined
+        : { podSelector: config.BLYTZ_MODEL_GATEWAY_PODS, port: config.BLYTZ_MODEL_GATEWAY_PORT },
+    blockedCidrs: DEFAULT_BLOCKED_CIDRS,
   };
 }
 

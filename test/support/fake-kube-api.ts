@@ -201,6 +201,7 @@ export class FakeKubeApi {
   /** The StorageClass marked default in the cluster: the DefaultStorageClass admission plugin writes it into PVCs created without one. */
   defaultStorageClass: string | undefined = 'standard';
   #clusterIPs = 0;
+  #podIPs = 0;
   /** When true, every Deployment write is followed by a status as if all its replicas were ready. */
   simulateDeployments = false;
   /** When set, every new watch request is answered with this HTTP status (an API server that is restarting). */
@@ -846,6 +847,12 @@ export class FakeKubeApi {
     return kind.plural !== 'pods' || Number(meta(object)['deletionGracePeriodSeconds'] ?? 0) === 0 || this.#stoppedPods.has(k);
   }
 
+  /** The next pod address of the pod network (10.244.0.0/16, as kubeadm's default). */
+  #allocatePodIP(): string {
+    this.#podIPs += 1;
+    return `10.244.${Math.floor(this.#podIPs / 250)}.${(this.#podIPs % 250) + 2}`;
+  }
+
   /** The kubelets are slow to stop containers: Terminating pods stay until `releaseKubelet()`. */
   holdKubelet(): void {
     this.#kubeletHeld ??= [];
@@ -1161,7 +1168,10 @@ export class FakeKubeApi {
           ownerReferences: [controllerReference(set, 'apps/v1', 'ReplicaSet')],
         },
         spec: podSpec,
-        status: crashing ? crashLoopStatus(containers, now, crashing.exitCode, 1) : runningStatus(containers, now),
+        status: {
+          ...(crashing ? crashLoopStatus(containers, now, crashing.exitCode, 1) : runningStatus(containers, now)),
+          podIP: this.#allocatePodIP(),
+        },
       },
       'ADDED',
     );
@@ -1198,7 +1208,8 @@ export class FakeKubeApi {
         name: String(c['name']),
         image: c['image'],
       }));
-      this.#store(kindOf('pods'), podKey, { ...clone(pod), status: crashLoopStatus(containers, now, exitCode, 3) }, 'MODIFIED');
+      const podIP = (pod['status'] as Json | undefined)?.['podIP'];
+      this.#store(kindOf('pods'), podKey, { ...clone(pod), status: { ...crashLoopStatus(containers, now, exitCode, 3), podIP } }, 'MODIFIED');
     }
     this.#scheduleSync(deploymentKey);
   }
@@ -1351,7 +1362,6 @@ function podReady(pod: Json): boolean {
 function runningStatus(containers: Array<{ name: string; image: unknown }>, now: string): Json {
   return {
     phase: 'Running',
-    podIP: '10.0.0.10',
     startTime: now,
     conditions: [{ type: 'Ready', status: 'True', lastTransitionTime: now }],
     containerStatuses: containers.map((c) => ({
@@ -1373,7 +1383,6 @@ function crashLoopStatus(
 ): Json {
   return {
     phase: 'Running',
-    podIP: '10.0.0.10',
     startTime: now,
     conditions: [{ type: 'Ready', status: 'False', reason: 'ContainersNotReady', lastTransitionTime: now }],
     containerStatuses: containers.map((c) => ({
