@@ -1,9 +1,7 @@
-import { CoreV1Api, loadAllYaml, NetworkingV1Api, type V1NetworkPolicy } from '@kubernetes/client-node';
+import { CoreV1Api, NetworkingV1Api } from '@kubernetes/client-node';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseAllDocuments } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { PLANS } from '../../src/domain/customer.js';
@@ -15,6 +13,7 @@ import { customerNetwork } from '../../src/runtime/select-runtime.js';
 import { FakeKubeApi, type LooseObject } from '../support/fake-kube-api.js';
 import { connectionAllowed, namespaceLabels, type Endpoint } from '../support/fake-kube/network-policy.js';
 import { stubHealth, uniqueName } from '../support/fixtures.js';
+import { kitEnv, kitLabels, kitNetworkPolicies } from '../support/kube-kit.js';
 import { waitFor } from '../support/wait-for.js';
 
 /**
@@ -24,26 +23,6 @@ import { waitFor } from '../support/wait-for.js';
  * deciding each connection as a CNI enforcing the policies present would.
  */
 const NS = 'blytz';
-const KIT = join(import.meta.dirname, '..', '..', 'deploy', 'kubernetes');
-
-/** The kit's NetworkPolicies, read as kubectl reads them (client-node's model: `from` is `_from` there). */
-function kitNetworkPolicies(): V1NetworkPolicy[] {
-  return ['caddy.yaml', 'networkpolicy.yaml']
-    .flatMap((file) => loadAllYaml(readFileSync(join(KIT, file), 'utf8')) as Array<{ kind?: string }>)
-    .filter((o): o is V1NetworkPolicy => o.kind === 'NetworkPolicy');
-}
-
-/** The environment the kit's controller runs with (deploy/kubernetes/deployment.yaml): literal values, not its secret files. */
-function kitEnv(): Record<string, string> {
-  const [deployment] = parseAllDocuments(readFileSync(join(KIT, 'deployment.yaml'), 'utf8'))
-    .map((d) => d.toJS() as LooseObject)
-    .filter((o) => o?.['kind'] === 'Deployment');
-  const env = deployment?.['spec']['template']['spec']['containers'][0]['env'] as LooseObject[];
-  return Object.fromEntries(
-    env.filter((e) => typeof e['value'] === 'string' && !String(e['name']).endsWith('_FILE')).map((e) => [e['name'], e['value']]),
-  );
-}
-
 describe("NetworkPolicies as behaviour: each customer's and the kit's", () => {
   let api: FakeKubeApi;
   let root: string;
@@ -71,12 +50,11 @@ describe("NetworkPolicies as behaviour: each customer's and the kit's", () => {
       api.setStatus('pods', namespace, name, { phase: 'Running', podIP: `10.244.200.${Object.keys(pods).length + 2}` });
       pods[key] = api.object('pods', namespace, name) as LooseObject;
     };
-    const kit = { 'app.kubernetes.io/name': 'blytz' };
-    await standIn('controller', NS, { ...kit, 'app.kubernetes.io/component': 'controller' }, [
+    await standIn('controller', NS, kitLabels('controller'), [
       ['http', 8080],
       ['models', 8090],
     ]);
-    await standIn('caddy', NS, { ...kit, 'app.kubernetes.io/component': 'caddy' }, [
+    await standIn('caddy', NS, kitLabels('caddy'), [
       ['http', 8080],
       ['admin', 2019],
     ]);
