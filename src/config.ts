@@ -83,7 +83,8 @@ const envSchema = z.object({
   // Addresses (IPs or CIDRs, comma-separated) the customer's gateway trusts as its proxy, taking
   // the client from their X-Forwarded-For. Default on Docker: the customers' bridge gateway, which
   // Caddy's requests arrive from through the port publish. Kubernetes: set it to the addresses
-  // Caddy's (or the ingress controller's) pods have, e.g. the pod CIDR.
+  // Caddy's (or the ingress controller's) pods have, e.g. the pod CIDR; never loopback or the
+  // nodes' addresses, which probes come from (OpenClaw refuses a trusted proxy naming no client).
   BLYTZ_ASSISTANT_TRUSTED_PROXIES: z
     .string()
     .regex(/^[0-9a-fA-F:.]+(\/\d{1,3})?(\s*,\s*[0-9a-fA-F:.]+(\/\d{1,3})?)*$/, 'must be IP addresses or CIDRs, comma-separated')
