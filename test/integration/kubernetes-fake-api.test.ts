@@ -181,7 +181,10 @@ describe('the fake API server: validation, defaulting, deletion and garbage coll
     const replaced = await core.replaceNamespacedService({
       name: 'web',
       namespace: NS,
-      body: { metadata: { name: 'web', resourceVersion: service.metadata?.resourceVersion ?? '' }, spec: { ports: [{ port: 81 }] } },
+      body: {
+        metadata: { name: 'web', resourceVersion: service.metadata?.resourceVersion ?? '' },
+        spec: { ports: [{ port: 81 }] },
+      },
     });
     expect(replaced.spec?.clusterIP).toBe(ip);
     const moved = await core

@@ -1209,7 +1209,12 @@ export class FakeKubeApi {
         image: c['image'],
       }));
       const podIP = (pod['status'] as Json | undefined)?.['podIP'];
-      this.#store(kindOf('pods'), podKey, { ...clone(pod), status: { ...crashLoopStatus(containers, now, exitCode, 3), podIP } }, 'MODIFIED');
+      this.#store(
+        kindOf('pods'),
+        podKey,
+        { ...clone(pod), status: { ...crashLoopStatus(containers, now, exitCode, 3), podIP } },
+        'MODIFIED',
+      );
     }
     this.#scheduleSync(deploymentKey);
   }
