@@ -27,16 +27,25 @@ import {
  * - create/get/update (optimistic concurrency on metadata.resourceVersion)/patch (merge patch,
  *   JSON patch; strategic merge is treated as merge)/delete, with the status subresource for
  *   kinds that have one (main writes ignore status, /status writes ignore everything else);
- * - finalizers: a delete sets deletionTimestamp; the object goes when the last one is removed;
+ * - RBAC (fake-kube/rbac.ts): requests with a token from `serviceAccountToken` (or
+ *   `kitControllerConfig`, the kit's rbac.yaml installed) get 403 Forbidden for anything not
+ *   granted; other tokens are the cluster's administrator;
+ * - built-in objects defaulted and validated as the real server does (fake-kube/validation.ts:
+ *   the OpenAPI models of `kubernetes-models` and the server's field rules, 422 Invalid);
+ * - deletion: finalizers (a delete sets deletionTimestamp and bumps the generation; the object
+ *   goes when the last one is removed), pods Terminating for their grace period, garbage
+ *   collection by ownerReference (Background, Foreground, Orphan);
  * - label selectors (=, ==, !=, in, notin, exists, !exists) and `metadata.name` field selectors;
  * - `pods/<name>/exec` as the real server serves it: a WebSocket upgrade (subprotocol
  *   v5/v4.channel.k8s.io), output on channels 1 and 2, then a Status on channel 3 (a
  *   `NonZeroExitCode` failure carries the exit code); a missing pod or container is refused
  *   before the upgrade with an HTTP error and a Status body.
  *
- * Test hooks: `compact()`, `breakWatches()`, `failNext()`, `setStatus()`, `simulateDeployments`
- * (a stand-in for the Deployment controller, ReplicaSets and the kubelet: ready status and
- * running pods), `execHandler` (what a command run in a pod answers) and a request log.
+ * Test hooks: `compact()`, `breakWatches()`, `failNext()`, `hangNext()`, `setStatus()`,
+ * `simulateDeployments` (the Deployment and ReplicaSet controllers and the kubelet in small:
+ * ReplicaSets and pods owned as the real ones are, ready status, a pod address each),
+ * `holdDeploymentController()`, `holdKubelet()`, `crashLoop()`, `execHandler` (what a command run
+ * in a pod answers), `forbidden` (what RBAC refused) and a request log.
  */
 
 type Json = Record<string, unknown>;
