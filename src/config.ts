@@ -35,6 +35,20 @@ function checkModelBudgets(text: string, ctx: z.RefinementCtx): void {
   }
 }
 
+/**
+ * A label selector of equalities, `key=value,key=value` (a NetworkPolicy's matchLabels): keys are
+ * qualified names (an optional DNS-subdomain prefix and `/`), values label values.
+ */
+const matchLabels = z
+  .string()
+  .regex(
+    /^([a-z0-9]([-a-z0-9.]*[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?=([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?(,([a-z0-9]([-a-z0-9.]*[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?=([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?)*$/,
+    'must be labels like app.kubernetes.io/name=ingress-nginx,app=web',
+  )
+  .transform((value) => Object.fromEntries(value.split(',').map((pair) => pair.split('=') as [string, string])));
+
+const namespaceName = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'must be a namespace name (DNS-1123 label)');
+
 /** Telegram's own Bot API; customers' gateways are told another root only when it differs. */
 export const TELEGRAM_API_DEFAULT = 'https://api.telegram.org';
 
@@ -76,7 +90,8 @@ const envSchema = z.object({
   // Addresses (IPs or CIDRs, comma-separated) the customer's gateway trusts as its proxy, taking
   // the client from their X-Forwarded-For. Default on Docker: the customers' bridge gateway, which
   // Caddy's requests arrive from through the port publish. Kubernetes: set it to the addresses
-  // Caddy's (or the ingress controller's) pods have, e.g. the pod CIDR.
+  // Caddy's (or the ingress controller's) pods have, e.g. the pod CIDR; never loopback or the
+  // nodes' addresses, which probes come from (OpenClaw refuses a trusted proxy naming no client).
   BLYTZ_ASSISTANT_TRUSTED_PROXIES: z
     .string()
     .regex(/^[0-9a-fA-F:.]+(\/\d{1,3})?(\s*,\s*[0-9a-fA-F:.]+(\/\d{1,3})?)*$/, 'must be IP addresses or CIDRs, comma-separated')
@@ -125,10 +140,15 @@ const envSchema = z.object({
     .optional(),
   // The namespace customers' objects, Customer resources and the Lease live in (runtime or source
   // `kubernetes`); unset: the pod's own namespace, else the kubeconfig context's, else `default`.
-  BLYTZ_NAMESPACE: z
-    .string()
-    .regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'must be a namespace name (DNS-1123 label)')
-    .optional(),
+  BLYTZ_NAMESPACE: namespaceName.optional(),
+  // BLYTZ_ROUTES=ingress: the ingress controller's pods (namespace, labels), the only ones each
+  // customer's NetworkPolicy lets in (with Caddy routes: the kit's Caddy pods).
+  BLYTZ_INGRESS_CONTROLLER_NAMESPACE: namespaceName.default('ingress-nginx'),
+  BLYTZ_INGRESS_CONTROLLER_PODS: matchLabels.prefault('app.kubernetes.io/name=ingress-nginx'),
+  // Runtime `kubernetes`: the pods serving the model gateway (in BLYTZ_NAMESPACE) and the port
+  // customer pods connect to on them; their NetworkPolicy lets them out to it. Unset port: no way out to it.
+  BLYTZ_MODEL_GATEWAY_PODS: matchLabels.prefault('app.kubernetes.io/name=blytz,app.kubernetes.io/component=controller'),
+  BLYTZ_MODEL_GATEWAY_PORT: port.optional(),
   BLYTZ_DOCKER_EVENTS: booleanish.default(true),
   // Docker: each customer gets a network of its own with a /28 from this range (tenant isolation,
   // runtime/docker/networks.ts). Keep it clear of the host's other networks.

@@ -7,7 +7,7 @@ import { it } from 'vitest';
 import { HOST_RESERVE_BYTES } from '../../src/domain/capacity.js';
 import { PLANS } from '../../src/domain/customer.js';
 import { OPENCLAW_IMAGE } from '../../src/domain/openclaw.js';
-import { PROBE_CLIENT_ADDRESS } from '../../src/runtime/docker/health.js';
+import { PROBE_CLIENT_ADDRESS } from '../../src/domain/probes.js';
 import { getWithHost } from '../../test/support/http-get.js';
 import { docker, instanceContainers, startServe, type Served } from '../../test/support/blytz-serve.js';
 import { createTestDatabase, type TestDatabase } from '../../test/support/postgres.js';

@@ -20,3 +20,11 @@ export interface Probes {
   liveness: HttpProbe;
   readiness: HttpProbe;
 }
+
+/**
+ * The client a probe names in X-Forwarded-For. The assistant refuses a request from an address it
+ * trusts as its proxy that names no client (OpenClaw: 403 proxy_attribution_required), and a
+ * probe may come from such an address (on Docker the bridge gateway, which Caddy's requests come
+ * from too), so every probe names one: a documentation address (RFC 5737), never a real client.
+ */
+export const PROBE_CLIENT_ADDRESS = '192.0.2.1';

@@ -41,7 +41,7 @@ export interface LeaseElectorOptions {
 export class LeaseElector implements Leadership {
   readonly name: string;
   readonly identity: string;
-  readonly #o: LeaseElectorOptions;
+  readonly #options: LeaseElectorOptions;
   readonly #api: CoordinationV1Api;
   readonly #leaseDurationMs: number;
   readonly #renewDeadlineMs: number;
@@ -60,7 +60,7 @@ export class LeaseElector implements Leadership {
   #deadline: NodeJS.Timeout | undefined;
 
   constructor(options: LeaseElectorOptions) {
-    this.#o = options;
+    this.#options = options;
     this.name = options.name;
     this.identity = options.identity;
     this.#api = options.kubeConfig.makeApiClient(CoordinationV1Api);
@@ -99,7 +99,7 @@ export class LeaseElector implements Leadership {
     const wasLeading = this.#leading;
     this.#setLeading(false);
     if (wasLeading && options.release !== false)
-      await this.#release().catch((error: unknown) => this.#o.logger.warn({ err: error }, 'releasing the lease failed'));
+      await this.#release().catch((error: unknown) => this.#options.logger.warn({ err: error }, 'releasing the lease failed'));
   }
 
   async #tick(): Promise<void> {
@@ -142,7 +142,10 @@ export class LeaseElector implements Leadership {
 
   #stepDown(): void {
     clearTimeout(this.#deadline);
-    this.#o.logger.warn({ lease: this.name }, `could not renew the lease within ${this.#renewDeadlineMs} ms: stepping down`);
+    this.#options.logger.warn(
+      { lease: this.name },
+      `could not renew the lease within ${this.#renewDeadlineMs} ms: stepping down`,
+    );
     this.#setLeading(false);
     this.#attempt?.abort(new Error('stepped down'));
   }
@@ -150,14 +153,14 @@ export class LeaseElector implements Leadership {
   /** One round; true when we hold the lease afterwards. Errors count as "not renewed". */
   async #tryAcquireOrRenew(signal: AbortSignal): Promise<boolean> {
     const options = withSignal(signal);
-    const namespace = this.#o.namespace;
+    const namespace = this.#options.namespace;
     const now = new Date();
     let lease: V1Lease;
     try {
       lease = await this.#api.readNamespacedLease({ name: this.name, namespace }, options);
     } catch (error) {
       if (!isNotFound(error)) {
-        this.#o.logger.warn({ err: error, lease: this.name }, 'reading the lease failed');
+        this.#options.logger.warn({ err: error, lease: this.name }, 'reading the lease failed');
         return false;
       }
       try {
@@ -167,7 +170,8 @@ export class LeaseElector implements Leadership {
         );
         return true;
       } catch (createError) {
-        if (!isConflict(createError)) this.#o.logger.warn({ err: createError, lease: this.name }, 'creating the lease failed');
+        if (!isConflict(createError))
+          this.#options.logger.warn({ err: createError, lease: this.name }, 'creating the lease failed');
         return false;
       }
     }
@@ -190,10 +194,10 @@ export class LeaseElector implements Leadership {
         at: Date.now(),
       };
       if (holder !== this.identity)
-        this.#o.logger.info({ lease: this.name, previous: holder || undefined }, 'acquired the lease');
+        this.#options.logger.info({ lease: this.name, previous: holder || undefined }, 'acquired the lease');
       return true;
     } catch (error) {
-      if (!isConflict(error)) this.#o.logger.warn({ err: error, lease: this.name }, 'updating the lease failed');
+      if (!isConflict(error)) this.#options.logger.warn({ err: error, lease: this.name }, 'updating the lease failed');
       return false;
     }
   }
@@ -214,29 +218,32 @@ export class LeaseElector implements Leadership {
 
   async #release(): Promise<void> {
     const options = withSignal(AbortSignal.timeout(this.#renewDeadlineMs));
-    const lease = await this.#api.readNamespacedLease({ name: this.name, namespace: this.#o.namespace }, options);
+    const lease = await this.#api.readNamespacedLease({ name: this.name, namespace: this.#options.namespace }, options);
     if (lease.spec?.holderIdentity !== this.identity) return;
     await this.#api.replaceNamespacedLease(
       {
         name: this.name,
-        namespace: this.#o.namespace,
+        namespace: this.#options.namespace,
         body: { ...lease, spec: { ...lease.spec, holderIdentity: '', leaseDurationSeconds: 1, renewTime: new V1MicroTime() } },
       },
       options,
     );
-    this.#o.logger.info({ lease: this.name }, 'released the lease');
+    this.#options.logger.info({ lease: this.name }, 'released the lease');
   }
 
   #setLeading(leading: boolean): void {
     if (this.#leading === leading) return;
     this.#leading = leading;
-    this.#o.metrics?.leaderStatus.set({ name: this.name }, leading ? 1 : 0);
-    this.#o.logger.info({ lease: this.name, identity: this.identity, leading }, leading ? 'became leader' : 'stopped leading');
+    this.#options.metrics?.leaderStatus.set({ name: this.name }, leading ? 1 : 0);
+    this.#options.logger.info(
+      { lease: this.name, identity: this.identity, leading },
+      leading ? 'became leader' : 'stopped leading',
+    );
     for (const listener of this.#listeners) {
       try {
         listener(leading);
       } catch (error) {
-        this.#o.logger.error({ err: error }, 'leadership listener threw');
+        this.#options.logger.error({ err: error }, 'leadership listener threw');
       }
     }
   }

@@ -61,7 +61,7 @@ export interface ListWatchOptions<T extends KubeObject> {
 type Outcome = 'events' | 'empty' | 'expired';
 
 export class ListWatch<T extends KubeObject> {
-  readonly #o: ListWatchOptions<T>;
+  readonly #options: ListWatchOptions<T>;
   readonly #watch: Watch;
   #running = false;
   #loop: Promise<void> | undefined;
@@ -78,7 +78,7 @@ export class ListWatch<T extends KubeObject> {
   lists = 0;
 
   constructor(options: ListWatchOptions<T>) {
-    this.#o = options;
+    this.#options = options;
     this.#watch = new Watch(options.kubeConfig);
   }
 
@@ -128,8 +128,8 @@ export class ListWatch<T extends KubeObject> {
         if (!this.#running) return;
         if (outcome === 'expired') {
           needList = true;
-          this.#gap = `the ${this.#o.what} watch expired (410 Gone)`;
-          this.#o.logger?.info({ kind: this.#o.what }, 'watch expired (410 Gone); relisting');
+          this.#gap = `the ${this.#options.what} watch expired (410 Gone)`;
+          this.#options.logger?.info({ kind: this.#options.what }, 'watch expired (410 Gone); relisting');
         } else if (outcome === 'empty' && Date.now() - openedAt < 1000) {
           await this.#backoff();
         } else {
@@ -140,7 +140,7 @@ export class ListWatch<T extends KubeObject> {
         if (httpStatusOf(error) === 410) {
           // Some servers refuse an expired version with an HTTP 410 instead of an ERROR event.
           needList = true;
-          this.#gap = `the ${this.#o.what} watch expired (410 Gone)`;
+          this.#gap = `the ${this.#options.what} watch expired (410 Gone)`;
           continue;
         }
         this.#failed(needList ? 'listing' : 'watching', error);
@@ -150,20 +150,23 @@ export class ListWatch<T extends KubeObject> {
   }
 
   #failed(doing: string, error: unknown): void {
-    this.#o.logger?.warn({ err: error, kind: this.#o.what }, `${doing} ${this.#o.what} failed; retrying with backoff`);
+    this.#options.logger?.warn(
+      { err: error, kind: this.#options.what },
+      `${doing} ${this.#options.what} failed; retrying with backoff`,
+    );
   }
 
   async #list(): Promise<void> {
-    const list = await this.#o.list();
+    const list = await this.#options.list();
     this.lists += 1;
-    await this.#enqueue(() => this.#o.handler.replace(list.items ?? []));
+    await this.#enqueue(() => this.#options.handler.replace(list.items ?? []));
     this.#resourceVersion = list.metadata?.resourceVersion || undefined;
     this.#synced = true;
     this.#failures = 0;
     if (this.#gap !== undefined) {
       const reason = this.#gap;
       this.#gap = undefined;
-      this.#o.handler.resync(reason);
+      this.#options.handler.resync(reason);
     }
   }
 
@@ -185,30 +188,30 @@ export class ListWatch<T extends KubeObject> {
         const onEvent = (type: string, object: T & { code?: number }) => {
           if (type === 'ERROR') {
             if (object.code === 410) expired = true;
-            else this.#o.logger?.warn({ status: object, kind: this.#o.what }, 'watch reported an error');
+            else this.#options.logger?.warn({ status: object, kind: this.#options.what }, 'watch reported an error');
             return;
           }
           received = true;
           const rv = object.metadata?.resourceVersion;
           if (rv) this.#resourceVersion = rv;
           if (type === 'ADDED' || type === 'MODIFIED' || type === 'DELETED') {
-            void this.#enqueue(() => this.#o.handler.event(type, object));
+            void this.#enqueue(() => this.#options.handler.event(type, object));
           }
         };
         const params = {
           allowWatchBookmarks: true,
-          timeoutSeconds: this.#o.watchTimeoutSeconds ?? 25,
-          ...(this.#o.labelSelector ? { labelSelector: this.#o.labelSelector } : {}),
+          timeoutSeconds: this.#options.watchTimeoutSeconds ?? 25,
+          ...(this.#options.labelSelector ? { labelSelector: this.#options.labelSelector } : {}),
           ...(this.#resourceVersion ? { resourceVersion: this.#resourceVersion } : {}),
         };
         this.#watch
-          .watch(this.#o.path, params, onEvent, done)
-          .then((c) => {
+          .watch(this.#options.path, params, onEvent, done)
+          .then((opened) => {
             if (finished) return;
-            controller = c;
-            this.#abort = c;
+            controller = opened;
+            this.#abort = opened;
             this.#watching = true;
-            if (!this.#running) c.abort();
+            if (!this.#running) opened.abort();
           })
           .catch(done);
       });
@@ -224,7 +227,7 @@ export class ListWatch<T extends KubeObject> {
   /** Handler calls in order, one at a time; a failure is logged, never stops the loop. */
   #enqueue(task: () => Promise<void> | void): Promise<void> {
     const next = this.#handled.then(task).catch((error: unknown) => {
-      this.#o.logger?.warn({ err: error, kind: this.#o.what }, 'handling a watch event failed');
+      this.#options.logger?.warn({ err: error, kind: this.#options.what }, 'handling a watch event failed');
     });
     this.#handled = next;
     return next;
@@ -232,7 +235,7 @@ export class ListWatch<T extends KubeObject> {
 
   async #backoff(): Promise<void> {
     if (!this.#running) return;
-    const delay = reconnectDelayMs(this.#failures, this.#o.minBackoffMs ?? 500, this.#o.maxBackoffMs ?? 30_000);
+    const delay = reconnectDelayMs(this.#failures, this.#options.minBackoffMs ?? 500, this.#options.maxBackoffMs ?? 30_000);
     this.#failures += 1;
     await new Promise<void>((resolve) => {
       const timer = setTimeout(done, delay);

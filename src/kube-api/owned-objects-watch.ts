@@ -40,28 +40,28 @@ export interface OwnedObjectsWatchOptions {
 }
 
 export class OwnedObjectsWatch implements EventSource {
-  readonly #o: OwnedObjectsWatchOptions;
+  readonly #options: OwnedObjectsWatchOptions;
   #loops: Array<ListWatch<KubeObject>> = [];
 
   constructor(options: OwnedObjectsWatchOptions) {
-    this.#o = options;
+    this.#options = options;
   }
 
   /** Open watch connections (for tests and diagnostics). */
   get open(): number {
-    return this.#loops.filter((l) => l.watching).length;
+    return this.#loops.filter((loop) => loop.watching).length;
   }
 
   /** Returns at once: each kind lists and watches in the background (the controller's first pass covers the start). */
   start(sink: WorldEventSink): Promise<void> {
     if (this.#loops.length > 0) return Promise.resolve();
-    this.#loops = this.#o.kinds.map(
+    this.#loops = this.#options.kinds.map(
       (kind) =>
         new ListWatch<KubeObject>({
-          kubeConfig: this.#o.kubeConfig,
+          kubeConfig: this.#options.kubeConfig,
           what: kind.plural,
           path: kind.path,
-          labelSelector: this.#o.labelSelector,
+          labelSelector: this.#options.labelSelector,
           list: async () => ({ metadata: (await kind.list()).metadata ?? {}, items: [] }),
           handler: {
             replace: () => {},
@@ -71,10 +71,10 @@ export class OwnedObjectsWatch implements EventSource {
             },
             resync: (reason) => sink.resync(reason),
           },
-          logger: this.#o.logger,
-          minBackoffMs: this.#o.minBackoffMs,
-          maxBackoffMs: this.#o.maxBackoffMs,
-          watchTimeoutSeconds: this.#o.watchTimeoutSeconds,
+          logger: this.#options.logger,
+          minBackoffMs: this.#options.minBackoffMs,
+          maxBackoffMs: this.#options.maxBackoffMs,
+          watchTimeoutSeconds: this.#options.watchTimeoutSeconds,
         }),
     );
     for (const loop of this.#loops) void loop.start();
@@ -84,6 +84,6 @@ export class OwnedObjectsWatch implements EventSource {
   async stop(): Promise<void> {
     const loops = this.#loops;
     this.#loops = [];
-    await Promise.all(loops.map((l) => l.stop()));
+    await Promise.all(loops.map((loop) => loop.stop()));
   }
 }

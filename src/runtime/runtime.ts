@@ -7,6 +7,13 @@ import type { Mount } from '../workspace/workspace.js';
  * (docker/, kubernetes/); the controller imports only this file.
  */
 
+/**
+ * Each of a container's tmpfs folders (ContainerSpec.tmpfs) holds at most this many MiB: memory,
+ * counted against the container's memory limit as it fills (Docker's tmpfs, a Kubernetes emptyDir
+ * of medium Memory alike).
+ */
+export const TMPFS_MIB = 256;
+
 /** Everything the runtime needs to run one customer's container. Contains no secret values. */
 export interface ContainerSpec {
   customer: string;
@@ -128,6 +135,11 @@ export interface CustomerRuntime {
   stop(id: string): Promise<void>;
   /** Removes it (force); a missing container is not an error. */
   remove(id: string): Promise<void>;
+  /**
+   * `remove` returns before the container is gone (Kubernetes: the Deployment stays, `removing`,
+   * until its pods have stopped); the controller looks again until it is. Default false.
+   */
+  readonly removesInBackground?: boolean;
   /** Runs a command inside the customer's running container. */
   exec(id: string, command: string[], timeoutMs?: number): Promise<ExecResult>;
   /** Throws when the engine does not answer (for /readyz and doctor). */

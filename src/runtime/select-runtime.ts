@@ -10,13 +10,13 @@ import { FileWorkspaces } from '../workspace/file-workspaces.js';
 import type { Workspaces } from '../workspace/workspace.js';
 import type { AddressLister } from './customer-addresses.js';
 import { dockerContainerAddresses } from './docker/container-addresses.js';
+import { PROBE_CLIENT_ADDRESS } from '../domain/probes.js';
 import { DockerEventSource } from './docker/docker-events.js';
-import { PROBE_CLIENT_ADDRESS } from './docker/health.js';
 import { DockerRuntime } from './docker/docker-runtime.js';
 import { KubernetesRuntime } from './kubernetes/kubernetes-runtime.js';
 import { KubernetesWorkspaces } from './kubernetes/kubernetes-workspaces.js';
-import { CONTROLLER_POD_LABELS, DEFAULT_NETWORK, type CustomerNetwork } from './kubernetes/manifests.js';
 import { podAddresses } from './kubernetes/pod-addresses.js';
+import { CADDY_POD_LABELS, DEFAULT_BLOCKED_CIDRS, type CustomerNetwork } from './kubernetes/manifests.js';
 import { OwnedObjectsWatch } from '../kube-api/owned-objects-watch.js';
 import type { EventSource } from '../controller/event-source.js';
 import type { CustomerRuntime } from './runtime.js';
@@ -89,12 +89,11 @@ export function selectRuntime(config: Config, deps: SelectRuntimeDeps): Selected
 
   if (config.BLYTZ_RUNTIME === 'kubernetes') {
     const { kubeConfig, namespace } = deps.kube();
-    const network = customerNetwork(config);
     const runtime = new KubernetesRuntime(deps.policies.guard('kubernetes'), {
       kubeConfig,
       namespace,
       extraLabels,
-      ...(network ? { network } : {}),
+      network: customerNetwork(config),
     });
     return {
       kind: 'kubernetes',
@@ -135,19 +134,40 @@ export function selectRuntime(config: Config, deps: SelectRuntimeDeps): Selected
   };
 }
 
+/**
+ * Who may reach a customer's pod and what it may reach (its NetworkPolicy): in from the kit's
+ * Caddy pods, or with BLYTZ_ROUTES=ingress from the ingress controller's pods
+ * (BLYTZ_INGRESS_CONTROLLER_NAMESPACE, _PODS); out to the model gateway's pods when it runs
+ * (BLYTZ_MODEL_GATEWAY_PORT, else the port of BLYTZ_MODEL_GATEWAY_LISTEN); never to the
+ * cluster's own ranges or the metadata service.
+ */
+export function customerNetwork(
+  config: Pick<
+    Config,
+    | 'BLYTZ_ROUTES'
+    | 'BLYTZ_INGRESS_CONTROLLER_NAMESPACE'
+    | 'BLYTZ_INGRESS_CONTROLLER_PODS'
+    | 'BLYTZ_MODEL_GATEWAY_PODS'
+    | 'BLYTZ_MODEL_GATEWAY_PORT'
+    | 'BLYTZ_MODEL_GATEWAY_LISTEN'
+  >,
+): CustomerNetwork {
+  // The gateway's port: set, or the one it listens on.
+  const listenPort = Number(/:(\d+)$/.exec(config.BLYTZ_MODEL_GATEWAY_LISTEN ?? '')?.[1]);
+  const modelGatewayPort = config.BLYTZ_MODEL_GATEWAY_PORT ?? (Number.isInteger(listenPort) && listenPort > 0 ? listenPort : undefined);
+  const ingressController = {
+    namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': config.BLYTZ_INGRESS_CONTROLLER_NAMESPACE } },
+    podSelector: { matchLabels: config.BLYTZ_INGRESS_CONTROLLER_PODS },
+  };
+  return {
+    ingressFrom: config.BLYTZ_ROUTES === 'ingress' ? [ingressController] : [{ podSelector: { matchLabels: CADDY_POD_LABELS } }],
+    modelGateway: modelGatewayPort === undefined ? undefined : { podSelector: config.BLYTZ_MODEL_GATEWAY_PODS, port: modelGatewayPort },
+    blockedCidrs: DEFAULT_BLOCKED_CIDRS,
+  };
+}
+
 function dockerOptions(dockerHost: string): Docker.DockerOptions {
   const url = new URL(dockerHost);
   if (url.protocol === 'unix:') return { socketPath: url.pathname };
   return { host: url.hostname, port: Number(url.port || 2375), protocol: url.protocol === 'https:' ? 'https' : 'http' };
-}
-
-/**
- * Each customer pod's NetworkPolicy: the default, plus a way out to the model gateway (the
- * controller pods on its port) when it runs (BLYTZ_MODEL_GATEWAY_LISTEN). Undefined: the default.
- */
-export function customerNetwork(config: Pick<Config, 'BLYTZ_MODEL_GATEWAY_LISTEN'>): CustomerNetwork | undefined {
-  const listen = config.BLYTZ_MODEL_GATEWAY_LISTEN;
-  if (!listen) return undefined;
-  const port = Number(listen.slice(listen.lastIndexOf(':') + 1));
-  return { ...DEFAULT_NETWORK, modelGateway: { podSelector: CONTROLLER_POD_LABELS, port } };
 }

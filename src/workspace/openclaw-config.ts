@@ -145,62 +145,57 @@ export function serializeOpenClawConfig(config: JsonObject): string {
   return `${JSON.stringify(config, null, 2)}\n`;
 }
 
-function isObject(value: unknown): value is JsonObject {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
-function getPath(config: JsonObject, path: Path): unknown {
-  let node: unknown = config;
-  for (const key of path) {
-    if (!isObject(node) || !Object.hasOwn(node, key)) return undefined;
-    node = node[key];
-  }
-  return node;
-}
-
 /**
  * `current` (what is on disk, OpenClaw's writes included) with every owned path set to its value
  * in `owned`, or deleted where `owned` has none. Objects that only held an owned field and are
  * left empty are removed; anything else stays exactly as it was. Pure: `current` is not changed.
  */
 export function applyOwnedConfig(current: JsonObject, owned: JsonObject): JsonObject {
+  return mergeOwnedFields(current, owned, OWNED_PATHS);
+}
+
+/**
+ * The merge behind `applyOwnedConfig`, over any list of paths. It refers to nothing outside
+ * itself, on purpose: the Kubernetes runtime ships this function's own source into each pod's
+ * seed step (runtime/kubernetes/pod-scripts.ts), which merges into the openclaw.json on the
+ * pod's volume exactly as FileWorkspaces merges on a Docker host.
+ */
+export function mergeOwnedFields(current: JsonObject, owned: JsonObject, paths: readonly (readonly string[])[]): JsonObject {
+  const isObject = (value: unknown): value is JsonObject =>
+    typeof value === 'object' && value !== null && !Array.isArray(value);
   const result = structuredClone(current);
-  for (const path of OWNED_PATHS) {
-    const value = getPath(owned, path);
-    if (value === undefined) deletePath(result, path);
-    else setPath(result, path, structuredClone(value));
+  for (const path of paths) {
+    let found: unknown = owned;
+    for (const key of path) found = isObject(found) && Object.hasOwn(found, key) ? found[key] : undefined;
+    const leaf = path[path.length - 1] as string;
+    if (found !== undefined) {
+      let node = result;
+      for (const key of path.slice(0, -1)) {
+        // A scalar where we need an object (a hand edit, a corrupt write) gives way: the path is ours.
+        if (!isObject(node[key])) node[key] = {};
+        node = node[key] as JsonObject;
+      }
+      node[leaf] = structuredClone(found);
+      continue;
+    }
+    const parents: JsonObject[] = [];
+    let node: JsonObject | undefined = result;
+    for (const key of path.slice(0, -1)) {
+      const next: unknown = node[key];
+      parents.push(node);
+      node = isObject(next) ? next : undefined;
+      if (!node) break;
+    }
+    if (!node || !Object.hasOwn(node, leaf)) continue;
+    delete node[leaf];
+    // Prune the objects this deletion emptied, innermost first.
+    for (let depth = path.length - 2; depth >= 0 && Object.keys(node).length === 0; depth--) {
+      const parent = parents[depth] as JsonObject;
+      delete parent[path[depth] as string];
+      node = parent;
+    }
   }
   return result;
-}
-
-function setPath(config: JsonObject, path: Path, value: unknown): void {
-  let node = config;
-  for (const key of path.slice(0, -1)) {
-    // A scalar where we need an object (a hand edit, a corrupt write) gives way: the path is ours.
-    if (!isObject(node[key])) node[key] = {};
-    node = node[key] as JsonObject;
-  }
-  node[path[path.length - 1] as string] = value;
-}
-
-function deletePath(config: JsonObject, path: Path): void {
-  const parents: JsonObject[] = [];
-  let node: JsonObject = config;
-  for (const key of path.slice(0, -1)) {
-    const next = node[key];
-    if (!isObject(next)) return;
-    parents.push(node);
-    node = next;
-  }
-  const leaf = path[path.length - 1] as string;
-  if (!Object.hasOwn(node, leaf)) return;
-  delete node[leaf];
-  // Prune the objects this deletion emptied, innermost first.
-  for (let depth = path.length - 2; depth >= 0 && Object.keys(node).length === 0; depth--) {
-    const parent = parents[depth] as JsonObject;
-    delete parent[path[depth] as string];
-    node = parent;
-  }
 }
 
 /** Only the owned paths of a config, for comparing what is on disk with what is desired. */

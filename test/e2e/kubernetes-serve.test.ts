@@ -1,49 +1,60 @@
 import { execFile } from 'node:child_process';
-import { chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { AppsV1Api, CoreV1Api, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
+import { AppsV1Api, CoreV1Api, CustomObjectsApi, KubeConfig, NetworkingV1Api } from '@kubernetes/client-node';
 import { sql } from 'kysely';
-import { parseAllDocuments } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JSON_PATCH, MERGE_PATCH } from '../../src/kube-api/client.js';
 import { CUSTOMER_FINALIZER, customerCrd } from '../../src/customer-resources/crd.js';
+import { OPENCLAW_IMAGE } from '../../src/domain/openclaw.js';
 import { objectName } from '../../src/runtime/kubernetes/names.js';
 import { hashToken } from '../../src/store/billing-store.js';
 import { baseEnv, BLYTZ, ROOT, startServe, type Served } from '../support/blytz-serve.js';
 import { crdAdmission, FakeKubeApi, type LooseObject } from '../support/fake-kube-api.js';
 import { TEST_BOT_TOKEN, uniqueName } from '../support/fixtures.js';
 import { openSession } from '../support/billing-app.js';
+import { connectionAllowed, namespaceLabels } from '../support/fake-kube/network-policy.js';
+import { kitEnv, kitLabels, kitNetworkPolicies, kitUser } from '../support/kube-kit.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { waitFor } from '../support/wait-for.js';
 
 /**
  * The built `blytz serve` with BLYTZ_RUNTIME=kubernetes and BLYTZ_SOURCE=kubernetes against the
- * in-process fake API server (no real cluster runs on these machines), with the embedded
- * database, so leadership is a coordination.k8s.io Lease. A Customer resource made with
- * client-node becomes a Secret, PVC, Deployment and Service with the contract's labels, a Caddy
- * route to the Service's cluster DNS name and a status on the resource; `kubectl delete` waits
+ * in-process fake API server (no real cluster runs on these machines), run as the shipped kit
+ * runs it: as the kit's user, with the kit's environment (its default customer image, the pinned
+ * OpenClaw), its service account held to the kit's Role (the fake enforces rbac.yaml: 403 for
+ * anything else), the kit's NetworkPolicies in the namespace. With the embedded database,
+ * leadership is a coordination.k8s.io Lease. A Customer resource made with client-node becomes a
+ * Secret, PVC, NetworkPolicy, Deployment and Service with the contract's labels, a Caddy route to
+ * the Service's cluster DNS name and a status on the resource; `kubectl delete` waits
  * (finalizer) until every object is gone.
  */
 const execFileAsync = promisify(execFile);
 
-/** The user the shipped controller Deployment runs as (deploy/kubernetes/deployment.yaml). */
-function kitUser(): { uid: number; gid: number } {
-  const docs = parseAllDocuments(readFileSync(join(ROOT, 'deploy/kubernetes/deployment.yaml'), 'utf8')).map(
-    (d) => d.toJS() as LooseObject,
-  );
-  const pod = docs.find((d) => d?.['kind'] === 'Deployment')?.['spec']['template']['spec'];
-  return { uid: Number(pod['securityContext']['runAsUser']), gid: Number(pod['securityContext']['runAsGroup']) };
-}
 const NS = 'blytz-e2e';
 const ref = { group: 'blytz.cloud', version: 'v1alpha1', namespace: NS, plural: 'customers' };
 
-/** A started fake API server and a kubeconfig file for it, as kubectl would have it (namespace from its context). */
-async function fakeCluster(user?: {
-  uid: number;
-  gid: number;
-}): Promise<{ api: FakeKubeApi; kc: KubeConfig; kubeconfig: string; dir: string }> {
+interface FakeCluster {
+  api: FakeKubeApi;
+  /** The cluster administrator's view (the test itself, kubectl). */
+  kc: KubeConfig;
+  /** A kubeconfig file for `blytz serve`: the kit's service account, held to the kit's Role in `namespace`. */
+  kubeconfig: string;
+  dir: string;
+}
+
+/**
+ * A started fake API server with the kit's RBAC and NetworkPolicies installed in `namespace`, and
+ * kubeconfigs whose context names `contextNamespace`.
+ */
+async function fakeCluster(
+  namespace: string,
+  options: { user?: { uid: number; gid: number }; contextNamespace?: string } = {},
+): Promise<FakeCluster> {
+  const { user, contextNamespace = namespace } = options;
   const api = new FakeKubeApi({ admit: { customers: crdAdmission(customerCrd()) }, bookmarkIntervalMs: 200 });
   // The fake's stand-in for the Deployment controller: a scaled-up Deployment reports ready replicas.
   api.simulateDeployments = true;
@@ -52,18 +63,27 @@ async function fakeCluster(user?: {
   kc.loadFromOptions({
     clusters: [{ name: 'fake', server: api.url, skipTLSVerify: true }],
     users: [{ name: 'e2e', token: 'fake-token' }],
-    contexts: [{ name: 'fake', cluster: 'fake', user: 'e2e', namespace: NS }],
+    contexts: [{ name: 'fake', cluster: 'fake', user: 'e2e', namespace: contextNamespace }],
     currentContext: 'fake',
   });
+  for (const body of kitNetworkPolicies())
+    await kc.makeApiClient(NetworkingV1Api).createNamespacedNetworkPolicy({ namespace, body });
+  const controller = api.kitControllerConfig(namespace);
   const dir = mkdtempSync(join(tmpdir(), 'blytz-kube-'));
   const kubeconfig = join(dir, 'config');
-  writeFileSync(kubeconfig, kc.exportConfig(), { mode: 0o600 });
+  // Its context's namespace, as kubectl would have it (BLYTZ_NAMESPACE may say otherwise).
+  const exported = JSON.parse(controller.exportConfig()) as LooseObject;
+  for (const context of exported['contexts'] as LooseObject[]) context['context']['namespace'] = contextNamespace;
+  writeFileSync(kubeconfig, JSON.stringify(exported), { mode: 0o600 });
   if (user) {
     chownSync(dir, user.uid, user.gid);
     chownSync(kubeconfig, user.uid, user.gid);
   }
   return { api, kc, kubeconfig, dir };
 }
+
+/** What the kit sets, but for what points at this test's own Caddy and data folder. */
+const KIT_ENV = () => kitEnv(['CADDY_ADMIN_URL', 'BLYTZ_CADDY_LISTEN', 'BLYTZ_DATA_DIR']);
 
 describe('blytz serve on Kubernetes (runtime and source)', () => {
   let api: FakeKubeApi;
@@ -76,7 +96,7 @@ describe('blytz serve on Kubernetes (runtime and source)', () => {
 
   beforeAll(async () => {
     const user = kitUser();
-    const cluster = await fakeCluster(user);
+    const cluster = await fakeCluster(NS, { user });
     api = cluster.api;
     kubeDir = cluster.dir;
     const { kc, kubeconfig } = cluster;
@@ -92,11 +112,11 @@ describe('blytz serve on Kubernetes (runtime and source)', () => {
       // As the kit runs it: uid 10001, not root (whose writes and chowns always succeed).
       user,
       env: {
+        ...KIT_ENV(), // BLYTZ_RUNTIME and BLYTZ_SOURCE kubernetes, the model gateway's port
+        BLYTZ_CUSTOMER_IMAGE: '', // the kit sets none: the pinned OpenClaw image
         DATABASE_URL: '', // embedded PGlite: leadership comes from the Lease
         KUBECONFIG: kubeconfig,
         KUBERNETES_SERVICE_HOST: '', // never the in-cluster config, even when the tests run in a pod
-        BLYTZ_RUNTIME: 'kubernetes',
-        BLYTZ_SOURCE: 'kubernetes',
         BLYTZ_RETENTION_DAYS: '0', // the purge (PVC) follows the teardown at once
         BLYTZ_DOCKER_EVENTS: 'false',
       },
@@ -165,7 +185,8 @@ describe('blytz serve on Kubernetes (runtime and source)', () => {
     const deployment = api.object('deployments', NS, object);
     expect(deployment?.['metadata']['labels']['cloud.blytz.spec-hash']).toMatch(/^[0-9a-f]+$/);
     expect(deployment?.['spec']['replicas']).toBe(1);
-    expect(deployment?.['spec']['template']['spec']['containers'][0]['image']).toBe('blytz/assistant-stub:dev');
+    // The kit's customer image: the pinned OpenClaw release.
+    expect(deployment?.['spec']['template']['spec']['containers'][0]['image']).toBe(OPENCLAW_IMAGE);
     // The bot token reached the rendered files (in the Secret), never the Deployment.
     expect(JSON.stringify(deployment)).not.toContain(TEST_BOT_TOKEN);
 
@@ -175,6 +196,111 @@ describe('blytz serve on Kubernetes (runtime and source)', () => {
     expect(status['hostPort']).toBe(port);
     const route = (await (await served.caddy.admin(`/id/blytz-${name}`)).json()) as LooseObject;
     expect(JSON.stringify(route['handle'])).toContain(`"dial":"${object}.${NS}.svc:${port}"`);
+  });
+
+  it('its pod is made for the real assistant, and the programs the built controller ships into it work: the seed merges openclaw.json, the probes check the body', async () => {
+    const pod = api.object('deployments', NS, object)?.['spec']['template']['spec'] as LooseObject;
+    const main = pod['containers'][0] as LooseObject;
+    expect(main['securityContext']['readOnlyRootFilesystem']).toBe(true);
+    expect(pod['volumes'].filter((v: LooseObject) => v['emptyDir']).map((v: LooseObject) => v['emptyDir'])).toEqual([
+      { medium: 'Memory', sizeLimit: '256Mi' },
+      { medium: 'Memory', sizeLimit: '256Mi' },
+    ]);
+    expect(main['startupProbe']['failureThreshold']).toBe(18); // 90 s in 5 s periods
+
+    // The seed, exactly as the Deployment carries it, on a copy of the pod's two volumes: the
+    // Secret's files, and a workspace where OpenClaw has already written its own fields.
+    const volumes = mkdtempSync(join(tmpdir(), 'blytz-pod-'));
+    try {
+      const rendered = join(volumes, 'rendered');
+      const workspace = join(volumes, 'workspace');
+      mkdirSync(rendered);
+      mkdirSync(workspace);
+      for (const [key, value] of Object.entries(api.object('secrets', NS, object)?.['data'] as Record<string, string>))
+        writeFileSync(join(rendered, key), Buffer.from(value, 'base64'));
+      writeFileSync(
+        join(workspace, 'openclaw.json'),
+        JSON.stringify({ meta: { lastTouchedVersion: 'x' }, channels: { telegram: { allowFrom: ['42'] } } }),
+      );
+      const seed = pod['initContainers'][0]['command'] as string[];
+      const plan = JSON.parse(seed[4] ?? '') as LooseObject;
+      await execFileAsync(process.execPath, [...seed.slice(1, 4), JSON.stringify({ ...plan, workspace, rendered })]);
+      const config = JSON.parse(readFileSync(join(workspace, 'openclaw.json'), 'utf8')) as LooseObject;
+      expect(config['meta']).toEqual({ lastTouchedVersion: 'x' });
+      expect(config['channels']['telegram']).toMatchObject({ allowFrom: ['42'], botToken: TEST_BOT_TOKEN, dmPolicy: 'pairing' });
+      expect(config['gateway']['auth']['mode']).toBe('token');
+      expect(readFileSync(join(workspace, 'workspace', 'AGENTS.md'), 'utf8')).toContain('I run a bakery.');
+    } finally {
+      rmSync(volumes, { recursive: true, force: true });
+    }
+
+    // The readiness probe, exactly as the Deployment carries it, against a stand-in gateway.
+    const gateway = createServer((req, res) => {
+      res.writeHead(200, { 'content-type': req.url === '/readyz' ? 'application/json' : 'text/html' });
+      res.end(req.url === '/readyz' ? '{"ready":true}' : '<!doctype html><title>OpenClaw Control</title>');
+    });
+    await new Promise<void>((resolve) => gateway.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = String((gateway.address() as { port: number }).port);
+      const probe = (command: string[]) => {
+        const args = [...command.slice(1)];
+        args[5] = port; // -e <program> -- <path> <fields> <port> <client>
+        return execFileAsync(process.execPath, args).then(
+          () => 0,
+          (error: { code?: number }) => error.code ?? -1,
+        );
+      };
+      expect(await probe(main['readinessProbe']['exec']['command'] as string[])).toBe(0);
+      // The liveness path is not served here: the catch-all page answers 200, and still fails.
+      expect(await probe(main['livenessProbe']['exec']['command'] as string[])).toBe(1);
+    } finally {
+      await new Promise<void>((resolve) => gateway.close(() => resolve()));
+    }
+  });
+
+  it("its pod is walled off under the kit's NetworkPolicies: in from Caddy only, out to the model gateway, never the controller's API or the metadata service", async () => {
+    const core = kube.makeApiClient(CoreV1Api);
+    const standIn = async (component: 'controller' | 'caddy', ports: Array<[string, number]>, ip: string) => {
+      const podName = `${component}-stand-in`;
+      await core.createNamespacedPod({
+        namespace: NS,
+        body: {
+          metadata: { name: podName, labels: kitLabels(component) },
+          spec: { containers: [{ name: 'main', image: 'x:1', ports: ports.map(([n, p]) => ({ name: n, containerPort: p })) }] },
+        },
+      });
+      api.setStatus('pods', NS, podName, { phase: 'Running', podIP: ip });
+      return { pod: api.object('pods', NS, podName) as LooseObject };
+    };
+    const controller = await standIn(
+      'controller',
+      [
+        ['http', 8080],
+        ['models', 8090],
+      ],
+      '10.244.250.2',
+    );
+    const caddy = await standIn(
+      'caddy',
+      [
+        ['http', 8080],
+        ['admin', 2019],
+      ],
+      '10.244.250.3',
+    );
+    const customer = {
+      pod: api.objects('pods', NS).find((p) => p['metadata']['labels']['cloud.blytz.customer'] === name) as LooseObject,
+    };
+    const cluster = { namespaces: namespaceLabels([NS, 'kube-system']), policies: api.objects('networkpolicies', NS) };
+    expect(connectionAllowed(cluster, caddy, customer, 18789)).toBe(true);
+    expect(connectionAllowed(cluster, controller, customer, 18789)).toBe(false);
+    expect(connectionAllowed(cluster, customer, controller, 8090)).toBe(true);
+    expect(connectionAllowed(cluster, customer, controller, 8080)).toBe(false);
+    expect(connectionAllowed(cluster, customer, caddy, 2019)).toBe(false);
+    expect(connectionAllowed(cluster, customer, { ip: '169.254.169.254' }, 80)).toBe(false);
+    expect(connectionAllowed(cluster, customer, { ip: '1.1.1.1' }, 443)).toBe(true);
+    await core.deleteNamespacedPod({ name: 'controller-stand-in', namespace: NS, gracePeriodSeconds: 0 });
+    await core.deleteNamespacedPod({ name: 'caddy-stand-in', namespace: NS, gracePeriodSeconds: 0 });
   });
 
   it('a spec change updates the Deployment in place: its pod is replaced, never two at once, the Service keeps its address', async () => {
@@ -225,8 +351,11 @@ describe('blytz serve on Kubernetes (runtime and source)', () => {
         return (error as { code?: number }).code === 404;
       }
     }, 60_000).catch(withLog);
-    for (const plural of ['secrets', 'persistentvolumeclaims', 'deployments', 'services']) {
-      expect(api.object(plural, NS, object), `${plural}/${object}`).toBeUndefined();
+    for (const plural of ['secrets', 'persistentvolumeclaims', 'deployments', 'services', 'networkpolicies', 'pods']) {
+      expect(
+        api.objects(plural, NS).filter((o) => o['metadata']['labels']?.['cloud.blytz.customer'] === name),
+        plural,
+      ).toEqual([]);
     }
     const route = await served.caddy.admin(`/id/blytz-${name}`);
     expect(route.status).toBe(404);
@@ -246,6 +375,20 @@ describe('blytz serve on Kubernetes (runtime and source)', () => {
     const deployment = last((r) => r.method === 'DELETE' && r.path === `/apis/apps/v1/namespaces/${NS}/deployments/${object}`);
     expect(deployment).toBeGreaterThan(-1);
     expect(deployment).toBeLessThan(released);
+    // The pods stayed isolated to the end: their NetworkPolicy went after the Deployment (which
+    // went in the foreground, after its pods).
+    const policy = last(
+      (r) => r.method === 'DELETE' && r.path === `/apis/networking.k8s.io/v1/namespaces/${NS}/networkpolicies/${object}`,
+    );
+    expect(policy).toBeGreaterThan(deployment);
+    expect(policy).toBeLessThan(released);
+    expect(requests.find((r) => r.method === 'DELETE' && r.path.endsWith(`/deployments/${object}`))?.query).toContain(
+      'propagationPolicy=Foreground',
+    );
+  });
+
+  it("asked for nothing the kit's Role refuses", () => {
+    expect(api.forbidden).toEqual([]);
   });
 });
 
@@ -259,7 +402,8 @@ describe('blytz serve with the Kubernetes runtime on Postgres', () => {
 
   beforeAll(async () => {
     db = await createTestDatabase();
-    const cluster = await fakeCluster();
+    // The kit installed in other-ns; the kubeconfig's context names another namespace.
+    const cluster = await fakeCluster('other-ns', { contextNamespace: NS });
     api = cluster.api;
     kubeDir = cluster.dir;
     served = await startServe({
@@ -346,6 +490,10 @@ describe('blytz serve with the Kubernetes runtime on Postgres', () => {
     ]);
     expect(served.log()).not.toContain('K8SPAIR1');
   });
+
+  it("asked for nothing the kit's Role (installed in BLYTZ_NAMESPACE) refuses", () => {
+    expect(api.forbidden).toEqual([]);
+  });
 });
 
 describe('blytz serve on Kubernetes with BLYTZ_ROUTES=ingress', () => {
@@ -357,7 +505,7 @@ describe('blytz serve on Kubernetes with BLYTZ_ROUTES=ingress', () => {
   const object = objectName(name);
 
   beforeAll(async () => {
-    const cluster = await fakeCluster();
+    const cluster = await fakeCluster(NS);
     api = cluster.api;
     kubeDir = cluster.dir;
     custom = cluster.kc.makeApiClient(CustomObjectsApi);
@@ -368,11 +516,10 @@ describe('blytz serve on Kubernetes with BLYTZ_ROUTES=ingress', () => {
     served = await startServe({
       databaseUrl: '',
       env: {
+        ...KIT_ENV(),
         DATABASE_URL: '',
         KUBECONFIG: cluster.kubeconfig,
         KUBERNETES_SERVICE_HOST: '',
-        BLYTZ_RUNTIME: 'kubernetes',
-        BLYTZ_SOURCE: 'kubernetes',
         BLYTZ_ROUTES: 'ingress',
         BLYTZ_INGRESS_CLASS: 'nginx',
         BLYTZ_RETENTION_DAYS: '0',
@@ -456,10 +603,21 @@ describe('blytz serve on Kubernetes with BLYTZ_ROUTES=ingress', () => {
       ],
     });
     expect((await served.caddy.admin(`/id/blytz-${name}`)).status).toBe(404);
-    // The sweep and the reconciler see it as right: no rewrites once Ready.
+    // The sweep and the reconciler see it as right: no rewrites once Ready. Each route sweep
+    // (BLYTZ_ROUTE_SWEEP_SECONDS=1) and each reconcile lists every Ingress (/readyz lists one):
+    // three such lists after `before` mean at least two whole passes that could have rewritten it.
     const writes = () => api.requests.filter((r) => r.path.includes('/ingresses') && r.method !== 'GET').length;
+    const fullLists = () =>
+      api.requests.filter(
+        (r) =>
+          r.path === `/apis/networking.k8s.io/v1/namespaces/${NS}/ingresses` &&
+          r.method === 'GET' &&
+          !r.watch &&
+          !r.query.includes('limit='),
+      ).length;
     const before = writes();
-    await new Promise((r) => setTimeout(r, 2500)); // more than two route sweeps (BLYTZ_ROUTE_SWEEP_SECONDS=1)
+    const listsBefore = fullLists();
+    await waitFor(() => fullLists() >= listsBefore + 3, 15_000);
     expect(writes()).toBe(before);
   });
 
@@ -484,5 +642,9 @@ describe('blytz serve on Kubernetes with BLYTZ_ROUTES=ingress', () => {
     );
     expect(deleted).toBeGreaterThan(-1);
     expect(deleted).toBeLessThan(released);
+  });
+
+  it("asked for nothing the kit's Role refuses", () => {
+    expect(api.forbidden).toEqual([]);
   });
 });

@@ -47,7 +47,8 @@ describe('Customer custom resources as a source (fake API server, real Postgres)
 
   async function startSource(options: Partial<CustomerSourceOptions> = {}): Promise<CustomerResourceSource> {
     const source = new CustomerResourceSource({
-      kubeConfig: api.kubeConfig(),
+      // As the kit's controller: only what deploy/kubernetes/rbac.yaml grants.
+      kubeConfig: api.kitControllerConfig(NS),
       namespace: NS,
       store,
       guard: unguarded,

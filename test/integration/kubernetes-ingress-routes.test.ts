@@ -22,7 +22,7 @@ describe('IngressRouteTable (BLYTZ_ROUTES=ingress) on the fake API server', () =
     api = new FakeKubeApi();
     await api.start();
     table = new IngressRouteTable({
-      kubeConfig: api.kubeConfig(),
+      kubeConfig: api.kitControllerConfig(NS),
       namespace: NS,
       ingressClassName: 'nginx',
       extraLabels: { 'cloud.blytz.instance': 'ingress-test' },
@@ -98,7 +98,7 @@ describe('IngressRouteTable (BLYTZ_ROUTES=ingress) on the fake API server', () =
   it("fields it does not set are not its to compare: a class the cluster defaulted and another tool's annotations stay, with no rewrite", async () => {
     api.defaultIngressClass = 'cluster-default';
     const classless = new IngressRouteTable({
-      kubeConfig: api.kubeConfig(),
+      kubeConfig: api.kitControllerConfig(NS),
       namespace: NS,
       extraLabels: { 'cloud.blytz.instance': 'ingress-test' },
       guard: unguarded,
@@ -241,7 +241,7 @@ describe('IngressRouteTable (BLYTZ_ROUTES=ingress) on the fake API server', () =
   it('its Ingresses are watched: one deleted or edited behind its back enqueues the customer; a foreign one does not', async () => {
     const enqueued: string[] = [];
     const watch = new OwnedObjectsWatch({
-      kubeConfig: api.kubeConfig(),
+      kubeConfig: api.kitControllerConfig(NS),
       ...table.ownedKinds(),
       minBackoffMs: 20,
       maxBackoffMs: 200,

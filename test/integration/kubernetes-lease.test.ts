@@ -4,6 +4,7 @@ import { LeaseElector } from '../../src/kube-api/lease-elector.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import { FakeKubeApi } from '../support/fake-kube-api.js';
+import { KIT_SERVICE_ACCOUNT, kitRbac } from '../support/fake-kube/rbac.js';
 import { uniqueName } from '../support/fixtures.js';
 import { waitFor } from '../support/wait-for.js';
 
@@ -17,6 +18,7 @@ describe('Lease leader election (coordination.k8s.io/v1 on the fake API server)'
   beforeAll(async () => {
     api = new FakeKubeApi();
     await api.start();
+    api.installRbac(kitRbac(), NS);
   });
 
   afterEach(async () => {
@@ -27,11 +29,22 @@ describe('Lease leader election (coordination.k8s.io/v1 on the fake API server)'
     await api.stop();
   });
 
+  const tokens = new Map<string, string>();
+  function tokenOf(identity: string): string {
+    let token = tokens.get(identity);
+    if (token === undefined) {
+      token = api.serviceAccountToken(NS, KIT_SERVICE_ACCOUNT);
+      tokens.set(identity, token);
+    }
+    return token;
+  }
+
   function candidate(lease: string, identity: string, log: string[]): { elector: LeaseElector; metrics: Metrics } {
     const metrics = new Metrics({ defaultMetrics: false });
     const elector = new LeaseElector({
-      // Each replica its own credentials, so the API server can tell their requests apart.
-      kubeConfig: api.kubeConfig(identity),
+      // Each replica its own token of the kit's service account, so the API server can tell
+      // their requests apart (and grants them only what the kit's Role does).
+      kubeConfig: api.kubeConfig(tokenOf(identity)),
       namespace: NS,
       name: lease,
       identity,
@@ -138,7 +151,10 @@ describe('Lease leader election (coordination.k8s.io/v1 on the fake API server)'
     await waitFor(() => api.object('leases', NS, lease)?.['spec']['renewTime'] !== renewed);
     expect(api.object('leases', NS, lease)?.['spec']['acquireTime']).toMatch(micro);
     await a.elector.stop();
-    expect(api.object('leases', NS, lease)?.['spec']).toMatchObject({ holderIdentity: '', renewTime: expect.stringMatching(micro) });
+    expect(api.object('leases', NS, lease)?.['spec']).toMatchObject({
+      holderIdentity: '',
+      renewTime: expect.stringMatching(micro),
+    });
   });
 
   it('a leader whose API calls hang steps down at its renew deadline, before a standby can take over', async () => {
@@ -151,8 +167,8 @@ describe('Lease leader election (coordination.k8s.io/v1 on the fake API server)'
     expect(a.elector.isLeader()).toBe(true);
     // pod-a's connection to the API server wedges: its reads and renewals are never answered.
     const path = new RegExp(`/leases/${lease}$`);
-    api.hangNext('GET', path, 1000, 'pod-a');
-    api.hangNext('PUT', path, 1000, 'pod-a');
+    api.hangNext('GET', path, 1000, tokenOf('pod-a'));
+    api.hangNext('PUT', path, 1000, tokenOf('pod-a'));
     await waitFor(() => b.elector.isLeader(), 5000);
     expect(log.indexOf('pod-a:lost')).toBeGreaterThan(-1);
     expect(log.indexOf('pod-a:lost')).toBeLessThan(log.indexOf('pod-b:lead'));

@@ -32,7 +32,8 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
     api.simulateDeployments = true;
     await api.start();
     runtime = new KubernetesRuntime(unguarded, {
-      kubeConfig: api.kubeConfig(),
+      // As the kit's controller: only what deploy/kubernetes/rbac.yaml grants.
+      kubeConfig: api.kitControllerConfig(NS),
       namespace: NS,
       extraLabels: { 'cloud.blytz.instance': 'k8s-test' },
     });
@@ -82,6 +83,14 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
   const runningPods = (id: string) =>
     api.objects('pods', NS).filter((p) => p['metadata']['name'].startsWith(`${id}-`) && !p['metadata']['deletionTimestamp']);
 
+  /** What the planner does: remove again while something of the customer is listed (its NetworkPolicy outlives its pods). */
+  async function removeUntilGone(id: string, customer: string): Promise<void> {
+    await waitFor(async () => {
+      await runtime.remove(id);
+      return (await runtime.listFor(customer)).length === 0;
+    });
+  }
+
   const deployment = (customer: string): Json | undefined =>
     api.object('deployments', NS, objectName(customer)) as Json | undefined;
 
@@ -125,7 +134,6 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
       'networkpolicies',
       'persistentvolumeclaims',
       'pods',
-      'secrets',
       'services',
     ]);
     for (const r of gets)
@@ -178,18 +186,72 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
     expect(written).toEqual([customer, customer]);
   });
 
-  it('remove deletes Deployment, Service and Secret but keeps the workspace volume until the purge', async () => {
+  it("a customer's Secret gone behind its back makes its workspace stale (looked at by name: the kit grants no Secret list), and the next write brings it back", async () => {
+    const customer = uniqueName('sec');
+    const dir = await workspace(customer, { 'workspace/AGENTS.md': 'v1', 'openclaw.json': '{}' });
+    const id = await runtime.create(spec(customer, dir, 'h'));
+    const inner = {
+      observe: async () => ({ exists: true, contentHash: 'rendered' }),
+      write: async () => {},
+    } as unknown as Workspaces;
+    const workspaces = new KubernetesWorkspaces(inner, runtime);
+    expect(await workspaces.observe(customer)).toEqual({ exists: true, contentHash: 'rendered' });
+    await api.kubeConfig().makeApiClient(CoreV1Api).deleteNamespacedSecret({ name: id, namespace: NS });
+    expect(await workspaces.observe(customer)).toEqual({ exists: true });
+    await workspaces.write(customer, { files: [{ path: 'workspace/AGENTS.md', content: 'v1', secret: false }] } as never);
+    expect(api.object('secrets', NS, id)).toBeDefined();
+    expect(await workspaces.observe(customer)).toEqual({ exists: true, contentHash: 'rendered' });
+    // Neither the listing nor the observation ever asked for more than that one Secret.
+    await runtime.list();
+    expect(api.requests.filter((r) => r.path === `/api/v1/namespaces/${NS}/secrets` && r.method === 'GET')).toEqual([]);
+    expect(api.forbidden).toEqual([]);
+  });
+
+  it('remove deletes Deployment, Service, Secret and NetworkPolicy but keeps the workspace volume until the purge', async () => {
     const customer = uniqueName('k');
     const dir = await workspace(customer, { 'workspace/AGENTS.md': 'a', 'openclaw.json': '{}' });
     const id = await runtime.create(spec(customer, dir, 'h'));
     expect(await runtime.listVolumes()).toContain(customer);
-    await runtime.remove(id);
+    await removeUntilGone(id, customer);
     await runtime.remove(id); // idempotent
-    expect(await runtime.listFor(customer)).toEqual([]);
-    for (const plural of ['deployments', 'services', 'secrets']) expect(api.object(plural, NS, id), plural).toBeUndefined();
+    for (const plural of ['deployments', 'services', 'secrets', 'networkpolicies'])
+      expect(api.object(plural, NS, id), plural).toBeUndefined();
     expect(api.object('persistentvolumeclaims', NS, id)).toBeDefined();
     await runtime.removeWorkspace(customer);
     expect(api.object('persistentvolumeclaims', NS, id)).toBeUndefined();
+  });
+
+  it('remove keeps the pods isolated until they are gone: the Deployment goes in the foreground, the NetworkPolicy after its last pod', async () => {
+    const customer = uniqueName('iso');
+    const dir = await workspace(customer, { 'openclaw.json': '{}' });
+    const id = await runtime.create(spec(customer, dir, 'h'));
+    await runtime.start(id);
+    await waitFor(() => runningPods(id).length === 1);
+    const podsOf = () => api.objects('pods', NS).filter((p) => p['metadata']['labels']['cloud.blytz.customer'] === customer);
+    api.holdKubelet(); // the assistant takes its grace period to stop
+    try {
+      await runtime.remove(id);
+      expect(api.object('services', NS, id)).toBeUndefined();
+      // The garbage collector deletes its pod (a moment later, as the real one does); the pod is
+      // still running, Terminating, so the Deployment waits for it and the policy stays.
+      await waitFor(() => podsOf()[0]?.['metadata']['deletionTimestamp'] !== undefined);
+      expect(podsOf()).toHaveLength(1);
+      expect(deployment(customer)?.['metadata']['finalizers']).toEqual(['foregroundDeletion']);
+      expect(api.object('networkpolicies', NS, id)).toBeDefined();
+      expect((await runtime.listFor(customer))[0]).toMatchObject({ id, state: 'removing' });
+      await runtime.remove(id); // the planner asks again while it is removing: still isolated
+      expect(api.object('networkpolicies', NS, id)).toBeDefined();
+    } finally {
+      api.releaseKubelet();
+    }
+    await waitFor(() => deployment(customer) === undefined && podsOf().length === 0);
+    // What is left without its Deployment is listed, so the planner removes it (no orphan stays).
+    expect(await runtime.listFor(customer)).toEqual([
+      expect.objectContaining({ id, customer, state: 'dead', healthMessage: 'no Deployment; left: NetworkPolicy' }),
+    ]);
+    await runtime.remove(id);
+    expect(api.object('networkpolicies', NS, id)).toBeUndefined();
+    expect(await runtime.listFor(customer)).toEqual([]);
   });
 
   it('an orphan (our marks, no customer behind it) is listed and removed like any other', async () => {
@@ -198,7 +260,7 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
     await runtime.create(spec(customer, dir, 'h'));
     const orphan = (await runtime.list()).find((c) => c.customer === customer);
     expect(orphan).toBeDefined();
-    await runtime.remove(orphan?.id ?? '');
+    await removeUntilGone(orphan?.id ?? '', customer);
     expect((await runtime.list()).some((c) => c.customer === customer)).toBe(false);
   });
 
@@ -293,6 +355,38 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
     expect(runningPods(id)[0]?.['metadata']['name']).not.toBe(before?.['metadata']['name']);
     expect(uids()).toEqual(was);
     expect(api.maxPodsAtOnce(customer)).toBe(1);
+  });
+
+  it("a change of the controller's fields of openclaw.json replaces the pod (its seed merges them); a Markdown change reaches the running pod without one", async () => {
+    const customer = uniqueName('cfg');
+    const config = (token: string) => JSON.stringify({ gateway: { auth: { mode: 'token', token } } });
+    const dir = await workspace(customer, { 'workspace/AGENTS.md': 'v1', 'openclaw.json': config('t1') });
+    const id = await runtime.create(spec(customer, dir, 'h'));
+    await runtime.start(id);
+    await waitFor(() => runningPods(id).length === 1);
+    const first = runningPods(id)[0]?.['metadata']['name'];
+    const files = (agents: string, token: string) => [
+      { path: 'workspace/AGENTS.md', content: Buffer.from(agents) },
+      { path: 'openclaw.json', content: Buffer.from(config(token)) },
+    ];
+    const annotation = () =>
+      deployment(customer)?.['spec']['template']['metadata']['annotations']['cloud.blytz/owned-config-hash'];
+    const before = annotation();
+    await runtime.writeFiles(customer, files('v2', 't1'));
+    expect(annotation()).toBe(before);
+    expect(deployment(customer)?.['metadata']['generation']).toBe(
+      api.object('deployments', NS, id)?.['status']['observedGeneration'],
+    );
+    await runtime.writeFiles(customer, files('v2', 't2'));
+    expect(annotation()).not.toBe(before);
+    // Recreate: the old pod goes, then the new one starts, whose seed merges the new token.
+    await waitFor(() => runningPods(id).length === 1 && runningPods(id)[0]?.['metadata']['name'] !== first);
+    expect(api.maxPodsAtOnce(customer)).toBe(1);
+    // The same Deployment written again by create (a reconcile of the same spec) keeps it.
+    api.requests.length = 0;
+    await writeFile(join(dir, 'openclaw.json'), config('t2'));
+    await runtime.create(spec(customer, dir, 'h'));
+    expect(api.requests.filter((r) => r.method === 'PUT' && r.path.includes('/deployments/'))).toEqual([]);
   });
 
   it('a restart makes a new pod, where a stop and a start in quick succession merge into nothing', async () => {
@@ -393,7 +487,7 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
     expect((await runtime.listFor(customer))[0]).toMatchObject({ state: 'dead', healthMessage: 'missing NetworkPolicy' });
     await runtime.create(spec(customer, dir, 'h'));
     expect(api.object('networkpolicies', NS, id)).toBeDefined();
-    await runtime.remove(id);
+    await removeUntilGone(id, customer);
     expect(api.object('networkpolicies', NS, id)).toBeUndefined();
   });
 

@@ -4,6 +4,15 @@ import type { AddressInfo, Socket } from 'node:net';
 import { KubeConfig } from '@kubernetes/client-node';
 import { WebSocket, WebSocketServer } from 'ws';
 import { decodeError } from './fake-kube/formats.js';
+import { defaultBuiltIn, validateBuiltIn } from './fake-kube/validation.js';
+import {
+  forbiddenMessage,
+  KIT_SERVICE_ACCOUNT,
+  kitRbac,
+  RbacAuthorizer,
+  serviceAccountUser,
+  type RequestAttributes,
+} from './fake-kube/rbac.js';
 
 /**
  * An in-process Kubernetes API server for tests: no real one can run on these machines. It
@@ -18,16 +27,25 @@ import { decodeError } from './fake-kube/formats.js';
  * - create/get/update (optimistic concurrency on metadata.resourceVersion)/patch (merge patch,
  *   JSON patch; strategic merge is treated as merge)/delete, with the status subresource for
  *   kinds that have one (main writes ignore status, /status writes ignore everything else);
- * - finalizers: a delete sets deletionTimestamp; the object goes when the last one is removed;
+ * - RBAC (fake-kube/rbac.ts): requests with a token from `serviceAccountToken` (or
+ *   `kitControllerConfig`, the kit's rbac.yaml installed) get 403 Forbidden for anything not
+ *   granted; other tokens are the cluster's administrator;
+ * - built-in objects defaulted and validated as the real server does (fake-kube/validation.ts:
+ *   the OpenAPI models of `kubernetes-models` and the server's field rules, 422 Invalid);
+ * - deletion: finalizers (a delete sets deletionTimestamp and bumps the generation; the object
+ *   goes when the last one is removed), pods Terminating for their grace period, garbage
+ *   collection by ownerReference (Background, Foreground, Orphan);
  * - label selectors (=, ==, !=, in, notin, exists, !exists) and `metadata.name` field selectors;
  * - `pods/<name>/exec` as the real server serves it: a WebSocket upgrade (subprotocol
  *   v5/v4.channel.k8s.io), output on channels 1 and 2, then a Status on channel 3 (a
  *   `NonZeroExitCode` failure carries the exit code); a missing pod or container is refused
  *   before the upgrade with an HTTP error and a Status body.
  *
- * Test hooks: `compact()`, `breakWatches()`, `failNext()`, `setStatus()`, `simulateDeployments`
- * (a stand-in for the Deployment controller, ReplicaSets and the kubelet: ready status and
- * running pods), `execHandler` (what a command run in a pod answers) and a request log.
+ * Test hooks: `compact()`, `breakWatches()`, `failNext()`, `hangNext()`, `setStatus()`,
+ * `simulateDeployments` (the Deployment and ReplicaSet controllers and the kubelet in small:
+ * ReplicaSets and pods owned as the real ones are, ready status, a pod address each),
+ * `holdDeploymentController()`, `holdKubelet()`, `crashLoop()`, `execHandler` (what a command run
+ * in a pod answers), `forbidden` (what RBAC refused) and a request log.
  */
 
 type Json = Record<string, unknown>;
@@ -73,6 +91,15 @@ export const FAKE_KINDS: readonly Kind[] = [
     version: 'v1',
     plural: 'deployments',
     kind: 'Deployment',
+    namespaced: true,
+    statusSubresource: true,
+    generation: true,
+  },
+  {
+    group: 'apps',
+    version: 'v1',
+    plural: 'replicasets',
+    kind: 'ReplicaSet',
     namespaced: true,
     statusSubresource: true,
     generation: true,
@@ -180,6 +207,10 @@ export class FakeKubeApi {
    * class (never on update).
    */
   defaultIngressClass: string | undefined;
+  /** The StorageClass marked default in the cluster: the DefaultStorageClass admission plugin writes it into PVCs created without one. */
+  defaultStorageClass: string | undefined = 'standard';
+  #clusterIPs = 0;
+  #podIPs = 0;
   /** When true, every Deployment write is followed by a status as if all its replicas were ready. */
   simulateDeployments = false;
   /** When set, every new watch request is answered with this HTTP status (an API server that is restarting). */
@@ -191,8 +222,10 @@ export class FakeKubeApi {
   });
   /** Every pods/exec call that reached a container, in order. */
   readonly execCalls: FakeExecCall[] = [];
-  /** Pods made by `simulateDeployments`, by pod key -> their Deployment's key. */
-  readonly #podOwners = new Map<string, string>();
+  #gcQueued = false;
+  #kubeletHeld: string[] | undefined;
+  /** Terminating pods whose kubelet has stopped them. */
+  readonly #stoppedPods = new Set<string>();
   readonly #syncQueued = new Set<string>();
   #controllerHeld = false;
   readonly #everAvailable = new Set<string>();
@@ -203,6 +236,11 @@ export class FakeKubeApi {
   /** How long a deleted pod stays Terminating (its grace period, scaled down). */
   podGracePeriodMs = 50;
   readonly #wss = new WebSocketServer({ noServer: true, handleProtocols: pickChannelProtocol });
+  readonly #rbac = new RbacAuthorizer();
+  /** Service-account tokens handed out by `serviceAccountToken`: their requests are authorized by RBAC. */
+  readonly #users = new Map<string, string>();
+  /** Requests refused with 403, for assertions and for the message of a failing test. */
+  readonly forbidden: Array<RequestAttributes & { user: string }> = [];
 
   constructor(options: FakeKubeApiOptions = {}) {
     this.#options = options;
@@ -247,6 +285,32 @@ export class FakeKubeApi {
       currentContext: 'fake',
     });
     return kc;
+  }
+
+  /**
+   * Installs RBAC objects (Role, RoleBinding, ClusterRole, ClusterRoleBinding) into `namespace`,
+   * as `kubectl apply -n namespace` would. They govern requests made with a token from
+   * `serviceAccountToken`; any other token is the cluster's administrator (the test itself, kubectl).
+   */
+  installRbac(objects: ReadonlyArray<Record<string, unknown>>, namespace: string): void {
+    this.#rbac.install(objects, namespace);
+  }
+
+  /** A bearer token that authenticates as `system:serviceaccount:<namespace>:<name>`, authorized by RBAC alone. */
+  serviceAccountToken(namespace: string, name: string): string {
+    const token = `sa-${namespace}-${name}-${randomUUID()}`;
+    this.#users.set(token, serviceAccountUser(namespace, name));
+    return token;
+  }
+
+  /**
+   * The shipped controller's view of the cluster: the kit's RBAC (deploy/kubernetes/rbac.yaml)
+   * installed in `namespace` and a KubeConfig for its service account, so every call the code
+   * makes is allowed only as far as the kit grants it.
+   */
+  kitControllerConfig(namespace: string): KubeConfig {
+    this.installRbac(kitRbac(), namespace);
+    return this.kubeConfig(this.serviceAccountToken(namespace, KIT_SERVICE_ACCOUNT));
   }
 
   /** Forgets the event history: watches from any version before now get 410 Gone. */
@@ -376,6 +440,10 @@ export class FakeKubeApi {
     if (!route) return sendStatus(res, 404, 'NotFound', `the server could not find the requested resource (${url.pathname})`);
     const { kind, namespace, name, subresource } = route;
     const body = await readBody(req);
+    const refusal = this.#authorize(token, [
+      { verb: verbOf(method, name, watch), group: kind.group, resource: kind.plural, subresource, name, namespace },
+    ]);
+    if (refusal) return sendStatus(res, 403, 'Forbidden', refusal.message, [], refusal.details);
     try {
       if (method === 'GET' && name === undefined) {
         if (watch) return this.#watch(kind, namespace, query, res);
@@ -397,13 +465,26 @@ export class FakeKubeApi {
           return sendJson(res, 200, this.#patch(kind, k, namespace, name, type, parseJson(body), subresource));
         }
         case 'DELETE':
-          return sendJson(res, 200, this.#delete(kind, k, namespace, name, body ? parseJson(body) : {}));
+          return sendJson(res, 200, this.#deleteObject(kind, k, deleteOptions(query, body ? parseJson(body) : {})));
       }
       throw new FakeApiError(405, 'MethodNotAllowed', `${method} not allowed`);
     } catch (error) {
       if (error instanceof FakeApiError) return sendStatus(res, error.code, error.reason, error.message, error.causes);
       throw error;
     }
+  }
+
+  /** The first of `requests` RBAC refuses to the token's service account, as kube-apiserver words it; none for other tokens. */
+  #authorize(token: string | undefined, requests: RequestAttributes[]): { message: string; details: Json } | undefined {
+    const user = token === undefined ? undefined : this.#users.get(token);
+    if (user === undefined) return undefined;
+    const refused = requests.find((request) => !this.#rbac.allows(user, request));
+    if (!refused) return undefined;
+    this.forbidden.push({ ...refused, user });
+    return {
+      message: forbiddenMessage(user, refused),
+      details: { ...(refused.name !== undefined ? { name: refused.name } : {}), group: refused.group, kind: refused.resource },
+    };
   }
 
   #list(kind: Kind, namespace: string | undefined, query: URLSearchParams): Json {
@@ -546,8 +627,10 @@ export class FakeKubeApi {
     };
     delete (object['metadata'] as Json)['deletionTimestamp'];
     this.#decode(kind, object);
+    object = this.#default(kind, object, undefined);
     this.#defaultOnCreate(kind, object);
     object = this.#admit(kind, object);
+    this.#validate(kind, object);
     return this.#store(kind, k, object, 'ADDED');
   }
 
@@ -625,37 +708,19 @@ export class FakeKubeApi {
       }
       next['metadata'] = m;
       this.#decode(kind, next);
+      next = this.#default(kind, next, stored);
       if (kind.generation && JSON.stringify(stripMetaStatus(next)) !== JSON.stringify(stripMetaStatus(stored))) {
-        m['generation'] = Number(storedMeta['generation'] ?? 1) + 1;
+        (next['metadata'] as Json)['generation'] = Number(storedMeta['generation'] ?? 1) + 1;
       }
       next = this.#admit(kind, next);
+      this.#validate(kind, next);
+      this.#checkImmutable(kind, stored, next);
     }
-    const finalizers = (meta(next)['finalizers'] as string[] | undefined) ?? [];
-    if (storedMeta['deletionTimestamp'] !== undefined && finalizers.length === 0) {
+    if (storedMeta['deletionTimestamp'] !== undefined && this.#deletionDone(kind, k, next)) {
       this.#remove(kind, k, next);
       return next;
     }
     return this.#store(kind, k, next, 'MODIFIED');
-  }
-
-  #delete(kind: Kind, k: string, namespace: string, name: string, options: Json): Json {
-    const stored = this.#objects.get(k);
-    if (!stored) throw notFound(kind, name);
-    const pre = (options['preconditions'] as Json | undefined) ?? {};
-    if (pre['resourceVersion'] !== undefined && pre['resourceVersion'] !== meta(stored)['resourceVersion'])
-      throw conflict(kind, name);
-    if (pre['uid'] !== undefined && pre['uid'] !== meta(stored)['uid']) throw conflict(kind, name);
-    void namespace;
-    const finalizers = (meta(stored)['finalizers'] as string[] | undefined) ?? [];
-    if (finalizers.length > 0) {
-      if (meta(stored)['deletionTimestamp'] !== undefined) return clone(stored);
-      const next = clone(stored);
-      (next['metadata'] as Json)['deletionTimestamp'] = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
-      (next['metadata'] as Json)['deletionGracePeriodSeconds'] = 0;
-      return this.#store(kind, k, next, 'MODIFIED');
-    }
-    this.#remove(kind, k, clone(stored));
-    return { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Success', details: { name, kind: kind.plural } };
   }
 
   /** Admission that acts on create only, as the real plugins do. */
@@ -666,6 +731,42 @@ export class FakeKubeApi {
       if (spec['ingressClassName'] === undefined && !annotated)
         object['spec'] = { ...spec, ingressClassName: this.defaultIngressClass };
     }
+  }
+
+  /** The built-in kinds' defaults (pkg/apis/*\/v1/defaults.go), on every write; a Service's clusterIP allocated once. */
+  #default(kind: Kind, object: Json, previous: Json | undefined): Json {
+    return defaultBuiltIn(kind.plural, object, {
+      previous,
+      allocateClusterIP: () => {
+        this.#clusterIPs += 1;
+        return `10.96.${Math.floor(this.#clusterIPs / 250)}.${(this.#clusterIPs % 250) + 2}`;
+      },
+      defaultStorageClass: this.defaultStorageClass,
+    });
+  }
+
+  /** Built-in kinds against their OpenAPI models and the server's field rules: 422 Invalid, one cause per field. */
+  #validate(kind: Kind, object: Json): void {
+    const causes = validateBuiltIn(kind.plural, object);
+    if (causes.length > 0) throw invalid(kind, String(meta(object)['name'] ?? ''), causes);
+  }
+
+  /** Fields the server refuses to change once set. */
+  #checkImmutable(kind: Kind, stored: Json, next: Json): void {
+    const at = (object: Json, path: string[]) => path.reduce<unknown>((node, part) => (node as Json | undefined)?.[part], object);
+    const fields: Record<string, string[][]> = {
+      services: [['spec', 'clusterIP']],
+      deployments: [['spec', 'selector']],
+      persistentvolumeclaims: [
+        ['spec', 'accessModes'],
+        ['spec', 'storageClassName'],
+        ['spec', 'volumeMode'],
+      ],
+    };
+    const causes = (fields[kind.plural] ?? [])
+      .filter((path) => JSON.stringify(at(stored, path)) !== JSON.stringify(at(next, path)))
+      .map((path) => ({ field: path.join('.'), message: 'Invalid value: field is immutable' }));
+    if (causes.length > 0) throw invalid(kind, String(meta(next)['name'] ?? ''), causes);
   }
 
   /** The body as the real server decodes it: a time it cannot parse is a 400 before any validation. */
@@ -690,15 +791,180 @@ export class FakeKubeApi {
     return result;
   }
 
-  // ---- a Deployment controller, ReplicaSets and a kubelet, in small ----
+  // ---- deletion: grace periods, finalizers, garbage collection by owner reference ----
+
+  /**
+   * DELETE as kube-apiserver and the garbage collector answer it together:
+   * - a pod is deleted gracefully: Terminating (deletionTimestamp, deletionGracePeriodSeconds from
+   *   the request or its spec's terminationGracePeriodSeconds, 30 by default) until its kubelet
+   *   has stopped it, a grace period scaled down to `podGracePeriodMs`; 0 deletes it at once;
+   * - an object with finalizers only gets a deletionTimestamp (and a generation bump, where the
+   *   kind keeps one) and goes when the last finalizer is removed;
+   * - propagationPolicy: `Background` (the default) deletes the object now and its dependents
+   *   (objects whose ownerReferences name it) after it; `Foreground` adds the finalizer
+   *   `foregroundDeletion`: the object stays, Terminating, until every dependent that blocks its
+   *   deletion (blockOwnerDeletion) is gone, the dependents deleted in the foreground too;
+   *   `Orphan` adds `orphan`: the dependents lose their reference to it and stay.
+   */
+  #deleteObject(kind: Kind, k: string, options: DeleteOptions): Json {
+    const stored = this.#objects.get(k);
+    if (!stored) throw notFound(kind, k.slice(k.lastIndexOf('/') + 1));
+    const pre = options.preconditions ?? {};
+    const name = String(meta(stored)['name']);
+    if (pre['resourceVersion'] !== undefined && pre['resourceVersion'] !== meta(stored)['resourceVersion'])
+      throw conflict(kind, name);
+    if (pre['uid'] !== undefined && pre['uid'] !== meta(stored)['uid']) throw conflict(kind, name);
+    const storedMeta = meta(stored);
+    const finalizers = [...((storedMeta['finalizers'] as string[] | undefined) ?? [])];
+    const propagation = options.propagationPolicy ?? 'Background';
+    if (storedMeta['deletionTimestamp'] !== undefined) return clone(stored); // already on its way
+    if (propagation === 'Foreground' && !finalizers.includes(FOREGROUND)) finalizers.push(FOREGROUND);
+    if (propagation === 'Orphan' && !finalizers.includes(ORPHAN)) finalizers.push(ORPHAN);
+    const grace =
+      kind.plural === 'pods'
+        ? (options.gracePeriodSeconds ??
+          Number(((stored['spec'] as Json | undefined) ?? {})['terminationGracePeriodSeconds'] ?? 30))
+        : 0;
+    if (finalizers.length === 0 && grace === 0) {
+      this.#remove(kind, k, clone(stored));
+      return {
+        kind: 'Status',
+        apiVersion: 'v1',
+        metadata: {},
+        status: 'Success',
+        details: { name, kind: kind.plural, uid: storedMeta['uid'] },
+      };
+    }
+    const next = clone(stored);
+    const m = next['metadata'] as Json;
+    m['deletionTimestamp'] = nowSeconds();
+    m['deletionGracePeriodSeconds'] = grace;
+    if (finalizers.length > 0) m['finalizers'] = finalizers;
+    if (kind.generation) m['generation'] = Number(m['generation'] ?? 1) + 1;
+    const result = this.#store(kind, k, next, 'MODIFIED');
+    if (kind.plural === 'pods' && grace > 0) setTimeout(() => this.#kubeletStopped(k), this.podGracePeriodMs);
+    this.#scheduleGarbageCollection();
+    return result;
+  }
+
+  /**
+   * A Terminating object goes when no finalizer holds it, and a pod only once its kubelet has also
+   * stopped it (its grace period over), whichever comes last.
+   */
+  #deletionDone(kind: Kind, k: string, object: Json): boolean {
+    if (((meta(object)['finalizers'] as string[] | undefined) ?? []).length > 0) return false;
+    return kind.plural !== 'pods' || Number(meta(object)['deletionGracePeriodSeconds'] ?? 0) === 0 || this.#stoppedPods.has(k);
+  }
+
+  /** The next pod address of the pod network (10.244.0.0/16, as kubeadm's default). */
+  #allocatePodIP(): string {
+    this.#podIPs += 1;
+    return `10.244.${Math.floor(this.#podIPs / 250)}.${(this.#podIPs % 250) + 2}`;
+  }
+
+  /** The kubelets are slow to stop containers: Terminating pods stay until `releaseKubelet()`. */
+  holdKubelet(): void {
+    this.#kubeletHeld ??= [];
+  }
+
+  releaseKubelet(): void {
+    const held = this.#kubeletHeld ?? [];
+    this.#kubeletHeld = undefined;
+    for (const podKey of held) this.#kubeletStopped(podKey);
+  }
+
+  /** The kubelet has stopped a Terminating pod: it goes once no finalizer holds it. */
+  #kubeletStopped(podKey: string): void {
+    if (this.#kubeletHeld) {
+      this.#kubeletHeld.push(podKey);
+      return;
+    }
+    const pod = this.#objects.get(podKey);
+    if (!pod || meta(pod)['deletionTimestamp'] === undefined) return;
+    this.#stoppedPods.add(podKey);
+    if (this.#deletionDone(kindOf('pods'), podKey, pod)) this.#remove(kindOf('pods'), podKey, clone(pod));
+  }
+
+  #scheduleGarbageCollection(): void {
+    if (this.#gcQueued) return;
+    this.#gcQueued = true;
+    setTimeout(() => {
+      this.#gcQueued = false;
+      if (this.#server?.listening) this.#collectGarbage();
+    }, 1);
+  }
+
+  /** One pass of the garbage collector over every object; passes repeat while they change something. */
+  #collectGarbage(): void {
+    for (let pass = 0; pass < 10; pass++) {
+      let changed = false;
+      const all = [...this.#objects.entries()].map(([k, object]) => ({ k, object, kind: kindOfKey(k) }));
+      const uids = new Set(all.map(({ object }) => String(meta(object)['uid'])));
+      const dependentsOf = (uid: string) =>
+        all.filter(({ object }) => ownerReferencesOf(object).some((ref) => ref['uid'] === uid));
+      for (const { k, object, kind } of all) {
+        const m = meta(object);
+        const finalizers = (m['finalizers'] as string[] | undefined) ?? [];
+        const uid = String(m['uid']);
+        if (m['deletionTimestamp'] !== undefined && finalizers.includes(ORPHAN)) {
+          for (const dependent of dependentsOf(uid)) {
+            const next = clone(dependent.object);
+            (next['metadata'] as Json)['ownerReferences'] = ownerReferencesOf(next).filter((ref) => ref['uid'] !== uid);
+            this.#store(dependent.kind, dependent.k, next, 'MODIFIED');
+          }
+          this.#dropFinalizer(kind, k, ORPHAN);
+          changed = true;
+        } else if (m['deletionTimestamp'] !== undefined && finalizers.includes(FOREGROUND)) {
+          const dependents = dependentsOf(uid);
+          for (const dependent of dependents) {
+            if (meta(dependent.object)['deletionTimestamp'] === undefined) {
+              this.#deleteObject(dependent.kind, dependent.k, { propagationPolicy: 'Foreground' });
+              changed = true;
+            }
+          }
+          const blocking = dependents.filter(({ object: d }) =>
+            ownerReferencesOf(d).some((ref) => ref['uid'] === uid && ref['blockOwnerDeletion'] === true),
+          );
+          if (blocking.length === 0) {
+            this.#dropFinalizer(kind, k, FOREGROUND);
+            changed = true;
+          }
+        } else if (m['deletionTimestamp'] === undefined) {
+          const refs = ownerReferencesOf(object);
+          // Every owner gone: the dependent goes too (in the background).
+          if (refs.length > 0 && refs.every((ref) => !uids.has(String(ref['uid'])))) {
+            this.#deleteObject(kind, k, { propagationPolicy: 'Background' });
+            changed = true;
+          }
+        }
+      }
+      if (!changed) return;
+    }
+    this.#scheduleGarbageCollection();
+  }
+
+  #dropFinalizer(kind: Kind, k: string, finalizer: string): void {
+    const stored = this.#objects.get(k);
+    if (!stored) return;
+    const next = clone(stored);
+    const left = ((meta(next)['finalizers'] as string[] | undefined) ?? []).filter((f) => f !== finalizer);
+    (next['metadata'] as Json)['finalizers'] = left;
+    if (this.#deletionDone(kind, k, next)) this.#remove(kind, k, next);
+    else this.#store(kind, k, next, 'MODIFIED');
+  }
+
+  // ---- a Deployment controller, a ReplicaSet controller and a kubelet, in small ----
 
   /**
    * Like the real controller, a sync is queued per Deployment and runs later on whatever the
    * Deployment is then: writes in quick succession (replicas 1 -> 0 -> 1) merge into one sync
-   * that sees only the last, so nothing happens. Template changes roll out by the strategy:
-   * `Recreate` deletes the old pods and creates new ones only once none of them is left (they
-   * terminate within their grace period); `RollingUpdate` starts the new pod first and deletes
-   * the old ones once it is ready.
+   * that sees only the last, so nothing happens. Each pod template is a ReplicaSet the
+   * Deployment owns (named by the template's hash, as `pod-template-hash`), each pod is owned by
+   * its ReplicaSet, so deleting a Deployment takes its ReplicaSets and pods with it through the
+   * garbage collector. Template changes roll out by the strategy: `Recreate` scales the old
+   * ReplicaSets to 0 and the new one up only once none of their pods is left (they terminate
+   * within their grace period); `RollingUpdate` scales the new one up first and the old ones
+   * down once its pod is ready.
    */
   #scheduleSync(deploymentKey: string): void {
     if (this.#syncQueued.has(deploymentKey)) return;
@@ -724,52 +990,118 @@ export class FakeKubeApi {
     for (const deploymentKey of [...this.#syncQueued]) this.#runSync(deploymentKey);
   }
 
+  /** Objects of `plural` in `namespace` whose controller (ownerReference with controller: true) has `uid`. */
+  #controlledBy(plural: string, namespace: string, uid: unknown): Array<{ k: string; object: Json }> {
+    const kind = kindOf(plural);
+    const prefix = `${kind.plural}.${kind.group}/${namespace}/`;
+    return [...this.#objects.entries()]
+      .filter(
+        ([k, object]) =>
+          k.startsWith(prefix) && ownerReferencesOf(object).some((r) => r['uid'] === uid && r['controller'] === true),
+      )
+      .map(([k, object]) => ({ k, object }));
+  }
+
   #syncDeployment(deploymentKey: string): void {
     const deployment = this.#objects.get(deploymentKey);
-    const owned = [...this.#podOwners].filter(([, owner]) => owner === deploymentKey).map(([podKey]) => podKey);
-    if (!deployment) {
-      // Garbage collection of the dependents (propagationPolicy Background).
-      for (const podKey of owned) this.#deletePod(podKey);
-      return;
-    }
+    // Being deleted: the garbage collector takes its ReplicaSets and their pods.
+    if (!deployment || meta(deployment)['deletionTimestamp'] !== undefined) return;
+    const namespace = String(meta(deployment)['namespace']);
     const spec = (deployment['spec'] as Json | undefined) ?? {};
     const template = (spec['template'] as Json | undefined) ?? {};
-    const deleting = meta(deployment)['deletionTimestamp'] !== undefined;
-    const replicas = deleting ? 0 : Number(spec['replicas'] ?? 1);
+    const replicas = Number(spec['replicas'] ?? 1);
     const hash = createHash('sha256').update(JSON.stringify(template)).digest('hex').slice(0, 10);
-    const podOf = (podKey: string) => this.#objects.get(podKey) ?? {};
-    const live = owned.filter((podKey) => meta(podOf(podKey))['deletionTimestamp'] === undefined);
-    const current = live.filter((podKey) => labelsOf(podOf(podKey))['pod-template-hash'] === hash);
-    const old = live.filter((podKey) => labelsOf(podOf(podKey))['pod-template-hash'] !== hash);
-    const recreate = ((spec['strategy'] as Json | undefined)?.['type'] ?? 'RollingUpdate') === 'Recreate';
-    for (const podKey of current.slice(replicas)) this.#deletePod(podKey);
-    if (recreate) {
-      for (const podKey of old) this.#deletePod(podKey);
+    const sets = this.#controlledBy('replicasets', namespace, meta(deployment)['uid']);
+    const current =
+      sets.find(({ object }) => labelsOf(object)['pod-template-hash'] === hash) ??
+      this.#createReplicaSet(deployment, template, hash);
+    const old = sets.filter((set) => set.k !== current.k);
+    const podsOf = (set: { object: Json }, live = false) =>
+      this.#controlledBy('pods', namespace, meta(set.object)['uid']).filter(
+        ({ object }) => !live || meta(object)['deletionTimestamp'] === undefined,
+      );
+    if (((spec['strategy'] as Json | undefined)?.['type'] ?? 'RollingUpdate') === 'Recreate') {
+      for (const set of old) this.#scaleReplicaSet(set.k, 0);
       // New pods only once every old one is gone, terminating ones included.
-      const oldLeft = owned.some((podKey) => this.#objects.has(podKey) && labelsOf(podOf(podKey))['pod-template-hash'] !== hash);
-      if (!oldLeft) for (let i = current.length; i < replicas; i++) this.#createPod(deploymentKey, deployment, template, hash);
+      const oldLeft = old.some((set) => podsOf(set).length > 0);
+      this.#scaleReplicaSet(current.k, oldLeft ? 0 : replicas);
     } else {
-      for (let i = current.length; i < replicas; i++) this.#createPod(deploymentKey, deployment, template, hash);
-      const readyNew = current.filter((podKey) => podReady(podOf(podKey))).length;
-      if (readyNew >= Math.min(1, replicas)) for (const podKey of old) this.#deletePod(podKey);
+      this.#scaleReplicaSet(current.k, replicas);
+      const readyNew = podsOf(current, true).filter(({ object }) => podReady(object)).length;
+      if (readyNew >= Math.min(1, replicas)) for (const set of old) this.#scaleReplicaSet(set.k, 0);
     }
+    for (const set of [current, ...old]) this.#syncReplicaSet(deploymentKey, set.k);
     this.#writeDeploymentStatus(deploymentKey, hash);
+  }
+
+  #createReplicaSet(deployment: Json, template: Json, hash: string): { k: string; object: Json } {
+    const kind = kindOf('replicasets');
+    const namespace = String(meta(deployment)['namespace']);
+    const name = `${String(meta(deployment)['name'])}-${hash}`;
+    const k = key(kind, namespace, name);
+    const templateMeta = (template['metadata'] as Json | undefined) ?? {};
+    const labels: Json = { ...((templateMeta['labels'] as Json | undefined) ?? {}), 'pod-template-hash': hash };
+    const selector =
+      ((((deployment['spec'] as Json)['selector'] as Json | undefined) ?? {})['matchLabels'] as Json | undefined) ?? {};
+    const object: Json = {
+      apiVersion: 'apps/v1',
+      kind: 'ReplicaSet',
+      metadata: {
+        name,
+        namespace,
+        uid: randomUUID(),
+        creationTimestamp: nowSeconds(),
+        generation: 1,
+        labels,
+        ownerReferences: [controllerReference(deployment, 'apps/v1', 'Deployment')],
+      },
+      spec: {
+        replicas: 0,
+        selector: { matchLabels: { ...selector, 'pod-template-hash': hash } },
+        template: { ...template, metadata: { ...templateMeta, labels } },
+      },
+    };
+    this.#store(kind, k, object, 'ADDED');
+    return { k, object: this.#objects.get(k) ?? object };
+  }
+
+  #scaleReplicaSet(setKey: string, replicas: number): void {
+    const set = this.#objects.get(setKey);
+    if (!set || Number((set['spec'] as Json)['replicas'] ?? 0) === replicas) return;
+    const next = clone(set);
+    (next['spec'] as Json)['replicas'] = replicas;
+    (next['metadata'] as Json)['generation'] = Number(meta(next)['generation'] ?? 1) + 1;
+    this.#store(kindOf('replicasets'), setKey, next, 'MODIFIED');
+  }
+
+  /** The ReplicaSet controller: as many live pods as it wants, the newest deleted first. */
+  #syncReplicaSet(deploymentKey: string, setKey: string): void {
+    const set = this.#objects.get(setKey);
+    if (!set || meta(set)['deletionTimestamp'] !== undefined) return;
+    const namespace = String(meta(set)['namespace']);
+    const live = this.#controlledBy('pods', namespace, meta(set)['uid']).filter(
+      ({ object }) => meta(object)['deletionTimestamp'] === undefined,
+    );
+    const want = Number((set['spec'] as Json)['replicas'] ?? 0);
+    for (const { k } of live.slice(want).reverse()) this.#deleteObject(kindOf('pods'), k, {});
+    for (let i = live.length; i < want; i++) this.#createPod(deploymentKey, set);
   }
 
   #writeDeploymentStatus(deploymentKey: string, hash: string): void {
     const deployment = this.#objects.get(deploymentKey);
     if (!deployment) return;
-    const pods = [...this.#podOwners]
-      .filter(([, owner]) => owner === deploymentKey)
-      .map(([podKey]) => this.#objects.get(podKey))
-      .filter((pod): pod is Json => pod !== undefined && meta(pod)['deletionTimestamp'] === undefined);
+    const namespace = String(meta(deployment)['namespace']);
+    const pods = this.#controlledBy('replicasets', namespace, meta(deployment)['uid'])
+      .flatMap((set) => this.#controlledBy('pods', namespace, meta(set.object)['uid']))
+      .map(({ object }) => object)
+      .filter((pod) => meta(pod)['deletionTimestamp'] === undefined);
     const updated = pods.filter((pod) => labelsOf(pod)['pod-template-hash'] === hash);
     const ready = pods.filter(podReady);
     const replicas = Number((deployment['spec'] as Json | undefined)?.['replicas'] ?? 1);
     const available = ready.length >= replicas;
     const everAvailable = this.#everAvailable.has(deploymentKey) || (available && replicas > 0);
     if (everAvailable) this.#everAvailable.add(deploymentKey);
-    const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+    const now = nowSeconds();
     const status = {
       observedGeneration: Number(meta(deployment)['generation'] ?? 1),
       replicas: pods.length,
@@ -815,20 +1147,20 @@ export class FakeKubeApi {
     this.#emit(kindOf('deployments'), 'MODIFIED', next);
   }
 
-  #createPod(deploymentKey: string, deployment: Json, template: Json, hash: string): void {
+  #createPod(deploymentKey: string, set: Json): void {
     const podKind = kindOf('pods');
-    const namespace = String(meta(deployment)['namespace']);
-    const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
-    const name = `${String(meta(deployment)['name'])}-${hash}-${randomUUID().slice(0, 5)}`;
+    const namespace = String(meta(set)['namespace']);
+    const now = nowSeconds();
+    const name = `${String(meta(set)['name'])}-${randomUUID().slice(0, 5)}`;
     const podKey = key(podKind, namespace, name);
+    const template = ((set['spec'] as Json)['template'] as Json | undefined) ?? {};
     const podSpec = clone((template['spec'] as Json | undefined) ?? {});
     const containers = ((podSpec['containers'] as Json[] | undefined) ?? []).map((c) => ({
       name: String(c['name']),
       image: c['image'],
     }));
     const crashing = this.#crashLooping.get(deploymentKey);
-    this.#podOwners.set(podKey, deploymentKey);
-    const labels: Json = { ...((meta(template)['labels'] as Json | undefined) ?? {}), 'pod-template-hash': hash };
+    const labels: Json = { ...((meta(template)['labels'] as Json | undefined) ?? {}) };
     this.#store(
       podKind,
       podKey,
@@ -841,18 +1173,14 @@ export class FakeKubeApi {
           uid: randomUUID(),
           creationTimestamp: now,
           labels,
-          ownerReferences: [
-            {
-              apiVersion: 'apps/v1',
-              kind: 'ReplicaSet',
-              name: `${String(meta(deployment)['name'])}-${hash}`,
-              uid: randomUUID(),
-              controller: true,
-            },
-          ],
+          ...(meta(template)['annotations'] !== undefined ? { annotations: clone(meta(template)['annotations']) } : {}),
+          ownerReferences: [controllerReference(set, 'apps/v1', 'ReplicaSet')],
         },
         spec: podSpec,
-        status: crashing ? crashLoopStatus(containers, now, crashing.exitCode, 1) : runningStatus(containers, now),
+        status: {
+          ...(crashing ? crashLoopStatus(containers, now, crashing.exitCode, 1) : runningStatus(containers, now)),
+          podIP: this.#allocatePodIP(),
+        },
       },
       'ADDED',
     );
@@ -865,21 +1193,13 @@ export class FakeKubeApi {
     }
   }
 
-  /** A graceful delete: the pod is Terminating (still there, still running) for its grace period, then gone. */
-  #deletePod(podKey: string): void {
-    const pod = this.#objects.get(podKey);
-    if (!pod || meta(pod)['deletionTimestamp'] !== undefined) return;
-    const terminating = clone(pod);
-    (terminating['metadata'] as Json)['deletionTimestamp'] = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
-    (terminating['metadata'] as Json)['deletionGracePeriodSeconds'] = 30;
-    this.#store(kindOf('pods'), podKey, terminating, 'MODIFIED');
-    setTimeout(() => {
-      const owner = this.#podOwners.get(podKey);
-      this.#podOwners.delete(podKey);
-      const current = this.#objects.get(podKey);
-      if (current) this.#remove(kindOf('pods'), podKey, clone(current));
-      if (owner) this.#scheduleSync(owner);
-    }, this.podGracePeriodMs);
+  /** The Deployment a pod belongs to (pod -> ReplicaSet -> Deployment), as a key. */
+  #deploymentOfPod(pod: Json): string | undefined {
+    const namespace = String(meta(pod)['namespace']);
+    const setRef = ownerReferencesOf(pod).find((r) => r['kind'] === 'ReplicaSet');
+    const set = setRef && this.#objects.get(key(kindOf('replicasets'), namespace, String(setRef['name'])));
+    const deploymentRef = set && ownerReferencesOf(set).find((r) => r['kind'] === 'Deployment');
+    return deploymentRef ? key(kindOf('deployments'), namespace, String(deploymentRef['name'])) : undefined;
   }
 
   /**
@@ -890,15 +1210,20 @@ export class FakeKubeApi {
   crashLoop(namespace: string, deployment: string, exitCode = 1): void {
     const deploymentKey = key(kindOf('deployments'), namespace, deployment);
     this.#crashLooping.set(deploymentKey, { exitCode });
-    const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
-    for (const [podKey, owner] of this.#podOwners) {
-      const pod = this.#objects.get(podKey);
-      if (owner !== deploymentKey || !pod || meta(pod)['deletionTimestamp'] !== undefined) continue;
+    const now = nowSeconds();
+    for (const [podKey, pod] of [...this.#objects.entries()].filter(([k]) => k.startsWith(`pods./${namespace}/`))) {
+      if (this.#deploymentOfPod(pod) !== deploymentKey || meta(pod)['deletionTimestamp'] !== undefined) continue;
       const containers = ((((pod['spec'] as Json)['containers'] as Json[] | undefined) ?? []) as Json[]).map((c) => ({
         name: String(c['name']),
         image: c['image'],
       }));
-      this.#store(kindOf('pods'), podKey, { ...clone(pod), status: crashLoopStatus(containers, now, exitCode, 3) }, 'MODIFIED');
+      const podIP = (pod['status'] as Json | undefined)?.['podIP'];
+      this.#store(
+        kindOf('pods'),
+        podKey,
+        { ...clone(pod), status: { ...crashLoopStatus(containers, now, exitCode, 3), podIP } },
+        'MODIFIED',
+      );
     }
     this.#scheduleSync(deploymentKey);
   }
@@ -917,6 +1242,13 @@ export class FakeKubeApi {
     if (!match)
       return refuseUpgrade(socket, 404, 'NotFound', `the server could not find the requested resource (${url.pathname})`);
     const [, namespace = '', podName = ''] = match.map(decodeURIComponent);
+    const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
+    const exec = { group: '', resource: 'pods', subresource: 'exec', name: podName, namespace };
+    const refusal = this.#authorize(token, [
+      { ...exec, verb: 'get' },
+      { ...exec, verb: 'create' },
+    ]);
+    if (refusal) return refuseUpgrade(socket, 403, 'Forbidden', refusal.message);
     const pod = this.#objects.get(key(kindOf('pods'), namespace, podName));
     if (!pod) return refuseUpgrade(socket, 404, 'NotFound', `pods "${podName}" not found`);
     const containers = (((pod['spec'] as Json | undefined)?.['containers'] as Json[] | undefined) ?? []).map((c) =>
@@ -961,9 +1293,14 @@ export class FakeKubeApi {
     this.#rv += 1;
     (object['metadata'] as Json)['resourceVersion'] = rvString(this.#rv);
     this.#objects.delete(k);
+    this.#stoppedPods.delete(k);
     this.#emit(kind, 'DELETED', object);
-    // Garbage collection: a deleted Deployment's pods go with it (gracefully).
-    if (kind.plural === 'deployments') this.#scheduleSync(k);
+    // Its dependents may have lost their last owner; a Deployment whose pod is gone may go on.
+    this.#scheduleGarbageCollection();
+    if (kind.plural === 'pods') {
+      const deploymentKey = this.#deploymentOfPod(object);
+      if (deploymentKey !== undefined && this.simulateDeployments) this.#scheduleSync(deploymentKey);
+    }
   }
 
   #emit(kind: Kind, type: StoredEvent['type'], object: Json): void {
@@ -988,6 +1325,49 @@ function rvNumber(rv: string): number {
   return /^v[0-9a-z]+$/.test(rv) ? parseInt(rv.slice(1), 36) : Number.NaN;
 }
 
+const FOREGROUND = 'foregroundDeletion';
+const ORPHAN = 'orphan';
+
+interface DeleteOptions {
+  propagationPolicy?: 'Background' | 'Foreground' | 'Orphan';
+  gracePeriodSeconds?: number;
+  preconditions?: Json;
+}
+
+/** DeleteOptions from the query (client-node sends propagationPolicy and gracePeriodSeconds there) and the body. */
+function deleteOptions(query: URLSearchParams, body: Json): DeleteOptions {
+  const policy = query.get('propagationPolicy') ?? body['propagationPolicy'];
+  if (policy !== undefined && policy !== null && !['Background', 'Foreground', 'Orphan'].includes(String(policy)))
+    throw new FakeApiError(422, 'Invalid', `propagationPolicy: Unsupported value: "${String(policy)}"`);
+  const grace = query.get('gracePeriodSeconds') ?? body['gracePeriodSeconds'];
+  return {
+    ...(policy ? { propagationPolicy: policy as DeleteOptions['propagationPolicy'] & string } : {}),
+    ...(grace !== undefined && grace !== null ? { gracePeriodSeconds: Number(grace) } : {}),
+    ...(body['preconditions'] ? { preconditions: body['preconditions'] as Json } : {}),
+  };
+}
+
+/** metav1.Time as the server writes it: RFC3339, whole seconds. */
+function nowSeconds(): string {
+  return new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+}
+
+function ownerReferencesOf(object: Json): Json[] {
+  return (meta(object)['ownerReferences'] as Json[] | undefined) ?? [];
+}
+
+/** The reference a controller puts on what it creates: it controls it, and blocks its foreground deletion. */
+function controllerReference(owner: Json, apiVersion: string, kind: string): Json {
+  return { apiVersion, kind, name: meta(owner)['name'], uid: meta(owner)['uid'], controller: true, blockOwnerDeletion: true };
+}
+
+function kindOfKey(k: string): Kind {
+  const prefix = k.slice(0, k.indexOf('/'));
+  const kind = FAKE_KINDS.find((candidate) => `${candidate.plural}.${candidate.group}` === prefix);
+  if (!kind) throw new Error(`no kind for ${k}`);
+  return kind;
+}
+
 function podReady(pod: Json): boolean {
   const conditions = ((pod['status'] as Json | undefined)?.['conditions'] as Json[] | undefined) ?? [];
   return conditions.some((c) => c['type'] === 'Ready' && c['status'] === 'True');
@@ -996,7 +1376,6 @@ function podReady(pod: Json): boolean {
 function runningStatus(containers: Array<{ name: string; image: unknown }>, now: string): Json {
   return {
     phase: 'Running',
-    podIP: '10.0.0.10',
     startTime: now,
     conditions: [{ type: 'Ready', status: 'True', lastTransitionTime: now }],
     containerStatuses: containers.map((c) => ({
@@ -1018,7 +1397,6 @@ function crashLoopStatus(
 ): Json {
   return {
     phase: 'Running',
-    podIP: '10.0.0.10',
     startTime: now,
     conditions: [{ type: 'Ready', status: 'False', reason: 'ContainersNotReady', lastTransitionTime: now }],
     containerStatuses: containers.map((c) => ({
@@ -1324,6 +1702,13 @@ function notFound(kind: Kind, name: string): FakeApiError {
   return new FakeApiError(404, 'NotFound', `${kind.plural}${kind.group ? `.${kind.group}` : ''} "${name}" not found`);
 }
 
+/** 422 Invalid as kube-apiserver words it: `Deployment.apps "x" is invalid: [field: message, ...]`. */
+function invalid(kind: Kind, name: string, causes: Array<{ field: string; message: string }>): FakeApiError {
+  const list = causes.map((c) => `${c.field}: ${c.message}`);
+  const what = `${kind.kind}${kind.group ? `.${kind.group}` : ''} "${name}" is invalid: `;
+  return new FakeApiError(422, 'Invalid', what + (list.length === 1 ? list[0] : `[${list.join(', ')}]`), causes);
+}
+
 function conflict(kind: Kind, name: string): FakeApiError {
   return new FakeApiError(
     409,
@@ -1358,7 +1743,12 @@ function sendStatus(
   reason: string,
   message: string,
   causes: Array<{ field: string; message: string }> = [],
+  details: Json = {},
 ): void {
+  const withCauses =
+    causes.length > 0
+      ? { ...details, causes: causes.map((c) => ({ field: c.field, message: c.message, reason: 'FieldValueInvalid' })) }
+      : details;
   sendJson(res, code, {
     kind: 'Status',
     apiVersion: 'v1',
@@ -1366,11 +1756,28 @@ function sendStatus(
     status: 'Failure',
     message,
     reason,
+    ...(Object.keys(withCauses).length > 0 ? { details: withCauses } : {}),
     code,
-    ...(causes.length > 0
-      ? { details: { causes: causes.map((c) => ({ field: c.field, message: c.message, reason: 'FieldValueInvalid' })) } }
-      : {}),
   });
+}
+
+/** The verb kube-apiserver's authorizer sees for an HTTP request. */
+function verbOf(method: string, name: string | undefined, watch: boolean): string {
+  switch (method) {
+    case 'GET':
+    case 'HEAD':
+      return name !== undefined ? 'get' : watch ? 'watch' : 'list';
+    case 'POST':
+      return 'create';
+    case 'PUT':
+      return 'update';
+    case 'PATCH':
+      return 'patch';
+    case 'DELETE':
+      return name !== undefined ? 'delete' : 'deletecollection';
+    default:
+      return method.toLowerCase();
+  }
 }
 
 function writeEvent(res: ServerResponse, event: { type: string; object: unknown }): void {

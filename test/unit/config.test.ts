@@ -176,9 +176,30 @@ describe('loadConfig', () => {
     }
   });
 
+  it("reads who each customer's NetworkPolicy lets in (the ingress controller's pods) and out to (the model gateway's)", () => {
+    const defaults = loadConfig({ BLYTZ_RUNTIME: 'kubernetes' });
+    expect(defaults.BLYTZ_INGRESS_CONTROLLER_NAMESPACE).toBe('ingress-nginx');
+    expect(defaults.BLYTZ_INGRESS_CONTROLLER_PODS).toEqual({ 'app.kubernetes.io/name': 'ingress-nginx' });
+    expect(defaults.BLYTZ_MODEL_GATEWAY_PODS).toEqual({ 'app.kubernetes.io/name': 'blytz', 'app.kubernetes.io/component': 'controller' });
+    expect(defaults.BLYTZ_MODEL_GATEWAY_PORT).toBeUndefined();
+    const set = loadConfig({
+      BLYTZ_RUNTIME: 'kubernetes',
+      BLYTZ_INGRESS_CONTROLLER_NAMESPACE: 'traefik',
+      BLYTZ_INGRESS_CONTROLLER_PODS: 'app.kubernetes.io/name=traefik,tier=edge',
+      BLYTZ_MODEL_GATEWAY_PORT: '8090',
+    });
+    expect(set.BLYTZ_INGRESS_CONTROLLER_PODS).toEqual({ 'app.kubernetes.io/name': 'traefik', tier: 'edge' });
+    expect(set.BLYTZ_MODEL_GATEWAY_PORT).toBe(8090);
+  });
+
   it.each([
     ['BLYTZ_ROUTES', 'traefik'],
     ['BLYTZ_INGRESS_CLASS', 'Not_A_Class'],
+    ['BLYTZ_INGRESS_CONTROLLER_PODS', 'app in (a,b)'],
+    ['BLYTZ_INGRESS_CONTROLLER_PODS', 'app='.padEnd(80, 'x')],
+    ['BLYTZ_INGRESS_CONTROLLER_NAMESPACE', 'Ingress'],
+    ['BLYTZ_MODEL_GATEWAY_PODS', 'app'],
+    ['BLYTZ_MODEL_GATEWAY_PORT', '70000'],
   ])('rejects %s=%s', (variable, value) => {
     const error = configError({ BLYTZ_RUNTIME: 'kubernetes', [variable]: value });
     expect(error.problems).toEqual([expect.stringMatching(new RegExp(`^${variable}: `))]);

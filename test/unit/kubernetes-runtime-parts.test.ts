@@ -1,7 +1,14 @@
 import { KubeConfig, type Exec, type V1Pod, type V1Status } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 import { PLANS } from '../../src/domain/customer.js';
-import { deploymentManifest, fileKeys, secretManifest, serviceManifest } from '../../src/runtime/kubernetes/manifests.js';
+import {
+  deploymentManifest,
+  fileKeys,
+  OWNED_CONFIG_ANNOTATION,
+  secretManifest,
+  serviceManifest,
+} from '../../src/runtime/kubernetes/manifests.js';
+import { OWNED_PATHS } from '../../src/workspace/openclaw-config.js';
 import { objectName, serviceDial } from '../../src/runtime/kubernetes/names.js';
 import { observeDeployment } from '../../src/runtime/kubernetes/observe.js';
 import { exitCodeOf, pickExecPod, runPodExec } from '../../src/runtime/kubernetes/pod-exec.js';
@@ -69,18 +76,90 @@ describe('kubernetes runtime parts', () => {
     }
     const main = pod?.containers[0];
     expect(main?.resources?.limits).toEqual({ cpu: '1000m', memory: String(1536 * 1024 * 1024) });
-    expect(main?.readinessProbe?.httpGet).toEqual({ path: '/readyz', port: 'http' });
-    expect(main?.startupProbe?.httpGet).toEqual({ path: '/startupz', port: 'http' });
     expect(main?.env).toEqual([{ name: 'A', value: 'b' }]);
     expect(d.spec?.template.metadata?.labels?.['cloud.blytz.spec-hash']).toBe('abc');
-    // Rendered paths are handed to the seed step as arguments, never spliced into its script.
-    const seed = pod?.initContainers?.[0]?.command ?? [];
-    const keyOf = (path: string) => fileKeys(files).find((k) => k.path === path)?.key;
-    expect(seed.slice(4).sort()).toEqual(
-      [`${keyOf('openclaw.json')}=openclaw.json`, `${keyOf('workspace/AGENTS.md')}=workspace/AGENTS.md`].sort(),
-    );
-    expect(seed[2]).not.toContain('AGENTS');
+    // Nothing outside the workspace volume and the template's tmpfs folders is writable.
+    for (const c of [...(pod?.containers ?? []), ...(pod?.initContainers ?? [])])
+      expect(c.securityContext?.readOnlyRootFilesystem, c.name).toBe(true);
+    const twoTmpfs = deploymentManifest({ ...spec, tmpfs: ['/tmp', '/home/node/.cache'] }, files, options).spec?.template.spec;
+    expect(twoTmpfs?.volumes?.filter((v) => v.emptyDir)).toEqual([
+      { name: 'tmpfs-0', emptyDir: { medium: 'Memory', sizeLimit: '256Mi' } },
+      { name: 'tmpfs-1', emptyDir: { medium: 'Memory', sizeLimit: '256Mi' } },
+    ]);
+    expect(twoTmpfs?.containers[0]?.volumeMounts?.filter((m) => m.name.startsWith('tmpfs-')).map((m) => m.mountPath)).toEqual([
+      '/tmp',
+      '/home/node/.cache',
+    ]);
+    expect(main?.volumeMounts?.filter((m) => m.name.startsWith('tmpfs-')).map((m) => m.mountPath)).toEqual(spec.tmpfs);
     expect(() => deploymentManifest({ ...spec, user: '0:0' }, files, options)).toThrow(/non-root/);
+  });
+
+  it('probes are exec probes that check the body the template declares; values are arguments, never program or shell text', () => {
+    const hostile = {
+      ...spec,
+      probes: {
+        startup: { path: '/startupz', expect: { ok: true, status: 'started' } },
+        liveness: { path: "/healthz';process.exit(0);'", expect: { status: '$(reboot)' } },
+        readiness: { path: '/readyz', expect: { ready: true } },
+      },
+      startTimeoutSeconds: 90,
+    };
+    const main = deploymentManifest(hostile, files, options).spec?.template.spec?.containers[0];
+    for (const probe of [main?.readinessProbe, main?.livenessProbe, main?.startupProbe]) {
+      expect(probe?.httpGet).toBeUndefined();
+      const [node, flag, program, separator] = probe?.exec?.command ?? [];
+      expect([node, flag, separator]).toEqual(['node', '-e', '--']);
+      expect(program).not.toMatch(/healthz|reboot|startupz|readyz|18789/);
+    }
+    expect(main?.livenessProbe?.exec?.command?.slice(4)).toEqual([
+      "/healthz';process.exit(0);'",
+      '{"status":"$(reboot)"}',
+      '18789',
+      '192.0.2.1',
+    ]);
+    expect(main?.readinessProbe?.exec?.command?.slice(4, 6)).toEqual(['/readyz', '{"ready":true}']);
+    // The start timeout (90 s) in startup probe periods (5 s) before liveness counts.
+    expect(main?.startupProbe).toMatchObject({ periodSeconds: 5, failureThreshold: 18 });
+    expect(main?.startupProbe?.exec?.command?.slice(4, 6)).toEqual(['/startupz', '{"ok":true,"status":"started"}']);
+  });
+
+  it('the seed links rendered files and merges the owned fields of openclaw.json (OWNED_PATHS, passed as data); the pod template carries their hash', () => {
+    const owned = { gateway: { auth: { mode: 'token', token: 'secret-1' } } };
+    const withConfig = [
+      { path: 'workspace/AGENTS.md', content: Buffer.from('a') },
+      { path: 'openclaw.json', content: Buffer.from(JSON.stringify(owned)) },
+    ];
+    const d = deploymentManifest(spec, withConfig, options);
+    const seed = d.spec?.template.spec?.initContainers?.[0]?.command ?? [];
+    expect(seed.slice(0, 2)).toEqual(['node', '-e']);
+    expect(seed[2]).not.toMatch(/AGENTS|openclaw\.json|gateway|secret-1/);
+    const keyOf = (path: string) => fileKeys(withConfig).find((k) => k.path === path)?.key;
+    expect(JSON.parse(seed[4] ?? '')).toEqual({
+      workspace: '/home/node/.openclaw',
+      rendered: '/blytz/rendered',
+      links: [{ key: keyOf('workspace/AGENTS.md'), path: 'workspace/AGENTS.md' }],
+      config: { key: keyOf('openclaw.json'), path: 'openclaw.json' },
+      ownedPaths: OWNED_PATHS,
+    });
+    // No secret in the pod spec: the token reaches the pod only through the Secret.
+    expect(JSON.stringify(d)).not.toContain('secret-1');
+    const hash = d.spec?.template.metadata?.annotations?.[OWNED_CONFIG_ANNOTATION];
+    expect(hash).toMatch(/^[0-9a-f]{16}$/);
+    // The same fields in another order or layout: the same hash (no restart); another token: another.
+    const reordered = [withConfig[0]!, { path: 'openclaw.json', content: Buffer.from(JSON.stringify(owned, null, 2)) }];
+    expect(deploymentManifest(spec, reordered, options).spec?.template.metadata?.annotations?.[OWNED_CONFIG_ANNOTATION]).toBe(
+      hash,
+    );
+    const rotated = [
+      withConfig[0]!,
+      {
+        path: 'openclaw.json',
+        content: Buffer.from(JSON.stringify({ gateway: { auth: { mode: 'token', token: 'secret-2' } } })),
+      },
+    ];
+    expect(deploymentManifest(spec, rotated, options).spec?.template.metadata?.annotations?.[OWNED_CONFIG_ANNOTATION]).not.toBe(
+      hash,
+    );
   });
 
   it('the Secret holds the files by key; the Service maps the reserved port to the container port', () => {

@@ -1,7 +1,8 @@
 import type { IncomingMessage } from 'node:http';
 import { describe, expect, it } from 'vitest';
 import { modelGatewayCheck } from '../../src/http/model-access-api.js';
-import { CONTROLLER_POD_LABELS, DEFAULT_NETWORK } from '../../src/runtime/kubernetes/manifests.js';
+import { CONTROLLER_POD_LABELS } from '../../src/runtime/kubernetes/manifests.js';
+import { loadConfig } from '../../src/config.js';
 import { customerNetwork } from '../../src/runtime/select-runtime.js';
 import { credentialHash, isCredentialShaped, newCredential } from '../../src/store/model-credential.js';
 import { credentialOf, prepareBody } from '../../src/models/gateway.js';
@@ -277,10 +278,17 @@ describe('blytz doctor: models', () => {
 
 describe('customer pods on Kubernetes', () => {
   it('may reach the model gateway (the controller pods on its port) when it runs, and nothing more', () => {
-    expect(customerNetwork({ BLYTZ_MODEL_GATEWAY_LISTEN: undefined })).toBeUndefined();
-    expect(customerNetwork({ BLYTZ_MODEL_GATEWAY_LISTEN: '0.0.0.0:8090' })).toEqual({
-      ...DEFAULT_NETWORK,
-      modelGateway: { podSelector: CONTROLLER_POD_LABELS, port: 8090 },
+    const kube = (env: Record<string, string>) =>
+      loadConfig({ BLYTZ_RUNTIME: 'kubernetes', BLYTZ_MODEL_GATEWAY_URL: 'http://blytz-model-gateway:8090', ...env });
+    expect(customerNetwork(kube({})).modelGateway).toBeUndefined();
+    // The port it listens on, unless BLYTZ_MODEL_GATEWAY_PORT says another (a Service in front).
+    expect(customerNetwork(kube({ BLYTZ_MODEL_GATEWAY_LISTEN: '0.0.0.0:8090', BLYTZ_ANTHROPIC_API_KEY: 'k' })).modelGateway).toEqual({
+      podSelector: CONTROLLER_POD_LABELS,
+      port: 8090,
     });
+    expect(
+      customerNetwork(kube({ BLYTZ_MODEL_GATEWAY_LISTEN: '0.0.0.0:8090', BLYTZ_ANTHROPIC_API_KEY: 'k', BLYTZ_MODEL_GATEWAY_PORT: '9000' }))
+        .modelGateway?.port,
+    ).toBe(9000);
   });
 });

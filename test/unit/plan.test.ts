@@ -233,6 +233,31 @@ describe('plan: suspended, pending, cancelled, orphans', () => {
     expect(types(run(d, tornDown, 1000 + 30 * DAY))).toEqual(['removeWorkspace', 'markDeleted']);
   });
 
+  it('cancelled, purge due: after the teardown in the same pass, unless removal takes its time (Kubernetes) or is under way', () => {
+    const d = desired({ state: 'cancelled', cancelledAtMs: 1000 });
+    const due = 1000 + 30 * DAY;
+    expect(types(run(d, converged(), due))).toEqual([
+      'removeRoute',
+      'removeContainer',
+      'releasePort',
+      'removeWorkspace',
+      'markDeleted',
+    ]);
+    const background = (observed: Observed) =>
+      types(plan({ desired: d, observed, now: due, retentionMs: 30 * DAY, removesInBackground: true }).actions);
+    // The Deployment is deleted, but the workspace and the record wait for its pods to stop.
+    expect(background(converged())).toEqual(['removeRoute', 'removeContainer', 'releasePort']);
+    const removing: Observed = {
+      workspace: { exists: true, contentHash: 'ws-a' },
+      port: undefined,
+      containers: [container({ state: 'removing' })],
+      route: undefined,
+    };
+    expect(background(removing)).toEqual(['removeContainer']);
+    expect(types(run(d, removing, due))).toEqual(['removeContainer']);
+    expect(background({ ...removing, containers: [] })).toEqual(['removeWorkspace', 'markDeleted']);
+  });
+
   it('orphans: everything with our marks is removed, drift counted', () => {
     expect(run(undefined, converged())).toEqual([
       { type: 'removeRoute', drift: 'orphan_route' },

@@ -106,6 +106,12 @@ describe('computeStatus', () => {
     expect(condition(s, 'Ready')?.reason).toBe(reason);
   });
 
+  it('a cancelled customer whose purge is due stays Terminating until its workspace is gone (a Customer resource keeps its finalizer)', () => {
+    const tornDown = world({ containers: [], route: undefined, port: undefined });
+    const s = status({ state: 'cancelled', desired: desired({ state: 'cancelled' }), observed: tornDown, purgePending: true });
+    expect(s.phase).toBe('Terminating');
+  });
+
   it('a suspended customer is Suspended once stopped behind the page, Degraded while its container still runs', () => {
     const page = { customer: 'alice', id: 'blytz-alice', hosts: [HOST], target: { kind: 'suspended' as const } };
     const suspended = { state: 'suspended' as const, desired: desired({ state: 'suspended' }) };

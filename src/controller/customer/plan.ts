@@ -74,6 +74,13 @@ export interface PlanInput {
    * a new address. Default false.
    */
   updatesInPlace?: boolean;
+  /**
+   * The runtime's remove returns before the container is gone (Kubernetes: the Deployment is
+   * deleted in the foreground and stays until its pods have stopped). Then a cancelled customer's
+   * workspace and record are purged only in a later pass that sees no container left. Default
+   * false: removed containers are gone when remove returns, and the purge follows in the same pass.
+   */
+  removesInBackground?: boolean;
 }
 
 export type DriftKind =
@@ -362,7 +369,12 @@ function planSuspended(desired: Desired, observed: Observed): Plan {
 function planCancelled(desired: Desired, input: PlanInput): Plan {
   const actions = teardown(input.observed, false);
   const purgeAt = (desired.cancelledAtMs ?? input.now) + input.retentionMs;
-  if (input.now >= purgeAt) {
+  // The purge (and the customer's deletion) only once the last container is gone: the workspace
+  // and the record must outlive the last process that uses them, and a runtime that removes in
+  // the background (or a container already being removed) is not done when remove returns.
+  const containers = input.observed.containers;
+  const removedThisPass = !input.removesInBackground && containers.every((c) => c.state !== 'removing');
+  if (input.now >= purgeAt && (containers.length === 0 || removedThisPass)) {
     if (input.observed.workspace.exists) actions.push({ type: 'removeWorkspace' });
     actions.push({ type: 'markDeleted' });
   }

@@ -53,6 +53,8 @@ export interface CustomerReconcilerDeps {
 /** The customer controller's name: the `controller` label of its metrics and log lines. */
 export const CUSTOMER_CONTROLLER_NAME = 'customer';
 const WAIT_FOR_HEALTH_MS = 1000;
+/** How often a cancelled customer whose containers are still being removed (in the background) is looked at. */
+const TEARDOWN_LOOK_MS = 1000;
 /** How often a customer whose unhealthy container waits out its restart back-off is looked at. */
 const HELD_RESTART_LOOK_MS = 10_000;
 const PORTS_EXHAUSTED_RETRY_MS = 30_000;
@@ -132,12 +134,15 @@ export class CustomerReconciler implements Reconciler {
       upstreamOf: this.#upstreamOf,
       sideBySide: this.#deps.runtime.sideBySide === true,
       updatesInPlace: this.#deps.runtime.updatesInPlace === true,
+      removesInBackground: this.#deps.runtime.removesInBackground === true,
     });
     if (!customer || !resolved) {
       // Gone from the store: tear down what the world still has (an orphan); no status to write.
       if (result.actions.length > 0) this.invalidate(name);
       await this.#executor.execute(name, result.actions, undefined, signal, true);
-      return {};
+      // A container removed in the background may leave parts for a later pass (its NetworkPolicy).
+      const removing = this.#deps.runtime.removesInBackground && result.actions.some((a) => a.type === 'removeContainer');
+      return removing ? { requeueAfterMs: TEARDOWN_LOOK_MS } : {};
     }
     if (customer.spec.paused) {
       await this.#writeStatus(customer, resolved, observed, { note: result.note });
@@ -177,7 +182,8 @@ export class CustomerReconciler implements Reconciler {
     // Let the queue back off on a failure; the status already says why.
     if (run.failure && run.retryAfterMs === undefined)
       throw new ReconcileStepError(run.failure.message, { cause: run.failedWith, reason: run.failure.reason });
-    return lookAgain({ customer, status, run, admission, after, retentionMs: this.#deps.retentionMs, now: this.#now() });
+    const purged = result.actions.some((action) => action.type === 'markDeleted');
+    return lookAgain({ customer, status, run, admission, after, purged, retentionMs: this.#deps.retentionMs, now: this.#now() });
   }
 
   /** The customer against its template; a template no retry can fix fails it terminally. */
@@ -298,6 +304,11 @@ export class CustomerReconciler implements Reconciler {
       note: why.note,
       upstreamOf: this.#upstreamOf,
       restartHoldOf: (containerId) => this.#restarts.hold(customer.name, containerId, this.#now()),
+      purgePending:
+        customer.spec.state === 'cancelled' &&
+        customer.cancelledAt !== null &&
+        customer.cancelledAt.getTime() + this.#deps.retentionMs <= this.#now() &&
+        observed.workspace.exists,
       now: new Date(this.#now()),
     };
   }
@@ -364,6 +375,8 @@ function lookAgain(input: {
   run: RunOutcome;
   admission: Admission | undefined;
   after: Observed;
+  /** This pass deleted the customer (its purge): nothing left to look at. */
+  purged: boolean;
   retentionMs: number;
   now: number;
 }): ReconcileResult {
@@ -380,8 +393,12 @@ function lookAgain(input: {
     };
   }
   if (customer.spec.state === 'cancelled' && customer.cancelledAt) {
+    // Still tearing down (a Kubernetes Deployment waits for its pods): the purge comes after.
+    if (after.containers.length > 0) return { requeueAfterMs: TEARDOWN_LOOK_MS };
     const purgeIn = customer.cancelledAt.getTime() + input.retentionMs - now;
     if (purgeIn > 0 && after.workspace.exists) return { requeueAfterMs: Math.min(purgeIn, MAX_PURGE_WAIT_MS) };
+    // Due, and this pass removed containers first (in the background): the purge is the next pass's.
+    if (purgeIn <= 0 && !input.purged) return { requeueAfterMs: TEARDOWN_LOOK_MS };
   }
   return {};
 }

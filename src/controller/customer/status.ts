@@ -30,6 +30,8 @@ export interface StatusInput {
   upstreamOf?: UpstreamOf | undefined;
   /** The back-off holding an unhealthy container's next restart, if any. */
   restartHoldOf?: ((containerId: string) => RestartHold | undefined) | undefined;
+  /** A cancelled customer's workspace is due for its purge and still there: not Terminated yet. */
+  purgePending?: boolean | undefined;
   now: Date;
 }
 
@@ -255,7 +257,8 @@ function phaseFor(input: StatusInput, drafts: ConditionDraft[]): Phase {
       return 'Pending';
     case 'cancelled': {
       const { observed } = input;
-      return observed.route || observed.containers.length > 0 || observed.port !== undefined ? 'Terminating' : 'Terminated';
+      const left = observed.route || observed.containers.length > 0 || observed.port !== undefined || input.purgePending;
+      return left ? 'Terminating' : 'Terminated';
     }
     case 'suspended':
       return drafts.find((d) => d.type === 'ContainerReady')?.reason === 'Suspended' ? 'Suspended' : 'Degraded';

@@ -106,9 +106,9 @@ export class IngressRouteTable implements RouteTable {
 
   /** `<svc>.<ns>.svc:<port>` as an Ingress backend; only Services of our own namespace. */
   #backendOf(dial: string): { name: string; port: { number: number } } {
-    const m = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?)\.([a-z0-9]([-a-z0-9]*[a-z0-9])?)\.svc:(\d{1,5})$/.exec(dial);
-    if (!m) throw new Error(`route upstream ${JSON.stringify(dial)} is not a Service address <svc>.<namespace>.svc:<port>`);
-    const [, name = '', , namespace, , port] = m;
+    const match = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?)\.([a-z0-9]([-a-z0-9]*[a-z0-9])?)\.svc:(\d{1,5})$/.exec(dial);
+    if (!match) throw new Error(`route upstream ${JSON.stringify(dial)} is not a Service address <svc>.<namespace>.svc:<port>`);
+    const [, name = '', , namespace, , port] = match;
     if (namespace !== this.#namespace) {
       throw new Error(
         `route upstream ${dial} is in namespace ${namespace}; an Ingress in ${this.#namespace} can only reach Services there`,

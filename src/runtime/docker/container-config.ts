@@ -8,7 +8,7 @@ import {
   MANAGED_BY_VALUE,
   SPEC_HASH_LABEL,
 } from '../../domain/naming.js';
-import type { ContainerSpec } from '../runtime.js';
+import { TMPFS_MIB, type ContainerSpec } from '../runtime.js';
 import { CONTAINER_PORT_LABEL, GENERATION_LABEL, HOST_PORT_LABEL, OWN_HASH_LABEL, PROBES_LABEL, START_TIMEOUT_LABEL } from '../../domain/labels.js';
 
 export interface LogRotation {
@@ -18,8 +18,7 @@ export interface LogRotation {
 
 export const DEFAULT_LOG_ROTATION: LogRotation = { maxSize: '10m', maxFile: 3 };
 
-/** Each tmpfs folder's cap: it counts against the container's memory limit as it fills. */
-const TMPFS_SIZE = '256m';
+const TMPFS_SIZE = `${TMPFS_MIB}m`;
 
 function uidOf(user: string): string {
   return user.split(':')[0] as string;

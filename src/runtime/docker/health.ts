@@ -49,8 +49,6 @@ export interface ProbeOptions {
   forwardedFor?: string;
 }
 
-/** The client address the probe names (see ProbeOptions.forwardedFor). */
-export const PROBE_CLIENT_ADDRESS = '192.0.2.1';
 
 /** A health body larger than this is not a health answer. */
 const MAX_BODY_BYTES = 64 * 1024;

@@ -14,6 +14,7 @@ import { CUSTOMER_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SPEC_HASH_LABEL } f
 import { isNotFound, MERGE_PATCH } from '../../kube-api/client.js';
 import type { Guard } from '../../resilience/guard.js';
 import { renderMarkerPath } from '../../workspace/file-workspaces.js';
+import { OPENCLAW_CONFIG_FILE } from '../../workspace/render.js';
 import { checkExtraLabels, HOST_PORT_LABEL } from '../../domain/labels.js';
 import { ContainerNotRunningError, ExecTimeoutError } from '../exec-output.js';
 import type { ContainerSpec, CustomerRuntime, ExecResult, ObservedContainer } from '../runtime.js';
@@ -23,6 +24,8 @@ import {
   contentHash,
   deploymentManifest,
   networkPolicyManifest,
+  OWNED_CONFIG_ANNOTATION,
+  ownedConfigHash,
   pvcManifest,
   secretManifest,
   serviceManifest,
@@ -112,9 +115,11 @@ export class KubernetesRuntime implements CustomerRuntime {
   async #list(more: Record<string, string>): Promise<ObservedContainer[]> {
     const labelSelector = this.#selector(more);
     const namespace = this.#manifest.namespace;
-    const [deployments, secrets, services, claims, pods, policies] = await Promise.all([
+    // No Secrets: the controller may not list them (a list is every Secret's content, and RBAC
+    // cannot narrow it to our labels). A customer's Secret is its rendered files, looked at by
+    // name when its workspace is observed (`hasFiles`).
+    const [deployments, services, claims, pods, policies] = await Promise.all([
       this.#guard('listDeployments', () => this.#apps.listNamespacedDeployment({ namespace, labelSelector })),
-      this.#guard('listSecrets', () => this.#core.listNamespacedSecret({ namespace, labelSelector })),
       this.#guard('listServices', () => this.#core.listNamespacedService({ namespace, labelSelector })),
       this.#guard('listPersistentVolumeClaims', () =>
         this.#core.listNamespacedPersistentVolumeClaim({ namespace, labelSelector }),
@@ -126,34 +131,29 @@ export class KubernetesRuntime implements CustomerRuntime {
     ]);
     const names = (items: Array<{ metadata?: V1ObjectMeta }>) => new Set(items.map((i) => i.metadata?.name ?? ''));
     const present = {
-      secrets: names(secrets.items),
       services: names(services.items),
       claims: names(claims.items),
       policies: names(policies.items),
     };
-    return deployments.items.map((deployment) => {
+    const podsOf = (customer: string | undefined) => pods.items.filter((p) => p.metadata?.labels?.[CUSTOMER_LABEL] === customer);
+    const containers = deployments.items.map((deployment) => {
       const name = deployment.metadata?.name ?? '';
       const missing = [
-        present.secrets.has(name) ? undefined : 'Secret',
         present.services.has(name) ? undefined : 'Service',
         present.claims.has(name) ? undefined : 'PersistentVolumeClaim',
         // An unisolated pod can reach every other customer: as broken as a missing part.
         present.policies.has(name) ? undefined : 'NetworkPolicy',
       ].filter((k): k is string => k !== undefined);
-      const customer = deployment.metadata?.labels?.[CUSTOMER_LABEL];
-      return observeDeployment(
-        deployment,
-        missing,
-        Date.now(),
-        pods.items.filter((p) => p.metadata?.labels?.[CUSTOMER_LABEL] === customer),
-      );
+      return observeDeployment(deployment, missing, Date.now(), podsOf(deployment.metadata?.labels?.[CUSTOMER_LABEL]));
     });
+    return [...containers, ...leftovers(deployments.items, { Service: services.items, NetworkPolicy: policies.items }, podsOf)];
   }
 
   async create(spec: ContainerSpec): Promise<string> {
     const files = await readRenderedFiles(spec);
     const namespace = this.#manifest.namespace;
-    await this.writeFiles(spec.customer, files);
+    // The Secret only: the Deployment written below carries the files' owned-config hash itself.
+    await this.#writeSecret(spec.customer, files);
     const claim = pvcManifest(spec.customer, this.#manifest);
     // A PVC's spec is immutable once bound: created when missing, never updated (but never
     // taken over either: one of that name that is not ours stops the create).
@@ -202,8 +202,13 @@ export class KubernetesRuntime implements CustomerRuntime {
       (body) => this.#apps.createNamespacedDeployment({ namespace, body }),
       (name, body) => this.#apps.replaceNamespacedDeployment({ name, namespace, body }),
       (existing, body) => {
-        // The same spec hash is the same Deployment: keep it (and its replicas) as it is.
-        if (existing.metadata?.labels?.[SPEC_HASH_LABEL] === spec.specHash && sameLabels(existing.metadata, body.metadata))
+        // The same spec hash (and owned config) is the same Deployment: keep it (and its replicas) as it is.
+        const ownedConfig = (d: V1Deployment) => d.spec?.template.metadata?.annotations?.[OWNED_CONFIG_ANNOTATION];
+        if (
+          existing.metadata?.labels?.[SPEC_HASH_LABEL] === spec.specHash &&
+          ownedConfig(existing) === ownedConfig(body) &&
+          sameLabels(existing.metadata, body.metadata)
+        )
           return true;
         // Updated in place, at the replicas it has: its own strategy (Recreate for OpenClaw)
         // replaces the pod, the Service keeps its address, the volume stays with the new pod.
@@ -216,9 +221,39 @@ export class KubernetesRuntime implements CustomerRuntime {
 
   /**
    * Writes the customer's rendered files into its Secret when their content changed. The
-   * running pod sees them within the kubelet's sync period (its workspace links to them).
+   * running pod sees them within the kubelet's sync period (its workspace links to them), except
+   * openclaw.json, which the seed merges when a pod starts: a change of the controller's fields
+   * there is written into the pod template (OWNED_CONFIG_ANNOTATION), so the Deployment replaces
+   * the pod by its strategy and the gateway starts on the new fields.
    */
   async writeFiles(customer: string, files: readonly RenderedFileData[]): Promise<void> {
+    await this.#writeSecret(customer, files);
+    const config = files.find((f) => f.path === OPENCLAW_CONFIG_FILE);
+    if (!config) return;
+    const hash = ownedConfigHash(config.content);
+    const namespace = this.#manifest.namespace;
+    const name = objectName(customer);
+    const deployment = await this.#guard('readDeployment', () =>
+      this.#apps.readNamespacedDeployment({ name, namespace }).catch(ignoreStatus(404)),
+    );
+    if (!deployment || !isOurs(deployment.metadata, customer) || deployment.metadata?.deletionTimestamp) return;
+    if (deployment.spec?.template.metadata?.annotations?.[OWNED_CONFIG_ANNOTATION] === hash) return;
+    await this.#guard('restartDeployment', () =>
+      this.#apps.patchNamespacedDeployment(
+        {
+          name,
+          namespace,
+          body: {
+            metadata: { resourceVersion: deployment.metadata?.resourceVersion },
+            spec: { template: { metadata: { annotations: { [OWNED_CONFIG_ANNOTATION]: hash } } } },
+          },
+        },
+        MERGE_PATCH,
+      ),
+    );
+  }
+
+  async #writeSecret(customer: string, files: readonly RenderedFileData[]): Promise<void> {
     const namespace = this.#manifest.namespace;
     const secret = secretManifest(customer, files, this.#manifest);
     const hash = contentHash(files);
@@ -231,6 +266,19 @@ export class KubernetesRuntime implements CustomerRuntime {
       (existing) =>
         existing.metadata?.annotations?.[CONTENT_HASH_ANNOTATION] === hash && sameLabels(existing.metadata, secret.metadata),
     );
+  }
+
+  /**
+   * Whether the customer's Secret (its rendered files) is there and ours. Read by name: the
+   * controller may not list Secrets. A missing one makes the workspace stale, so the next render
+   * writes it again.
+   */
+  async hasFiles(customer: string): Promise<boolean> {
+    const namespace = this.#manifest.namespace;
+    const secret = await this.#guard('readSecret', () =>
+      this.#core.readNamespacedSecret({ name: objectName(customer), namespace }).catch(ignoreStatus(404)),
+    );
+    return secret !== undefined && isOurs(secret.metadata, customer) && !secret.metadata?.deletionTimestamp;
   }
 
   /**
@@ -261,6 +309,9 @@ export class KubernetesRuntime implements CustomerRuntime {
 
   /** The planner updates by `create` here (see CustomerRuntime.updatesInPlace). */
   readonly updatesInPlace = true;
+
+  /** The Deployment goes in the foreground, once its pods have stopped (see `remove`). */
+  readonly removesInBackground = true;
 
   async start(id: string): Promise<void> {
     await this.#scale(id, 1);
@@ -315,6 +366,15 @@ export class KubernetesRuntime implements CustomerRuntime {
     });
   }
 
+  /**
+   * Removes the customer's Service, Secret and Deployment, and its NetworkPolicy once its pods are
+   * gone. The Deployment is deleted in the foreground: it stays (state `removing`) until the
+   * garbage collector has deleted its ReplicaSets and their pods have stopped, which takes their
+   * grace period. Their NetworkPolicy must outlive them (a Terminating pod still runs, hostile
+   * code included), so it is deleted only when no Deployment and no pod of the customer is left:
+   * a later call does it (the planner calls again while the Deployment is `removing`, and then for
+   * what is left without it, see `#list`).
+   */
   async remove(id: string): Promise<void> {
     const namespace = this.#manifest.namespace;
     await this.#deleteOurs(
@@ -329,14 +389,7 @@ export class KubernetesRuntime implements CustomerRuntime {
       (name) => this.#core.readNamespacedSecret({ name, namespace }),
       (name, uid) => this.#core.deleteNamespacedSecret({ name, namespace, body: { preconditions: { uid } } }),
     );
-    await this.#deleteOurs(
-      'NetworkPolicy',
-      id,
-      (name) => this.#networking.readNamespacedNetworkPolicy({ name, namespace }),
-      (name, uid) => this.#networking.deleteNamespacedNetworkPolicy({ name, namespace, body: { preconditions: { uid } } }),
-    );
-    // Last: a Deployment still listed means there may be more to delete.
-    await this.#deleteOurs(
+    const deployment = await this.#deleteOurs(
       'Deployment',
       id,
       (name) => this.#apps.readNamespacedDeployment({ name, namespace }),
@@ -344,23 +397,47 @@ export class KubernetesRuntime implements CustomerRuntime {
         this.#apps.deleteNamespacedDeployment({
           name,
           namespace,
-          propagationPolicy: 'Background',
+          propagationPolicy: 'Foreground',
           body: { preconditions: { uid } },
         }),
     );
+    if (deployment) return; // it goes once its pods are gone; the policy after it
+    await this.#deleteOurs(
+      'NetworkPolicy',
+      id,
+      (name) => this.#networking.readNamespacedNetworkPolicy({ name, namespace }),
+      (name, uid) => this.#networking.deleteNamespacedNetworkPolicy({ name, namespace, body: { preconditions: { uid } } }),
+      async (policy) => !(await this.#hasPods(policy.metadata?.labels?.[CUSTOMER_LABEL] ?? '')),
+    );
   }
 
-  /** Deletes `kind` `name` when it carries our marks (its uid as precondition); gone or not ours: nothing. */
-  async #deleteOurs(
+  /** Whether any pod of the customer (Terminating ones included) is still there. */
+  async #hasPods(customer: string): Promise<boolean> {
+    const pods = await this.#guard('listPods', () =>
+      this.#core.listNamespacedPod({
+        namespace: this.#manifest.namespace,
+        labelSelector: this.#selector({ [CUSTOMER_LABEL]: customer }),
+      }),
+    );
+    return pods.items.length > 0;
+  }
+
+  /**
+   * Deletes `kind` `name` when it carries our marks (its uid as precondition) and `when` agrees;
+   * returns what it deleted. Gone or not ours: nothing.
+   */
+  async #deleteOurs<T extends { metadata?: V1ObjectMeta }>(
     kind: string,
     name: string,
-    read: (name: string) => Promise<{ metadata?: V1ObjectMeta }>,
+    read: (name: string) => Promise<T>,
     remove: (name: string, uid: string) => Promise<unknown>,
-  ): Promise<void> {
+    when: (existing: T) => Promise<boolean> = () => Promise.resolve(true),
+  ): Promise<T | undefined> {
     const existing = await this.#guard(`read${kind}`, () => read(name).catch(ignoreStatus(404)));
-    if (!existing || !isOurs(existing.metadata)) return;
+    if (!existing || !isOurs(existing.metadata) || !(await when(existing))) return undefined;
     const uid = existing.metadata?.uid ?? '';
     await this.#guard(`delete${kind}`, () => remove(name, uid).then(() => undefined, ignoreStatus(404)));
+    return existing;
   }
 
   /** Deletes a customer's PVC and Secret: its workspace and memory (the purge after retention). */
@@ -370,14 +447,15 @@ export class KubernetesRuntime implements CustomerRuntime {
     await this.#deleteOurs(
       'Secret',
       name,
-      (n) => this.#core.readNamespacedSecret({ name: n, namespace }),
-      (n, uid) => this.#core.deleteNamespacedSecret({ name: n, namespace, body: { preconditions: { uid } } }),
+      (secret) => this.#core.readNamespacedSecret({ name: secret, namespace }),
+      (secret, uid) => this.#core.deleteNamespacedSecret({ name: secret, namespace, body: { preconditions: { uid } } }),
     );
     await this.#deleteOurs(
       'PersistentVolumeClaim',
       name,
-      (n) => this.#core.readNamespacedPersistentVolumeClaim({ name: n, namespace }),
-      (n, uid) => this.#core.deleteNamespacedPersistentVolumeClaim({ name: n, namespace, body: { preconditions: { uid } } }),
+      (claim) => this.#core.readNamespacedPersistentVolumeClaim({ name: claim, namespace }),
+      (claim, uid) =>
+        this.#core.deleteNamespacedPersistentVolumeClaim({ name: claim, namespace, body: { preconditions: { uid } } }),
     );
   }
 
@@ -468,11 +546,6 @@ export class KubernetesRuntime implements CustomerRuntime {
           list: () => this.#guard('listServices', () => this.#core.listNamespacedService(query)),
         },
         {
-          plural: 'secrets',
-          path: `/api/v1/namespaces/${ns}/secrets`,
-          list: () => this.#guard('listSecrets', () => this.#core.listNamespacedSecret(query)),
-        },
-        {
           plural: 'networkpolicies',
           path: `/apis/networking.k8s.io/v1/namespaces/${ns}/networkpolicies`,
           list: () => this.#guard('listNetworkPolicies', () => this.#networking.listNamespacedNetworkPolicy(query)),
@@ -503,6 +576,50 @@ function ignoreStatus(status: number): (error: unknown) => undefined {
     if ((error as { code?: unknown }).code === status) return undefined;
     throw error;
   };
+}
+
+/**
+ * A customer's parts that outlived its Deployment (its NetworkPolicy waits for the last pod;
+ * a crash or a hand delete can leave a Service), seen as its container in state `dead` (or
+ * `removing` while pods are still there), so the planner removes them: nothing with our marks is
+ * left behind, and a desired customer is simply created again. The PVC and Secret are its
+ * workspace and are left to the workspace's purge.
+ */
+function leftovers(
+  deployments: ReadonlyArray<{ metadata?: V1ObjectMeta }>,
+  parts: Record<string, ReadonlyArray<{ metadata?: V1ObjectMeta }>>,
+  podsOf: (customer: string) => readonly unknown[],
+): ObservedContainer[] {
+  const withDeployment = new Set(deployments.map((d) => d.metadata?.labels?.[CUSTOMER_LABEL]));
+  const left = new Map<string, string[]>();
+  for (const [kind, items] of Object.entries(parts)) {
+    for (const item of items) {
+      const customer = item.metadata?.labels?.[CUSTOMER_LABEL];
+      if (!customer || withDeployment.has(customer) || item.metadata?.name !== objectNameOrUndefined(customer)) continue;
+      left.set(customer, [...(left.get(customer) ?? []), kind]);
+    }
+  }
+  return [...left].map(([customer, kinds]) => {
+    const name = objectName(customer);
+    const running = podsOf(customer).length > 0;
+    return {
+      id: name,
+      customer,
+      name,
+      specHash: undefined,
+      state: running ? 'removing' : 'dead',
+      health: 'unknown',
+      healthMessage: `no Deployment; left: ${kinds.join(', ')}${running ? `, ${podsOf(customer).length} pod(s)` : ''}`,
+    };
+  });
+}
+
+function objectNameOrUndefined(customer: string): string | undefined {
+  try {
+    return objectName(customer);
+  } catch {
+    return undefined; // a label no customer name could have: not ours to remove by name
+  }
 }
 
 /** Carries the contract's managed-by mark (and, when given, belongs to `customer`). */

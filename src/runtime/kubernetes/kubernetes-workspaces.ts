@@ -10,14 +10,15 @@ import type { KubernetesRuntime } from './kubernetes-runtime.js';
 
 /**
  * Workspaces for BLYTZ_RUNTIME=kubernetes: the controller still renders into its own folder
- * (the render marker beside it is what `observe` compares), and every write is also copied into the
- * customer's Secret, which the running pod sees without a restart. The purge also deletes the
+ * (the render marker beside it is what `observe` compares, with the Secret's presence), and every
+ * write is also copied into the customer's Secret, which the running pod sees without a restart
+ * (openclaw.json, which the pod's seed merges at start, through a new pod: KubernetesRuntime.writeFiles). The purge also deletes the
  * PVC (workspace and memory) and the Secret.
  */
 export class KubernetesWorkspaces implements Workspaces {
   constructor(
     private readonly inner: Workspaces,
-    private readonly runtime: Pick<KubernetesRuntime, 'writeFiles' | 'removeWorkspace' | 'listVolumes'>,
+    private readonly runtime: Pick<KubernetesRuntime, 'writeFiles' | 'hasFiles' | 'removeWorkspace' | 'listVolumes'>,
   ) {}
 
   loadTemplate(name: string): Promise<TemplateManifest> {
@@ -28,8 +29,14 @@ export class KubernetesWorkspaces implements Workspaces {
     return this.inner.render(input);
   }
 
-  observe(customer: string): Promise<ObservedWorkspace> {
-    return this.inner.observe(customer);
+  /**
+   * The controller's own render, current only while the customer's Secret is there too: the
+   * pods read their files from it, and it is looked at here (by name) rather than listed.
+   */
+  async observe(customer: string): Promise<ObservedWorkspace> {
+    const local = await this.inner.observe(customer);
+    if (local.contentHash === undefined) return local;
+    return (await this.runtime.hasFiles(customer)) ? local : { exists: true };
   }
 
   async write(customer: string, rendered: RenderedWorkspace): Promise<void> {

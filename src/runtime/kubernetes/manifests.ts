@@ -10,38 +10,44 @@ import type {
 } from '@kubernetes/client-node';
 import { CUSTOMER_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SPEC_HASH_LABEL } from '../../domain/naming.js';
 import { CONTAINER_PORT_LABEL, HOST_PORT_LABEL } from '../../domain/labels.js';
-import type { ContainerSpec } from '../runtime.js';
+import { TMPFS_MIB, type ContainerSpec } from '../runtime.js';
+import { PROBE_CLIENT_ADDRESS, type HttpProbe } from '../../domain/probes.js';
+import { OPENCLAW_CONFIG_FILE } from '../../workspace/render.js';
+import { ownedProjection, type JsonObject } from '../../workspace/openclaw-config.js';
+import { stableHash } from '../../domain/canonical-json.js';
 import { objectName } from './names.js';
+import { probeCommand, RENDERED_DIR, seedCommand } from './pod-scripts.js';
 
 /**
- * The four objects of one customer, as pure functions of its ContainerSpec (no API calls), so
- * they can be checked without a cluster. Security mirrors the Docker runtime: a numeric non-root
- * user, no privilege escalation, every capability dropped, RuntimeDefault seccomp, memory and CPU
- * limits from the plan. (Kubernetes has no per-pod pids limit in the pod spec; the kubelet's
+ * The objects of one customer, as pure functions of its ContainerSpec (no API calls), so they
+ * can be checked without a cluster. Security mirrors the Docker runtime: a numeric non-root user,
+ * no privilege escalation, every capability dropped, RuntimeDefault seccomp, a read-only root
+ * file system with the template's tmpfs folders as memory-backed emptyDirs, memory and CPU limits
+ * from the plan. (Kubernetes has no per-pod pids limit in the pod spec; the kubelet's
  * podPidsLimit is the cluster's equivalent of the plan's pidsLimit.)
  *
- * Rendered files travel in the Secret, mounted read-only at RENDERED_DIR. An init container
- * links each rendered path of the workspace (on the PVC) to its Secret file, so the assistant
- * finds AGENTS.md, openclaw.json, ... where Docker's bind mount puts them, its own files
- * (memory) persist on the PVC, and a re-rendered Secret reaches the running pod without a restart
- * (the kubelet refreshes Secret volumes in place). The image must provide `sh`, `mkdir`, `ln`.
+ * Rendered files travel in the Secret, mounted read-only at RENDERED_DIR. An init container (the
+ * seed, pod-scripts.ts) prepares the workspace volume (the PVC) from them before the assistant
+ * starts: each rendered file is linked to its Secret copy, so the assistant finds AGENTS.md, ...
+ * where Docker's bind mount puts them, its own files (memory) persist on the PVC, and a re-render
+ * reaches the running pod without a restart (the kubelet refreshes Secret volumes in place).
+ * openclaw.json is the exception: OpenClaw writes it too, so the seed merges the controller's
+ * fields into the copy on the volume, and a change of those fields restarts the pod (the pod
+ * template's OWNED_CONFIG_ANNOTATION) so the next seed merges it. The image must provide `node`.
  */
 
 /** The assistant's container in each customer's pod (exec targets it). */
 export const ASSISTANT_CONTAINER = 'assistant';
 
-export const RENDERED_DIR = '/blytz/rendered';
 /** The rendered files' content hash: a changed Secret is rewritten, an unchanged one is left alone. */
 export const CONTENT_HASH_ANNOTATION = 'cloud.blytz.content-hash';
-const SEED_SCRIPT = [
-  'set -eu',
-  'for pair in "$@"; do',
-  '  key="${pair%%=*}"; rel="${pair#*=}"; target="$WORKSPACE/$rel"',
-  '  mkdir -p "$(dirname "$target")"',
-  '  rm -rf "$target"',
-  `  ln -s "${RENDERED_DIR}/$key" "$target"`,
-  'done',
-].join('\n');
+
+/**
+ * On the pod template: a hash of the controller's fields of openclaw.json. The seed merges them
+ * into the file on the volume when a pod starts; a new hash is a new pod template, so the
+ * Deployment replaces the pod and the new fields reach the gateway.
+ */
+export const OWNED_CONFIG_ANNOTATION = 'cloud.blytz/owned-config-hash';
 
 export interface RenderedFileData {
   /** Relative POSIX path in the workspace. */
@@ -253,13 +259,25 @@ export function deploymentManifest(
   };
   const cpu = `${Math.max(1, Math.round(spec.resources.nanoCpus / 1_000_000))}m`;
   const memory = String(spec.resources.memoryBytes);
-  const probe = (path: string) => ({ httpGet: { path, port: 'http' }, periodSeconds: 10, timeoutSeconds: 2 });
+  // Exec probes that check the body (pod-scripts.ts), each a short Node process in the container.
+  const probe = (declared: HttpProbe) => ({
+    exec: { command: probeCommand(declared, spec.containerPort, PROBE_CLIENT_ADDRESS) },
+    periodSeconds: 10,
+    timeoutSeconds: 5,
+  });
   const startupPeriodSeconds = 5;
+  const tmpfs = spec.tmpfs.map((path, i) => {
+    if (!path.startsWith('/')) throw new Error(`tmpfs path ${JSON.stringify(path)} must be absolute`);
+    return { name: `tmpfs-${i}`, path };
+  });
   const mounts = [
     { name: 'workspace', mountPath: workspace.containerPath },
     { name: 'rendered', mountPath: RENDERED_DIR, readOnly: true },
   ];
   const pullPolicy = options.imagePullPolicy ? { imagePullPolicy: options.imagePullPolicy } : {};
+  const keys = fileKeys(files);
+  const config = keys.find((k) => k.path === OPENCLAW_CONFIG_FILE);
+  const configContent = files.find((f) => f.path === OPENCLAW_CONFIG_FILE)?.content;
   return {
     apiVersion: 'apps/v1',
     kind: 'Deployment',
@@ -273,7 +291,10 @@ export function deploymentManifest(
       strategy: deploymentStrategy(spec.updateStrategy),
       selector: { matchLabels: baseLabels(spec.customer, {}) },
       template: {
-        metadata: { labels },
+        metadata: {
+          labels,
+          ...(configContent ? { annotations: { [OWNED_CONFIG_ANNOTATION]: ownedConfigHash(configContent) } } : {}),
+        },
         spec: {
           automountServiceAccountToken: false,
           enableServiceLinks: false,
@@ -289,11 +310,15 @@ export function deploymentManifest(
               name: 'seed',
               image: spec.image,
               ...pullPolicy,
-              // Paths are arguments, never part of the script text.
-              command: ['sh', '-c', SEED_SCRIPT, 'seed', ...fileKeys(files).map(({ key, path }) => `${key}=${path}`)],
-              env: [{ name: 'WORKSPACE', value: workspace.containerPath }],
-              securityContext: containerSecurity,
-              resources: { limits: { cpu: '100m', memory: '64Mi' }, requests: { cpu: '10m', memory: '16Mi' } },
+              // Paths and keys are one JSON argument, never part of the program text.
+              command: seedCommand({
+                workspace: workspace.containerPath,
+                rendered: RENDERED_DIR,
+                links: keys.filter((k) => k !== config),
+                config,
+              }),
+              securityContext: { ...containerSecurity, readOnlyRootFilesystem: true },
+              resources: { limits: { cpu: '250m', memory: '128Mi' }, requests: { cpu: '10m', memory: '64Mi' } },
               volumeMounts: mounts,
             },
           ],
@@ -304,27 +329,46 @@ export function deploymentManifest(
               ...pullPolicy,
               ports: [{ name: 'http', containerPort: spec.containerPort, protocol: 'TCP' }],
               env: Object.entries(spec.env).map(([k, v]) => ({ name: k, value: v })),
-              securityContext: containerSecurity,
+              securityContext: { ...containerSecurity, readOnlyRootFilesystem: true },
               resources: { limits: { cpu, memory }, requests: { cpu, memory } },
-              readinessProbe: probe(spec.probes.readiness.path),
-              livenessProbe: { ...probe(spec.probes.liveness.path), failureThreshold: 6 },
+              readinessProbe: probe(spec.probes.readiness),
+              livenessProbe: { ...probe(spec.probes.liveness), failureThreshold: 6 },
               // Slow first starts are not failures: the template's start timeout before liveness applies.
               startupProbe: {
-                ...probe((spec.probes.startup ?? spec.probes.liveness).path),
+                ...probe(spec.probes.startup ?? spec.probes.liveness),
                 periodSeconds: startupPeriodSeconds,
                 failureThreshold: Math.max(1, Math.ceil(spec.startTimeoutSeconds / startupPeriodSeconds)),
               },
-              volumeMounts: mounts,
+              // Writable: the workspace volume and the template's tmpfs folders; the rest is read-only.
+              volumeMounts: [...mounts, ...tmpfs.map(({ name: volume, path }) => ({ name: volume, mountPath: path }))],
             },
           ],
           volumes: [
             { name: 'workspace', persistentVolumeClaim: { claimName: name } },
             { name: 'rendered', secret: { secretName: name, defaultMode: 0o440 } },
+            // Memory-backed, emptied with the pod, counted against its memory limit as it fills.
+            ...tmpfs.map(({ name: volume }) => ({ name: volume, emptyDir: { medium: 'Memory', sizeLimit: `${TMPFS_MIB}Mi` } })),
           ],
         },
       },
     },
   };
+}
+
+/**
+ * The pod template's OWNED_CONFIG_ANNOTATION: a hash of the controller's fields of the rendered
+ * openclaw.json as data (key order and formatting do not count, so a re-render into a fresh
+ * folder after a controller restart restarts no pod).
+ */
+export function ownedConfigHash(content: Buffer): string {
+  let config: JsonObject = {};
+  try {
+    const parsed: unknown = JSON.parse(content.toString('utf8'));
+    if (typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)) config = parsed as JsonObject;
+  } catch {
+    // Not JSON: the seed would fail on it too; the hash of nothing still changes when it is fixed.
+  }
+  return stableHash(ownedProjection(config));
 }
 
 /**

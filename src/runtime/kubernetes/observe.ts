@@ -21,7 +21,7 @@ export const START_GRACE_MS = 30_000;
  * health check (the kubelet runs the probes):
  *
  *   being deleted                          -> removing
- *   parts missing (Secret, Service, PVC)   -> dead: the planner removes and recreates it
+ *   parts missing (Service, PVC, policy)   -> dead: the planner removes and recreates it
  *   spec.replicas 0                        -> exited (stopped; `start` scales it up)
  *   status not of the current generation   -> running, starting (conditions may be stale)
  *   ReplicaFailure or progress deadline,   -> running, unhealthy (the planner restarts it), or
