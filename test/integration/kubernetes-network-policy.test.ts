@@ -1,7 +1,7 @@
 import { CoreV1Api, NetworkingV1Api } from '@kubernetes/client-node';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { PLANS } from '../../src/domain/customer.js';
@@ -15,6 +15,7 @@ import { connectionAllowed, namespaceLabels, type Endpoint } from '../support/fa
 import { stubHealth, uniqueName } from '../support/fixtures.js';
 import { kitEnv, kitLabels, kitNetworkPolicies } from '../support/kube-kit.js';
 import { waitFor } from '../support/wait-for.js';
+import { renderMarkerPath } from '../../src/workspace/file-workspaces.js';
 
 /**
  * Each customer's NetworkPolicy and the kit's own, as behaviour: customers' pods made by the
@@ -74,16 +75,16 @@ describe("NetworkPolicies as behaviour: each customer's and the kit's", () => {
       kubeConfig: api.kitControllerConfig(NS),
       namespace: NS,
       extraLabels: { 'cloud.blytz.instance': instance },
-      network: customerNetwork(loadConfig({ BLYTZ_RUNTIME: 'kubernetes', ...env })),
+      // The kit gives the platform's model key as a file from its Secret; here, any value.
+      network: customerNetwork(loadConfig({ BLYTZ_RUNTIME: 'kubernetes', BLYTZ_ANTHROPIC_API_KEY: 'platform-key', ...env })),
     });
     const name = uniqueName('net');
     const dir = join(root, name);
     await mkdir(dir, { recursive: true });
     await writeFile(join(dir, 'openclaw.json'), '{}');
-    await writeFile(
-      join(dir, '.blytz-render.json'),
-      JSON.stringify({ contentHash: 'x', template: 't', files: ['openclaw.json'] }),
-    );
+    // The render's record lives beside the customer folders, out of the container's reach.
+    await mkdir(dirname(renderMarkerPath(dir)), { recursive: true });
+    await writeFile(renderMarkerPath(dir), JSON.stringify({ contentHash: 'x', template: 't', files: ['openclaw.json'] }));
     const spec: ContainerSpec = {
       customer: name,
       image: 'blytz/assistant:1',
@@ -185,7 +186,8 @@ describe("NetworkPolicies as behaviour: each customer's and the kit's", () => {
       kubeConfig: api.kitControllerConfig(NS),
       namespace: NS,
       extraLabels: { 'cloud.blytz.instance': 'gone' },
-      network: customerNetwork(loadConfig({ BLYTZ_RUNTIME: 'kubernetes', ...env })),
+      // The kit gives the platform's model key as a file from its Secret; here, any value.
+      network: customerNetwork(loadConfig({ BLYTZ_RUNTIME: 'kubernetes', BLYTZ_ANTHROPIC_API_KEY: 'platform-key', ...env })),
     });
     const terminating = () =>
       api
