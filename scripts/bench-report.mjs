@@ -25,6 +25,13 @@ if (machine) {
     '',
   );
 }
+// A benchmark run on its own (vitest run --project bench bench/<one>) leaves the other sections
+// as the last full run wrote them: a section is replaced only by a result with its title.
+const previous = existsSync('docs/benchmarks.md') ? sections(readFileSync('docs/benchmarks.md', 'utf8')) : new Map();
+const fresh = new Map(results.map((r) => [r.title, r]));
+for (const [title, text] of previous) {
+  if ((title !== 'Machine' || !machine) && !fresh.has(title)) lines.push(text.trimEnd(), '');
+}
 for (const r of results) {
   lines.push(`## ${r.title}`, '', `Measured ${r.machine.date}.`, '');
   if (r.method) lines.push(`How: ${r.method}`, '');
@@ -38,4 +45,12 @@ for (const r of results) {
   lines.push('');
 }
 writeFileSync('docs/benchmarks.md', lines.join('\n'));
+
+/** `## Title` -> the section's whole text, heading included, in the order they appear. */
+function sections(text) {
+  const found = new Map();
+  const parts = text.split(/^(?=## )/m).slice(1);
+  for (const part of parts) found.set(part.slice(3, part.indexOf('\n')).trim(), part);
+  return found;
+}
 console.log(`docs/benchmarks.md written from ${results.length} result file(s)`);
