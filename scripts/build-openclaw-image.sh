@@ -28,7 +28,8 @@ if [ ! -x "$PKG/node_modules/.bin/openclaw" ]; then
   rm -rf "$PKG" && mv "$PKG.partial" "$PKG"
 fi
 
-inputs_hash=$( (echo "$VERSION"; sha256sum "$NODE" "$BUSYBOX" scripts/build-openclaw-image.sh; \
+# Contents only (no paths): the same inputs in another checkout need no rebuild.
+inputs_hash=$( (echo "$VERSION"; sha256sum "$NODE" "$BUSYBOX" scripts/build-openclaw-image.sh | cut -d' ' -f1; \
   cat "$PKG/node_modules/.package-lock.json") | sha256sum | cut -c1-16)
 current=$(docker image inspect -f '{{ index .Config.Labels "cloud.blytz.image-hash" }}' "$IMAGE" 2>/dev/null || true)
 if [ "$current" = "$inputs_hash" ]; then
