@@ -2,6 +2,11 @@ import type { AddressInfo } from 'node:net';
 import { createServer, type Server as HttpServer } from 'node:http';
 import { hostname } from 'node:os';
 import { sql } from 'kysely';
+import { join } from 'node:path';
+import { RecordsBackupGate } from './backup/backup-gate.js';
+import { BackupReconciler } from './backup/backup-reconciler.js';
+import { FolderStateSource } from './backup/folder-state.js';
+import { selectArchiveStorage } from './backup/select-storage.js';
 import { StripeCheckout } from './billing/checkout.js';
 import { createStripeClient } from './billing/stripe-client.js';
 import type { Config } from './config.js';
@@ -20,6 +25,7 @@ import { adminApiRouter } from './http/admin-api.js';
 import { createHttpApp } from './http/app.js';
 import { createCaddyAskRouter } from './http/caddy-ask.js';
 import { createPagesRouter } from './http/pages.js';
+import { StatusError } from './http/admin-api.js';
 import { createPairingApiRouter } from './http/pairing-api.js';
 import { createPublicApiRouter } from './http/public-api.js';
 import { createRateLimitBackend } from './http/rate-limit.js';
@@ -38,6 +44,7 @@ import type { RouteTable } from './proxy/route-table.js';
 import { Policies } from './resilience/policies.js';
 import type { EventSource } from './runtime/runtime.js';
 import { kubeTarget, selectRuntime, type KubeTarget } from './runtime/select-runtime.js';
+import { BackupRecords, RestoreInProgressError } from './store/backup-records.js';
 import { BillingStore } from './store/billing-store.js';
 import { createChangeFeed } from './store/change-feed.js';
 import { CustomerStore } from './store/customer-store.js';
@@ -60,13 +67,19 @@ export interface RunningServer {
 const CONTROLLER_NAME = 'customer';
 const LEASE_NAME = 'blytz-controller';
 const PHASE_GAUGE_INTERVAL_MS = 15_000;
+/** The backup controller looks at every customer this often (schedules; a standby's API requests). */
+const BACKUP_RESYNC_SECONDS = 60;
+/**
+ * Owner of restored state folders: the uid:gid the customer containers run as (the templates'
+ * `user`). Only root can give files away; a developer running as that user owns them anyway.
+ */
+const CUSTOMER_OWNER = process.getuid?.() === 0 ? { uid: 1000, gid: 1000 } : undefined;
 
 export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
   ensurePrivateDir(config.BLYTZ_DATA_DIR);
-  const secretBox = new SecretBox(
-    loadSecretKey(config.BLYTZ_DATA_DIR, config.BLYTZ_SECRET_KEY),
-    parsePreviousKeys(config.BLYTZ_SECRET_KEY_PREVIOUS),
-  );
+  const secretKey = loadSecretKey(config.BLYTZ_DATA_DIR, config.BLYTZ_SECRET_KEY);
+  const previousKeys = parsePreviousKeys(config.BLYTZ_SECRET_KEY_PREVIOUS);
+  const secretBox = new SecretBox(secretKey, previousKeys);
   const adminToken = loadAdminToken(config.BLYTZ_DATA_DIR, config.BLYTZ_ADMIN_TOKEN);
 
   const database = await openDatabase({ databaseUrl: config.DATABASE_URL, dataDir: config.BLYTZ_DATA_DIR });
@@ -117,6 +130,20 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
           : {}),
       });
 
+    // Backups (src/backup/): records in the store, archives in BLYTZ_BACKUP_URL, its own controller.
+    const backupRecords = new BackupRecords(database);
+    const archiveStorage = selectArchiveStorage(config, policies.guard('backup'));
+    // Bound once the backup controller exists.
+    let wakeBackups: (name: string) => void = () => {};
+    const backupGate = new RecordsBackupGate({
+      records: backupRecords,
+      wakeBackups: (name) => wakeBackups(name),
+      storeProblem: () =>
+        policies.policy('backup').state === 'open'
+          ? `the backup store ${archiveStorage.description} is failing (circuit breaker open); retrying`
+          : undefined,
+    });
+
     const cache = new WorldCache();
     const rollouts = new Rollouts({
       database,
@@ -149,6 +176,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       retentionMs: config.BLYTZ_RETENTION_DAYS * 86_400_000,
       cache,
       rollouts,
+      backups: backupGate,
       onRolloutProgress: () => {
         void rollouts
           .waitingCustomers(64)
@@ -249,6 +277,47 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       controller.enqueue(name);
     };
 
+    // The backup controller: its own queue and workers (an upload never holds up a reconcile),
+    // leading together with the customer controller.
+    const stateSource =
+      config.BLYTZ_RUNTIME === 'docker'
+        ? new FolderStateSource({
+            customersDir: join(config.BLYTZ_DATA_DIR, 'customers'),
+            workDir: join(config.BLYTZ_DATA_DIR, 'backup-work'),
+            owner: CUSTOMER_OWNER,
+          })
+        : undefined;
+    const backupReconciler = stateSource
+      ? new BackupReconciler({
+          records: backupRecords,
+          store,
+          storage: archiveStorage,
+          state: stateSource,
+          runtime,
+          keys: { current: secretKey, all: [secretKey, ...previousKeys] },
+          workDir: join(config.BLYTZ_DATA_DIR, 'backup-work'),
+          policyOverrides: { scheduleSeconds: config.BLYTZ_BACKUP_SCHEDULE_SECONDS, keep: config.BLYTZ_BACKUP_KEEP },
+          metrics,
+          logger: logger.child({ controller: 'backup' }),
+          wakeCustomer: (name) => wake(name),
+        })
+      : undefined;
+    const backupController = backupReconciler
+      ? new Controller({
+          name: 'backup',
+          reconcile: (name, signal) => backupReconciler.reconcile(name, signal),
+          listKeys: () => backupReconciler.listKeys(() => store.listNames()),
+          workers: config.BLYTZ_BACKUP_WORKERS,
+          resyncSeconds: BACKUP_RESYNC_SECONDS,
+          // A whole archive of a large state folder through a slow store.
+          reconcileTimeoutMs: 60 * 60_000,
+          ...(elector ? { leadership: elector } : {}),
+          metrics,
+          logger,
+        })
+      : undefined;
+    wakeBackups = (name) => backupController?.enqueue(name);
+
     const health = new HealthChecks();
     health.add('database', () => pingDatabase(database));
     health.add(selected.healthName, () => runtime.ping());
@@ -298,6 +367,42 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
             return controller.reconcileNow(name);
           },
           config,
+          backups: {
+            list: (customer) => backupRecords.list(customer),
+            get: (id) => backupRecords.get(id),
+            create: async (customer) => {
+              if (!(await store.get(customer))) return undefined;
+              const backup = await backupRecords.request(customer, 'manual');
+              wakeBackups(customer);
+              return backup;
+            },
+            restores: (customer) => backupRecords.listRestores(customer),
+            getRestore: (id) => backupRecords.getRestore(id),
+            restore: async (id, customer) => {
+              const backup = await backupRecords.get(id);
+              if (backup?.state !== 'succeeded')
+                throw new StatusError(
+                  409,
+                  'Conflict',
+                  `backup ${id} is ${backup?.state ?? 'missing'}: only a succeeded backup can be restored`,
+                );
+              if (!(await store.get(customer)))
+                throw new StatusError(
+                  404,
+                  'NotFound',
+                  `customer ${customer} not found: create it first (blytz apply), then restore into it`,
+                );
+              try {
+                const restore = await backupRecords.requestRestore(id, customer);
+                wakeBackups(customer);
+                wake(customer);
+                return restore;
+              } catch (error) {
+                if (error instanceof RestoreInProgressError) throw new StatusError(409, 'Conflict', error.message);
+                throw error;
+              }
+            },
+          },
           rollouts: {
             list: () => rollouts.list(),
             act: async (action) => {
@@ -328,6 +433,10 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     }
     await controller.start();
     stoppers.unshift(() => controller.stop());
+    if (backupController) {
+      await backupController.start();
+      stoppers.unshift(() => backupController.stop());
+    }
 
     const phaseTimer = setInterval(() => void updatePhaseGauge(database, metrics).catch(() => {}), PHASE_GAUGE_INTERVAL_MS);
     phaseTimer.unref();

@@ -1,3 +1,5 @@
+import type { BackupItem, RestoreItem } from './backup.js';
+import { formatBytes } from './backup.js';
 import type { CustomerEventObject, CustomerObject } from './client.js';
 import { ageSince, formatFields, formatTable, NONE } from './format.js';
 
@@ -5,7 +7,12 @@ import { ageSince, formatFields, formatTable, NONE } from './format.js';
  * `blytz describe customer NAME`: everything an operator needs to see why a customer is (not)
  * ready, laid out like `kubectl describe`. Secrets appear only as "set"/"not set".
  */
-export function describeCustomer(customer: CustomerObject, events: CustomerEventObject[], now: Date): string {
+export function describeCustomer(
+  customer: CustomerObject,
+  events: CustomerEventObject[],
+  now: Date,
+  backups?: { items: BackupItem[]; restores: RestoreItem[] },
+): string {
   const { metadata, spec, status } = customer;
   const labels = Object.entries(metadata.labels ?? {}).map(([k, v]) => `${k}=${v}`);
   const sections: string[] = [];
@@ -89,6 +96,8 @@ export function describeCustomer(customer: CustomerObject, events: CustomerEvent
       ),
   );
 
+  if (backups) sections.push(describeBackups(backups.items, backups.restores, now));
+
   sections.push(
     events.length === 0
       ? `Events:  ${NONE}`
@@ -100,6 +109,32 @@ export function describeCustomer(customer: CustomerObject, events: CustomerEvent
           ),
   );
   return `${sections.join('\n')}\n`;
+}
+
+/** The newest good backup and its age, the newest attempt when it is not that one, a restore in flight. */
+function describeBackups(items: BackupItem[], restores: RestoreItem[], now: Date): string {
+  const good = items.find((b) => b.state === 'succeeded');
+  const newest = items[0];
+  const restore = restores.find((r) => r.step !== 'succeeded' && r.step !== 'failed') ?? restores[0];
+  const fields: Array<[string, string]> = [
+    [
+      'Last Backup',
+      good?.finishedAt
+        ? `${good.id} (${good.reason}) ${good.finishedAt} (${ageSince(good.finishedAt, now)} ago), ${formatBytes(good.sizeBytes ?? 0)}, OpenClaw ${good.openclawVersion ?? 'unknown'}`
+        : NONE,
+    ],
+  ];
+  if (newest && newest !== good)
+    fields.push([
+      'Newest Attempt',
+      `${newest.id} (${newest.reason}) ${newest.state}${newest.message ? `: ${newest.message}` : ''}`,
+    ]);
+  if (restore)
+    fields.push([
+      'Restore',
+      `${restore.id} of backup ${restore.backupId}: ${restore.step}${restore.message ? ` (${restore.message})` : ''}`,
+    ]);
+  return `Backups:\n${formatFields(fields, '  ')}`;
 }
 
 /** kubectl's "3m (x5 over 10m)" for repeated events. */

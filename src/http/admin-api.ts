@@ -4,6 +4,7 @@ import type { Config } from '../config.js';
 import { customerNameSchema, KIND, parseManifest, toManifest, ValidationError, type FieldError } from '../domain/customer.js';
 import type { CustomerStore } from '../store/customer-store.js';
 import { ConflictError } from '../store/errors.js';
+import { registerBackupRoutes, type BackupApi } from './backup-api.js';
 import { registerRolloutRoutes, type RolloutApi } from './rollout-api.js';
 
 /**
@@ -47,6 +48,8 @@ export interface AdminApiDeps {
   config?: IntegrationConfig | undefined;
   /** When given, `.../rollouts` shows and steers fleet rollouts. */
   rollouts?: RolloutApi | undefined;
+  /** When given, `.../backups` and `.../restores` (see backup-api.ts). */
+  backups?: BackupApi | undefined;
 }
 
 export type StatusReason =
@@ -211,6 +214,7 @@ export function adminApiRouter(deps: AdminApiDeps): Router {
   });
 
   if (deps.rollouts) registerRolloutRoutes(router, ADMIN_API_PREFIX, deps.rollouts);
+  if (deps.backups) registerBackupRoutes(router, ADMIN_API_PREFIX, deps.backups);
 
   router.use(ADMIN_API_PREFIX, () => {
     throw new StatusError(404, 'NotFound', 'the server could not find the requested resource');

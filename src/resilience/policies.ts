@@ -26,7 +26,7 @@ import { isTransient, isTransientDocker, isTransientStripe, type TransientClassi
  * an open breaker fails fast with CircuitOpenError (a DependencyError) without calling out.
  */
 
-export const DEPENDENCIES = ['stripe', 'telegram', 'docker', 'caddy', 'kubernetes'] as const;
+export const DEPENDENCIES = ['stripe', 'telegram', 'docker', 'caddy', 'kubernetes', 'backup'] as const;
 export type Dependency = (typeof DEPENDENCIES)[number];
 
 export type BreakerState = 'closed' | 'halfOpen' | 'open';
@@ -55,7 +55,8 @@ export interface PolicyOptions {
 /**
  * Why these numbers: Docker is local, but `stop` waits out the container's grace period, so its
  * timeout is generous; Caddy is local and fast; Stripe and Telegram are remote and rate limited,
- * so they back off longer and stay open longer; the Kubernetes API is usually in-cluster.
+ * so they back off longer and stay open longer; the Kubernetes API is usually in-cluster; the
+ * backup store moves whole archives.
  */
 export const DEFAULT_POLICIES: Readonly<Record<Dependency, PolicyOptions>> = {
   docker: {
@@ -101,6 +102,18 @@ export const DEFAULT_POLICIES: Readonly<Record<Dependency, PolicyOptions>> = {
     maxDelayMs: 3_000,
     failureThreshold: 5,
     halfOpenAfterMs: 10_000,
+    isTransient,
+  },
+  // The backup archive store (a local folder, or S3): uploads are large, so each attempt may take
+  // long (an upload passes its own longer timeout); a store that is down opens the breaker after
+  // three failed backups, and one trial goes through every 30 s.
+  backup: {
+    timeoutMs: 60_000,
+    retries: 2,
+    minDelayMs: 500,
+    maxDelayMs: 5_000,
+    failureThreshold: 3,
+    halfOpenAfterMs: 30_000,
     isTransient,
   },
 };
@@ -251,6 +264,7 @@ export class Policies {
       docker: make('docker'),
       caddy: make('caddy'),
       kubernetes: make('kubernetes'),
+      backup: make('backup'),
     };
   }
 

@@ -6,6 +6,7 @@ import * as m0002 from './migrations/0002-billing.js';
 import * as m0003 from './migrations/0003-rollouts.js';
 import * as m0004 from './migrations/0004-next-port.js';
 import * as m0005 from './migrations/0005-model-key-secret-ref.js';
+import * as m0007 from './migrations/0007-backups.js';
 
 /** Every migration, in order. New ones are appended; applied ones are never edited. */
 const MIGRATIONS: Record<string, Migration> = {
@@ -14,6 +15,8 @@ const MIGRATIONS: Record<string, Migration> = {
   '0003-rollouts': m0003,
   '0004-next-port': m0004,
   '0005-model-key-secret-ref': m0005,
+  // 0006 (security), 0008 (model gateway) and 0009 (first hour) come from other branches.
+  '0007-backups': m0007,
 };
 
 // Any fixed number: two processes migrating at once queue on it.

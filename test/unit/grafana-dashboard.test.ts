@@ -63,6 +63,11 @@ const CONTRACT_METRICS = [
   // Fleet rollouts (issue 11).
   'blytz_rollout_customers',
   'blytz_rollout_paused',
+  // Backups (issue 20).
+  'blytz_backup_last_success_timestamp_seconds',
+  'blytz_backup_schedule_seconds',
+  'blytz_backup_duration_seconds',
+  'blytz_backup_size_bytes',
 ];
 
 const ownMetrics = new Metrics({ defaultMetrics: false });

@@ -201,6 +201,7 @@ describe('circuit breaker', () => {
       docker: 'closed',
       caddy: 'closed',
       kubernetes: 'closed',
+      backup: 'closed',
     });
     expect(await breakerGauge(metrics, 'caddy')).toBe(0);
 

@@ -1,3 +1,4 @@
+import type { BackupGate } from '../../backup/backup-gate.js';
 import type { Customer, CustomerStatus } from '../../domain/customer.js';
 import { canonicalJson } from '../../domain/canonical-json.js';
 import { customerHost } from '../../domain/naming.js';
@@ -40,6 +41,11 @@ export interface CustomerReconcilerDeps {
   onRolloutProgress?: () => void;
   /** How restarts of a container that stays unhealthy are spaced (default: 30 s doubling to 5 min). */
   restartBackoff?: RestartBackoffOptions;
+  /**
+   * Backups (src/backup/): a restore holds the customer stopped; a fleet rollout and the purge
+   * wait for a backup first; a failed update puts back the state from before it.
+   */
+  backups?: BackupGate;
 }
 
 export interface ReconcileOutcome {
@@ -110,7 +116,10 @@ export class CustomerReconciler {
     const { store } = this.#deps;
     const started = this.#now();
     const cached = this.#deps.cache?.take(name);
-    const view = cached ? cached.view : await store.reconcileView(name);
+    let view = cached ? cached.view : await store.reconcileView(name);
+    // A restore replacing the customer's state holds it as if suspended: stopped, page shown.
+    const hold = view?.customer.spec.state === 'active' ? await this.#deps.backups?.holdOf(name) : undefined;
+    if (view && hold) view = { ...view, customer: { ...view.customer, spec: { ...view.customer.spec, state: 'suspended' } } };
     const customer = view?.customer;
     let resolved: ResolvedCustomer | undefined;
     if (view && customer) {
@@ -138,8 +147,24 @@ export class CustomerReconciler {
     // A fleet-wide change (same own inputs, other spec hash) waits for its rollout's slot; a
     // customer the rollout sends back gets its previous image.
     let admission: Admission | undefined;
+    let backupWait: string | undefined;
     const rollouts = this.#deps.rollouts;
-    if (rollouts && view && customer && resolved?.fleet && customer.spec.state === 'active' && !customer.spec.paused) {
+    // The rollout touches no customer before its state is backed up (the wait says why).
+    const outdated =
+      rollouts && this.#deps.backups && resolved?.fleet && customer?.spec.state === 'active' && !customer.spec.paused
+        ? fleetChangeOf(resolved.desired, observed)
+        : undefined;
+    if (outdated?.specHash && resolved)
+      backupWait = await this.#deps.backups?.beforeUpdate(name, outdated.specHash, resolved.desired.specHash);
+    if (
+      rollouts &&
+      view &&
+      customer &&
+      resolved?.fleet &&
+      !backupWait &&
+      customer.spec.state === 'active' &&
+      !customer.spec.paused
+    ) {
       const change = fleetChangeOf(resolved.desired, observed);
       const { fleet } = resolved;
       admission = await rollouts.admit({
@@ -164,7 +189,7 @@ export class CustomerReconciler {
       observed,
       now: this.#now(),
       retentionMs: this.#deps.retentionMs,
-      recreateAllowed: admission?.recreateAllowed ?? true,
+      recreateAllowed: backupWait ? false : (admission?.recreateAllowed ?? true),
       upstreamOf: this.#upstreamOf,
       sideBySide: this.#deps.runtime.sideBySide === true,
     });
@@ -177,6 +202,7 @@ export class CustomerReconciler {
       await this.#writeStatus(customer, resolved, observed, undefined, result.note);
       return {};
     }
+    const backupCondition = backupWait ? { reason: 'WaitingForBackup', message: backupWait } : undefined;
 
     const converged = isConverged(customer);
     let failure: { reason: string; message: string; terminal: boolean } | undefined;
@@ -187,7 +213,7 @@ export class CustomerReconciler {
     if (result.actions.length > 0) this.invalidate(name);
     try {
       const outcome = await this.#execute(name, result.actions, resolved, signal, converged);
-      waitNote = outcome.waitNote;
+      waitNote = outcome.waitNote ?? hold;
       restartHeldUntil = outcome.restartHeldUntil;
     } catch (error) {
       if (signal.aborted) throw abortReason(signal);
@@ -206,7 +232,7 @@ export class CustomerReconciler {
     const after = result.actions.length > 0 ? await this.#observe(name) : observed;
     const status = await this.#writeStatus(customer, resolved, after, failure, waitNote, {
       heldHash: result.waitingForRollout?.heldHash,
-      rollout: admission?.condition,
+      rollout: admission?.condition ?? backupCondition,
     });
     this.#trackProvisioning(customer, status, started);
 
@@ -220,7 +246,15 @@ export class CustomerReconciler {
         healthMessage: target?.healthMessage,
       });
       if (progress.freed) this.#deps.onRolloutProgress?.();
-      // A failed update goes back to the previous image at once.
+      // A failed update goes back to the previous image at once, and to the state from before it
+      // (the new version may have migrated it into a shape the old one cannot read).
+      const entry = admission.entry;
+      if (progress.failed && entry.fromHash && this.#deps.backups)
+        await this.#deps.backups
+          .restoreBeforeUpdate(name, entry.fromHash, entry.toHash)
+          .catch((error: unknown) =>
+            this.#deps.logger.warn({ customer: name, err: error }, 'could not ask for the pre-update state back'),
+          );
       if (progress.failed && !failure) return { requeueAfterMs: 50 };
     }
 
@@ -234,6 +268,7 @@ export class CustomerReconciler {
       const held = restartHeldUntil === undefined ? 0 : Math.min(restartHeldUntil - this.#now(), HELD_RESTART_LOOK_MS);
       return { requeueAfterMs: Math.max(held, WAIT_FOR_HEALTH_MS) };
     }
+    if (backupWait) return { requeueAfterMs: ROLLOUT_WAIT_MS };
     if (admission && !admission.recreateAllowed) {
       return {
         requeueAfterMs: admission.rollout?.state === 'paused' || admission.rollout?.undone ? ROLLOUT_PAUSED_MS : ROLLOUT_WAIT_MS,
@@ -384,10 +419,14 @@ export class CustomerReconciler {
           await runtime.adopt(id, name);
           break;
         }
-        case 'removeWorkspace':
+        case 'removeWorkspace': {
+          // The last copy first: the purge waits for a backup of the folder it deletes.
+          const wait = await this.#deps.backups?.beforePurge(name);
+          if (wait) return { waitNote: wait };
           await workspaces.remove(name);
           await event('Normal', 'WorkspacePurged', 'workspace deleted after the retention period');
           break;
+        }
         case 'markDeleted':
           await store.markDeleted(name);
           break;
