@@ -98,8 +98,12 @@ export class BackupReconciler {
       await records.requeueAbandoned(abandoned.id, MAX_ATTEMPTS, 'the controller stopped while taking it; taken again');
     }
 
-    const restore = await records.activeRestore(name);
-    if (restore) return this.#restore(restore, customer, signal);
+    // A restore goes step by step, each recorded before the next; straight on while they are quick.
+    for (let restore = await records.activeRestore(name); restore; restore = await records.activeRestore(name)) {
+      if (signal.aborted) throw abortReason(signal);
+      const outcome = await this.#restore(restore, customer, signal);
+      if (outcome.requeueAfterMs !== 0) return outcome;
+    }
 
     // Due on schedule: asked for like any other backup, then taken below.
     const policy = customer ? this.policyOf(customer) : undefined;
