@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { RecordsBackupGate } from './backup/backup-gate.js';
 import { BackupReconciler } from './backup/backup-reconciler.js';
 import { FolderStateSource } from './backup/folder-state.js';
+import { isTransientS3 } from './backup/s3-storage.js';
 import { selectArchiveStorage } from './backup/select-storage.js';
 import { StripeCheckout } from './billing/checkout.js';
 import { createStripeClient } from './billing/stripe-client.js';
@@ -93,7 +94,11 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     if (applied.length > 0) logger.info({ applied }, 'database migrated');
 
     const metrics = new Metrics();
-    const policies = new Policies({ metrics, logger, overrides: { caddy: { isTransient: isTransientCaddy } } });
+    const policies = new Policies({
+      metrics,
+      logger,
+      overrides: { caddy: { isTransient: isTransientCaddy }, backup: { isTransient: isTransientS3 } },
+    });
     const store = new CustomerStore(database, secretBox);
     const ports = new PortReservations(database, config.BLYTZ_PORT_RANGE);
     // The cluster, loaded once and only when something runs on or reads from Kubernetes.

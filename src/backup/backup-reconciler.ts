@@ -1,4 +1,4 @@
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Customer } from '../domain/customer.js';
 import type { Logger } from '../observability/logger.js';
@@ -74,6 +74,8 @@ export class BackupReconciler {
   readonly #now: () => number;
   /** Backups this process is taking right now (a `running` row not here was abandoned). */
   readonly #running = new Set<number>();
+  /** Whether the work folder was cleared of what a killed process left in it. */
+  #swept = false;
 
   constructor(deps: BackupReconcilerDeps) {
     this.#deps = deps;
@@ -92,6 +94,10 @@ export class BackupReconciler {
 
   async reconcile(name: string, signal: AbortSignal): Promise<BackupOutcome> {
     const { records } = this.#deps;
+    if (!this.#swept) {
+      this.#swept = true;
+      await this.#sweepWorkDir();
+    }
     const customer = await this.#deps.store.get(name);
     let backups = await records.list(name, 500);
     for (const abandoned of backups.filter((b) => b.state === 'running' && !this.#running.has(b.id))) {
@@ -209,6 +215,20 @@ export class BackupReconciler {
     } finally {
       this.#running.delete(backup.id);
       await rm(file, { force: true });
+    }
+  }
+
+  /**
+   * Archives and snapshot copies a killed process was writing (`upload-*`, `staging-*` of other
+   * processes). Restore folders are left alone: their restore's steps own them.
+   */
+  async #sweepWorkDir(): Promise<void> {
+    const names = await readdir(this.#deps.workDir).catch(() => [] as string[]);
+    const mine = (entry: string) =>
+      entry.startsWith(`staging-${process.pid}-`) || entry.endsWith(`-${process.pid}${ARCHIVE_SUFFIX}`);
+    for (const entry of names) {
+      if ((entry.startsWith('upload-') || entry.startsWith('staging-')) && !mine(entry))
+        await rm(join(this.#deps.workDir, entry), { recursive: true, force: true });
     }
   }
 

@@ -24,7 +24,7 @@ export class LocalArchiveStorage implements ArchiveStorage {
     return join(this.#root, ...checkKey(key).split('/'));
   }
 
-  async put(key: string, path: string): Promise<void> {
+  async put(key: string, path: string, _sizeBytes?: number): Promise<void> {
     const target = this.#path(key);
     await mkdir(dirname(target), { recursive: true, mode: 0o700 });
     const temp = `${target}.partial-${process.pid}`;

@@ -71,7 +71,7 @@ export class S3ArchiveStorage implements ArchiveStorage {
     return this.#options.prefix ? `${this.#options.prefix}/${key}` : key;
   }
 
-  async put(key: string, path: string): Promise<void> {
+  async put(key: string, path: string, _sizeBytes?: number): Promise<void> {
     await this.#options.guard(
       'put',
       async (signal) => {
