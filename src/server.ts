@@ -193,7 +193,9 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
 
     const feed = createChangeFeed(database, logger);
     const sources: EventSource[] = [
-      invalidating(changeFeedSource(feed), invalidate),
+      // A customer's spec change also wakes the backup controller (a new customer's first
+      // backup, a plan's other schedule) instead of waiting for its resync.
+      invalidating(alsoWaking(changeFeedSource(feed), (name) => wakeBackups(name)), invalidate),
       invalidating(
         new RouteSweep({
           table: routes,
@@ -476,6 +478,21 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     await stopAll();
     throw error;
   }
+}
+
+/** The source, whose every named event also goes to `wake`. */
+function alsoWaking(source: EventSource, wake: (name: string) => void): EventSource {
+  return {
+    start: (sink) =>
+      source.start({
+        enqueue: (name) => {
+          sink.enqueue(name);
+          wake(name);
+        },
+        resync: (reason) => sink.resync(reason),
+      }),
+    stop: () => source.stop(),
+  };
 }
 
 async function pingDatabase(database: DatabaseHandle): Promise<void> {

@@ -23,7 +23,11 @@ export interface RecordsGateDeps {
   wakeBackups: (customer: string) => void;
   /** Why backups cannot be taken now, when the store's breaker says so (for the wait message). */
   storeProblem?: () => string | undefined;
+  now?: () => number;
 }
+
+/** A backup a rollout or the purge waits for, failed for good, is asked for again after this. */
+const FAILED_REST_MS = 30_000;
 
 const HOLDING_STEPS = new Set(['pending', 'stopping', 'fetching', 'swapping']);
 
@@ -69,9 +73,15 @@ export class RecordsBackupGate implements BackupGate {
   }
 
   async #ensure(customer: string, reason: 'pre-update' | 'pre-purge', ref: string, what: string): Promise<string | undefined> {
-    const backup = await this.#deps.records.request(customer, reason, ref);
-    if (backup.state === 'succeeded') return undefined;
-    this.#deps.wakeBackups(customer);
+    const now = (this.#deps.now ?? Date.now)();
+    let backup = await this.#deps.records.findByRef(customer, reason, ref);
+    if (backup?.state === 'succeeded') return undefined;
+    // Asked for (again, once one that failed for good has rested): the backup controller takes it.
+    const rested = backup?.state === 'failed' && now - (backup.finishedAt?.getTime() ?? 0) >= FAILED_REST_MS;
+    if (!backup || rested) {
+      backup = await this.#deps.records.request(customer, reason, ref, now);
+      this.#deps.wakeBackups(customer);
+    }
     const problem = this.#deps.storeProblem?.();
     const last = backup.message ? `; last attempt: ${backup.message}` : '';
     return `${what} (backup ${backup.id}, ${backup.state}${problem ? `; ${problem}` : ''}${last})`;

@@ -105,10 +105,16 @@ export class BackupReconciler {
     }
 
     // A restore goes step by step, each recorded before the next; straight on while they are quick.
+    // Once the assistant is starting on the restored state the customer is no longer held, and
+    // backups go on meanwhile (a rollout may wait for one before it restarts the customer).
+    let restoreLook: number | undefined;
     for (let restore = await records.activeRestore(name); restore; restore = await records.activeRestore(name)) {
       if (signal.aborted) throw abortReason(signal);
       const outcome = await this.#restore(restore, customer, signal);
-      if (outcome.requeueAfterMs !== 0) return outcome;
+      if (outcome.requeueAfterMs === 0) continue;
+      if (restore.step !== 'starting') return outcome;
+      restoreLook = outcome.requeueAfterMs;
+      break;
     }
 
     // Due on schedule: asked for like any other backup, then taken below.
@@ -134,11 +140,13 @@ export class BackupReconciler {
     if (policy) await this.#prune(policy, backups);
     this.#updateMetrics(name, customer, policy, backups);
 
-    if (failedAttempt) return { requeueAfterMs: RETRY_AFTER_MS };
-    if (!policy || !live) return {};
+    const look = (ms: number | undefined): BackupOutcome =>
+      ms === undefined && restoreLook === undefined ? {} : { requeueAfterMs: Math.min(ms ?? Infinity, restoreLook ?? Infinity) };
+    if (failedAttempt) return look(RETRY_AFTER_MS);
+    if (!policy || !live) return look(undefined);
     const due = nextScheduledAt(policy, backups, customer.createdAt.getTime());
-    if (due === undefined) return { requeueAfterMs: RETRY_AFTER_MS };
-    return { requeueAfterMs: Math.min(Math.max(due - this.#now(), 1000), MAX_LOOK_MS) };
+    if (due === undefined) return look(RETRY_AFTER_MS);
+    return look(Math.min(Math.max(due - this.#now(), 1000), MAX_LOOK_MS));
   }
 
   /** Takes one pending backup; false when the attempt failed (it is retried or failed for good). */
@@ -210,7 +218,9 @@ export class BackupReconciler {
         'BackupFailed',
         `backup ${backup.id} (${backup.reason}) ${after === 'failed' ? 'failed' : 'attempt failed, retrying'}: ${message}`,
       );
-      this.#deps.wakeCustomer(backup.customer);
+      // A customer waiting for this backup hears of it once it failed for good (its status says
+      // why it waits meanwhile); not on every attempt, which would only wake the backup again.
+      if (after === 'failed') this.#deps.wakeCustomer(backup.customer);
       return false;
     } finally {
       this.#running.delete(backup.id);

@@ -274,6 +274,8 @@ export class CustomerReconciler {
         requeueAfterMs: admission.rollout?.state === 'paused' || admission.rollout?.undone ? ROLLOUT_PAUSED_MS : ROLLOUT_WAIT_MS,
       };
     }
+    // The purge waits for its last backup; the backup's end wakes it, this is the safety net.
+    if (customer.spec.state === 'cancelled' && waitNote && after.workspace.exists) return { requeueAfterMs: ROLLOUT_PAUSED_MS };
     if (customer.spec.state === 'cancelled' && customer.cancelledAt) {
       const purgeIn = customer.cancelledAt.getTime() + this.#deps.retentionMs - this.#now();
       if (purgeIn > 0 && after.workspace.exists) return { requeueAfterMs: Math.min(purgeIn, MAX_PURGE_WAIT_MS) };
