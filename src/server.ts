@@ -195,7 +195,10 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     const sources: EventSource[] = [
       // A customer's spec change also wakes the backup controller (a new customer's first
       // backup, a plan's other schedule) instead of waiting for its resync.
-      invalidating(alsoWaking(changeFeedSource(feed), (name) => wakeBackups(name)), invalidate),
+      invalidating(
+        alsoWaking(changeFeedSource(feed), (name) => wakeBackups(name)),
+        invalidate,
+      ),
       invalidating(
         new RouteSweep({
           table: routes,
