@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 # Test database (created by scripts/services.sh postgres).
 export BLYTZ_TEST_DATABASE_URL ?= postgres://blytz:blytz@127.0.0.1:5432/blytz
 
-.PHONY: all tools deps build run test test-unit test-integration chaos services test-image lint typecheck bench clean
+.PHONY: all tools deps build run test test-unit test-integration chaos services test-image openclaw-image lint typecheck bench clean
 
 all: build
 
@@ -25,7 +25,7 @@ build: deps
 # The server on the embedded database. As root it first makes sure a Docker engine and Caddy
 # answer (scripts/services.sh), so /readyz is green on a bare machine.
 run: build
-	@if [ "$$(id -u)" = 0 ]; then scripts/services.sh docker caddy image; else echo "[run] not root: start Docker and Caddy yourself (see README)"; fi
+	@if [ "$$(id -u)" = 0 ]; then scripts/services.sh docker caddy image openclaw; else echo "[run] not root: start Docker and Caddy yourself (see README)"; fi
 	bin/blytz serve
 
 services:
@@ -33,6 +33,11 @@ services:
 
 test-image:
 	scripts/services.sh image
+
+# The real customer image, ghcr.io/openclaw/openclaw:<version in src/domain/openclaw.ts>, built
+# from the npm package without a registry (the upstream tag, so production pulls the same name).
+openclaw-image: tools
+	scripts/services.sh openclaw
 
 typecheck: deps
 	tsc -p tsconfig.json --noEmit

@@ -1,6 +1,14 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
+/** Code that must stay pure: no I/O, no clock, no adapters (the rule at the end holds the imports). */
+export const PURE_FILES = [
+  'src/domain/**/*.ts',
+  'src/controller/customer/plan.ts',
+  'src/controller/customer/status.ts',
+  'src/controller/rollout/gate.ts',
+];
+
 export default tseslint.config(
   { ignores: ['dist/', 'node_modules/', '.tools/', 'data/', 'test-results/', 'coverage/'] },
   js.configs.recommended,
@@ -16,12 +24,35 @@ export default tseslint.config(
     },
   },
   {
-    // The planner and domain stay pure: no adapters, no I/O libraries.
-    files: ['src/domain/**/*.ts', 'src/controller/customer/plan.ts'],
+    // The pure parts (the domain, the planner, status, the rollout gate) stay pure: no I/O
+    // libraries, no adapter implementations, no I/O parts of the controller, whatever the depth
+    // of the import (interface files such as runtime/runtime.ts and proxy/route-table.ts are fine).
+    // test/unit/lint-boundaries.test.ts proves the rule fires.
+    files: PURE_FILES,
     rules: {
       'no-restricted-imports': [
         'error',
-        { patterns: ['dockerode', 'pg', 'kysely', 'express', 'node:fs*', '../store/*', '../runtime/docker/*', '../proxy/caddy/*'] },
+        {
+          patterns: [
+            {
+              group: ['dockerode', 'pg', 'kysely', 'express', 'stripe', 'pino', 'prom-client', '@kubernetes/*', '@electric-sql/*', 'node:*'],
+              allowImportNames: ['createHash'],
+              message: 'pure code does no I/O: no I/O library or node: module (createHash for stable hashes only)',
+            },
+            {
+              regex: [
+                // Adapters and the outer layers, at any depth.
+                '(^|/)(store|http|cli|billing|telegram|workspace|observability|resilience|kubernetes)/',
+                // Implementations under runtime/ and proxy/ (their interface files sit at the folder's root).
+                '(^|/)(runtime|proxy)/[^/]+/',
+                // The controller's parts that do I/O, from wherever they are imported.
+                '(^|/)(server|controller|change-feed-source|reconciler|execute|observe|desired|pairing|rollouts)\\.js$',
+              ].join('|'),
+              message:
+                'pure code imports only the domain, interface files (runtime/runtime.ts, proxy/route-table.ts) and other pure code',
+            },
+          ],
+        },
       ],
     },
   },

@@ -9,7 +9,7 @@ IMAGE=${1:-blytz/assistant-stub:dev}
 BUSYBOX=${BUSYBOX:-/bin/busybox}
 [ -x "$BUSYBOX" ] || { echo "build-test-image: $BUSYBOX missing (apt-get install busybox-static)" >&2; exit 1; }
 
-inputs_hash=$( (sha256sum "$BUSYBOX" test/image/openclaw-stub.sh scripts/build-test-image.sh) | sha256sum | cut -c1-16)
+inputs_hash=$( (sha256sum "$BUSYBOX" test/image/openclaw-stub.sh test/image/stub-start.sh scripts/build-test-image.sh) | sha256sum | cut -c1-16)
 current=$(docker image inspect -f '{{ index .Config.Labels "cloud.blytz.stub-hash" }}' "$IMAGE" 2>/dev/null || true)
 if [ "$current" = "$inputs_hash" ]; then
   echo "[image] $IMAGE up to date" >&2
@@ -26,17 +26,18 @@ for applet in $("$BUSYBOX" --list); do
   [ "$applet" = busybox ] || ln -s busybox "$root/bin/$applet"
 done
 install -m 0755 test/image/openclaw-stub.sh "$root/bin/openclaw"
+install -m 0755 test/image/stub-start.sh "$root/bin/stub-start"
 printf 'root:x:0:0:root:/root:/bin/sh\nnode:x:1000:1000:node:/home/node:/bin/sh\n' > "$root/etc/passwd"
 printf 'root:x:0:\nnode:x:1000:\n' > "$root/etc/group"
 chown -R 1000:1000 "$root/home/node"
 
-# PORT lets a test run a second instance on another port; the workspace is served as the web root.
+# PORT lets a test run a second instance on another port; stub-start serves the probes and the workspace.
 tar -C "$root" -c . | docker import \
   --change 'USER 1000:1000' \
   --change 'ENV PORT=18789 OPENCLAW_HOME=/home/node/.openclaw' \
   --change 'EXPOSE 18789' \
   --change 'WORKDIR /home/node' \
   --change "LABEL cloud.blytz.stub-hash=$inputs_hash" \
-  --change 'CMD ["/bin/sh", "-c", "exec httpd -f -p \"$PORT\" -h \"$OPENCLAW_HOME/workspace\""]' \
+  --change 'CMD ["/bin/stub-start"]' \
   - "$IMAGE" >/dev/null
 echo "[image] built $IMAGE" >&2

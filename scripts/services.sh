@@ -3,7 +3,7 @@
 # PostgreSQL, a Docker engine, Caddy, an S3-protocol server, plus the local customer stand-in image.
 # Idempotent: every step checks first and only acts when something is not already answering.
 #
-#   scripts/services.sh [postgres|docker|caddy|s3|image|tools|all]...
+#   scripts/services.sh [postgres|docker|caddy|s3|image|openclaw|tools|all]...
 #
 # Needs root (it installs Debian packages and starts daemons).
 set -euo pipefail
@@ -141,6 +141,14 @@ build_image() {
   scripts/build-test-image.sh
 }
 
+# The real customer image, ghcr.io/openclaw/openclaw:<pinned>, built from the npm package (no
+# registry here); also leaves the package in .tools/openclaw/<version> for the config validator tests.
+build_openclaw_image() {
+  start_docker
+  [ -x /bin/busybox ] || apt_install busybox-static
+  scripts/build-openclaw-image.sh
+}
+
 # Test tools: promtool (metrics and alert rules checks), Chromium (browser tests), ip (chaos).
 install_tools() {
   local missing=()
@@ -159,8 +167,9 @@ for t in "${targets[@]}"; do
     caddy) start_caddy ;;
     s3) start_s3 ;;
     image) build_image ;;
+    openclaw) build_openclaw_image ;;
     tools) install_tools ;;
-    all) start_postgres; start_docker; start_caddy; start_s3; build_image; install_tools ;;
-    *) die "unknown target '$t' (postgres, docker, caddy, s3, image, tools, all)" ;;
+    all) start_postgres; start_docker; start_caddy; start_s3; build_image; build_openclaw_image; install_tools ;;
+    *) die "unknown target '$t' (postgres, docker, caddy, s3, image, openclaw, tools, all)" ;;
   esac
 done

@@ -1,5 +1,8 @@
 import { readFileSync } from 'node:fs';
+import { totalmem } from 'node:os';
 import { z } from 'zod';
+import { checkCapacity } from './domain/capacity.js';
+import { OPENCLAW_IMAGE } from './domain/openclaw.js';
 
 /**
  * Configuration comes from the environment (contract section 2), parsed once at start by the
@@ -19,6 +22,16 @@ const portRange = z
     return { from, to };
   })
   .refine((r) => r.from >= 1024 && r.to <= 65_535 && r.from <= r.to, 'must be an ascending range within 1024-65535');
+
+/** Telegram's own Bot API; customers' gateways are told another root only when it differs. */
+export const TELEGRAM_API_DEFAULT = 'https://api.telegram.org';
+
+/** The port of BLYTZ_CADDY_LISTEN (`:80`, `0.0.0.0:8081`): the port customers' hosts are served on. */
+export function proxyListenPort(config: Pick<Config, 'BLYTZ_ROUTES' | 'BLYTZ_CADDY_LISTEN'>): number | undefined {
+  if (config.BLYTZ_ROUTES !== 'caddy') return undefined;
+  const port = Number(config.BLYTZ_CADDY_LISTEN.slice(config.BLYTZ_CADDY_LISTEN.lastIndexOf(':') + 1));
+  return Number.isInteger(port) && port > 0 ? port : undefined;
+}
 
 const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 
@@ -51,7 +64,17 @@ const envSchema = z.object({
     )
     .default('blytz.localhost'),
   BLYTZ_PUBLIC_SCHEME: z.enum(['http', 'https']).default('https'),
-  BLYTZ_CUSTOMER_IMAGE: z.string().min(1).default('ghcr.io/openclaw/openclaw:latest'),
+  // The pinned OpenClaw release (src/domain/openclaw.ts), never :latest: a rollout must know its target.
+  BLYTZ_CUSTOMER_IMAGE: z.string().min(1).default(OPENCLAW_IMAGE),
+  // Addresses (IPs or CIDRs, comma-separated) the customer's gateway trusts as its proxy, taking
+  // the client from their X-Forwarded-For. Default on Docker: the customers' bridge gateway, which
+  // Caddy's requests arrive from through the port publish. Kubernetes: set it to the addresses
+  // Caddy's (or the ingress controller's) pods have, e.g. the pod CIDR.
+  BLYTZ_ASSISTANT_TRUSTED_PROXIES: z
+    .string()
+    .regex(/^[0-9a-fA-F:.]+(\/\d{1,3})?(\s*,\s*[0-9a-fA-F:.]+(\/\d{1,3})?)*$/, 'must be IP addresses or CIDRs, comma-separated')
+    .transform((value) => value.split(',').map((part) => part.trim()))
+    .optional(),
   BLYTZ_CONTAINER_PORT: port.default(18789),
   BLYTZ_PORT_RANGE: portRange.default({ from: 30_000, to: 32_767 }),
   BLYTZ_ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
@@ -74,8 +97,13 @@ const envSchema = z.object({
   STRIPE_WEBHOOK_SECRET: z.string().min(1).optional(),
   STRIPE_PRICE_ID: z.string().min(1).optional(),
   STRIPE_API_BASE: url.optional(),
-  TELEGRAM_API_BASE: url.default('https://api.telegram.org'),
-  BLYTZ_MAX_CUSTOMERS: z.coerce.number().int().min(0).default(20),
+  TELEGRAM_API_BASE: url.default(TELEGRAM_API_DEFAULT),
+  // Unset: as many as this host's memory holds on the smallest plan at its limit (domain/capacity.ts).
+  BLYTZ_MAX_CUSTOMERS: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(() => Math.max(1, checkCapacity(0, totalmem()).fit.personal)),
   BLYTZ_TRUST_PROXY: z.string().optional(),
   BLYTZ_RETENTION_DAYS: z.coerce.number().min(0).default(30),
   BLYTZ_RUNTIME: z.enum(['docker', 'kubernetes']).default('docker'),

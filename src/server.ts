@@ -1,7 +1,6 @@
 import type { AddressInfo } from 'node:net';
 import { createServer, type Server as HttpServer } from 'node:http';
-import { hostname } from 'node:os';
-import { sql } from 'kysely';
+import { hostname, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { RecordsBackupGate } from './backup/backup-gate.js';
 import { BackupReconciler } from './backup/backup-reconciler.js';
@@ -10,23 +9,25 @@ import { isTransientS3 } from './backup/s3-storage.js';
 import { selectArchiveStorage } from './backup/select-storage.js';
 import { StripeCheckout } from './billing/checkout.js';
 import { createStripeClient } from './billing/stripe-client.js';
-import type { Config } from './config.js';
-import { Controller } from './controller/controller.js';
-import { invalidating } from './controller/customer/invalidating-source.js';
-import { pairingApprover } from './controller/customer/pairing.js';
-import { CustomerReconciler } from './controller/customer/reconciler.js';
+import { proxyListenPort, TELEGRAM_API_DEFAULT, type Config } from './config.js';
+import { Controller, type Reconciler } from './controller/controller.js';
+import type { EventSource } from './controller/event-source.js';
+import { pairingApprover, pairingTimeoutMs } from './controller/customer/pairing.js';
+import { CUSTOMER_CONTROLLER_NAME, CustomerReconciler } from './controller/customer/reconciler.js';
+import { checkCapacity } from './domain/capacity.js';
+import { PLANS } from './domain/customer.js';
+import { customerFromHost, publicOrigins } from './domain/naming.js';
 import { desiredRoutes } from './controller/customer/desired-routes.js';
-import { WorldCache } from './controller/customer/world-cache.js';
-import { LeaderElector, type Leadership } from './controller/leader-election.js';
+import { WorldCache } from './controller/customer/observe.js';
+import type { Leadership } from './controller/leadership.js';
 import { parseMaxUnavailable } from './controller/rollout/gate.js';
 import { Rollouts } from './controller/rollout/rollouts.js';
-import { changeFeedSource } from './controller/sources.js';
+import { changeFeedSource } from './controller/change-feed-source.js';
 import { ensurePrivateDir, loadAdminToken, loadSecretKey, parsePreviousKeys } from './data-dir.js';
-import { adminApiRouter } from './http/admin-api.js';
+import { adminApiRouter, StatusError } from './http/admin-api.js';
 import { createHttpApp } from './http/app.js';
 import { createCaddyAskRouter } from './http/caddy-ask.js';
 import { createPagesRouter } from './http/pages.js';
-import { StatusError } from './http/admin-api.js';
 import { createPairingApiRouter } from './http/pairing-api.js';
 import { createPublicApiRouter } from './http/public-api.js';
 import { createRateLimitBackend } from './http/rate-limit.js';
@@ -43,15 +44,16 @@ import { IngressRouteTable } from './proxy/kubernetes/ingress-route-table.js';
 import { OwnedObjectsWatch } from './runtime/kubernetes/owned-objects-watch.js';
 import type { RouteTable } from './proxy/route-table.js';
 import { Policies } from './resilience/policies.js';
-import type { EventSource } from './runtime/runtime.js';
 import { kubeTarget, selectRuntime, type KubeTarget } from './runtime/select-runtime.js';
 import { BackupRecords, RestoreInProgressError } from './store/backup-records.js';
 import { BillingStore } from './store/billing-store.js';
 import { createChangeFeed } from './store/change-feed.js';
 import { CustomerStore } from './store/customer-store.js';
-import { openDatabase, type DatabaseHandle } from './store/database.js';
+import { openDatabase, pingDatabase } from './store/database.js';
 import { migrateOrThrow } from './store/migrate.js';
+import { PostgresLeaderElector } from './store/leader-elector.js';
 import { PortReservations } from './store/port-reservations.js';
+import { RolloutStore } from './store/rollout-store.js';
 import { SecretBox } from './store/secret-box.js';
 import { TelegramClient } from './telegram/telegram-client.js';
 
@@ -65,7 +67,6 @@ export interface RunningServer {
   stop(): Promise<void>;
 }
 
-const CONTROLLER_NAME = 'customer';
 const LEASE_NAME = 'blytz-controller';
 const PHASE_GAUGE_INTERVAL_MS = 15_000;
 /** The backup controller looks at every customer this often (schedules; a standby's API requests). */
@@ -151,7 +152,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
 
     const cache = new WorldCache();
     const rollouts = new Rollouts({
-      database,
+      records: new RolloutStore(database),
       store,
       settings: {
         maxUnavailable: parseMaxUnavailable(config.BLYTZ_ROLLOUT_MAX_UNAVAILABLE),
@@ -171,11 +172,14 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       routes,
       workspaces,
       metrics,
-      logger: logger.child({ controller: CONTROLLER_NAME }),
+      logger: logger.child({ controller: CUSTOMER_CONTROLLER_NAME }),
       defaults: {
         baseDomain: config.BLYTZ_BASE_DOMAIN,
         customerImage: config.BLYTZ_CUSTOMER_IMAGE,
         containerPort: config.BLYTZ_CONTAINER_PORT,
+        publicOrigins: (host) => publicOrigins(host, config.BLYTZ_PUBLIC_SCHEME, proxyListenPort(config)),
+        trustedProxies: config.BLYTZ_ASSISTANT_TRUSTED_PROXIES ?? (await selected.defaultTrustedProxies()),
+        telegramApiRoot: config.TELEGRAM_API_BASE === TELEGRAM_API_DEFAULT ? undefined : config.TELEGRAM_API_BASE,
       },
       publicScheme: config.BLYTZ_PUBLIC_SCHEME,
       retentionMs: config.BLYTZ_RETENTION_DAYS * 86_400_000,
@@ -189,21 +193,18 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
           .catch((error: unknown) => logger.warn({ err: error }, 'could not list customers waiting for a rollout'));
       },
     });
-    const invalidate = (name: string) => reconciler.invalidate(name);
 
     const feed = createChangeFeed(database, logger);
     const sources: EventSource[] = [
       // A customer's spec change also wakes the backup controller (a new customer's first
       // backup, a plan's other schedule) instead of waiting for its resync.
-      invalidating(
-        alsoWaking(changeFeedSource(feed), (name) => wakeBackups(name)),
-        invalidate,
-      ),
-      invalidating(
-        new RouteSweep({
+      alsoWaking(changeFeedSource(feed), (name) => wakeBackups(name)),
+      new RouteSweep({
           table: routes,
-          desiredRoutes: () =>
-            desiredRoutes(database, config.BLYTZ_BASE_DOMAIN, (customer, port) => runtime.upstream(customer, port)),
+          desiredRoutes: async () =>
+            desiredRoutes(await store.routedCustomers(), config.BLYTZ_BASE_DOMAIN, (customer, port) =>
+              runtime.upstream(customer, port),
+            ),
           intervalMs: config.BLYTZ_ROUTE_SWEEP_SECONDS * 1000,
           onError: (error) => logger.warn({ err: error }, 'route sweep failed'),
           onSweep: (result) => {
@@ -212,16 +213,14 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
               logger.warn({ written: result.written }, 'caddy had lost our server block: routes restored in one write');
           },
         }),
-        invalidate,
-      ),
+      // The runtime's own hints (the Docker event stream, or the watch on our Kubernetes objects).
+      ...selected.sources,
     ];
-    // The runtime's own hints (the Docker event stream, or the watch on our Kubernetes objects).
-    for (const source of selected.sources) sources.push(invalidating(source, invalidate));
     // An Ingress edited or deleted behind our back is repaired within a reconcile, as the
     // runtime's own objects are, not only at the next route sweep.
     if (ingresses) {
       const watch = new OwnedObjectsWatch({ kubeConfig: cluster().kubeConfig, ...ingresses.ownedKinds(), logger });
-      sources.push(invalidating(watch, invalidate));
+      sources.push(watch);
     }
 
     // Only one replica reconciles. On Postgres the replicas share it: a session advisory lock.
@@ -230,7 +229,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     const onKubernetes = config.BLYTZ_RUNTIME === 'kubernetes' || config.BLYTZ_SOURCE === 'kubernetes';
     const elector: (Leadership & { start(): Promise<void>; stop(): Promise<void> }) | undefined =
       database.kind === 'postgres'
-        ? new LeaderElector({ name: LEASE_NAME, handle: database, logger, metrics })
+        ? new PostgresLeaderElector({ name: LEASE_NAME, handle: database, logger, metrics })
         : onKubernetes
           ? new LeaseElector({
               kubeConfig: cluster().kubeConfig,
@@ -256,25 +255,17 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
             leadership: elector,
           })
         : undefined;
-    if (customerResources) sources.push(invalidating(customerResources, invalidate));
+    if (customerResources) sources.push(customerResources);
 
     const controller = new Controller({
-      name: CONTROLLER_NAME,
-      reconcile: customerResources
-        ? async (name, signal) => {
-            try {
-              return await reconciler.reconcile(name, signal);
-            } finally {
-              // The resource shows the new status now, not at the next periodic pass.
-              await customerResources
-                .syncStatus(name)
-                .catch((error: unknown) =>
-                  logger.warn({ err: error, customer: name }, 'writing Customer resource status failed'),
-                );
-            }
-          }
-        : (name, signal) => reconciler.reconcile(name, signal),
-      listKeys: () => reconciler.listKeys(),
+      name: CUSTOMER_CONTROLLER_NAME,
+      reconciler: customerResources
+        ? withResourceStatus(reconciler, (name) =>
+            customerResources
+              .syncStatus(name)
+              .catch((error: unknown) => logger.warn({ err: error, customer: name }, 'writing Customer resource status failed')),
+          )
+        : reconciler,
       workers: config.BLYTZ_WORKERS,
       resyncSeconds: config.BLYTZ_RESYNC_SECONDS,
       sources,
@@ -282,18 +273,16 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       metrics,
       logger,
     });
-    wake = (name) => {
-      invalidate(name);
-      controller.enqueue(name);
-    };
+    wake = (name) => controller.enqueue(name);
 
     // The backup controller: its own queue and workers (an upload never holds up a reconcile),
     // leading together with the customer controller.
+    const backupWorkDir = join(config.BLYTZ_DATA_DIR, 'backup-work');
     const stateSource =
       config.BLYTZ_RUNTIME === 'docker'
         ? new FolderStateSource({
             customersDir: join(config.BLYTZ_DATA_DIR, 'customers'),
-            workDir: join(config.BLYTZ_DATA_DIR, 'backup-work'),
+            workDir: backupWorkDir,
             owner: CUSTOMER_OWNER,
           })
         : undefined;
@@ -305,7 +294,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
           state: stateSource,
           runtime,
           keys: { current: secretKey, all: [secretKey, ...previousKeys] },
-          workDir: join(config.BLYTZ_DATA_DIR, 'backup-work'),
+          workDir: backupWorkDir,
           policyOverrides: { scheduleSeconds: config.BLYTZ_BACKUP_SCHEDULE_SECONDS, keep: config.BLYTZ_BACKUP_KEEP },
           metrics,
           logger: logger.child({ controller: 'backup' }),
@@ -315,8 +304,10 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     const backupController = backupReconciler
       ? new Controller({
           name: 'backup',
-          reconcile: (name, signal) => backupReconciler.reconcile(name, signal),
-          listKeys: () => backupReconciler.listKeys(() => store.listNames()),
+          reconciler: {
+            reconcile: (name, signal) => backupReconciler.reconcile(name, signal),
+            listKeys: () => backupReconciler.listKeys(() => store.listNames()),
+          },
           workers: config.BLYTZ_BACKUP_WORKERS,
           resyncSeconds: BACKUP_RESYNC_SECONDS,
           // A whole archive of a large state folder through a slow store.
@@ -361,10 +352,17 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
           logger,
         }),
         createStripeWebhookRouter({ ledger: billing, webhookSecret: config.STRIPE_WEBHOOK_SECRET, rateLimits, metrics, logger }),
-        createCaddyAskRouter({ isReachableHost: (host) => isReachableHost(database, host, config.BLYTZ_BASE_DOMAIN) }),
+        createCaddyAskRouter({
+          isReachableHost: async (host) => {
+            const name = customerFromHost(host, config.BLYTZ_BASE_DOMAIN);
+            return name !== undefined && (await store.isReachable(name));
+          },
+        }),
         createPairingApiRouter({
           verifyAccessToken: (name, token) => billing.verifyAccessToken(name, token),
-          approvePairing: pairingApprover(runtime),
+          approvePairing: pairingApprover(runtime, {
+            timeoutMs: async (name) => pairingTimeoutMs(PLANS[(await store.get(name))?.spec.plan ?? 'personal']),
+          }),
           rateLimits,
           logger,
         }),
@@ -372,10 +370,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         adminApiRouter({
           store,
           adminToken,
-          reconcileNow: (name) => {
-            invalidate(name);
-            return controller.reconcileNow(name);
-          },
+          reconcileNow: (name) => controller.reconcileNow(name),
           config,
           backups: {
             list: (customer) => backupRecords.list(customer),
@@ -448,9 +443,9 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       stoppers.unshift(() => backupController.stop());
     }
 
-    const phaseTimer = setInterval(() => void updatePhaseGauge(database, metrics).catch(() => {}), PHASE_GAUGE_INTERVAL_MS);
+    const phaseTimer = setInterval(() => void updatePhaseGauge(store, metrics).catch(() => {}), PHASE_GAUGE_INTERVAL_MS);
     phaseTimer.unref();
-    void updatePhaseGauge(database, metrics).catch(() => {});
+    void updatePhaseGauge(store, metrics).catch(() => {});
     const rolloutTimer = setInterval(() => void rollouts.refreshMetrics().catch(() => {}), PHASE_GAUGE_INTERVAL_MS);
     rolloutTimer.unref();
     void rollouts.refreshMetrics().catch(() => {});
@@ -474,6 +469,11 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       },
       'blytz serving',
     );
+    // Customers on this host: do the plans fit its memory? (On Kubernetes the cluster schedules.)
+    if (selected.kind === 'docker') {
+      const capacity = checkCapacity(config.BLYTZ_MAX_CUSTOMERS, totalmem());
+      if (capacity.warning) logger.warn({ fit: capacity.fit }, capacity.warning);
+    }
 
     let stopping: Promise<void> | undefined;
     return { url, stop: () => (stopping ??= stopAll()) };
@@ -498,29 +498,25 @@ function alsoWaking(source: EventSource, wake: (name: string) => void): EventSou
   };
 }
 
-async function pingDatabase(database: DatabaseHandle): Promise<void> {
-  await sql`SELECT 1`.execute(database.db);
+/** After every reconcile of a customer its Customer resource shows the new status, not at the next periodic pass. */
+function withResourceStatus(reconciler: Reconciler, syncStatus: (name: string) => Promise<unknown>): Reconciler {
+  return {
+    reconcile: async (name, signal) => {
+      try {
+        return await reconciler.reconcile(name, signal);
+      } finally {
+        await syncStatus(name);
+      }
+    },
+    listKeys: () => reconciler.listKeys(),
+    invalidate: (name) => reconciler.invalidate?.(name),
+  };
 }
 
-/** Caddy's on-demand TLS check: only hosts of customers that should be reachable. */
-async function isReachableHost(database: DatabaseHandle, host: string, baseDomain: string): Promise<boolean> {
-  const suffix = `.${baseDomain}`;
-  if (!host.endsWith(suffix)) return false;
-  const name = host.slice(0, -suffix.length);
-  const row = await sql<{ ok: number }>`
-    SELECT 1 AS ok FROM customers
-    WHERE name = ${name} AND deleted_at IS NULL AND state IN ('active', 'suspended')
-  `.execute(database.db);
-  return row.rows.length > 0;
-}
-
-async function updatePhaseGauge(database: DatabaseHandle, metrics: Metrics): Promise<void> {
-  const rows = await sql<{ phase: string; n: number }>`
-    SELECT coalesce(status->>'phase', 'Pending') AS phase, count(*)::int AS n
-    FROM customers WHERE deleted_at IS NULL GROUP BY 1
-  `.execute(database.db);
+async function updatePhaseGauge(store: CustomerStore, metrics: Metrics): Promise<void> {
+  const phases = await store.countByPhase();
   metrics.customers.reset();
-  for (const row of rows.rows) metrics.customers.set({ phase: row.phase }, row.n);
+  for (const [phase, n] of phases) metrics.customers.set({ phase }, n);
 }
 
 function listen(server: HttpServer, port: number, host: string): Promise<void> {

@@ -18,7 +18,8 @@ import {
 } from '../lib.js';
 import { report } from '../support.js';
 import { docker, instanceContainers, startServe, STUB_IMAGE } from '../../test/support/blytz-serve.js';
-import { createTestDatabase, waitFor } from '../../test/support/postgres.js';
+import { createTestDatabase } from '../../test/support/postgres.js';
+import { waitFor } from '../../test/support/wait-for.js';
 
 /**
  * bench/drift (issue 10): how fast the built `blytz serve` repairs the world, BENCH_DRIFT_SAMPLES

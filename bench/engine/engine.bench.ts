@@ -2,13 +2,14 @@ import { sql } from 'kysely';
 import { expect, it } from 'vitest';
 import { Controller } from '../../src/controller/controller.js';
 import { CustomerReconciler } from '../../src/controller/customer/reconciler.js';
-import { WorldCache } from '../../src/controller/customer/world-cache.js';
+import { WorldCache } from '../../src/controller/customer/observe.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import { CustomerStore } from '../../src/store/customer-store.js';
 import { PortReservations } from '../../src/store/port-reservations.js';
-import { testSecretBox } from '../../test/support/fixtures.js';
-import { createTestDatabase, waitFor } from '../../test/support/postgres.js';
+import { testSecretBox, testDesiredDefaults } from '../../test/support/fixtures.js';
+import { createTestDatabase } from '../../test/support/postgres.js';
+import { waitFor } from '../../test/support/wait-for.js';
 import { SimulatedRouteTable, SimulatedRuntime, SimulatedWorkspaces } from '../../test/support/simulated-world.js';
 import { report } from '../support.js';
 
@@ -43,7 +44,7 @@ it(`engine: ${N} customers`, { timeout: 600_000 }, async () => {
     workspaces,
     metrics,
     logger: createLogger({ level: 'silent' }),
-    defaults: { baseDomain: 'blytz.localhost', customerImage: 'img', containerPort: 18789 },
+    defaults: testDesiredDefaults({ baseDomain: 'blytz.localhost', customerImage: 'img', containerPort: 18789 }),
     publicScheme: 'https',
     retentionMs: 30 * 86_400_000,
     cache,
@@ -61,7 +62,7 @@ it(`engine: ${N} customers`, { timeout: 600_000 }, async () => {
 
   async function pass(reconcile: typeof counting, listKeys: () => Promise<string[]>, label: string) {
     reconciles = 0;
-    const controller = new Controller({ name: label, reconcile, listKeys, workers: 4, resyncSeconds: 0, metrics });
+    const controller = new Controller({ name: label, reconciler: { reconcile, listKeys }, workers: 4, resyncSeconds: 0, metrics });
     const transactions = await commits();
     const listsBefore = (runtime.calls['list'] ?? 0) + (runtime.calls['listFor'] ?? 0) + (routes.calls['list'] ?? 0);
     const cpu = process.cpuUsage();

@@ -22,7 +22,8 @@ import {
 } from '../lib.js';
 import { report, type Figure } from '../support.js';
 import { docker, instanceContainers, startServe, STUB_IMAGE, type Served } from '../../test/support/blytz-serve.js';
-import { createTestDatabase, waitFor, type TestDatabase } from '../../test/support/postgres.js';
+import { createTestDatabase, type TestDatabase } from '../../test/support/postgres.js';
+import { waitFor } from '../../test/support/wait-for.js';
 
 /**
  * bench/provision (issue 5): the built `blytz serve` on real Postgres, Docker and Caddy. A customer

@@ -2,8 +2,10 @@ import { execFileSync } from 'node:child_process';
 import { sql, type Kysely } from 'kysely';
 import { it } from 'vitest';
 import type { Database } from '../../src/store/schema.js';
-import { instanceContainers, startServe, STUB_IMAGE, throughCaddy, type Served } from '../../test/support/blytz-serve.js';
-import { createTestDatabase, waitFor } from '../../test/support/postgres.js';
+import { instanceContainers, startServe, STUB_IMAGE, type Served } from '../../test/support/blytz-serve.js';
+import { notAnswering, sampleAvailability } from '../../test/support/availability.js';
+import { createTestDatabase } from '../../test/support/postgres.js';
+import { waitFor } from '../../test/support/wait-for.js';
 import { percentile, report } from '../support.js';
 
 /**
@@ -95,23 +97,7 @@ async function rollTo(
   image: string,
   maxUnavailable: string,
 ): Promise<RolloutRun> {
-  // One sample at a time, every 100 ms or as soon as the previous one finished: overlapping
-  // samples pile up on a loaded machine and slow the very rollout they measure.
-  const samples: Array<{ at: number; down: string[] }> = [];
-  let sampling = true;
-  const sampler = (async () => {
-    while (sampling) {
-      const at = Date.now();
-      const down = await Promise.all(
-        names.map(async (name) => {
-          const res = await throughCaddy(served, `${name}.blytz.localhost`, '/AGENTS.md').catch(() => ({ status: 0 }));
-          return res.status === 200 ? undefined : name;
-        }),
-      );
-      samples.push({ at, down: down.filter((n): n is string => n !== undefined) });
-      await new Promise((r) => setTimeout(r, Math.max(0, at + SAMPLE_MS - Date.now())));
-    }
-  })();
+  const sampler = sampleAvailability(names, (name) => notAnswering(served.caddyListenPort, `${name}.blytz.localhost`), SAMPLE_MS);
   const started = Date.now();
   served.env['BLYTZ_CUSTOMER_IMAGE'] = image;
   served.env['BLYTZ_ROLLOUT_MAX_UNAVAILABLE'] = maxUnavailable;
@@ -129,8 +115,7 @@ async function rollTo(
     );
   }, 600_000);
   const totalSeconds = (Date.now() - started) / 1000;
-  sampling = false;
-  await sampler;
+  const samples = await sampler.stop();
   const periodMs = samples.length > 1 ? (samples.at(-1)!.at - samples[0]!.at) / (samples.length - 1) : NaN;
   // Downtime is measured to the sampling period: each sample that found the customer down counts
   // one period (a stray failed request is not stretched into everything between it and the recreate).

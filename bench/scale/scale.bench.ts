@@ -4,7 +4,8 @@ import { it } from 'vitest';
 import { BENCH_PORTS, cpuSeconds, machineBusySeconds, mapLimit, rssBytes, runId, sleep } from '../lib.js';
 import { report, type Figure } from '../support.js';
 import { docker, instanceContainers, startServe } from '../../test/support/blytz-serve.js';
-import { createTestDatabase, waitFor } from '../../test/support/postgres.js';
+import { createTestDatabase } from '../../test/support/postgres.js';
+import { waitFor } from '../../test/support/wait-for.js';
 
 /**
  * bench/scale (issue 10): the built `blytz serve` process's memory (VmRSS) and CPU (utime+stime

@@ -8,7 +8,8 @@ import { expect, it } from 'vitest';
 import { machineBusySeconds, summarize, type Summary } from '../lib.js';
 import { report, type Figure } from '../support.js';
 import { ROOT, freePort, startServe } from '../../test/support/blytz-serve.js';
-import { createTestDatabase, waitFor, type TestDatabase } from '../../test/support/postgres.js';
+import { createTestDatabase, type TestDatabase } from '../../test/support/postgres.js';
+import { waitFor } from '../../test/support/wait-for.js';
 
 /**
  * bench/webhooks (issue 6): signed Stripe webhooks per second and their latency on real Postgres,

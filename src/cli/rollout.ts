@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import type { RolloutView } from '../controller/rollout/rollouts.js';
+import type { RolloutView } from '../domain/rollout.js';
 import { AdminClient } from './client.js';
 import { UsageError } from './errors.js';
 

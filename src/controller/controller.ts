@@ -1,7 +1,7 @@
 import { createLogger, type Logger } from '../observability/logger.js';
 import { Metrics } from '../observability/metrics.js';
-import type { EventSource, WorldEventSink } from '../runtime/runtime.js';
-import type { Leadership } from './leader-election.js';
+import type { EventSource, WorldEventSink } from './event-source.js';
+import type { Leadership } from './leadership.js';
 import { WorkQueue, type Priority, type QueueItem, type WorkQueueOptions } from './queue.js';
 
 /**
@@ -23,7 +23,18 @@ export interface ReconcileResult {
   requeue?: boolean;
 }
 
-export type Reconciler = (key: string, signal: AbortSignal) => Promise<ReconcileResult | void>;
+/**
+ * What the controller drives, and all it knows of it: reconcile one key, list every key for a
+ * full resync, and forget what it cached about a key when a live event names it (the reconcile
+ * that event causes must observe the world as it is after the event).
+ */
+export interface Reconciler {
+  reconcile(key: string, signal: AbortSignal): Promise<ReconcileResult | void>;
+  /** Every key that may need reconciling (for a full resync). */
+  listKeys(): Promise<string[]>;
+  /** Called for every key a source enqueues and every `reconcileNow`, before it is queued. */
+  invalidate?(key: string): void;
+}
 
 /** A failure that retrying cannot fix (bad spec, missing template): not requeued. */
 export class TerminalError extends Error {
@@ -55,9 +66,7 @@ export class NotLeaderError extends Error {
 export interface ControllerOptions {
   /** The `controller` metric label and the queue's `name` label. */
   name: string;
-  reconcile: Reconciler;
-  /** Every key that may need reconciling (for a full resync). */
-  listKeys: () => Promise<string[]>;
+  reconciler: Reconciler;
   /** Concurrent reconciles (default 4). */
   workers?: number;
   /** Full resync period; 0 turns it off (default 300). */
@@ -66,7 +75,7 @@ export interface ControllerOptions {
   reconcileTimeoutMs?: number;
   /** How long `stop()` lets in-flight reconciles finish before aborting them (default 10 s). */
   drainTimeoutMs?: number;
-  /** Started and stopped with the controller; they call `enqueue` and `resync`. */
+  /** Started and stopped with the controller; they call `enqueue` (which invalidates) and `resync`. */
   sources?: EventSource[];
   /** Workers run only while this says so; without it they run from `start()`. */
   leadership?: Leadership;
@@ -96,8 +105,7 @@ const MAX_LIST_RETRY_MS = 60_000;
 
 export class Controller implements WorldEventSink {
   readonly name: string;
-  readonly #reconcile: Reconciler;
-  readonly #listKeys: () => Promise<string[]>;
+  readonly #reconciler: Reconciler;
   readonly #workers: number;
   readonly #resyncMs: number;
   readonly #timeoutMs: number;
@@ -121,8 +129,7 @@ export class Controller implements WorldEventSink {
 
   constructor(options: ControllerOptions) {
     this.name = options.name;
-    this.#reconcile = options.reconcile;
-    this.#listKeys = options.listKeys;
+    this.#reconciler = options.reconciler;
     this.#workers = Math.max(1, options.workers ?? 4);
     this.#resyncMs = (options.resyncSeconds ?? 300) * 1000;
     this.#timeoutMs = options.reconcileTimeoutMs ?? 120_000;
@@ -239,8 +246,12 @@ export class Controller implements WorldEventSink {
     await Promise.all(term.workers);
   }
 
-  /** WorldEventSink: a change to this key; served before resync keys. Dropped while not leading. */
+  /**
+   * WorldEventSink: a change to this key; served before resync keys. The reconciler forgets what
+   * it cached about the key first (also while not leading); the key is dropped while not leading.
+   */
   enqueue(key: string): void {
+    this.#reconciler.invalidate?.(key);
     this.#term?.queue.add(key, 'live');
   }
 
@@ -262,6 +273,7 @@ export class Controller implements WorldEventSink {
    * when this replica does not reconcile, or stops doing so before that.
    */
   reconcileNow(key: string): Promise<Date> {
+    this.#reconciler.invalidate?.(key);
     const term = this.#term;
     if (!term) return Promise.reject(new NotLeaderError());
     return new Promise<Date>((resolve, reject) => {
@@ -285,7 +297,7 @@ export class Controller implements WorldEventSink {
     for (;;) {
       term.listAgain = false;
       try {
-        const keys = await this.#listKeys();
+        const keys = await this.#reconciler.listKeys();
         if (term.abort.signal.aborted) break;
         for (const key of keys) term.queue.add(key, 'resync');
         term.listFailures = 0;
@@ -339,7 +351,7 @@ export class Controller implements WorldEventSink {
 
     // The key stays in the queue's processing set until the reconcile really settles, even if
     // the worker stops waiting for it (timeout): two reconciles of one key never overlap.
-    const running = Promise.resolve().then(() => this.#reconcile(key, abort.signal));
+    const running = Promise.resolve().then(() => this.#reconciler.reconcile(key, abort.signal));
     const settled = running.then(
       () => undefined,
       () => undefined,

@@ -4,6 +4,10 @@ import { isDns1123Label, MAX_NAME_LENGTH } from './naming.js';
 /**
  * Glossary
  * - customer: one paying person and their assistant; identified by `name` (a DNS-1123 label).
+ * - name: the customer's key (`metadata.name`, `customers.name`, the controller's queue key). A
+ *   field or parameter of something else that points at its customer (a container, a route, a
+ *   port reservation, an event, the label `cloud.blytz.customer`) is called `customer`. The
+ *   person's own name is `displayName` (the signup body's `name` field, contract section 3.1).
  * - desired (state): what writers want, stored as the customer's `spec` (state, instructions, ...).
  * - observed (state): what the world has now: container, route, workspace, port reservation.
  * - action: one idempotent step that moves the world towards the desired state.
@@ -39,12 +43,32 @@ export interface PlanResources {
   memoryBytes: number;
   nanoCpus: number;
   pidsLimit: number;
+  /** V8's old-space cap (NODE_OPTIONS=--max-old-space-size) for the gateway and the CLI run beside it. */
+  nodeHeapMiB: number;
 }
 
+const MiB = 1024 * 1024;
+
+/**
+ * Sized from the OpenClaw gateway measured here (docs/benchmarks.md, "The real assistant"): it
+ * holds about 0.8 to 1.0 GiB resident idle (its V8 heap about 250 MiB of that), and about 1.4 GiB
+ * while a CLI command (a pairing approval) runs beside it in the container; 512 MiB is OOM-killed
+ * a second after it listens. It starts in about 20 s at one CPU and about 60 s at half a CPU.
+ * The heap cap leaves the rest of the limit to code, workers and the CLI process.
+ */
 export const PLANS = {
-  personal: { memoryBytes: 512 * 1024 * 1024, nanoCpus: 500_000_000, pidsLimit: 256 },
-  pro: { memoryBytes: 2048 * 1024 * 1024, nanoCpus: 1_000_000_000, pidsLimit: 512 },
+  personal: { memoryBytes: 1536 * MiB, nanoCpus: 1_000_000_000, pidsLimit: 256, nodeHeapMiB: 768 },
+  pro: { memoryBytes: 3072 * MiB, nanoCpus: 2_000_000_000, pidsLimit: 512, nodeHeapMiB: 1536 },
 } as const satisfies Record<string, PlanResources>;
+
+/**
+ * A template's start timeout is its budget at one full CPU; a plan with less CPU starts slower in
+ * proportion (the gateway's start is CPU-bound: about 20 s at one CPU, 60 s at half).
+ */
+export function startTimeoutSeconds(atOneCpuSeconds: number, plan: PlanResources): number {
+  const cpus = plan.nanoCpus / 1e9;
+  return cpus >= 1 ? atOneCpuSeconds : Math.ceil(atOneCpuSeconds / cpus);
+}
 export type PlanName = keyof typeof PLANS;
 export const PLAN_NAMES = Object.keys(PLANS) as [PlanName, ...PlanName[]];
 

@@ -77,3 +77,23 @@ export function customerFromRouteId(id: string): string | undefined {
 export function customerHost(customer: string, baseDomain: string): string {
   return `${customer}.${baseDomain}`;
 }
+
+/**
+ * The origins a browser opens a customer's host from: `<scheme>://<host>`, and also with the port
+ * the proxy listens on when that is not the scheme's default (`http://alice.blytz.localhost:8081`
+ * under `make run`). OpenClaw's Control UI accepts only these origins.
+ */
+export function publicOrigins(host: string, scheme: 'http' | 'https', listenPort?: number): string[] {
+  const origins = [`${scheme}://${host}`];
+  const defaultPort = scheme === 'https' ? 443 : 80;
+  if (listenPort !== undefined && listenPort !== defaultPort) origins.push(`${scheme}://${host}:${listenPort}`);
+  return origins;
+}
+
+/** The customer a host under the base domain names (`<name>.<base>`), or undefined for any other host. */
+export function customerFromHost(host: string, baseDomain: string): string | undefined {
+  const suffix = `.${baseDomain}`;
+  if (!host.endsWith(suffix)) return undefined;
+  const name = host.slice(0, -suffix.length);
+  return isDns1123Label(name) ? name : undefined;
+}

@@ -39,14 +39,23 @@ export function createPairingApiRouter(deps: PairingApiDeps): Router {
       if (!known) throw new HttpError(404, 'not_found', 'no such customer, or the access token is wrong');
       const code = parseCode(req.body);
 
-      let outcome: PairingOutcome;
+      let result: PairingOutcome;
       try {
-        outcome = await deps.approvePairing(name, code);
+        result = await deps.approvePairing(name, code);
       } catch (error) {
         return rethrowRuntimeError(error, deps.logger, name);
       }
+      const { outcome } = result;
       // The customer's name only: the code is a short-lived credential and the token a lasting one.
       deps.logger.info({ customer: name, outcome }, 'telegram pairing');
+      if (result.outcome === 'failed') {
+        deps.logger.warn({ customer: name, reason: result.message }, 'telegram pairing: the approve command failed');
+        throw new HttpError(
+          502,
+          'pairing_failed',
+          'your assistant could not approve the code right now (this is not about the code); please try again in a minute',
+        );
+      }
       if (outcome === 'not_running') {
         throw new HttpError(
           409,

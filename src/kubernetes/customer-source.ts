@@ -1,11 +1,11 @@
 import { CoreV1Api, CustomObjectsApi, Watch, type KubeConfig } from '@kubernetes/client-node';
 import { canonicalJson } from '../domain/canonical-json.js';
 import { botTokenSchema, modelApiKeySchema, parseManifest, ValidationError, type CustomerSpecInput } from '../domain/customer.js';
-import type { Leadership } from '../controller/leader-election.js';
+import type { Leadership } from '../controller/leadership.js';
 import type { Logger } from '../observability/logger.js';
 import type { Guard } from '../resilience/guard.js';
 import { reconnectDelayMs } from '../resilience/backoff.js';
-import type { EventSource, WorldEventSink } from '../runtime/runtime.js';
+import type { EventSource, WorldEventSink } from '../controller/event-source.js';
 import type { CustomerStore } from '../store/customer-store.js';
 import { ConflictError } from '../store/errors.js';
 import { apiMessage, isConflict, isNotFound, JSON_PATCH, MERGE_PATCH, type KubeObject } from './client.js';

@@ -1,5 +1,5 @@
 import { CoordinationV1Api, type KubeConfig, type V1Lease } from '@kubernetes/client-node';
-import type { Leadership } from '../controller/leader-election.js';
+import type { Leadership } from '../controller/leadership.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { isConflict, isNotFound } from './client.js';

@@ -1,15 +1,11 @@
 import type { PlanResources } from '../domain/customer.js';
+import type { Probes } from '../domain/probes.js';
+import type { Mount } from '../workspace/workspace.js';
 
 /**
  * Where customers' assistants run. One interface, one real implementation per engine
  * (docker/, kubernetes/); the controller imports only this file.
  */
-
-export interface Mount {
-  hostPath: string;
-  containerPath: string;
-  readOnly: boolean;
-}
 
 /** Everything the runtime needs to run one customer's container. Contains no secret values. */
 export interface ContainerSpec {
@@ -23,8 +19,12 @@ export interface ContainerSpec {
   /** Plain settings only: secrets travel in mounted 0600 files, never in Env. */
   env: Record<string, string>;
   resources: PlanResources;
-  /** HTTP path probed for health on the container port. */
-  healthPath: string;
+  /** The template's probes, run on the container port (body checked, see domain/probes.ts). */
+  probes: Probes;
+  /** How long it may take to start before failing probes mean broken (the plan's CPU counted in). */
+  startTimeoutSeconds: number;
+  /** Writable tmpfs folders; everything else outside the mounts is read-only. */
+  tmpfs: string[];
   /** Hash of everything that needs a new container when it changes (label `cloud.blytz.spec-hash`). */
   specHash: string;
   /**
@@ -45,7 +45,12 @@ export interface ContainerSpec {
 }
 
 export type ContainerState = 'created' | 'running' | 'paused' | 'restarting' | 'removing' | 'exited' | 'dead';
-export type ContainerHealth = 'healthy' | 'unhealthy' | 'starting' | 'unknown';
+/**
+ * `healthy`: ready (routes go to it); `unready`: alive and started but its readiness probe fails
+ * (kept, not routed to, not restarted); `starting`: within its start timeout; `unhealthy`: broken,
+ * restarted; `unknown`: not running, or nothing to probe.
+ */
+export type ContainerHealth = 'healthy' | 'unready' | 'unhealthy' | 'starting' | 'unknown';
 
 export interface ObservedContainer {
   id: string;
@@ -122,16 +127,4 @@ export interface CustomerRuntime {
    * on Kubernetes. Pure (no I/O), so planner and status can use it.
    */
   upstream(customer: string, port: number): string;
-}
-
-/** Hints from the engine ("look at this customer again"); never trusted as state. */
-export interface WorldEventSink {
-  enqueue(customer: string): void;
-  /** Events may have been missed: look at everything. */
-  resync(reason: string): void;
-}
-
-export interface EventSource {
-  start(sink: WorldEventSink): Promise<void>;
-  stop(): Promise<void>;
 }

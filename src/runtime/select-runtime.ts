@@ -9,11 +9,13 @@ import type { Policies } from '../resilience/policies.js';
 import { FileWorkspaces } from '../workspace/file-workspaces.js';
 import type { Workspaces } from '../workspace/workspace.js';
 import { DockerEventSource } from './docker/docker-events.js';
+import { PROBE_CLIENT_ADDRESS } from './docker/health.js';
 import { DockerRuntime } from './docker/docker-runtime.js';
 import { KubernetesRuntime } from './kubernetes/kubernetes-runtime.js';
 import { KubernetesWorkspaces } from './kubernetes/kubernetes-workspaces.js';
 import { OwnedObjectsWatch } from './kubernetes/owned-objects-watch.js';
-import type { CustomerRuntime, EventSource } from './runtime.js';
+import type { EventSource } from '../controller/event-source.js';
+import type { CustomerRuntime } from './runtime.js';
 
 /**
  * Part of the composition root (with server.ts): builds the runtime chosen by BLYTZ_RUNTIME
@@ -53,6 +55,13 @@ export interface SelectedRuntime {
   imagePresent(image: string): Promise<boolean>;
   /** The runtime's own hints about customers (unwrapped: the caller adds cache invalidation). */
   sources: EventSource[];
+  /**
+   * The addresses requests from the proxy reach a customer's gateway from, which it must trust to
+   * take the client from X-Forwarded-For (BLYTZ_ASSISTANT_TRUSTED_PROXIES overrides). Docker: the
+   * gateway of the customers' bridge (the port publish's proxy connects from it). Kubernetes: none
+   * known (the pod CIDR is the cluster's; the operator sets it).
+   */
+  defaultTrustedProxies(): Promise<string[]>;
 }
 
 export interface SelectRuntimeDeps {
@@ -80,11 +89,13 @@ export function selectRuntime(config: Config, deps: SelectRuntimeDeps): Selected
       healthName: 'kubernetes',
       imagePresent: () => Promise.resolve(true),
       sources: [new OwnedObjectsWatch({ kubeConfig, ...runtime.ownedKinds(), logger: deps.logger })],
+      defaultTrustedProxies: () => Promise.resolve([]),
     };
   }
 
   const docker = new Docker(dockerOptions(config.DOCKER_HOST));
-  const runtime = new DockerRuntime(deps.policies.guard('docker'), { docker, extraLabels });
+  // The probes name a client (X-Forwarded-For): they arrive from the address the gateway trusts as its proxy.
+  const runtime = new DockerRuntime(deps.policies.guard('docker'), { docker, extraLabels, probeForwardedFor: PROBE_CLIENT_ADDRESS });
   const sources: EventSource[] = [];
   // A local engine restarts in seconds: reconnect within 5 s, not the default 30 s ceiling.
   if (config.BLYTZ_DOCKER_EVENTS) {
@@ -99,6 +110,7 @@ export function selectRuntime(config: Config, deps: SelectRuntimeDeps): Selected
     healthName: 'docker',
     imagePresent: (image) => runtime.imagePresent(image),
     sources,
+    defaultTrustedProxies: () => runtime.bridgeGateways(),
   };
 }
 

@@ -6,6 +6,7 @@ import type { DatabaseHandle } from './database.js';
 import { ConflictError, isUniqueViolation, NotFoundError } from './errors.js';
 import type { CustomerRow, Database, NewCustomerRow } from './schema.js';
 import type { SecretBox } from './secret-box.js';
+import type { ControllerStore, CustomerSecrets, EventType, ReconcileView, RoutedCustomer } from './store.js';
 
 export interface ApplyOptions {
   /** When given, the apply fails with ConflictError unless the stored object is at this version. */
@@ -31,8 +32,6 @@ export interface CustomerPage {
   continue?: string;
 }
 
-export type EventType = 'Normal' | 'Warning';
-
 export interface CustomerEvent {
   type: EventType;
   reason: string;
@@ -40,19 +39,6 @@ export interface CustomerEvent {
   count: number;
   firstSeen: Date;
   lastSeen: Date;
-}
-
-export interface CustomerSecrets {
-  telegramBotToken?: string;
-  modelApiKey?: string;
-}
-
-/** A customer with its secrets opened: for the controller only, never for responses or logs. */
-export interface ReconcileView {
-  customer: Customer;
-  secrets: CustomerSecrets;
-  /** Absent until the controller first generates it. */
-  gatewayToken: string | undefined;
 }
 
 const MAX_EVENT_MESSAGE = 1000;
@@ -63,7 +49,7 @@ const EVENTS_KEPT_PER_CUSTOMER = 100;
  * controller alone writes status and events. Secret fields are sealed with the SecretBox before
  * they reach a row and are only opened by `readSecrets`.
  */
-export class CustomerStore {
+export class CustomerStore implements ControllerStore {
   readonly #db: Kysely<Database>;
   readonly #box: SecretBox;
 
@@ -332,6 +318,44 @@ export class CustomerStore {
       resealed++;
     }
     return { resealed };
+  }
+
+  /**
+   * Whether the customer should answer on its host (active or suspended, not deleted): Caddy's
+   * on-demand TLS asks before it takes a certificate for a name.
+   */
+  async isReachable(name: string): Promise<boolean> {
+    const row = await this.#db
+      .selectFrom('customers')
+      .select(sql<number>`1`.as('ok'))
+      .where('name', '=', name)
+      .where('deleted_at', 'is', null)
+      .where('state', 'in', ['active', 'suspended'])
+      .executeTakeFirst();
+    return row !== undefined;
+  }
+
+  /** How many live customers are in each status phase (a customer never reconciled counts as Pending). */
+  async countByPhase(): Promise<Map<string, number>> {
+    const rows = await sql<{ phase: string; n: number }>`
+      SELECT coalesce(status->>'phase', 'Pending') AS phase, count(*)::int AS n
+      FROM customers WHERE deleted_at IS NULL GROUP BY 1
+    `.execute(this.#db);
+    return new Map(rows.rows.map((row) => [row.phase, row.n]));
+  }
+
+  /**
+   * Every customer that should have a route right now, with its reserved port, in one query (for
+   * the route sweep). Paused customers are left out: the controller leaves them alone, so their
+   * routes are not compared either.
+   */
+  async routedCustomers(): Promise<RoutedCustomer[]> {
+    const rows = await sql<{ name: string; state: RoutedCustomer['state']; port: number | null }>`
+      SELECT c.name, c.state, p.port
+      FROM customers c LEFT JOIN port_reservations p ON p.customer = c.name AND p.slot = 'current'
+      WHERE c.deleted_at IS NULL AND NOT c.paused AND c.state IN ('active', 'suspended')
+    `.execute(this.#db);
+    return rows.rows.map((row) => ({ name: row.name, state: row.state, port: row.port ?? undefined }));
   }
 
   /** What one reconcile reads from the store, in one query. */

@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { Kysely, PGliteDialect, PostgresDialect } from 'kysely';
+import { Kysely, PGliteDialect, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import { PGlite } from '@electric-sql/pglite';
 import { ensurePrivateDir } from '../data-dir.js';
@@ -82,4 +82,9 @@ export function openPglite(pglite: PGlite): DatabaseHandle {
       if (!pglite.closed) await pglite.close();
     },
   };
+}
+
+/** Throws when the database does not answer (for /readyz). */
+export async function pingDatabase(handle: DatabaseHandle): Promise<void> {
+  await sql`SELECT 1`.execute(handle.db);
 }

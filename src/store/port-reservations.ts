@@ -2,14 +2,12 @@ import { sql, type Kysely } from 'kysely';
 import type { DatabaseHandle } from './database.js';
 import { PortsExhaustedError } from './errors.js';
 import type { Database } from './schema.js';
+import type { HostPorts, PortSlot } from './store.js';
 
 export interface PortRange {
   from: number;
   to: number;
 }
-
-/** A reservation slot: `current` (served on) or `next` (a blue-green update's new container). */
-export type PortSlot = 'current' | 'next';
 
 /**
  * Host ports handed to customer containers. A reservation is taken before the container is
@@ -20,7 +18,7 @@ export type PortSlot = 'current' | 'next';
  * A customer's reservation slots: `current` is the port it is served on; `next` is held only
  * while a blue-green update runs its new container beside the old one (see `promote`).
  */
-export class PortReservations {
+export class PortReservations implements HostPorts {
   readonly #db: Kysely<Database>;
 
   constructor(handle: DatabaseHandle, readonly range: PortRange) {

@@ -1,16 +1,19 @@
 import { lstat, readdir, rm } from 'node:fs/promises';
-import { dirname, join, posix, resolve, sep } from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
+import { dirname, join, resolve, sep } from 'node:path';
+import { stableHash } from '../domain/canonical-json.js';
 import { z } from 'zod';
 import { ensurePrivateDir } from '../data-dir.js';
 import { isDns1123Label } from '../domain/naming.js';
-import type { Mount } from '../runtime/runtime.js';
-import { renderWorkspace, SECRET_FILES } from './render.js';
+import { applyOwnedConfig, ownedProjection, serializeOpenClawConfig, type JsonObject } from './openclaw-config.js';
+import { OPENCLAW_CONFIG_FILE, renderWorkspace } from './render.js';
 import {
   chownTarget,
   ensureDirectory,
   ignoreCode,
   parseOwner,
   readRegularFile,
+  setModeNoFollow,
   sweepTempFiles,
   syncDirectory,
   TEMP_PREFIX,
@@ -18,16 +21,19 @@ import {
   type Owner,
 } from './safe-fs.js';
 import { loadTemplateManifest, loadTemplateSources, type ResolvedTemplate, type TemplateDefaults } from './template-manifest.js';
-import type { ObservedWorkspace, RenderedWorkspace, TemplateManifest, WorkspaceInput, Workspaces } from './workspace.js';
+import type { Mount, ObservedWorkspace, RenderedWorkspace, TemplateManifest, WorkspaceInput, Workspaces } from './workspace.js';
 
 /**
  * Workspaces as folders on the local disk: `$dataDir/customers/<name>/`, bind-mounted into the
  * customer's container.
  *
- * Layout of a customer folder:
+ * Layout of a customer folder (OpenClaw's state folder, mounted read-write at the template's
+ * mountPath):
  *   workspace/AGENTS.md, USER.md, SOUL.md   rendered, 0644 (the agent's workspace)
  *   workspace/memory/...                    written by the assistant; never touched by us
- *   openclaw.json                           rendered, secret: 0600, also mounted read-only
+ *   openclaw.json                           shared, secret (0600): our fields merged into what
+ *                                           OpenClaw wrote (openclaw-config.ts)
+ *   everything else                         OpenClaw's own state (sessions, databases, pairings)
  *   .blytz-render.json                      marker: contentHash + rendered paths, written last
  * Folders are 0700 and everything belongs to the template's uid:gid. Non-secret files are 0644
  * because the 0700 folders already keep every other host user out; only secrets get the extra
@@ -52,6 +58,8 @@ const markerSchema = z.object({
   contentHash: z.string().min(1),
   template: z.string(),
   files: z.array(z.string()),
+  /** Hash of our fields of openclaw.json as last written: the assistant editing one makes the folder stale. */
+  ownedConfigHash: z.string().optional(),
 });
 type Marker = z.infer<typeof markerSchema>;
 
@@ -109,6 +117,11 @@ export class FileWorkspaces implements Workspaces {
     const marker = await readMarker(dir);
     // A rendered file deleted since (by hand, by the assistant) makes the workspace stale.
     if (!marker || !(await allRegularFiles(dir, marker.files))) return { exists: true };
+    // So does a field of ours in openclaw.json changed since (the assistant has a shell).
+    if (marker.ownedConfigHash !== undefined) {
+      const current = await readConfig(join(dir, OPENCLAW_CONFIG_FILE));
+      if (!current || stableHash(ownedProjection(current)) !== marker.ownedConfigHash) return { exists: true };
+    }
     return { exists: true, contentHash: marker.contentHash };
   }
 
@@ -126,10 +139,18 @@ export class FileWorkspaces implements Workspaces {
     await rm(join(dir, MARKER_FILE), { force: true });
 
     const touched = new Set<string>([dir]);
+    let ownedConfigHash: string | undefined;
     for (const file of rendered.files) {
       const target = join(dir, ...file.path.split('/'));
       await ensureParents(dir, file.path, owner, touched);
-      await writeFileAtomic(target, file.content, file.secret ? SECRET_MODE : PLAIN_MODE, owner);
+      const mode = file.secret ? SECRET_MODE : PLAIN_MODE;
+      if (file.merge === 'openclaw-config') {
+        const owned = JSON.parse(file.content) as JsonObject;
+        ownedConfigHash = stableHash(ownedProjection(owned));
+        await mergeConfigFile(target, owned, mode, owner);
+      } else {
+        await writeFileAtomic(target, file.content, mode, owner);
+      }
     }
     // Files we rendered last time and no longer render (the template dropped them). Only paths
     // from our own marker: anything else in the folder is the assistant's.
@@ -142,7 +163,12 @@ export class FileWorkspaces implements Workspaces {
       await syncDirectory(folder);
     }
 
-    const marker: Marker = { contentHash: rendered.contentHash, template: rendered.template.name, files: paths };
+    const marker: Marker = {
+      contentHash: rendered.contentHash,
+      template: rendered.template.name,
+      files: paths,
+      ...(ownedConfigHash === undefined ? {} : { ownedConfigHash }),
+    };
     await writeFileAtomic(join(dir, MARKER_FILE), `${JSON.stringify(marker, null, 2)}\n`, PLAIN_MODE, owner);
     await syncDirectory(dir);
   }
@@ -161,19 +187,50 @@ export class FileWorkspaces implements Workspaces {
   }
 
   mounts(customer: string, template: TemplateManifest): Mount[] {
-    const dir = this.customerDir(customer);
-    return [
-      { hostPath: dir, containerPath: template.mountPath, readOnly: false },
-      // Secrets again, read-only over their own path, so the assistant cannot rewrite its own
-      // gateway config. A single-file bind mount pins the file as it was at container start;
-      // that is fine because a changed openclaw.json changes the spec hash and recreates the
-      // container.
-      ...SECRET_FILES.map((file) => ({
-        hostPath: join(dir, ...file.split('/')),
-        containerPath: posix.join(template.mountPath, file),
-        readOnly: true,
-      })),
-    ];
+    // One read-write mount of the whole state folder. openclaw.json is not mounted read-only over
+    // it: OpenClaw renames its own config into place (key migrations at start, the owner after the
+    // first pairing approval), which a single-file bind mount refuses (EBUSY, exit 78). The
+    // controller enforces its own fields on every render instead (openclaw-config.ts).
+    return [{ hostPath: this.customerDir(customer), containerPath: template.mountPath, readOnly: false }];
+  }
+}
+
+/**
+ * Merges our fields into the config on disk, keeping everything OpenClaw wrote; writes only when
+ * the result differs, so a render that changes nothing of ours leaves the file (and the running
+ * gateway, which watches it) alone. A file that is not a JSON object (torn by hand, replaced by
+ * the assistant) cannot be merged: ours are written over an empty config, and the old bytes are
+ * kept beside it for support.
+ */
+async function mergeConfigFile(path: string, owned: JsonObject, mode: number, owner: Owner | undefined): Promise<void> {
+  const text = await readRegularFile(path, MAX_CONFIG_BYTES);
+  let current: JsonObject = {};
+  if (text !== undefined) {
+    const parsed = parseConfig(text);
+    if (parsed) current = parsed;
+    else await writeFileAtomic(`${path}.unreadable`, text, SECRET_MODE, owner);
+  }
+  const merged = applyOwnedConfig(current, owned);
+  // Compared as data, not bytes: OpenClaw formats the file its own way. Unchanged, it still
+  // holds tokens, so it keeps (or gets back) its private mode.
+  if (text !== undefined && isDeepStrictEqual(merged, current)) return setModeNoFollow(path, mode, owner);
+  await writeFileAtomic(path, serializeOpenClawConfig(merged), mode, owner);
+}
+
+/** openclaw.json may be written by the assistant: bounded, no symlinks, an object or nothing. */
+const MAX_CONFIG_BYTES = 1024 * 1024;
+
+async function readConfig(path: string): Promise<JsonObject | undefined> {
+  const text = await readRegularFile(path, MAX_CONFIG_BYTES);
+  return text === undefined ? undefined : parseConfig(text);
+}
+
+function parseConfig(text: string): JsonObject | undefined {
+  try {
+    const value: unknown = JSON.parse(text);
+    return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as JsonObject) : undefined;
+  } catch {
+    return undefined;
   }
 }
 

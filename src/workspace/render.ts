@@ -10,17 +10,17 @@ import type { RenderedFile, RenderedWorkspace, WorkspaceInput } from './workspac
  * clock, no randomness), so the same input always gives the same bytes and the same hashes.
  */
 
-/** The OpenClaw config, relative to the customer folder; holds tokens, so it is secret. */
+/**
+ * The OpenClaw config, relative to the customer folder; holds tokens, so it is secret (0600). The
+ * gateway rewrites it too, so it is merged, never replaced (see openclaw-config.ts), and it is
+ * not part of the spec hash: the gateway reloads it in place.
+ */
 export const OPENCLAW_CONFIG_FILE = 'openclaw.json';
 /** Folder (inside the customer folder) that is the agent's workspace and holds the Markdown files. */
 export const WORKSPACE_SUBDIR = 'workspace';
-/** Files holding secrets: written 0600 and bind-mounted read-only over themselves. */
-export const SECRET_FILES: readonly string[] = [OPENCLAW_CONFIG_FILE];
-/** Files the container reads only when it starts: a change to them needs a new container. */
-export const CONTAINER_START_FILES: readonly string[] = [OPENCLAW_CONFIG_FILE];
 
 /** Bumped when the on-disk layout changes, so every workspace counts as stale and is rewritten. */
-const RENDER_FORMAT = 1;
+const RENDER_FORMAT = 2;
 
 const FALLBACK_ASSISTANT_NAME = 'Assistant';
 const FALLBACK_DESCRIPTION = 'They have not told you about themselves yet: ask what they do and how you can help.';
@@ -54,20 +54,19 @@ export function renderWorkspace(
     port: template.containerPort,
     gatewayToken: input.secrets.gatewayToken,
     workspacePath: `${template.mountPath}/${WORKSPACE_SUBDIR}`,
+    publicOrigins: input.publicOrigins,
+    trustedProxies: input.trustedProxies,
     telegramBotToken: input.secrets.telegramBotToken,
+    telegramApiRoot: input.telegramApiRoot,
     modelProvider: input.modelProvider,
     modelApiKey: input.secrets.modelApiKey,
   });
-  files.push({ path: OPENCLAW_CONFIG_FILE, content: serializeOpenClawConfig(config), secret: true });
+  files.push({ path: OPENCLAW_CONFIG_FILE, content: serializeOpenClawConfig(config), secret: true, merge: 'openclaw-config' });
   files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
 
   return {
     template,
     files,
-    containerConfigHash: stableHash({
-      format: RENDER_FORMAT,
-      files: files.filter((file) => CONTAINER_START_FILES.includes(file.path)),
-    }),
     // The owner is part of it: a template moving to another uid must re-own the files.
     contentHash: stableHash({ format: RENDER_FORMAT, owner: template.user, files }),
   };

@@ -109,6 +109,23 @@ export async function readRegularFile(path: string, maxBytes = 1024 * 1024): Pro
   }
 }
 
+/**
+ * Gives an existing regular file `mode` (and `owner`) through a handle opened without following
+ * a symlink; a link, FIFO or anything else in its place is left alone (the next write replaces it).
+ */
+export async function setModeNoFollow(path: string, mode: number, owner: Owner | undefined): Promise<void> {
+  const handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK).catch(() => undefined);
+  if (!handle) return;
+  try {
+    const stat = await handle.stat();
+    if (!stat.isFile()) return;
+    if ((stat.mode & 0o7777) !== mode) await handle.chmod(mode);
+    if (owner && (stat.uid !== owner.uid || stat.gid !== owner.gid)) await handle.chown(owner.uid, owner.gid);
+  } finally {
+    await handle.close();
+  }
+}
+
 /** Flushes a folder's entries (renames, unlinks) to disk. */
 export async function syncDirectory(path: string): Promise<void> {
   const handle = await open(path, constants.O_RDONLY | constants.O_DIRECTORY);

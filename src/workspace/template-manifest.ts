@@ -30,22 +30,42 @@ export interface TemplateSource {
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
+const absolutePath = (example: string) =>
+  z
+    .string()
+    .refine(
+      (path) => path.startsWith('/') && path !== '/' && posix.normalize(path) === path && !path.endsWith('/'),
+      `must be a normalised absolute path other than "/", e.g. "${example}"`,
+    );
+
+const httpProbeSchema = z
+  .object({
+    path: z.string().regex(/^\/[^\s]*$/, 'must be an absolute URL path like "/healthz"'),
+    // A probe must check what a healthy answer says, not only that something answered: the
+    // OpenClaw gateway serves its Control UI with 200 on every path it does not know.
+    expect: z
+      .record(z.string().min(1), z.union([z.string(), z.number(), z.boolean()]))
+      .refine((fields) => Object.keys(fields).length > 0, 'must name at least one field of the JSON body, e.g. {"ok": true}'),
+  })
+  .strict();
+
+const probesSchema = z
+  .object({ startup: httpProbeSchema.optional(), liveness: httpProbeSchema, readiness: httpProbeSchema })
+  .strict();
+
 const manifestSchema = z
   .object({
     name: z.string().optional(),
     image: z.string().trim().min(1, 'must not be empty').optional(),
     containerPort: z.number().int().min(1).max(65535).optional(),
-    healthPath: z.string().regex(/^\/[^\s]*$/, 'must be an absolute URL path like "/" or "/healthz"'),
+    probes: probesSchema,
     user: z
       .string()
       .regex(/^\d+:\d+$/, 'must be "uid:gid" in numbers, e.g. "1000:1000"')
       .refine((user) => !user.startsWith('0:'), 'must not be root (uid 0)'),
-    mountPath: z
-      .string()
-      .refine(
-        (path) => path.startsWith('/') && path !== '/' && posix.normalize(path) === path && !path.endsWith('/'),
-        'must be a normalised absolute path other than "/", e.g. "/home/node/.openclaw"',
-      ),
+    mountPath: absolutePath('/home/node/.openclaw'),
+    // The container's root is read-only; these folders are writable tmpfs (emptied on restart).
+    tmpfs: z.array(absolutePath('/tmp')).max(8).default([]),
     startTimeoutSeconds: z.number().int().min(1).max(3600),
     updateStrategy: z.enum(['recreate', 'blueGreen']),
     env: z.record(z.string().regex(ENV_NAME, 'environment variable names must be letters, digits and _'), z.string()).default({}),
@@ -114,7 +134,12 @@ export function parseTemplateManifest(text: string, file: string, name: string, 
     name,
     image: manifest.image ?? defaults.image,
     containerPort: manifest.containerPort ?? defaults.containerPort,
-    healthPath: manifest.healthPath,
+    probes: {
+      ...(manifest.probes.startup ? { startup: manifest.probes.startup } : {}),
+      liveness: manifest.probes.liveness,
+      readiness: manifest.probes.readiness,
+    },
+    tmpfs: manifest.tmpfs,
     user: manifest.user,
     mountPath: manifest.mountPath,
     startTimeoutSeconds: manifest.startTimeoutSeconds,

@@ -1,9 +1,16 @@
-import type { Mount } from '../runtime/runtime.js';
+import type { Probes } from '../domain/probes.js';
 
 /**
  * A customer's workspace: `$BLYTZ_DATA_DIR/customers/<name>/`, rendered from
  * `templates/<template>/`. The controller imports only this file.
  */
+
+/** A host folder or file the customer's container sees (the runtimes mount what `mounts` lists). */
+export interface Mount {
+  hostPath: string;
+  containerPath: string;
+  readOnly: boolean;
+}
 
 /** `templates/<name>/template.json`: how a template's container runs. */
 export interface TemplateManifest {
@@ -12,9 +19,12 @@ export interface TemplateManifest {
   image?: string;
   /** Port the assistant listens on inside the container; absent means BLYTZ_CONTAINER_PORT. */
   containerPort?: number;
-  healthPath: string;
   /** `uid:gid` inside the container; workspace files are owned by it. */
   user: string;
+  /** HTTP probes on the container port, each checking the body (see `Probes`). */
+  probes: Probes;
+  /** Writable tmpfs folders in an otherwise read-only root (where the assistant writes outside its state). */
+  tmpfs: string[];
   /** Where the customer folder is mounted in the container. */
   mountPath: string;
   /** How long a new container may take to become healthy before it counts as failed. */
@@ -32,6 +42,12 @@ export interface WorkspaceInput {
   plan: string;
   template: string;
   modelProvider?: string | undefined;
+  /** Origins the customer's Control UI is opened from (`https://<name>.<base>`, with a port if not the default). */
+  publicOrigins: string[];
+  /** Where requests from the proxy (Caddy) reach the assistant from: OpenClaw's trusted proxies. */
+  trustedProxies: string[];
+  /** Telegram Bot API root, when not Telegram's own (tests, self-hosted Bot API servers). */
+  telegramApiRoot?: string | undefined;
   secrets: {
     telegramBotToken?: string | undefined;
     modelApiKey?: string | undefined;
@@ -44,15 +60,18 @@ export interface RenderedFile {
   /** Relative POSIX path inside the customer folder. */
   path: string;
   content: string;
-  /** Secret files are written 0600 and mounted read-only. */
+  /** Secret files are written 0600. */
   secret: boolean;
+  /**
+   * The file is shared with the assistant, which writes it too (openclaw.json): `content` holds
+   * only the controller's fields, and writing merges them into what is on disk, keeping the rest.
+   */
+  merge?: 'openclaw-config';
 }
 
 export interface RenderedWorkspace {
   template: TemplateManifest;
   files: RenderedFile[];
-  /** Hash of the files the container reads only at start (openclaw.json): part of the spec hash. */
-  containerConfigHash: string;
   /** Hash of every rendered file: the workspace is current when the folder's marker equals it. */
   contentHash: string;
 }
@@ -74,6 +93,6 @@ export interface Workspaces {
   remove(customer: string): Promise<void>;
   /** Customers that have a folder (for purge and orphan checks). */
   list(): Promise<string[]>;
-  /** The mounts that give the container its workspace and secret files. */
+  /** The mounts that give the container its state folder (workspace and openclaw.json). */
   mounts(customer: string, template: TemplateManifest): Mount[];
 }

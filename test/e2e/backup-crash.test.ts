@@ -6,7 +6,8 @@ import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BLYTZ, baseEnv, ROOT, startServe, throughCaddy, type Served } from '../support/blytz-serve.js';
-import { createTestDatabase, waitFor, type TestDatabase } from '../support/postgres.js';
+import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { waitFor } from '../support/wait-for.js';
 import { createBucket, S3_CREDENTIALS, S3_ENDPOINT, s3Client } from '../support/s3.js';
 
 /**

@@ -17,7 +17,8 @@ import {
   throughCaddy,
   type Served,
 } from '../support/blytz-serve.js';
-import { createTestDatabase, waitFor, type TestDatabase } from '../support/postgres.js';
+import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { waitFor } from '../support/wait-for.js';
 import { createBucket, S3_CREDENTIALS, s3Client, startPrivateS3, type PrivateS3 } from '../support/s3.js';
 
 /**

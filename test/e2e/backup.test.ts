@@ -14,7 +14,8 @@ import {
   throughCaddy,
   type Served,
 } from '../support/blytz-serve.js';
-import { createTestDatabase, waitFor, type TestDatabase } from '../support/postgres.js';
+import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { waitFor } from '../support/wait-for.js';
 
 /**
  * A customer's memory survives losing everything on the host but the backup: the built

@@ -1,22 +1,22 @@
-import { execFile, execFileSync } from 'node:child_process';
-import { Agent } from 'node:http';
-import { promisify } from 'node:util';
+import { execFileSync } from 'node:child_process';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, waitFor, type TestDatabase } from '../support/postgres.js';
+import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import type { RolloutView } from '../../src/domain/rollout.js';
+import { notAnswering, sampleAvailability } from '../support/availability.js';
+import { insertCustomersAndWaitUntilReady, phases as customerPhases } from '../support/customers.js';
+import { waitFor } from '../support/wait-for.js';
 import {
   buildNeverHealthyImage,
   tagStubImage,
-  BLYTZ,
-  baseEnv,
   instanceContainers,
-  ROOT,
   startServe,
   STUB_IMAGE,
   throughCaddy,
+  operatorCli,
+  withServerLog,
   type Served,
 } from '../support/blytz-serve.js';
-import { getWithHost } from '../support/http-get.js';
 
 /**
  * The blueGreen update strategy on a real Docker engine and a real Caddy, driven by the built
@@ -29,7 +29,6 @@ import { getWithHost } from '../support/http-get.js';
 
 const N = 6;
 const LIMIT = 2;
-const run = promisify(execFile);
 
 describe('blueGreen updates end to end (real Docker and Caddy)', () => {
   let db: TestDatabase;
@@ -55,21 +54,8 @@ describe('blueGreen updates end to end (real Docker and Caddy)', () => {
     for (const image of [V2, BROKEN]) execFileSync('docker', ['rmi', '-f', image], { stdio: 'ignore' });
   });
 
-  const cli = async (...args: string[]) => {
-    const { stdout } = await run(BLYTZ, [...args, '--server', served.url], {
-      cwd: ROOT,
-      env: { ...baseEnv(), BLYTZ_ADMIN_TOKEN: served.adminToken },
-    });
-    return stdout;
-  };
-  interface RolloutJson {
-    state: string;
-    pausedReason: string | null;
-    target: { image: string };
-    counts: { total: number; done: number; failed: number; inProgress: number };
-    customers: Array<{ customer: string; state: string }>;
-  }
-  const rollouts = async () => JSON.parse(await cli('rollout', 'status', '-o', 'json')) as RolloutJson[];
+  const cli = (...args: string[]) => operatorCli(served, ...args);
+  const rollouts = async () => JSON.parse(await cli('rollout', 'status', '-o', 'json')) as RolloutView[];
   /** Every container of this instance by customer (more than one while a switch is in flight). */
   const containers = async () => {
     const byCustomer = new Map<string, Awaited<ReturnType<typeof instanceContainers>>>();
@@ -87,50 +73,11 @@ describe('blueGreen updates end to end (real Docker and Caddy)', () => {
     }>`SELECT customer, port, slot FROM port_reservations`.execute(db.handle.db);
     return r.rows;
   };
-  const phases = async () => {
-    const r = await sql<{ name: string; phase: string | null }>`SELECT name, status->>'phase' AS phase FROM customers`.execute(
-      db.handle.db,
-    );
-    return new Map(r.rows.map((row) => [row.name, row.phase]));
-  };
-  const withLog = (error: unknown) => new Error(`${(error as Error).message}\n${served.log().slice(-4000)}`, { cause: error });
+  const phases = () => customerPhases(db.handle.db);
+  const withLog = (error: unknown) => withServerLog(served, error);
 
-  /**
-   * Every 100 ms (or right after a slower sample): which customers' hosts do not answer 200
-   * through Caddy. Each request on a new connection: every route write reloads Caddy's config,
-   * which closes idle keep-alive connections, so a client reusing one can meet a reset that has
-   * nothing to do with the customer's upstream (browsers retry those; Node's agent does not).
-   */
-  const freshConnections = new Agent({ keepAlive: false });
-  function startSampler() {
-    const samples: Array<{ at: number; down: string[] }> = [];
-    let stopped = false;
-    const loop = (async () => {
-      while (!stopped) {
-        const at = Date.now();
-        const results = await Promise.all(
-          names.map(async (name) => {
-            const get = () => getWithHost(served.caddyListenPort, host(name), '/AGENTS.md', { agent: freshConnections });
-            // A reset before any answer is retried once, as browsers retry an idempotent GET:
-            // Caddy 2.6 resets connections to all hosts alike while it applies a route write.
-            const res = await get()
-              .catch((error: unknown) => ((error as NodeJS.ErrnoException).code === 'ECONNRESET' ? get() : Promise.reject(error)))
-              .catch((error: unknown) => ({ status: 0, error: (error as Error).message }));
-            return res.status === 200 ? undefined : `${name} (${res.status}${'error' in res ? ` ${res.error}` : ''})`;
-          }),
-        );
-        samples.push({ at, down: results.filter((n): n is string => n !== undefined) });
-        await new Promise((r) => setTimeout(r, Math.max(0, at + 100 - Date.now())));
-      }
-    })();
-    return {
-      stop: async () => {
-        stopped = true;
-        await loop;
-        return samples;
-      },
-    };
-  }
+  /** Which customers' hosts do not answer 200 through Caddy, every 100 ms. */
+  const startSampler = () => sampleAvailability(names, (name) => notAnswering(served.caddyListenPort, host(name)));
 
   /** One container per customer, named blytz-<name>, on the customer's only port reservation. */
   async function expectSettled(image: string) {
@@ -150,17 +97,7 @@ describe('blueGreen updates end to end (real Docker and Caddy)', () => {
   }
 
   it(`${N} web-assistant customers become Ready`, async () => {
-    for (const name of names) {
-      await sql`
-        INSERT INTO customers (name, email, display_name, state, template, instructions)
-        VALUES (${name}, ${`${name}@example.com`}, 'Ada', 'active', 'web-assistant', 'I am a freelance developer.')
-      `.execute(db.handle.db);
-    }
-    await waitFor(async () => [...(await phases()).values()].filter((p) => p === 'Ready').length === N, 180_000).catch(
-      (e: unknown) => {
-        throw withLog(e);
-      },
-    );
+    await insertCustomersAndWaitUntilReady(db.handle.db, names, { template: 'web-assistant', timeoutMs: 180_000, explain: withLog });
     for (const name of names) expect((await throughCaddy(served, host(name), '/AGENTS.md')).status, name).toBe(200);
     await expectSettled(STUB_IMAGE);
   }, 240_000);

@@ -55,7 +55,8 @@ const tag = randomBytes(3).toString('hex');
 const email = `browser-${tag}@example.com`;
 const BOT_TOKEN = botToken(Number.parseInt(tag, 16) % 90_000);
 const MODEL_KEY = `sk-test-model-${randomBytes(8).toString('hex')}`;
-const PAIRING_CODE = `P${randomBytes(4).toString('hex').toUpperCase().slice(0, 7)}`;
+// SLOW...: the stand-in holds the approval until the test releases it (the real CLI takes up to half a minute).
+const PAIRING_CODE = `SLOW${randomBytes(2).toString('hex').toUpperCase()}`;
 
 let db: TestDatabase;
 let stripe: FakeStripe;
@@ -248,10 +249,15 @@ describe('signing up in a browser', () => {
 
     await page.fill('#code', PAIRING_CODE.toLowerCase()); // typed as it comes, case does not matter
     await page.click('#pairing-submit');
+    // While the command runs in the container the page says so, and counts.
+    await waitForText('#pairing-result', /^Approving with your assistant… \d+ s/);
+    expect(await page.getAttribute('#pairing-form', 'aria-busy')).toBe('true');
+    await shot('07-pairing-in-progress');
+    await writeFile(join(home, `release-${PAIRING_CODE}`), '');
     await waitForText('#pairing-result', /^Approved!/);
     expect(await text('#code-error')).toBe('');
     expect(await page.getAttribute('#code', 'aria-invalid')).toBeNull();
-    await shot('07-pairing-approved');
+    await shot('08-pairing-approved');
 
     const [container] = await instanceContainers(served.instance, customerName);
     const calls = execFileSync('docker', ['exec', container!.Id, 'cat', '/tmp/openclaw-calls.log'], { encoding: 'utf8' });
@@ -273,7 +279,7 @@ describe('signing up in a browser', () => {
     expect(await page.isVisible('#pairing')).toBe(false);
     expect(await page.isVisible('#progress')).toBe(true);
     await expectFitsPhone();
-    await shot('08-suspended');
+    await shot('09-suspended');
   });
 
   it('cancelled: the customer sees it ended and can sign up again', async () => {
@@ -288,7 +294,7 @@ describe('signing up in a browser', () => {
     expect(await text('#problem-link')).toBe('Sign up again');
     expect(await page.getAttribute('#problem-link', 'href')).toBe('/');
     expect(await page.isVisible('#progress')).toBe(false);
-    await shot('09-cancelled');
+    await shot('10-cancelled');
   });
 
   it('no secret was ever in a URL or in the server log', async () => {

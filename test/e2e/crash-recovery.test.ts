@@ -5,7 +5,10 @@ import { unguarded } from '../../src/resilience/guard.js';
 import { PLANS } from '../../src/domain/customer.js';
 import { SPEC_HASH_LABEL } from '../../src/domain/naming.js';
 import { docker, instanceContainers, portSlot, startServe, throughCaddy, type Served } from '../support/blytz-serve.js';
-import { createTestDatabase, waitFor, type TestDatabase } from '../support/postgres.js';
+import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { insertActiveCustomers } from '../support/customers.js';
+import { waitFor } from '../support/wait-for.js';
+import { stubHealth } from '../support/fixtures.js';
 
 /**
  * Crashes between steps leave half-done work in the world. The controller keeps no memory of
@@ -28,12 +31,7 @@ describe('converges after a crash between steps', () => {
     await db?.drop();
   });
 
-  async function insertActive(name: string) {
-    await sql`
-      INSERT INTO customers (name, email, display_name, state, instructions)
-      VALUES (${name}, ${`${name}@example.com`}, 'Ada', 'active', 'crash test')
-    `.execute(db.handle.db);
-  }
+  const insertActive = (name: string) => insertActiveCustomers(db.handle.db, [name], { instructions: 'crash test' });
 
   it('after reserving the port but before creating, and after creating but before starting', async () => {
     const reservedOnly = `crash-a-${Date.now().toString(36)}`;
@@ -54,7 +52,7 @@ describe('converges after a crash between steps', () => {
       mounts: [],
       env: {},
       resources: PLANS.personal,
-      healthPath: '/',
+      ...stubHealth(),
       specHash: 'from-before-the-crash',
     });
 

@@ -13,7 +13,8 @@ import { hashToken } from '../../src/store/billing-store.js';
 import { baseEnv, BLYTZ, ROOT, startServe, type Served } from '../support/blytz-serve.js';
 import { crdAdmission, FakeKubeApi, type LooseObject } from '../support/fake-kube-api.js';
 import { TEST_BOT_TOKEN, uniqueName } from '../support/fixtures.js';
-import { createTestDatabase, waitFor, type TestDatabase } from '../support/postgres.js';
+import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { waitFor } from '../support/wait-for.js';
 
 /**
  * The built `blytz serve` with BLYTZ_RUNTIME=kubernetes and BLYTZ_SOURCE=kubernetes against the

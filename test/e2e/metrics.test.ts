@@ -1,9 +1,10 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { sql } from 'kysely';
 import Stripe from 'stripe';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, waitFor, type TestDatabase } from '../support/postgres.js';
+import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { insertCustomersAndWaitUntilReady } from '../support/customers.js';
+import { waitFor } from '../support/wait-for.js';
 import { startServe, type Served } from '../support/blytz-serve.js';
 
 /**
@@ -81,17 +82,9 @@ describe('live /metrics', () => {
 
   it('promtool check metrics reports nothing once every family carries samples', async () => {
     // A customer provisioned end to end: reconcile, queue, Docker/Caddy call and provision metrics.
-    await sql`
-      INSERT INTO customers (name, email, display_name, state, instructions)
-      VALUES (${name}, ${`${name}@example.com`}, 'Ada', 'active', 'I am a freelance developer.')
-    `.execute(db.handle.db);
-    await waitFor(async () => {
-      const r = await sql<{ phase: string | null }>`SELECT status->>'phase' AS phase FROM customers WHERE name = ${name}`.execute(
-        db.handle.db,
-      );
-      return r.rows[0]?.phase === 'Ready';
-    }, 60_000).catch((error: unknown) => {
-      throw new Error(`${(error as Error).message}\n${served.log().slice(-3000)}`);
+    await insertCustomersAndWaitUntilReady(db.handle.db, [name], {
+      timeoutMs: 60_000,
+      explain: (error) => new Error(`${(error as Error).message}\n${served.log().slice(-3000)}`),
     });
 
     // Stripe webhooks: a forged one (400) and a correctly signed one of a type Blytz ignores.

@@ -3,7 +3,8 @@ import { sql } from 'kysely';
 import { instanceContainers, startServe, throughCaddy, type Served } from '../support/blytz-serve.js';
 import { completedSessionObject, FAKE_PRICE_ID, FAKE_SECRET_KEY, signatureHeader, startFakeStripe, stripeEvent, subscriptionObject, type FakeStripe } from '../support/fake-stripe.js';
 import { startFakeTelegram, type FakeTelegram } from '../support/fake-telegram.js';
-import { createTestDatabase, waitFor, type TestDatabase } from '../support/postgres.js';
+import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { waitFor } from '../support/wait-for.js';
 
 const WEBHOOK_SECRET = 'whsec_e2e_paying_customer_0123456789';
 const BOT_TOKEN = `4242424242:${'B'.repeat(35)}`;

@@ -1,6 +1,7 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, waitFor, type TestDatabase } from '../support/postgres.js';
+import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { waitFor } from '../support/wait-for.js';
 import { instanceContainers, startServe, throughCaddy, type Served } from '../support/blytz-serve.js';
 
 /**
@@ -40,7 +41,10 @@ describe('blytz serve provisions customers end to end', () => {
       throw new Error(`${(error as Error).message}\n${served.log().slice(-3000)}`);
     });
     expect(page).toContain('keep my calendar tidy');
-    await waitFor(async () => (await phase()) === 'Ready', 30_000);
+    await waitFor(async () => (await phase()) === 'Ready', 30_000).catch(async (error: unknown) => {
+      const r = await sql<{ status: unknown }>`SELECT status FROM customers WHERE name = ${name}`.execute(db.handle.db);
+      throw new Error(`${(error as Error).message}\nstatus: ${JSON.stringify(r.rows[0]?.status)}\n${served.log().slice(-3000)}`);
+    });
 
     const [container] = await instanceContainers(served.instance, name);
     expect(container?.State).toBe('running');

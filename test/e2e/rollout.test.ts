@@ -1,18 +1,19 @@
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, waitFor, type TestDatabase } from '../support/postgres.js';
+import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import type { RolloutView } from '../../src/domain/rollout.js';
+import { notAnswering, sampleAvailability } from '../support/availability.js';
+import { insertCustomersAndWaitUntilReady, phases as customerPhases } from '../support/customers.js';
+import { waitFor } from '../support/wait-for.js';
 import {
-  BLYTZ,
-  baseEnv,
   buildNeverHealthyImage,
   tagStubImage,
   instanceContainers,
-  ROOT,
   startServe,
   STUB_IMAGE,
   throughCaddy,
+  operatorCli,
+  withServerLog,
   type Served,
 } from '../support/blytz-serve.js';
 
@@ -28,16 +29,7 @@ const LIMIT = 2;
 const MAX_FAILURES = 2; // the default
 const V2 = 'blytz/assistant-stub:rollout-v2';
 const BROKEN = 'blytz/assistant-stub:rollout-broken';
-const run = promisify(execFile);
 
-interface RolloutJson {
-  id: number;
-  state: string;
-  pausedReason: string | null;
-  target: { image: string };
-  counts: { total: number; waiting: number; inProgress: number; done: number; failed: number };
-  customers: Array<{ customer: string; state: string; target: string }>;
-}
 
 describe('fleet rollouts end to end (real Docker and Caddy)', () => {
   let db: TestDatabase;
@@ -58,68 +50,20 @@ describe('fleet rollouts end to end (real Docker and Caddy)', () => {
     await db?.drop();
   });
 
-  const cli = async (...args: string[]) => {
-    const { stdout } = await run(BLYTZ, [...args, '--server', served.url], {
-      cwd: ROOT,
-      env: { ...baseEnv(), BLYTZ_ADMIN_TOKEN: served.adminToken },
-    });
-    return stdout;
-  };
-  const rollouts = async () => JSON.parse(await cli('rollout', 'status', '-o', 'json')) as RolloutJson[];
+  const cli = (...args: string[]) => operatorCli(served, ...args);
+  const rollouts = async () => JSON.parse(await cli('rollout', 'status', '-o', 'json')) as RolloutView[];
   const containers = async () => {
     const list = await instanceContainers(served.instance);
     return new Map(list.map((c) => [c.Labels['cloud.blytz.customer'] as string, c]));
   };
-  const phases = async () => {
-    const r = await sql<{ name: string; phase: string | null }>`SELECT name, status->>'phase' AS phase FROM customers`.execute(
-      db.handle.db,
-    );
-    return new Map(r.rows.map((row) => [row.name, row.phase]));
-  };
-  const withLog = (error: unknown) => new Error(`${(error as Error).message}\n${served.log().slice(-4000)}`, { cause: error });
+  const phases = () => customerPhases(db.handle.db);
+  const withLog = (error: unknown) => withServerLog(served, error);
 
-  /**
-   * Every 100 ms, or as soon as the previous sample finished when one takes longer (overlapping
-   * samples would load this 2-core machine enough to slow the very rollout they measure): which
-   * customers' hosts do not answer 200 through Caddy.
-   */
-  function startSampler() {
-    const samples: Array<{ at: number; down: string[] }> = [];
-    let stopped = false;
-    const loop = (async () => {
-      while (!stopped) {
-        const at = Date.now();
-        const results = await Promise.all(
-          names.map(async (name) => {
-            const res = await throughCaddy(served, host(name), '/AGENTS.md').catch(() => ({ status: 0 }));
-            return res.status === 200 ? undefined : name;
-          }),
-        );
-        samples.push({ at, down: results.filter((n): n is string => n !== undefined) });
-        await new Promise((r) => setTimeout(r, Math.max(0, at + 100 - Date.now())));
-      }
-    })();
-    return {
-      stop: async () => {
-        stopped = true;
-        await loop;
-        return samples;
-      },
-    };
-  }
+  /** Which customers' hosts do not answer 200 through Caddy, every 100 ms. */
+  const startSampler = () => sampleAvailability(names, (name) => notAnswering(served.caddyListenPort, host(name)));
 
   it(`${N} customers become Ready`, async () => {
-    for (const name of names) {
-      await sql`
-        INSERT INTO customers (name, email, display_name, state, instructions)
-        VALUES (${name}, ${`${name}@example.com`}, 'Ada', 'active', 'I am a freelance developer.')
-      `.execute(db.handle.db);
-    }
-    await waitFor(async () => [...(await phases()).values()].filter((p) => p === 'Ready').length === N, 240_000).catch(
-      (e: unknown) => {
-        throw withLog(e);
-      },
-    );
+    await insertCustomersAndWaitUntilReady(db.handle.db, names, { timeoutMs: 240_000, explain: withLog });
     for (const name of names) expect((await throughCaddy(served, host(name), '/AGENTS.md')).status, name).toBe(200);
   }, 300_000);
 

@@ -9,7 +9,7 @@ import { ArchiveNotFoundError } from '../../src/backup/storage.js';
 import { CircuitOpenError, DependencyError } from '../../src/resilience/guard.js';
 import { Policies } from '../../src/resilience/policies.js';
 import { createBucket, S3_CREDENTIALS, S3_ENDPOINT, startPrivateS3, type PrivateS3 } from '../support/s3.js';
-import { waitFor } from '../support/postgres.js';
+import { waitFor } from '../support/wait-for.js';
 
 /**
  * The S3 archive store against a real S3-protocol server (s3rver, started by

@@ -5,7 +5,8 @@ import { FALLBACK_ROUTE_ID, fallbackRoute, SUSPENDED_BODY, SUSPENDED_STATUS } fr
 import { CaddyRouteTable } from '../../src/proxy/caddy/caddy-route-table.js';
 import { RouteSweep } from '../../src/proxy/caddy/route-sweep.js';
 import type { DesiredRoute } from '../../src/proxy/route-table.js';
-import type { WorldEventSink } from '../../src/runtime/runtime.js';
+import type { WorldEventSink } from '../../src/controller/event-source.js';
+import { waitFor } from '../support/wait-for.js';
 import { startCaddy, type TestCaddy } from '../support/caddy.js';
 import { getWithHost, type HostResponse } from '../support/http-get.js';
 
@@ -648,7 +649,7 @@ describe('RouteSweep', () => {
     await caddy.admin(`/id/blytz-hank`, { method: 'DELETE' });
     await sweep.start(sink);
     try {
-      await waitUntil(() => sink.enqueued.includes('hank'));
+      await waitFor(() => sink.enqueued.includes('hank'));
     } finally {
       await sweep.stop();
     }
@@ -720,11 +721,3 @@ describe('CaddyRouteTable with on-demand TLS', () => {
     expect((await config()).apps.http.servers[SERVER]).toEqual(asFound);
   });
 });
-
-async function waitUntil(check: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error('condition not met');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}

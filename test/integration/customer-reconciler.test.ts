@@ -4,7 +4,7 @@ import { createLogger } from '../../src/observability/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import { CustomerStore } from '../../src/store/customer-store.js';
 import { PortReservations } from '../../src/store/port-reservations.js';
-import { desiredCustomer, testSecretBox, TEST_BOT_TOKEN, uniqueName } from '../support/fixtures.js';
+import { desiredCustomer, testSecretBox, TEST_BOT_TOKEN, uniqueName, stubHealth, testDesiredDefaults } from '../support/fixtures.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { SimulatedRouteTable, SimulatedRuntime, SimulatedWorkspaces } from '../support/simulated-world.js';
 
@@ -36,7 +36,7 @@ describe('customer reconciler on a simulated world with the real store', () => {
       workspaces,
       metrics,
       logger: createLogger({ level: 'silent' }),
-      defaults: { baseDomain: 'blytz.localhost', customerImage: 'blytz/assistant-stub:dev', containerPort: 18789 },
+      defaults: testDesiredDefaults({ baseDomain: 'blytz.localhost', customerImage: 'blytz/assistant-stub:dev', containerPort: 18789 }),
       publicScheme: 'https',
       retentionMs: 30 * DAY,
       now: () => now,
@@ -78,7 +78,7 @@ describe('customer reconciler on a simulated world with the real store', () => {
     );
   });
 
-  it('instruction change re-renders without recreating; a bot token change recreates', async () => {
+  it('instruction and bot token changes re-render in place (the gateway reloads its config); a plan change recreates', async () => {
     const name = uniqueName('rc');
     await store.apply(desiredCustomer(name, { telegram: { botToken: TEST_BOT_TOKEN } }));
     await reconcile(name);
@@ -86,8 +86,19 @@ describe('customer reconciler on a simulated world with the real store', () => {
     await store.apply(desiredCustomer(name, { instructions: 'new instructions', telegram: { botToken: TEST_BOT_TOKEN } }));
     await reconcile(name);
     expect((await runtime.listFor(name)).map((c) => c.id)).toEqual([first?.id]);
+    const renderedBefore = workspaces.folders.get(name);
     await store.apply(
       desiredCustomer(name, {
+        instructions: 'new instructions',
+        telegram: { botToken: '987654321:ZZbbccddeeffgghhiijjkkllmmnnooppqqr' },
+      }),
+    );
+    await reconcile(name);
+    expect((await runtime.listFor(name)).map((c) => c.id)).toEqual([first?.id]);
+    expect(workspaces.folders.get(name)).not.toBe(renderedBefore);
+    await store.apply(
+      desiredCustomer(name, {
+        plan: 'pro',
         instructions: 'new instructions',
         telegram: { botToken: '987654321:ZZbbccddeeffgghhiijjkkllmmnnooppqqr' },
       }),
@@ -272,12 +283,14 @@ describe('customer reconciler on a simulated world with the real store', () => {
     before.state = 'exited';
     runtime.takenPorts.add(taken);
     try {
-      await reconcile(name).catch(() => {});
+      // The start is refused: the step fails (the queue backs off) after moving the customer.
+      await expect(reconcile(name)).rejects.toThrow(/host port \d+ is taken by something else on this host; moved to \d+/);
       // Never left dialling the taken port (a foreign process, later maybe another customer).
       const moved = routes.routes.get(name)?.target;
       expect(moved).toMatchObject({ kind: 'upstream' });
       expect(moved).not.toEqual({ kind: 'upstream', dial: `127.0.0.1:${taken}` });
-      for (let i = 0; i < 3 && (await store.get(name))?.status.phase !== 'Ready'; i++) await reconcile(name).catch(() => {});
+      // The next pass creates the container on the new port and routes to it.
+      await reconcile(name);
       const after = [...runtime.containers.values()].find((c) => c.customer === name)!;
       expect(after.hostPort).not.toBe(taken);
       expect(routes.routes.get(name)?.target).toEqual({ kind: 'upstream', dial: `127.0.0.1:${after.hostPort}` });
@@ -298,8 +311,8 @@ describe('customer reconciler on a simulated world with the real store', () => {
       user: '1000:1000',
       mounts: [],
       env: {},
-      resources: { memoryBytes: 1, nanoCpus: 1, pidsLimit: 1 },
-      healthPath: '/',
+      resources: { memoryBytes: 1, nanoCpus: 1, pidsLimit: 1, nodeHeapMiB: 64 },
+      ...stubHealth(),
       specHash: 'h',
     });
     await routes.ensure({ customer: name, host: `${name}.blytz.localhost`, target: { kind: 'suspended' } });

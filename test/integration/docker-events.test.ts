@@ -8,8 +8,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Policies } from '../../src/resilience/policies.js';
 import { DockerEventSource } from '../../src/runtime/docker/docker-events.js';
 import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
-import type { ContainerSpec, WorldEventSink } from '../../src/runtime/runtime.js';
-import { waitFor } from '../support/postgres.js';
+import type { WorldEventSink } from '../../src/controller/event-source.js';
+import type { ContainerSpec } from '../../src/runtime/runtime.js';
+import { waitFor } from '../support/wait-for.js';
+import { stubHealth } from '../support/fixtures.js';
 
 const INSTANCE_LABEL = 'cloud.blytz.instance';
 const suffix = randomBytes(3).toString('hex');
@@ -56,8 +58,8 @@ async function runningContainer(customer: string, extraLabels?: Record<string, s
     user: '1000:1000',
     mounts: [{ hostPath: home, containerPath: '/home/node/.openclaw', readOnly: false }],
     env: {},
-    resources: { memoryBytes: 64 * 1024 * 1024, nanoCpus: 100_000_000, pidsLimit: 32 },
-    healthPath: '/',
+    resources: { memoryBytes: 64 * 1024 * 1024, nanoCpus: 100_000_000, pidsLimit: 32, nodeHeapMiB: 64 },
+    ...stubHealth(),
     specHash: 'h',
   };
   const r = extraLabels ? new DockerRuntime(policies.guard('docker'), { docker, extraLabels }) : runtime;

@@ -11,7 +11,8 @@ import { Policies } from '../../src/resilience/policies.js';
 import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
 import { ContainerNotRunningError, ExecTimeoutError } from '../../src/runtime/exec-output.js';
 import { PortClashError, type ContainerSpec } from '../../src/runtime/runtime.js';
-import { waitFor } from '../support/postgres.js';
+import { waitFor } from '../support/wait-for.js';
+import { stubHealth } from '../support/fixtures.js';
 
 const IMAGE = 'blytz/assistant-stub:dev';
 const INSTANCE_LABEL = 'cloud.blytz.instance';
@@ -25,12 +26,6 @@ const docker = new Docker();
 const metrics = new Metrics({ defaultMetrics: false });
 const policies = new Policies({ metrics });
 const runtime = new DockerRuntime(policies.guard('docker'), { docker, extraLabels: { [INSTANCE_LABEL]: instance } });
-/** The same containers seen with no starting grace: as they look once past it. */
-const strict = new DockerRuntime(policies.guard('docker'), {
-  docker,
-  extraLabels: { [INSTANCE_LABEL]: instance },
-  startingGraceSeconds: 0,
-});
 
 let root: string;
 
@@ -54,8 +49,8 @@ async function spec(customer: string, hostPort: number, overrides: Partial<Conta
     user: '1000:1000',
     mounts: [{ hostPath: await customerHome(customer), containerPath: '/home/node/.openclaw', readOnly: false }],
     env: { PORT: '18789', OPENCLAW_HOME: '/home/node/.openclaw', TZ: 'UTC' },
-    resources: { memoryBytes: 128 * 1024 * 1024, nanoCpus: 250_000_000, pidsLimit: 64 },
-    healthPath: '/AGENTS.md',
+    resources: { memoryBytes: 128 * 1024 * 1024, nanoCpus: 250_000_000, pidsLimit: 64, nodeHeapMiB: 64 },
+    ...stubHealth(),
     specHash: `hash-${customer}`,
     ...overrides,
   };
@@ -106,6 +101,9 @@ describe('DockerRuntime', () => {
     expect(host.Privileged).toBe(false);
     expect(host.RestartPolicy?.Name).toBe('unless-stopped');
     expect(host.Init).toBe(true);
+    // Read-only root; the template's tmpfs folders are the only writable places outside the mount.
+    expect(host.ReadonlyRootfs).toBe(true);
+    expect(host.Tmpfs).toEqual({ '/tmp': 'rw,nosuid,nodev,size=256m,uid=1000,gid=1000,mode=0700' });
     expect(host.LogConfig).toEqual({ Type: 'json-file', Config: { 'max-size': '10m', 'max-file': '3' } });
     expect(host.PortBindings).toEqual({ '18789/tcp': [{ HostIp: '127.0.0.1', HostPort: String(portBase) }] });
     // What the engine actually bound: 127.0.0.1 only, no 0.0.0.0 or [::].
@@ -206,40 +204,83 @@ describe('DockerRuntime', () => {
     }
   });
 
-  it('health: starting while nothing listens just after start, unhealthy with the reason once past the grace period', async () => {
-    const customer = name('deaf');
-    // The stub listens on $PORT: send it elsewhere, so nothing answers on the published port.
-    const id = await runtime.create(await spec(customer, portBase + 5, { env: { PORT: '18790' } }));
-    await runtime.start(id);
-    const [young] = await runtime.listFor(customer);
-    expect(young).toMatchObject({ state: 'running', health: 'starting' });
+  /** Waits until the customer's container is observed with this health, and returns it. */
+  const observedAs = (customer: string, health: string) =>
+    waitFor(async () => {
+      const [c] = await runtime.listFor(customer);
+      return c?.health === health ? c : undefined;
+    });
 
-    const [old] = await strict.listFor(customer);
-    expect(old?.health).toBe('unhealthy');
-    expect(old?.healthMessage).toMatch(/nothing answers on host port/);
+  it('health: starting while nothing listens within the start timeout, unhealthy with the reason after it', async () => {
+    // The stub listens on $PORT: send it elsewhere, so nothing answers on the published port.
+    const young = name('deaf-young');
+    await runtime.start(await runtime.create(await spec(young, portBase + 5, { env: { PORT: '18790' }, startTimeoutSeconds: 600 })));
+    expect(await observedAs(young, 'starting')).toMatchObject({ state: 'running', healthMessage: expect.stringMatching(/^starting: /) });
+
+    const old = name('deaf-old');
+    await runtime.start(await runtime.create(await spec(old, portBase + 8, { env: { PORT: '18790' }, startTimeoutSeconds: 0 })));
+    const broken = await observedAs(old, 'unhealthy');
+    expect(broken.healthMessage).toMatch(/^not started after \d+ s \(start timeout 0 s\): GET \/startupz: nothing answers on host port/);
   });
 
-  it('health: an answer of 500 or more is starting within the grace period, then unhealthy', async () => {
-    const customer = name('cgi');
-    const home = await customerHome(customer);
-    // busybox httpd runs /cgi-bin/* scripts: one that fails.
-    await mkdir(join(home, 'workspace', 'cgi-bin'), { recursive: true });
-    await writeFile(
-      join(home, 'workspace', 'cgi-bin', 'health'),
-      '#!/bin/sh\nprintf "Status: 503 Service Unavailable\\r\\nContent-Type: text/plain\\r\\n\\r\\ndown\\n"\n',
-      { mode: 0o755 },
+  it('health: a 200 that is not the declared JSON (a catch-all HTML page on every path) is not healthy', async () => {
+    const customer = name('catchall');
+    const id = await runtime.create(await spec(customer, portBase + 6, { startTimeoutSeconds: 0 }));
+    await runtime.start(id);
+    await observedAs(customer, 'healthy');
+    // What the OpenClaw gateway does on every path it does not know: 200 with its Control UI page.
+    const page = '<!doctype html><html><body>Control UI</body></html>';
+    await runtime.exec(id, ['sh', '-c', `for p in healthz startupz readyz; do echo '${page}' > /tmp/www/$p; done`]);
+    const broken = await observedAs(customer, 'unhealthy');
+    expect(broken.healthMessage).toMatch(/GET \/startupz answered 200 but not with JSON: <!doctype html>/);
+  });
+
+  it('health: alive and started but not ready is unready (kept, not restarted), with the readiness answer', async () => {
+    const customer = name('unready');
+    const id = await runtime.create(await spec(customer, portBase + 9, { startTimeoutSeconds: 0 }));
+    await runtime.start(id);
+    await observedAs(customer, 'healthy');
+    await runtime.exec(id, ['sh', '-c', `echo '{"ready":false,"failing":["channel:telegram"]}' > /tmp/www/readyz`]);
+    const unready = await observedAs(customer, 'unready');
+    expect(unready.healthMessage).toBe('not ready: GET /readyz answered ready=false (expected true)');
+    // Liveness failing once started is unhealthy, whatever the readiness says.
+    await runtime.exec(id, ['sh', '-c', `echo '{"ok":false,"status":"live"}' > /tmp/www/healthz`]);
+    expect((await observedAs(customer, 'unhealthy')).healthMessage).toBe(
+      'liveness probe failing: GET /healthz answered ok=false (expected true)',
     );
-    const s = await spec(customer, portBase + 6, { healthPath: '/cgi-bin/health' });
-    await runtime.start(await runtime.create(s));
+  });
+
+  it('health: an answer of 500 or more is starting within the start timeout, then unhealthy', async () => {
+    const home = async (customer: string) => {
+      const dir = await customerHome(customer);
+      // busybox httpd runs /cgi-bin/* scripts: one that fails.
+      await mkdir(join(dir, 'workspace', 'cgi-bin'), { recursive: true });
+      await writeFile(
+        join(dir, 'workspace', 'cgi-bin', 'health'),
+        '#!/bin/sh\nprintf "Status: 503 Service Unavailable\\r\\nContent-Type: text/plain\\r\\n\\r\\ndown\\n"\n',
+        { mode: 0o755 },
+      );
+    };
+    const failing = { path: '/cgi-bin/health', expect: { ok: true } };
+    const probes = { startup: failing, liveness: failing, readiness: failing };
+    const young = name('cgi-young');
+    await home(young);
+    await runtime.start(await runtime.create(await spec(young, portBase + 10, { probes, startTimeoutSeconds: 600 })));
     // Just started: a 503 is a container warming up (no restart yet), and says so.
-    const young = await waitFor(async () => {
-      const [c] = await runtime.listFor(customer);
+    const warming = await waitFor(async () => {
+      const [c] = await runtime.listFor(young);
       return c?.healthMessage?.includes('answered 503') ? c : undefined;
     });
-    expect(young).toMatchObject({ health: 'starting', healthMessage: 'starting: health probe GET /cgi-bin/health answered 503' });
-    const [observed] = await strict.listFor(customer);
-    expect(observed?.health).toBe('unhealthy');
-    expect(observed?.healthMessage).toMatch(/answered 503/);
+    expect(warming).toMatchObject({ health: 'starting', healthMessage: 'starting: GET /cgi-bin/health answered 503: down' });
+
+    const old = name('cgi-old');
+    await home(old);
+    await runtime.start(await runtime.create(await spec(old, portBase + 11, { probes, startTimeoutSeconds: 0 })));
+    const broken = await waitFor(async () => {
+      const [c] = await runtime.listFor(old);
+      return c?.healthMessage?.includes('answered 503') ? c : undefined;
+    });
+    expect(broken.health).toBe('unhealthy');
   });
 
   it('exec: stdout, stderr and the exit code of a command in the container; a timeout', async () => {

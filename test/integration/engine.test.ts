@@ -2,19 +2,20 @@ import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Controller } from '../../src/controller/controller.js';
-import { invalidating } from '../../src/controller/customer/invalidating-source.js';
-import { CustomerReconciler } from '../../src/controller/customer/reconciler.js';
-import { WorldCache } from '../../src/controller/customer/world-cache.js';
-import { LeaderElector } from '../../src/controller/leader-election.js';
-import { changeFeedSource } from '../../src/controller/sources.js';
+import { CUSTOMER_CONTROLLER_NAME, CustomerReconciler } from '../../src/controller/customer/reconciler.js';
+import { WorldCache } from '../../src/controller/customer/observe.js';
+import { PostgresLeaderElector } from '../../src/store/leader-elector.js';
+import { changeFeedSource } from '../../src/controller/change-feed-source.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import { createChangeFeed } from '../../src/store/change-feed.js';
 import { CustomerStore } from '../../src/store/customer-store.js';
 import { openPostgres } from '../../src/store/database.js';
 import { PortReservations } from '../../src/store/port-reservations.js';
-import { testSecretBox } from '../support/fixtures.js';
-import { adminUrl, createTestDatabase, waitFor, type TestDatabase } from '../support/postgres.js';
+import { testSecretBox, testDesiredDefaults } from '../support/fixtures.js';
+import { adminUrl, createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { insertActiveCustomers, waitUntilReady } from '../support/customers.js';
+import { waitFor } from '../support/wait-for.js';
 import { SimulatedRouteTable, SimulatedRuntime, SimulatedWorkspaces } from '../support/simulated-world.js';
 
 const logger = createLogger({ level: 'silent' });
@@ -50,22 +51,25 @@ describe('engine on a real store and a simulated world', () => {
       ...world,
       metrics,
       logger,
-      defaults: { baseDomain: 'blytz.localhost', customerImage: 'img', containerPort: 18789 },
+      defaults: testDesiredDefaults({ baseDomain: 'blytz.localhost', customerImage: 'img', containerPort: 18789 }),
       publicScheme: 'https',
       retentionMs: 86_400_000,
       cache: new WorldCache(),
     });
-    const elector = new LeaderElector({ name: 'engine-test', handle, logger, metrics, retryIntervalMs: 50, checkIntervalMs: 50 });
+    const elector = new PostgresLeaderElector({ name: 'engine-test', handle, logger, metrics, retryIntervalMs: 50, checkIntervalMs: 50 });
     const controller = new Controller({
-      name: 'customer',
-      reconcile: async (name, signal) => {
-        onReconcile?.(name);
-        return reconciler.reconcile(name, signal);
+      name: CUSTOMER_CONTROLLER_NAME,
+      reconciler: {
+        reconcile: async (name, signal) => {
+          onReconcile?.(name);
+          return reconciler.reconcile(name, signal);
+        },
+        listKeys: () => reconciler.listKeys(),
+        invalidate: (name) => reconciler.invalidate(name),
       },
-      listKeys: () => reconciler.listKeys(),
       workers: 4,
       resyncSeconds: 0,
-      sources: [invalidating(changeFeedSource(createChangeFeed(handle, logger)), (name) => reconciler.invalidate(name))],
+      sources: [changeFeedSource(createChangeFeed(handle, logger))],
       leadership: elector,
       metrics,
       logger,
@@ -85,16 +89,10 @@ describe('engine on a real store and a simulated world', () => {
 
   async function insertCustomers(count: number, prefix: string): Promise<string[]> {
     const names = Array.from({ length: count }, (_, i) => `${prefix}-${i}`);
-    for (const name of names) {
-      await sql`INSERT INTO customers (name, email, display_name, state) VALUES (${name}, ${`${name}@example.com`}, 'Ada', 'active')`.execute(db.handle.db);
-    }
+    await insertActiveCustomers(db.handle.db, names);
     return names;
   }
 
-  async function allReady(names: string[]): Promise<boolean> {
-    const r = await sql<{ n: number }>`SELECT count(*)::int AS n FROM customers WHERE status->>'phase' = 'Ready' AND name = ANY(${names})`.execute(db.handle.db);
-    return r.rows[0]?.n === names.length;
-  }
 
   it('a burst of 1,000 spec changes to 100 customers reconciles each only a handful of times', async () => {
     const world = newWorld();
@@ -102,7 +100,7 @@ describe('engine on a real store and a simulated world', () => {
     const names = await insertCustomers(100, 'burst');
     const { elector } = await replica(world, (name) => counts.set(name, (counts.get(name) ?? 0) + 1));
     await waitFor(() => elector.isLeader());
-    await waitFor(() => allReady(names), 30_000);
+    await waitUntilReady(db.handle.db, names, 30_000);
     counts.clear();
 
     // 1,000 UPDATEs, as psql would send them: ten rounds over 100 customers.
@@ -129,7 +127,7 @@ describe('engine on a real store and a simulated world', () => {
     const [leader, standby] = a.elector.isLeader() ? [a, b] : [b, a];
     expect(standby.elector.isLeader()).toBe(false);
     const first = await insertCustomers(20, 'ha1');
-    await waitFor(() => allReady(first), 30_000);
+    await waitUntilReady(db.handle.db, first, 30_000);
     expect(world.runtime.calls['create']).toBe(20); // one create per customer: only one replica acted
 
     // Kill the leader's session, as a network fault or a Postgres restart would.
@@ -145,7 +143,7 @@ describe('engine on a real store and a simulated world', () => {
     }
     await waitFor(() => standby.elector.isLeader(), 15_000);
     const second = await insertCustomers(10, 'ha2');
-    await waitFor(() => allReady(second), 30_000);
+    await waitUntilReady(db.handle.db, second, 30_000);
     expect(world.runtime.containers.size).toBe(30);
     expect(world.runtime.calls['create']).toBe(30);
     expect([...world.runtime.containers.values()].filter((c) => c.state === 'running')).toHaveLength(30);

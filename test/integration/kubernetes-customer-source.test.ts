@@ -8,7 +8,8 @@ import { unguarded } from '../../src/resilience/guard.js';
 import { CustomerStore } from '../../src/store/customer-store.js';
 import { crdAdmission, FakeKubeApi } from '../support/fake-kube-api.js';
 import { TEST_BOT_TOKEN, testSecretBox, uniqueName } from '../support/fixtures.js';
-import { createTestDatabase, waitFor, type TestDatabase } from '../support/postgres.js';
+import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { waitFor } from '../support/wait-for.js';
 
 const NS = 'blytz';
 const logger = createLogger({ level: 'silent' });

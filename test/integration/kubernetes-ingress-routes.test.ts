@@ -7,7 +7,7 @@ import { objectName, serviceDial } from '../../src/runtime/kubernetes/names.js';
 import { OwnedObjectsWatch } from '../../src/runtime/kubernetes/owned-objects-watch.js';
 import { FakeKubeApi } from '../support/fake-kube-api.js';
 import { uniqueName } from '../support/fixtures.js';
-import { waitFor } from '../support/postgres.js';
+import { waitFor } from '../support/wait-for.js';
 
 const NS = 'customers';
 const BASE = 'blytz.test';

@@ -4,7 +4,7 @@ import { createLogger } from '../../src/observability/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import { FakeKubeApi } from '../support/fake-kube-api.js';
 import { uniqueName } from '../support/fixtures.js';
-import { waitFor } from '../support/postgres.js';
+import { waitFor } from '../support/wait-for.js';
 
 const logger = createLogger({ level: 'silent' });
 const NS = 'blytz-system';

@@ -9,7 +9,7 @@ import { CUSTOMER_FINALIZER } from '../../src/kubernetes/crd.js';
 import { startCaddy } from '../support/caddy.js';
 import { FakeKubeApi, type LooseObject } from '../support/fake-kube-api.js';
 import { getWithHost } from '../support/http-get.js';
-import { waitFor } from '../support/postgres.js';
+import { waitFor } from '../support/wait-for.js';
 
 const run = promisify(execFile);
 const dir = join(import.meta.dirname, '..', '..', 'deploy', 'kubernetes');

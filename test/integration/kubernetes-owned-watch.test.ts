@@ -9,8 +9,8 @@ import { KubernetesRuntime } from '../../src/runtime/kubernetes/kubernetes-runti
 import { OwnedObjectsWatch } from '../../src/runtime/kubernetes/owned-objects-watch.js';
 import type { ContainerSpec } from '../../src/runtime/runtime.js';
 import { FakeKubeApi } from '../support/fake-kube-api.js';
-import { uniqueName } from '../support/fixtures.js';
-import { waitFor } from '../support/postgres.js';
+import { uniqueName, stubHealth } from '../support/fixtures.js';
+import { waitFor } from '../support/wait-for.js';
 
 /**
  * OwnedObjectsWatch against the fake API server, driven by client-node's Watch: changes to our
@@ -61,7 +61,7 @@ describe('OwnedObjectsWatch (the Kubernetes runtime world events)', () => {
       mounts: [{ hostPath: root, containerPath: '/home/node/.openclaw', readOnly: false }],
       env: {},
       resources: PLANS.personal,
-      healthPath: '/',
+      ...stubHealth(),
       specHash: 'h1',
     };
     return runtime.create(spec);

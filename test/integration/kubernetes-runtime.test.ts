@@ -14,7 +14,7 @@ import { objectName } from '../../src/runtime/kubernetes/names.js';
 import type { ContainerSpec } from '../../src/runtime/runtime.js';
 import type { Workspaces } from '../../src/workspace/workspace.js';
 import { FakeKubeApi, type FakeExecCall, type FakeExecResult } from '../support/fake-kube-api.js';
-import { uniqueName } from '../support/fixtures.js';
+import { uniqueName, stubHealth } from '../support/fixtures.js';
 
 const NS = 'customers';
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -72,7 +72,7 @@ describe('Kubernetes runtime (fake API server driven by @kubernetes/client-node)
       ],
       env: { TZ: 'UTC' },
       resources: PLANS.personal,
-      healthPath: '/',
+      ...stubHealth(),
       specHash,
     };
   }

@@ -2,10 +2,11 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Controller, NotLeaderError } from '../../src/controller/controller.js';
-import { LeaderElector } from '../../src/controller/leader-election.js';
+import { PostgresLeaderElector } from '../../src/store/leader-elector.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
-import { adminUrl, createTestDatabase, waitFor, type TestDatabase } from '../support/postgres.js';
+import { adminUrl, createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { waitFor } from '../support/wait-for.js';
 
 const logger = createLogger({ level: 'silent' });
 
@@ -30,9 +31,9 @@ describe('leader election (Postgres advisory lock)', () => {
   });
 
   /** Records every leadership change of every elector in one ordered log. */
-  function campaign(lock: string, id: string, log: string[]): { elector: LeaderElector; metrics: Metrics } {
+  function campaign(lock: string, id: string, log: string[]): { elector: PostgresLeaderElector; metrics: Metrics } {
     const metrics = new Metrics({ defaultMetrics: false });
-    const elector = new LeaderElector({
+    const elector = new PostgresLeaderElector({
       name: lock,
       handle: db.handle,
       logger,
@@ -57,7 +58,7 @@ describe('leader election (Postgres advisory lock)', () => {
   }
 
   /** The backend that holds the advisory lock in the test database. */
-  async function lockHolderPid(elector: LeaderElector): Promise<number | undefined> {
+  async function lockHolderPid(elector: PostgresLeaderElector): Promise<number | undefined> {
     const key = BigInt.asUintN(64, BigInt(elector.lockKey));
     const result = await admin.query<{ pid: number }>(
       `SELECT l.pid FROM pg_locks l JOIN pg_database d ON d.oid = l.database
@@ -125,26 +126,28 @@ describe('leader election (Postgres advisory lock)', () => {
     let overlapped = false;
     const reasons: unknown[] = [];
 
-    const controllerFor = (id: string, elector: LeaderElector): Controller => {
+    const controllerFor = (id: string, elector: PostgresLeaderElector): Controller => {
       const controller = new Controller({
         name: `controller-${id}`,
         leadership: elector,
-        listKeys: async () => ['customer-1'],
         resyncSeconds: 0,
         drainTimeoutMs: 100,
-        // Acts until told to stop, like a long provisioning step.
-        reconcile: (key, signal) =>
-          new Promise<void>((resolve) => {
-            if (active.size > 0) overlapped = true;
-            active.add(id);
-            log.push(`${id}:reconcile ${key}`);
-            signal.addEventListener('abort', () => {
-              active.delete(id);
-              reasons.push(signal.reason);
-              log.push(`${id}:aborted`);
-              resolve();
-            });
-          }),
+        reconciler: {
+          listKeys: async () => ['customer-1'],
+          // Acts until told to stop, like a long provisioning step.
+          reconcile: (key, signal) =>
+            new Promise<void>((resolve) => {
+              if (active.size > 0) overlapped = true;
+              active.add(id);
+              log.push(`${id}:reconcile ${key}`);
+              signal.addEventListener('abort', () => {
+                active.delete(id);
+                reasons.push(signal.reason);
+                log.push(`${id}:aborted`);
+                resolve();
+              });
+            }),
+        },
       });
       cleanups.push(() => controller.stop());
       return controller;

@@ -18,7 +18,7 @@ import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
 import type { CustomerRuntime } from '../../src/runtime/runtime.js';
 import { BillingStore } from '../../src/store/billing-store.js';
 import { postJson, type Json } from '../support/billing-app.js';
-import { testSecretBox, uniqueName } from '../support/fixtures.js';
+import { testSecretBox, uniqueName, stubHealth } from '../support/fixtures.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 
 /**
@@ -129,8 +129,8 @@ beforeAll(async () => {
     user: '1000:1000',
     mounts: [{ hostPath: home, containerPath: '/home/node/.openclaw', readOnly: false }],
     env: { PORT: '18789', OPENCLAW_HOME: '/home/node/.openclaw' },
-    resources: { memoryBytes: 64 * 1024 * 1024, nanoCpus: 250_000_000, pidsLimit: 64 },
-    healthPath: '/AGENTS.md',
+    resources: { memoryBytes: 64 * 1024 * 1024, nanoCpus: 250_000_000, pidsLimit: 64, nodeHeapMiB: 64 },
+    ...stubHealth(),
     specHash: 'pairing-test',
   });
   await runtime.start(containerId);
@@ -171,6 +171,15 @@ describe('POST /api/customers/:name/pairing', () => {
     // It really was asked, and its output is not echoed back.
     expect(await openclawCalls()).toContain(`pairing approve telegram ${WRONG}`);
     expect(JSON.stringify(res.body)).not.toContain('No pending pairing request');
+  });
+
+  it('answers 502 pairing_failed when the command fails for another reason (not "wrong code")', async () => {
+    // The stand-in fails this code the way OpenClaw did with a read-only config (EBUSY, exit 78).
+    const res = await pair(customer.name, { code: 'FAIL0078' }, customer.token);
+    expect(res.status).toBe(502);
+    expect(res.body.error.code).toBe('pairing_failed');
+    expect(res.body.error.message).toMatch(/not about the code/);
+    expect(JSON.stringify(res.body)).not.toContain('EBUSY');
   });
 
   it('answers 400 for malformed codes without running anything', async () => {

@@ -18,7 +18,8 @@ import {
 import { FAKE_PRICE_ID, startFakeStripe, type FakeStripe } from '../support/fake-stripe.js';
 import { botUsername, startFakeTelegram, type FakeTelegram } from '../support/fake-telegram.js';
 import { testSecretBox, uniqueName } from '../support/fixtures.js';
-import { createPgliteDatabase, createTestDatabase, waitFor, type TestDatabase } from '../support/postgres.js';
+import { createPgliteDatabase, createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { waitFor } from '../support/wait-for.js';
 
 let db: TestDatabase;
 let box: SecretBox;

@@ -18,7 +18,8 @@ import * as m0005 from '../../src/store/migrations/0005-model-key-secret-ref.js'
 import { PortReservations } from '../../src/store/port-reservations.js';
 import { SecretBox } from '../../src/store/secret-box.js';
 import { desiredCustomer, TEST_BOT_TOKEN, uniqueName } from '../support/fixtures.js';
-import { adminUrl, createPgliteDatabase, createTestDatabase, waitFor, type TestDatabase } from '../support/postgres.js';
+import { adminUrl, createPgliteDatabase, createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { waitFor } from '../support/wait-for.js';
 
 const silentLogger = () =>
   createLogger({ level: 'silent', destination: new Writable({ write: (_c, _e, cb: () => void) => cb() }) });
@@ -257,6 +258,51 @@ describe.each(backends)('customer store on $kind', ({ kind, create }) => {
     });
   });
 
+  describe('reads across customers', () => {
+    it('say who is reachable, count phases and list the customers that want a route', async () => {
+      const ports = new PortReservations(db.handle, { from: 41900, to: 41909 });
+      const [active, suspended, pending, paused, cancelled, unported] = [
+        'active',
+        'suspended',
+        'pending',
+        'paused',
+        'cancelled',
+        'unported',
+      ].map((prefix) => uniqueName(prefix)) as [string, string, string, string, string, string];
+      const phasesBefore = await store.countByPhase();
+      await store.apply(desiredCustomer(active, { state: 'active' }));
+      await store.apply(desiredCustomer(suspended, { state: 'suspended' }));
+      await store.apply(desiredCustomer(pending, { state: 'pending' }));
+      await store.apply(desiredCustomer(paused, { state: 'active', paused: true }));
+      await store.apply(desiredCustomer(cancelled, { state: 'cancelled' }));
+      await store.apply(desiredCustomer(unported, { state: 'active' }));
+      const port = await ports.reserve(active);
+      await ports.reserve(paused);
+      await store.updateStatus(active, { phase: 'Ready', observedGeneration: 1 });
+
+      expect(await store.isReachable(active)).toBe(true);
+      expect(await store.isReachable(suspended)).toBe(true);
+      expect(await store.isReachable(pending)).toBe(false);
+      expect(await store.isReachable(cancelled)).toBe(false);
+      expect(await store.isReachable(uniqueName('ghost'))).toBe(false);
+
+      const phasesAfter = await store.countByPhase();
+      expect((phasesAfter.get('Ready') ?? 0) - (phasesBefore.get('Ready') ?? 0)).toBe(1);
+      // Never reconciled: Pending.
+      expect((phasesAfter.get('Pending') ?? 0) - (phasesBefore.get('Pending') ?? 0)).toBe(5);
+
+      const mine = new Set([active, suspended, pending, paused, cancelled, unported]);
+      const routed = (await store.routedCustomers()).filter((c) => mine.has(c.name));
+      expect(routed.sort((a, b) => a.name.localeCompare(b.name))).toEqual(
+        [
+          { name: active, state: 'active', port },
+          { name: suspended, state: 'suspended', port: undefined },
+          { name: unported, state: 'active', port: undefined },
+        ].sort((a, b) => a.name.localeCompare(b.name)),
+      );
+    });
+  });
+
   describe('change feed', () => {
     let feed: ChangeFeed;
     const seen = recorder();
@@ -348,7 +394,11 @@ describe.each(backends)('customer store on $kind', ({ kind, create }) => {
         const transaction = db.handle.db.transaction().execute(async (trx) => {
           const { rows } = await sql<{ pid: number }>`SELECT pg_backend_pid() AS pid`.execute(trx);
           await psql('SELECT pg_terminate_backend($1)', [rows[0]?.pid]);
-          await new Promise((resolve) => setTimeout(resolve, 300));
+          // The session is gone on the server before the transaction's next query.
+          await waitFor(async () => {
+            const alive = await sql`SELECT 1 FROM pg_stat_activity WHERE pid = ${rows[0]?.pid ?? 0}`.execute(db.handle.db);
+            return alive.rows.length === 0;
+          });
           await sql`SELECT 1`.execute(trx);
         });
         await expect(transaction).rejects.toThrow();

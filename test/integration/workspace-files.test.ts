@@ -20,6 +20,8 @@ function input(instructions = 'I am Alice.\n- keep my calendar'): WorkspaceInput
     instructions,
     plan: 'personal',
     template: 'personal-assistant',
+    publicOrigins: [`https://${NAME}.blytz.localhost`],
+    trustedProxies: ['172.17.0.1'],
     secrets: { telegramBotToken: BOT_TOKEN, gatewayToken: 'gateway-token-abc' },
   };
 }
@@ -208,11 +210,56 @@ describe('FileWorkspaces on disk', () => {
     await workspaces.remove(NAME); // idempotent
   });
 
-  it('mounts the folder read-write and the secret file read-only over itself', async () => {
+  it('mounts the whole state folder read-write, openclaw.json included (OpenClaw renames its config into place)', async () => {
     const template = await workspaces.loadTemplate('personal-assistant');
-    expect(workspaces.mounts(NAME, template)).toEqual([
-      { hostPath: dir, containerPath: '/home/node/.openclaw', readOnly: false },
-      { hostPath: join(dir, 'openclaw.json'), containerPath: '/home/node/.openclaw/openclaw.json', readOnly: true },
-    ]);
+    expect(workspaces.mounts(NAME, template)).toEqual([{ hostPath: dir, containerPath: '/home/node/.openclaw', readOnly: false }]);
+  });
+
+  it('merges openclaw.json: keeps what the gateway wrote, enforces our fields, writes nothing when nothing of ours changed', async () => {
+    const first = await workspaces.render(input());
+    await workspaces.write(NAME, first);
+    const configPath = join(dir, 'openclaw.json');
+    // The gateway records its paired owner and metadata, renaming its own file into place.
+    const written = JSON.parse(await readFile(configPath, 'utf8')) as Record<string, Record<string, unknown>>;
+    written.meta = { lastTouchedVersion: '2026.9.6' };
+    written.commands = { ownerAllowFrom: ['telegram:4242'] };
+    (written.channels!.telegram as Record<string, unknown>).allowFrom = ['4242'];
+    await writeFile(`${configPath}.tmp`, JSON.stringify(written, null, 2));
+    execFileSync('mv', [`${configPath}.tmp`, configPath]);
+    const before = await stat(configPath);
+    // Our fields did not change: the workspace is still current and a re-render writes nothing.
+    expect(await workspaces.observe(NAME)).toEqual({ exists: true, contentHash: first.contentHash });
+    await workspaces.write(NAME, first);
+    expect((await stat(configPath)).ino).toBe(before.ino);
+
+    // A new instruction re-renders the Markdown; the config keeps the owner.
+    await workspaces.write(NAME, await workspaces.render(input('I now run a bakery.')));
+    const kept = JSON.parse(await readFile(configPath, 'utf8')) as Record<string, Record<string, unknown>>;
+    expect(kept.commands).toEqual({ ownerAllowFrom: ['telegram:4242'] });
+    expect(kept.meta).toEqual({ lastTouchedVersion: '2026.9.6' });
+    expect(kept.channels!.telegram).toMatchObject({ allowFrom: ['4242'], botToken: BOT_TOKEN, dmPolicy: 'pairing' });
+    expect((await stat(configPath)).mode & 0o777).toBe(0o600);
+  });
+
+  it('sees a field of ours changed by the assistant as drift, and the next write puts it back', async () => {
+    const rendered = await workspaces.render(input());
+    await workspaces.write(NAME, rendered);
+    const configPath = join(dir, 'openclaw.json');
+    const config = JSON.parse(await readFile(configPath, 'utf8')) as { channels: { telegram: Record<string, unknown> } };
+    config.channels.telegram.dmPolicy = 'open'; // anyone could talk to the bot
+    await writeFile(configPath, JSON.stringify(config));
+    expect(await workspaces.observe(NAME)).toEqual({ exists: true });
+    await workspaces.write(NAME, rendered);
+    expect(JSON.parse(await readFile(configPath, 'utf8')).channels.telegram.dmPolicy).toBe('pairing');
+    expect(await workspaces.observe(NAME)).toEqual({ exists: true, contentHash: rendered.contentHash });
+  });
+
+  it('a config that is not JSON is kept beside for support and replaced by ours', async () => {
+    await workspaces.write(NAME, await workspaces.render(input()));
+    await writeFile(join(dir, 'openclaw.json'), '{ torn');
+    await workspaces.write(NAME, await workspaces.render(input()));
+    expect(await readFile(join(dir, 'openclaw.json.unreadable'), 'utf8')).toBe('{ torn');
+    expect((await stat(join(dir, 'openclaw.json.unreadable'))).mode & 0o777).toBe(0o600);
+    expect(JSON.parse(await readFile(join(dir, 'openclaw.json'), 'utf8')).gateway.auth.token).toBe('gateway-token-abc');
   });
 });

@@ -1,13 +1,14 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
 import Docker from 'dockerode';
 import { startCaddy, type TestCaddy } from './caddy.js';
 import { getWithHost } from './http-get.js';
-import { waitFor } from './postgres.js';
+import { waitFor } from './wait-for.js';
 
 /**
  * The built `blytz serve` as a user runs it, isolated from every other test on this machine:
@@ -196,4 +197,18 @@ export function buildNeverHealthyImage(image: string): void {
   } finally {
     execFileSync('docker', ['rm', '-f', tmp]);
   }
+}
+
+/** Runs `blytz ARGS` against the served admin API as an operator would; resolves to its stdout. */
+export async function operatorCli(served: Served, ...args: string[]): Promise<string> {
+  const { stdout } = await promisify(execFile)(BLYTZ, [...args, '--server', served.url], {
+    cwd: ROOT,
+    env: { ...baseEnv(), BLYTZ_ADMIN_TOKEN: served.adminToken },
+  });
+  return stdout;
+}
+
+/** The error with the end of the server's log appended: what a failed wait needs to be understood. */
+export function withServerLog(served: Served, error: unknown): Error {
+  return new Error(`${(error as Error).message}\n${served.log().slice(-4000)}`, { cause: error });
 }

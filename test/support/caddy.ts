@@ -4,7 +4,7 @@ import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writ
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { waitFor } from './postgres.js';
+import { waitFor } from './wait-for.js';
 
 /**
  * A real Caddy per test file, on its own ports, never the machine's default one (admin 2019).

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import Docker from 'dockerode';
 import pg from 'pg';
 import { freePort, STUB_IMAGE } from './blytz-serve.js';
-import { waitFor } from './postgres.js';
+import { waitFor } from './wait-for.js';
 
 /**
  * The chaos suite's own PostgreSQL cluster and Docker engine: the same binaries and flags

@@ -25,3 +25,33 @@ export function desiredCustomer(name: string, spec: Partial<CustomerSpecInput> =
     }),
   };
 }
+
+/** The probes the templates declare, which the stand-in image answers like the OpenClaw gateway. */
+export const STUB_PROBES = {
+  startup: { path: '/startupz', expect: { ok: true, status: 'started' } },
+  liveness: { path: '/healthz', expect: { ok: true, status: 'live' } },
+  readiness: { path: '/readyz', expect: { ready: true } },
+} as const satisfies import('../../src/domain/probes.js').Probes;
+
+/** What a ContainerSpec needs for health: the stub's probes, a start timeout, and /tmp writable. */
+export function stubHealth(startTimeoutSeconds = 30): {
+  probes: import('../../src/domain/probes.js').Probes;
+  startTimeoutSeconds: number;
+  tmpfs: string[];
+} {
+  return { probes: structuredClone(STUB_PROBES) as import('../../src/domain/probes.js').Probes, startTimeoutSeconds, tmpfs: ['/tmp'] };
+}
+
+/** DesiredDefaults as `blytz serve` builds them, for tests that make a reconciler by hand. */
+export function testDesiredDefaults(
+  overrides: Partial<import('../../src/controller/customer/desired.js').DesiredDefaults> = {},
+): import('../../src/controller/customer/desired.js').DesiredDefaults {
+  return {
+    baseDomain: 'blytz.localhost',
+    customerImage: 'blytz/assistant-stub:dev',
+    containerPort: 18789,
+    publicOrigins: (host) => [`https://${host}`],
+    trustedProxies: ['172.17.0.1'],
+    ...overrides,
+  };
+}

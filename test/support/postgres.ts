@@ -54,21 +54,3 @@ export async function createPgliteDatabase(): Promise<TestDatabase> {
   await migrateOrThrow(handle);
   return { url: 'pglite://memory', name: 'pglite', handle, drop: () => handle.close() };
 }
-
-/** Polls until `check` returns a truthy value (or throws with the last error after `timeoutMs`). */
-export async function waitFor<T>(check: () => Promise<T> | T, timeoutMs = 10_000, intervalMs = 50): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value) return value as NonNullable<T>;
-    } catch (error) {
-      lastError = error;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`condition not met within ${timeoutMs} ms${lastError ? `: ${(lastError as Error).message}` : ''}`);
-    }
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
-}

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { freePort, ROOT } from './blytz-serve.js';
-import { waitFor } from './postgres.js';
+import { waitFor } from './wait-for.js';
 
 /**
  * The S3-protocol server the backup tests use: s3rver (started by `scripts/services.sh s3` on

@@ -8,7 +8,7 @@ import {
   type ExecResult,
   type ObservedContainer,
 } from '../../src/runtime/runtime.js';
-import type { Mount } from '../../src/runtime/runtime.js';
+import type { Mount } from '../../src/workspace/workspace.js';
 import type {
   ObservedWorkspace,
   RenderedWorkspace,
@@ -171,7 +171,11 @@ export class SimulatedRouteTable implements RouteTable {
 
 export const SIMULATED_TEMPLATE: TemplateManifest = {
   name: 'personal-assistant',
-  healthPath: '/',
+  probes: {
+    liveness: { path: '/healthz', expect: { ok: true } },
+    readiness: { path: '/readyz', expect: { ready: true } },
+  },
+  tmpfs: ['/tmp'],
   user: '1000:1000',
   mountPath: '/home/node/.openclaw',
   startTimeoutSeconds: 120,
@@ -196,9 +200,9 @@ export class SimulatedWorkspaces implements Workspaces {
     const config = { token: input.secrets.telegramBotToken ?? null, gateway: input.secrets.gatewayToken };
     const files = [
       { path: 'workspace/AGENTS.md', content: `# ${input.displayName}\n${input.instructions}\n`, secret: false },
-      { path: 'openclaw.json', content: JSON.stringify(config), secret: true },
+      { path: 'openclaw.json', content: JSON.stringify(config), secret: true, merge: 'openclaw-config' as const },
     ];
-    return { template: SIMULATED_TEMPLATE, files, containerConfigHash: stableHash(config), contentHash: stableHash(files) };
+    return { template: SIMULATED_TEMPLATE, files, contentHash: stableHash(files) };
   }
 
   async observe(customer: string): Promise<ObservedWorkspace> {

@@ -92,7 +92,7 @@ describe('sealed backup stream', () => {
 describe('openclaw.json redaction', () => {
   it('removes the secrets the controller renders and keeps what OpenClaw wrote', () => {
     const config = {
-      env: { ANTHROPIC_API_KEY: 'sk-ant-secret' },
+      env: { vars: { ANTHROPIC_API_KEY: 'sk-ant-secret' }, OPENAI_API_KEY: 'sk-openai-secret' },
       gateway: { mode: 'local', port: 18789, auth: { mode: 'token', token: 'gw-secret' } },
       channels: { telegram: { enabled: true, botToken: '123:secret', dmPolicy: 'pairing', allowFrom: ['42'] } },
       agents: { defaults: { workspace: '/home/node/.openclaw/workspace' } },
@@ -107,7 +107,7 @@ describe('openclaw.json redaction', () => {
     expect(parsed.meta.lastTouchedVersion).toBe('2026.9.6');
     expect(removed).toEqual(
       expect.arrayContaining([
-        'env.ANTHROPIC_API_KEY',
+        'env.vars',
         'gateway.auth.token',
         'channels.telegram.botToken',
         'plugins.entries.0.apiKey',

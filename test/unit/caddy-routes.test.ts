@@ -8,6 +8,7 @@ import {
   parseRoute,
   type JsonObject,
 } from '../../src/proxy/caddy/caddy-json.js';
+import { desiredRoutes } from '../../src/controller/customer/desired-routes.js';
 import { mergeRoutes } from '../../src/proxy/caddy/caddy-route-table.js';
 import { compareRoutes } from '../../src/proxy/caddy/route-sweep.js';
 import type { DesiredRoute } from '../../src/proxy/route-table.js';
@@ -177,5 +178,23 @@ describe('mergeTlsAutomation', () => {
       policies: [{ '@id': 'blytz_tls_on_demand', subjects: ['*.b.test'], on_demand: true }, { subjects: ['other.test'] }],
     });
     expect(mergeTlsAutomation(once, { askUrl: 'http://x/ask', baseDomain: 'b.test' })).toEqual(once);
+  });
+});
+
+describe('desiredRoutes', () => {
+  it('routes active customers with a port to the runtime upstream, shows suspended ones the page, and skips an active one without a port', () => {
+    const routes = desiredRoutes(
+      [
+        { name: 'alice', state: 'active', port: 30001 },
+        { name: 'bob', state: 'suspended', port: 30002 },
+        { name: 'carol', state: 'active', port: undefined },
+      ],
+      'blytz.localhost',
+      (customer, port) => `svc-${customer}:${port}`,
+    );
+    expect(routes).toEqual([
+      { customer: 'alice', host: 'alice.blytz.localhost', target: { kind: 'upstream', dial: 'svc-alice:30001' } },
+      { customer: 'bob', host: 'bob.blytz.localhost', target: { kind: 'suspended' } },
+    ]);
   });
 });

@@ -1,8 +1,9 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config.js';
+import { checkCapacity } from '../../src/domain/capacity.js';
 
 function configError(env: Record<string, string>): ConfigError {
   try {
@@ -41,7 +42,8 @@ describe('loadConfig', () => {
     expect(config.STRIPE_API_BASE).toBeUndefined();
     // "Telegram's own" base URL.
     expect(config.TELEGRAM_API_BASE).toBe('https://api.telegram.org');
-    expect(config.BLYTZ_MAX_CUSTOMERS).toBe(20);
+    // As many personal assistants as this host's memory holds at their limit.
+    expect(config.BLYTZ_MAX_CUSTOMERS).toBe(Math.max(1, checkCapacity(0, totalmem()).fit.personal));
     expect(config.BLYTZ_TRUST_PROXY).toBeUndefined();
     expect(config.BLYTZ_RETENTION_DAYS).toBe(30);
     expect(config.BLYTZ_RUNTIME).toBe('docker');

@@ -9,10 +9,10 @@ import {
   type ControllerOptions,
   type Reconciler,
 } from '../../src/controller/controller.js';
-import type { Leadership } from '../../src/controller/leader-election.js';
-import { changeFeedSource } from '../../src/controller/sources.js';
+import type { Leadership } from '../../src/controller/leadership.js';
+import { changeFeedSource } from '../../src/controller/change-feed-source.js';
 import type { ChangeFeed, ChangeListener } from '../../src/store/change-feed.js';
-import { waitFor } from '../support/postgres.js';
+import { waitFor } from '../support/wait-for.js';
 
 const controllers: Controller[] = [];
 
@@ -21,14 +21,13 @@ afterEach(async () => {
 });
 
 function makeController(
-  reconcile: Reconciler,
-  options: Partial<ControllerOptions> = {},
+  reconcile: Reconciler['reconcile'],
+  { listKeys = async () => [], invalidate, ...options }: Partial<ControllerOptions> & Partial<Omit<Reconciler, 'reconcile'>> = {},
 ): { controller: Controller; metrics: Metrics } {
   const metrics = new Metrics({ defaultMetrics: false });
   const controller = new Controller({
     name: 'test',
-    reconcile,
-    listKeys: async () => [],
+    reconciler: { reconcile, listKeys, ...(invalidate ? { invalidate } : {}) },
     workers: 4,
     resyncSeconds: 0,
     drainTimeoutMs: 1000,
@@ -94,7 +93,7 @@ describe('Controller', () => {
         if (key === 'throw-string') return Promise.reject('not an Error');
         done.push(key);
         return Promise.resolve();
-      }) as Reconciler,
+      }) as Reconciler['reconcile'],
       { workers: 1, queue: { baseDelayMs: 10_000 } },
     );
     await controller.start();
@@ -378,6 +377,36 @@ describe('Controller', () => {
     await controller.stop();
     await controller.stop();
     expect(stopped).toBe(1);
+  });
+
+  it("has the reconciler forget a key's cached state before a live event or reconcileNow queues it", async () => {
+    let listener: ChangeListener | undefined;
+    const feed: ChangeFeed = {
+      start: async (l) => {
+        listener = l;
+      },
+      stop: async () => {},
+    };
+    // Each reconcile records whether its key had been invalidated since the last one.
+    const invalidated = new Set<string>();
+    const reconciled: Array<{ key: string; invalidated: boolean }> = [];
+    const { controller } = makeController(
+      async (key) => {
+        reconciled.push({ key, invalidated: invalidated.delete(key) });
+      },
+      { sources: [changeFeedSource(feed)], listKeys: async () => ['listed'], invalidate: (key) => invalidated.add(key) },
+    );
+    await controller.start();
+    await waitFor(() => reconciled.some((r) => r.key === 'listed'));
+    listener?.onChange('changed');
+    await waitFor(() => reconciled.some((r) => r.key === 'changed'));
+    await controller.reconcileNow('asked');
+    // A resync is no event: the listing itself is fresh, nothing is invalidated for it.
+    expect(reconciled).toEqual([
+      { key: 'listed', invalidated: false },
+      { key: 'changed', invalidated: true },
+      { key: 'asked', invalidated: true },
+    ]);
   });
 
   it('reports worker metrics', async () => {

@@ -1,8 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { containerConfig } from '../../src/runtime/docker/container-config.js';
 import { mapLimit, parseStatus } from '../../src/runtime/docker/health.js';
-import { checkExtraLabels, labelFilter } from '../../src/runtime/docker/labels.js';
+import { checkExtraLabels, labelFilter } from '../../src/domain/labels.js';
 import type { ContainerSpec } from '../../src/runtime/runtime.js';
+import { stubHealth } from '../support/fixtures.js';
 
 const spec: ContainerSpec = {
   customer: 'alice',
@@ -12,8 +13,8 @@ const spec: ContainerSpec = {
   user: '1000:1000',
   mounts: [{ hostPath: '/data/customers/alice', containerPath: '/home/node/.openclaw', readOnly: false }],
   env: { TZ: 'UTC' },
-  resources: { memoryBytes: 1024, nanoCpus: 5, pidsLimit: 7 },
-  healthPath: '/',
+  resources: { memoryBytes: 1024, nanoCpus: 5, pidsLimit: 7, nodeHeapMiB: 64 },
+  ...stubHealth(),
   specHash: 'abc',
 };
 
@@ -73,7 +74,10 @@ describe('containerConfig', () => {
     for (const customer of ['../x', 'A', '-a', 'a'.repeat(64)])
       expect(() => containerConfig({ ...spec, customer }, {})).toThrow(/DNS-1123/);
     expect(() => containerConfig({ ...spec, hostPort: 0 }, {})).toThrow(/port/);
-    expect(() => containerConfig({ ...spec, healthPath: 'health' }, {})).toThrow(/health path/);
+    expect(() =>
+      containerConfig({ ...spec, probes: { ...spec.probes, readiness: { path: 'readyz', expect: { ready: true } } } }, {}),
+    ).toThrow(/probe path/);
+    expect(() => containerConfig({ ...spec, tmpfs: ['/tmp,exec'] }, {})).toThrow(/tmpfs path/);
   });
 });
 

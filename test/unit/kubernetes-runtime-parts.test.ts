@@ -10,6 +10,7 @@ import { isTransient } from '../../src/resilience/transient.js';
 import { unguarded } from '../../src/resilience/guard.js';
 import { KubernetesRuntime } from '../../src/runtime/kubernetes/kubernetes-runtime.js';
 import type { ContainerSpec } from '../../src/runtime/runtime.js';
+import { stubHealth } from '../support/fixtures.js';
 
 const options = { namespace: 'ns', extraLabels: {}, storageSize: '1Gi' };
 const spec: ContainerSpec = {
@@ -21,7 +22,7 @@ const spec: ContainerSpec = {
   mounts: [{ hostPath: '/data/ada', containerPath: '/home/node/.openclaw', readOnly: false }],
   env: { A: 'b' },
   resources: PLANS.personal,
-  healthPath: '/health',
+  ...stubHealth(),
   specHash: 'abc',
 };
 const files = [
@@ -67,8 +68,9 @@ describe('kubernetes runtime parts', () => {
       });
     }
     const main = pod?.containers[0];
-    expect(main?.resources?.limits).toEqual({ cpu: '500m', memory: String(512 * 1024 * 1024) });
-    expect(main?.readinessProbe?.httpGet).toEqual({ path: '/health', port: 'http' });
+    expect(main?.resources?.limits).toEqual({ cpu: '1000m', memory: String(1536 * 1024 * 1024) });
+    expect(main?.readinessProbe?.httpGet).toEqual({ path: '/readyz', port: 'http' });
+    expect(main?.startupProbe?.httpGet).toEqual({ path: '/startupz', port: 'http' });
     expect(main?.env).toEqual([{ name: 'A', value: 'b' }]);
     expect(d.spec?.template.metadata?.labels?.['cloud.blytz.spec-hash']).toBe('abc');
     // Rendered paths are handed to the seed step as arguments, never spliced into its script.

@@ -1,15 +1,15 @@
 import { describe, expect, it } from 'vitest';
-import { LeaderElector, advisoryLockKey } from '../../src/controller/leader-election.js';
+import { PostgresLeaderElector, advisoryLockKey } from '../../src/store/leader-elector.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import type { DatabaseHandle } from '../../src/store/database.js';
 
-describe('LeaderElector on the embedded database', () => {
+describe('PostgresLeaderElector on the embedded database', () => {
   it('always leads, without a dedicated connection, and reports it', async () => {
     // PGlite runs inside this one process: there is nobody to compete with.
     const handle = { kind: 'pglite' } as DatabaseHandle;
     const metrics = new Metrics({ defaultMetrics: false });
-    const elector = new LeaderElector({ name: 'embedded', handle, logger: createLogger({ level: 'silent' }), metrics });
+    const elector = new PostgresLeaderElector({ name: 'embedded', handle, logger: createLogger({ level: 'silent' }), metrics });
     const changes: boolean[] = [];
     elector.onChange((leading) => changes.push(leading));
     await elector.start();

@@ -1,6 +1,13 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { disambiguatedName, isDns1123Label, MAX_NAME_LENGTH, nameFromEmail } from '../../src/domain/naming.js';
+import {
+  customerFromHost,
+  customerHost,
+  disambiguatedName,
+  isDns1123Label,
+  MAX_NAME_LENGTH,
+  nameFromEmail,
+} from '../../src/domain/naming.js';
 
 // Kubernetes' own definition, written out independently of src/domain/naming.ts.
 function isValidLabel(name: string): boolean {
@@ -126,6 +133,28 @@ describe('name derivation properties', () => {
         expect(disambiguatedName(twin)).not.toBe(disambiguatedName(email));
       }),
       { numRuns: 1000 },
+    );
+  });
+});
+
+describe('customerFromHost', () => {
+  it.each([
+    ['alice-example-com.blytz.localhost', 'alice-example-com'],
+    ['a.b.blytz.localhost', undefined], // not one label
+    ['Alice.blytz.localhost', undefined], // names are lower case
+    ['alice.other.example', undefined],
+    ['blytz.localhost', undefined],
+    ['.blytz.localhost', undefined],
+  ])('%s -> %s', (host, expected) => {
+    expect(customerFromHost(host, 'blytz.localhost')).toBe(expected);
+  });
+
+  it('undoes customerHost for every valid name', () => {
+    fc.assert(
+      fc.property(fc.emailAddress(), (email) => {
+        const name = nameFromEmail(email);
+        expect(customerFromHost(customerHost(name, 'blytz.localhost'), 'blytz.localhost')).toBe(name);
+      }),
     );
   });
 });

@@ -10,50 +10,9 @@ import {
 } from '../../src/controller/customer/plan.js';
 import type { ObservedContainer } from '../../src/runtime/runtime.js';
 import type { RouteTarget } from '../../src/proxy/route-table.js';
+import { container, converged, desired, HOST, route } from '../support/planning.js';
 
-const HOST = 'alice.blytz.localhost';
 const DAY = 86_400_000;
-
-function desired(overrides: Partial<Desired> = {}): Desired {
-  return {
-    name: 'alice',
-    generation: 1,
-    state: 'active',
-    paused: false,
-    cancelledAtMs: null,
-    specHash: 'hash-a',
-    workspaceHash: 'ws-a',
-    host: HOST,
-    ...overrides,
-  };
-}
-
-function container(overrides: Partial<ObservedContainer> = {}): ObservedContainer {
-  return {
-    id: 'c1',
-    customer: 'alice',
-    name: 'blytz-alice',
-    specHash: 'hash-a',
-    state: 'running',
-    health: 'healthy',
-    hostPort: 30001,
-    ...overrides,
-  };
-}
-
-function route(target: RouteTarget = upstreamFor(30001), hosts = [HOST]) {
-  return { customer: 'alice', id: 'blytz-alice', hosts, target };
-}
-
-function converged(overrides: Partial<Observed> = {}): Observed {
-  return {
-    workspace: { exists: true, contentHash: 'ws-a' },
-    port: 30001,
-    containers: [container()],
-    route: route(),
-    ...overrides,
-  };
-}
 
 const types = (actions: Action[]) => actions.map((a) => a.type);
 const run = (d: Desired | undefined, o: Observed, now = 0, recreateAllowed = true) =>

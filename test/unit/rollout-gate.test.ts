@@ -7,9 +7,8 @@ import {
   needsNewRollout,
   parseMaxUnavailable,
   settle,
-  type RolloutEntry,
-  type RolloutRecord,
 } from '../../src/controller/rollout/gate.js';
+import type { RolloutEntry, RolloutRecord } from '../../src/domain/rollout.js';
 import { loadConfig } from '../../src/config.js';
 
 const rollout = (overrides: Partial<RolloutRecord> = {}): RolloutRecord => ({

@@ -23,6 +23,8 @@ function input(overrides: Partial<WorkspaceInput> = {}, secrets: Partial<Workspa
     instructions: "I'm a freelance developer in Lisbon.\n\n- Remind me of invoices\n* Summarise my email every morning\nThanks!",
     plan: 'personal',
     template: 'personal-assistant',
+    publicOrigins: ['https://alice-example-com.blytz.localhost'],
+    trustedProxies: ['172.17.0.1'],
     ...overrides,
     secrets: { telegramBotToken: BOT_TOKEN, gatewayToken: GATEWAY_TOKEN, ...secrets },
   };
@@ -36,10 +38,10 @@ function file(rendered: RenderedWorkspace, path: string): string {
 
 /** The parts of openclaw.json the tests look at. */
 interface OpenClawJson {
-  env?: Record<string, string>;
+  env?: { vars: Record<string, string> };
   gateway: { mode: string; port: number; bind: string; auth: { mode: string; token: string } };
-  agents: { defaults: { workspace: string } };
-  channels?: { telegram: { enabled: boolean; botToken: string; dmPolicy: string } };
+  agents: { defaults: { workspace: string; model?: { primary: string } } };
+  channels: { telegram: { enabled: boolean; botToken?: string; dmPolicy?: string; apiRoot?: string } };
 }
 
 function openclaw(rendered: RenderedWorkspace): OpenClawJson {
@@ -93,10 +95,15 @@ describe('personal-assistant rendering', () => {
       name: 'personal-assistant',
       image: DEFAULTS.image,
       containerPort: 18789,
-      healthPath: '/',
+      probes: {
+        startup: { path: '/startupz', expect: { ok: true, status: 'started' } },
+        liveness: { path: '/healthz', expect: { ok: true, status: 'live' } },
+        readiness: { path: '/readyz', expect: { ready: true } },
+      },
+      tmpfs: ['/tmp', '/home/node/.cache'],
       user: '1000:1000',
       mountPath: '/home/node/.openclaw',
-      startTimeoutSeconds: 120,
+      startTimeoutSeconds: 90,
       updateStrategy: 'recreate',
       env: {},
     });
@@ -134,28 +141,50 @@ describe('personal-assistant rendering', () => {
     expect(file(rendered, 'workspace/SOUL.md')).toContain('Your name is **Bob {{instructions}}**.');
   });
 
-  it('builds openclaw.json for the gateway', async () => {
-    const config = openclaw(await workspaces.render(input({ modelProvider: 'openai' }, { modelApiKey: MODEL_KEY })));
+  it('builds openclaw.json for the gateway: the keys the pinned schema defines', async () => {
+    const config = openclaw(
+      await workspaces.render(
+        input({ modelProvider: 'openai', telegramApiRoot: 'http://127.0.0.1:9/bot-api' }, { modelApiKey: MODEL_KEY }),
+      ),
+    );
     expect(config).toEqual({
-      env: { OPENAI_API_KEY: MODEL_KEY },
-      gateway: { mode: 'local', port: 18789, bind: 'lan', auth: { mode: 'token', token: GATEWAY_TOKEN } },
-      agents: { defaults: { workspace: '/home/node/.openclaw/workspace' } },
-      channels: { telegram: { enabled: true, botToken: BOT_TOKEN, dmPolicy: 'pairing' } },
+      env: { vars: { OPENAI_API_KEY: MODEL_KEY } },
+      gateway: {
+        mode: 'local',
+        port: 18789,
+        bind: 'lan',
+        auth: { mode: 'token', token: GATEWAY_TOKEN },
+        controlUi: { allowedOrigins: ['https://alice-example-com.blytz.localhost'] },
+        trustedProxies: ['172.17.0.1'],
+        reload: { mode: 'hybrid' },
+      },
+      agents: { defaults: { workspace: '/home/node/.openclaw/workspace', model: { primary: 'openai/gpt-5.4' } } },
+      channels: {
+        telegram: { enabled: true, botToken: BOT_TOKEN, dmPolicy: 'pairing', apiRoot: 'http://127.0.0.1:9/bot-api' },
+      },
     });
   });
 
-  it('leaves out Telegram and the model key when not given', async () => {
+  it('turns Telegram off and leaves out the model key and model when not given', async () => {
     const config = openclaw(await workspaces.render(input({}, { telegramBotToken: undefined })));
-    expect(config.channels).toBeUndefined();
+    expect(config.channels).toEqual({ telegram: { enabled: false } });
     expect(config.env).toBeUndefined();
+    expect(config.agents.defaults.model).toBeUndefined();
     expect(config.gateway.auth.token).toBe(GATEWAY_TOKEN);
   });
 
-  it('takes the gateway port from the template, and a key without provider as Anthropic', async () => {
+  it('takes the gateway port from the template, and a key without provider as Anthropic with its model', async () => {
     const template: ResolvedTemplate = { ...(await workspaces.loadTemplate('personal-assistant')), containerPort: 3000 };
     const rendered = renderWorkspace(template, [], input({}, { modelApiKey: MODEL_KEY }));
     expect(openclaw(rendered).gateway.port).toBe(3000);
-    expect(openclaw(rendered).env).toEqual({ ANTHROPIC_API_KEY: MODEL_KEY });
+    expect(openclaw(rendered).env).toEqual({ vars: { ANTHROPIC_API_KEY: MODEL_KEY } });
+    expect(openclaw(rendered).agents.defaults.model).toEqual({ primary: 'anthropic/claude-sonnet-4-6' });
+  });
+
+  it('marks openclaw.json as merged with what the gateway writes, never replaced', async () => {
+    const rendered = await workspaces.render(input());
+    expect(rendered.files.find((f) => f.path === 'openclaw.json')).toMatchObject({ secret: true, merge: 'openclaw-config' });
+    expect(rendered.files.filter((f) => f.merge !== undefined).map((f) => f.path)).toEqual(['openclaw.json']);
   });
 
   it('serialises values as JSON data, so a hostile token cannot add fields', async () => {
@@ -174,13 +203,13 @@ describe('personal-assistant rendering', () => {
     }
   });
 
-  it('changes containerConfigHash for the bot token but not for instructions; contentHash for both', async () => {
+  it('changes contentHash for the bot token and for instructions, and not otherwise', async () => {
     const base = await workspaces.render(input());
+    const again = await workspaces.render(input());
     const newToken = await workspaces.render(input({}, { telegramBotToken: '987654321:ZZbbCCddEEffGGhhIIjjKKllMMnnOOppQQr' }));
     const newInstructions = await workspaces.render(input({ instructions: 'Something else entirely.' }));
-    expect(newToken.containerConfigHash).not.toBe(base.containerConfigHash);
+    expect(again.contentHash).toBe(base.contentHash);
     expect(newToken.contentHash).not.toBe(base.contentHash);
-    expect(newInstructions.containerConfigHash).toBe(base.containerConfigHash);
     expect(newInstructions.contentHash).not.toBe(base.contentHash);
   });
 });
@@ -188,7 +217,10 @@ describe('personal-assistant rendering', () => {
 describe('template manifests', () => {
   const parse = (value: unknown) => parseTemplateManifest(JSON.stringify(value), 'templates/t/template.json', 't', DEFAULTS);
   const valid = {
-    healthPath: '/',
+    probes: {
+      liveness: { path: '/healthz', expect: { ok: true } },
+      readiness: { path: '/readyz', expect: { ready: true } },
+    },
     user: '1000:1000',
     mountPath: '/data',
     startTimeoutSeconds: 60,
@@ -208,7 +240,15 @@ describe('template manifests', () => {
     expect(() => parse({ ...valid, user: 'node' })).toThrow(/templates\/t\/template\.json: field "user" must be "uid:gid"/);
     expect(() => parse({ ...valid, user: '0:0' })).toThrow(/field "user" must not be root/);
     expect(() => parse({ ...valid, mountPath: '/data/../etc' })).toThrow(/field "mountPath"/);
-    expect(() => parse({ ...valid, healthPath: undefined })).toThrow(/field "healthPath" is required/);
+    expect(() => parse({ ...valid, probes: undefined })).toThrow(/field "probes" is required/);
+    // A probe must say what a healthy body holds: a status code alone proves nothing.
+    expect(() => parse({ ...valid, probes: { ...valid.probes, readiness: { path: '/readyz', expect: {} } } })).toThrow(
+      /field "probes.readiness.expect" must name at least one field/,
+    );
+    expect(() => parse({ ...valid, probes: { ...valid.probes, liveness: { path: 'healthz', expect: { ok: true } } } })).toThrow(
+      /field "probes.liveness.path" must be an absolute URL path/,
+    );
+    expect(() => parse({ ...valid, tmpfs: ['tmp'] })).toThrow(/field "tmpfs.0" must be a normalised absolute path/);
     expect(() => parse({ ...valid, extra: 1 })).toThrow(/unknown field\(s\) extra/);
     expect(() => parse({ ...valid, name: 'other' })).toThrow(/field "name" is "other" but the folder is "t"/);
     expect(() => parseTemplateManifest('{nope', 'templates/t/template.json', 't', DEFAULTS)).toThrow(

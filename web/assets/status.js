@@ -181,6 +181,16 @@ pairingForm.addEventListener('submit', async (event) => {
     return;
   }
   submit.disabled = true;
+  // The approval runs a command inside the assistant's container, which takes from a few seconds
+  // to about half a minute on a small plan: say so while it runs, rather than looking frozen.
+  const started = Date.now();
+  const showProgress = () => {
+    const seconds = Math.round((Date.now() - started) / 1000);
+    result.textContent = `Approving with your assistant… ${seconds} s (this can take up to a minute)`;
+  };
+  showProgress();
+  pairingForm.setAttribute('aria-busy', 'true');
+  const ticker = setInterval(showProgress, 1000);
   try {
     let response;
     try {
@@ -192,6 +202,10 @@ pairingForm.addEventListener('submit', async (event) => {
     } catch {
       setFieldError('code', 'Blytz could not be reached. Check your connection and try again');
       return;
+    } finally {
+      clearInterval(ticker);
+      pairingForm.removeAttribute('aria-busy');
+      result.textContent = '';
     }
     if (response.ok) {
       result.textContent = 'Approved! You can chat with your assistant on Telegram now.';

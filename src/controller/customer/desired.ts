@@ -1,8 +1,8 @@
-import { PLANS } from '../../domain/customer.js';
+import { PLANS, startTimeoutSeconds } from '../../domain/customer.js';
 import { stableHash } from '../../domain/canonical-json.js';
 import { customerHost } from '../../domain/naming.js';
 import type { ContainerSpec } from '../../runtime/runtime.js';
-import type { CustomerStore, ReconcileView } from '../../store/customer-store.js';
+import type { ControllerStore, ReconcileView } from '../../store/store.js';
 import type { RenderedWorkspace, TemplateManifest, Workspaces } from '../../workspace/workspace.js';
 import type { Desired } from './plan.js';
 
@@ -10,6 +10,14 @@ export interface DesiredDefaults {
   baseDomain: string;
   customerImage: string;
   containerPort: number;
+  /** The origins a customer's host is served on, e.g. `https://<host>` (see publicOrigins in naming.ts). */
+  publicOrigins: (host: string) => string[];
+  /** The addresses requests from the proxy reach the assistant from (OpenClaw's trusted proxies). */
+  trustedProxies: string[];
+  /** Telegram Bot API root when it is not Telegram's own (TELEGRAM_API_BASE). */
+  telegramApiRoot?: string | undefined;
+  /** Overrides every template's start timeout (tests use a few seconds). */
+  startTimeoutSeconds?: number | undefined;
 }
 
 /** The desired customer resolved against its template: what the planner and executor need. */
@@ -48,7 +56,7 @@ export class TemplateError extends Error {
  */
 export async function resolveCustomer(
   view: ReconcileView,
-  deps: { store: CustomerStore; workspaces: Workspaces; defaults: DesiredDefaults },
+  deps: { store: Pick<ControllerStore, 'gatewayToken'>; workspaces: Workspaces; defaults: DesiredDefaults },
   /** Run this image instead (a rollout rolling the customer back to its previous image). */
   imageOverride?: string,
 ): Promise<ResolvedCustomer> {
@@ -90,6 +98,9 @@ export async function resolveCustomer(
     plan: customer.spec.plan,
     template: customer.spec.template,
     modelProvider: customer.spec.model.provider,
+    publicOrigins: deps.defaults.publicOrigins(base.host),
+    trustedProxies: deps.defaults.trustedProxies,
+    telegramApiRoot: deps.defaults.telegramApiRoot,
     secrets: { telegramBotToken: secrets.telegramBotToken, modelApiKey: secrets.modelApiKey, gatewayToken },
   });
 
@@ -97,18 +108,22 @@ export async function resolveCustomer(
   const containerPort = template.containerPort ?? deps.defaults.containerPort;
   const mounts = deps.workspaces.mounts(customer.name, template);
   const resources = PLANS[customer.spec.plan];
+  const env = { ...template.env, NODE_OPTIONS: `--max-old-space-size=${resources.nodeHeapMiB}` };
+  const startTimeout = deps.defaults.startTimeoutSeconds ?? startTimeoutSeconds(template.startTimeoutSeconds, resources);
   // Everything that needs a new container when it changes. The host port is compared on its own
-  // (a moved port also needs a new container) and the workspace's Markdown files are not here:
-  // the assistant rereads them, so an instruction change re-renders in place.
+  // (a moved port also needs a new container). The rendered files are not here: the assistant
+  // rereads its Markdown files, and the gateway reloads openclaw.json in place (hot where it can,
+  // an in-process restart where a key needs one), so neither needs a new container.
   const specHash = stableHash({
     image,
     containerPort,
     user: template.user,
     mounts,
-    env: template.env,
+    env,
     resources,
-    healthPath: template.healthPath,
-    config: rendered.containerConfigHash,
+    probes: template.probes,
+    tmpfs: template.tmpfs,
+    startTimeout,
   });
   // The customer's own inputs in the spec hash (what openclaw.json is made of, the plan and the
   // template they chose). With it the same and the spec hash changed, the change is fleet-wide.
@@ -134,12 +149,13 @@ export async function resolveCustomer(
       containerPort,
       user: template.user,
       mountPath: template.mountPath,
-      env: template.env,
+      env,
       resources,
-      healthPath: template.healthPath,
+      probes: template.probes,
+      tmpfs: template.tmpfs,
     }),
     image,
-    startTimeoutSeconds: template.startTimeoutSeconds,
+    startTimeoutSeconds: startTimeout,
     updateStrategy: template.updateStrategy,
   };
   return {
@@ -154,9 +170,11 @@ export async function resolveCustomer(
       hostPort,
       user: template.user,
       mounts,
-      env: template.env,
+      env,
       resources,
-      healthPath: template.healthPath,
+      probes: template.probes,
+      startTimeoutSeconds: startTimeout,
+      tmpfs: template.tmpfs,
       specHash,
       ownHash,
       generation: customer.generation,

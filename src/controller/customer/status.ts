@@ -1,4 +1,4 @@
-import type { Condition, ConditionStatus, CustomerStatus, DesiredState, Phase } from '../../domain/customer.js';
+import type { Condition, ConditionStatus, Customer, CustomerStatus, DesiredState, Phase } from '../../domain/customer.js';
 import type { ObservedContainer } from '../../runtime/runtime.js';
 import { routeMatches, upstreamFor, type Desired, type Observed, type UpstreamOf } from './plan.js';
 import { restartsText, type RestartHold } from './restart-backoff.js';
@@ -51,6 +51,40 @@ export function computeStatus(input: StatusInput): CustomerStatus {
   };
   if (input.observed.port !== undefined) status.hostPort = input.observed.port;
   return status;
+}
+
+/**
+ * The status of a customer that could not be resolved at all (a missing or invalid template):
+ * the previous status with Ready=False saying why; phase Failed when no retry can help.
+ */
+export function failedStatus(
+  customer: Pick<Customer, 'generation' | 'status'>,
+  failure: { reason: string; message: string; terminal: boolean },
+  now: Date,
+): CustomerStatus {
+  const previous = customer.status;
+  return {
+    ...previous,
+    phase: failure.terminal ? 'Failed' : (previous.phase ?? 'Provisioning'),
+    observedGeneration: customer.generation,
+    conditions: [
+      ...(previous.conditions ?? []).filter((c) => c.type !== 'Ready'),
+      {
+        type: 'Ready',
+        status: 'False',
+        reason: failure.reason,
+        message: failure.message,
+        lastTransitionTime: now.toISOString(),
+        observedGeneration: customer.generation,
+      },
+    ],
+  };
+}
+
+/** The generation had converged before: anything found wrong now is drift, not progress. */
+export function isConverged(customer: Pick<Customer, 'generation' | 'status'>): boolean {
+  const { status } = customer;
+  return status.observedGeneration === customer.generation && (status.phase === 'Ready' || status.phase === 'Suspended');
 }
 
 function conditionsFor(input: StatusInput): ConditionDraft[] {
@@ -128,12 +162,23 @@ function conditionsFor(input: StatusInput): ConditionDraft[] {
       containerCondition = { type: 'ContainerReady', status: 'True', reason: 'Healthy', message: '' };
     else if (container.health === 'unhealthy')
       containerCondition = unhealthyCondition(container, input.restartHoldOf?.(container.id));
+    else if (container.health === 'unready')
+      // Alive and started, but its readiness probe fails (e.g. a channel it cannot reach): kept
+      // and not restarted, since a restart does not fix what it waits for.
+      containerCondition = {
+        type: 'ContainerReady',
+        status: 'False',
+        reason: 'NotReady',
+        message: container.healthMessage ?? 'the assistant is running but not ready',
+      };
     else
       containerCondition = {
         type: 'ContainerReady',
         status: 'False',
         reason: 'Starting',
-        message: 'waiting for the assistant to answer its health check',
+        message: container.healthMessage
+          ? `waiting for the assistant to start (${container.healthMessage})`
+          : 'waiting for the assistant to answer its health check',
       };
     const routeOk =
       observed.route !== undefined &&

@@ -15,37 +15,7 @@
  * already), but it holds one until it serves again.
  */
 
-export type EntryTarget = 'new' | 'previous';
-export type EntryState = 'waiting' | 'updating' | 'rollingBack' | 'done' | 'failed';
-export type RolloutState = 'running' | 'paused' | 'superseded';
-
-export interface RolloutRecord {
-  id: number;
-  /** `<template>/<plan>`. */
-  key: string;
-  fingerprint: string;
-  image: string;
-  state: RolloutState;
-  undone: boolean;
-  pausedReason: string | null;
-  pausedMessage: string | null;
-  /** null: not checked yet (a new or resumed rollout checks once). */
-  imagePresent: boolean | null;
-  startedAtMs: number;
-}
-
-export interface RolloutEntry {
-  rolloutId: number;
-  customer: string;
-  fromHash: string | null;
-  toHash: string;
-  prevImage: string | null;
-  target: EntryTarget;
-  state: EntryState;
-  startedAtMs: number | null;
-  finishedAtMs: number | null;
-  message: string;
-}
+import type { EntryState, RolloutCounts, RolloutEntry, RolloutRecord } from '../../domain/rollout.js';
 
 /** `BLYTZ_ROLLOUT_MAX_UNAVAILABLE`: a count, or a percentage of the active customers. */
 export type MaxUnavailable = { kind: 'count'; value: number } | { kind: 'percent'; value: number };
@@ -215,15 +185,6 @@ export function settle(
     return { kind: 'failed', entry: { ...entry, state: 'failed', message: why, finishedAtMs: input.now } };
   }
   return { kind: 'none' };
-}
-
-export interface RolloutCounts {
-  total: number;
-  waiting: number;
-  inProgress: number;
-  done: number;
-  failed: number;
-  rolledBack: number;
 }
 
 export function countEntries(entries: Array<Pick<RolloutEntry, 'state' | 'target'>>): RolloutCounts {

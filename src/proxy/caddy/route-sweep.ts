@@ -1,6 +1,6 @@
 import { canonicalJson } from '../../domain/canonical-json.js';
 import { customerFromRouteId } from '../../domain/naming.js';
-import type { EventSource, WorldEventSink } from '../../runtime/runtime.js';
+import type { EventSource, WorldEventSink } from '../../controller/event-source.js';
 import type { DesiredRoute } from '../route-table.js';
 import type { RouteSnapshot } from './caddy-route-table.js';
 import { endsWithFallback, routeIdOf, type JsonObject } from './caddy-json.js';

@@ -3,7 +3,7 @@ import { canonicalJson } from '../../domain/canonical-json.js';
 import { CUSTOMER_LABEL, isDns1123Label, MANAGED_BY_LABEL, MANAGED_BY_VALUE, routeId } from '../../domain/naming.js';
 import { isNotFound } from '../../kubernetes/client.js';
 import type { Guard } from '../../resilience/guard.js';
-import { checkExtraLabels } from '../../runtime/docker/labels.js';
+import { checkExtraLabels } from '../../domain/labels.js';
 import { baseLabels } from '../../runtime/kubernetes/manifests.js';
 import { objectName } from '../../runtime/kubernetes/names.js';
 import type { WatchedKind } from '../../runtime/kubernetes/owned-objects-watch.js';

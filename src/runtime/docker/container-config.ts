@@ -9,7 +9,7 @@ import {
   SPEC_HASH_LABEL,
 } from '../../domain/naming.js';
 import type { ContainerSpec } from '../runtime.js';
-import { CONTAINER_PORT_LABEL, GENERATION_LABEL, HEALTH_PATH_LABEL, HOST_PORT_LABEL, OWN_HASH_LABEL } from './labels.js';
+import { CONTAINER_PORT_LABEL, GENERATION_LABEL, HOST_PORT_LABEL, OWN_HASH_LABEL, PROBES_LABEL, START_TIMEOUT_LABEL } from '../../domain/labels.js';
 
 export interface LogRotation {
   maxSize: string;
@@ -17,6 +17,16 @@ export interface LogRotation {
 }
 
 export const DEFAULT_LOG_ROTATION: LogRotation = { maxSize: '10m', maxFile: 3 };
+
+/** Each tmpfs folder's cap: it counts against the container's memory limit as it fills. */
+const TMPFS_SIZE = '256m';
+
+function uidOf(user: string): string {
+  return user.split(':')[0] as string;
+}
+function gidOf(user: string): string {
+  return user.split(':')[1] ?? uidOf(user);
+}
 
 /** `uid:gid` with a non-zero uid: a customer's process never runs as root. */
 const NON_ROOT_USER = /^[1-9]\d*(:\d+)?$/;
@@ -34,7 +44,13 @@ export function containerConfig(
   if (!isDns1123Label(spec.customer)) throw new Error(`customer name ${JSON.stringify(spec.customer)} is not a DNS-1123 label`);
   if (!NON_ROOT_USER.test(spec.user))
     throw new Error(`container user ${JSON.stringify(spec.user)} must be a numeric non-root uid[:gid]`);
-  if (!spec.healthPath.startsWith('/')) throw new Error(`health path ${JSON.stringify(spec.healthPath)} must start with /`);
+  for (const probe of [spec.probes.startup, spec.probes.liveness, spec.probes.readiness]) {
+    if (probe && !probe.path.startsWith('/')) throw new Error(`probe path ${JSON.stringify(probe.path)} must start with /`);
+  }
+  for (const path of spec.tmpfs) {
+    if (!path.startsWith('/') || path.includes(',') || path.includes(':'))
+      throw new Error(`tmpfs path ${JSON.stringify(path)} must be an absolute path without , or :`);
+  }
   for (const port of [spec.hostPort, spec.containerPort]) {
     if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`port ${port} is not a valid TCP port`);
   }
@@ -52,7 +68,8 @@ export function containerConfig(
       [SPEC_HASH_LABEL]: spec.specHash,
       [HOST_PORT_LABEL]: String(spec.hostPort),
       [CONTAINER_PORT_LABEL]: String(spec.containerPort),
-      [HEALTH_PATH_LABEL]: spec.healthPath,
+      [PROBES_LABEL]: JSON.stringify(spec.probes),
+      [START_TIMEOUT_LABEL]: String(spec.startTimeoutSeconds),
       ...(spec.ownHash === undefined ? {} : { [OWN_HASH_LABEL]: spec.ownHash }),
       ...(spec.generation === undefined ? {} : { [GENERATION_LABEL]: String(spec.generation) }),
     },
@@ -71,6 +88,10 @@ export function containerConfig(
       MemorySwap: spec.resources.memoryBytes, // no swap on top of the memory cap
       NanoCpus: spec.resources.nanoCpus,
       PidsLimit: spec.resources.pidsLimit,
+      // The image cannot be changed by what runs in it: the assistant writes only its state
+      // folder (the mount) and the tmpfs folders the template names (emptied on restart).
+      ReadonlyRootfs: true,
+      Tmpfs: Object.fromEntries(spec.tmpfs.map((path) => [path, `rw,nosuid,nodev,size=${TMPFS_SIZE},uid=${uidOf(spec.user)},gid=${gidOf(spec.user)},mode=0700`])),
       SecurityOpt: ['no-new-privileges:true'],
       CapDrop: ['ALL'],
       RestartPolicy: { Name: 'unless-stopped', MaximumRetryCount: 0 },

@@ -3,8 +3,8 @@ import { CUSTOMER_LABEL } from '../../domain/naming.js';
 import type { Logger } from '../../observability/logger.js';
 import type { Guard } from '../../resilience/guard.js';
 import { reconnectDelayMs } from '../../resilience/backoff.js';
-import type { EventSource, WorldEventSink } from '../runtime.js';
-import { checkExtraLabels, labelFilter } from './labels.js';
+import type { EventSource, WorldEventSink } from '../../controller/event-source.js';
+import { checkExtraLabels, labelFilter } from '../../domain/labels.js';
 
 /**
  * The engine's container events for our labels, turned into "look at customer X again".

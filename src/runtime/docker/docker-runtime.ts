@@ -12,7 +12,7 @@ import {
 } from '../runtime.js';
 import { containerConfig, DEFAULT_LOG_ROTATION, type LogRotation } from './container-config.js';
 import { runExec } from './exec.js';
-import { mapLimit, parseStatus, probeHttp, type ProbeResult } from './health.js';
+import { judgeContainer, mapLimit, parseProbesLabel, parseStatus, probeLegacyPath, type ProbeOptions, type ProbeResult } from './health.js';
 import {
   checkExtraLabels,
   CONTAINER_PORT_LABEL,
@@ -21,7 +21,9 @@ import {
   HOST_PORT_LABEL,
   labelFilter,
   OWN_HASH_LABEL,
-} from './labels.js';
+  PROBES_LABEL,
+  START_TIMEOUT_LABEL,
+} from '../../domain/labels.js';
 
 export interface DockerRuntimeOptions {
   /** Defaults to `new Docker()`, which honours DOCKER_HOST. */
@@ -32,8 +34,8 @@ export interface DockerRuntimeOptions {
   probeConcurrency?: number;
   /** Default 2000 ms: a healthy assistant answers in milliseconds. */
   probeTimeoutMs?: number;
-  /** A failed probe within this many seconds of start means "starting". Default 30. */
-  startingGraceSeconds?: number;
+  /** X-Forwarded-For the probes send (see ProbeOptions.forwardedFor); unset: none. */
+  probeForwardedFor?: string;
   /** Grace period `stop` gives the process before SIGKILL. Default 10. */
   stopTimeoutSeconds?: number;
   logRotation?: LogRotation;
@@ -61,7 +63,7 @@ export class DockerRuntime implements CustomerRuntime {
   readonly #guard: Guard;
   readonly #extraLabels: Record<string, string>;
   readonly #probeConcurrency: number;
-  readonly #probe: { timeoutMs: number; startingGraceSeconds: number };
+  readonly #probe: ProbeOptions;
   readonly #stopTimeoutSeconds: number;
   readonly #logRotation: LogRotation;
 
@@ -70,7 +72,10 @@ export class DockerRuntime implements CustomerRuntime {
     this.#docker = options.docker ?? new Docker();
     this.#extraLabels = checkExtraLabels(options.extraLabels ?? {});
     this.#probeConcurrency = options.probeConcurrency ?? 8;
-    this.#probe = { timeoutMs: options.probeTimeoutMs ?? 2000, startingGraceSeconds: options.startingGraceSeconds ?? 30 };
+    this.#probe = {
+      timeoutMs: options.probeTimeoutMs ?? 2000,
+      ...(options.probeForwardedFor === undefined ? {} : { forwardedFor: options.probeForwardedFor }),
+    };
     this.#stopTimeoutSeconds = options.stopTimeoutSeconds ?? 10;
     this.#logRotation = options.logRotation ?? DEFAULT_LOG_ROTATION;
   }
@@ -119,17 +124,18 @@ export class DockerRuntime implements CustomerRuntime {
     if (labels[OWN_HASH_LABEL] !== undefined) observed.ownHash = labels[OWN_HASH_LABEL];
     const generation = Number(labels[GENERATION_LABEL]);
     if (labels[GENERATION_LABEL] !== undefined && Number.isInteger(generation)) observed.generation = generation;
-    const health = await this.#health(state, info.Status ?? '', hostPort, labels[HEALTH_PATH_LABEL]);
+    const health = await this.#health(info.Id, state, info.Status ?? '', hostPort, labels);
     observed.health = health.health;
     if (health.message !== undefined) observed.healthMessage = health.message;
     return observed;
   }
 
   async #health(
+    id: string,
     state: ContainerState,
     status: string,
     hostPort: number | undefined,
-    healthPath: string | undefined,
+    labels: Record<string, string>,
   ): Promise<ProbeResult> {
     // Not running: no health to speak of; the engine's Status ("Exited (137) 3 seconds ago") says why.
     if (state !== 'running') return { health: 'unknown', message: status || state };
@@ -139,9 +145,32 @@ export class DockerRuntime implements CustomerRuntime {
         ? { health: 'unhealthy', message: `Docker health check failing (${status})` }
         : { health: parsed.dockerHealth };
     }
-    if (hostPort === undefined || healthPath === undefined)
-      return { health: 'unknown', message: 'no health check and no health path to probe' };
-    return probeHttp(hostPort, healthPath, parsed.upSeconds, this.#probe);
+    if (hostPort === undefined) return { health: 'unknown', message: 'no host port to probe' };
+    const probes = parseProbesLabel(labels[PROBES_LABEL]);
+    if (probes) {
+      const startTimeoutSeconds = Number(labels[START_TIMEOUT_LABEL]);
+      return judgeContainer(
+        { hostPort, probes, startTimeoutSeconds: Number.isFinite(startTimeoutSeconds) ? startTimeoutSeconds : 0 },
+        () => this.#uptimeSeconds(id, parsed.upSeconds),
+        this.#probe,
+      );
+    }
+    const legacyPath = labels[HEALTH_PATH_LABEL];
+    if (legacyPath?.startsWith('/')) return probeLegacyPath(hostPort, legacyPath, this.#probe);
+    return { health: 'unknown', message: 'no probes declared' };
+  }
+
+  /**
+   * Seconds since the container started: the list's Status text when it is precise (the first
+   * minute), else one inspect. Undefined when the engine cannot say.
+   */
+  async #uptimeSeconds(id: string, fromStatus: number | undefined): Promise<number | undefined> {
+    if (fromStatus !== undefined && fromStatus < 60) return fromStatus;
+    const info = await this.#guard('inspectContainer', (abortSignal) => this.#docker.getContainer(id).inspect({ abortSignal })).catch(
+      () => undefined,
+    );
+    const startedAt = Date.parse(info?.State?.StartedAt ?? '');
+    return Number.isNaN(startedAt) ? fromStatus : Math.max(0, (Date.now() - startedAt) / 1000);
   }
 
   async create(spec: ContainerSpec): Promise<string> {
@@ -231,6 +260,18 @@ export class DockerRuntime implements CustomerRuntime {
   }
 
   /** Whether the engine has the image locally (no registry is asked): a rollout checks once before it starts. */
+  /**
+   * The gateway addresses of the bridge customer containers run on: traffic published on a host
+   * port (Caddy's, the probes') reaches the container from there. Falls back to Docker's default
+   * 172.17.0.1 when the engine does not say (some versions omit the default bridge's gateway).
+   */
+  async bridgeGateways(): Promise<string[]> {
+    const network: unknown = await this.#guard('inspectNetwork', () => this.#docker.getNetwork('bridge').inspect());
+    const configs = (network as { IPAM?: { Config?: Array<{ Gateway?: string }> } }).IPAM?.Config ?? [];
+    const gateways = configs.map((config) => config.Gateway).filter((gateway): gateway is string => !!gateway);
+    return gateways.length > 0 ? gateways : ['172.17.0.1'];
+  }
+
   async imagePresent(image: string): Promise<boolean> {
     return this.#guard('inspectImage', async (abortSignal) => {
       try {

@@ -5,7 +5,7 @@ import { CUSTOMER_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SPEC_HASH_LABEL } f
 import { isNotFound, MERGE_PATCH } from '../../kubernetes/client.js';
 import type { Guard } from '../../resilience/guard.js';
 import { MARKER_FILE } from '../../workspace/file-workspaces.js';
-import { checkExtraLabels, HOST_PORT_LABEL } from '../docker/labels.js';
+import { checkExtraLabels, HOST_PORT_LABEL } from '../../domain/labels.js';
 import { ContainerNotRunningError, ExecTimeoutError } from '../exec-output.js';
 import type { ContainerSpec, CustomerRuntime, ExecResult, ObservedContainer } from '../runtime.js';
 import {

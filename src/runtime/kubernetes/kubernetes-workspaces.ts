@@ -1,4 +1,4 @@
-import type { Mount } from '../runtime.js';
+import type { Mount } from '../../workspace/workspace.js';
 import type {
   ObservedWorkspace,
   RenderedWorkspace,

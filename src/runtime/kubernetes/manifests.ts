@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { V1Deployment, V1DeploymentStrategy, V1PersistentVolumeClaim, V1Secret, V1Service } from '@kubernetes/client-node';
 import { CUSTOMER_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SPEC_HASH_LABEL } from '../../domain/naming.js';
-import { CONTAINER_PORT_LABEL, HOST_PORT_LABEL } from '../docker/labels.js';
+import { CONTAINER_PORT_LABEL, HOST_PORT_LABEL } from '../../domain/labels.js';
 import type { ContainerSpec } from '../runtime.js';
 import { objectName } from './names.js';
 
@@ -137,7 +137,6 @@ export function deploymentManifest(
   if (!user) throw new Error(`container user ${JSON.stringify(spec.user)} must be a numeric non-root uid[:gid]`);
   const uid = Number(user[1]);
   const gid = user[2] === undefined ? uid : Number(user[2]);
-  if (!spec.healthPath.startsWith('/')) throw new Error(`health path ${JSON.stringify(spec.healthPath)} must start with /`);
   const workspace = spec.mounts.find((m) => !m.readOnly);
   if (!workspace) throw new Error('the container spec has no writable workspace mount');
   const name = objectName(spec.customer);
@@ -153,7 +152,8 @@ export function deploymentManifest(
   };
   const cpu = `${Math.max(1, Math.round(spec.resources.nanoCpus / 1_000_000))}m`;
   const memory = String(spec.resources.memoryBytes);
-  const probe = { httpGet: { path: spec.healthPath, port: 'http' }, periodSeconds: 10, timeoutSeconds: 2 };
+  const probe = (path: string) => ({ httpGet: { path, port: 'http' }, periodSeconds: 10, timeoutSeconds: 2 });
+  const startupPeriodSeconds = 5;
   const mounts = [
     { name: 'workspace', mountPath: workspace.containerPath },
     { name: 'rendered', mountPath: RENDERED_DIR, readOnly: true },
@@ -205,10 +205,14 @@ export function deploymentManifest(
               env: Object.entries(spec.env).map(([k, v]) => ({ name: k, value: v })),
               securityContext: containerSecurity,
               resources: { limits: { cpu, memory }, requests: { cpu, memory } },
-              readinessProbe: probe,
-              livenessProbe: { ...probe, failureThreshold: 6 },
-              // Slow first starts are not failures: up to 5 minutes before liveness applies.
-              startupProbe: { ...probe, periodSeconds: 5, failureThreshold: 60 },
+              readinessProbe: probe(spec.probes.readiness.path),
+              livenessProbe: { ...probe(spec.probes.liveness.path), failureThreshold: 6 },
+              // Slow first starts are not failures: the template's start timeout before liveness applies.
+              startupProbe: {
+                ...probe((spec.probes.startup ?? spec.probes.liveness).path),
+                periodSeconds: startupPeriodSeconds,
+                failureThreshold: Math.max(1, Math.ceil(spec.startTimeoutSeconds / startupPeriodSeconds)),
+              },
               volumeMounts: mounts,
             },
           ],

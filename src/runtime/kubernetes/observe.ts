@@ -1,6 +1,6 @@
 import type { V1Deployment } from '@kubernetes/client-node';
 import { CUSTOMER_LABEL, SPEC_HASH_LABEL } from '../../domain/naming.js';
-import { HOST_PORT_LABEL } from '../docker/labels.js';
+import { HOST_PORT_LABEL } from '../../domain/labels.js';
 import type { ContainerHealth, ContainerState, ObservedContainer } from '../runtime.js';
 
 /** Stamped on the Deployment by `start`: when we last scaled it up. */

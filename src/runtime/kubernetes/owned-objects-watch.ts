@@ -4,7 +4,7 @@ import type { KubeObject } from '../../kubernetes/client.js';
 import { httpStatusOf } from '../../resilience/transient.js';
 import type { Logger } from '../../observability/logger.js';
 import { reconnectDelayMs } from '../../resilience/backoff.js';
-import type { EventSource, WorldEventSink } from '../runtime.js';
+import type { EventSource, WorldEventSink } from '../../controller/event-source.js';
 
 /**
  * The Kubernetes runtime's world events, as the Docker event stream is Docker's: a watch on each

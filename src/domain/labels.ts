@@ -1,13 +1,19 @@
-import { CUSTOMER_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SPEC_HASH_LABEL } from '../../domain/naming.js';
+import { CUSTOMER_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SPEC_HASH_LABEL } from './naming.js';
 
 /**
- * Labels on a customer container. The first three are the contract's marks (section 5); the
- * rest let `list()` probe health and report the host port from the single list call, without
- * an inspect per container (a created, never-started container shows no ports in the list).
+ * Labels on what the runtimes make for a customer (Docker containers; Kubernetes objects and
+ * the Ingresses of the route table). The first three are the contract's marks (section 5,
+ * `naming.ts`); the rest let `list()` probe health and report the host port from the single
+ * list call, without an inspect per container (a created, never-started container shows no
+ * ports in the list).
  */
 export const HOST_PORT_LABEL = 'cloud.blytz.host-port';
 export const CONTAINER_PORT_LABEL = 'cloud.blytz.container-port';
+/** Containers made before probes were declared: the path any answer below 500 counted as healthy on. */
 export const HEALTH_PATH_LABEL = 'cloud.blytz.health-path';
+/** The template's probes (compact JSON) and the start timeout in seconds, for `list()` to judge health. */
+export const PROBES_LABEL = 'cloud.blytz.probes';
+export const START_TIMEOUT_LABEL = 'cloud.blytz.start-timeout';
 /** Fleet rollouts: the customer's own inputs' hash and generation when the container was made. */
 export const OWN_HASH_LABEL = 'cloud.blytz.own-hash';
 export const GENERATION_LABEL = 'cloud.blytz.generation';
@@ -19,6 +25,8 @@ const RESERVED = new Set([
   HOST_PORT_LABEL,
   CONTAINER_PORT_LABEL,
   HEALTH_PATH_LABEL,
+  PROBES_LABEL,
+  START_TIMEOUT_LABEL,
   OWN_HASH_LABEL,
   GENERATION_LABEL,
 ]);

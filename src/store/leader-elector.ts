@@ -2,17 +2,7 @@ import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import type { DatabaseHandle } from '../store/database.js';
-
-/** What a controller needs to know about leadership: whether it leads, and when that changes. */
-export interface Leadership {
-  isLeader(): boolean;
-  /**
-   * Calls `listener` on every change, synchronously, so a lost leadership stops work before
-   * anything else happens in this process. Returns an unsubscribe function.
-   */
-  onChange(listener: (leading: boolean) => void): () => void;
-}
+import type { DatabaseHandle } from './database.js';
 
 export interface LeaderElectorOptions {
   /** Lock name (the advisory lock key is derived from it) and the metric's `name` label. */
@@ -42,8 +32,11 @@ export interface LeaderElectorOptions {
  * leader fences itself within checkIntervalMs + checkTimeoutMs.
  *
  * On the embedded PGlite database there is exactly one process: it is always leader.
+ *
+ * It is the controller's `Leadership` (controller/leadership.ts) by its shape: the store does not
+ * import the controller; the composition root hands it over.
  */
-export class LeaderElector implements Leadership {
+export class PostgresLeaderElector {
   readonly name: string;
   readonly #handle: DatabaseHandle;
   readonly #logger: Logger;

@@ -1,4 +1,4 @@
-import type { EventSource, WorldEventSink } from '../runtime/runtime.js';
+import type { EventSource, WorldEventSink } from './event-source.js';
 import type { ChangeFeed } from '../store/change-feed.js';
 
 /**

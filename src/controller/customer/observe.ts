@@ -1,0 +1,166 @@
+import type { ObservedRoute, RouteTable } from '../../proxy/route-table.js';
+import type { CustomerRuntime, ObservedContainer } from '../../runtime/runtime.js';
+import type { ControllerStore, HostPorts, ReconcileView } from '../../store/store.js';
+import type { Workspaces } from '../../workspace/workspace.js';
+import type { Observed } from './plan.js';
+
+/**
+ * Observe, the first step of a reconcile: what the store wants (the customer's reconcile view)
+ * and what the world has (containers by label, the route by `@id`, the port reservations, the
+ * workspace marker). One customer is read on its own; a full resync lists each world once into
+ * the `WorldCache`, and each reconcile that follows takes its own entry once.
+ */
+
+export interface WorldObserverDeps {
+  store: Pick<ControllerStore, 'reconcileView' | 'reconcileViews'>;
+  ports: Pick<HostPorts, 'find' | 'findNext' | 'all'>;
+  runtime: Pick<CustomerRuntime, 'list' | 'listFor'>;
+  routes: Pick<RouteTable, 'list'>;
+  workspaces: Pick<Workspaces, 'observe'>;
+  /** When given, full passes list the world once and reconciles read from it. */
+  cache?: WorldCache | undefined;
+}
+
+/** What a reconcile read about a customer from the store, and the full pass's entry it used (if any). */
+export interface DesiredRead {
+  view: ReconcileView | undefined;
+  cached: CachedCustomer | undefined;
+}
+
+export class WorldObserver {
+  readonly #deps: WorldObserverDeps;
+
+  constructor(deps: WorldObserverDeps) {
+    this.#deps = deps;
+  }
+
+  /** Every name the store or the world knows (orphans too), with the world cached per name. */
+  async listKeys(): Promise<string[]> {
+    const { store, runtime, routes, ports } = this.#deps;
+    const load = async () => {
+      const [views, containers, routeList, reservations, nextPorts] = await Promise.all([
+        store.reconcileViews(),
+        runtime.list(),
+        routes.list(),
+        ports.all(),
+        ports.all('next'),
+      ]);
+      return { views, containers, routes: routeList, ports: reservations, nextPorts };
+    };
+    const cache = this.#deps.cache ?? new WorldCache();
+    return cache.refresh(load);
+  }
+
+  /** A live event for this customer: whatever a full pass cached about it may be older. */
+  invalidate(name: string): void {
+    this.#deps.cache?.invalidate(name);
+  }
+
+  /** The customer as the store wants it: from the last full pass (once), else read now. */
+  async desired(name: string): Promise<DesiredRead> {
+    const cached = this.#deps.cache?.take(name);
+    const view = cached ? cached.view : await this.#deps.store.reconcileView(name);
+    return { view, cached };
+  }
+
+  /** The customer's world: the full pass's entry when `desired` used one (the workspace is always read now), else read now. */
+  async world(name: string, cached?: CachedCustomer): Promise<Observed> {
+    if (!cached) return this.observe(name);
+    const { containers, route, port, nextPort } = cached;
+    return { containers, route, port, nextPort, workspace: await this.#deps.workspaces.observe(name) };
+  }
+
+  /** The customer's world, read now. */
+  async observe(name: string): Promise<Observed> {
+    const { runtime, routes, ports, workspaces } = this.#deps;
+    const [containers, routeList, port, nextPort, workspace] = await Promise.all([
+      runtime.listFor(name),
+      routes.list(),
+      ports.find(name),
+      ports.findNext(name),
+      workspaces.observe(name),
+    ]);
+    return { containers, route: routeList.find((r) => r.customer === name), port, nextPort, workspace };
+  }
+}
+
+/** What a full pass read about one customer, used once by that customer's next reconcile. */
+export interface CachedCustomer {
+  view: ReconcileView | undefined;
+  containers: ObservedContainer[];
+  route: ObservedRoute | undefined;
+  port: number | undefined;
+  nextPort?: number | undefined;
+}
+
+export interface WorldListing {
+  views: Map<string, ReconcileView>;
+  containers: ObservedContainer[];
+  routes: ObservedRoute[];
+  ports: Map<string, number>;
+  /** Blue-green updates' second ports (slot `next`). */
+  nextPorts?: Map<string, number>;
+}
+
+/**
+ * A full resync lists each world once (one store query, one Docker list, one Caddy GET, one
+ * port query) instead of once per customer, like controller-runtime's informer cache. Each
+ * entry is used by one reconcile and then dropped; any live event for a customer invalidates
+ * its entry first, so a reconcile never acts on a listing older than the event that woke it.
+ */
+export class WorldCache {
+  readonly #entries = new Map<string, CachedCustomer>();
+  #refreshing = 0;
+  readonly #invalidatedDuringRefresh = new Set<string>();
+
+  /** Lists the world through `load` and caches it per customer; returns every name seen. */
+  async refresh(load: () => Promise<WorldListing>): Promise<string[]> {
+    this.#refreshing++;
+    try {
+      const listing = await load();
+      const byCustomer = new Map<string, CachedCustomer>();
+      const entry = (name: string) => {
+        let e = byCustomer.get(name);
+        if (!e) {
+          e = {
+            view: listing.views.get(name),
+            containers: [],
+            route: undefined,
+            port: listing.ports.get(name),
+            nextPort: listing.nextPorts?.get(name),
+          };
+          byCustomer.set(name, e);
+        }
+        return e;
+      };
+      for (const name of listing.views.keys()) entry(name);
+      for (const c of listing.containers) entry(c.customer).containers.push(c);
+      for (const r of listing.routes) entry(r.customer).route = r;
+      for (const name of listing.ports.keys()) entry(name);
+      for (const name of listing.nextPorts?.keys() ?? []) entry(name);
+      for (const [name, e] of byCustomer) {
+        // An event that arrived while we were listing may be newer than the listing.
+        if (!this.#invalidatedDuringRefresh.has(name)) this.#entries.set(name, e);
+      }
+      return [...byCustomer.keys()].sort();
+    } finally {
+      this.#refreshing--;
+      if (this.#refreshing === 0) this.#invalidatedDuringRefresh.clear();
+    }
+  }
+
+  invalidate(name: string): void {
+    this.#entries.delete(name);
+    if (this.#refreshing > 0) this.#invalidatedDuringRefresh.add(name);
+  }
+
+  take(name: string): CachedCustomer | undefined {
+    const entry = this.#entries.get(name);
+    this.#entries.delete(name);
+    return entry;
+  }
+
+  get size(): number {
+    return this.#entries.size;
+  }
+}

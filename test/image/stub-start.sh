@@ -1,0 +1,26 @@
+#!/bin/sh
+# Entry point of the stand-in customer image. Like the OpenClaw gateway, it answers the probes
+# the templates declare with the same JSON bodies (/healthz, /startupz, /readyz); unlike it, it
+# serves the customer's workspace folder, so GET /AGENTS.md shows the rendered file. busybox
+# httpd serves one folder, so the probe answers and links to the workspace's entries share a
+# folder on the tmpfs at /tmp (the root is read-only); links for new entries are added every second.
+home=${OPENCLAW_HOME:-/home/node/.openclaw}
+ws=$home/workspace
+www=/tmp/www
+if ! mkdir -p "$www" 2>/dev/null; then
+  echo "stub: /tmp is not writable; serving the workspace only (no probe answers)" >&2
+  exec httpd -f -p "$PORT" -h "$ws"
+fi
+printf '{"ok":true,"status":"live"}' > "$www/healthz"
+printf '{"ok":true,"status":"started"}' > "$www/startupz"
+printf '{"ready":true}' > "$www/readyz"
+link() {
+  for f in "$ws"/* "$ws"/.[!.]*; do
+    [ -e "$f" ] || continue
+    name=${f##*/}
+    [ -e "$www/$name" ] || [ -L "$www/$name" ] || ln -s "$f" "$www/$name"
+  done
+}
+link
+(while sleep 1; do link; done) &
+exec httpd -f -p "$PORT" -h "$www"
