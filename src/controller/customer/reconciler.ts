@@ -183,7 +183,10 @@ export class CustomerReconciler implements Reconciler {
     } catch (error) {
       if (!(error instanceof TemplateError)) throw error;
       const failure = { reason: 'TemplateInvalid', message: error.message, terminal: true };
-      const changed = await this.#deps.store.updateStatus(view.customer.name, failedStatus(view.customer, failure, new Date(this.#now())));
+      const changed = await this.#deps.store.updateStatus(
+        view.customer.name,
+        failedStatus(view.customer, failure, new Date(this.#now())),
+      );
       if (changed) await this.#event(view.customer.name, 'Warning', failure.reason, failure.message);
       // No retry fixes a missing template: status says Failed and the queue does not retry.
       throw new TerminalError(error.message, { cause: error });
@@ -243,7 +246,9 @@ export class CustomerReconciler implements Reconciler {
     if (!entry?.fromHash || !this.#deps.backups) return;
     await this.#deps.backups
       .restoreBeforeUpdate(name, entry.fromHash, entry.toHash)
-      .catch((error: unknown) => this.#deps.logger.warn({ customer: name, err: error }, 'could not ask for the pre-update state back'));
+      .catch((error: unknown) =>
+        this.#deps.logger.warn({ customer: name, err: error }, 'could not ask for the pre-update state back'),
+      );
   }
 
   /** Not active (any more) while a rollout was updating it: its start timeout must not run on. */
