@@ -200,19 +200,19 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       // backup, a plan's other schedule) instead of waiting for its resync.
       alsoWaking(changeFeedSource(feed), (name) => wakeBackups(name)),
       new RouteSweep({
-        table: routes,
-        desiredRoutes: async () =>
-          desiredRoutes(await store.routedCustomers(), config.BLYTZ_BASE_DOMAIN, (customer, port) =>
-            runtime.upstream(customer, port),
-          ),
-        intervalMs: config.BLYTZ_ROUTE_SWEEP_SECONDS * 1000,
-        onError: (error) => logger.warn({ err: error }, 'route sweep failed'),
-        onSweep: (result) => {
-          for (const { kind } of result.drift) metrics.driftCorrections.inc({ kind });
-          if (result.restored)
-            logger.warn({ written: result.written }, 'caddy had lost our server block: routes restored in one write');
-        },
-      }),
+          table: routes,
+          desiredRoutes: async () =>
+            desiredRoutes(await store.routedCustomers(), config.BLYTZ_BASE_DOMAIN, (customer, port) =>
+              runtime.upstream(customer, port),
+            ),
+          intervalMs: config.BLYTZ_ROUTE_SWEEP_SECONDS * 1000,
+          onError: (error) => logger.warn({ err: error }, 'route sweep failed'),
+          onSweep: (result) => {
+            for (const { kind } of result.drift) metrics.driftCorrections.inc({ kind });
+            if (result.restored)
+              logger.warn({ written: result.written }, 'caddy had lost our server block: routes restored in one write');
+          },
+        }),
       // The runtime's own hints (the Docker event stream, or the watch on our Kubernetes objects).
       ...selected.sources,
     ];
