@@ -1,5 +1,6 @@
 import type { AddressInfo } from 'node:net';
 import { createServer, type Server as HttpServer } from 'node:http';
+import { rm } from 'node:fs/promises';
 import { hostname, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { RecordsBackupGate } from './backup/backup-gate.js';
@@ -28,6 +29,7 @@ import { adminApiRouter, StatusError } from './http/admin-api.js';
 import { createHttpApp } from './http/app.js';
 import { createCaddyAskRouter } from './http/caddy-ask.js';
 import { createPagesRouter } from './http/pages.js';
+import { createExportApiRouter } from './http/export-api.js';
 import { createPairingApiRouter } from './http/pairing-api.js';
 import { createPublicApiRouter } from './http/public-api.js';
 import { createRateLimitBackend } from './http/rate-limit.js';
@@ -363,6 +365,30 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
           approvePairing: pairingApprover(runtime, {
             timeoutMs: async (name) => pairingTimeoutMs(PLANS[(await store.get(name))?.spec.plan ?? 'personal']),
           }),
+          rateLimits,
+          logger,
+        }),
+        createExportApiRouter({
+          verifyAccessToken: (name, token) => billing.verifyAccessToken(name, token),
+          exportState: async (name) => {
+            if (!stateSource || !(await stateSource.exists(name))) return undefined;
+            ensurePrivateDir(backupWorkDir);
+            const file = join(backupWorkDir, `export-${name}-${process.pid}-${Date.now()}.tar.zst`);
+            const cleanup = () => rm(file, { force: true });
+            try {
+              const written = await stateSource.archive(name, {
+                key: secretKey,
+                context: `blytz export customer=${name}`,
+                outFile: file,
+                meta: { customer: name, kind: 'export' },
+                sealed: false,
+              });
+              return { file, sizeBytes: written.sizeBytes, cleanup };
+            } catch (error) {
+              await cleanup();
+              throw error;
+            }
+          },
           rateLimits,
           logger,
         }),

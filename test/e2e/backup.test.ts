@@ -1,9 +1,12 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chownSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
+import { tmpdir } from 'node:os';
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { hashToken } from '../../src/store/billing-store.js';
 import {
   BLYTZ,
   baseEnv,
@@ -165,6 +168,37 @@ describe('backups and restores with blytz serve', () => {
     expect(res.code, `${res.stdout}${res.stderr}`).toBe(0);
     await waitFor(async () => (await throughCaddy(served, host(bob), '/memory/notes.md')).body === notes, 30_000);
     expect(readFileSync(join(stateDir(bob), 'workspace', 'memory', 'photo.bin')).equals(blob)).toBe(true);
+  });
+
+  it('lets the customer download their own memory, without platform secrets, also after cancelling', async () => {
+    const token = `export-token-${randomBytes(8).toString('hex')}`;
+    await sql`UPDATE customers SET access_token_hash = ${hashToken(token)} WHERE name = ${bob}`.execute(db.handle.db);
+    const url = `${served.url}/api/customers/${bob}/export`;
+    expect((await fetch(`${url}?token=wrong`)).status).toBe(404);
+    expect((await fetch(`${served.url}/status/${bob}`)).status).toBe(200);
+
+    // Cancelled: the container and route go, the folder stays until the purge, and so does the export.
+    expect((await cli(['delete', 'customer', bob])).code).toBe(0);
+    await waitFor(async () => (await instanceContainers(served.instance, bob)).length === 0, 30_000);
+    const res = await fetch(url, { headers: { authorization: `Bearer ${token}` } });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-disposition')).toMatch(
+      new RegExp(`attachment; filename="${bob}-memory-\\d{4}-\\d{2}-\\d{2}\\.tar\\.zst"`),
+    );
+    const archive = Buffer.from(await res.arrayBuffer());
+    const dir = mkdtempSync(join(tmpdir(), 'blytz-export-'));
+    try {
+      // What the customer does with it: plain tar and zstd.
+      writeFileSync(join(dir, 'export.tar.zst'), archive);
+      execFileSync('sh', ['-c', 'zstd -dc export.tar.zst | tar -x'], { cwd: dir });
+      expect(readFileSync(join(dir, 'workspace', 'memory', 'notes.md'), 'utf8')).toBe(notes);
+      expect(readFileSync(join(dir, 'workspace', 'memory', 'photo.bin')).equals(blob)).toBe(true);
+      const config = readFileSync(join(dir, 'openclaw.json'), 'utf8');
+      expect(config).not.toContain(BOT_TOKEN);
+      expect(JSON.stringify(JSON.parse(config))).not.toMatch(/"token":/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('refuses a changed archive and leaves the customer as it was', async () => {

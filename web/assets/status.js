@@ -142,6 +142,11 @@ function render(view) {
   $('assistant-url').parentElement.hidden = !hasUrl;
   $('ready').hidden = !live;
   $('pairing').hidden = !live;
+  // The memory can be downloaded once there is any (active or suspended), and after cancelling
+  // until the purge. A link cannot send a header, so this one carries the token in its query.
+  const hasMemory = view.state === 'active' || view.state === 'suspended' || view.state === 'cancelled';
+  $('export').hidden = !hasMemory || !token;
+  if (hasMemory && token) $('export-link').href = `${base}/export?token=${encodeURIComponent(token)}`;
 }
 
 async function poll() {
