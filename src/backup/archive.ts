@@ -70,7 +70,8 @@ export async function writeArchive(options: WriteArchiveOptions): Promise<Writte
     const measured = measure();
     const stages: Array<NodeJS.ReadableStream | NodeJS.WritableStream | Transform> = [
       Readable.from(tarStream(snapshot.entries)),
-      createZstdCompress({ params: { [zlibConstants.ZSTD_c_compressionLevel]: ZSTD_LEVEL } }),
+      // 1 MiB output pieces: zlib's default 16 KiB makes many small hops to its thread pool.
+      createZstdCompress({ chunkSize: 1024 * 1024, params: { [zlibConstants.ZSTD_c_compressionLevel]: ZSTD_LEVEL } }),
     ];
     if (options.sealed !== false) stages.push(createSealStream(options.key, options.context));
     stages.push(measured, createWriteStream(options.outFile, { mode: 0o600, flush: true }));
@@ -127,7 +128,7 @@ export async function extractArchive(options: ExtractOptions): Promise<SnapshotM
     options.input,
     measured,
     createOpenStream(options.keys, options.expectContext === undefined ? {} : { expectContext: options.expectContext }),
-    createZstdDecompress(),
+    createZstdDecompress({ chunkSize: 1024 * 1024 }),
     unpack,
   );
   const { sha256 } = measured.result();

@@ -50,6 +50,10 @@ export class RecordsBackupGate implements BackupGate {
   }
 
   async beforeUpdate(customer: string, fromHash: string, toHash: string): Promise<string | undefined> {
+    // Going back (a failed update rolled back, an undo) to the spec whose state was backed up
+    // before it left: that backup is the state to return to, and the way back waits for nothing.
+    const reverse = await this.#deps.records.findByRef(customer, 'pre-update', updateRef(toHash, fromHash));
+    if (reverse?.state === 'succeeded') return undefined;
     return this.#ensure(
       customer,
       'pre-update',

@@ -14,6 +14,9 @@ import { Transform, type TransformCallback } from 'node:stream';
  *   chunk i = AES-256-GCM(key, nonce = prefix | i u32be | last u8, aad = header) of chunkSize
  *             plaintext bytes (the last chunk: 0..chunkSize), ciphertext then its 16-byte tag
  *
+ * Chunks are 1 MiB: each one costs a cipher set-up, which dominates below that (64 KiB chunks
+ * sealed at a quarter of the speed here); a reader holds two chunks at most.
+ *
  * Every chunk authenticates the whole header (so the context cannot be swapped), its own position
  * (so chunks cannot be reordered or dropped) and whether it is the last (so an archive cut at a
  * chunk boundary is refused, not read as a shorter one).
@@ -25,7 +28,7 @@ const TAG_BYTES = 16;
 const SALT_BYTES = 16;
 const PREFIX_BYTES = 7;
 const FIXED_HEADER_BYTES = MAGIC.length + 1 + 4 + SALT_BYTES + PREFIX_BYTES + 2;
-export const DEFAULT_CHUNK_BYTES = 64 * 1024;
+export const DEFAULT_CHUNK_BYTES = 1024 * 1024;
 const MAX_CHUNK_BYTES = 16 * 1024 * 1024;
 const MAX_CONTEXT_BYTES = 4096;
 const HKDF_INFO = Buffer.from('blytz backup v1', 'ascii');
