@@ -29,6 +29,7 @@ import { adminApiRouter, StatusError } from './http/admin-api.js';
 import { createHttpApp } from './http/app.js';
 import { createCaddyAskRouter } from './http/caddy-ask.js';
 import { createPagesRouter } from './http/pages.js';
+import { HttpError } from './http/errors.js';
 import { createExportApiRouter } from './http/export-api.js';
 import { createPairingApiRouter } from './http/pairing-api.js';
 import { createPublicApiRouter } from './http/public-api.js';
@@ -371,7 +372,9 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         createExportApiRouter({
           verifyAccessToken: (name, token) => billing.verifyAccessToken(name, token),
           exportState: async (name) => {
-            if (!stateSource || !(await stateSource.exists(name))) return undefined;
+            if (!stateSource)
+              throw new HttpError(501, 'not_implemented', 'downloads are not available on this platform yet; ask support for a copy');
+            if (!(await stateSource.exists(name))) return undefined;
             ensurePrivateDir(backupWorkDir);
             const file = join(backupWorkDir, `export-${name}-${process.pid}-${Date.now()}.tar.zst`);
             const cleanup = () => rm(file, { force: true });
@@ -436,12 +439,18 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
           },
           rollouts: {
             list: () => rollouts.list(),
-            act: async (action) => {
+            act: async (action, options) => {
               const affected = await (action === 'pause'
                 ? rollouts.pause()
                 : action === 'resume'
                   ? rollouts.resume()
                   : rollouts.undo());
+              // Undo with the state: each customer sent back also gets its pre-update backup back
+              // (a rollback restore, which waits for the rollout to send the customer back).
+              if (action === 'undo' && options?.restoreState) {
+                for (const update of await backupRecords.undoneUpdates())
+                  await backupGate.restoreBeforeUpdate(update.customer, update.fromHash, update.toHash);
+              }
               // Every customer is looked at again: the held ones may go now, undone ones go back.
               if (affected > 0) controller.resync(`rollout ${action}`);
               return affected;

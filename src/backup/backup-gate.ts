@@ -46,6 +46,9 @@ export class RecordsBackupGate implements BackupGate {
   async holdOf(customer: string): Promise<string | undefined> {
     const restore = await this.#deps.records.activeRestore(customer);
     if (!restore || !HOLDING_STEPS.has(restore.step)) return undefined;
+    // A rollback restore waits unheld for the rollout to send the customer back (a held customer
+    // is not active, so it would never get the rollout's slot).
+    if (restore.reason === 'rollback' && restore.step === 'pending') return undefined;
     return `restoring backup ${restore.backupId} (restore ${restore.id}, step ${restore.step}): the assistant stays stopped until its state is replaced`;
   }
 

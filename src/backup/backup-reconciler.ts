@@ -50,6 +50,8 @@ const STOP_LOOK_MS = 1_000;
 /** How long the restored assistant may take to be Ready before the restore is reported done anyway. */
 const READY_WAIT_MS = 10 * 60_000;
 const MAX_LOOK_MS = 3_600_000;
+/** How often a rollback restore looks whether the rollout sends its customer back yet. */
+const ROLLBACK_LOOK_MS = 5_000;
 
 export type BackupOutcome = { requeueAfterMs?: number };
 
@@ -298,6 +300,12 @@ export class BackupReconciler {
         if (!backup || backup.state !== 'succeeded' || !backup.location)
           return fail(`backup ${restore.backupId} is not a good backup`);
         if (!customer) return fail(`customer ${name} does not exist; create it first (blytz apply), then restore into it`);
+        // The state from before an update goes back together with the image: once the rollout
+        // sends the customer back (undo, or a failed update), not while the new version runs.
+        if (restore.reason === 'rollback' && customer.spec.state === 'active' && (await records.waitingToGoBack(name))) {
+          if (!restore.message) await records.noteRestore(restore.id, 'waiting for the rollout to send the customer back');
+          return { requeueAfterMs: ROLLBACK_LOOK_MS };
+        }
         await records.advanceRestore(restore.id, 'pending', 'stopping', 'stopping the assistant', this.#now());
         await this.#event(
           name,

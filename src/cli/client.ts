@@ -159,8 +159,12 @@ export class AdminClient {
     return (await this.#request<{ items: T[] }>('GET', '/apis/blytz.cloud/v1alpha1/rollouts')).items;
   }
 
-  async rolloutAction<T>(action: 'pause' | 'resume' | 'undo'): Promise<{ affected: number; items: T[] }> {
-    return this.#request<{ affected: number; items: T[] }>('POST', `/apis/blytz.cloud/v1alpha1/rollouts/${action}`);
+  async rolloutAction<T>(
+    action: 'pause' | 'resume' | 'undo',
+    options: { restoreState?: boolean } = {},
+  ): Promise<{ affected: number; items: T[] }> {
+    const body = options.restoreState ? { restoreState: true } : undefined;
+    return this.#request<{ affected: number; items: T[] }>('POST', `/apis/blytz.cloud/v1alpha1/rollouts/${action}`, body);
   }
 
   async createBackup<T>(customer: string): Promise<T> {

@@ -324,6 +324,33 @@ export class BackupRecords {
     return Number(r.numAffectedRows ?? 0) > 0;
   }
 
+  /**
+   * The updates a `rollout undo` just turned around (target `previous`, not yet back): for each,
+   * the spec hashes it went from and to, so its pre-update backup can be found. Reads the rollout
+   * tables (migration 0003); the rollout store writes them.
+   */
+  async undoneUpdates(): Promise<Array<{ customer: string; fromHash: string; toHash: string }>> {
+    const r = await sql<{ customer: string; from_hash: string; to_hash: string }>`
+      SELECT rc.customer, rc.from_hash, rc.to_hash FROM rollout_customers rc JOIN rollouts r ON r.id = rc.rollout_id
+      WHERE r.undone AND r.state <> 'superseded' AND rc.target = 'previous' AND rc.state IN ('waiting', 'updating')
+        AND rc.from_hash IS NOT NULL
+    `.execute(this.#db);
+    return r.rows.map((row) => ({ customer: row.customer, fromHash: row.from_hash, toHash: row.to_hash }));
+  }
+
+  /**
+   * Whether a rollout is yet to send this customer back (an undo queued it for a slot): its entry
+   * has target `previous` and still waits. Once it holds a slot, or went back, or its rollout was
+   * superseded, it no longer does.
+   */
+  async waitingToGoBack(customer: string): Promise<boolean> {
+    const r = await sql<{ n: number }>`
+      SELECT count(*)::int AS n FROM rollout_customers rc JOIN rollouts r ON r.id = rc.rollout_id
+      WHERE rc.customer = ${customer} AND r.state <> 'superseded' AND rc.target = 'previous' AND rc.state = 'waiting'
+    `.execute(this.#db);
+    return (r.rows[0]?.n ?? 0) > 0;
+  }
+
   /** Keeps the step, records why it waits (shown by `backup list` and `describe`). */
   async noteRestore(id: number, message: string): Promise<void> {
     await sql`UPDATE restores SET message = ${message.slice(0, 1000)} WHERE id = ${id}`.execute(this.#db);

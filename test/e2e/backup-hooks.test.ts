@@ -142,6 +142,7 @@ describe('backups on schedule, before rollouts and before the purge', () => {
     });
   });
   afterAll(async () => {
+    if (process.env['BLYTZ_TEST_LOG']) writeFileSync(process.env['BLYTZ_TEST_LOG'], served?.log() ?? '');
     await served?.stop();
     await db?.drop();
     await s3?.stop();
@@ -170,6 +171,7 @@ describe('backups on schedule, before rollouts and before the purge', () => {
   });
 
   it('with the store down, a rollout waits for its backup and says why, the purge waits, and nothing else stops', async () => {
+    writeFileSync(join(stateDir(alice), 'workspace', 'notes.md'), 'before v2\n');
     await s3.kill();
     await setImage(V2);
     expect((await cli(['delete', 'customer', purged])).code).toBe(0);
@@ -214,6 +216,24 @@ describe('backups on schedule, before rollouts and before the purge', () => {
     await waitFor(async () => (await throughCaddy(served, host(heir), '/notes.md')).body === 'the last words\n', 60_000);
   });
 
+  const rollbackRestores = async () =>
+    (
+      await sql<{
+        step: string;
+      }>`SELECT step FROM restores WHERE customer = ${alice} AND reason = 'rollback' ORDER BY id`.execute(db.handle.db)
+    ).rows.map((r) => r.step);
+
+  it('rollout undo --restore-state sends the customers back with their state from before the update', async () => {
+    writeFileSync(join(stateDir(alice), 'workspace', 'notes.md'), 'written on v2\n');
+    const res = await cli(['rollout', 'undo', '--restore-state']);
+    expect(res.code, res.stderr).toBe(0);
+    await waitFor(async () => (await rollbackRestores()).join() === 'succeeded', 180_000).catch((e: unknown) => {
+      throw withLog(e);
+    });
+    expect(await imageOf(alice)).toBe(STUB_IMAGE);
+    await waitFor(async () => (await throughCaddy(served, host(alice), '/notes.md')).body === 'before v2\n', 60_000);
+  });
+
   it('a rollout to a version that fails is undone with the state from before the update', async () => {
     writeFileSync(join(stateDir(alice), 'workspace', 'notes.md'), 'before the broken version\n');
     await setImage(BROKEN);
@@ -224,16 +244,11 @@ describe('backups on schedule, before rollouts and before the purge', () => {
     writeFileSync(join(stateDir(alice), 'workspace', 'notes.md'), 'migrated by the broken version\n');
     execFileSync('sync');
 
-    const restored = async () =>
-      (
-        await sql<{ step: string }>`SELECT step FROM restores WHERE customer = ${alice} AND reason = 'rollback'`.execute(
-          db.handle.db,
-        )
-      ).rows[0]?.step;
-    await waitFor(async () => (await restored()) === 'succeeded', 180_000).catch((e: unknown) => {
+    await waitFor(async () => (await rollbackRestores()).join() === 'succeeded,succeeded', 180_000).catch((e: unknown) => {
       throw withLog(e);
     });
-    await waitFor(async () => (await imageOf(alice)) === V2, 120_000);
+    // Back on the image it ran before the broken one (the undo above left it on the first).
+    await waitFor(async () => (await imageOf(alice)) === STUB_IMAGE, 120_000);
     await waitFor(
       async () => (await throughCaddy(served, host(alice), '/notes.md')).body === 'before the broken version\n',
       60_000,
