@@ -6,6 +6,8 @@ import { join } from 'node:path';
 import { RecordsBackupGate } from './backup/backup-gate.js';
 import { BackupReconciler } from './backup/backup-reconciler.js';
 import { FolderStateSource } from './backup/folder-state.js';
+import { PodStateSource } from './backup/pod-state.js';
+import type { CustomerStateSource } from './backup/state-source.js';
 import { isTransientS3 } from './backup/s3-storage.js';
 import { selectArchiveStorage } from './backup/select-storage.js';
 import { StripeCheckout } from './billing/checkout.js';
@@ -29,7 +31,6 @@ import { adminApiRouter, StatusError } from './http/admin-api.js';
 import { createHttpApp } from './http/app.js';
 import { createCaddyAskRouter } from './http/caddy-ask.js';
 import { createPagesRouter } from './http/pages.js';
-import { HttpError } from './http/errors.js';
 import { createExportApiRouter } from './http/export-api.js';
 import { createPairingApiRouter } from './http/pairing-api.js';
 import { createPublicApiRouter } from './http/public-api.js';
@@ -79,6 +80,8 @@ const BACKUP_RESYNC_SECONDS = 60;
  * `user`). Only root can give files away; a developer running as that user owns them anyway.
  */
 const CUSTOMER_OWNER = process.getuid?.() === 0 ? { uid: 1000, gid: 1000 } : undefined;
+/** Where the templates mount the customer's state in the assistant container (their `mountPath`). */
+const STATE_MOUNT_PATH = '/home/node/.openclaw';
 
 export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
   ensurePrivateDir(config.BLYTZ_DATA_DIR);
@@ -146,6 +149,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     let wakeBackups: (name: string) => void = () => {};
     const backupGate = new RecordsBackupGate({
       records: backupRecords,
+      backupBeforePurge: config.BLYTZ_RUNTIME === 'docker',
       wakeBackups: (name) => wakeBackups(name),
       storeProblem: () =>
         policies.policy('backup').state === 'open'
@@ -281,46 +285,43 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     // The backup controller: its own queue and workers (an upload never holds up a reconcile),
     // leading together with the customer controller.
     const backupWorkDir = join(config.BLYTZ_DATA_DIR, 'backup-work');
-    const stateSource =
+    // The customers' state: a folder on this host (Docker), or a claim read through the pod.
+    const stateSource: CustomerStateSource =
       config.BLYTZ_RUNTIME === 'docker'
         ? new FolderStateSource({
             customersDir: join(config.BLYTZ_DATA_DIR, 'customers'),
             workDir: backupWorkDir,
             owner: CUSTOMER_OWNER,
           })
-        : undefined;
-    const backupReconciler = stateSource
-      ? new BackupReconciler({
-          records: backupRecords,
-          store,
-          storage: archiveStorage,
-          state: stateSource,
-          runtime,
-          keys: { current: secretKey, all: [secretKey, ...previousKeys] },
-          workDir: backupWorkDir,
-          policyOverrides: { scheduleSeconds: config.BLYTZ_BACKUP_SCHEDULE_SECONDS, keep: config.BLYTZ_BACKUP_KEEP },
-          metrics,
-          logger: logger.child({ controller: 'backup' }),
-          wakeCustomer: (name) => wake(name),
-        })
-      : undefined;
-    const backupController = backupReconciler
-      ? new Controller({
-          name: 'backup',
-          reconciler: {
-            reconcile: (name, signal) => backupReconciler.reconcile(name, signal),
-            listKeys: () => backupReconciler.listKeys(() => store.listNames()),
-          },
-          workers: config.BLYTZ_BACKUP_WORKERS,
-          resyncSeconds: BACKUP_RESYNC_SECONDS,
-          // A whole archive of a large state folder through a slow store.
-          reconcileTimeoutMs: 60 * 60_000,
-          ...(elector ? { leadership: elector } : {}),
-          metrics,
-          logger,
-        })
-      : undefined;
-    wakeBackups = (name) => backupController?.enqueue(name);
+        : new PodStateSource({ runtime, workDir: backupWorkDir, mountPath: STATE_MOUNT_PATH });
+    const backupReconciler = new BackupReconciler({
+      records: backupRecords,
+      store,
+      storage: archiveStorage,
+      state: stateSource,
+      runtime,
+      keys: { current: secretKey, all: [secretKey, ...previousKeys] },
+      workDir: backupWorkDir,
+      policyOverrides: { scheduleSeconds: config.BLYTZ_BACKUP_SCHEDULE_SECONDS, keep: config.BLYTZ_BACKUP_KEEP },
+      metrics,
+      logger: logger.child({ controller: 'backup' }),
+      wakeCustomer: (name) => wake(name),
+    });
+    const backupController = new Controller({
+      name: 'backup',
+      reconciler: {
+        reconcile: (name, signal) => backupReconciler.reconcile(name, signal),
+        listKeys: () => backupReconciler.listKeys(() => store.listNames()),
+      },
+      workers: config.BLYTZ_BACKUP_WORKERS,
+      resyncSeconds: BACKUP_RESYNC_SECONDS,
+      // A whole archive of a large state folder through a slow store.
+      reconcileTimeoutMs: 60 * 60_000,
+      ...(elector ? { leadership: elector } : {}),
+      metrics,
+      logger,
+    });
+    wakeBackups = (name) => backupController.enqueue(name);
 
     const health = new HealthChecks();
     health.add('database', () => pingDatabase(database));
@@ -372,8 +373,6 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         createExportApiRouter({
           verifyAccessToken: (name, token) => billing.verifyAccessToken(name, token),
           exportState: async (name) => {
-            if (!stateSource)
-              throw new HttpError(501, 'not_implemented', 'downloads are not available on this platform yet; ask support for a copy');
             if (!(await stateSource.exists(name))) return undefined;
             ensurePrivateDir(backupWorkDir);
             const file = join(backupWorkDir, `export-${name}-${process.pid}-${Date.now()}.tar.zst`);
@@ -473,10 +472,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     }
     await controller.start();
     stoppers.unshift(() => controller.stop());
-    if (backupController) {
-      await backupController.start();
-      stoppers.unshift(() => backupController.stop());
-    }
+    await backupController.start();
+    stoppers.unshift(() => backupController.stop());
 
     const phaseTimer = setInterval(() => void updatePhaseGauge(store, metrics).catch(() => {}), PHASE_GAUGE_INTERVAL_MS);
     phaseTimer.unref();

@@ -24,6 +24,12 @@ export interface RecordsGateDeps {
   /** Why backups cannot be taken now, when the store's breaker says so (for the wait message). */
   storeProblem?: () => string | undefined;
   now?: () => number;
+  /**
+   * Whether the purge waits for a last backup. Only where the state can be read with the
+   * assistant gone (Docker: a folder on this host); on Kubernetes the claim is read through the
+   * pod, which a cancelled customer no longer has, so its newest scheduled backup is the last copy.
+   */
+  backupBeforePurge?: boolean;
 }
 
 /** A backup a rollout or the purge waits for, failed for good, is asked for again after this. */
@@ -66,6 +72,7 @@ export class RecordsBackupGate implements BackupGate {
   }
 
   async beforePurge(customer: string): Promise<string | undefined> {
+    if (this.#deps.backupBeforePurge === false) return undefined;
     return this.#ensure(customer, 'pre-purge', 'purge', 'the purge waits for a last backup of the workspace');
   }
 

@@ -125,7 +125,10 @@ export class BackupReconciler {
     if (policy && live) {
       backups = await records.list(name, 500);
       const due = nextScheduledAt(policy, backups, customer.createdAt.getTime());
-      if (due !== undefined && due <= this.#now()) await records.request(name, 'scheduled', undefined, this.#now());
+      // Only a state that can be read now (on Kubernetes: through a running pod; a suspended
+      // customer's claim is not read, its newest backup stays the last one).
+      if (due !== undefined && due <= this.#now() && (await this.#deps.state.exists(name)))
+        await records.request(name, 'scheduled', undefined, this.#now());
     }
 
     let failedAttempt = false;
@@ -300,6 +303,7 @@ export class BackupReconciler {
         if (!backup || backup.state !== 'succeeded' || !backup.location)
           return fail(`backup ${restore.backupId} is not a good backup`);
         if (!customer) return fail(`customer ${name} does not exist; create it first (blytz apply), then restore into it`);
+        if (!state.restorable) return fail(`restoring into a customer on ${state.runtime} is not supported yet`);
         // The state from before an update goes back together with the image: once the rollout
         // sends the customer back (undo, or a failed update), not while the new version runs.
         if (restore.reason === 'rollback' && customer.spec.state === 'active' && (await records.waitingToGoBack(name))) {

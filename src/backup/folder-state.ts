@@ -35,6 +35,7 @@ export interface FolderStateOptions {
 
 export class FolderStateSource implements CustomerStateSource {
   readonly runtime = 'docker' as const;
+  readonly restorable = true;
   readonly #customers: string;
   readonly #work: string;
   readonly #owner: FolderStateOptions['owner'];

@@ -95,7 +95,8 @@ async function walk(root: string): Promise<Found[]> {
   return found;
 }
 
-async function isSqlite(path: string, size: number): Promise<boolean> {
+/** Whether the file starts with SQLite's header (a database, whatever its name). */
+export async function isSqliteFile(path: string, size: number): Promise<boolean> {
   if (size < 512) return false;
   const handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK).catch(() => undefined);
   if (!handle) return false;
@@ -134,7 +135,7 @@ export async function takeSnapshot(options: SnapshotOptions): Promise<Snapshot> 
   await mkdir(stagingDir, { recursive: true, mode: 0o700 });
   const found = await walk(stateDir);
   const databases = new Set<string>();
-  for (const entry of found) if (entry.type === 'file' && (await isSqlite(entry.abs, entry.size))) databases.add(entry.rel);
+  for (const entry of found) if (entry.type === 'file' && (await isSqliteFile(entry.abs, entry.size))) databases.add(entry.rel);
   const sideFiles = new Set<string>();
   for (const db of databases) for (const suffix of SQLITE_SIDE_FILES) sideFiles.add(db + suffix);
 

@@ -13,6 +13,8 @@ import type { WrittenArchive } from './archive.js';
  */
 export interface CustomerStateSource {
   readonly runtime: 'docker' | 'kubernetes';
+  /** Whether a restore can write this runtime's state (not yet on Kubernetes). */
+  readonly restorable: boolean;
   /** Whether the customer has a state folder at all. */
   exists(customer: string): Promise<boolean>;
   /** A consistent archive of the customer's state in `outFile` (see archive.ts); sealed unless `sealed: false`. */

@@ -1,3 +1,4 @@
+import type { Writable } from 'node:stream';
 import type { PlanResources } from '../domain/customer.js';
 import type { Probes } from '../domain/probes.js';
 import type { Mount } from '../workspace/workspace.js';
@@ -117,6 +118,12 @@ export interface CustomerRuntime {
   stop(id: string): Promise<void>;
   /** Removes it (force); a missing container is not an error. */
   remove(id: string): Promise<void>;
+  /**
+   * Runs a command inside the customer's running container with its stdout streamed into
+   * `stdout` (unbounded: a backup of the state). Kubernetes only, where the state is reached
+   * through the pod; the result's stdout is empty.
+   */
+  execStream?(id: string, command: string[], stdout: Writable, timeoutMs?: number): Promise<ExecResult>;
   /** Runs a command inside the customer's running container. */
   exec(id: string, command: string[], timeoutMs?: number): Promise<ExecResult>;
   /** Throws when the engine does not answer (for /readyz and doctor). */
