@@ -356,6 +356,14 @@ export class BackupReconciler {
         return { requeueAfterMs: 0 };
       }
       case 'swapping': {
+        // A reconcile that began before the hold may have started a container meanwhile (it
+        // would keep the old folder mounted across the swap): stop it first.
+        const runningNow = (await runtime.listFor(name)).filter((c) => c.state === 'running' || c.state === 'restarting');
+        if (runningNow.length > 0) {
+          for (const container of runningNow) await runtime.stop(container.id);
+          this.#deps.wakeCustomer(name);
+          return { requeueAfterMs: STOP_LOOK_MS };
+        }
         await state.swap(restore.id, name);
         await records.advanceRestore(
           restore.id,

@@ -134,7 +134,8 @@ describe(`the memory of a running OpenClaw gateway (${OPENCLAW_IMAGE}) survives 
 
   it('brings it back after the container and the state folder are gone: the database intact, OpenClaw finds the memory', async () => {
     for (const c of await instanceContainers(served.instance, name)) await docker.getContainer(c.Id).remove({ force: true });
-    rmSync(stateDir(), { recursive: true, force: true });
+    // Retried: the controller may be writing into it at the same moment.
+    rmSync(stateDir(), { recursive: true, force: true, maxRetries: 20, retryDelay: 50 });
     const res = await cli(served, ['backup', 'restore', String(backupId), '--wait']);
     expect(res.code, `${res.stdout}${res.stderr}`).toBe(0);
     await waitFor(async () => (await phase()) === 'Ready', 240_000, 500).catch((e: unknown) => {

@@ -140,7 +140,8 @@ describe('backups and restores with blytz serve', () => {
 
   it('brings the memory back after the container and the state folder are gone', async () => {
     for (const c of await instanceContainers(served.instance, alice)) await docker.getContainer(c.Id).remove({ force: true });
-    rmSync(stateDir(alice), { recursive: true, force: true });
+    // Retried: the controller may be writing into it at the same moment.
+    rmSync(stateDir(alice), { recursive: true, force: true, maxRetries: 20, retryDelay: 50 });
     // The controller renders a fresh, empty workspace: the memory is gone.
     await waitFor(async () => (await throughCaddy(served, host(alice), '/AGENTS.md')).status === 200, 60_000);
     expect((await throughCaddy(served, host(alice), '/memory/notes.md')).status).toBe(404);
