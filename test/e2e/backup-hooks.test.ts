@@ -231,7 +231,16 @@ describe('backups on schedule, before rollouts and before the purge', () => {
       throw withLog(e);
     });
     expect(await imageOf(alice)).toBe(STUB_IMAGE);
-    await waitFor(async () => (await throughCaddy(served, host(alice), '/notes.md')).body === 'before v2\n', 60_000);
+    await waitFor(async () => (await throughCaddy(served, host(alice), '/notes.md')).body === 'before v2\n', 60_000).catch(
+      async (e: unknown) => {
+        const served1 = await throughCaddy(served, host(alice), '/notes.md');
+        const onDisk = readFileSync(join(stateDir(alice), 'workspace', 'notes.md'), 'utf8');
+        const events = (await cli(['describe', 'customer', alice])).stdout;
+        throw withLog(
+          new Error(`${(e as Error).message}: served ${JSON.stringify(served1)}, on disk ${JSON.stringify(onDisk)}\n${events}`),
+        );
+      },
+    );
   });
 
   it('a rollout to a version that fails is undone with the state from before the update', async () => {
