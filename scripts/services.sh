@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs (when missing) and starts the real services Blytz's tests and `make run` use:
-# PostgreSQL, a Docker engine, Caddy, plus the local customer stand-in image.
+# PostgreSQL, a Docker engine, Caddy, an S3-protocol server, plus the local customer stand-in image.
 # Idempotent: every step checks first and only acts when something is not already answering.
 #
-#   scripts/services.sh [postgres|docker|isolation|caddy|image|openclaw|tools|all]...
+#   scripts/services.sh [postgres|docker|isolation|caddy|s3|image|openclaw|tools|all]...
 #
 # Needs root (it installs Debian packages and starts daemons).
 set -euo pipefail
@@ -121,6 +121,29 @@ start_caddy() {
   log "Caddy ready"
 }
 
+# An S3-protocol server for the backup tests (BLYTZ_BACKUP_URL=s3://...): s3rver, the npm
+# package (a devDependency, so `npm ci` installs it; no other registry is reachable here). It
+# speaks S3's REST protocol on a folder: SigV4-signed requests with its fixed key pair
+# S3RVER/S3RVER, buckets, single and multipart uploads, ranged GETs, so the real AWS SDK runs
+# unchanged against it. Debian 12's only S3 server is Ceph's radosgw, which needs a whole Ceph
+# cluster. Tests make their own buckets on it.
+S3_PORT=${BLYTZ_TEST_S3_PORT:-4568}
+S3_DIR=${BLYTZ_TEST_S3_DIR:-/var/lib/blytz-s3}
+s3_answers() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$S3_PORT/" 2>/dev/null | grep -qE '^[2-4][0-9][0-9]$'; }
+
+start_s3() {
+  command -v curl >/dev/null || apt_install curl
+  if ! s3_answers; then
+    [ -f node_modules/s3rver/bin/s3rver.js ] || { scripts/ensure-node.sh && PATH="$PWD/.tools/bin:$PATH" npm ci --no-audit --no-fund --loglevel=error; }
+    mkdir -p "$S3_DIR"
+    log "starting s3rver on 127.0.0.1:$S3_PORT ($S3_DIR)"
+    PATH="$PWD/.tools/bin:$PATH" nohup node node_modules/s3rver/bin/s3rver.js --address 127.0.0.1 --port "$S3_PORT" \
+      --directory "$S3_DIR" --silent >/var/log/blytz-s3.log 2>&1 &
+    wait_for 30 "s3rver (see /var/log/blytz-s3.log)" s3_answers
+  fi
+  log "S3 server ready: http://127.0.0.1:$S3_PORT (key S3RVER/S3RVER)"
+}
+
 build_image() {
   start_docker
 
@@ -153,10 +176,11 @@ for t in "${targets[@]}"; do
     docker) start_docker; start_isolation ;;
     isolation) start_isolation ;;
     caddy) start_caddy ;;
+    s3) start_s3 ;;
     image) build_image ;;
     openclaw) build_openclaw_image ;;
     tools) install_tools ;;
-    all) start_postgres; start_docker; start_isolation; start_caddy; build_image; build_openclaw_image; install_tools ;;
-    *) die "unknown target '$t' (postgres, docker, isolation, caddy, image, openclaw, tools, all)" ;;
+    all) start_postgres; start_docker; start_isolation; start_caddy; start_s3; build_image; build_openclaw_image; install_tools ;;
+    *) die "unknown target '$t' (postgres, docker, isolation, caddy, s3, image, openclaw, tools, all)" ;;
   esac
 done

@@ -209,6 +209,23 @@ const envSchema = z.object({
     .string()
     .regex(/^[A-Za-z0-9_.:-]{1,100}$/, 'must be a Stripe meter event name')
     .optional(),
+  // Backups (issue 20): where archives live. Unset: the folder $BLYTZ_DATA_DIR/backups.
+  // `file:///path` another folder; `s3://bucket/prefix` an S3-compatible bucket.
+  BLYTZ_BACKUP_URL: z
+    .string()
+    .regex(/^(s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?|file:\/\/\/.+)$/, 'must be s3://bucket/prefix or file:///path')
+    .optional(),
+  // An S3-compatible endpoint (MinIO, Ceph, ...); unset: AWS S3 itself. Path-style addressing with it.
+  BLYTZ_BACKUP_S3_ENDPOINT: url.optional(),
+  BLYTZ_BACKUP_S3_REGION: z.string().min(1).default('us-east-1'),
+  // Unset: the AWS SDK's own chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a role, ...).
+  BLYTZ_BACKUP_S3_ACCESS_KEY_ID: z.string().min(1).optional(),
+  BLYTZ_BACKUP_S3_SECRET_ACCESS_KEY: z.string().min(1).optional(),
+  // Override every plan's backup policy: seconds between scheduled backups (0: none), backups kept.
+  BLYTZ_BACKUP_SCHEDULE_SECONDS: z.coerce.number().int().min(0).optional(),
+  BLYTZ_BACKUP_KEEP: positiveInt.max(1000).optional(),
+  // Backups and restores running at once (each streams one customer's state).
+  BLYTZ_BACKUP_WORKERS: positiveInt.max(16).default(2),
   LOG_LEVEL: logLevel.default('info'),
 });
 
@@ -235,6 +252,8 @@ export const FILE_VARIABLES = [
   'STRIPE_WEBHOOK_SECRET',
   'BLYTZ_OPENAI_API_KEY',
   'BLYTZ_ANTHROPIC_API_KEY',
+  'BLYTZ_BACKUP_S3_ACCESS_KEY_ID',
+  'BLYTZ_BACKUP_S3_SECRET_ACCESS_KEY',
 ] as const;
 
 /** `NAME`, else the contents of the file `NAME_FILE` names (one trailing newline dropped). */
@@ -287,6 +306,9 @@ function crossFieldProblems(config: Config): string[] {
     );
   }
   problems.push(...modelGatewayProblems(config));
+  if ((config.BLYTZ_BACKUP_S3_ACCESS_KEY_ID === undefined) !== (config.BLYTZ_BACKUP_S3_SECRET_ACCESS_KEY === undefined)) {
+    problems.push('BLYTZ_BACKUP_S3_ACCESS_KEY_ID: set it together with BLYTZ_BACKUP_S3_SECRET_ACCESS_KEY, or neither');
+  }
   return problems;
 }
 

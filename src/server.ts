@@ -1,6 +1,15 @@
 import type { AddressInfo } from 'node:net';
 import type { Server as HttpServer } from 'node:http';
+import { rm } from 'node:fs/promises';
 import { hostname, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { RecordsBackupGate } from './backup/backup-gate.js';
+import { BackupReconciler } from './backup/backup-reconciler.js';
+import { FolderStateSource } from './backup/folder-state.js';
+import { PodStateSource } from './backup/pod-state.js';
+import type { CustomerStateSource } from './backup/state-source.js';
+import { isTransientS3 } from './backup/s3-storage.js';
+import { selectArchiveStorage } from './backup/select-storage.js';
 import { StripeCheckout } from './billing/checkout.js';
 import { StripePriceCatalog } from './billing/price-catalog.js';
 import { createStripeClient } from './billing/stripe-client.js';
@@ -19,12 +28,13 @@ import { parseMaxUnavailable } from './controller/rollout/gate.js';
 import { Rollouts } from './controller/rollout/rollouts.js';
 import { changeFeedSource } from './controller/change-feed-source.js';
 import { ensurePrivateDir, loadAdminToken, loadSecretKey, parsePreviousKeys } from './data-dir.js';
-import { adminApiRouter } from './http/admin-api.js';
+import { adminApiRouter, StatusError } from './http/admin-api.js';
 import { createHttpApp } from './http/app.js';
 import { createHttpServer } from './http/http-server.js';
 import { createCaddyAskRouter } from './http/caddy-ask.js';
 import { createModelUsageRouter } from './http/model-access-api.js';
 import { createPagesRouter } from './http/pages.js';
+import { createExportApiRouter } from './http/export-api.js';
 import { createPairingApiRouter } from './http/pairing-api.js';
 import { createPublicApiRouter } from './http/public-api.js';
 import { createRateLimitBackend } from './http/rate-limit.js';
@@ -45,6 +55,7 @@ import type { RouteTable } from './proxy/route-table.js';
 import { dependencyOf } from './resilience/guard.js';
 import { Policies } from './resilience/policies.js';
 import { kubeTarget, selectRuntime, type KubeTarget } from './runtime/select-runtime.js';
+import { BackupRecords, RestoreInProgressError } from './store/backup-records.js';
 import { BillingStore } from './store/billing-store.js';
 import { createChangeFeed } from './store/change-feed.js';
 import { CustomerStore } from './store/customer-store.js';
@@ -70,13 +81,21 @@ const LEASE_NAME = 'blytz-controller';
 const PHASE_GAUGE_INTERVAL_MS = 15_000;
 /** The failure streak of route sweeps that fail for a reason other than a dependency (the store). */
 const ROUTE_SWEEP = 'route sweep';
+/** The backup controller looks at every customer this often (schedules; a standby's API requests). */
+const BACKUP_RESYNC_SECONDS = 60;
+/**
+ * Owner of restored state folders: the uid:gid the customer containers run as (the templates'
+ * `user`). Only root can give files away; a developer running as that user owns them anyway.
+ */
+const CUSTOMER_OWNER = process.getuid?.() === 0 ? { uid: 1000, gid: 1000 } : undefined;
+/** Where the templates mount the customer's state in the assistant container (their `mountPath`). */
+const STATE_MOUNT_PATH = '/home/node/.openclaw';
 
 export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
   ensurePrivateDir(config.BLYTZ_DATA_DIR);
-  const secretBox = new SecretBox(
-    loadSecretKey(config.BLYTZ_DATA_DIR, config.BLYTZ_SECRET_KEY),
-    parsePreviousKeys(config.BLYTZ_SECRET_KEY_PREVIOUS),
-  );
+  const secretKey = loadSecretKey(config.BLYTZ_DATA_DIR, config.BLYTZ_SECRET_KEY);
+  const previousKeys = parsePreviousKeys(config.BLYTZ_SECRET_KEY_PREVIOUS);
+  const secretBox = new SecretBox(secretKey, previousKeys);
   const adminToken = loadAdminToken(config.BLYTZ_DATA_DIR, config.BLYTZ_ADMIN_TOKEN);
 
   const database = await openDatabase({ databaseUrl: config.DATABASE_URL, dataDir: config.BLYTZ_DATA_DIR });
@@ -92,7 +111,12 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     const metrics = new Metrics();
     // A dependency that stays down is reported once, then at growing intervals, then once back.
     const failureLog = new FailureLog(logger);
-    const policies = new Policies({ metrics, logger, failureLog, overrides: { caddy: { isTransient: isTransientCaddy } } });
+    const policies = new Policies({
+      metrics,
+      logger,
+      failureLog,
+      overrides: { caddy: { isTransient: isTransientCaddy }, backup: { isTransient: isTransientS3 } },
+    });
     const store = new CustomerStore(database, secretBox);
     const ports = new PortReservations(database, config.BLYTZ_PORT_RANGE);
     // The cluster, loaded once and only when something runs on or reads from Kubernetes.
@@ -133,6 +157,21 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       ? publicPortOf(config.BLYTZ_CADDY_LISTEN, config.BLYTZ_PUBLIC_SCHEME, config.BLYTZ_CADDY_TLS)
       : undefined;
 
+    // Backups (src/backup/): records in the store, archives in BLYTZ_BACKUP_URL, its own controller.
+    const backupRecords = new BackupRecords(database);
+    const archiveStorage = selectArchiveStorage(config, policies.guard('backup'));
+    // Bound once the backup controller exists.
+    let wakeBackups: (name: string) => void = () => {};
+    const backupGate = new RecordsBackupGate({
+      records: backupRecords,
+      backupBeforePurge: config.BLYTZ_RUNTIME === 'docker',
+      wakeBackups: (name) => wakeBackups(name),
+      storeProblem: () =>
+        policies.policy('backup').state === 'open'
+          ? `the backup store ${archiveStorage.description} is failing (circuit breaker open); retrying`
+          : undefined,
+    });
+
     const cache = new WorldCache();
     const rollouts = new Rollouts({
       records: new RolloutStore(database),
@@ -172,6 +211,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       retentionMs: config.BLYTZ_RETENTION_DAYS * 86_400_000,
       cache,
       rollouts,
+      backups: backupGate,
       onRolloutProgress: () => {
         void rollouts
           .waitingCustomers(64)
@@ -182,7 +222,9 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
 
     const feed = createChangeFeed(database, logger);
     const sources: EventSource[] = [
-      changeFeedSource(feed),
+      // A customer's spec change also wakes the backup controller (a new customer's first
+      // backup, a plan's other schedule) instead of waiting for its resync.
+      alsoWaking(changeFeedSource(feed), (name) => wakeBackups(name)),
       new RouteSweep({
           table: routes,
           desiredRoutes: async () =>
@@ -256,6 +298,47 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       failureLog,
     });
     wake = (name) => controller.enqueue(name);
+
+    // The backup controller: its own queue and workers (an upload never holds up a reconcile),
+    // leading together with the customer controller.
+    const backupWorkDir = join(config.BLYTZ_DATA_DIR, 'backup-work');
+    // The customers' state: a folder on this host (Docker), or a claim read through the pod.
+    const stateSource: CustomerStateSource =
+      config.BLYTZ_RUNTIME === 'docker'
+        ? new FolderStateSource({
+            customersDir: join(config.BLYTZ_DATA_DIR, 'customers'),
+            workDir: backupWorkDir,
+            owner: CUSTOMER_OWNER,
+          })
+        : new PodStateSource({ runtime, workDir: backupWorkDir, mountPath: STATE_MOUNT_PATH });
+    const backupReconciler = new BackupReconciler({
+      records: backupRecords,
+      store,
+      storage: archiveStorage,
+      state: stateSource,
+      runtime,
+      keys: { current: secretKey, all: [secretKey, ...previousKeys] },
+      workDir: backupWorkDir,
+      policyOverrides: { scheduleSeconds: config.BLYTZ_BACKUP_SCHEDULE_SECONDS, keep: config.BLYTZ_BACKUP_KEEP },
+      metrics,
+      logger: logger.child({ controller: 'backup' }),
+      wakeCustomer: (name) => wake(name),
+    });
+    const backupController = new Controller({
+      name: 'backup',
+      reconciler: {
+        reconcile: (name, signal) => backupReconciler.reconcile(name, signal),
+        listKeys: () => backupReconciler.listKeys(() => store.listNames()),
+      },
+      workers: config.BLYTZ_BACKUP_WORKERS,
+      resyncSeconds: BACKUP_RESYNC_SECONDS,
+      // A whole archive of a large state folder through a slow store.
+      reconcileTimeoutMs: 60 * 60_000,
+      ...(elector ? { leadership: elector } : {}),
+      metrics,
+      logger,
+    });
+    wakeBackups = (name) => backupController.enqueue(name);
 
     const health = new HealthChecks();
     health.add('database', () => pingDatabase(database));
@@ -333,6 +416,30 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
           verifySession: (name, token) => billing.verifySession(name, token),
           usage: (name) => models.usage(name),
         }),
+        createExportApiRouter({
+          verifySession: (name, token) => billing.verifySession(name, token),
+          exportState: async (name) => {
+            if (!(await stateSource.exists(name))) return undefined;
+            ensurePrivateDir(backupWorkDir);
+            const file = join(backupWorkDir, `export-${name}-${process.pid}-${Date.now()}.tar.zst`);
+            const cleanup = () => rm(file, { force: true });
+            try {
+              const written = await stateSource.archive(name, {
+                key: secretKey,
+                context: `blytz export customer=${name}`,
+                outFile: file,
+                meta: { customer: name, kind: 'export' },
+                sealed: false,
+              });
+              return { file, sizeBytes: written.sizeBytes, cleanup };
+            } catch (error) {
+              await cleanup();
+              throw error;
+            }
+          },
+          rateLimits,
+          logger,
+        }),
         createPagesRouter({ pricing }),
         adminApiRouter({
           store,
@@ -351,14 +458,56 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
             // Rendered into the customer's openclaw.json by a reconcile, asked for now.
             rotate: (name) => models.rotate(name, (customer) => controller.reconcileNow(customer)),
           },
+          backups: {
+            list: (customer) => backupRecords.list(customer),
+            get: (id) => backupRecords.get(id),
+            create: async (customer) => {
+              if (!(await store.get(customer))) return undefined;
+              const backup = await backupRecords.request(customer, 'manual');
+              wakeBackups(customer);
+              return backup;
+            },
+            restores: (customer) => backupRecords.listRestores(customer),
+            getRestore: (id) => backupRecords.getRestore(id),
+            restore: async (id, customer) => {
+              const backup = await backupRecords.get(id);
+              if (backup?.state !== 'succeeded')
+                throw new StatusError(
+                  409,
+                  'Conflict',
+                  `backup ${id} is ${backup?.state ?? 'missing'}: only a succeeded backup can be restored`,
+                );
+              if (!(await store.get(customer)))
+                throw new StatusError(
+                  404,
+                  'NotFound',
+                  `customer ${customer} not found: create it first (blytz apply), then restore into it`,
+                );
+              try {
+                const restore = await backupRecords.requestRestore(id, customer);
+                wakeBackups(customer);
+                wake(customer);
+                return restore;
+              } catch (error) {
+                if (error instanceof RestoreInProgressError) throw new StatusError(409, 'Conflict', error.message);
+                throw error;
+              }
+            },
+          },
           rollouts: {
             list: () => rollouts.list(),
-            act: async (action) => {
+            act: async (action, options) => {
               const affected = await (action === 'pause'
                 ? rollouts.pause()
                 : action === 'resume'
                   ? rollouts.resume()
                   : rollouts.undo());
+              // Undo with the state: each customer sent back also gets its pre-update backup back
+              // (a rollback restore, which waits for the rollout to send the customer back).
+              if (action === 'undo' && options?.restoreState) {
+                for (const update of await backupRecords.undoneUpdates())
+                  await backupGate.restoreBeforeUpdate(update.customer, update.fromHash, update.toHash);
+              }
               // Every customer is looked at again: the held ones may go now, undone ones go back.
               if (affected > 0) controller.resync(`rollout ${action}`);
               return affected;
@@ -378,6 +527,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     }
     await controller.start();
     stoppers.unshift(() => controller.stop());
+    await backupController.start();
+    stoppers.unshift(() => backupController.stop());
 
     const phaseTimer = setInterval(() => void updatePhaseGauge(store, metrics).catch(() => {}), PHASE_GAUGE_INTERVAL_MS);
     phaseTimer.unref();
@@ -419,6 +570,21 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     await stopAll();
     throw error;
   }
+}
+
+/** The source, whose every named event also goes to `wake`. */
+function alsoWaking(source: EventSource, wake: (name: string) => void): EventSource {
+  return {
+    start: (sink) =>
+      source.start({
+        enqueue: (name) => {
+          sink.enqueue(name);
+          wake(name);
+        },
+        resync: (reason) => sink.resync(reason),
+      }),
+    stop: () => source.stop(),
+  };
 }
 
 /** After every reconcile of a customer its Customer resource shows the new status, not at the next periodic pass. */

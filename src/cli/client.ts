@@ -234,8 +234,34 @@ export class AdminClient {
     return (await this.#request<{ items: T[] }>('GET', '/apis/blytz.cloud/v1alpha1/rollouts')).items;
   }
 
-  async rolloutAction<T>(action: 'pause' | 'resume' | 'undo'): Promise<{ affected: number; items: T[] }> {
-    return this.#request<{ affected: number; items: T[] }>('POST', `/apis/blytz.cloud/v1alpha1/rollouts/${action}`);
+  async rolloutAction<T>(
+    action: 'pause' | 'resume' | 'undo',
+    options: { restoreState?: boolean } = {},
+  ): Promise<{ affected: number; items: T[] }> {
+    const body = options.restoreState ? { restoreState: true } : undefined;
+    return this.#request<{ affected: number; items: T[] }>('POST', `/apis/blytz.cloud/v1alpha1/rollouts/${action}`, body);
+  }
+
+  async createBackup<T>(customer: string): Promise<T> {
+    return this.#request<T>('POST', `${customerPath(customer)}/backups`);
+  }
+
+  async getBackup<T>(id: number): Promise<T> {
+    return this.#request<T>('GET', `/apis/blytz.cloud/v1alpha1/backups/${id}`);
+  }
+
+  /** Backups (newest first) and restores, of one customer or of all. */
+  async listBackups<B, R>(customer?: string): Promise<{ items: B[]; restores: R[] }> {
+    const query = customer ? `?customer=${encodeURIComponent(customer)}` : '';
+    return this.#request<{ items: B[]; restores: R[] }>('GET', `/apis/blytz.cloud/v1alpha1/backups${query}`);
+  }
+
+  async restoreBackup<T>(id: number, customer?: string): Promise<T> {
+    return this.#request<T>('POST', `/apis/blytz.cloud/v1alpha1/backups/${id}/restore`, customer ? { customer } : {});
+  }
+
+  async getRestore<T>(id: number): Promise<T> {
+    return this.#request<T>('GET', `/apis/blytz.cloud/v1alpha1/restores/${id}`);
   }
 
   /** `/readyz` is public and answers 503 with the same body when a check fails. */

@@ -1,3 +1,5 @@
+import type { BackupItem, RestoreItem } from './backup.js';
+import { formatBytes } from './backup.js';
 import type { CustomerEventObject, CustomerObject, ModelUsageObject } from './client.js';
 import { ageSince, formatFields, formatTable, NONE } from './format.js';
 
@@ -10,6 +12,7 @@ export function describeCustomer(
   events: CustomerEventObject[],
   now: Date,
   modelUsage?: ModelUsageObject,
+  backups?: { items: BackupItem[]; restores: RestoreItem[] },
 ): string {
   const { metadata, spec, status } = customer;
   const labels = Object.entries(metadata.labels ?? {}).map(([k, v]) => `${k}=${v}`);
@@ -95,6 +98,7 @@ export function describeCustomer(
   );
 
   if (modelUsage) sections.push(describeModelUsage(modelUsage, now));
+  if (backups) sections.push(describeBackups(backups.items, backups.restores, now));
 
   sections.push(
     events.length === 0
@@ -140,6 +144,32 @@ export function describeModelUsage(usage: ModelUsageObject, now: Date): string {
 
 function tokens(n: number): string {
   return n.toLocaleString('en-US');
+}
+
+/** The newest good backup and its age, the newest attempt when it is not that one, a restore in flight. */
+function describeBackups(items: BackupItem[], restores: RestoreItem[], now: Date): string {
+  const good = items.find((b) => b.state === 'succeeded');
+  const newest = items[0];
+  const restore = restores.find((r) => r.step !== 'succeeded' && r.step !== 'failed') ?? restores[0];
+  const fields: Array<[string, string]> = [
+    [
+      'Last Backup',
+      good?.finishedAt
+        ? `${good.id} (${good.reason}) ${good.finishedAt} (${ageSince(good.finishedAt, now)} ago), ${formatBytes(good.sizeBytes ?? 0)}, OpenClaw ${good.openclawVersion ?? 'unknown'}`
+        : NONE,
+    ],
+  ];
+  if (newest && newest !== good)
+    fields.push([
+      'Newest Attempt',
+      `${newest.id} (${newest.reason}) ${newest.state}${newest.message ? `: ${newest.message}` : ''}`,
+    ]);
+  if (restore)
+    fields.push([
+      'Restore',
+      `${restore.id} of backup ${restore.backupId}: ${restore.step}${restore.message ? ` (${restore.message})` : ''}`,
+    ]);
+  return `Backups:\n${formatFields(fields, '  ')}`;
 }
 
 /** kubectl's "3m (x5 over 10m)" for repeated events. */

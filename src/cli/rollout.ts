@@ -17,7 +17,12 @@ export function registerRolloutVerb(program: Command): void {
     .description('fleet rollouts: status | pause | resume | undo (a new image, template or plan limits, applied in waves)')
     .argument('<action>', ACTIONS.join(' | '))
     .option('-o, --output <format>', 'json for the full objects')
-    .action(async (action: string, options: { output?: string }, cmd: Command) => {
+    .option(
+      '--restore-state',
+      "undo: also put back each customer's state from its pre-update backup (the new version migrated it)",
+    )
+    .action(async (action: string, options: { output?: string; restoreState?: boolean }, cmd: Command) => {
+      if (options.restoreState && action !== 'undo') throw new UsageError('--restore-state goes with undo only');
       if (!(ACTIONS as readonly string[]).includes(action)) {
         throw new UsageError(`unknown rollout action "${action}": use ${ACTIONS.join(', ')}`);
       }
@@ -27,7 +32,10 @@ export function registerRolloutVerb(program: Command): void {
       if ((action as Action) === 'status') {
         items = await client.rollouts<RolloutView>();
       } else {
-        const result = await client.rolloutAction<RolloutView>(action as Exclude<Action, 'status'>);
+        const result = await client.rolloutAction<RolloutView>(
+          action as Exclude<Action, 'status'>,
+          options.restoreState ? { restoreState: true } : {},
+        );
         items = result.items;
         const verb = action === 'pause' ? 'paused' : action === 'resume' ? 'resumed' : 'undone';
         process.stdout.write(`${result.affected} rollout(s) ${verb}\n`);

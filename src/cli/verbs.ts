@@ -8,6 +8,7 @@ import { doctorFailed, formatDoctor, runDoctor } from './doctor.js';
 import { CliError, UsageError } from './errors.js';
 import { customerTable } from './format.js';
 import { describeDocument, readManifests, type ManifestDocument } from './manifests.js';
+import { registerBackupVerb, type BackupItem, type RestoreItem } from './backup.js';
 import { registerRolloutVerb } from './rollout.js';
 
 /**
@@ -71,7 +72,9 @@ export function registerVerbs(program: Command): void {
       const customer = await mustGet(client, name);
       const events = await client.listEvents(name);
       const modelUsage = await client.modelUsage(name);
-      write(describeCustomer(customer, events, new Date(), modelUsage));
+      // A server without backups (older) answers 404: describe without them.
+      const backups = await client.listBackups<BackupItem, RestoreItem>(name).catch(() => undefined);
+      write(describeCustomer(customer, events, new Date(), modelUsage, backups));
     });
 
   program
@@ -160,6 +163,7 @@ export function registerVerbs(program: Command): void {
     });
 
   registerRolloutVerb(program);
+  registerBackupVerb(program);
 }
 
 function collect(value: string, previous: string[]): string[] {

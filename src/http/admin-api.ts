@@ -11,6 +11,7 @@ import {
   type ModelGatewayConfig,
 } from './model-access-api.js';
 import { failureBudget, RATE_LIMITS, type FailureBudget, type RateLimit, type RateLimitBackend } from './rate-limit.js';
+import { registerBackupRoutes, type BackupApi } from './backup-api.js';
 import { registerRolloutRoutes, type RolloutApi } from './rollout-api.js';
 
 /**
@@ -66,6 +67,8 @@ export interface AdminApiDeps {
    */
   rateLimits?: RateLimitBackend | undefined;
   authFailureLimit?: RateLimit;
+  /** When given, `.../backups` and `.../restores` (see backup-api.ts). */
+  backups?: BackupApi | undefined;
 }
 
 export type StatusReason =
@@ -240,6 +243,7 @@ export function adminApiRouter(deps: AdminApiDeps): Router {
 
   if (deps.rollouts) registerRolloutRoutes(router, ADMIN_API_PREFIX, deps.rollouts);
   if (deps.modelAccess) registerModelAccessRoutes(router, CUSTOMERS_PATH, deps.modelAccess, notFound);
+  if (deps.backups) registerBackupRoutes(router, ADMIN_API_PREFIX, deps.backups);
 
   router.use(ADMIN_API_PREFIX, () => {
     throw new StatusError(404, 'NotFound', 'the server could not find the requested resource');

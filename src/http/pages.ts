@@ -323,6 +323,11 @@ function statusPage(options: { name: string }): SafeHtml {
     <p id="pairing-result" class="success" role="status"></p>
   </form>
 </section>
+<section id="export" hidden aria-labelledby="export-title">
+  <h2 id="export-title">Your assistant's memory</h2>
+  <p>Download everything your assistant remembers (its notes, conversations and settings, without any password or token) as one archive. You can do this until your data is deleted, also after you cancel.</p>
+  <p><a id="export-link" class="button" href="#" download>Download my assistant's memory</a></p>
+</section>
 <noscript><p class="alert">This page needs JavaScript to show live progress.</p></noscript>`,
     markup` data-customer="${options.name}"`,
   );

@@ -12,8 +12,11 @@ export type RolloutAction = 'pause' | 'resume' | 'undo';
 export interface RolloutApi {
   /** The current rollout per template/plan, with counts (the controller's view in the store). */
   list(): Promise<unknown[]>;
-  /** Applies the action to the current rollouts; resolves to how many it changed. */
-  act(action: RolloutAction): Promise<number>;
+  /**
+   * Applies the action to the current rollouts; resolves to how many it changed. `restoreState`
+   * (undo only): the customers sent back also get their state from before the update back.
+   */
+  act(action: RolloutAction, options?: { restoreState?: boolean }): Promise<number>;
 }
 
 export function registerRolloutRoutes(router: Router, prefix: string, api: RolloutApi): void {
@@ -21,8 +24,9 @@ export function registerRolloutRoutes(router: Router, prefix: string, api: Rollo
     res.json({ apiVersion: 'blytz.cloud/v1alpha1', kind: 'RolloutList', metadata: {}, items: await api.list() });
   });
   for (const action of ['pause', 'resume', 'undo'] as const) {
-    router.post(`${prefix}${ROLLOUTS_SUBPATH}/${action}`, async (_req, res) => {
-      const affected = await api.act(action);
+    router.post(`${prefix}${ROLLOUTS_SUBPATH}/${action}`, async (req, res) => {
+      const body = (req.body ?? {}) as { restoreState?: unknown };
+      const affected = await api.act(action, action === 'undo' && body.restoreState === true ? { restoreState: true } : {});
       res.json({ action, affected, items: await api.list() });
     });
   }

@@ -188,6 +188,31 @@ export class Metrics {
     labelNames: ['outcome'] as const,
     registers: [this.registry],
   });
+  readonly backupLastSuccess = new Gauge({
+    name: 'blytz_backup_last_success_timestamp_seconds',
+    help: "When the customer's newest good backup finished (Unix seconds)",
+    labelNames: ['customer'] as const,
+    registers: [this.registry],
+  });
+  readonly backupScheduleSeconds = new Gauge({
+    name: 'blytz_backup_schedule_seconds',
+    help: "The customer's backup schedule from its plan (seconds between scheduled backups; 0: none)",
+    labelNames: ['customer'] as const,
+    registers: [this.registry],
+  });
+  readonly backupDuration = new Histogram({
+    name: 'blytz_backup_duration_seconds',
+    help: 'Time to take a backup or do a restore, by operation (backup, restore) and outcome (success, failure)',
+    labelNames: ['operation', 'outcome'] as const,
+    buckets: [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800],
+    registers: [this.registry],
+  });
+  readonly backupBytes = new Histogram({
+    name: 'blytz_backup_size_bytes',
+    help: 'Size of the backup archives stored (encrypted, compressed)',
+    buckets: [1e5, 1e6, 1e7, 1e8, 5e8, 1e9, 5e9],
+    registers: [this.registry],
+  });
   readonly httpRequestDuration = new Histogram({
     name: 'http_request_duration_seconds',
     help: 'HTTP request latency by method, route and status code',

@@ -34,7 +34,7 @@ import {
  * an open breaker fails fast with CircuitOpenError (a DependencyError) without calling out.
  */
 
-export const DEPENDENCIES = ['stripe', 'telegram', 'docker', 'caddy', 'kubernetes', 'openai', 'anthropic'] as const;
+export const DEPENDENCIES = ['stripe', 'telegram', 'docker', 'caddy', 'kubernetes', 'openai', 'anthropic', 'backup'] as const;
 export type Dependency = (typeof DEPENDENCIES)[number];
 
 export type BreakerState = 'closed' | 'halfOpen' | 'open';
@@ -68,7 +68,8 @@ export interface PolicyOptions {
  * so they back off longer and stay open longer; the Kubernetes API is usually in-cluster. Model
  * providers (the model gateway's upstreams) answer a stream's headers within seconds but a whole
  * JSON answer only when generated, so their per-call timeout is set per request (gateway.ts); a
- * request is retried only when it never left (isRetryableModelProvider).
+ * request is retried only when it never left (isRetryableModelProvider); the
+ * backup store moves whole archives.
  */
 export const DEFAULT_POLICIES: Readonly<Record<Dependency, PolicyOptions>> = {
   docker: {
@@ -135,6 +136,18 @@ export const DEFAULT_POLICIES: Readonly<Record<Dependency, PolicyOptions>> = {
     halfOpenAfterMs: 15_000,
     isTransient: isTransientModelProvider,
     shouldRetry: isRetryableModelProvider,
+  },
+  // The backup archive store (a local folder, or S3): uploads are large, so each attempt may take
+  // long (an upload passes its own longer timeout); a store that is down opens the breaker after
+  // three failed backups, and one trial goes through every 30 s.
+  backup: {
+    timeoutMs: 60_000,
+    retries: 2,
+    minDelayMs: 500,
+    maxDelayMs: 5_000,
+    failureThreshold: 3,
+    halfOpenAfterMs: 30_000,
+    isTransient,
   },
 };
 
@@ -298,6 +311,7 @@ export class Policies {
       kubernetes: make('kubernetes'),
       openai: make('openai'),
       anthropic: make('anthropic'),
+      backup: make('backup'),
     };
   }
 

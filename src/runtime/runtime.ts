@@ -1,3 +1,4 @@
+import type { Writable } from 'node:stream';
 import type { PlanResources } from '../domain/customer.js';
 import type { Probes } from '../domain/probes.js';
 import type { Mount } from '../workspace/workspace.js';
@@ -140,6 +141,12 @@ export interface CustomerRuntime {
    * until its pods have stopped); the controller looks again until it is. Default false.
    */
   readonly removesInBackground?: boolean;
+  /**
+   * Runs a command inside the customer's running container with its stdout streamed into
+   * `stdout` (unbounded: a backup of the state). Kubernetes only, where the state is reached
+   * through the pod; the result's stdout is empty.
+   */
+  execStream?(id: string, command: string[], stdout: Writable, timeoutMs?: number): Promise<ExecResult>;
   /** Runs a command inside the customer's running container. */
   exec(id: string, command: string[], timeoutMs?: number): Promise<ExecResult>;
   /** Throws when the engine does not answer (for /readyz and doctor). */

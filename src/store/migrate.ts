@@ -7,6 +7,7 @@ import * as m0003 from './migrations/0003-rollouts.js';
 import * as m0004 from './migrations/0004-next-port.js';
 import * as m0005 from './migrations/0005-model-key-secret-ref.js';
 import * as m0006 from './migrations/0006-signup-ownership.js';
+import * as m0007 from './migrations/0007-backups.js';
 import * as m0008 from './migrations/0008-model-access.js';
 
 /** Every migration, in order. New ones are appended; applied ones are never edited. */
@@ -17,6 +18,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0004-next-port': m0004,
   '0005-model-key-secret-ref': m0005,
   '0006-signup-ownership': m0006,
+  '0007-backups': m0007,
   '0008-model-access': m0008,
 };
 

@@ -141,6 +141,7 @@ describe.each(CONFIGS)('%s', (_name, read) => {
     ['POST', '/api/customers/some-customer/pairing'],
     ['POST', '/api/customers/some-customer/checkout'],
     ['GET', '/api/customers/some-customer/model-usage'],
+    ['GET', '/api/customers/some-customer/export'],
     ['POST', '/api/webhooks/stripe'],
   ])('proxies the public %s %s to blytz', async (method, path) => {
     reached.length = 0;

@@ -1268,8 +1268,12 @@ export class FakeKubeApi {
 
     this.#wss.handleUpgrade(req, socket, head, (ws) => {
       this.execCalls.push(call);
-      const send = (channel: number, data: string) => {
-        if (ws.readyState === WebSocket.OPEN) ws.send(Buffer.concat([Buffer.from([channel]), Buffer.from(data, 'utf8')]));
+      const send = (channel: number, data: string | Buffer) => {
+        const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+        for (let at = 0; at === 0 || at < bytes.length; at += 1 << 20) {
+          if (ws.readyState === WebSocket.OPEN)
+            ws.send(Buffer.concat([Buffer.from([channel]), bytes.subarray(at, at + (1 << 20))]));
+        }
       };
       Promise.resolve()
         .then(() => this.execHandler(call))
@@ -1907,7 +1911,8 @@ export interface FakeExecCall {
 
 export interface FakeExecResult {
   exitCode: number;
-  stdout?: string;
+  /** Bytes too (a tar stream), sent in frames of at most 1 MiB. */
+  stdout?: string | Buffer;
   stderr?: string;
 }
 

@@ -70,6 +70,11 @@ const CONTRACT_METRICS = [
   'blytz_model_period_tokens',
   'blytz_model_budget_tokens',
   'blytz_stripe_meter_events_total',
+  // Backups (issue 20).
+  'blytz_backup_last_success_timestamp_seconds',
+  'blytz_backup_schedule_seconds',
+  'blytz_backup_duration_seconds',
+  'blytz_backup_size_bytes',
 ];
 
 const ownMetrics = new Metrics({ defaultMetrics: false });

@@ -17,6 +17,7 @@ export const LAYERS: ReadonlyArray<{ name: string; paths: readonly string[] }> =
   { name: 'leaf adapters', paths: ['billing/', 'telegram/', 'workspace/', 'kube-api/', 'model-providers/'] },
   { name: 'store', paths: ['store/'] },
   { name: 'world adapters', paths: ['runtime/', 'proxy/', 'customer-resources/', 'models/'] },
+  { name: 'backups', paths: ['backup/'] },
   { name: 'controller', paths: ['controller/'] },
   { name: 'HTTP API', paths: ['http/'] },
   { name: 'composition root', paths: ['server.ts'] },

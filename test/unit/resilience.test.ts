@@ -230,6 +230,7 @@ describe('circuit breaker', () => {
       kubernetes: 'closed',
       openai: 'closed',
       anthropic: 'closed',
+      backup: 'closed',
     });
     expect(await breakerGauge(metrics, 'caddy')).toBe(0);
 

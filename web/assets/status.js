@@ -124,6 +124,11 @@ function render(view) {
   $('assistant-url').parentElement.hidden = !hasUrl;
   $('ready').hidden = !live;
   $('pairing').hidden = !live;
+  // The memory can be downloaded once there is any (active or suspended), and after cancelling
+  // until the purge. The link goes with the session cookie, like every request of this page.
+  const hasMemory = view.state === 'active' || view.state === 'suspended' || view.state === 'cancelled';
+  $('export').hidden = !hasMemory;
+  if (hasMemory) $('export-link').href = `${base}/export`;
 }
 
 async function poll() {

@@ -1,3 +1,4 @@
+import type { BackupGate } from '../../backup/backup-gate.js';
 import { customerHost } from '../../domain/naming.js';
 import type { Logger } from '../../observability/logger.js';
 import type { Metrics } from '../../observability/metrics.js';
@@ -35,6 +36,8 @@ export interface ExecutorDeps {
   /** How long one reconcile waits for a new container to turn healthy before routing to it (default 10 s). */
   healthWaitMs?: number | undefined;
   now: () => number;
+  /** The purge waits for a last backup of the folder it deletes. */
+  backups?: Pick<BackupGate, 'beforePurge'> | undefined;
 }
 
 /** Why the actions stopped short of converging without failing: status shows the note. */
@@ -210,10 +213,14 @@ export class Executor {
           });
           break;
         }
-        case 'removeWorkspace':
+        case 'removeWorkspace': {
+          // The last copy first: the purge waits for a backup of the folder it deletes.
+          const wait = await this.#deps.backups?.beforePurge(name);
+          if (wait) return { waitNote: wait };
           await workspaces.remove(name);
           await event('Normal', 'WorkspacePurged', 'workspace deleted after the retention period');
           break;
+        }
         case 'markDeleted':
           await store.markDeleted(name);
           logAction(this.#deps.logger, {

@@ -1,3 +1,4 @@
+import type { BackupGate } from '../../backup/backup-gate.js';
 import type { Customer, CustomerStatus } from '../../domain/customer.js';
 import { canonicalJson } from '../../domain/canonical-json.js';
 import { customerUrl } from '../../domain/naming.js';
@@ -48,6 +49,11 @@ export interface CustomerReconcilerDeps {
   restartBackoff?: RestartBackoffOptions;
   /** The included model's openclaw.json fragment for a customer, when the model gateway is on (desired.ts). */
   modelAccess?: (name: string) => Promise<ModelAccessFragment | undefined>;
+  /**
+   * Backups (src/backup/): a restore holds the customer stopped; a fleet rollout and the purge
+   * wait for a backup first; a failed update puts back the state from before it.
+   */
+  backups?: BackupGate;
 }
 
 /** The customer controller's name: the `controller` label of its metrics and log lines. */
@@ -112,13 +118,19 @@ export class CustomerReconciler implements Reconciler {
   async reconcile(name: string, signal: AbortSignal): Promise<ReconcileResult> {
     const started = this.#now();
     // Observe: what the store wants (resolved against its template), and what the world has.
-    const { view, cached } = await this.#observer.desired(name);
+    const desired = await this.#observer.desired(name);
+    const { cached } = desired;
+    // A restore replacing the customer's state holds it as if suspended: stopped, page shown.
+    const hold = desired.view?.customer.spec.state === 'active' ? await this.#deps.backups?.holdOf(name) : undefined;
+    const view = hold && desired.view ? asSuspended(desired.view) : desired.view;
     const customer = view?.customer;
     let resolved = view ? await this.#resolve(view) : undefined;
     const observed = await this.#observer.world(name, cached);
     this.#restarts.observed(name, observed.containers, this.#now());
     // A fleet-wide change waits for its rollout's slot; a customer sent back gets its previous image.
-    const admission = view && resolved ? await this.#admit(view, resolved, observed) : undefined;
+    // The rollout touches no customer before its state is backed up (the wait says why).
+    const backupWait = view && resolved ? await this.#backupBeforeUpdate(view, resolved, observed) : undefined;
+    const admission = view && resolved && !backupWait ? await this.#admit(view, resolved, observed) : undefined;
     if (view && resolved?.fleet && admission?.rollbackImage !== undefined && admission.rollbackImage !== resolved.fleet.image) {
       resolved = await resolveCustomer(view, this.#deps, admission.rollbackImage);
     }
@@ -130,7 +142,7 @@ export class CustomerReconciler implements Reconciler {
       observed,
       now: this.#now(),
       retentionMs: this.#deps.retentionMs,
-      recreateAllowed: admission?.recreateAllowed ?? true,
+      recreateAllowed: backupWait ? false : (admission?.recreateAllowed ?? true),
       upstreamOf: this.#upstreamOf,
       sideBySide: this.#deps.runtime.sideBySide === true,
       updatesInPlace: this.#deps.runtime.updatesInPlace === true,
@@ -170,14 +182,17 @@ export class CustomerReconciler implements Reconciler {
     const after = result.actions.length > 0 ? await this.#observer.observe(name) : observed;
     const status = await this.#writeStatus(customer, resolved, after, {
       failure: run.failure,
-      note: run.waitNote,
+      note: run.waitNote ?? hold,
       heldHash: result.waitingForRollout?.heldHash,
-      rollout: admission?.condition,
+      rollout: admission?.condition ?? (backupWait ? { reason: 'WaitingForBackup', message: backupWait } : undefined),
     });
     this.#trackProvisioning(customer, status, started);
     const progress = admission && (await this.#report(name, admission, resolved, after, status, !!result.waitingForRollout));
-    // A failed update goes back to the previous image at once.
+    // A failed update goes back to the previous image at once, and to the state from before it
+    // (the new version may have migrated it into a shape the old one cannot read).
+    if (progress?.failed) await this.#restoreBeforeUpdate(name, admission);
     if (progress?.failed && !run.failure) return { requeueAfterMs: 50 };
+    if (backupWait) return { requeueAfterMs: ROLLOUT_WAIT_MS };
 
     // Let the queue back off on a failure; the status already says why.
     if (run.failure && run.retryAfterMs === undefined)
@@ -193,7 +208,10 @@ export class CustomerReconciler implements Reconciler {
     } catch (error) {
       if (!(error instanceof TemplateError)) throw error;
       const failure = { reason: 'TemplateInvalid', message: error.message, terminal: true };
-      const changed = await this.#deps.store.updateStatus(view.customer.name, failedStatus(view.customer, failure, new Date(this.#now())));
+      const changed = await this.#deps.store.updateStatus(
+        view.customer.name,
+        failedStatus(view.customer, failure, new Date(this.#now())),
+      );
       if (changed) await this.#event(view.customer.name, 'Warning', failure.reason, failure.message);
       // No retry fixes a missing template: status says Failed and the queue does not retry.
       throw new TerminalError(error.message, { cause: error });
@@ -241,6 +259,27 @@ export class CustomerReconciler implements Reconciler {
       change: change ? { fromHash: change.specHash as string, image: change.image } : undefined,
       now: this.#now(),
     });
+  }
+
+  /** A fleet-wide change about to recreate the customer's container waits for a backup of its state. */
+  async #backupBeforeUpdate(view: ReconcileView, resolved: ResolvedCustomer, observed: Observed): Promise<string | undefined> {
+    const { rollouts, backups } = this.#deps;
+    const { customer } = view;
+    if (!rollouts || !backups || !resolved.fleet || customer.spec.state !== 'active' || customer.spec.paused) return undefined;
+    const change = fleetChangeOf(resolved.desired, observed);
+    if (!change?.specHash) return undefined;
+    return backups.beforeUpdate(customer.name, change.specHash, resolved.desired.specHash);
+  }
+
+  /** A failed update: the state from before it comes back (a rollback restore of its pre-update backup). */
+  async #restoreBeforeUpdate(name: string, admission: Admission | undefined): Promise<void> {
+    const entry = admission?.entry;
+    if (!entry?.fromHash || !this.#deps.backups) return;
+    await this.#deps.backups
+      .restoreBeforeUpdate(name, entry.fromHash, entry.toHash)
+      .catch((error: unknown) =>
+        this.#deps.logger.warn({ customer: name, err: error }, 'could not ask for the pre-update state back'),
+      );
   }
 
   /** Not active (any more) while a rollout was updating it: its start timeout must not run on. */
@@ -392,6 +431,8 @@ function lookAgain(input: {
       requeueAfterMs: admission.rollout?.state === 'paused' || admission.rollout?.undone ? ROLLOUT_PAUSED_MS : ROLLOUT_WAIT_MS,
     };
   }
+  // The purge waits for its last backup; the backup's end wakes it, this is the safety net.
+  if (customer.spec.state === 'cancelled' && run.waitNote && after.workspace.exists) return { requeueAfterMs: ROLLOUT_PAUSED_MS };
   if (customer.spec.state === 'cancelled' && customer.cancelledAt) {
     // Still tearing down (a Kubernetes Deployment waits for its pods): the purge comes after.
     if (after.containers.length > 0) return { requeueAfterMs: TEARDOWN_LOOK_MS };
@@ -401,6 +442,11 @@ function lookAgain(input: {
     if (purgeIn <= 0 && !input.purged) return { requeueAfterMs: TEARDOWN_LOOK_MS };
   }
   return {};
+}
+
+/** The customer as planned while a restore holds it: suspended (container stopped, page shown). */
+function asSuspended(view: ReconcileView): ReconcileView {
+  return { ...view, customer: { ...view.customer, spec: { ...view.customer.spec, state: 'suspended' } } };
 }
 
 /** Why a reconcile's signal was aborted (NotLeaderError, ReconcileTimeoutError, shutdown). */

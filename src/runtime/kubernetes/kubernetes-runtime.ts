@@ -1,3 +1,4 @@
+import type { Writable } from 'node:stream';
 import { lstat, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
@@ -495,6 +496,17 @@ export class KubernetesRuntime implements CustomerRuntime {
       if (now instanceof ContainerNotRunningError) throw now;
       throw error;
     }
+  }
+
+  /** `exec` with stdout streamed (a backup of the state on the customer's claim). */
+  async execStream(id: string, command: string[], stdout: Writable, timeoutMs = 30 * 60_000): Promise<ExecResult> {
+    const pod = await this.#execPod(id);
+    const target = { namespace: this.#manifest.namespace, pod, container: ASSISTANT_CONTAINER };
+    return this.#guard(
+      'exec',
+      (signal) => runPodExec(this.#exec, target, command, timeoutMs, signal, EXEC_CONNECT_TIMEOUT_MS, stdout),
+      { retry: false, timeoutMs: timeoutMs + EXEC_CONNECT_TIMEOUT_MS + 10_000 },
+    );
   }
 
   /** The name of the pod to exec in: one of the Deployment's own pods (by its selector). */

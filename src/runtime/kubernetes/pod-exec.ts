@@ -1,3 +1,4 @@
+import type { Writable } from 'node:stream';
 import type { Exec, V1Pod, V1Status } from '@kubernetes/client-node';
 import { ContainerNotRunningError, ExecTimeoutError, OutputCollector } from '../exec-output.js';
 import type { ExecResult } from '../runtime.js';
@@ -67,8 +68,11 @@ export function runPodExec(
   timeoutMs: number,
   signal: AbortSignal,
   connectTimeoutMs = EXEC_CONNECT_TIMEOUT_MS,
+  /** Where stdout goes as it comes (a backup streams a whole archive); default: collected, bounded. */
+  stdoutStream?: Writable,
 ): Promise<ExecResult> {
-  const stdout = new OutputCollector();
+  const collected = new OutputCollector();
+  const stdout = stdoutStream ?? collected;
   const stderr = new OutputCollector();
   return new Promise<ExecResult>((resolve, reject) => {
     let socket: ExecSocket | undefined;
@@ -97,7 +101,7 @@ export function runPodExec(
     const onStatus = (status: V1Status) =>
       settle(() => {
         try {
-          resolve({ exitCode: exitCodeOf(status), stdout: stdout.text(), stderr: stderr.text() });
+          resolve({ exitCode: exitCodeOf(status), stdout: collected.text(), stderr: stderr.text() });
         } catch (error) {
           reject(error);
         }

@@ -1,0 +1,141 @@
+import { lstat, mkdir, rename, rm, stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import type { Readable } from 'node:stream';
+import { isDns1123Label } from '../domain/naming.js';
+import { ensureDirectory } from '../workspace/safe-fs.js';
+import { extractArchive, writeArchive, type WrittenArchive } from './archive.js';
+import type { CustomerStateSource } from './state-source.js';
+
+/**
+ * Docker: the customer's state is the folder `$BLYTZ_DATA_DIR/customers/<name>/` on this host.
+ *
+ * A restore unpacks into `<workDir>/restore-<id>/` (the controller's own folder, on the same
+ * disk), then swaps with two renames:
+ *
+ *   customers/<name>      -> <workDir>/replaced-<id>     (the state being replaced, kept aside)
+ *   <workDir>/restore-<id> -> customers/<name>
+ *
+ * A crash between them leaves the customer with no folder and both others present; `swap` run
+ * again sees that and does the second rename. So the customer has the old state or the new
+ * one, never a mix. The render marker is removed from the restored folder, so the controller
+ * renders its files (and the secrets left out of the archive) into it before the assistant
+ * starts again.
+ */
+
+const RENDER_MARKER = '.blytz-render.json';
+
+export interface FolderStateOptions {
+  /** `$BLYTZ_DATA_DIR/customers`. */
+  customersDir: string;
+  /** A folder of the controller's own on the same filesystem (root only). */
+  workDir: string;
+  /** The container's uid:gid, owner of everything restored. */
+  owner: { uid: number; gid: number } | undefined;
+}
+
+export class FolderStateSource implements CustomerStateSource {
+  readonly runtime = 'docker' as const;
+  readonly restorable = true;
+  readonly #customers: string;
+  readonly #work: string;
+  readonly #owner: FolderStateOptions['owner'];
+
+  constructor(options: FolderStateOptions) {
+    this.#customers = resolve(options.customersDir);
+    this.#work = resolve(options.workDir);
+    this.#owner = options.owner;
+  }
+
+  dir(customer: string): string {
+    if (!isDns1123Label(customer)) throw new Error(`customer name ${JSON.stringify(customer)} is not a DNS-1123 label`);
+    return join(this.#customers, customer);
+  }
+
+  #staged(id: number): string {
+    return join(this.#work, `restore-${id}`);
+  }
+
+  #replaced(id: number): string {
+    return join(this.#work, `replaced-${id}`);
+  }
+
+  async exists(customer: string): Promise<boolean> {
+    return (await lstat(this.dir(customer)).catch(() => undefined))?.isDirectory() === true;
+  }
+
+  async archive(
+    customer: string,
+    options: { key: Buffer; context: string; outFile: string; meta: Record<string, string>; sealed?: boolean },
+  ): Promise<WrittenArchive> {
+    await mkdir(this.#work, { recursive: true, mode: 0o700 });
+    return writeArchive({
+      stateDir: this.dir(customer),
+      workDir: this.#work,
+      key: options.key,
+      context: options.context,
+      outFile: options.outFile,
+      meta: options.meta,
+      ...(options.sealed === false ? { sealed: false } : {}),
+    });
+  }
+
+  async stage(
+    restoreId: number,
+    _customer: string,
+    input: Readable,
+    check: { keys: readonly Buffer[]; expectContext: string; sha256?: string | undefined },
+  ): Promise<void> {
+    const staged = this.#staged(restoreId);
+    await mkdir(this.#work, { recursive: true, mode: 0o700 });
+    // A crash mid-fetch left a partial folder: start it again from nothing.
+    await rm(staged, { recursive: true, force: true });
+    try {
+      await extractArchive({
+        input,
+        keys: check.keys,
+        expectContext: check.expectContext,
+        targetDir: staged,
+        owner: this.#owner,
+        sha256: check.sha256,
+      });
+      await ensureDirectory(staged, 0o700, this.#owner);
+      await rm(join(staged, RENDER_MARKER), { force: true });
+    } catch (error) {
+      // The tar reader may still be finishing a file it had begun when the archive failed: retry.
+      await rm(staged, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 }).catch(() => {});
+      throw error;
+    }
+  }
+
+  async swap(restoreId: number, customer: string): Promise<void> {
+    const target = this.dir(customer);
+    const staged = this.#staged(restoreId);
+    const replaced = this.#replaced(restoreId);
+    const isDir = async (path: string) => (await lstat(path).catch(() => undefined))?.isDirectory() === true;
+    if (!(await isDir(staged))) {
+      if (await isDir(target)) return; // swapped before a crash
+      throw new Error(`restore ${restoreId}: the staged state is gone and ${customer} has no folder; fetch again`);
+    }
+    await mkdir(this.#customers, { recursive: true, mode: 0o700 });
+    if (await isDir(target)) {
+      await rm(replaced, { recursive: true, force: true });
+      await rename(target, replaced);
+    } else if ((await lstat(target).catch(() => undefined)) !== undefined) {
+      await rm(target, { force: true }); // not a folder (a planted file or link): ours to replace
+    }
+    await rename(staged, target);
+    // The marker again, in case the controller rendered into a folder made meanwhile.
+    await rm(join(target, RENDER_MARKER), { force: true });
+  }
+
+  async discard(restoreId: number): Promise<void> {
+    await rm(this.#staged(restoreId), { recursive: true, force: true });
+    await rm(this.#replaced(restoreId), { recursive: true, force: true });
+  }
+
+  /** The owner to give a restored folder: that of the folder it replaces, else the configured one. */
+  async ownerOf(customer: string): Promise<{ uid: number; gid: number } | undefined> {
+    const info = await stat(this.dir(customer)).catch(() => undefined);
+    return info ? { uid: info.uid, gid: info.gid } : this.#owner;
+  }
+}
