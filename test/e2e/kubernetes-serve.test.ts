@@ -14,6 +14,7 @@ import { objectName } from '../../src/runtime/kubernetes/names.js';
 import { hashToken } from '../../src/store/billing-store.js';
 import { baseEnv, BLYTZ, ROOT, startServe, type Served } from '../support/blytz-serve.js';
 import { crdAdmission, FakeKubeApi, type LooseObject } from '../support/fake-kube-api.js';
+import { claimPod } from '../support/fake-pod.js';
 import { TEST_BOT_TOKEN, uniqueName } from '../support/fixtures.js';
 import { openSession } from '../support/billing-app.js';
 import { connectionAllowed, namespaceLabels } from '../support/fake-kube/network-policy.js';
@@ -70,6 +71,12 @@ async function fakeCluster(
     await kc.makeApiClient(NetworkingV1Api).createNamespacedNetworkPolicy({ namespace, body });
   const controller = api.kitControllerConfig(namespace);
   const dir = mkdtempSync(join(tmpdir(), 'blytz-kube-'));
+  // The customers' pods answer pods/exec as the assistant container would (a backup before an
+  // update streams the claim out with tar): a claim folder with an assistant's config in it.
+  const claim = join(dir, 'claim');
+  mkdirSync(join(claim, 'workspace'), { recursive: true });
+  writeFileSync(join(claim, 'openclaw.json'), JSON.stringify({ meta: { lastTouchedVersion: '2026.9.6' } }));
+  api.execHandler = claimPod(claim);
   const kubeconfig = join(dir, 'config');
   // Its context's namespace, as kubectl would have it (BLYTZ_NAMESPACE may say otherwise).
   const exported = JSON.parse(controller.exportConfig()) as LooseObject;
@@ -83,7 +90,10 @@ async function fakeCluster(
 }
 
 /** What the kit sets, but for what points at this test's own Caddy and data folder. */
-const KIT_ENV = () => kitEnv(['CADDY_ADMIN_URL', 'BLYTZ_CADDY_LISTEN', 'BLYTZ_DATA_DIR']);
+// The kit's settings, but this machine's Caddy and data folder, and no model gateway on the kit's
+// fixed 0.0.0.0:8090 (shared by every test here; it needs the kit's platform key from its Secret).
+const KIT_ENV = () =>
+  kitEnv(['CADDY_ADMIN_URL', 'BLYTZ_CADDY_LISTEN', 'BLYTZ_DATA_DIR', 'BLYTZ_MODEL_GATEWAY_LISTEN', 'BLYTZ_MODEL_GATEWAY_URL']);
 
 describe('blytz serve on Kubernetes (runtime and source)', () => {
   let api: FakeKubeApi;
@@ -203,10 +213,11 @@ describe('blytz serve on Kubernetes (runtime and source)', () => {
     const main = pod['containers'][0] as LooseObject;
     expect(main['securityContext']['readOnlyRootFilesystem']).toBe(true);
     expect(pod['volumes'].filter((v: LooseObject) => v['emptyDir']).map((v: LooseObject) => v['emptyDir'])).toEqual([
-      { medium: 'Memory', sizeLimit: '256Mi' },
-      { medium: 'Memory', sizeLimit: '256Mi' },
+      { medium: 'Memory', sizeLimit: '256Mi' }, // /tmp
+      { medium: 'Memory', sizeLimit: '256Mi' }, // /home/node/.cache
+      { medium: 'Memory', sizeLimit: '256Mi' }, // /home/node/.openclaw/tmp (OpenClaw's locks: gone with the pod)
     ]);
-    expect(main['startupProbe']['failureThreshold']).toBe(18); // 90 s in 5 s periods
+    expect(main['startupProbe']['failureThreshold']).toBe(24); // the template's 120 s at one CPU, in 5 s periods
 
     // The seed, exactly as the Deployment carries it, on a copy of the pod's two volumes: the
     // Secret's files, and a workspace where OpenClaw has already written its own fields.
@@ -309,7 +320,10 @@ describe('blytz serve on Kubernetes (runtime and source)', () => {
     await custom.patchNamespacedCustomObject({ ...ref, name, body: { spec: { plan: 'pro' } } }, MERGE_PATCH);
     await waitFor(async () => {
       const cr = await getCr(name);
-      return cr['status']?.['observedGeneration'] === 2 && cr['status']?.['phase'] === 'Ready';
+      const upToDate = (cr['status']?.['conditions'] as LooseObject[] | undefined)?.find((c) => c['type'] === 'UpToDate');
+      return (
+        cr['status']?.['observedGeneration'] === 2 && cr['status']?.['phase'] === 'Ready' && upToDate?.['status'] !== 'False'
+      );
     }, 60_000).catch(withLog);
     const deployment = api.object('deployments', NS, object);
     expect(deployment?.['metadata']['labels']['cloud.blytz.spec-hash']).not.toBe(hash);

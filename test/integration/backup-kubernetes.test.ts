@@ -1,9 +1,8 @@
-import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createReadStream, existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { extractArchive } from '../../src/backup/archive.js';
@@ -15,9 +14,11 @@ import { Metrics } from '../../src/observability/metrics.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { unguarded } from '../../src/resilience/guard.js';
 import { KubernetesRuntime } from '../../src/runtime/kubernetes/kubernetes-runtime.js';
+import { renderMarkerPath } from '../../src/workspace/file-workspaces.js';
 import { BackupRecords } from '../../src/store/backup-records.js';
 import { CustomerStore } from '../../src/store/customer-store.js';
-import { FakeKubeApi, type FakeExecCall, type FakeExecResult } from '../support/fake-kube-api.js';
+import { FakeKubeApi } from '../support/fake-kube-api.js';
+import { claimPod } from '../support/fake-pod.js';
 import { desiredCustomer, stubHealth, testSecretBox, uniqueName } from '../support/fixtures.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 
@@ -41,24 +42,14 @@ describe('backups of a customer on Kubernetes (fake API server, pods/exec)', () 
   let db: TestDatabase;
   const customer = uniqueName('kb');
 
-  /** The assistant container: runs `tar` and `node -e` on the claim folder, as mounted at MOUNT. */
-  const pod = (call: FakeExecCall): FakeExecResult => {
-    const args = call.command.slice(1).map((a) => (a.startsWith(MOUNT) ? claim + a.slice(MOUNT.length) : a));
-    const program = call.command[0] === 'node' ? process.execPath : call.command[0];
-    if (program !== 'tar' && program !== process.execPath)
-      return { exitCode: 127, stderr: `sh: ${call.command[0]}: not found\n` };
-    const run = spawnSync(program as string, args, { maxBuffer: 256 * 1024 * 1024 });
-    return { exitCode: run.status ?? 1, stdout: run.stdout, stderr: run.stderr.toString() };
-  };
-
   beforeAll(async () => {
     api = new FakeKubeApi();
     api.simulateDeployments = true;
-    api.execHandler = pod;
     await api.start();
     runtime = new KubernetesRuntime(unguarded, { kubeConfig: api.kubeConfig(), namespace: NS });
     root = await mkdtemp(join(tmpdir(), 'blytz-k8s-backup-'));
     claim = join(root, 'claim');
+    api.execHandler = claimPod(claim, MOUNT);
     await mkdir(join(claim, 'workspace', 'memory'), { recursive: true });
     await mkdir(join(claim, 'state'), { recursive: true });
     await mkdir(join(claim, 'tmp'), { recursive: true });
@@ -68,11 +59,10 @@ describe('backups of a customer on Kubernetes (fake API server, pods/exec)', () 
     );
     await writeFile(join(claim, 'workspace', 'memory', 'notes.md'), 'the bakery opens at 7\n');
     await writeFile(join(claim, 'tmp', 'gateway.lock'), 'x');
-    // The render marker the runtime reads its rendered files by (as FileWorkspaces leaves it).
-    await writeFile(
-      join(claim, '.blytz-render.json'),
-      JSON.stringify({ contentHash: 'x', template: 't', files: ['openclaw.json'] }),
-    );
+    // The render marker the runtime reads its rendered files by (as FileWorkspaces leaves it,
+    // beside the customer folders, out of the assistant's reach).
+    await mkdir(dirname(renderMarkerPath(claim)), { recursive: true });
+    await writeFile(renderMarkerPath(claim), JSON.stringify({ contentHash: 'x', template: 't', files: ['openclaw.json'] }));
     const live = new DatabaseSync(join(claim, 'state', 'openclaw.sqlite'));
     live.exec("PRAGMA journal_mode = WAL; CREATE TABLE pairings (user TEXT); INSERT INTO pairings VALUES ('telegram:4242')");
     live.close();

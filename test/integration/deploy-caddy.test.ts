@@ -198,7 +198,13 @@ describe('clients behind the shipped Caddy', () => {
     expect(sources).toEqual([
       { podSelector: { matchLabels: { 'app.kubernetes.io/name': 'blytz', 'app.kubernetes.io/component': 'caddy' } } },
       { namespaceSelector: {}, podSelector: { matchLabels: { 'app.kubernetes.io/name': 'prometheus' } } },
+      { podSelector: { matchLabels: { 'cloud.blytz.managed-by': 'blytz' } } },
     ]);
+    // Customer pods (the third rule) reach the model gateway's port only, never the HTTP port.
+    const ports = (policy?.['spec']['ingress'] as Array<{ ports: Array<{ port: string }> }>).map((rule) =>
+      rule.ports.map((p) => p.port),
+    );
+    expect(ports).toEqual([['http'], ['http'], ['models']]);
     const lb = docs('caddy.yaml').find((d) => d['kind'] === 'Service' && d['spec']['type'] === 'LoadBalancer')!;
     expect(lb['spec']['externalTrafficPolicy']).toBe('Local');
   });

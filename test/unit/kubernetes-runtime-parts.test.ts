@@ -192,6 +192,12 @@ describe('kubernetes runtime parts', () => {
     expect(new Set(close.values()).size).toBe(3);
   });
 
+  it("the Deployment carries the customer's own hash, and observing it reads it back (so a plan change is the customer's, not a fleet rollout waiting on a backup)", () => {
+    const d = deploymentManifest({ ...spec, ownHash: 'own-1' }, files, options);
+    expect(observeDeployment(d).ownHash).toBe('own-1');
+    expect(observeDeployment(deploymentManifest(spec, files, options)).ownHash).toBeUndefined();
+  });
+
   it('Deployment status maps to state and health', () => {
     const base = {
       metadata: {

@@ -9,7 +9,7 @@ import type {
   V1Service,
 } from '@kubernetes/client-node';
 import { CUSTOMER_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SPEC_HASH_LABEL } from '../../domain/naming.js';
-import { CONTAINER_PORT_LABEL, HOST_PORT_LABEL } from '../../domain/labels.js';
+import { CONTAINER_PORT_LABEL, HOST_PORT_LABEL, OWN_HASH_LABEL } from '../../domain/labels.js';
 import { TMPFS_MIB, type ContainerSpec } from '../runtime.js';
 import { PROBE_CLIENT_ADDRESS, type HttpProbe } from '../../domain/probes.js';
 import { OPENCLAW_CONFIG_FILE } from '../../workspace/render.js';
@@ -284,7 +284,13 @@ export function deploymentManifest(
     metadata: {
       name,
       namespace: options.namespace,
-      labels: { ...labels, [HOST_PORT_LABEL]: String(spec.hostPort), [CONTAINER_PORT_LABEL]: String(spec.containerPort) },
+      labels: {
+        ...labels,
+        [HOST_PORT_LABEL]: String(spec.hostPort),
+        [CONTAINER_PORT_LABEL]: String(spec.containerPort),
+        // The customer's own part of the spec: a change of it is the customer's, never a fleet rollout's.
+        ...(spec.ownHash === undefined ? {} : { [OWN_HASH_LABEL]: spec.ownHash }),
+      },
     },
     spec: {
       replicas: 0,

@@ -1,6 +1,6 @@
 import type { V1Deployment, V1Pod } from '@kubernetes/client-node';
 import { CUSTOMER_LABEL, SPEC_HASH_LABEL } from '../../domain/naming.js';
-import { HOST_PORT_LABEL } from '../../domain/labels.js';
+import { HOST_PORT_LABEL, OWN_HASH_LABEL } from '../../domain/labels.js';
 import type { ContainerHealth, ContainerState, ObservedContainer } from '../runtime.js';
 
 /** On the pod template, written by `restart`: a new template, so a new pod (like `kubectl rollout restart`). */
@@ -45,6 +45,7 @@ export function observeDeployment(
     state: 'dead',
     health: 'unknown',
   };
+  if (labels[OWN_HASH_LABEL] !== undefined) observed.ownHash = labels[OWN_HASH_LABEL];
   const port = Number(labels[HOST_PORT_LABEL]);
   if (Number.isInteger(port) && port > 0 && port < 65536) observed.hostPort = port;
   const { state, health, message } = stateOf(deployment, missing, now, pods);
