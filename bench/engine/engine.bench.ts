@@ -11,7 +11,7 @@ import { testSecretBox, testDesiredDefaults } from '../../test/support/fixtures.
 import { createTestDatabase } from '../../test/support/postgres.js';
 import { waitFor } from '../../test/support/wait-for.js';
 import { SimulatedRouteTable, SimulatedRuntime, SimulatedWorkspaces } from '../../test/support/simulated-world.js';
-import { report } from '../support.js';
+import { profiled, report } from '../support.js';
 
 /**
  * bench/engine: N customers in real Postgres, a simulated world. Cold full pass (everything is
@@ -67,8 +67,10 @@ it(`engine: ${N} customers`, { timeout: 600_000 }, async () => {
     const listsBefore = (runtime.calls['list'] ?? 0) + (runtime.calls['listFor'] ?? 0) + (routes.calls['list'] ?? 0);
     const cpu = process.cpuUsage();
     const started = performance.now();
-    await controller.start();
-    await waitFor(() => reconciles >= N && controller.queue?.length === 0 && controller.queue?.processing === 0, 600_000, 5);
+    await profiled(`engine-${label}`, async () => {
+      await controller.start();
+      await waitFor(() => reconciles >= N && controller.queue?.length === 0 && controller.queue?.processing === 0, 600_000, 5);
+    });
     const seconds = (performance.now() - started) / 1000;
     const used = process.cpuUsage(cpu);
     await controller.stop();
