@@ -20,6 +20,8 @@ export interface PortRange {
  */
 export class PortReservations implements HostPorts {
   readonly #db: Kysely<Database>;
+  /** The last reservation in flight (see `reserve`). */
+  #tail: Promise<unknown> = Promise.resolve();
 
   constructor(handle: DatabaseHandle, readonly range: PortRange) {
     this.#db = handle.db;
@@ -51,31 +53,43 @@ export class PortReservations implements HostPorts {
    * ports known to be taken on the host by something else (a clash seen at container start).
    */
   async reserve(customer: string, avoid: readonly number[] = [], slot: PortSlot = 'current'): Promise<number> {
+    // This process's reservations one at a time: concurrent workers would all pick the same
+    // lowest free port and all but one lose the race (a retry each). Another process's
+    // reservation (a second replica) still loses to the unique port and is retried.
+    const run = this.#tail.then(() => this.#reserve(customer, avoid, slot));
+    this.#tail = run.catch(() => undefined);
+    return run;
+  }
+
+  async #reserve(customer: string, avoid: readonly number[], slot: PortSlot): Promise<number> {
+    const avoidList = avoid.length > 0 ? avoid : [-1];
     for (let attempt = 0; attempt < 20; attempt++) {
-      const existing = await this.find(customer, slot);
-      if (existing !== undefined) return existing;
-      const avoidList = avoid.length > 0 ? avoid : [-1];
-      const inserted = await sql<{ port: number }>`
-        INSERT INTO port_reservations (port, customer, slot)
-        SELECT p, ${customer}, ${slot}
-        FROM generate_series(${this.range.from}::int, ${this.range.to}::int) AS p
-        WHERE NOT EXISTS (SELECT 1 FROM port_reservations r WHERE r.port = p)
-          AND p <> ALL(${avoidList}::int[])
-        ORDER BY p
-        LIMIT 1
-        ON CONFLICT DO NOTHING
-        RETURNING port
+      // One statement: the port the customer holds, else the lowest free one, inserted. It also
+      // says whether a free port was seen, so a lost race and no free port need no second query.
+      const { rows } = await sql<{ held: number | null; inserted: number | null; free: number | null }>`
+        WITH held AS (
+          SELECT port FROM port_reservations WHERE customer = ${customer} AND slot = ${slot}
+        ),
+        free AS (
+          SELECT p AS port FROM generate_series(${this.range.from}::int, ${this.range.to}::int) AS p
+          WHERE NOT EXISTS (SELECT 1 FROM port_reservations r WHERE r.port = p) AND p <> ALL(${avoidList}::int[])
+          ORDER BY p
+          LIMIT 1
+        ),
+        inserted AS (
+          INSERT INTO port_reservations (port, customer, slot)
+          SELECT port, ${customer}, ${slot} FROM free WHERE NOT EXISTS (SELECT 1 FROM held)
+          ON CONFLICT DO NOTHING
+          RETURNING port
+        )
+        SELECT (SELECT port FROM held) AS held, (SELECT port FROM inserted) AS inserted, (SELECT port FROM free) AS free
       `.execute(this.#db);
-      const port = inserted.rows[0]?.port;
-      if (port !== undefined) return port;
-      // Nothing inserted: either a racing reservation took the port (retry) or none is free.
-      const free = await sql<{ free: number }>`
-        SELECT count(*)::int AS free FROM generate_series(${this.range.from}::int, ${this.range.to}::int) AS p
-        WHERE NOT EXISTS (SELECT 1 FROM port_reservations r WHERE r.port = p) AND p <> ALL(${avoidList}::int[])
-      `.execute(this.#db);
-      if ((free.rows[0]?.free ?? 0) === 0 && (await this.find(customer, slot)) === undefined) {
-        throw new PortsExhaustedError(this.range);
-      }
+      const row = rows[0];
+      const port = row?.held ?? row?.inserted;
+      if (port !== undefined && port !== null) return port;
+      // Nothing free: exhausted. Else a racing reservation took the free port (or reserved this
+      // customer's slot): look again.
+      if (row?.free === null || row?.free === undefined) throw new PortsExhaustedError(this.range);
     }
     throw new Error(`could not reserve a port for ${customer} after 20 attempts (heavy contention)`);
   }

@@ -9,6 +9,13 @@ import type { Customer, CustomerStatus } from '../domain/customer.js';
 
 export type EventType = 'Normal' | 'Warning';
 
+/** An event about a customer, as the controller records it (Kubernetes-style: repeats aggregate). */
+export interface StoreEvent {
+  type: EventType;
+  reason: string;
+  message: string;
+}
+
 export interface CustomerSecrets {
   telegramBotToken?: string;
   modelApiKey?: string;
@@ -40,7 +47,12 @@ export interface ControllerStore {
   /** Writes status when it changed and describes no older generation than the stored one; says whether it wrote. */
   updateStatus(name: string, status: CustomerStatus): Promise<boolean>;
   /** Records an event (repeats aggregate with a count). */
-  recordEvent(name: string, event: { type: EventType; reason: string; message: string }): Promise<void>;
+  recordEvent(name: string, event: StoreEvent): Promise<void>;
+  /**
+   * One reconcile's writes in one transaction: the status (as `updateStatus`; none when
+   * undefined) and its events (as `recordEvent`). Says whether the status was written.
+   */
+  writeStatusAndEvents(name: string, status: CustomerStatus | undefined, events: readonly StoreEvent[]): Promise<boolean>;
   /** Marks a torn-down, purged customer as gone; its name may be used again. */
   markDeleted(name: string): Promise<void>;
 }
