@@ -1,6 +1,6 @@
 import type { ObservedRoute, RouteTable } from '../../proxy/route-table.js';
 import type { CustomerRuntime, ObservedContainer } from '../../runtime/runtime.js';
-import type { ControllerStore, HostPorts, ReconcileView } from '../../store/store.js';
+import type { ControllerStore, HostPorts, PortSlot, ReconcileView } from '../../store/store.js';
 import type { Workspaces } from '../../workspace/workspace.js';
 import type { Observed } from './plan.js';
 
@@ -70,14 +70,17 @@ export class WorldObserver {
     return { containers, route, port, nextPort, workspace: await this.#deps.workspaces.observe(name) };
   }
 
-  /** The customer's world, read now. */
-  async observe(name: string): Promise<Observed> {
+  /**
+   * The customer's world, read now; its host ports as `known` says when given (the store's own
+   * answers to this reconcile's port writes), else read from the store.
+   */
+  async observe(name: string, known?: Partial<Record<PortSlot, number>>): Promise<Observed> {
     const { runtime, routes, ports, workspaces } = this.#deps;
     const [containers, routeList, port, nextPort, workspace] = await Promise.all([
       runtime.listFor(name),
       routes.list(),
-      ports.find(name),
-      ports.findNext(name),
+      known ? known.current : ports.find(name),
+      known ? known.next : ports.findNext(name),
       workspaces.observe(name),
     ]);
     return { containers, route: routeList.find((r) => r.customer === name), port, nextPort, workspace };

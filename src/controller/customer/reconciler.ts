@@ -4,15 +4,16 @@ import type { Logger } from '../../observability/logger.js';
 import type { Metrics } from '../../observability/metrics.js';
 import type { RouteTable } from '../../proxy/route-table.js';
 import type { CustomerRuntime } from '../../runtime/runtime.js';
-import type { ControllerStore, EventType, HostPorts, ReconcileView } from '../../store/store.js';
+import type { ControllerStore, HostPorts, ReconcileView } from '../../store/store.js';
 import { PortsExhaustedError } from '../../store/errors.js';
 import type { Workspaces } from '../../workspace/workspace.js';
 import { TerminalError, type Reconciler, type ReconcileResult } from '../controller.js';
 import type { Admission, Rollouts } from '../rollout/rollouts.js';
 import { resolveCustomer, TemplateError, type DesiredDefaults, type ResolvedCustomer } from './desired.js';
-import { describeFailure, Executor, ReconcileStepError, type ExecuteOutcome } from './execute.js';
+import { describeFailure, Executor, ReconcileStepError, type ExecuteOutcome, type KnownPorts } from './execute.js';
 import { WorldCache, WorldObserver } from './observe.js';
 import { fleetChangeOf, plan, type Action, type Observed, type UpstreamOf } from './plan.js';
+import { ReconcileEvents } from './reconcile-events.js';
 import { RestartBackoff, type RestartBackoffOptions } from './restart-backoff.js';
 import { computeStatus, failedStatus, isConverged } from './status.js';
 
@@ -95,14 +96,27 @@ export class CustomerReconciler implements Reconciler {
 
   /**
    * Observe, plan, execute, write status; then say when to look again. Each step is a room of
-   * its own: observe.ts, plan.ts (pure), execute.ts, status.ts (pure).
+   * its own: observe.ts, plan.ts (pure), execute.ts, status.ts (pure). The events it records are
+   * written with the status, in one statement.
    */
   async reconcile(name: string, signal: AbortSignal): Promise<ReconcileResult> {
+    const events = new ReconcileEvents();
+    try {
+      return await this.#reconcile(name, signal, events);
+    } finally {
+      // Events not written with a status (there was none to write, or a step threw) go on their
+      // own; not after an abort: that reconcile no longer speaks for the customer.
+      const left = events.take();
+      if (left.length > 0 && !signal.aborted) await this.#deps.store.writeStatusAndEvents(name, undefined, left).catch(() => {});
+    }
+  }
+
+  async #reconcile(name: string, signal: AbortSignal, events: ReconcileEvents): Promise<ReconcileResult> {
     const started = this.#now();
     // Observe: what the store wants (resolved against its template), and what the world has.
     const { view, cached } = await this.#observer.desired(name);
     const customer = view?.customer;
-    let resolved = view ? await this.#resolve(view) : undefined;
+    let resolved = view ? await this.#resolve(view, events) : undefined;
     const observed = await this.#observer.world(name, cached);
     this.#restarts.observed(name, observed.containers, this.#now());
     // A fleet-wide change waits for its rollout's slot; a customer sent back gets its previous image.
@@ -126,27 +140,29 @@ export class CustomerReconciler implements Reconciler {
     if (!customer || !resolved) {
       // Gone from the store: tear down what the world still has (an orphan); no status to write.
       if (result.actions.length > 0) this.invalidate(name);
-      await this.#executor.execute(name, result.actions, undefined, signal, true);
+      await this.#executor.execute(name, result.actions, undefined, signal, true, events, knownPorts(observed));
       return {};
     }
     if (customer.spec.paused) {
-      await this.#writeStatus(customer, resolved, observed, { note: result.note });
+      await this.#writeStatus(customer, resolved, observed, events, { note: result.note });
       return {};
     }
 
     // Execute. A listing in flight must not hand a later reconcile the world from before these
     // actions: invalidated before and after them.
     if (result.actions.length > 0) this.invalidate(name);
-    const run = await this.#execute(name, result.actions, resolved, signal, isConverged(customer));
+    const ports = knownPorts(observed);
+    const run = await this.#execute(name, result.actions, resolved, signal, isConverged(customer), events, ports);
     // Aborted (leadership lost, shutdown, reconcile timeout): an action in flight may have
     // finished, but this reconcile no longer speaks for the customer. No status, event or
     // rollout report: a new leader (or the next attempt) observes and writes them.
     if (signal.aborted) throw abortReason(signal);
     if (result.actions.length > 0) this.invalidate(name);
 
-    // Status, from the world as it is after the actions.
-    const after = result.actions.length > 0 ? await this.#observer.observe(name) : observed;
-    const status = await this.#writeStatus(customer, resolved, after, {
+    // Status, from the world as it is after the actions (the ports as the actions left them,
+    // unless one failed: then as the store has them).
+    const after = result.actions.length > 0 ? await this.#observer.observe(name, run.failure ? undefined : ports) : observed;
+    const status = await this.#writeStatus(customer, resolved, after, events, {
       failure: run.failure,
       note: run.waitNote,
       heldHash: result.waitingForRollout?.heldHash,
@@ -163,14 +179,14 @@ export class CustomerReconciler implements Reconciler {
   }
 
   /** The customer against its template; a template no retry can fix fails it terminally. */
-  async #resolve(view: ReconcileView): Promise<ResolvedCustomer> {
+  async #resolve(view: ReconcileView, events: ReconcileEvents): Promise<ResolvedCustomer> {
     try {
       return await resolveCustomer(view, this.#deps);
     } catch (error) {
       if (!(error instanceof TemplateError)) throw error;
       const failure = { reason: 'TemplateInvalid', message: error.message, terminal: true };
       const changed = await this.#deps.store.updateStatus(view.customer.name, failedStatus(view.customer, failure, new Date(this.#now())));
-      if (changed) await this.#event(view.customer.name, 'Warning', failure.reason, failure.message);
+      if (changed) events.record('Warning', failure.reason, failure.message);
       // No retry fixes a missing template: status says Failed and the queue does not retry.
       throw new TerminalError(error.message, { cause: error });
     }
@@ -183,13 +199,15 @@ export class CustomerReconciler implements Reconciler {
     resolved: ResolvedCustomer,
     signal: AbortSignal,
     converged: boolean,
+    events: ReconcileEvents,
+    ports: KnownPorts,
   ): Promise<RunOutcome> {
     try {
-      return await this.#executor.execute(name, actions, resolved, signal, converged);
+      return await this.#executor.execute(name, actions, resolved, signal, converged, events, ports);
     } catch (error) {
       if (signal.aborted) throw abortReason(signal);
       const failure = describeFailure(error);
-      await this.#event(name, 'Warning', failure.reason, failure.message);
+      events.record('Warning', failure.reason, failure.message);
       this.#deps.logger.warn({ customer: name, reason: failure.reason, err: error }, 'reconcile step failed');
       return { failure, ...(error instanceof PortsExhaustedError ? { retryAfterMs: PORTS_EXHAUSTED_RETRY_MS } : {}) };
     }
@@ -243,14 +261,11 @@ export class CustomerReconciler implements Reconciler {
     return progress;
   }
 
-  #event(name: string, type: EventType, reason: string, message: string): Promise<void> {
-    return this.#deps.store.recordEvent(name, { type, reason, message }).catch(() => {});
-  }
-
   async #writeStatus(
     customer: Customer,
     resolved: ResolvedCustomer,
     observed: Observed,
+    events: ReconcileEvents,
     why: {
       failure?: Failure | undefined;
       note?: string | undefined;
@@ -275,8 +290,13 @@ export class CustomerReconciler implements Reconciler {
       restartHoldOf: (containerId) => this.#restarts.hold(customer.name, containerId, this.#now()),
       now: new Date(this.#now()),
     });
-    // Written only when it changed: a steady-state pass costs no store writes.
-    if (canonicalJson(status) !== canonicalJson(customer.status)) await this.#deps.store.updateStatus(customer.name, status);
+    // Written only when it changed, with the reconcile's events: a steady-state pass costs no
+    // store writes, a busy one a single statement.
+    const changed = canonicalJson(status) !== canonicalJson(customer.status);
+    const recorded = events.take();
+    if (changed || recorded.length > 0) {
+      await this.#deps.store.writeStatusAndEvents(customer.name, changed ? status : undefined, recorded);
+    }
     return status;
   }
 
@@ -333,6 +353,14 @@ function lookAgain(input: {
     if (purgeIn > 0 && after.workspace.exists) return { requeueAfterMs: Math.min(purgeIn, MAX_PURGE_WAIT_MS) };
   }
   return {};
+}
+
+/** The ports a reconcile starts its actions with: as observed. */
+function knownPorts(observed: Observed): KnownPorts {
+  const ports: KnownPorts = {};
+  if (observed.port !== undefined) ports.current = observed.port;
+  if (observed.nextPort !== undefined) ports.next = observed.nextPort;
+  return ports;
 }
 
 /** Why a reconcile's signal was aborted (NotLeaderError, ReconcileTimeoutError, shutdown). */
