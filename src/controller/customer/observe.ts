@@ -15,7 +15,7 @@ export interface WorldObserverDeps {
   store: Pick<ControllerStore, 'reconcileView' | 'reconcileViews'>;
   ports: Pick<HostPorts, 'find' | 'findNext' | 'all'>;
   runtime: Pick<CustomerRuntime, 'list' | 'listFor'>;
-  routes: Pick<RouteTable, 'list'>;
+  routes: Pick<RouteTable, 'list' | 'get'>;
   workspaces: Pick<Workspaces, 'observe'>;
   /** When given, full passes list the world once and reconciles read from it. */
   cache?: WorldCache | undefined;
@@ -76,14 +76,14 @@ export class WorldObserver {
    */
   async observe(name: string, known?: Partial<Record<PortSlot, number>>): Promise<Observed> {
     const { runtime, routes, ports, workspaces } = this.#deps;
-    const [containers, routeList, port, nextPort, workspace] = await Promise.all([
+    const [containers, route, port, nextPort, workspace] = await Promise.all([
       runtime.listFor(name),
-      routes.list(),
+      routes.get(name),
       known ? known.current : ports.find(name),
       known ? known.next : ports.findNext(name),
       workspaces.observe(name),
     ]);
-    return { containers, route: routeList.find((r) => r.customer === name), port, nextPort, workspace };
+    return { containers, route, port, nextPort, workspace };
   }
 }
 
