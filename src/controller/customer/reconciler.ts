@@ -1,5 +1,5 @@
 import type { Customer, CustomerStatus } from '../../domain/customer.js';
-import { canonicalJson } from '../../domain/canonical-json.js';
+import { sameJson } from '../../domain/canonical-json.js';
 import type { Logger } from '../../observability/logger.js';
 import type { Metrics } from '../../observability/metrics.js';
 import type { RouteTable } from '../../proxy/route-table.js';
@@ -117,7 +117,7 @@ export class CustomerReconciler implements Reconciler {
     const { view, cached } = await this.#observer.desired(name);
     const customer = view?.customer;
     let resolved = view ? await this.#resolve(view, events) : undefined;
-    const observed = await this.#observer.world(name, cached);
+    const observed = await this.#observer.world(name, cached, view);
     this.#restarts.observed(name, observed.containers, this.#now());
     // A fleet-wide change waits for its rollout's slot; a customer sent back gets its previous image.
     const admission = view && resolved ? await this.#admit(view, resolved, observed) : undefined;
@@ -292,7 +292,7 @@ export class CustomerReconciler implements Reconciler {
     });
     // Written only when it changed, with the reconcile's events: a steady-state pass costs no
     // store writes, a busy one a single statement.
-    const changed = canonicalJson(status) !== canonicalJson(customer.status);
+    const changed = !sameJson(status, customer.status);
     const recorded = events.take();
     if (changed || recorded.length > 0) {
       await this.#deps.store.writeStatusAndEvents(customer.name, changed ? status : undefined, recorded);
