@@ -6,7 +6,7 @@ import type { DatabaseHandle } from './database.js';
 import { ConflictError, isUniqueViolation, NotFoundError } from './errors.js';
 import type { CustomerRow, Database, NewCustomerRow } from './schema.js';
 import type { SecretBox } from './secret-box.js';
-import type { ControllerStore, CustomerSecrets, EventType, ReconcileView, RoutedCustomer, StoreEvent } from './store.js';
+import type { ControllerStore, CustomerSecrets, EventType, PortSlot, ReconcileView, RoutedCustomer, StoreEvent } from './store.js';
 
 export interface ApplyOptions {
   /** When given, the apply fails with ConflictError unless the stored object is at this version. */
@@ -402,15 +402,29 @@ export class CustomerStore implements ControllerStore {
     return rows.rows.map((row) => ({ name: row.name, state: row.state, port: row.port ?? undefined }));
   }
 
-  /** What one reconcile reads from the store, in one query. */
+  /** What one reconcile reads from the store, its host ports included, in one query. */
   async reconcileView(name: string): Promise<ReconcileView | undefined> {
     const row = await this.#db
       .selectFrom('customers')
-      .selectAll()
+      .selectAll('customers')
+      .select((eb) => {
+        const portIn = (slot: PortSlot) =>
+          eb
+            .selectFrom('port_reservations')
+            .select('port')
+            .whereRef('port_reservations.customer', '=', 'customers.name')
+            .where('port_reservations.slot', '=', slot);
+        return [portIn('current').as('current_port'), portIn('next').as('next_port')];
+      })
       .where('name', '=', name)
       .where('deleted_at', 'is', null)
       .executeTakeFirst();
-    return row ? this.#toReconcileView(row) : undefined;
+    if (!row) return undefined;
+    const { current_port: current, next_port: next, ...customer } = row;
+    const ports: ReconcileView['ports'] = {};
+    if (current !== null) ports.current = current;
+    if (next !== null) ports.next = next;
+    return { ...this.#toReconcileView(customer), ports };
   }
 
   /** Every customer's reconcile view in one query: a full resync pass reads the store once. */

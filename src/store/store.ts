@@ -27,6 +27,12 @@ export interface ReconcileView {
   secrets: CustomerSecrets;
   /** Absent until the controller first generates it. */
   gatewayToken: string | undefined;
+  /**
+   * The customer's host port reservations, read in the same query (a reconcile of one customer
+   * then reads the store once); absent where the view was read without them (a full pass lists
+   * the reservations on their own).
+   */
+  ports?: Partial<Record<PortSlot, number>>;
 }
 
 /** A customer that should have a route: active ones route to their reserved port, suspended ones show the page. */

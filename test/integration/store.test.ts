@@ -477,6 +477,32 @@ describe.each(backends)('customer store on $kind', ({ kind, create }) => {
       expect((await ports.all()).get(b)).toBe(41001);
     });
 
+    it('finds a port another process freed below the ones it handed out, once the range above is full', async () => {
+      const ours = new PortReservations(db.handle, { from: 41200, to: 41203 });
+      const theirs = new PortReservations(db.handle, { from: 41200, to: 41203 });
+      const [a, b, c, d, e] = [uniqueName('hint'), uniqueName('hint'), uniqueName('hint'), uniqueName('hint'), uniqueName('hint')];
+      expect(await ours.reserve(a)).toBe(41200);
+      expect(await ours.reserve(b)).toBe(41201);
+      await theirs.release(a); // another replica, or an operator in psql
+      expect(await ours.reserve(c)).toBe(41202);
+      expect(await ours.reserve(d)).toBe(41203);
+      expect(await ours.reserve(e)).toBe(41200);
+      await expect(ours.reserve(uniqueName('hint'))).rejects.toThrow(PortsExhaustedError);
+      // Its own releases it knows at once.
+      await ours.release(b);
+      expect(await ours.reserve(a)).toBe(41201);
+    });
+
+    it("are read with the customer's reconcile view, in the same query", async () => {
+      const name = uniqueName('view');
+      await store.apply(desiredCustomer(name));
+      const ports = new PortReservations(db.handle, { from: 41300, to: 41309 });
+      expect((await store.reconcileView(name))?.ports).toEqual({});
+      await ports.reserve(name);
+      await ports.reserveNext(name);
+      expect((await store.reconcileView(name))?.ports).toEqual({ current: 41300, next: 41301 });
+    });
+
     it('skips ports to avoid and moves a customer off a clashing port', async () => {
       const ports = new PortReservations(db.handle, { from: 41100, to: 41109 });
       const a = uniqueName('avoid');

@@ -63,9 +63,12 @@ export class WorldObserver {
     return { view, cached };
   }
 
-  /** The customer's world: the full pass's entry when `desired` used one (the workspace is always read now), else read now. */
-  async world(name: string, cached?: CachedCustomer): Promise<Observed> {
-    if (!cached) return this.observe(name);
+  /**
+   * The customer's world: the full pass's entry when `desired` used one (the workspace is always
+   * read now), else read now (the host ports as the view read them, when it did).
+   */
+  async world(name: string, cached?: CachedCustomer, view?: ReconcileView): Promise<Observed> {
+    if (!cached) return this.observe(name, view?.ports);
     const { containers, route, port, nextPort } = cached;
     return { containers, route, port, nextPort, workspace: await this.#deps.workspaces.observe(name) };
   }
