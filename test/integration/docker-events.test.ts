@@ -73,10 +73,8 @@ async function runningContainer(customer: string, extraLabels?: Record<string, s
  * (if any were forwarded) have arrived too. This proves "not forwarded" without a sleep.
  */
 async function marker(sink: RecordingSink, markerId: string, markerCustomer: string): Promise<void> {
-  await docker
-    .getContainer(markerId)
-    .kill({ signal: 'SIGHUP' })
-    .catch(() => {});
+  await docker.getContainer(markerId).pause();
+  await docker.getContainer(markerId).unpause();
   await waitFor(() => sink.enqueued.includes(markerCustomer));
 }
 
@@ -123,6 +121,21 @@ describe('DockerEventSource', () => {
     await docker.getContainer(id).remove({ force: true });
     await waitFor(() => sink.enqueued.includes(customer));
     expect(sink.resyncs).toEqual([]);
+  });
+
+  it('does not forward a signal that leaves the process running (a kill event is no change)', async () => {
+    const customer = name('hup');
+    const markerCustomer = name('hup-marker');
+    const id = await runningContainer(customer);
+    const markerId = await runningContainer(markerCustomer);
+    await waitFor(() => sink.enqueued.includes(customer) && sink.enqueued.includes(markerCustomer));
+
+    sink.clear();
+    // busybox httpd ignores SIGWINCH: the engine logs a kill event and nothing else happens.
+    await docker.getContainer(id).kill({ signal: 'SIGWINCH' });
+    await marker(sink, markerId, markerCustomer);
+    expect(sink.enqueued).not.toContain(customer);
+    expect((await docker.getContainer(id).inspect()).State.Running).toBe(true);
   });
 
   it('does not forward exec events, nor containers of another instance', async () => {

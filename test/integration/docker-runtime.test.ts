@@ -173,6 +173,30 @@ describe('DockerRuntime', () => {
     expect(await runtime.listFor(customer)).toEqual([]);
   });
 
+  it('listFor, asked the moment the die event arrives, sees the container stopped (the engine list still says running then)', async () => {
+    const customer = name('died');
+    const id = await runtime.create(await spec(customer, portBase + 12));
+    await runtime.start(id);
+    const events = (await docker.getEvents({
+      filters: { type: ['container'], label: [`${CUSTOMER_LABEL}=${customer}`], event: ['die'] },
+    })) as NodeJS.ReadableStream & { destroy(): void };
+    try {
+      const died = new Promise<void>((resolve) => events.once('data', () => resolve()));
+      // Not awaited before the event: the engine answers the kill only once it is done with the exit.
+      const killed = docker.getContainer(id).kill();
+      await died;
+      const [seen] = await runtime.listFor(customer);
+      await killed;
+      expect(seen?.state).toBe('exited');
+      expect(seen?.healthMessage).toMatch(/^Exited \(137\)/);
+      // The engine is free to start it again at once.
+      await runtime.start(id);
+      expect((await runtime.listFor(customer))[0]?.state).toBe('running');
+    } finally {
+      events.destroy();
+    }
+  });
+
   it('a host port taken by another container: start throws PortClashError and leaves a created container', async () => {
     const first = name('clash-a');
     const second = name('clash-b');

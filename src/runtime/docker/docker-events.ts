@@ -17,11 +17,14 @@ import { checkExtraLabels, labelFilter } from '../../domain/labels.js';
  * What can make a container differ from what the controller last made it. A restart-policy
  * restart shows as `die` then `start`; `start` also reveals a hand-started foreign container.
  * Health checks run as `exec_*` events and would flood the queue: they are not subscribed to.
+ * Nor is `kill`: it is sent when a signal is, before the process has died, so a reconcile it
+ * started would find the container still running and delay the one the `die` that follows
+ * needs (a key being reconciled waits to be reconciled again); a signal that ends the process
+ * shows as `die`, and one that does not changes nothing.
  */
 export const WATCHED_ACTIONS = [
   'start',
   'die',
-  'kill',
   'stop',
   'destroy',
   'oom',

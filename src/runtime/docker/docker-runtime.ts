@@ -86,23 +86,41 @@ export class DockerRuntime implements CustomerRuntime {
   }
 
   list(): Promise<ObservedContainer[]> {
-    return this.#list({});
+    return this.#list({}, false);
   }
 
+  /**
+   * One customer's containers, each running one as the engine has it now: the list is the
+   * engine's cached view, which still says running for a moment after the process died (the die
+   * event goes out before the view is updated), while inspect waits for the container's lock and
+   * so answers once the engine is done with the exit. A repair seen this way starts the container
+   * when the engine can, not when the next look happens to come.
+   */
   listFor(customer: string): Promise<ObservedContainer[]> {
-    return this.#list({ [CUSTOMER_LABEL]: customer });
+    return this.#list({ [CUSTOMER_LABEL]: customer }, true);
   }
 
-  async #list(more: Record<string, string>): Promise<ObservedContainer[]> {
+  async #list(more: Record<string, string>, exact: boolean): Promise<ObservedContainer[]> {
     const infos = await this.#guard('listContainers', (abortSignal) =>
       this.#docker.listContainers({ all: true, filters: { label: labelFilter(this.#extraLabels, more) }, abortSignal }),
     );
-    return mapLimit(infos, this.#probeConcurrency, (info) => this.#observe(info));
+    const observed = await mapLimit(infos, this.#probeConcurrency, (info) => this.#observe(info, exact));
+    return observed.filter((container): container is ObservedContainer => container !== undefined);
   }
 
-  async #observe(info: Docker.ContainerInfo): Promise<ObservedContainer> {
+  /** The container as listed (`exact`: a running one as inspected now); undefined once it is gone. */
+  async #observe(info: Docker.ContainerInfo, exact: boolean): Promise<ObservedContainer | undefined> {
     const labels = info.Labels ?? {};
-    const state: ContainerState = STATES.has(info.State as ContainerState) ? (info.State as ContainerState) : 'dead';
+    let state: ContainerState = STATES.has(info.State as ContainerState) ? (info.State as ContainerState) : 'dead';
+    let status = info.Status ?? '';
+    let startedAt: number | undefined;
+    if (exact && state === 'running') {
+      const current = await this.#inspectState(info.Id);
+      if (!current) return undefined; // removed since the list
+      state = STATES.has(current.Status as ContainerState) ? (current.Status as ContainerState) : 'dead';
+      if (state === 'running') startedAt = Date.parse(current.StartedAt);
+      else status = `Exited (${current.ExitCode})${current.OOMKilled ? ' (out of memory)' : ''}`;
+    }
     const containerPort = positivePort(labels[CONTAINER_PORT_LABEL]);
     // The label is what we asked for; a hand-made container with our marks may only have a port in the list.
     const hostPort =
@@ -124,7 +142,7 @@ export class DockerRuntime implements CustomerRuntime {
     if (labels[OWN_HASH_LABEL] !== undefined) observed.ownHash = labels[OWN_HASH_LABEL];
     const generation = Number(labels[GENERATION_LABEL]);
     if (labels[GENERATION_LABEL] !== undefined && Number.isInteger(generation)) observed.generation = generation;
-    const health = await this.#health(info.Id, state, info.Status ?? '', hostPort, labels);
+    const health = await this.#health(info.Id, state, status, hostPort, labels, startedAt);
     observed.health = health.health;
     if (health.message !== undefined) observed.healthMessage = health.message;
     return observed;
@@ -136,6 +154,7 @@ export class DockerRuntime implements CustomerRuntime {
     status: string,
     hostPort: number | undefined,
     labels: Record<string, string>,
+    startedAt: number | undefined,
   ): Promise<ProbeResult> {
     // Not running: no health to speak of; the engine's Status ("Exited (137) 3 seconds ago") says why.
     if (state !== 'running') return { health: 'unknown', message: status || state };
@@ -149,15 +168,31 @@ export class DockerRuntime implements CustomerRuntime {
     const probes = parseProbesLabel(labels[PROBES_LABEL]);
     if (probes) {
       const startTimeoutSeconds = Number(labels[START_TIMEOUT_LABEL]);
+      const uptime = async () =>
+        startedAt !== undefined && !Number.isNaN(startedAt)
+          ? Math.max(0, (Date.now() - startedAt) / 1000)
+          : this.#uptimeSeconds(id, parsed.upSeconds);
       return judgeContainer(
         { hostPort, probes, startTimeoutSeconds: Number.isFinite(startTimeoutSeconds) ? startTimeoutSeconds : 0 },
-        () => this.#uptimeSeconds(id, parsed.upSeconds),
+        uptime,
         this.#probe,
       );
     }
     const legacyPath = labels[HEALTH_PATH_LABEL];
     if (legacyPath?.startsWith('/')) return probeLegacyPath(hostPort, legacyPath, this.#probe);
     return { health: 'unknown', message: 'no probes declared' };
+  }
+
+  /** The container's state as the engine has it now; undefined when it is gone. */
+  async #inspectState(id: string): Promise<Docker.ContainerInspectInfo['State'] | undefined> {
+    return this.#guard('inspectContainer', async (abortSignal) => {
+      try {
+        return (await this.#docker.getContainer(id).inspect({ abortSignal } as Docker.ContainerInspectOptions)).State;
+      } catch (error) {
+        if (isStatus(error, 404)) return undefined;
+        throw error;
+      }
+    });
   }
 
   /**
