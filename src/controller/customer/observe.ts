@@ -21,9 +21,10 @@ export interface WorldObserverDeps {
   cache?: WorldCache | undefined;
 }
 
-/** What a reconcile read about a customer from the store, and the full pass's entry it used (if any). */
+/** What a reconcile reads first: the customer from the store, its containers, and the full pass's entry it used (if any). */
 export interface DesiredRead {
   view: ReconcileView | undefined;
+  containers: ObservedContainer[];
   cached: CachedCustomer | undefined;
 }
 
@@ -56,31 +57,43 @@ export class WorldObserver {
     this.#deps.cache?.invalidate(name);
   }
 
-  /** The customer as the store wants it: from the last full pass (once), else read now. */
-  async desired(name: string): Promise<DesiredRead> {
+  /**
+   * The customer as the store wants it and its containers: from the last full pass (once), else
+   * both read now, side by side.
+   */
+  async desiredAndContainers(name: string): Promise<DesiredRead> {
     const cached = this.#deps.cache?.take(name);
-    const view = cached ? cached.view : await this.#deps.store.reconcileView(name);
-    return { view, cached };
+    if (cached) return { view: cached.view, containers: cached.containers, cached };
+    const [view, containers] = await Promise.all([this.#deps.store.reconcileView(name), this.#deps.runtime.listFor(name)]);
+    return { view, containers, cached: undefined };
+  }
+
+  /** The customer's containers, read now. */
+  containers(name: string): Promise<ObservedContainer[]> {
+    return this.#deps.runtime.listFor(name);
   }
 
   /**
-   * The customer's world: the full pass's entry when `desired` used one (the workspace is always
-   * read now), else read now (the host ports as the view read them, when it did).
+   * The rest of the customer's world: the full pass's entry when `desiredAndContainers` used
+   * one (the workspace is always read now), else read now (the host ports as the view read them,
+   * when it did).
    */
-  async world(name: string, cached?: CachedCustomer, view?: ReconcileView): Promise<Observed> {
-    if (!cached) return this.observe(name, view?.ports);
-    const { containers, route, port, nextPort } = cached;
+  async world(name: string, read: DesiredRead): Promise<Observed> {
+    const { cached, view, containers } = read;
+    if (!cached) return this.observe(name, view?.ports, containers);
+    const { route, port, nextPort } = cached;
     return { containers, route, port, nextPort, workspace: await this.#deps.workspaces.observe(name) };
   }
 
   /**
    * The customer's world, read now; its host ports as `known` says when given (the store's own
-   * answers to this reconcile's port writes), else read from the store.
+   * answers to this reconcile's port writes), else read from the store; its containers as given,
+   * else listed.
    */
-  async observe(name: string, known?: Partial<Record<PortSlot, number>>): Promise<Observed> {
+  async observe(name: string, known?: Partial<Record<PortSlot, number>>, listed?: ObservedContainer[]): Promise<Observed> {
     const { runtime, routes, ports, workspaces } = this.#deps;
     const [containers, route, port, nextPort, workspace] = await Promise.all([
-      runtime.listFor(name),
+      listed ?? runtime.listFor(name),
       routes.get(name),
       known ? known.current : ports.find(name),
       known ? known.next : ports.findNext(name),

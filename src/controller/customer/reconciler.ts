@@ -11,7 +11,7 @@ import { TerminalError, type Reconciler, type ReconcileResult } from '../control
 import type { Admission, Rollouts } from '../rollout/rollouts.js';
 import { resolveCustomer, TemplateError, type DesiredDefaults, type ResolvedCustomer } from './desired.js';
 import { describeFailure, Executor, ReconcileStepError, type ExecuteOutcome, type KnownPorts } from './execute.js';
-import { WorldCache, WorldObserver } from './observe.js';
+import { WorldCache, WorldObserver, type DesiredRead } from './observe.js';
 import { fleetChangeOf, plan, type Action, type Observed, type UpstreamOf } from './plan.js';
 import { ReconcileEvents } from './reconcile-events.js';
 import { RestartBackoff, type RestartBackoffOptions } from './restart-backoff.js';
@@ -64,6 +64,8 @@ export class CustomerReconciler implements Reconciler {
   readonly #provisionStarted = new Map<string, { generation: number; at: number }>();
   /** Restarts of unhealthy containers, spaced out like the kubelet's CrashLoopBackOff. */
   readonly #restarts: RestartBackoff;
+  /** Each Ready customer's serving container, as its last reconcile saw it (see #repair). */
+  readonly #serving = new Map<string, Serving>();
 
   /** Where routes point: the runtime knows (loopback for Docker, the Service on Kubernetes). */
   readonly #upstreamOf: UpstreamOf;
@@ -113,11 +115,15 @@ export class CustomerReconciler implements Reconciler {
 
   async #reconcile(name: string, signal: AbortSignal, events: ReconcileEvents): Promise<ReconcileResult> {
     const started = this.#now();
-    // Observe: what the store wants (resolved against its template), and what the world has.
-    const { view, cached } = await this.#observer.desired(name);
+    // Observe: what the store wants and the customer's containers, then (after any repair)
+    // the template resolved and the rest of the world.
+    const read = await this.#observer.desiredAndContainers(name);
+    const { view } = read;
     const customer = view?.customer;
+    const repair = await this.#repair(name, read, events, signal);
+    if (repair && !repair.failure) read.containers = await this.#observer.containers(name);
     let resolved = view ? await this.#resolve(view, events) : undefined;
-    const observed = await this.#observer.world(name, cached, view);
+    const observed = await this.#observer.world(name, read);
     this.#restarts.observed(name, observed.containers, this.#now());
     // A fleet-wide change waits for its rollout's slot; a customer sent back gets its previous image.
     const admission = view && resolved ? await this.#admit(view, resolved, observed) : undefined;
@@ -138,6 +144,7 @@ export class CustomerReconciler implements Reconciler {
       updatesInPlace: this.#deps.runtime.updatesInPlace === true,
     });
     if (!customer || !resolved) {
+      this.#serving.delete(name);
       // Gone from the store: tear down what the world still has (an orphan); no status to write.
       if (result.actions.length > 0) this.invalidate(name);
       await this.#executor.execute(name, result.actions, undefined, signal, true, events, knownPorts(observed));
@@ -152,7 +159,8 @@ export class CustomerReconciler implements Reconciler {
     // actions: invalidated before and after them.
     if (result.actions.length > 0) this.invalidate(name);
     const ports = knownPorts(observed);
-    const run = await this.#execute(name, result.actions, resolved, signal, isConverged(customer), events, ports);
+    // A repair that failed stands for this pass (the plan holds the same start): no second try.
+    const run = repair?.failure ? repair : await this.#execute(name, result.actions, resolved, signal, isConverged(customer), events, ports);
     // Aborted (leadership lost, shutdown, reconcile timeout): an action in flight may have
     // finished, but this reconcile no longer speaks for the customer. No status, event or
     // rollout report: a new leader (or the next attempt) observes and writes them.
@@ -169,6 +177,7 @@ export class CustomerReconciler implements Reconciler {
       rollout: admission?.condition,
     });
     this.#trackProvisioning(customer, status, started);
+    this.#rememberServing(customer, status, after, result.waitingForRollout?.heldHash ?? resolved.desired.specHash);
     const progress = admission && (await this.#report(name, admission, resolved, after, status, !!result.waitingForRollout));
     // A failed update goes back to the previous image at once.
     if (progress?.failed && !run.failure) return { requeueAfterMs: 50 };
@@ -176,6 +185,49 @@ export class CustomerReconciler implements Reconciler {
     // Let the queue back off on a failure; the status already says why.
     if (run.failure && run.retryAfterMs === undefined) throw new ReconcileStepError(run.failure.message);
     return lookAgain({ customer, status, run, admission, after, retentionMs: this.#deps.retentionMs, now: this.#now() });
+  }
+
+  /**
+   * Repair before anything else: the container this controller last saw serving the customer,
+   * at the generation the store still wants, found stopped (killed, crashed, stopped by hand) is
+   * started at once, before the template is rendered and the rest of the world read, none of
+   * which can change what to do with it; as a kubelet restarts a pod's container from the spec it
+   * holds. Then the reconcile goes on as ever and sees it running (or, when the start failed,
+   * reports that failure as its own). Once per convergence: a container that dies again before
+   * it is seen serving takes the ordinary path. Undefined when there was nothing to repair.
+   */
+  async #repair(name: string, read: DesiredRead, events: ReconcileEvents, signal: AbortSignal): Promise<RunOutcome | undefined> {
+    const serving = this.#serving.get(name);
+    const customer = read.view?.customer;
+    if (!serving || !customer) return undefined;
+    const [container, ...others] = read.containers;
+    const stopped = container?.state === 'exited' || container?.state === 'created';
+    const same =
+      customer.generation === serving.generation &&
+      customer.spec.state === 'active' &&
+      !customer.spec.paused &&
+      others.length === 0 &&
+      container?.id === serving.containerId &&
+      container.specHash === serving.specHash &&
+      container.hostPort === serving.port;
+    if (!same || !stopped) return undefined;
+    this.#serving.delete(name);
+    this.invalidate(name);
+    const start: Action = { type: 'startContainer', id: container.id, drift: 'container_stopped' };
+    return this.#execute(name, [start], undefined, signal, true, events, { current: serving.port });
+  }
+
+  /** A Ready customer's serving container, for the next repair; anything else forgets it. */
+  #rememberServing(customer: Customer, status: CustomerStatus, after: Observed, specHash: string): void {
+    const active = status.phase === 'Ready' && customer.spec.state === 'active' && !customer.spec.paused;
+    const container = active
+      ? after.containers.find((c) => c.hostPort === after.port && c.specHash === specHash && c.state === 'running')
+      : undefined;
+    if (container && after.port !== undefined) {
+      this.#serving.set(customer.name, { generation: customer.generation, containerId: container.id, specHash, port: after.port });
+    } else {
+      this.#serving.delete(customer.name);
+    }
   }
 
   /** The customer against its template; a template no retry can fix fails it terminally. */
@@ -196,7 +248,7 @@ export class CustomerReconciler implements Reconciler {
   async #execute(
     name: string,
     actions: Action[],
-    resolved: ResolvedCustomer,
+    resolved: ResolvedCustomer | undefined,
     signal: AbortSignal,
     converged: boolean,
     events: ReconcileEvents,
@@ -318,6 +370,14 @@ export class CustomerReconciler implements Reconciler {
 }
 
 type Failure = ReturnType<typeof describeFailure>;
+
+/** The container a Ready customer was served by, at the generation it was Ready at. */
+interface Serving {
+  generation: number;
+  containerId: string;
+  specHash: string;
+  port: number;
+}
 
 /** What the execute step came to: a failure (status and events say why), or a note on what it waits for. */
 interface RunOutcome extends ExecuteOutcome {
