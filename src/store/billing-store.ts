@@ -97,6 +97,8 @@ export interface BillingStoreOptions {
 
 // Any fixed number: signups queue on it so the capacity count and the insert are atomic.
 const SIGNUP_LOCK_KEY = 0x626c_7973; // "blys"
+/** Reads and single-statement writes of one event before it takes the row lock instead. */
+const OPTIMISTIC_ATTEMPTS = 3;
 
 export class BillingStore {
   readonly #db: Kysely<BillingDatabase>;
@@ -240,11 +242,125 @@ export class BillingStore {
   }
 
   /**
-   * Records a verified Stripe event in the ledger and applies it, in one transaction: a
-   * duplicate id (even one being applied concurrently right now) waits for the first, then
-   * changes nothing. Errors propagate: the caller answers 5xx so Stripe retries.
+   * Records a verified Stripe event in the ledger and applies it: the ledger row, the customer's
+   * change (the trigger's NOTIFY with it) and its event note are one statement, so one
+   * transaction and one round trip, after one read that finds the customer (or sees the event
+   * id already recorded: a duplicate costs that read alone). The statement changes the customer
+   * only as that read saw it (its resource version) and only while the event id is unrecorded;
+   * when either moved on meanwhile it writes nothing and the read is taken again. An event
+   * whose Stripe ids belong to another customer, or one that keeps losing such races, goes the
+   * long way: one transaction holding the customer's row lock. Errors propagate: the caller
+   * answers 5xx so Stripe retries.
    */
   async recordStripeEvent(event: StripeEventLike, intent: BillingIntent): Promise<WebhookResult> {
+    for (let attempt = 0; attempt < OPTIMISTIC_ATTEMPTS; attempt++) {
+      const read = await this.#readForEvent(event.id, intent);
+      if (read.recorded) return { outcome: 'duplicate' };
+      let written: WebhookResult | undefined;
+      try {
+        written = await this.#writeEvent(event, intent, read.row);
+      } catch (error) {
+        if (isUniqueViolation(error)) break; // a Stripe id another customer holds: the long way says which
+        throw error;
+      }
+      if (written) return written;
+    }
+    return this.#recordLocked(event, intent);
+  }
+
+  /** In one query: whether the ledger has the event, and the customer it names (lookups in `findCustomer`'s order). */
+  async #readForEvent(eventId: string, intent: BillingIntent): Promise<{ recorded: boolean; row: BillingRow | undefined }> {
+    const ref: CustomerRef = intent.kind === 'ignored' ? {} : intent.ref;
+    const { rows } = await sql<BillingRow & { recorded: boolean; found: boolean }>`
+      SELECT EXISTS (SELECT 1 FROM webhook_events WHERE event_id = ${eventId}) AS recorded, c.name IS NOT NULL AS found, c.*
+      FROM (SELECT 1) AS one
+      LEFT JOIN LATERAL (
+        SELECT * FROM customers
+        WHERE deleted_at IS NULL AND (
+          name = ${ref.name ?? null} OR stripe_subscription_id = ${ref.subscriptionId ?? null}
+          OR stripe_customer_id = ${ref.stripeCustomerId ?? null} OR stripe_checkout_session_id = ${ref.checkoutSessionId ?? null}
+        )
+        ORDER BY CASE
+          WHEN name = ${ref.name ?? null} THEN 0
+          WHEN stripe_subscription_id = ${ref.subscriptionId ?? null} THEN 1
+          WHEN stripe_customer_id = ${ref.stripeCustomerId ?? null} THEN 2
+          ELSE 3
+        END
+        LIMIT 1
+      ) AS c ON true
+    `.execute(this.#db);
+    const first = rows[0];
+    if (!first) throw new Error('webhook ledger read returned no row');
+    const { recorded, found, ...row } = first;
+    return { recorded, row: found ? (row as BillingRow) : undefined };
+  }
+
+  /**
+   * The ledger row, the customer's change and the note in one statement. Undefined when it wrote
+   * nothing because the customer changed since `row` was read (or the event was recorded
+   * meanwhile): read again.
+   */
+  async #writeEvent(event: StripeEventLike, intent: BillingIntent, row: BillingRow | undefined): Promise<WebhookResult | undefined> {
+    const decision = intent.kind === 'ignored' || !row ? undefined : decide(toRecord(row), intent, event.created);
+    const outcome: WebhookOutcome = intent.kind === 'ignored' ? 'ignored' : !row ? 'unknown_customer' : (decision?.outcome ?? 'ignored');
+    const customer = intent.kind === 'ignored' ? undefined : row?.name;
+    const note = decision?.note;
+    const ledger = sql`
+      INSERT INTO webhook_events (event_id, type, outcome, event_created, customer)
+      VALUES (${event.id}, ${event.type}, ${outcome}, ${event.created}, ${customer ?? null})
+      ON CONFLICT (event_id) DO NOTHING
+      RETURNING event_id`;
+    const noteInsert = note
+      ? sql`
+        INSERT INTO customer_events (customer, type, reason, message)
+        SELECT ${customer ?? ''}, ${note.type}, ${note.reason}, ${note.message.slice(0, 1000)}
+        WHERE EXISTS (SELECT 1 FROM ledger)
+        ON CONFLICT (customer, type, reason, md5(message))
+        DO UPDATE SET count = customer_events.count + 1, last_seen = now()`
+      : sql`SELECT 1 WHERE false`;
+    if (decision?.outcome !== 'applied' || !row) {
+      const result = await sql<{ recorded: number }>`
+        WITH ledger AS (${ledger}), note AS (${noteInsert})
+        SELECT count(*)::int AS recorded FROM ledger
+      `.execute(this.#db);
+      // Nothing recorded: the same event id was recorded concurrently.
+      if ((result.rows[0]?.recorded ?? 0) === 0) return { outcome: 'duplicate' };
+      return customer === undefined ? { outcome } : { outcome, customer };
+    }
+    const next = decision.next;
+    const before = toRecord(row);
+    const pendingExpiresAt =
+      next.pendingExpiresAt === before.pendingExpiresAt
+        ? sql`pending_expires_at`
+        : sql`${next.pendingExpiresAt === null ? null : new Date(next.pendingExpiresAt * 1000)}::timestamptz`;
+    // The ledger row is written only with the customer's change: the change only where the row
+    // is as read and the event id still unrecorded (a concurrent duplicate changes the row first).
+    const result = await sql<{ recorded: number }>`
+      WITH changed AS (
+        UPDATE customers SET
+          state = ${next.state}, billing_suspended = ${next.billingSuspended}, billing_warning = ${next.billingWarning},
+          stripe_customer_id = ${next.stripeCustomerId}, stripe_subscription_id = ${next.stripeSubscriptionId},
+          stripe_checkout_session_id = ${next.stripeCheckoutSessionId},
+          stripe_subscription_event_at = ${next.subscriptionEventAt}, pending_expires_at = ${pendingExpiresAt}
+        WHERE name = ${row.name} AND resource_version = ${row.resource_version}
+          AND NOT EXISTS (SELECT 1 FROM webhook_events WHERE event_id = ${event.id})
+        RETURNING name
+      ),
+      ledger AS (
+        INSERT INTO webhook_events (event_id, type, outcome, event_created, customer)
+        SELECT ${event.id}, ${event.type}, ${outcome}, ${event.created}, name FROM changed
+        ON CONFLICT (event_id) DO NOTHING
+        RETURNING event_id
+      ),
+      note AS (${noteInsert})
+      SELECT count(*)::int AS recorded FROM ledger
+    `.execute(this.#db);
+    if ((result.rows[0]?.recorded ?? 0) === 0) return undefined;
+    return { outcome, customer: row.name };
+  }
+
+  /** The long way: one transaction holding the customer's row lock (see `recordStripeEvent`). */
+  async #recordLocked(event: StripeEventLike, intent: BillingIntent): Promise<WebhookResult> {
     return this.#db.transaction().execute(async (trx) => {
       const inserted = await trx
         .insertInto('webhook_events')
