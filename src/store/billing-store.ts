@@ -269,13 +269,15 @@ export class BillingStore {
   }
 
   /** In one query: whether the ledger has the event, and the customer it names (lookups in `findCustomer`'s order). */
-  async #readForEvent(eventId: string, intent: BillingIntent): Promise<{ recorded: boolean; row: BillingRow | undefined }> {
+  async #readForEvent(eventId: string, intent: BillingIntent): Promise<{ recorded: boolean; row: LedgerRow | undefined }> {
     const ref: CustomerRef = intent.kind === 'ignored' ? {} : intent.ref;
-    const { rows } = await sql<BillingRow & { recorded: boolean; found: boolean }>`
+    const { rows } = await sql<LedgerRow & { recorded: boolean; found: boolean }>`
       SELECT EXISTS (SELECT 1 FROM webhook_events WHERE event_id = ${eventId}) AS recorded, c.name IS NOT NULL AS found, c.*
       FROM (SELECT 1) AS one
       LEFT JOIN LATERAL (
-        SELECT * FROM customers
+        SELECT name, resource_version, state, billing_suspended, billing_warning, stripe_customer_id, stripe_subscription_id,
+          stripe_checkout_session_id, stripe_subscription_event_at, pending_expires_at
+        FROM customers
         WHERE deleted_at IS NULL AND (
           name = ${ref.name ?? null} OR stripe_subscription_id = ${ref.subscriptionId ?? null}
           OR stripe_customer_id = ${ref.stripeCustomerId ?? null} OR stripe_checkout_session_id = ${ref.checkoutSessionId ?? null}
@@ -292,7 +294,7 @@ export class BillingStore {
     const first = rows[0];
     if (!first) throw new Error('webhook ledger read returned no row');
     const { recorded, found, ...row } = first;
-    return { recorded, row: found ? (row as BillingRow) : undefined };
+    return { recorded, row: found ? row : undefined };
   }
 
   /**
@@ -300,7 +302,7 @@ export class BillingStore {
    * nothing because the customer changed since `row` was read (or the event was recorded
    * meanwhile): read again.
    */
-  async #writeEvent(event: StripeEventLike, intent: BillingIntent, row: BillingRow | undefined): Promise<WebhookResult | undefined> {
+  async #writeEvent(event: StripeEventLike, intent: BillingIntent, row: LedgerRow | undefined): Promise<WebhookResult | undefined> {
     const decision = intent.kind === 'ignored' || !row ? undefined : decide(toRecord(row), intent, event.created);
     const outcome: WebhookOutcome = intent.kind === 'ignored' ? 'ignored' : !row ? 'unknown_customer' : (decision?.outcome ?? 'ignored');
     const customer = intent.kind === 'ignored' ? undefined : row?.name;
@@ -515,7 +517,22 @@ async function idHolder(trx: Trx, name: string, next: BillingRecord, before: Bil
   return undefined;
 }
 
-function toRecord(row: BillingRow): BillingRecord {
+/** What the ledger's read takes of a customer: its name, version and billing columns. */
+type LedgerRow = Pick<
+  BillingRow,
+  | 'name'
+  | 'resource_version'
+  | 'state'
+  | 'billing_suspended'
+  | 'billing_warning'
+  | 'stripe_customer_id'
+  | 'stripe_subscription_id'
+  | 'stripe_checkout_session_id'
+  | 'stripe_subscription_event_at'
+  | 'pending_expires_at'
+>;
+
+function toRecord(row: LedgerRow): BillingRecord {
   return {
     state: row.state as DesiredState,
     billingSuspended: row.billing_suspended,
