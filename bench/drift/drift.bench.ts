@@ -37,6 +37,47 @@ import { waitFor } from '../../test/support/wait-for.js';
 const SAMPLES = Number(process.env['BENCH_DRIFT_SAMPLES'] ?? 10);
 const POLL_MS = 10;
 
+/**
+ * When this process saw each container's die and start events (the engine's own event stream,
+ * the one the controller reads), to split a repair into its hops: kill -> die (the engine),
+ * die -> start (the controller's reaction and the engine's start, or the restart policy's
+ * delay and the same start), start -> 200 (the container's own boot and the proxy).
+ */
+class EngineEvents {
+  readonly #seen: Array<{ id: string; action: string; at: number }> = [];
+  #stream: (NodeJS.ReadableStream & { destroy(): void }) | undefined;
+
+  /** Every container's (the engine ANDs label filters); the caller asks by container id. */
+  async start(): Promise<void> {
+    this.#stream = (await docker.getEvents({ filters: { type: ['container'], event: ['die', 'start'] } })) as NodeJS.ReadableStream & {
+      destroy(): void;
+    };
+    let buffer = '';
+    this.#stream.on('data', (chunk: Buffer) => {
+      const at = performance.now();
+      buffer += chunk.toString();
+      let newline: number;
+      while ((newline = buffer.indexOf('\n')) >= 0) {
+        const line = buffer.slice(0, newline).trim();
+        buffer = buffer.slice(newline + 1);
+        if (!line) continue;
+        const event = JSON.parse(line) as { id?: string; Action?: string };
+        if (event.id && event.Action) this.#seen.push({ id: event.id, action: event.Action, at });
+      }
+    });
+  }
+
+  /** When the container's first `action` event after `since` arrived (waits for it). */
+  async at(id: string, action: string, since: number): Promise<number> {
+    const found = await waitFor(() => this.#seen.find((e) => e.id === id && e.action === action && e.at >= since)?.at, 60_000, 5);
+    return found;
+  }
+
+  stop(): void {
+    this.#stream?.destroy();
+  }
+}
+
 it(`drift repair: ${SAMPLES} samples each`, { timeout: 600_000 }, async () => {
   const run = runId();
   const busyStart = machineBusySeconds();
@@ -57,6 +98,11 @@ it(`drift repair: ${SAMPLES} samples each`, { timeout: 600_000 }, async () => {
   const killed: number[] = [];
   const routeDeleted: number[] = [];
   const restarted: number[] = [];
+  /** Hops of each repair: [kill -> die, die -> start, start -> 200] in ms. */
+  const killedHops: number[][] = [];
+  const restartedHops: number[][] = [];
+  const events = new EngineEvents();
+  await events.start();
   try {
     await sql`
       INSERT INTO customers (name, email, display_name, state, instructions)
@@ -84,7 +130,11 @@ it(`drift repair: ${SAMPLES} samples each`, { timeout: 600_000 }, async () => {
       let t0 = performance.now();
       await docker.getContainer(c.Id).kill();
       await waitFor(async () => !(await up()), 10_000, 5);
-      killed.push((await pollUntil(up, POLL_MS, 60_000, `${name} after kill`)) - t0);
+      let serving = await pollUntil(up, POLL_MS, 60_000, `${name} after kill`);
+      killed.push(serving - t0);
+      let died = await events.at(c.Id, 'die', t0);
+      let started = await events.at(c.Id, 'start', died);
+      killedHops.push([died - t0, started - died, serving - started]);
       await sleep(500 + Math.random() * 1000);
 
       // (b) route deleted by hand.
@@ -116,14 +166,22 @@ it(`drift repair: ${SAMPLES} samples each`, { timeout: 600_000 }, async () => {
       t0 = performance.now();
       process.kill(pid, 'SIGKILL');
       await waitFor(async () => !(await bup()), 10_000, 5);
-      restarted.push((await pollUntil(bup, POLL_MS, 60_000, `${bname} after SIGKILL`)) - t0);
+      serving = await pollUntil(bup, POLL_MS, 60_000, `${bname} after SIGKILL`);
+      restarted.push(serving - t0);
+      died = await events.at(container.id, 'die', t0);
+      started = await events.at(container.id, 'start', died);
+      restartedHops.push([died - t0, started - died, serving - started]);
       await container.remove({ force: true });
       await sleep(500 + Math.random() * 1000);
-      console.log(`drift sample ${i}: killed ${killed.at(-1)?.toFixed(0)} ms, route deleted ${routeDeleted.at(-1)?.toFixed(0)} ms, docker restart ${restarted.at(-1)?.toFixed(0)} ms`);
+      const hops = (h: number[] | undefined) => (h ?? []).map((ms) => ms.toFixed(0)).join('/');
+      console.log(
+        `drift sample ${i}: killed ${killed.at(-1)?.toFixed(0)} ms (${hops(killedHops.at(-1))}), route deleted ${routeDeleted.at(-1)?.toFixed(0)} ms, docker restart ${restarted.at(-1)?.toFixed(0)} ms (${hops(restartedHops.at(-1))})`,
+      );
     }
   } catch (error) {
     throw new Error(`${(error as Error).message}\n${served.log().slice(-3000)}`, { cause: error });
   } finally {
+    events.stop();
     await served.stop();
     await removeContainersByLabel(BENCH_LABEL, `drift-${run}`);
     for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
@@ -133,10 +191,32 @@ it(`drift repair: ${SAMPLES} samples each`, { timeout: 600_000 }, async () => {
   const k = summarize(killed);
   const r = summarize(routeDeleted);
   const b = summarize(restarted);
+  const hop = (hops: number[][], i: number) => summarize(hops.map((h) => h[i] as number)).p50;
   const busy = (machineBusySeconds() - busyStart) / ((performance.now() - wallStart) / 1000);
   report('drift', `Drift repair: built blytz serve, ${SAMPLES} samples each, vs Docker's own restart policy`, [
     { name: 'container killed (docker kill) -> 200 through Caddy again, p50', value: k.p50, unit: 'ms', baseline: { name: 'Docker restart-policy p50', value: b.p50 } },
     { name: 'container killed (docker kill) -> 200 through Caddy again, max', value: k.max, unit: 'ms', baseline: { name: 'Docker restart-policy max', value: b.max } },
+    {
+      name: 'hop: killed -> die event, p50',
+      value: hop(killedHops, 0),
+      unit: 'ms',
+      baseline: { name: 'Docker restart policy', value: hop(restartedHops, 0) },
+      note: "the engine's work",
+    },
+    {
+      name: 'hop: die event -> start event, p50',
+      value: hop(killedHops, 1),
+      unit: 'ms',
+      baseline: { name: 'Docker restart policy', value: hop(restartedHops, 1) },
+      note: "the controller's reaction (event, queue, repair) and the engine's start; the baseline: its restart delay and the same start",
+    },
+    {
+      name: 'hop: start event -> 200 through Caddy, p50',
+      value: hop(killedHops, 2),
+      unit: 'ms',
+      baseline: { name: 'Docker restart policy', value: hop(restartedHops, 2) },
+      note: "the container's own boot and the proxy",
+    },
     {
       name: 'route deleted on Caddy -> 200 again, p50',
       value: r.p50,
@@ -148,7 +228,7 @@ it(`drift repair: ${SAMPLES} samples each`, { timeout: 600_000 }, async () => {
     { name: 'machine CPU busy during the run (all processes, 2 cores = 2.0)', value: busy, unit: 'cores', note: 'shared machine: noisy' },
   ], {
     method:
-      "Container killed: `docker kill` on the customer's container; the engine treats that as a manual stop, so unless-stopped does not restart it: the controller (Docker event -> reconcile -> start -> health) does. Route deleted: DELETE /id/blytz-<name> on the test Caddy's admin API; the route sweep (every 1 s here) finds it. Baseline: a plain container of the same image with --restart unless-stopped, its main process SIGKILLed from the host (a crash), until it answers 200 through the same Caddy again (fresh container per sample: the engine's restart delay starts at 100 ms and doubles for containers that ran under 10 s). All times until the first 200 with the customer's AGENTS.md, polled every 10 ms.",
-    samples: { killed, routeDeleted, restarted },
+      "Container killed: `docker kill` on the customer's container; the engine treats that as a manual stop, so unless-stopped does not restart it: the controller does (die event -> queue -> a reconcile that reads the store and the customer's containers side by side and starts the container it last saw serving before anything else). Hops from the engine's own event stream as this process receives it: kill -> die, die -> start, start -> 200. Route deleted: DELETE /id/blytz-<name> on the test Caddy's admin API; the route sweep (every 1 s here) finds it. Baseline: a plain container of the same image with --restart unless-stopped, its main process SIGKILLed from the host (a crash), until it answers 200 through the same Caddy again (fresh container per sample: the engine's restart delay starts at 100 ms and doubles for containers that ran under 10 s). All times until the first 200 with the customer's AGENTS.md, polled every 10 ms.",
+    samples: { killed, routeDeleted, restarted, killedHops, restartedHops },
   });
 });

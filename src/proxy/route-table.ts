@@ -30,6 +30,8 @@ export interface RouteTable {
   ensureServer(): Promise<void>;
   /** Every route with our `@id` prefix, with one read. */
   list(): Promise<ObservedRoute[]>;
+  /** The customer's route, with one read (a reconcile of one customer needs no full list). */
+  get(customer: string): Promise<ObservedRoute | undefined>;
   /** Creates or replaces in place the customer's route; writes nothing when it already matches. */
   ensure(route: DesiredRoute): Promise<'created' | 'replaced' | 'unchanged'>;
   /** Many routes at once in a single write (restoring an empty Caddy). */

@@ -149,6 +149,8 @@ const SIGNUP_LOCK_KEY = 0x626c_7973; // "blys"
 const SUFFIX_ATTEMPTS = 5;
 
 type NameChoice = { name: string; holder: 'none' | 'recyclable' };
+/** Reads and single-statement writes of one event before it takes the row lock instead. */
+const OPTIMISTIC_ATTEMPTS = 3;
 
 export class BillingStore {
   readonly #db: Kysely<BillingDatabase>;
@@ -391,11 +393,136 @@ export class BillingStore {
   }
 
   /**
-   * Records a verified Stripe event in the ledger and applies it, in one transaction: a
-   * duplicate id (even one being applied concurrently right now) waits for the first, then
-   * changes nothing. Errors propagate: the caller answers 5xx so Stripe retries.
+   * Records a verified Stripe event in the ledger and applies it: the ledger row, the customer's
+   * change (the trigger's NOTIFY with it) and its event note are one statement, so one
+   * transaction and one round trip, after one read that finds the customer (or sees the event
+   * id already recorded: a duplicate costs that read alone). The statement changes the customer
+   * only as that read saw it (its resource version) and only while the event id is unrecorded;
+   * when either moved on meanwhile it writes nothing and the read is taken again. An event
+   * whose Stripe ids belong to another customer, or one that keeps losing such races, goes the
+   * long way: one transaction holding the customer's row lock. Errors propagate: the caller
+   * answers 5xx so Stripe retries.
    */
   async recordStripeEvent(event: StripeEventLike, intent: BillingIntent): Promise<WebhookResult> {
+    for (let attempt = 0; attempt < OPTIMISTIC_ATTEMPTS; attempt++) {
+      const read = await this.#readForEvent(event.id, intent);
+      if (read.recorded) return { outcome: 'duplicate' };
+      let written: WebhookResult | 'changed' | 'long-way';
+      try {
+        written = await this.#writeEvent(event, intent, read.row);
+      } catch (error) {
+        if (isUniqueViolation(error)) break; // a Stripe id another customer holds: the long way says which
+        throw error;
+      }
+      if (written === 'long-way') break;
+      if (written !== 'changed') return written;
+    }
+    return this.#recordLocked(event, intent);
+  }
+
+  /** In one query: whether the ledger has the event, and the customer it names (lookups in `findCustomer`'s order). */
+  async #readForEvent(eventId: string, intent: BillingIntent): Promise<{ recorded: boolean; row: LedgerRow | undefined }> {
+    const ref: CustomerRef = intent.kind === 'ignored' ? {} : intent.ref;
+    const { rows } = await sql<LedgerRow & { recorded: boolean; found: boolean }>`
+      SELECT EXISTS (SELECT 1 FROM webhook_events WHERE event_id = ${eventId}) AS recorded, c.name IS NOT NULL AS found, c.*
+      FROM (SELECT 1) AS one
+      LEFT JOIN LATERAL (
+        SELECT name, uid, resource_version, state, billing_suspended, billing_warning, stripe_customer_id, stripe_subscription_id,
+          stripe_checkout_session_id, stripe_subscription_event_at, pending_expires_at
+        FROM customers
+        WHERE deleted_at IS NULL AND (
+          name = ${ref.name ?? null} OR stripe_subscription_id = ${ref.subscriptionId ?? null}
+          OR stripe_customer_id = ${ref.stripeCustomerId ?? null} OR stripe_checkout_session_id = ${ref.checkoutSessionId ?? null}
+        )
+        ORDER BY CASE
+          WHEN name = ${ref.name ?? null} THEN 0
+          WHEN stripe_subscription_id = ${ref.subscriptionId ?? null} THEN 1
+          WHEN stripe_customer_id = ${ref.stripeCustomerId ?? null} THEN 2
+          ELSE 3
+        END
+        LIMIT 1
+      ) AS c ON true
+    `.execute(this.#db);
+    const first = rows[0];
+    if (!first) throw new Error('webhook ledger read returned no row');
+    const { recorded, found, ...row } = first;
+    return { recorded, row: found ? row : undefined };
+  }
+
+  /**
+   * The ledger row, the customer's change and the note in one statement. `changed` when it wrote
+   * nothing because the customer changed since `row` was read (or the event was recorded
+   * meanwhile): read again. `long-way` for a payment that makes the customer live: whether
+   * another live assistant has its email is a question for the row lock (`#applyIntent`), and
+   * it comes once per customer.
+   */
+  async #writeEvent(
+    event: StripeEventLike,
+    intent: BillingIntent,
+    row: LedgerRow | undefined,
+  ): Promise<WebhookResult | 'changed' | 'long-way'> {
+    const decision = intent.kind === 'ignored' || !row ? undefined : decide(toRecord(row), intent, event.created);
+    if (decision?.outcome === 'applied' && row && isLive(decision.next.state) && !isLive(row.state as DesiredState))
+      return 'long-way';
+    const outcome: WebhookOutcome = intent.kind === 'ignored' ? 'ignored' : !row ? 'unknown_customer' : (decision?.outcome ?? 'ignored');
+    const customer = intent.kind === 'ignored' ? undefined : row?.name;
+    const note = decision?.note;
+    const ledger = sql`
+      INSERT INTO webhook_events (event_id, type, outcome, event_created, customer)
+      VALUES (${event.id}, ${event.type}, ${outcome}, ${event.created}, ${customer ?? null})
+      ON CONFLICT (event_id) DO NOTHING
+      RETURNING event_id`;
+    const noteInsert = note
+      ? sql`
+        INSERT INTO customer_events (customer, type, reason, message)
+        SELECT ${customer ?? ''}, ${note.type}, ${note.reason}, ${note.message.slice(0, 1000)}
+        WHERE EXISTS (SELECT 1 FROM ledger)
+        ON CONFLICT (customer, type, reason, md5(message))
+        DO UPDATE SET count = customer_events.count + 1, last_seen = now()`
+      : sql`SELECT 1 WHERE false`;
+    if (decision?.outcome !== 'applied' || !row) {
+      const result = await sql<{ recorded: number }>`
+        WITH ledger AS (${ledger}), note AS (${noteInsert})
+        SELECT count(*)::int AS recorded FROM ledger
+      `.execute(this.#db);
+      // Nothing recorded: the same event id was recorded concurrently.
+      if ((result.rows[0]?.recorded ?? 0) === 0) return { outcome: 'duplicate' };
+      return customer === undefined ? { outcome } : { outcome, customer };
+    }
+    const next = decision.next;
+    const before = toRecord(row);
+    const pendingExpiresAt =
+      next.pendingExpiresAt === before.pendingExpiresAt
+        ? sql`pending_expires_at`
+        : sql`${next.pendingExpiresAt === null ? null : new Date(next.pendingExpiresAt * 1000)}::timestamptz`;
+    // The ledger row is written only with the customer's change: the change only where the row
+    // is as read and the event id still unrecorded (a concurrent duplicate changes the row first).
+    const result = await sql<{ recorded: number }>`
+      WITH changed AS (
+        UPDATE customers SET
+          state = ${next.state}, billing_suspended = ${next.billingSuspended}, billing_warning = ${next.billingWarning},
+          stripe_customer_id = ${next.stripeCustomerId}, stripe_subscription_id = ${next.stripeSubscriptionId},
+          stripe_checkout_session_id = ${next.stripeCheckoutSessionId},
+          stripe_subscription_event_at = ${next.subscriptionEventAt}, pending_expires_at = ${pendingExpiresAt}
+        WHERE name = ${row.name} AND resource_version = ${row.resource_version}
+          AND NOT EXISTS (SELECT 1 FROM webhook_events WHERE event_id = ${event.id})
+        RETURNING name
+      ),
+      ledger AS (
+        INSERT INTO webhook_events (event_id, type, outcome, event_created, customer)
+        SELECT ${event.id}, ${event.type}, ${outcome}, ${event.created}, name FROM changed
+        ON CONFLICT (event_id) DO NOTHING
+        RETURNING event_id
+      ),
+      note AS (${noteInsert})
+      SELECT count(*)::int AS recorded FROM ledger
+    `.execute(this.#db);
+    if ((result.rows[0]?.recorded ?? 0) === 0) return 'changed';
+    return { outcome, customer: row.name };
+  }
+
+  /** The long way: one transaction holding the customer's row lock (see `recordStripeEvent`). */
+  async #recordLocked(event: StripeEventLike, intent: BillingIntent): Promise<WebhookResult> {
     return this.#db.transaction().execute(async (trx) => {
       const inserted = await trx
         .insertInto('webhook_events')
@@ -631,7 +758,23 @@ async function idHolder(trx: Trx, name: string, next: BillingRecord, before: Bil
   return undefined;
 }
 
-function toRecord(row: BillingRow): BillingRecord {
+/** What the ledger's read takes of a customer: its name, version and billing columns. */
+type LedgerRow = Pick<
+  BillingRow,
+  | 'name'
+  | 'uid'
+  | 'resource_version'
+  | 'state'
+  | 'billing_suspended'
+  | 'billing_warning'
+  | 'stripe_customer_id'
+  | 'stripe_subscription_id'
+  | 'stripe_checkout_session_id'
+  | 'stripe_subscription_event_at'
+  | 'pending_expires_at'
+>;
+
+function toRecord(row: LedgerRow): BillingRecord {
   return {
     uid: row.uid,
     state: row.state as DesiredState,

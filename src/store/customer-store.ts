@@ -6,7 +6,7 @@ import type { DatabaseHandle } from './database.js';
 import { ConflictError, isUniqueViolation, NotFoundError } from './errors.js';
 import type { CustomerRow, Database, NewCustomerRow } from './schema.js';
 import type { SecretBox } from './secret-box.js';
-import type { ControllerStore, CustomerSecrets, EventType, ReconcileView, RoutedCustomer } from './store.js';
+import type { ControllerStore, CustomerSecrets, EventType, PortSlot, ReconcileView, RoutedCustomer, StoreEvent } from './store.js';
 
 export interface ApplyOptions {
   /** When given, the apply fails with ConflictError unless the stored object is at this version. */
@@ -43,6 +43,19 @@ export interface CustomerEvent {
 
 const MAX_EVENT_MESSAGE = 1000;
 const EVENTS_KEPT_PER_CUSTOMER = 100;
+
+/** Events of one batch with the same type, reason and message, counted once, in the order of their last occurrence. */
+function aggregateEvents(events: readonly StoreEvent[]): Array<StoreEvent & { count: number }> {
+  const byIdentity = new Map<string, StoreEvent & { count: number }>();
+  for (const event of events) {
+    const message = event.message.slice(0, MAX_EVENT_MESSAGE);
+    const key = JSON.stringify([event.type, event.reason, message]);
+    const seen = byIdentity.get(key);
+    byIdentity.delete(key); // re-inserted last: the order is that of the last occurrence
+    byIdentity.set(key, { type: event.type, reason: event.reason, message, count: (seen?.count ?? 0) + 1 });
+  }
+  return [...byIdentity.values()];
+}
 
 /**
  * Desired and observed customer state in Postgres (or PGlite). Writers apply specs; the
@@ -190,16 +203,60 @@ export class CustomerStore implements ControllerStore {
    * Status writes do not bump `generation` and do not wake the controller.
    */
   async updateStatus(name: string, status: CustomerStatus): Promise<boolean> {
-    const json = canonicalJson(status);
-    const observed = status.observedGeneration ?? 0;
-    const result = await this.#db
-      .updateTable('customers')
-      .set({ status: json })
-      .where('name', '=', name)
-      .where(sql<boolean>`status IS DISTINCT FROM ${json}::jsonb`)
-      .where(sql<boolean>`coalesce((status->>'observedGeneration')::bigint, 0) <= ${observed}`)
-      .executeTakeFirst();
-    return Number(result.numUpdatedRows) > 0;
+    return this.writeStatusAndEvents(name, status, []);
+  }
+
+  /**
+   * What one reconcile writes, in one statement (one round trip, one transaction): its status
+   * (when given, on the terms of `updateStatus`) and its events (aggregated like `recordEvent`,
+   * repeats within the batch counted together). Returns whether the status was written.
+   */
+  async writeStatusAndEvents(name: string, status: CustomerStatus | undefined, events: readonly StoreEvent[]): Promise<boolean> {
+    const batch = aggregateEvents(events);
+    if (status === undefined && batch.length === 0) return false;
+    const json = status === undefined ? undefined : canonicalJson(status);
+    const statusUpdate =
+      json === undefined
+        ? sql`SELECT 1 WHERE false`
+        : sql`UPDATE customers SET status = ${json}::jsonb
+              WHERE name = ${name}
+                AND status IS DISTINCT FROM ${json}::jsonb
+                AND coalesce((status->>'observedGeneration')::bigint, 0) <= ${status?.observedGeneration ?? 0}
+              RETURNING 1`;
+    if (batch.length === 0) {
+      const result = await sql<{ n: number }>`WITH written AS (${statusUpdate}) SELECT count(*)::int AS n FROM written`.execute(this.#db);
+      return (result.rows[0]?.n ?? 0) > 0;
+    }
+    // The events of the batch are seen a microsecond apart, in order, so the most recent shows
+    // first even when it repeats an older event (repeats keep their row, and with it their id).
+    // The trim keeps the 100 most recent: the rows this statement inserts or counts again, then
+    // the most recent of the others (the DELETE sees the table as it was before the upsert, one
+    // snapshot per statement, and leaves the rows the upsert touches alone).
+    const result = await sql<{ n: number }>`
+      WITH batch AS (
+        SELECT * FROM unnest(
+          ${batch.map((e) => e.type)}::text[], ${batch.map((e) => e.reason)}::text[],
+          ${batch.map((e) => e.message)}::text[], ${batch.map((e) => e.count)}::int[]
+        ) WITH ORDINALITY AS e(type, reason, message, count, ord)
+      ),
+      upsert AS (
+        INSERT INTO customer_events (customer, type, reason, message, count, first_seen, last_seen)
+        SELECT ${name}, type, reason, message, count, now() + ord * interval '1 microsecond', now() + ord * interval '1 microsecond'
+        FROM batch ORDER BY ord
+        ON CONFLICT (customer, type, reason, md5(message))
+        DO UPDATE SET count = customer_events.count + excluded.count, last_seen = excluded.last_seen
+        RETURNING id, (xmax = 0) AS inserted
+      ),
+      trimmed AS (
+        DELETE FROM customer_events WHERE EXISTS (SELECT 1 FROM upsert WHERE inserted) AND id IN (
+          SELECT id FROM customer_events WHERE customer = ${name} AND id NOT IN (SELECT id FROM upsert)
+          ORDER BY last_seen DESC, id DESC OFFSET greatest(0, ${EVENTS_KEPT_PER_CUSTOMER} - (SELECT count(*) FROM upsert))
+        )
+      ),
+      written AS (${statusUpdate})
+      SELECT count(*)::int AS n FROM written
+    `.execute(this.#db);
+    return (result.rows[0]?.n ?? 0) > 0;
   }
 
   /** Marks a torn-down, purged customer as gone; its name may be used again. */
@@ -220,25 +277,9 @@ export class CustomerStore implements ControllerStore {
     });
   }
 
-  async recordEvent(name: string, event: { type: EventType; reason: string; message: string }): Promise<void> {
-    const message = event.message.slice(0, MAX_EVENT_MESSAGE);
-    // One statement (one round trip): the upsert, then, when it added a row (not a repeat counted
-    // on an old one), the customer's oldest events beyond the most recent 100 go, as Kubernetes
-    // lets old Events expire. The DELETE sees the table as it was before the INSERT (one snapshot
-    // per statement), so 99 older rows stay beside the new one.
-    await sql`
-      WITH upsert AS (
-        INSERT INTO customer_events (customer, type, reason, message)
-        VALUES (${name}, ${event.type}, ${event.reason}, ${message})
-        ON CONFLICT (customer, type, reason, md5(message))
-        DO UPDATE SET count = customer_events.count + 1, last_seen = now()
-        RETURNING (xmax = 0) AS inserted
-      )
-      DELETE FROM customer_events WHERE (SELECT inserted FROM upsert) AND id IN (
-        SELECT id FROM customer_events WHERE customer = ${name}
-        ORDER BY last_seen DESC, id DESC OFFSET ${EVENTS_KEPT_PER_CUSTOMER - 1}
-      )
-    `.execute(this.#db);
+  /** Records one event (repeats aggregate with a count; the 100 most recent are kept). */
+  async recordEvent(name: string, event: StoreEvent): Promise<void> {
+    await this.writeStatusAndEvents(name, undefined, [event]);
   }
 
   async listEvents(name: string, limit = 20): Promise<CustomerEvent[]> {
@@ -276,18 +317,21 @@ export class CustomerStore implements ControllerStore {
 
   /** The customer's gateway token: generated once, stored sealed, the same on every later call. */
   async gatewayToken(name: string): Promise<string> {
-    const row = await this.#db.selectFrom('customers').select('gateway_token_enc').where('name', '=', name).executeTakeFirst();
-    if (!row) throw new NotFoundError(`customer ${name} not found`);
-    if (row.gateway_token_enc) return this.#box.open(row.gateway_token_enc, `${name}/gateway`);
     const token = randomBytes(24).toString('base64url');
-    // Two reconciles racing: the first writer wins and both return its token.
-    await this.#db
+    // One statement in the common case (no token yet). Two reconciles racing: the second UPDATE
+    // waits for the first's row lock, then finds a token and writes nothing; both read it below.
+    const written = await this.#db
       .updateTable('customers')
       .set({ gateway_token_enc: this.#box.seal(token, `${name}/gateway`) })
       .where('name', '=', name)
       .where('gateway_token_enc', 'is', null)
-      .execute();
-    return this.gatewayToken(name);
+      .returning('name')
+      .executeTakeFirst();
+    if (written) return token;
+    const row = await this.#db.selectFrom('customers').select('gateway_token_enc').where('name', '=', name).executeTakeFirst();
+    if (!row) throw new NotFoundError(`customer ${name} not found`);
+    if (!row.gateway_token_enc) throw new Error(`customer ${name}: gateway token missing after it was written`);
+    return this.#box.open(row.gateway_token_enc, `${name}/gateway`);
   }
 
   /**
@@ -361,15 +405,29 @@ export class CustomerStore implements ControllerStore {
     return rows.rows.map((row) => ({ name: row.name, state: row.state, port: row.port ?? undefined }));
   }
 
-  /** What one reconcile reads from the store, in one query. */
+  /** What one reconcile reads from the store, its host ports included, in one query. */
   async reconcileView(name: string): Promise<ReconcileView | undefined> {
     const row = await this.#db
       .selectFrom('customers')
-      .selectAll()
+      .selectAll('customers')
+      .select((eb) => {
+        const portIn = (slot: PortSlot) =>
+          eb
+            .selectFrom('port_reservations')
+            .select('port')
+            .whereRef('port_reservations.customer', '=', 'customers.name')
+            .where('port_reservations.slot', '=', slot);
+        return [portIn('current').as('current_port'), portIn('next').as('next_port')];
+      })
       .where('name', '=', name)
       .where('deleted_at', 'is', null)
       .executeTakeFirst();
-    return row ? this.#toReconcileView(row) : undefined;
+    if (!row) return undefined;
+    const { current_port: current, next_port: next, ...customer } = row;
+    const ports: ReconcileView['ports'] = {};
+    if (current !== null) ports.current = current;
+    if (next !== null) ports.next = next;
+    return { ...this.#toReconcileView(customer), ports };
   }
 
   /** Every customer's reconcile view in one query: a full resync pass reads the store once. */

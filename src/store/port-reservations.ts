@@ -20,9 +20,18 @@ export interface PortRange {
  */
 export class PortReservations implements HostPorts {
   readonly #db: Kysely<Database>;
+  /** The last reservation in flight (see `reserve`). */
+  #tail: Promise<unknown> = Promise.resolve();
+  /**
+   * Every port below this one was taken when this process last looked (see `reserve`): the
+   * search for a free port starts here, not at the bottom of the range, so it costs one probe
+   * rather than one per reserved port. Lowered by this process's own releases.
+   */
+  #searchFrom: number;
 
   constructor(handle: DatabaseHandle, readonly range: PortRange) {
     this.#db = handle.db;
+    this.#searchFrom = range.from;
   }
 
   async find(customer: string, slot: PortSlot = 'current'): Promise<number | undefined> {
@@ -47,35 +56,60 @@ export class PortReservations implements HostPorts {
   }
 
   /**
-   * The customer's port in `slot`, reserving the lowest free one when it has none. `avoid` skips
-   * ports known to be taken on the host by something else (a clash seen at container start).
+   * The customer's port in `slot`, reserving the lowest free one when it has none (a port another
+   * process freed below the ones this process reserved is found once the range above is full).
+   * `avoid` skips ports known to be taken on the host by something else (a clash seen at
+   * container start).
    */
   async reserve(customer: string, avoid: readonly number[] = [], slot: PortSlot = 'current'): Promise<number> {
+    // This process's reservations one at a time: concurrent workers would all pick the same
+    // lowest free port and all but one lose the race (a retry each). Another process's
+    // reservation (a second replica) still loses to the unique port and is retried.
+    const run = this.#tail.then(() => this.#reserve(customer, avoid, slot));
+    this.#tail = run.catch(() => undefined);
+    return run;
+  }
+
+  async #reserve(customer: string, avoid: readonly number[], slot: PortSlot): Promise<number> {
+    const avoidList = avoid.length > 0 ? avoid : [-1];
     for (let attempt = 0; attempt < 20; attempt++) {
-      const existing = await this.find(customer, slot);
-      if (existing !== undefined) return existing;
-      const avoidList = avoid.length > 0 ? avoid : [-1];
-      const inserted = await sql<{ port: number }>`
-        INSERT INTO port_reservations (port, customer, slot)
-        SELECT p, ${customer}, ${slot}
-        FROM generate_series(${this.range.from}::int, ${this.range.to}::int) AS p
-        WHERE NOT EXISTS (SELECT 1 FROM port_reservations r WHERE r.port = p)
-          AND p <> ALL(${avoidList}::int[])
-        ORDER BY p
-        LIMIT 1
-        ON CONFLICT DO NOTHING
-        RETURNING port
+      // From where this process last found the range taken; from the bottom once that finds
+      // nothing, since another process (an operator in psql, a former leader) may have freed a
+      // lower port: the port is then the lowest free one, and exhaustion is never a guess.
+      const searchFrom = this.#searchFrom;
+      // One statement: the port the customer holds, else the lowest free one, inserted. It also
+      // says whether a free port was seen, so a lost race and no free port need no second query.
+      const { rows } = await sql<{ held: number | null; inserted: number | null; free: number | null }>`
+        WITH held AS (
+          SELECT port FROM port_reservations WHERE customer = ${customer} AND slot = ${slot}
+        ),
+        free AS (
+          SELECT p AS port FROM generate_series(${searchFrom}::int, ${this.range.to}::int) AS p
+          WHERE NOT EXISTS (SELECT 1 FROM port_reservations r WHERE r.port = p) AND p <> ALL(${avoidList}::int[])
+          ORDER BY p
+          LIMIT 1
+        ),
+        inserted AS (
+          INSERT INTO port_reservations (port, customer, slot)
+          SELECT port, ${customer}, ${slot} FROM free WHERE NOT EXISTS (SELECT 1 FROM held)
+          ON CONFLICT DO NOTHING
+          RETURNING port
+        )
+        SELECT (SELECT port FROM held) AS held, (SELECT port FROM inserted) AS inserted, (SELECT port FROM free) AS free
       `.execute(this.#db);
-      const port = inserted.rows[0]?.port;
-      if (port !== undefined) return port;
-      // Nothing inserted: either a racing reservation took the port (retry) or none is free.
-      const free = await sql<{ free: number }>`
-        SELECT count(*)::int AS free FROM generate_series(${this.range.from}::int, ${this.range.to}::int) AS p
-        WHERE NOT EXISTS (SELECT 1 FROM port_reservations r WHERE r.port = p) AND p <> ALL(${avoidList}::int[])
-      `.execute(this.#db);
-      if ((free.rows[0]?.free ?? 0) === 0 && (await this.find(customer, slot)) === undefined) {
-        throw new PortsExhaustedError(this.range);
+      const row = rows[0];
+      if (typeof row?.held === 'number') return row.held;
+      if (typeof row?.inserted === 'number') {
+        // Ports skipped as taken on the host are free in the store: the next search still looks at them.
+        if (avoid.length === 0) this.#searchFrom = row.inserted + 1;
+        return row.inserted;
       }
+      if (typeof row?.free !== 'number') {
+        if (searchFrom === this.range.from) throw new PortsExhaustedError(this.range);
+        this.#searchFrom = this.range.from; // nothing above the hint: look at the whole range
+        continue;
+      }
+      // A racing reservation (another process) took the free port, or reserved this customer's slot: look again.
     }
     throw new Error(`could not reserve a port for ${customer} after 20 attempts (heavy contention)`);
   }
@@ -93,7 +127,8 @@ export class PortReservations implements HostPorts {
 
   /** Releases every port the customer holds (both slots): nothing leaks when it goes away. */
   async release(customer: string): Promise<void> {
-    await this.#db.deleteFrom('port_reservations').where('customer', '=', customer).execute();
+    const released = await this.#db.deleteFrom('port_reservations').where('customer', '=', customer).returning('port').execute();
+    for (const { port } of released) this.#freed(port);
   }
 
   /** Releases only the `next` port (a blue-green update abandoned or left over). */
@@ -119,13 +154,30 @@ export class PortReservations implements HostPorts {
         const current = await tx.selectFrom('port_reservations').select('port').where('customer', '=', customer).where('slot', '=', 'current').executeTakeFirst();
         return current?.port;
       }
-      await tx.deleteFrom('port_reservations').where('customer', '=', customer).where('slot', '=', 'current').execute();
+      const old = await tx
+        .deleteFrom('port_reservations')
+        .where('customer', '=', customer)
+        .where('slot', '=', 'current')
+        .returning('port')
+        .executeTakeFirst();
       await tx.updateTable('port_reservations').set({ slot: 'current' }).where('port', '=', next.port).execute();
+      if (old) this.#freed(old.port);
       return next.port;
     });
   }
 
   async #releaseSlot(customer: string, slot: PortSlot): Promise<void> {
-    await this.#db.deleteFrom('port_reservations').where('customer', '=', customer).where('slot', '=', slot).execute();
+    const released = await this.#db
+      .deleteFrom('port_reservations')
+      .where('customer', '=', customer)
+      .where('slot', '=', slot)
+      .returning('port')
+      .executeTakeFirst();
+    if (released) this.#freed(released.port);
+  }
+
+  /** A port this process released: the next search starts no higher than it. */
+  #freed(port: number): void {
+    if (port >= this.range.from) this.#searchFrom = Math.min(this.#searchFrom, port);
   }
 }

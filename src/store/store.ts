@@ -9,6 +9,13 @@ import type { Customer, CustomerStatus } from '../domain/customer.js';
 
 export type EventType = 'Normal' | 'Warning';
 
+/** An event about a customer, as the controller records it (Kubernetes-style: repeats aggregate). */
+export interface StoreEvent {
+  type: EventType;
+  reason: string;
+  message: string;
+}
+
 export interface CustomerSecrets {
   telegramBotToken?: string;
   modelApiKey?: string;
@@ -20,6 +27,12 @@ export interface ReconcileView {
   secrets: CustomerSecrets;
   /** Absent until the controller first generates it. */
   gatewayToken: string | undefined;
+  /**
+   * The customer's host port reservations, read in the same query (a reconcile of one customer
+   * then reads the store once); absent where the view was read without them (a full pass lists
+   * the reservations on their own).
+   */
+  ports?: Partial<Record<PortSlot, number>>;
 }
 
 /** A customer that should have a route: active ones route to their reserved port, suspended ones show the page. */
@@ -40,7 +53,12 @@ export interface ControllerStore {
   /** Writes status when it changed and describes no older generation than the stored one; says whether it wrote. */
   updateStatus(name: string, status: CustomerStatus): Promise<boolean>;
   /** Records an event (repeats aggregate with a count). */
-  recordEvent(name: string, event: { type: EventType; reason: string; message: string }): Promise<void>;
+  recordEvent(name: string, event: StoreEvent): Promise<void>;
+  /**
+   * One reconcile's writes in one transaction: the status (as `updateStatus`; none when
+   * undefined) and its events (as `recordEvent`). Says whether the status was written.
+   */
+  writeStatusAndEvents(name: string, status: CustomerStatus | undefined, events: readonly StoreEvent[]): Promise<boolean>;
   /** Marks a torn-down, purged customer as gone; its name may be used again. */
   markDeleted(name: string): Promise<void>;
 }

@@ -291,6 +291,10 @@ describe('CaddyRouteTable', () => {
 
     expect(await t.ensure(suspended('alice'))).toBe('replaced');
     expect((await t.list()).find((r) => r.customer === 'alice')?.target).toEqual({ kind: 'suspended' });
+    // One customer's route by its @id, as list shows it; none for a customer without one.
+    expect(await t.get('alice')).toEqual((await t.list()).find((r) => r.customer === 'alice'));
+    expect(await t.get('bob')).toEqual({ customer: 'bob', id: 'blytz-bob', hosts: [`bob.${BASE}`], target: { kind: 'upstream', dial: upstreamDial } });
+    expect(await t.get('never-existed')).toBeUndefined();
 
     expect(await t.remove('alice')).toBe(true);
     expect(await t.remove('alice')).toBe(false);

@@ -103,10 +103,11 @@ describe('customer reconciler on a simulated world with the real store', () => {
     const name = uniqueName('rc');
     await store.apply(desiredCustomer(name));
     const phases: Array<string | undefined> = [];
-    const updateStatus = store.updateStatus.bind(store);
-    store.updateStatus = async (who, status) => {
-      if (who === name) phases.push(status.phase);
-      return updateStatus(who, status);
+    // Every status write ends here (updateStatus too), with the reconcile's events or without.
+    const writeStatusAndEvents = store.writeStatusAndEvents.bind(store);
+    store.writeStatusAndEvents = async (who, status, events) => {
+      if (who === name && status) phases.push(status.phase);
+      return writeStatusAndEvents(who, status, events);
     };
     try {
       await reconcile(name);
@@ -118,7 +119,7 @@ describe('customer reconciler on a simulated world with the real store', () => {
       expect(phases).toEqual([]); // repaired within the pass; Ready all along
       expect(routes.routes.has(name)).toBe(true);
     } finally {
-      store.updateStatus = updateStatus;
+      store.writeStatusAndEvents = writeStatusAndEvents;
     }
   });
 
@@ -211,6 +212,62 @@ describe('customer reconciler on a simulated world with the real store', () => {
     const text = await metrics.registry.getSingleMetricAsString('blytz_drift_corrections_total');
     expect(text).toMatch(/kind="container_stopped"} 1/);
     expect(text).toMatch(/kind="route_missing"} 1/);
+  });
+
+  it('starts a stopped container it saw serving before reading the rest of the world; once per convergence, at the same generation only', async () => {
+    const name = uniqueName('rc');
+    await store.apply(desiredCustomer(name));
+    await reconcile(name);
+    const [container] = await runtime.listFor(name);
+    const id = container!.id;
+    // The order of the calls that matter: the start, the template render, the route read.
+    const order: string[] = [];
+    const { start, listFor } = runtime;
+    const { render } = workspaces;
+    const { get } = routes;
+    runtime.start = (cid) => (order.push('start'), start.call(runtime, cid));
+    workspaces.render = (input) => (order.push('render'), render.call(workspaces, input));
+    routes.get = (customer) => (order.push('route'), get.call(routes, customer));
+    const startHealth = runtime.startHealth;
+    try {
+      // Killed: started first, then the reconcile goes on and finds it serving.
+      await runtime.stop(id);
+      await reconcile(name);
+      expect(order).toEqual(['start', 'render', 'route']);
+      expect((await runtime.listFor(name))[0]).toMatchObject({ id, state: 'running' });
+      expect((await store.get(name))?.status.phase).toBe('Ready');
+      expect((await store.listEvents(name)).find((e) => e.reason === 'ContainerStarted')?.count).toBe(1);
+
+      // Killed again, and it does not come up healthy: repaired once, then the ordinary path
+      // (render and route first) until it has been seen serving again.
+      runtime.startHealth = () => 'starting';
+      await runtime.stop(id);
+      order.length = 0;
+      await reconcile(name);
+      expect(order).toEqual(['start', 'render', 'route']);
+      expect((await store.get(name))?.status.phase).not.toBe('Ready');
+      await runtime.stop(id);
+      order.length = 0;
+      await reconcile(name);
+      expect(order).toEqual(['render', 'route', 'start', 'route']); // the route read again for status, after the action
+
+      // Serving again, then a spec change arrives with the container stopped: the new
+      // generation goes the ordinary way.
+      runtime.startHealth = startHealth;
+      runtime.containers.get(id)!.health = 'healthy';
+      await reconcile(name);
+      expect((await store.get(name))?.status.phase).toBe('Ready');
+      await runtime.stop(id);
+      await store.apply(desiredCustomer(name, { instructions: 'something else' }));
+      order.length = 0;
+      await reconcile(name);
+      expect(order).toEqual(['render', 'route', 'start', 'route']); // the route read again for status, after the action
+      expect((await runtime.listFor(name))[0]).toMatchObject({ id, state: 'running' });
+    } finally {
+      Object.assign(runtime, { start, listFor, startHealth });
+      workspaces.render = render;
+      routes.get = get;
+    }
   });
 
   it('a container the engine keeps refusing to start is replaced by a fresh one after 3 refusals', async () => {

@@ -124,6 +124,21 @@ describe('DockerEventSource', () => {
     expect(sink.resyncs).toEqual([]);
   });
 
+  it('does not forward a signal that leaves the process running (a kill event is no change)', async () => {
+    const customer = name('hup');
+    const markerCustomer = name('hup-marker');
+    const id = await runningContainer(customer);
+    const markerId = await runningContainer(markerCustomer);
+    await waitFor(() => sink.enqueued.includes(customer) && sink.enqueued.includes(markerCustomer));
+
+    sink.clear();
+    // busybox httpd ignores SIGWINCH: the engine logs a kill event and nothing else happens.
+    await docker.getContainer(id).kill({ signal: 'SIGWINCH' });
+    await marker(sink, markerId, markerCustomer);
+    expect(sink.enqueued).not.toContain(customer);
+    expect((await docker.getContainer(id).inspect()).State.Running).toBe(true);
+  });
+
   it('does not forward exec events, nor containers of another instance', async () => {
     const execCustomer = name('exec');
     const markerCustomer = name('marker');

@@ -183,6 +183,13 @@ describe('IngressRouteTable (BLYTZ_ROUTES=ingress) on the fake API server', () =
       hosts: [`${b}.${BASE}`],
       target: { kind: 'suspended' },
     });
+    // One customer's route with one read, as list shows it; none for an Ingress that is not ours.
+    api.requests.length = 0;
+    expect(await table.get(a)).toEqual(routes.find((r) => r.customer === a));
+    expect(api.requests).toHaveLength(1);
+    expect(await table.get(b)).toEqual(routes.find((r) => r.customer === b));
+    expect(await table.get('other-instance')).toBeUndefined();
+    expect(await table.get(uniqueName('none'))).toBeUndefined();
   });
 
   it('suspended keeps the Ingress for the host, annotated, with no backend; resuming restores the backend', async () => {

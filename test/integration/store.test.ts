@@ -534,6 +534,32 @@ describe.each(backends)('customer store on $kind', ({ kind, create }) => {
       expect((await ports.all()).get(b)).toBe(41001);
     });
 
+    it('finds a port another process freed below the ones it handed out, once the range above is full', async () => {
+      const ours = new PortReservations(db.handle, { from: 41200, to: 41203 });
+      const theirs = new PortReservations(db.handle, { from: 41200, to: 41203 });
+      const [a, b, c, d, e] = [uniqueName('hint'), uniqueName('hint'), uniqueName('hint'), uniqueName('hint'), uniqueName('hint')];
+      expect(await ours.reserve(a)).toBe(41200);
+      expect(await ours.reserve(b)).toBe(41201);
+      await theirs.release(a); // another replica, or an operator in psql
+      expect(await ours.reserve(c)).toBe(41202);
+      expect(await ours.reserve(d)).toBe(41203);
+      expect(await ours.reserve(e)).toBe(41200);
+      await expect(ours.reserve(uniqueName('hint'))).rejects.toThrow(PortsExhaustedError);
+      // Its own releases it knows at once.
+      await ours.release(b);
+      expect(await ours.reserve(a)).toBe(41201);
+    });
+
+    it("are read with the customer's reconcile view, in the same query", async () => {
+      const name = uniqueName('view');
+      await store.apply(desiredCustomer(name));
+      const ports = new PortReservations(db.handle, { from: 41300, to: 41309 });
+      expect((await store.reconcileView(name))?.ports).toEqual({});
+      await ports.reserve(name);
+      await ports.reserveNext(name);
+      expect((await store.reconcileView(name))?.ports).toEqual({ current: 41300, next: 41301 });
+    });
+
     it('skips ports to avoid and moves a customer off a clashing port', async () => {
       const ports = new PortReservations(db.handle, { from: 41100, to: 41109 });
       const a = uniqueName('avoid');
@@ -649,6 +675,63 @@ describe.each(backends)('customer store on $kind', ({ kind, create }) => {
       expect(kept.has('step 105')).toBe(true);
       // (Found by message, not by position: two writes can share a last_seen on a coarse clock.)
       expect((await store.listEvents(name, 100)).find((e) => e.message === 'step 50')).toMatchObject({ count: 2 });
+    });
+
+    it("write with a reconcile's status in one statement: repeats counted together, the latest first, the status on its usual terms", async () => {
+      const name = uniqueName('batch');
+      await store.apply(desiredCustomer(name));
+      await store.recordEvent(name, { type: 'Normal', reason: 'ContainerStarted', message: 'container started' });
+      const written = await store.writeStatusAndEvents(name, { phase: 'Ready', observedGeneration: 1 }, [
+        { type: 'Normal', reason: 'WorkspaceRendered', message: 'rendered' },
+        { type: 'Normal', reason: 'ContainerStarted', message: 'container started' },
+        { type: 'Warning', reason: 'Flaky', message: 'x'.repeat(5000) },
+        { type: 'Warning', reason: 'Flaky', message: 'x'.repeat(5000) },
+        { type: 'Normal', reason: 'RouteReady', message: 'routed' },
+      ]);
+      expect(written).toBe(true);
+      expect((await store.get(name))?.status.phase).toBe('Ready');
+      const events = await store.listEvents(name);
+      // The repeat of an older event keeps its row, yet sorts as seen in this batch's order.
+      expect(events.map((e) => [e.reason, e.count])).toEqual([
+        ['RouteReady', 1],
+        ['Flaky', 2],
+        ['ContainerStarted', 2],
+        ['WorkspaceRendered', 1],
+      ]);
+      expect(events.find((e) => e.reason === 'Flaky')!.message.length).toBeLessThanOrEqual(1000);
+      // The same status again is not written; the events still are. No status: events only.
+      expect(await store.writeStatusAndEvents(name, { phase: 'Ready', observedGeneration: 1 }, [])).toBe(false);
+      expect(await store.writeStatusAndEvents(name, undefined, [{ type: 'Normal', reason: 'RouteReady', message: 'routed' }])).toBe(false);
+      expect((await store.listEvents(name)).find((e) => e.reason === 'RouteReady')?.count).toBe(2);
+      // A status of an older generation loses, even with events beside it.
+      await store.updateStatus(name, { phase: 'Ready', observedGeneration: 3 });
+      expect(
+        await store.writeStatusAndEvents(name, { phase: 'Degraded', observedGeneration: 2 }, [
+          { type: 'Warning', reason: 'Late', message: 'late' },
+        ]),
+      ).toBe(false);
+      expect((await store.get(name))?.status.phase).toBe('Ready');
+      expect((await store.listEvents(name))[0]?.reason).toBe('Late');
+    });
+
+    it('keep the 100 most recent when a batch both adds events and counts old ones again', async () => {
+      const name = uniqueName('batchtrim');
+      for (let i = 1; i <= 100; i++) await store.recordEvent(name, { type: 'Normal', reason: 'Step', message: `step ${i}` });
+      // step 1 (the oldest) is seen again and two new ones arrive: steps 2 and 3 go, step 1 stays.
+      await store.writeStatusAndEvents(name, undefined, [
+        { type: 'Normal', reason: 'Step', message: 'new a' },
+        { type: 'Normal', reason: 'Step', message: 'step 1' },
+        { type: 'Normal', reason: 'Step', message: 'new b' },
+      ]);
+      const rows = await store.db.selectFrom('customer_events').select(['message', 'count']).where('customer', '=', name).execute();
+      expect(rows).toHaveLength(100);
+      const kept = new Map(rows.map((r) => [r.message, r.count]));
+      expect(kept.get('step 1')).toBe(2);
+      expect(kept.has('step 2')).toBe(false);
+      expect(kept.has('step 3')).toBe(false);
+      expect(kept.has('step 4')).toBe(true);
+      expect(kept.has('new a') && kept.has('new b')).toBe(true);
+      expect((await store.listEvents(name, 3)).map((e) => e.message)).toEqual(['new b', 'step 1', 'new a']);
     });
 
     it('keeps a long message, cut short', async () => {

@@ -24,6 +24,8 @@ import type {
  */
 export class SimulatedRuntime implements CustomerRuntime {
   readonly containers = new Map<string, ObservedContainer & { spec: ContainerSpec }>();
+  /** Container ids by customer, so a per-customer call costs the same at 10 customers or 10,000 (the engine's label filter is its business). */
+  readonly #byCustomer = new Map<string, Set<string>>();
   readonly calls: Record<string, number> = {};
   #nextId = 1;
   /** Set to make every call fail (the engine is down). */
@@ -43,15 +45,22 @@ export class SimulatedRuntime implements CustomerRuntime {
 
   async listFor(customer: string): Promise<ObservedContainer[]> {
     this.#count('listFor');
-    return [...this.containers.values()].filter((c) => c.customer === customer).map(strip);
+    return [...(this.#byCustomer.get(customer) ?? [])].flatMap((id) => {
+      const c = this.containers.get(id);
+      return c ? [strip(c)] : [];
+    });
   }
 
   async create(spec: ContainerSpec): Promise<string> {
     this.#count('create');
-    if ([...this.containers.values()].some((c) => c.name === `blytz-${spec.customer}`)) {
+    const mine = [...(this.#byCustomer.get(spec.customer) ?? [])].map((other) => this.containers.get(other));
+    if (mine.some((c) => c?.name === `blytz-${spec.customer}`)) {
       throw Object.assign(new Error(`container name blytz-${spec.customer} in use`), { statusCode: 409 });
     }
     const id = `sim${this.#nextId++}`;
+    const ids = this.#byCustomer.get(spec.customer) ?? new Set<string>();
+    ids.add(id);
+    this.#byCustomer.set(spec.customer, ids);
     this.containers.set(id, {
       id,
       customer: spec.customer,
@@ -94,6 +103,8 @@ export class SimulatedRuntime implements CustomerRuntime {
 
   async remove(id: string): Promise<void> {
     this.#count('remove');
+    const c = this.containers.get(id);
+    if (c) this.#byCustomer.get(c.customer)?.delete(id);
     this.containers.delete(id);
   }
 
@@ -134,6 +145,12 @@ export class SimulatedRouteTable implements RouteTable {
   async list(): Promise<ObservedRoute[]> {
     this.#count('list');
     return [...this.routes.values()].map((r) => structuredClone(r));
+  }
+
+  async get(customer: string): Promise<ObservedRoute | undefined> {
+    this.#count('get');
+    const route = this.routes.get(customer);
+    return route && structuredClone(route);
   }
 
   async ensure(route: DesiredRoute): Promise<'created' | 'replaced' | 'unchanged'> {

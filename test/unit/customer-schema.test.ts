@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { canonicalJson, stableHash } from '../../src/domain/canonical-json.js';
+import { canonicalJson, sameJson, stableHash } from '../../src/domain/canonical-json.js';
 import { API_VERSION, KIND, parseManifest, ValidationError, type FieldError } from '../../src/domain/customer.js';
 import { SecretBox } from '../../src/store/secret-box.js';
 
@@ -302,5 +302,76 @@ describe('stableHash', () => {
         expect(JSON.parse(canonicalJson(object))).toEqual(JSON.parse(JSON.stringify(object)));
       }),
     );
+  });
+
+  it('writes exactly what JSON.stringify of a key-sorted copy wrote (hashes stored in labels must not change) (property)', () => {
+    // The key-sorted copy it was before it wrote the text directly.
+    const sortedCopy = (value: unknown): unknown => {
+      if (value !== null && typeof value === 'object' && typeof (value as { toJSON?: unknown }).toJSON === 'function') {
+        return sortedCopy((value as { toJSON(): unknown }).toJSON());
+      }
+      if (Array.isArray(value)) return value.map(sortedCopy);
+      if (value !== null && typeof value === 'object') {
+        const out: Record<string, unknown> = {};
+        for (const key of Object.keys(value).sort()) {
+          const v = (value as Record<string, unknown>)[key];
+          if (v !== undefined) Object.defineProperty(out, key, { value: sortedCopy(v), enumerable: true, writable: true, configurable: true });
+        }
+        return out;
+      }
+      return value;
+    };
+    const key = fc.oneof(fc.string(), fc.constantFrom('0', '1', '10', '9', '01', '-1', '1.5', '4294967294', '4294967295', '__proto__', 'a'));
+    const leaf = fc.oneof(
+      fc.jsonValue(),
+      fc.constant(undefined),
+      fc.constant(() => 1),
+      fc.date({ noInvalidDate: true }),
+      fc.double(),
+      fc.constant(-0),
+    );
+    const tree = fc.letrec((tie) => ({
+      node: fc.oneof({ depthSize: 'small' }, leaf, fc.array(tie('node')), fc.dictionary(key, tie('node'))),
+    })).node;
+    fc.assert(
+      fc.property(tree, (value) => {
+        expect(canonicalJson(value)).toBe(JSON.stringify(sortedCopy(value)));
+      }),
+      { numRuns: 1000 },
+    );
+    // And a few by hand: index-like keys first, by value; holes and undefined in arrays as null.
+    const holey: unknown[] = Object.assign(new Array<unknown>(3), { 0: undefined, 2: 2 });
+    const sample = { b: 1, 10: 'ten', a: holey, 9: { z: new Date(0), y: undefined }, '01': true };
+    expect(canonicalJson(sample)).toBe(JSON.stringify(sortedCopy(sample)));
+    expect(canonicalJson(sample)).toBe('{"9":{"z":"1970-01-01T00:00:00.000Z"},"10":"ten","01":true,"a":[null,null,2],"b":1}');
+  });
+
+  it('sameJson says whether two values have the same canonical JSON (property)', () => {
+    const key = fc.constantFrom('a', 'b', 'c', '0', '1');
+    const leaf = fc.oneof(
+      fc.constantFrom(null, undefined, 0, -0, 1, '1', 'a', true, false, Number.NaN, Number.POSITIVE_INFINITY),
+      fc.constant(() => 1),
+      fc.constantFrom(new Date(0), '1970-01-01T00:00:00.000Z'),
+    );
+    const tree = fc.letrec((tie) => ({
+      node: fc.oneof({ depthSize: 'small' }, leaf, fc.array(tie('node'), { maxLength: 3 }), fc.dictionary(key, tie('node'), { maxKeys: 3 })),
+    })).node;
+    const reordered = (value: unknown): unknown => {
+      if (Array.isArray(value)) return value.map(reordered);
+      if (value === null || typeof value !== 'object' || value instanceof Date) return value;
+      return Object.fromEntries(Object.entries(value).reverse().map(([k, v]) => [k, reordered(v)]));
+    };
+    fc.assert(
+      fc.property(tree, tree, (a, b) => {
+        expect(sameJson(a, b)).toBe(canonicalJson(a) === canonicalJson(b));
+        expect(sameJson(a, reordered(a))).toBe(true);
+        expect(sameJson(reordered(b), a)).toBe(canonicalJson(a) === canonicalJson(b));
+      }),
+      { numRuns: 1000 },
+    );
+    expect(sameJson({ a: 1, b: undefined }, { a: 1 })).toBe(true);
+    expect(sameJson({ t: new Date(0) }, { t: '1970-01-01T00:00:00.000Z' })).toBe(true);
+    expect(sameJson([undefined], [null])).toBe(true);
+    expect(sameJson({ a: [1, 2] }, { a: [2, 1] })).toBe(false);
   });
 });

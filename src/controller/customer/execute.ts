@@ -6,11 +6,12 @@ import type { RouteTable } from '../../proxy/route-table.js';
 import { DependencyError } from '../../resilience/guard.js';
 import { PortClashError, type CustomerRuntime, type ObservedContainer } from '../../runtime/runtime.js';
 import { PortsExhaustedError } from '../../store/errors.js';
-import type { ControllerStore, EventType, HostPorts } from '../../store/store.js';
+import type { ControllerStore, EventType, HostPorts, PortSlot } from '../../store/store.js';
 import type { Workspaces } from '../../workspace/workspace.js';
 import { logAction } from './action-log.js';
 import type { ResolvedCustomer } from './desired.js';
 import { upstreamFor, type Action, type UpstreamOf } from './plan.js';
+import type { ReconcileEvents } from './reconcile-events.js';
 import { restartsText, type RestartBackoff } from './restart-backoff.js';
 
 /**
@@ -22,7 +23,7 @@ import { restartsText, type RestartBackoff } from './restart-backoff.js';
  */
 
 export interface ExecutorDeps {
-  store: Pick<ControllerStore, 'recordEvent' | 'markDeleted'>;
+  store: Pick<ControllerStore, 'markDeleted'>;
   ports: HostPorts;
   runtime: CustomerRuntime;
   routes: RouteTable;
@@ -47,6 +48,12 @@ export interface ExecuteOutcome {
   restartHeldUntil?: number;
 }
 
+/**
+ * The customer's host ports as this reconcile knows them: as observed, then as its own port
+ * actions left them (each one's answer comes from the store), so no action reads them again.
+ */
+export type KnownPorts = Partial<Record<PortSlot, number>>;
+
 /** Refused starts of one container before it is replaced by a fresh one. */
 const START_FAILURES_BEFORE_REPLACING = 3;
 /** How often the health wait looks at the new container. */
@@ -68,15 +75,22 @@ export class Executor {
     this.#upstreamOf = (customer, port) => deps.runtime.upstream(customer, port);
   }
 
-  /** Runs the plan's actions in order; the first failure stops the rest (they may depend on it). */
+  /**
+   * Runs the plan's actions in order; the first failure stops the rest (they may depend on it).
+   * Events go to `events`, written with the status; `ports` starts as observed and is kept up to
+   * date by the port actions.
+   */
   async execute(
     name: string,
     actions: Action[],
     resolved: ResolvedCustomer | undefined,
     signal: AbortSignal,
     countDrift: boolean,
+    events: ReconcileEvents,
+    ports: KnownPorts,
   ): Promise<ExecuteOutcome> {
-    const { runtime, routes, ports, workspaces, store, metrics } = this.#deps;
+    const { runtime, routes, workspaces, store, metrics } = this.#deps;
+    const { ports: hostPorts } = this.#deps;
     // A restart held back by its back-off is skipped (the other actions still run); status says why.
     let heldBack: { note: string; until: number } | undefined;
     for (const action of actions) {
@@ -92,32 +106,34 @@ export class Executor {
       // Drift of a customer that had converged (or an orphan): a correction, not progress.
       const correction = drift && (countDrift || drift.startsWith('orphan_')) ? drift : undefined;
       if (correction) metrics.driftCorrections.inc({ kind: correction });
-      // Every action on the world leaves an event on the customer and one line in the log.
+      // Every action on the world leaves an event on the customer (written with the status) and
+      // one line in the log.
       const event = (type: EventType, reason: string, message: string) => {
         logAction(this.#deps.logger, { customer: name, type, reason, message, drift: correction });
-        return store.recordEvent(name, { type, reason, message }).catch(() => {});
+        events.record(type, reason, message);
       };
       switch (action.type) {
         case 'writeWorkspace':
           await workspaces.write(name, requireResolved(resolved?.rendered));
-          await event('Normal', 'WorkspaceRendered', 'workspace files rendered from the template');
+          event('Normal', 'WorkspaceRendered', 'workspace files rendered from the template');
           break;
         case 'reservePort': {
           if (action.slot === 'next') {
-            const port = await ports.reserveNext(name);
-            await event('Normal', 'PortReserved', `host port ${port} reserved for the new container (blue-green update)`);
+            const port = (ports.next = await hostPorts.reserveNext(name));
+            event('Normal', 'PortReserved', `host port ${port} reserved for the new container (blue-green update)`);
             break;
           }
-          const port = await ports.reserve(name);
-          await event('Normal', 'PortReserved', `host port ${port} reserved`);
+          const port = (ports.current = await hostPorts.reserve(name));
+          event('Normal', 'PortReserved', `host port ${port} reserved`);
           break;
         }
         case 'createContainer': {
           const next = action.slot === 'next';
-          const port = next ? await ports.reserveNext(name) : await ports.reserve(name);
+          const slot = next ? 'next' : 'current';
+          const port = (ports[slot] ??= next ? await hostPorts.reserveNext(name) : await hostPorts.reserve(name));
           const id = await runtime.create(requireResolved(resolved).containerSpec(port, action.slot));
-          await this.#start(name, id, port, action.slot);
-          await event(
+          await this.#start(name, id, ports, action.slot);
+          event(
             'Normal',
             'ContainerCreated',
             `${next ? 'new container created beside the serving one and started' : 'container created and started'} on ${runtime.upstream(name, port)}`,
@@ -125,9 +141,9 @@ export class Executor {
           break;
         }
         case 'startContainer': {
-          await this.#start(name, action.id, await ports.find(name, action.slot ?? 'current'), action.slot);
+          await this.#start(name, action.id, ports, action.slot);
           // A container found stopped (killed, crashed, the engine restarted) is not "unhealthy".
-          await event(
+          event(
             'Normal',
             'ContainerStarted',
             correction === 'container_stopped' ? 'container had stopped and was started again' : 'container started',
@@ -140,29 +156,29 @@ export class Executor {
           if (runtime.restart) await runtime.restart(action.id);
           else await runtime.stop(action.id);
           this.#restarts.restarted(name, action.id, this.#now());
-          if (!runtime.restart) await this.#start(name, action.id, await ports.find(name, action.slot ?? 'current'), action.slot);
-          await event('Warning', 'ContainerRestarted', 'container was unhealthy and was restarted');
+          if (!runtime.restart) await this.#start(name, action.id, ports, action.slot);
+          event('Warning', 'ContainerRestarted', 'container was unhealthy and was restarted');
           break;
         }
         case 'stopContainer':
           await runtime.stop(action.id);
-          await event('Normal', 'ContainerStopped', 'container stopped');
+          event('Normal', 'ContainerStopped', 'container stopped');
           break;
         case 'removeContainer':
           // After a route switch the old container may still be answering a request Caddy sent
           // before: a graceful stop lets it finish.
           if (action.graceful) await runtime.stop(action.id);
           await runtime.remove(action.id);
-          await event('Normal', 'ContainerRemoved', `container removed${drift ? ` (${drift.replace('_', ' ')})` : ''}`);
+          event('Normal', 'ContainerRemoved', `container removed${drift ? ` (${drift.replace('_', ' ')})` : ''}`);
           break;
         case 'ensureRoute': {
           const host = customerHost(name, this.#deps.baseDomain);
           if (action.to === 'suspendedPage') {
             await routes.ensure({ customer: name, host, target: { kind: 'suspended' } });
-            await event('Normal', 'RouteSuspended', `${host} shows the suspended page`);
+            event('Normal', 'RouteSuspended', `${host} shows the suspended page`);
             break;
           }
-          const port = await ports.find(name, action.slot ?? 'current');
+          const port = ports[action.slot ?? 'current'];
           if (port === undefined || !(await this.#waitForHealthy(name, port, signal))) {
             return {
               ...(heldBack ? { restartHeldUntil: heldBack.until } : {}),
@@ -175,25 +191,31 @@ export class Executor {
           }
           const target = upstreamFor(port, name, this.#upstreamOf);
           const result = await routes.ensure({ customer: name, host, target });
-          if (result !== 'unchanged') await event('Normal', 'RouteReady', `${host} routes to ${target.dial}`);
+          if (result !== 'unchanged') event('Normal', 'RouteReady', `${host} routes to ${target.dial}`);
           break;
         }
         case 'removeRoute':
           await routes.remove(name);
-          await event('Normal', 'RouteRemoved', 'route removed');
+          event('Normal', 'RouteRemoved', 'route removed');
           break;
         case 'releasePort':
           if (action.slot === 'next') {
-            await ports.releaseNext(name);
-            await event('Normal', 'PortReleased', "the blue-green update's second host port released");
+            await hostPorts.releaseNext(name);
+            delete ports.next;
+            event('Normal', 'PortReleased', "the blue-green update's second host port released");
             break;
           }
-          await ports.release(name);
-          await event('Normal', 'PortReleased', 'host port released');
+          await hostPorts.release(name);
+          delete ports.current;
+          delete ports.next;
+          event('Normal', 'PortReleased', 'host port released');
           break;
         case 'promotePort': {
-          const port = await ports.promote(name);
-          await event('Normal', 'UpdateSwitched', `blue-green update done: host port ${port ?? '?'} is the customer's port now`);
+          const port = await hostPorts.promote(name);
+          delete ports.next;
+          if (port === undefined) delete ports.current;
+          else ports.current = port;
+          event('Normal', 'UpdateSwitched', `blue-green update done: host port ${port ?? '?'} is the customer's port now`);
           break;
         }
         case 'adoptContainer': {
@@ -218,7 +240,7 @@ export class Executor {
           const wait = await this.#deps.backups?.beforePurge(name);
           if (wait) return { waitNote: wait };
           await workspaces.remove(name);
-          await event('Normal', 'WorkspacePurged', 'workspace deleted after the retention period');
+          event('Normal', 'WorkspacePurged', 'workspace deleted after the retention period');
           break;
         }
         case 'markDeleted':
@@ -229,6 +251,8 @@ export class Executor {
             reason: 'CustomerPurged',
             message: 'teardown done: the customer is marked deleted',
           });
+          // Its events went with it; so do the ones this reconcile recorded before.
+          events.discard();
           break;
       }
     }
@@ -236,14 +260,15 @@ export class Executor {
   }
 
   /** Starts a container; a host port clash moves the customer to a new port (next pass recreates). */
-  async #start(name: string, id: string, port: number | undefined, slot?: 'next'): Promise<void> {
+  async #start(name: string, id: string, ports: KnownPorts, slot?: 'next'): Promise<void> {
+    const port = ports[slot ?? 'current'];
     try {
       await this.#deps.runtime.start(id);
       this.#startFailures.delete(id);
     } catch (error) {
       if (!(error instanceof PortClashError)) await this.#replaceIfUnstartable(id, error);
       if (error instanceof PortClashError && port !== undefined) {
-        const next = await this.#deps.ports.move(name, port, slot ?? 'current');
+        const next = (ports[slot ?? 'current'] = await this.#deps.ports.move(name, port, slot ?? 'current'));
         await this.#repointRoute(name, port, next);
         await this.#deps.runtime.remove(id);
         throw new ReconcileStepError(`host port ${port} is taken by something else on this host; moved to ${next}`, {

@@ -1,6 +1,6 @@
 import type { ObservedRoute, RouteTable } from '../../proxy/route-table.js';
 import type { CustomerRuntime, ObservedContainer } from '../../runtime/runtime.js';
-import type { ControllerStore, HostPorts, ReconcileView } from '../../store/store.js';
+import type { ControllerStore, HostPorts, PortSlot, ReconcileView } from '../../store/store.js';
 import type { Workspaces } from '../../workspace/workspace.js';
 import type { Observed } from './plan.js';
 
@@ -15,15 +15,16 @@ export interface WorldObserverDeps {
   store: Pick<ControllerStore, 'reconcileView' | 'reconcileViews'>;
   ports: Pick<HostPorts, 'find' | 'findNext' | 'all'>;
   runtime: Pick<CustomerRuntime, 'list' | 'listFor'>;
-  routes: Pick<RouteTable, 'list'>;
+  routes: Pick<RouteTable, 'list' | 'get'>;
   workspaces: Pick<Workspaces, 'observe'>;
   /** When given, full passes list the world once and reconciles read from it. */
   cache?: WorldCache | undefined;
 }
 
-/** What a reconcile read about a customer from the store, and the full pass's entry it used (if any). */
+/** What a reconcile reads first: the customer from the store, its containers, and the full pass's entry it used (if any). */
 export interface DesiredRead {
   view: ReconcileView | undefined;
+  containers: ObservedContainer[];
   cached: CachedCustomer | undefined;
 }
 
@@ -56,31 +57,49 @@ export class WorldObserver {
     this.#deps.cache?.invalidate(name);
   }
 
-  /** The customer as the store wants it: from the last full pass (once), else read now. */
-  async desired(name: string): Promise<DesiredRead> {
+  /**
+   * The customer as the store wants it and its containers: from the last full pass (once), else
+   * both read now, side by side.
+   */
+  async desiredAndContainers(name: string): Promise<DesiredRead> {
     const cached = this.#deps.cache?.take(name);
-    const view = cached ? cached.view : await this.#deps.store.reconcileView(name);
-    return { view, cached };
+    if (cached) return { view: cached.view, containers: cached.containers, cached };
+    const [view, containers] = await Promise.all([this.#deps.store.reconcileView(name), this.#deps.runtime.listFor(name)]);
+    return { view, containers, cached: undefined };
   }
 
-  /** The customer's world: the full pass's entry when `desired` used one (the workspace is always read now), else read now. */
-  async world(name: string, cached?: CachedCustomer): Promise<Observed> {
-    if (!cached) return this.observe(name);
-    const { containers, route, port, nextPort } = cached;
+  /** The customer's containers, read now. */
+  containers(name: string): Promise<ObservedContainer[]> {
+    return this.#deps.runtime.listFor(name);
+  }
+
+  /**
+   * The rest of the customer's world: the full pass's entry when `desiredAndContainers` used
+   * one (the workspace is always read now), else read now (the host ports as the view read them,
+   * when it did).
+   */
+  async world(name: string, read: DesiredRead): Promise<Observed> {
+    const { cached, view, containers } = read;
+    if (!cached) return this.observe(name, view?.ports, containers);
+    const { route, port, nextPort } = cached;
     return { containers, route, port, nextPort, workspace: await this.#deps.workspaces.observe(name) };
   }
 
-  /** The customer's world, read now. */
-  async observe(name: string): Promise<Observed> {
+  /**
+   * The customer's world, read now; its host ports as `known` says when given (the store's own
+   * answers to this reconcile's port writes), else read from the store; its containers as given,
+   * else listed.
+   */
+  async observe(name: string, known?: Partial<Record<PortSlot, number>>, listed?: ObservedContainer[]): Promise<Observed> {
     const { runtime, routes, ports, workspaces } = this.#deps;
-    const [containers, routeList, port, nextPort, workspace] = await Promise.all([
-      runtime.listFor(name),
-      routes.list(),
-      ports.find(name),
-      ports.findNext(name),
+    const [containers, route, port, nextPort, workspace] = await Promise.all([
+      listed ?? runtime.listFor(name),
+      routes.get(name),
+      known ? known.current : ports.find(name),
+      known ? known.next : ports.findNext(name),
       workspaces.observe(name),
     ]);
-    return { containers, route: routeList.find((r) => r.customer === name), port, nextPort, workspace };
+    return { containers, route, port, nextPort, workspace };
   }
 }
 

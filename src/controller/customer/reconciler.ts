@@ -1,22 +1,23 @@
 import type { BackupGate } from '../../backup/backup-gate.js';
 import type { Customer, CustomerStatus } from '../../domain/customer.js';
-import { canonicalJson } from '../../domain/canonical-json.js';
+import { sameJson } from '../../domain/canonical-json.js';
 import { customerUrl } from '../../domain/naming.js';
 import type { Logger } from '../../observability/logger.js';
 import type { Metrics } from '../../observability/metrics.js';
 import type { RouteTable } from '../../proxy/route-table.js';
 import { dependencyOf } from '../../resilience/guard.js';
 import type { CustomerRuntime } from '../../runtime/runtime.js';
-import type { ControllerStore, EventType, HostPorts, ReconcileView } from '../../store/store.js';
+import type { ControllerStore, HostPorts, ReconcileView } from '../../store/store.js';
 import { PortsExhaustedError } from '../../store/errors.js';
 import type { ModelAccessFragment } from '../../workspace/model-access-config.js';
 import type { Workspaces } from '../../workspace/workspace.js';
 import { TerminalError, type Reconciler, type ReconcileResult } from '../controller.js';
 import type { Admission, Rollouts } from '../rollout/rollouts.js';
 import { resolveCustomer, TemplateError, type DesiredDefaults, type ResolvedCustomer } from './desired.js';
-import { describeFailure, Executor, ReconcileStepError, type ExecuteOutcome } from './execute.js';
-import { WorldCache, WorldObserver } from './observe.js';
+import { describeFailure, Executor, ReconcileStepError, type ExecuteOutcome, type KnownPorts } from './execute.js';
+import { WorldCache, WorldObserver, type DesiredRead } from './observe.js';
 import { fleetChangeOf, plan, type Action, type Observed, type UpstreamOf } from './plan.js';
+import { ReconcileEvents } from './reconcile-events.js';
 import { RestartBackoff, type RestartBackoffOptions } from './restart-backoff.js';
 import { computeStatus, failedStatus, isConverged, type StatusInput } from './status.js';
 
@@ -81,6 +82,8 @@ export class CustomerReconciler implements Reconciler {
   readonly #provisionStarted = new Map<string, { generation: number; at: number }>();
   /** Restarts of unhealthy containers, spaced out like the kubelet's CrashLoopBackOff. */
   readonly #restarts: RestartBackoff;
+  /** Each Ready customer's serving container, as its last reconcile saw it (see #repair). */
+  readonly #serving = new Map<string, Serving>();
 
   /** Where routes point: the runtime knows (loopback for Docker, the Service on Kubernetes). */
   readonly #upstreamOf: UpstreamOf;
@@ -113,19 +116,35 @@ export class CustomerReconciler implements Reconciler {
 
   /**
    * Observe, plan, execute, write status; then say when to look again. Each step is a room of
-   * its own: observe.ts, plan.ts (pure), execute.ts, status.ts (pure).
+   * its own: observe.ts, plan.ts (pure), execute.ts, status.ts (pure). The events it records are
+   * written with the status, in one statement.
    */
   async reconcile(name: string, signal: AbortSignal): Promise<ReconcileResult> {
+    const events = new ReconcileEvents();
+    try {
+      return await this.#reconcile(name, signal, events);
+    } finally {
+      // Events not written with a status (there was none to write, or a step threw) go on their
+      // own; not after an abort: that reconcile no longer speaks for the customer.
+      const left = events.take();
+      if (left.length > 0 && !signal.aborted) await this.#deps.store.writeStatusAndEvents(name, undefined, left).catch(() => {});
+    }
+  }
+
+  async #reconcile(name: string, signal: AbortSignal, events: ReconcileEvents): Promise<ReconcileResult> {
     const started = this.#now();
-    // Observe: what the store wants (resolved against its template), and what the world has.
-    const desired = await this.#observer.desired(name);
-    const { cached } = desired;
+    // Observe: what the store wants and the customer's containers, then (after any repair)
+    // the template resolved and the rest of the world.
+    const read = await this.#observer.desiredAndContainers(name);
     // A restore replacing the customer's state holds it as if suspended: stopped, page shown.
-    const hold = desired.view?.customer.spec.state === 'active' ? await this.#deps.backups?.holdOf(name) : undefined;
-    const view = hold && desired.view ? asSuspended(desired.view) : desired.view;
+    const hold = read.view?.customer.spec.state === 'active' ? await this.#deps.backups?.holdOf(name) : undefined;
+    if (hold && read.view) read.view = asSuspended(read.view);
+    const { view } = read;
     const customer = view?.customer;
-    let resolved = view ? await this.#resolve(view) : undefined;
-    const observed = await this.#observer.world(name, cached);
+    const repair = await this.#repair(name, read, events, signal);
+    if (repair && !repair.failure) read.containers = await this.#observer.containers(name);
+    let resolved = view ? await this.#resolve(view, events) : undefined;
+    const observed = await this.#observer.world(name, read);
     this.#restarts.observed(name, observed.containers, this.#now());
     // A fleet-wide change waits for its rollout's slot; a customer sent back gets its previous image.
     // The rollout touches no customer before its state is backed up (the wait says why).
@@ -149,15 +168,16 @@ export class CustomerReconciler implements Reconciler {
       removesInBackground: this.#deps.runtime.removesInBackground === true,
     });
     if (!customer || !resolved) {
+      this.#serving.delete(name);
       // Gone from the store: tear down what the world still has (an orphan); no status to write.
       if (result.actions.length > 0) this.invalidate(name);
-      await this.#executor.execute(name, result.actions, undefined, signal, true);
+      await this.#executor.execute(name, result.actions, undefined, signal, true, events, knownPorts(observed));
       // A container removed in the background may leave parts for a later pass (its NetworkPolicy).
       const removing = this.#deps.runtime.removesInBackground && result.actions.some((a) => a.type === 'removeContainer');
       return removing ? { requeueAfterMs: TEARDOWN_LOOK_MS } : {};
     }
     if (customer.spec.paused) {
-      await this.#writeStatus(customer, resolved, observed, { note: result.note });
+      await this.#writeStatus(customer, resolved, observed, events, { note: result.note });
       return {};
     }
 
@@ -171,22 +191,26 @@ export class CustomerReconciler implements Reconciler {
       const provisioning = await this.#writeProvisioning(customer, resolved, observed, result.note);
       if (provisioning) customer.status = provisioning;
     }
-    const run = await this.#execute(name, result.actions, resolved, signal, converged);
+    const ports = knownPorts(observed);
+    // A repair that failed stands for this pass (the plan holds the same start): no second try.
+    const run = repair?.failure ? repair : await this.#execute(name, result.actions, resolved, signal, converged, events, ports);
     // Aborted (leadership lost, shutdown, reconcile timeout): an action in flight may have
     // finished, but this reconcile no longer speaks for the customer. No status, event or
     // rollout report: a new leader (or the next attempt) observes and writes them.
     if (signal.aborted) throw abortReason(signal);
     if (result.actions.length > 0) this.invalidate(name);
 
-    // Status, from the world as it is after the actions.
-    const after = result.actions.length > 0 ? await this.#observer.observe(name) : observed;
-    const status = await this.#writeStatus(customer, resolved, after, {
+    // Status, from the world as it is after the actions (the ports as the actions left them,
+    // unless one failed: then as the store has them).
+    const after = result.actions.length > 0 ? await this.#observer.observe(name, run.failure ? undefined : ports) : observed;
+    const status = await this.#writeStatus(customer, resolved, after, events, {
       failure: run.failure,
       note: run.waitNote ?? hold,
       heldHash: result.waitingForRollout?.heldHash,
       rollout: admission?.condition ?? (backupWait ? { reason: 'WaitingForBackup', message: backupWait } : undefined),
     });
     this.#trackProvisioning(customer, status, started);
+    this.#rememberServing(customer, status, after, result.waitingForRollout?.heldHash ?? resolved.desired.specHash);
     const progress = admission && (await this.#report(name, admission, resolved, after, status, !!result.waitingForRollout));
     // A failed update goes back to the previous image at once, and to the state from before it
     // (the new version may have migrated it into a shape the old one cannot read).
@@ -201,18 +225,58 @@ export class CustomerReconciler implements Reconciler {
     return lookAgain({ customer, status, run, admission, after, purged, retentionMs: this.#deps.retentionMs, now: this.#now() });
   }
 
+  /**
+   * Repair before anything else: the container this controller last saw serving the customer,
+   * at the generation the store still wants, found stopped (killed, crashed, stopped by hand) is
+   * started at once, before the template is rendered and the rest of the world read, none of
+   * which can change what to do with it; as a kubelet restarts a pod's container from the spec it
+   * holds. Then the reconcile goes on as ever and sees it running (or, when the start failed,
+   * reports that failure as its own). Once per convergence: a container that dies again before
+   * it is seen serving takes the ordinary path. Undefined when there was nothing to repair.
+   */
+  async #repair(name: string, read: DesiredRead, events: ReconcileEvents, signal: AbortSignal): Promise<RunOutcome | undefined> {
+    const serving = this.#serving.get(name);
+    const customer = read.view?.customer;
+    if (!serving || !customer) return undefined;
+    const [container, ...others] = read.containers;
+    const stopped = container?.state === 'exited' || container?.state === 'created';
+    const same =
+      customer.generation === serving.generation &&
+      customer.spec.state === 'active' &&
+      !customer.spec.paused &&
+      others.length === 0 &&
+      container?.id === serving.containerId &&
+      container.specHash === serving.specHash &&
+      container.hostPort === serving.port;
+    if (!same || !stopped) return undefined;
+    this.#serving.delete(name);
+    this.invalidate(name);
+    const start: Action = { type: 'startContainer', id: container.id, drift: 'container_stopped' };
+    return this.#execute(name, [start], undefined, signal, true, events, { current: serving.port });
+  }
+
+  /** A Ready customer's serving container, for the next repair; anything else forgets it. */
+  #rememberServing(customer: Customer, status: CustomerStatus, after: Observed, specHash: string): void {
+    const active = status.phase === 'Ready' && customer.spec.state === 'active' && !customer.spec.paused;
+    const container = active
+      ? after.containers.find((c) => c.hostPort === after.port && c.specHash === specHash && c.state === 'running')
+      : undefined;
+    if (container && after.port !== undefined) {
+      this.#serving.set(customer.name, { generation: customer.generation, containerId: container.id, specHash, port: after.port });
+    } else {
+      this.#serving.delete(customer.name);
+    }
+  }
+
   /** The customer against its template; a template no retry can fix fails it terminally. */
-  async #resolve(view: ReconcileView): Promise<ResolvedCustomer> {
+  async #resolve(view: ReconcileView, events: ReconcileEvents): Promise<ResolvedCustomer> {
     try {
       return await resolveCustomer(view, this.#deps);
     } catch (error) {
       if (!(error instanceof TemplateError)) throw error;
       const failure = { reason: 'TemplateInvalid', message: error.message, terminal: true };
-      const changed = await this.#deps.store.updateStatus(
-        view.customer.name,
-        failedStatus(view.customer, failure, new Date(this.#now())),
-      );
-      if (changed) await this.#event(view.customer.name, 'Warning', failure.reason, failure.message);
+      const changed = await this.#deps.store.updateStatus(view.customer.name, failedStatus(view.customer, failure, new Date(this.#now())));
+      if (changed) events.record('Warning', failure.reason, failure.message);
       // No retry fixes a missing template: status says Failed and the queue does not retry.
       throw new TerminalError(error.message, { cause: error });
     }
@@ -222,16 +286,18 @@ export class CustomerReconciler implements Reconciler {
   async #execute(
     name: string,
     actions: Action[],
-    resolved: ResolvedCustomer,
+    resolved: ResolvedCustomer | undefined,
     signal: AbortSignal,
     converged: boolean,
+    events: ReconcileEvents,
+    ports: KnownPorts,
   ): Promise<RunOutcome> {
     try {
-      return await this.#executor.execute(name, actions, resolved, signal, converged);
+      return await this.#executor.execute(name, actions, resolved, signal, converged, events, ports);
     } catch (error) {
       if (signal.aborted) throw abortReason(signal);
       const failure = describeFailure(error);
-      await this.#event(name, 'Warning', failure.reason, failure.message);
+      events.record('Warning', failure.reason, failure.message);
       // A dependency's failure is reported once by the controller (collapsed while it lasts).
       const level = dependencyOf(error) === undefined ? 'warn' : 'debug';
       this.#deps.logger[level]({ customer: name, reason: failure.reason, err: error }, 'reconcile step failed');
@@ -312,19 +378,21 @@ export class CustomerReconciler implements Reconciler {
     return progress;
   }
 
-  #event(name: string, type: EventType, reason: string, message: string): Promise<void> {
-    return this.#deps.store.recordEvent(name, { type, reason, message }).catch(() => {});
-  }
-
   async #writeStatus(
     customer: Customer,
     resolved: ResolvedCustomer,
     observed: Observed,
+    events: ReconcileEvents,
     why: StatusWhy,
   ): Promise<CustomerStatus> {
     const status = computeStatus(this.#statusInput(customer, resolved, observed, why));
-    // Written only when it changed: a steady-state pass costs no store writes.
-    if (canonicalJson(status) !== canonicalJson(customer.status)) await this.#deps.store.updateStatus(customer.name, status);
+    // Written only when it changed, with the reconcile's events: a steady-state pass costs no
+    // store writes, a busy one a single statement.
+    const changed = !sameJson(status, customer.status);
+    const recorded = events.take();
+    if (changed || recorded.length > 0) {
+      await this.#deps.store.writeStatusAndEvents(customer.name, changed ? status : undefined, recorded);
+    }
     return status;
   }
 
@@ -398,6 +466,14 @@ interface StatusWhy {
   rollout?: { reason: string; message: string } | undefined;
 }
 
+/** The container a Ready customer was served by, at the generation it was Ready at. */
+interface Serving {
+  generation: number;
+  containerId: string;
+  specHash: string;
+  port: number;
+}
+
 /** What the execute step came to: a failure (status and events say why), or a note on what it waits for. */
 interface RunOutcome extends ExecuteOutcome {
   failure?: Failure;
@@ -447,6 +523,14 @@ function lookAgain(input: {
 /** The customer as planned while a restore holds it: suspended (container stopped, page shown). */
 function asSuspended(view: ReconcileView): ReconcileView {
   return { ...view, customer: { ...view.customer, spec: { ...view.customer.spec, state: 'suspended' } } };
+}
+
+/** The ports a reconcile starts its actions with: as observed. */
+function knownPorts(observed: Observed): KnownPorts {
+  const ports: KnownPorts = {};
+  if (observed.port !== undefined) ports.current = observed.port;
+  if (observed.nextPort !== undefined) ports.next = observed.nextPort;
+  return ports;
 }
 
 /** Why a reconcile's signal was aborted (NotLeaderError, ReconcileTimeoutError, shutdown). */

@@ -161,6 +161,15 @@ export class CaddyRouteTable implements RouteTable {
     return routes.map(parseRoute).filter((r): r is ObservedRoute => r !== undefined);
   }
 
+  /** One GET of the route by its `@id` (Caddy indexes them), not of the whole server block. */
+  async get(customer: string): Promise<ObservedRoute | undefined> {
+    const path = `/id/${encodeURIComponent(routeId(customer))}`;
+    const res = await this.#admin.request({ operation: 'getRoute', method: 'GET', path, accept: [404] });
+    if (res.status !== 200) return undefined;
+    const route = parseRoute(res.body);
+    return route?.customer === customer ? route : undefined;
+  }
+
   ensure(route: DesiredRoute): Promise<'created' | 'replaced' | 'unchanged'> {
     return this.#serial.run(async () => {
       const desired = buildRoute(route);

@@ -185,6 +185,20 @@ export class IngressRouteTable implements RouteTable {
     return (await this.#list()).map((i) => this.#observe(i)).filter((r): r is ObservedRoute => r !== undefined);
   }
 
+  /** One read of the customer's Ingress; one this table did not make (other labels) is not a route of ours. */
+  async get(customer: string): Promise<ObservedRoute | undefined> {
+    const ingress = await this.#guard('readIngress', () =>
+      this.#api
+        .readNamespacedIngress({ name: objectName(customer), namespace: this.#namespace })
+        .catch((error: unknown) => (isNotFound(error) ? undefined : Promise.reject(error))),
+    );
+    const labels = ingress?.metadata?.labels ?? {};
+    const ours = Object.entries({ [MANAGED_BY_LABEL]: MANAGED_BY_VALUE, ...this.#extraLabels }).every(([k, v]) => labels[k] === v);
+    if (!ingress || !ours) return undefined;
+    const route = this.#observe(ingress);
+    return route?.customer === customer ? route : undefined;
+  }
+
   #observe(ingress: V1Ingress): ObservedRoute | undefined {
     const customer = ingress.metadata?.labels?.[CUSTOMER_LABEL];
     if (customer === undefined || !isDns1123Label(customer)) return undefined;

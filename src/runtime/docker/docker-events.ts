@@ -17,10 +17,10 @@ import { checkExtraLabels, labelFilter } from '../../domain/labels.js';
  * What can make a container differ from what the controller last made it. A restart-policy
  * restart shows as `die` then `start`; `start` also reveals a hand-started foreign container.
  * Health checks run as `exec_*` events and would flood the queue: they are not subscribed to.
- *
- * Not `kill`: it only says a signal went out; a kill that ends the process is followed by `die`.
- * (At either, the engine's container list may still say "running" for a moment: the runtime
- * inspects a running container that fails its probe before calling it unhealthy.)
+ * Nor is `kill`: it is sent when a signal is, before the process has died, so a reconcile it
+ * started would find the container still running and delay the one the `die` that follows
+ * needs (a key being reconciled waits to be reconciled again); a signal that ends the process
+ * shows as `die`, and one that does not changes nothing.
  */
 export const WATCHED_ACTIONS = [
   'start',

@@ -97,23 +97,41 @@ export class DockerRuntime implements CustomerRuntime {
   }
 
   list(): Promise<ObservedContainer[]> {
-    return this.#list({});
+    return this.#list({}, false);
   }
 
+  /**
+   * One customer's containers, each running one as the engine has it now: the list is the
+   * engine's cached view, which still says running for a moment after the process died (the die
+   * event goes out before the view is updated), while inspect waits for the container's lock and
+   * so answers once the engine is done with the exit. A repair seen this way starts the container
+   * when the engine can, not when the next look happens to come.
+   */
   listFor(customer: string): Promise<ObservedContainer[]> {
-    return this.#list({ [CUSTOMER_LABEL]: customer });
+    return this.#list({ [CUSTOMER_LABEL]: customer }, true);
   }
 
-  async #list(more: Record<string, string>): Promise<ObservedContainer[]> {
+  async #list(more: Record<string, string>, exact: boolean): Promise<ObservedContainer[]> {
     const infos = await this.#guard('listContainers', (abortSignal) =>
       this.#docker.listContainers({ all: true, filters: { label: labelFilter(this.#extraLabels, more) }, abortSignal }),
     );
-    return mapLimit(infos, this.#probeConcurrency, (info) => this.#observe(info));
+    const observed = await mapLimit(infos, this.#probeConcurrency, (info) => this.#observe(info, exact));
+    return observed.filter((container): container is ObservedContainer => container !== undefined);
   }
 
-  async #observe(info: Docker.ContainerInfo): Promise<ObservedContainer> {
+  /** The container as listed (`exact`: a running one as inspected now); undefined once it is gone. */
+  async #observe(info: Docker.ContainerInfo, exact: boolean): Promise<ObservedContainer | undefined> {
     const labels = info.Labels ?? {};
-    const state: ContainerState = STATES.has(info.State as ContainerState) ? (info.State as ContainerState) : 'dead';
+    let state: ContainerState = STATES.has(info.State as ContainerState) ? (info.State as ContainerState) : 'dead';
+    let status = info.Status ?? '';
+    let startedAt: number | undefined;
+    if (exact && state === 'running') {
+      const current = await this.#inspectState(info.Id);
+      if (!current) return undefined; // removed since the list
+      state = STATES.has(current.Status as ContainerState) ? (current.Status as ContainerState) : 'dead';
+      if (state === 'running') startedAt = Date.parse(current.StartedAt);
+      else status = exitedMessage(current);
+    }
     const containerPort = positivePort(labels[CONTAINER_PORT_LABEL]);
     // The label is what we asked for; a hand-made container with our marks may only have a port in the list.
     const hostPort =
@@ -141,7 +159,7 @@ export class DockerRuntime implements CustomerRuntime {
     if (labels[OWN_HASH_LABEL] !== undefined) observed.ownHash = labels[OWN_HASH_LABEL];
     const generation = Number(labels[GENERATION_LABEL]);
     if (labels[GENERATION_LABEL] !== undefined && Number.isInteger(generation)) observed.generation = generation;
-    const health = await this.#health(info.Id, state, info.Status ?? '', hostPort, labels);
+    const health = await this.#health(info.Id, state, status, hostPort, labels, startedAt);
     observed.health = health.health;
     if (health.message !== undefined) observed.healthMessage = health.message;
     if ((health.health === 'unhealthy' || health.health === 'starting') && state === 'running') await this.#confirmRunning(observed);
@@ -153,7 +171,8 @@ export class DockerRuntime implements CustomerRuntime {
    * even when its `die` event arrives) the list still says "running", and the probe finds nothing
    * listening. Before such a container is called unhealthy (and restarted as one), inspect, which
    * is current, says whether it is still running; a dead one is reported as it is: exited, with
-   * its exit code. Only failing containers pay for the extra call.
+   * its exit code. Only failing containers pay for the extra call (listFor has inspected a
+   * running one already; this covers the full listing and a death between inspect and probe).
    */
   async #confirmRunning(observed: ObservedContainer): Promise<void> {
     const inspected = await this.#guard('inspectContainer', (abortSignal) =>
@@ -163,7 +182,7 @@ export class DockerRuntime implements CustomerRuntime {
     if (!status || status.Running || !STATES.has(status.Status as ContainerState)) return;
     observed.state = status.Status as ContainerState;
     observed.health = 'unknown';
-    observed.healthMessage = `Exited (${status.ExitCode})${status.OOMKilled ? ', out of memory' : ''}`;
+    observed.healthMessage = exitedMessage(status);
   }
 
   async #health(
@@ -172,6 +191,7 @@ export class DockerRuntime implements CustomerRuntime {
     status: string,
     hostPort: number | undefined,
     labels: Record<string, string>,
+    startedAt: number | undefined,
   ): Promise<ProbeResult> {
     // Not running: no health to speak of; the engine's Status ("Exited (137) 3 seconds ago") says why.
     if (state !== 'running') return { health: 'unknown', message: status || state };
@@ -185,15 +205,31 @@ export class DockerRuntime implements CustomerRuntime {
     const probes = parseProbesLabel(labels[PROBES_LABEL]);
     if (probes) {
       const startTimeoutSeconds = Number(labels[START_TIMEOUT_LABEL]);
+      const uptime = async () =>
+        startedAt !== undefined && !Number.isNaN(startedAt)
+          ? Math.max(0, (Date.now() - startedAt) / 1000)
+          : this.#uptimeSeconds(id, parsed.upSeconds);
       return judgeContainer(
         { hostPort, probes, startTimeoutSeconds: Number.isFinite(startTimeoutSeconds) ? startTimeoutSeconds : 0 },
-        () => this.#uptimeSeconds(id, parsed.upSeconds),
+        uptime,
         this.#probe,
       );
     }
     const legacyPath = labels[HEALTH_PATH_LABEL];
     if (legacyPath?.startsWith('/')) return probeLegacyPath(hostPort, legacyPath, this.#probe);
     return { health: 'unknown', message: 'no probes declared' };
+  }
+
+  /** The container's state as the engine has it now; undefined when it is gone. */
+  async #inspectState(id: string): Promise<Docker.ContainerInspectInfo['State'] | undefined> {
+    return this.#guard('inspectContainer', async (abortSignal) => {
+      try {
+        return (await this.#docker.getContainer(id).inspect({ abortSignal } as Docker.ContainerInspectOptions)).State;
+      } catch (error) {
+        if (isStatus(error, 404)) return undefined;
+        throw error;
+      }
+    });
   }
 
   /**
@@ -343,4 +379,9 @@ export class DockerRuntime implements CustomerRuntime {
     const ping = this.#docker.ping.bind(this.#docker) as unknown as (opts: { abortSignal: AbortSignal }) => Promise<unknown>;
     await this.#guard('ping', (abortSignal) => ping({ abortSignal }));
   }
+}
+
+/** What a container that is no longer running says of its end. */
+function exitedMessage(state: { ExitCode: number; OOMKilled: boolean }): string {
+  return `Exited (${state.ExitCode})${state.OOMKilled ? ' (out of memory)' : ''}`;
 }

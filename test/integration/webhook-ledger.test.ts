@@ -1,0 +1,136 @@
+import { randomBytes } from 'node:crypto';
+import { sql } from 'kysely';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mapStripeEvent, type StripeEventLike } from '../../src/billing/event-mapping.js';
+import { BillingStore } from '../../src/store/billing-store.js';
+import { CustomerStore } from '../../src/store/customer-store.js';
+import { stripeEvent, subscriptionObject } from '../support/fake-stripe.js';
+import { testSecretBox, uniqueName } from '../support/fixtures.js';
+import { createPgliteDatabase, createTestDatabase, type TestDatabase } from '../support/postgres.js';
+
+/**
+ * The Stripe webhook ledger in the store (BillingStore.recordStripeEvent) on both databases: one
+ * read, then the ledger row, the customer's change and its note in one statement; a duplicate
+ * costs the read alone; races and Stripe ids another customer holds take the locked way.
+ * test/integration/stripe-webhook.test.ts covers the same through the HTTP route.
+ */
+
+const backends = [
+  { kind: 'postgres', create: createTestDatabase },
+  { kind: 'pglite', create: createPgliteDatabase },
+];
+
+describe.each(backends)('webhook ledger on $kind', ({ create }) => {
+  let db: TestDatabase;
+  let billing: BillingStore;
+  let customers: CustomerStore;
+
+  beforeAll(async () => {
+    db = await create();
+    const box = testSecretBox();
+    billing = new BillingStore(db.handle, box, { maxCustomers: 1000 });
+    customers = new CustomerStore(db.handle, box);
+  });
+  afterAll(async () => {
+    await db.drop();
+  });
+
+  /** An active customer holding a Stripe customer and subscription, as after its checkout. */
+  async function paidCustomer(eventAt: number) {
+    const name = uniqueName('ledger');
+    const customer = `cus_${randomBytes(6).toString('hex')}`;
+    const subscription = `sub_${randomBytes(6).toString('hex')}`;
+    await sql`
+      INSERT INTO customers (name, email, display_name, state, stripe_customer_id, stripe_subscription_id, stripe_subscription_event_at)
+      VALUES (${name}, ${`${name}@example.com`}, 'Ledger', 'active', ${customer}, ${subscription}, ${eventAt})
+    `.execute(db.handle.db);
+    return { name, customer, subscription };
+  }
+
+  const record = (event: Record<string, unknown>) => {
+    const e = event as unknown as StripeEventLike;
+    return billing.recordStripeEvent(e, mapStripeEvent(e));
+  };
+
+  async function stored(name: string) {
+    const { rows } = await sql<{ state: string; event_at: number; version: number; suspended: boolean }>`
+      SELECT state, stripe_subscription_event_at AS event_at, resource_version AS version, billing_suspended AS suspended
+      FROM customers WHERE name = ${name}
+    `.execute(db.handle.db);
+    return rows[0];
+  }
+
+  const now = () => Math.floor(Date.now() / 1000);
+  const subscriptionEvent = (p: { name: string; customer: string; subscription: string }, status: string, created: number) =>
+    stripeEvent(
+      'customer.subscription.updated',
+      subscriptionObject({ id: p.subscription, customer: p.customer, status, name: p.name }),
+      {
+        created,
+      },
+    );
+
+  it('records an event with the change it makes; the same id again is a duplicate that changes nothing', async () => {
+    const paid = await paidCustomer(now() - 100);
+    const event = subscriptionEvent(paid, 'unpaid', now() - 10);
+    expect(await record(event)).toEqual({ outcome: 'applied', customer: paid.name });
+    const after = await stored(paid.name);
+    expect(after).toMatchObject({ state: 'suspended', suspended: true, event_at: event['created'] });
+    expect((await customers.listEvents(paid.name)).map((e) => e.reason)).toContain('SubscriptionSuspended');
+
+    expect(await record(event)).toEqual({ outcome: 'duplicate' });
+    expect((await stored(paid.name))?.version).toBe(after?.version);
+    const { rows } = await sql<{ outcome: string; customer: string }>`
+      SELECT outcome, customer FROM webhook_events WHERE event_id = ${event['id'] as string}
+    `.execute(db.handle.db);
+    expect(rows).toEqual([{ outcome: 'applied', customer: paid.name }]);
+  });
+
+  it("applies different events for one customer recorded at once as if one at a time, in Stripe's order", async () => {
+    const paid = await paidCustomer(now() - 1000);
+    // Older first in Stripe's order; recorded all at once, newest first.
+    const statuses = ['past_due', 'active', 'unpaid', 'active', 'past_due', 'paused', 'active', 'unpaid'];
+    const events = statuses.map((status, i) => subscriptionEvent(paid, status, now() - 100 + i * 10));
+    const results = await Promise.all([...events].reverse().map((event) => record(event)));
+    for (const result of results) expect(['applied', 'stale', 'unchanged']).toContain(result.outcome);
+    // The newest (unpaid) decides, whatever order they were stored in.
+    expect(await stored(paid.name)).toMatchObject({ state: 'suspended', suspended: true, event_at: events.at(-1)?.['created'] });
+    const { rows } = await sql<{ n: number }>`
+      SELECT count(*)::int AS n FROM webhook_events WHERE event_id = ANY(${events.map((e) => e['id'] as string)}::text[])
+    `.execute(db.handle.db);
+    expect(rows[0]?.n).toBe(events.length);
+  });
+
+  it('records the same event recorded many times at once exactly once', async () => {
+    const paid = await paidCustomer(now() - 100);
+    const before = await stored(paid.name);
+    const event = subscriptionEvent(paid, 'past_due', now() - 10);
+    const results = await Promise.all(Array.from({ length: 8 }, () => record(event)));
+    expect(results.filter((r) => r.outcome === 'applied')).toHaveLength(1);
+    expect(results.filter((r) => r.outcome === 'duplicate')).toHaveLength(7);
+    expect((await stored(paid.name))?.version).toBe((before?.version ?? 0) + 1);
+    expect((await customers.listEvents(paid.name)).find((e) => e.reason === 'PaymentPastDue')?.count).toBe(1);
+  });
+
+  it('records an event whose Stripe ids belong to another customer as id_conflict, changing neither', async () => {
+    const holder = await paidCustomer(now() - 100);
+    const other = await paidCustomer(now() - 100);
+    // The other customer's subscription event naming the holder's Stripe customer.
+    const event = stripeEvent(
+      'customer.subscription.updated',
+      subscriptionObject({ id: other.subscription, customer: holder.customer, status: 'active', name: other.name }),
+      { created: now() - 10 },
+    );
+    expect(await record(event)).toEqual({ outcome: 'id_conflict', customer: other.name });
+    expect((await customers.listEvents(other.name)).find((e) => e.reason === 'StripeIdConflict')?.message).toContain(holder.name);
+  });
+
+  it('records unknown customers and unhandled types, without a customer', async () => {
+    const unknown = stripeEvent(
+      'customer.subscription.updated',
+      subscriptionObject({ id: 'sub_nobody', customer: 'cus_nobody', status: 'active' }),
+    );
+    expect(await record(unknown)).toEqual({ outcome: 'unknown_customer' });
+    expect(await record(stripeEvent('charge.succeeded', { id: 'ch_1', object: 'charge' }))).toEqual({ outcome: 'ignored' });
+  });
+});
