@@ -213,8 +213,10 @@ export class CustomerReconciler implements Reconciler {
     this.#rememberServing(customer, status, after, result.waitingForRollout?.heldHash ?? resolved.desired.specHash);
     const progress = admission && (await this.#report(name, admission, resolved, after, status, !!result.waitingForRollout));
     // A failed update goes back to the previous image at once, and to the state from before it
-    // (the new version may have migrated it into a shape the old one cannot read).
-    if (progress?.failed) await this.#restoreBeforeUpdate(name, admission);
+    // (the new version may have migrated it into a shape the old one cannot read), unless the
+    // old container served throughout (blue-green): then the live state is the truth, and a
+    // restore would stop a serving assistant and lose what it wrote during the update.
+    if (progress?.failed && !this.#keptServing(resolved)) await this.#restoreBeforeUpdate(name, admission);
     if (progress?.failed && !run.failure) return { requeueAfterMs: 50 };
     if (backupWait) return { requeueAfterMs: ROLLOUT_WAIT_MS };
 
@@ -335,6 +337,12 @@ export class CustomerReconciler implements Reconciler {
     const change = fleetChangeOf(resolved.desired, observed);
     if (!change?.specHash) return undefined;
     return backups.beforeUpdate(customer.name, change.specHash, resolved.desired.specHash);
+  }
+
+  /** Whether an update leaves the old container serving until the new one is healthy. */
+  #keptServing(resolved: ResolvedCustomer): boolean {
+    const { runtime } = this.#deps;
+    return resolved.desired.updateStrategy === 'blueGreen' && (runtime.sideBySide === true || runtime.updatesInPlace === true);
   }
 
   /** A failed update: the state from before it comes back (a rollback restore of its pre-update backup). */
