@@ -1,7 +1,7 @@
 import { defineConfig } from 'vitest/config';
 
 // Projects: unit (pure logic, no services), integration (real Postgres, Docker, Caddy), e2e (the
-// built `blytz` command as a user runs it) and chaos (faults under load; it restarts its own
+// built `blytz` command as a user runs it; e2e-openclaw: the same on the real OpenClaw gateway) and chaos (faults under load; it restarts its own
 // Postgres and Docker engine, so `make test` runs it alone, after the other three).
 export default defineConfig({
   test: {
@@ -25,6 +25,20 @@ export default defineConfig({
         test: {
           name: 'e2e',
           include: ['test/e2e/**/*.test.ts'],
+          exclude: ['test/e2e/openclaw/**'],
+          globalSetup: ['test/support/global-setup.ts'],
+          testTimeout: 120_000,
+          hookTimeout: 120_000,
+          fileParallelism: false,
+        },
+      },
+      {
+        // End to end on the real OpenClaw gateway (minutes each: it takes 20 to 60 s to start
+        // here). A project of its own so that it runs beside the other e2e files rather than
+        // after them; one file at a time, since each gateway wants most of a core while it starts.
+        test: {
+          name: 'e2e-openclaw',
+          include: ['test/e2e/openclaw/**/*.test.ts'],
           globalSetup: ['test/support/global-setup.ts'],
           testTimeout: 120_000,
           hookTimeout: 120_000,

@@ -5,16 +5,16 @@ import { join } from 'node:path';
 import { sql } from 'kysely';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { OPENCLAW_IMAGE } from '../../src/domain/openclaw.js';
-import { docker, freePort, instanceContainers, startServe, withServerLog, type Served } from '../support/blytz-serve.js';
-import { startFakeBotApi, type FakeBotApi } from '../support/fake-bot-api.js';
-import { FAKE_ANTHROPIC_KEY, startFakeModelProvider, type FakeModelProvider } from '../support/fake-model-provider.js';
-import { completedSessionObject, FAKE_PRICE_ID, FAKE_SECRET_KEY, signatureHeader, startFakeStripe, stripeEvent, type FakeStripe } from '../support/fake-stripe.js';
-import { openSession } from '../support/billing-app.js';
-import { getWithHost } from '../support/http-get.js';
-import { openHostPortsToCustomers } from '../support/tenant-firewall.js';
-import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
-import { waitFor } from '../support/wait-for.js';
+import { OPENCLAW_IMAGE } from '../../../src/domain/openclaw.js';
+import { docker, freePort, instanceContainers, startServe, withServerLog, type Served } from '../../support/blytz-serve.js';
+import { startFakeBotApi, type FakeBotApi } from '../../support/fake-bot-api.js';
+import { FAKE_ANTHROPIC_KEY, startFakeModelProvider, type FakeModelProvider } from '../../support/fake-model-provider.js';
+import { completedSessionObject, FAKE_PRICE_ID, FAKE_SECRET_KEY, signatureHeader, startFakeStripe, stripeEvent, type FakeStripe } from '../../support/fake-stripe.js';
+import { openSession } from '../../support/billing-app.js';
+import { getWithHost } from '../../support/http-get.js';
+import { openHostPortsToCustomers } from '../../support/tenant-firewall.js';
+import { createTestDatabase, type TestDatabase } from '../../support/postgres.js';
+import { waitFor } from '../../support/wait-for.js';
 
 /**
  * The whole path on the REAL OpenClaw gateway (the pinned image, built locally from the npm

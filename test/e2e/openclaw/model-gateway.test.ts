@@ -5,15 +5,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { OPENCLAW_IMAGE } from '../../src/domain/openclaw.js';
-import { periodKey } from '../../src/domain/model-budget.js';
-import { modelAccessConfig } from '../../src/workspace/model-access-config.js';
-import { ModelAccessStore } from '../../src/store/model-access-store.js';
-import { SecretBox } from '../../src/store/secret-box.js';
-import { BLYTZ, baseEnv, docker, freePort, ROOT, startServe, type Served } from '../support/blytz-serve.js';
-import { startFakeModelProvider, type FakeModelProvider } from '../support/fake-model-provider.js';
-import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
-import { waitFor } from '../support/wait-for.js';
+import { OPENCLAW_IMAGE } from '../../../src/domain/openclaw.js';
+import { periodKey } from '../../../src/domain/model-budget.js';
+import { modelAccessConfig } from '../../../src/workspace/model-access-config.js';
+import { ModelAccessStore } from '../../../src/store/model-access-store.js';
+import { SecretBox } from '../../../src/store/secret-box.js';
+import { BLYTZ, baseEnv, docker, freePort, ROOT, startServe, type Served } from '../../support/blytz-serve.js';
+import { startFakeModelProvider, type FakeModelProvider } from '../../support/fake-model-provider.js';
+import { createTestDatabase, type TestDatabase } from '../../support/postgres.js';
+import { waitFor } from '../../support/wait-for.js';
 
 /**
  * Included model access end to end: the built `blytz serve` with its model gateway on a Docker

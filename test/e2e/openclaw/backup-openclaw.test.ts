@@ -6,10 +6,10 @@ import { DatabaseSync } from 'node:sqlite';
 import { promisify } from 'node:util';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { OPENCLAW_IMAGE } from '../../src/domain/openclaw.js';
-import { BLYTZ, baseEnv, docker, instanceContainers, ROOT, startServe, type Served } from '../support/blytz-serve.js';
-import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
-import { waitFor } from '../support/wait-for.js';
+import { OPENCLAW_IMAGE } from '../../../src/domain/openclaw.js';
+import { BLYTZ, baseEnv, docker, instanceContainers, ROOT, startServe, type Served } from '../../support/blytz-serve.js';
+import { createTestDatabase, type TestDatabase } from '../../support/postgres.js';
+import { waitFor } from '../../support/wait-for.js';
 
 /**
  * The real assistant: a customer on the pinned OpenClaw image (built locally by
