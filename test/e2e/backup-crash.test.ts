@@ -1,11 +1,10 @@
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chownSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BLYTZ, baseEnv, ROOT, startServe, throughCaddy, type Served } from '../support/blytz-serve.js';
+import { type BlytzRun, runBlytz, type Served, startServe, throughCaddy } from '../support/blytz-serve.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { waitFor } from '../support/wait-for.js';
 import { createBucket, S3_CREDENTIALS, S3_ENDPOINT, s3Client } from '../support/s3.js';
@@ -16,24 +15,7 @@ import { createBucket, S3_CREDENTIALS, S3_ENDPOINT, s3Client } from '../support/
  * mix of old and restored state, and the restarted controller finishes both.
  */
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function run(args: string[], input = ''): Promise<Run> {
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(BLYTZ, args, { cwd: ROOT, env: baseEnv(), stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolvePromise({ code: code ?? -1, stdout, stderr }));
-    child.stdin.end(input);
-  });
-}
+const run = (args: string[], input = ''): Promise<BlytzRun> => runBlytz(args, { input });
 
 /** Big enough that a backup or a restore takes seconds here, so the kill lands inside it. */
 const STATE_BYTES = 300 * 1024 * 1024;

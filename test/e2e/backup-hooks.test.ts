@@ -1,4 +1,4 @@
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -6,16 +6,15 @@ import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  BLYTZ,
-  baseEnv,
+  type BlytzRun,
   buildNeverHealthyImage,
   instanceContainers,
-  ROOT,
+  runBlytz,
+  type Served,
   startServe,
   STUB_IMAGE,
   tagStubImage,
   throughCaddy,
-  type Served,
 } from '../support/blytz-serve.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { waitFor } from '../support/wait-for.js';
@@ -31,24 +30,7 @@ import { createBucket, S3_CREDENTIALS, s3Client, startPrivateS3, type PrivateS3 
  * - a rollout to a version that fails is undone with the state from before the update.
  */
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function run(args: string[], input = ''): Promise<Run> {
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(BLYTZ, args, { cwd: ROOT, env: baseEnv(), stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolvePromise({ code: code ?? -1, stdout, stderr }));
-    child.stdin.end(input);
-  });
-}
+const run = (args: string[], input = ''): Promise<BlytzRun> => runBlytz(args, { input });
 
 const V2 = 'blytz/assistant-stub:backup-v2';
 const BROKEN = 'blytz/assistant-stub:backup-broken';

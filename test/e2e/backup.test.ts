@@ -1,4 +1,4 @@
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -8,14 +8,13 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashToken } from '../../src/store/billing-store.js';
 import {
-  BLYTZ,
-  baseEnv,
+  type BlytzRun,
   docker,
   instanceContainers,
-  ROOT,
+  runBlytz,
+  type Served,
   startServe,
   throughCaddy,
-  type Served,
 } from '../support/blytz-serve.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { waitFor } from '../support/wait-for.js';
@@ -28,31 +27,14 @@ import { openSession } from '../support/billing-app.js';
  * back, into the same customer and into a new one. A changed archive is refused.
  */
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 const BOT_TOKEN = `123456789:${'B'.repeat(35)}`;
 
-function run(args: string[], env: Record<string, string>, input = ''): Promise<Run> {
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(BLYTZ, args, { cwd: ROOT, env: { ...baseEnv(), ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolvePromise({ code: code ?? -1, stdout, stderr }));
-    child.stdin.end(input);
-  });
-}
+const run = (args: string[], env: Record<string, string>, input = ''): Promise<BlytzRun> => runBlytz(args, { env, input });
 
 describe('backups and restores with blytz serve', () => {
   let db: TestDatabase;
   let served: Served;
-  let cli: (args: string[], input?: string) => Promise<Run>;
+  let cli: (args: string[], input?: string) => Promise<BlytzRun>;
   const alice = `bk-alice-${randomBytes(3).toString('hex')}`;
   const bob = `bk-bob-${randomBytes(3).toString('hex')}`;
   const notes = `the bakery opens at 7; ${randomBytes(8).toString('hex')}\n`;

@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -6,7 +5,7 @@ import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { BLYTZ, baseEnv, freePort, ROOT, startServe, type Served } from '../support/blytz-serve.js';
+import { type BlytzRun, freePort, ROOT, runBlytz, type Served, startServe } from '../support/blytz-serve.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { waitFor } from '../support/wait-for.js';
 
@@ -20,39 +19,24 @@ const EXAMPLES = join(ROOT, 'examples/customers');
 // The fake token of examples/customers: it must never appear in any output.
 const EXAMPLE_BOT_TOKEN = `123456789:${'A'.repeat(35)}`;
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 const outputs: string[] = [];
 
 // Command output parsed as loosely typed JSON/YAML; the assertions check its shape.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Json = Record<string, any>;
 
-function run(args: string[], options: { env?: Record<string, string>; input?: string } = {}): Promise<Run> {
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(BLYTZ, args, { cwd: ROOT, env: { ...baseEnv(), ...options.env }, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      outputs.push(stdout, stderr);
-      resolvePromise({ code: code ?? -1, stdout, stderr });
-    });
-    child.stdin.end(options.input ?? '');
-  });
+/** `blytz ARGS`, its output kept for the check that no secret is ever printed. */
+async function run(args: string[], options: { env?: Record<string, string>; input?: string } = {}): Promise<BlytzRun> {
+  const result = await runBlytz(args, options);
+  outputs.push(result.stdout, result.stderr);
+  return result;
 }
 
 describe('blytz CLI against blytz serve', () => {
   let db: TestDatabase;
   let server: Served;
   let work: string;
-  let cli: (args: string[], options?: { env?: Record<string, string>; input?: string }) => Promise<Run>;
+  let cli: (args: string[], options?: { env?: Record<string, string>; input?: string }) => Promise<BlytzRun>;
 
   beforeAll(async () => {
     db = await createTestDatabase();
@@ -392,7 +376,9 @@ describe('blytz CLI and plain HTTP', () => {
     await new Promise<void>((resolve) => listener.listen(0, address, resolve));
     const server = `http://${address}:${(listener.address() as AddressInfo).port}`;
     try {
-      const refused = await run(['get', 'customers', '--server', server], { env: { BLYTZ_ADMIN_TOKEN: 'e2e-admin-token-0123456789' } });
+      const refused = await run(['get', 'customers', '--server', server], {
+        env: { BLYTZ_ADMIN_TOKEN: 'e2e-admin-token-0123456789' },
+      });
       expect(refused.code).toBe(2);
       expect(refused.stderr).toContain(`refusing to send the admin token over plain HTTP to ${address}`);
       expect(refused.stderr).toContain('--allow-plain-http');

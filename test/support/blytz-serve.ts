@@ -216,6 +216,30 @@ export function buildNeverHealthyImage(image: string): void {
   }
 }
 
+/** What one `blytz` command did: its exit code and everything it printed. */
+export interface BlytzRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs the built `blytz ARGS` as a user would (the test's environment plus `env`, `input` on its
+ * stdin) and resolves to its exit code and output, whatever the code: tests assert on failures too.
+ */
+export function runBlytz(args: string[], options: { env?: Record<string, string>; input?: string } = {}): Promise<BlytzRun> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(BLYTZ, args, { cwd: ROOT, env: { ...baseEnv(), ...options.env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolvePromise({ code: code ?? -1, stdout, stderr }));
+    child.stdin.end(options.input ?? '');
+  });
+}
+
 /** Runs `blytz ARGS` against the served admin API as an operator would; resolves to its stdout. */
 export async function operatorCli(served: Served, ...args: string[]): Promise<string> {
   const { stdout } = await promisify(execFile)(BLYTZ, [...args, '--server', served.url], {

@@ -1,4 +1,4 @@
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OPENCLAW_IMAGE } from '../../../src/domain/openclaw.js';
-import { BLYTZ, baseEnv, docker, instanceContainers, ROOT, startServe, type Served } from '../../support/blytz-serve.js';
+import { type BlytzRun, docker, instanceContainers, runBlytz, type Served, startServe } from '../../support/blytz-serve.js';
 import { createTestDatabase, type TestDatabase } from '../../support/postgres.js';
 import { waitFor } from '../../support/wait-for.js';
 
@@ -23,22 +23,8 @@ import { waitFor } from '../../support/wait-for.js';
 
 const run = promisify(execFile);
 
-function cli(served: Served, args: string[], input = ''): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(BLYTZ, [...args, '--server', served.url, '--token', served.adminToken], {
-      cwd: ROOT,
-      env: baseEnv(),
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolvePromise({ code: code ?? -1, stdout, stderr }));
-    child.stdin.end(input);
-  });
-}
+const cli = (served: Served, args: string[], input = ''): Promise<BlytzRun> =>
+  runBlytz([...args, '--server', served.url, '--token', served.adminToken], { input });
 
 /** `openclaw ARGS` inside the customer's container, as its user. */
 async function openclaw(container: string, args: string[]): Promise<string> {

@@ -1,6 +1,15 @@
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chownSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chownSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type Docker from 'dockerode';
@@ -10,7 +19,7 @@ import { periodKey } from '../../../src/domain/model-budget.js';
 import { modelAccessConfig } from '../../../src/workspace/model-access-config.js';
 import { ModelAccessStore } from '../../../src/store/model-access-store.js';
 import { SecretBox } from '../../../src/store/secret-box.js';
-import { BLYTZ, baseEnv, docker, freePort, ROOT, startServe, type Served } from '../../support/blytz-serve.js';
+import { type BlytzRun, docker, freePort, runBlytz, type Served, startServe } from '../../support/blytz-serve.js';
 import { startFakeModelProvider, type FakeModelProvider } from '../../support/fake-model-provider.js';
 import { createTestDatabase, type TestDatabase } from '../../support/postgres.js';
 import { waitFor } from '../../support/wait-for.js';
@@ -46,24 +55,11 @@ let assistantPort: number;
 let store: ModelAccessStore;
 const outputs: string[] = [];
 
-function cli(args: string[], input = ''): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(BLYTZ, [...args, '--server', served.url], {
-      cwd: ROOT,
-      env: { ...baseEnv(), BLYTZ_ADMIN_TOKEN: served.adminToken },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      outputs.push(stdout, stderr);
-      resolve({ code: code ?? -1, stdout, stderr });
-    });
-    child.stdin.end(input);
-  });
+/** `blytz ARGS` as the operator, its output kept for the check that no secret is ever printed. */
+async function cli(args: string[], input = ''): Promise<BlytzRun> {
+  const result = await runBlytz([...args, '--server', served.url], { env: { BLYTZ_ADMIN_TOKEN: served.adminToken }, input });
+  outputs.push(result.stdout, result.stderr);
+  return result;
 }
 
 /** One model request from inside the assistant's container (its agent's shell could do the same). */
