@@ -39,12 +39,18 @@ for (const r of results) {
   for (const f of r.figures) {
     const base = f.baseline ? `${f.baseline.name}: ${fmt(f.baseline.value)} ${f.unit}` : '';
     const ratio = f.baseline ? `${(f.value / f.baseline.value).toFixed(2)}x` : '';
-    lines.push(`| ${f.name} | ${fmt(f.value)} ${f.unit} | ${base} | ${ratio} | ${f.note ?? ''} |`);
+    const row = [f.name, `${fmt(f.value)} ${f.unit}`, base, ratio, f.note ?? ''].map(cell);
+    lines.push(`| ${row.join(' | ')} |`);
   }
   if (r.chart) lines.push('', `![${r.title}](${r.chart})`);
   lines.push('');
 }
 writeFileSync('docs/benchmarks.md', lines.join('\n'));
+
+/** A table cell: a `|` in a figure's name ("tar | zstd") would end the cell. */
+function cell(text) {
+  return String(text).replaceAll('|', '\\|');
+}
 
 /** `## Title` -> the section's whole text, heading included, in the order they appear. */
 function sections(text) {
