@@ -631,7 +631,23 @@ export class FakeKubeApi {
     this.#defaultOnCreate(kind, object);
     object = this.#admit(kind, object);
     this.#validate(kind, object);
-    return this.#store(kind, k, object, 'ADDED');
+    const created = this.#store(kind, k, object, 'ADDED');
+    if (this.simulateDeployments && kind.plural === 'pods') setTimeout(() => this.#startPod(k), this.deploymentSyncDelayMs);
+    return created;
+  }
+
+  /** The scheduler and kubelet in small for a pod created directly (not by a ReplicaSet): it runs. */
+  #startPod(podKey: string): void {
+    const pod = this.#objects.get(podKey);
+    if (!pod || meta(pod)['deletionTimestamp'] !== undefined || !this.#server?.listening) return;
+    const phase = (pod['status'] as Json | undefined)?.['phase'];
+    if (phase !== undefined && phase !== 'Pending') return; // a test set its status itself
+    const containers = (((pod['spec'] as Json)['containers'] as Json[] | undefined) ?? []).map((c) => ({
+      name: String(c['name']),
+      image: c['image'],
+    }));
+    const next = { ...clone(pod), status: { ...runningStatus(containers, nowSeconds()), podIP: this.#allocatePodIP() } };
+    this.#store(kindOf('pods'), podKey, next, 'MODIFIED');
   }
 
   #update(kind: Kind, k: string, namespace: string, name: string, input: Json, subresource: string | undefined): Json {
@@ -1263,7 +1279,11 @@ export class FakeKubeApi {
       return refuseUpgrade(socket, 400, 'BadRequest', `pod ${podName} is not running`);
     const command = url.searchParams.getAll('command');
     if (command.length === 0) return refuseUpgrade(socket, 400, 'BadRequest', 'you must specify at least 1 command');
-    const wants = { stdout: url.searchParams.get('stdout') === 'true', stderr: url.searchParams.get('stderr') === 'true' };
+    const wants = {
+      stdout: url.searchParams.get('stdout') === 'true',
+      stderr: url.searchParams.get('stderr') === 'true',
+      stdin: url.searchParams.get('stdin') === 'true',
+    };
     const call: FakeExecCall = { namespace, pod: podName, container, command };
 
     this.#wss.handleUpgrade(req, socket, head, (ws) => {
@@ -1276,6 +1296,7 @@ export class FakeKubeApi {
         }
       };
       Promise.resolve()
+        .then(() => (wants.stdin ? readStdin(ws).then((stdin) => void (call.stdin = stdin)) : undefined))
         .then(() => this.execHandler(call))
         .then(
           (result) => {
@@ -1907,6 +1928,28 @@ export interface FakeExecCall {
   pod: string;
   container: string;
   command: string[];
+  /** What the client sent on stdin, whole (the command runs once the client closed it). */
+  stdin?: Buffer;
+}
+
+/**
+ * The client's stdin: channel 0 frames until it closes the stream, which only v5.channel.k8s.io
+ * can say (a frame `255, 0`); with an older protocol a client can only close the socket.
+ */
+function readStdin(ws: WebSocket): Promise<Buffer> {
+  if (ws.protocol !== 'v5.channel.k8s.io') return Promise.reject(new Error('stdin needs v5.channel.k8s.io'));
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    const onMessage = (data: Buffer) => {
+      if (data[0] === 0) chunks.push(data.subarray(1));
+      else if (data[0] === 255 && data[1] === 0) {
+        ws.off('message', onMessage);
+        resolve(Buffer.concat(chunks));
+      }
+    };
+    ws.on('message', onMessage);
+    ws.once('close', () => reject(new Error('the client closed the stream before the end of stdin')));
+  });
 }
 
 export interface FakeExecResult {

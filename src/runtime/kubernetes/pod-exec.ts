@@ -1,10 +1,10 @@
-import type { Writable } from 'node:stream';
+import { Transform, type Readable, type Writable } from 'node:stream';
 import type { Exec, V1Pod, V1Status } from '@kubernetes/client-node';
 import { ContainerNotRunningError, ExecTimeoutError, OutputCollector } from '../exec-output.js';
 import type { ExecResult } from '../runtime.js';
 
 /**
- * `kubectl exec` without a TTY or stdin, through client-node's Exec: a WebSocket to the pod's
+ * `kubectl exec` without a TTY (stdin only when given), through client-node's Exec: a WebSocket to the pod's
  * `exec` subresource, stdout and stderr on channels 1 and 2, and the outcome as a Status on
  * channel 3 (the exit code is in it: Kubernetes has no "inspect the exec" call like Docker's).
  */
@@ -49,6 +49,8 @@ export function exitCodeOf(status: V1Status): number {
 /** What client-node's WebSocket needs to be: closable, and telling when it closes. */
 interface ExecSocket {
   close(): void;
+  /** Bytes sent but not yet written to the network (the `ws` package's). */
+  readonly bufferedAmount?: number;
   addEventListener(type: 'close', listener: () => void): void;
 }
 
@@ -70,12 +72,15 @@ export function runPodExec(
   connectTimeoutMs = EXEC_CONNECT_TIMEOUT_MS,
   /** Where stdout goes as it comes (a backup streams a whole archive); default: collected, bounded. */
   stdoutStream?: Writable,
+  /** The command's stdin, streamed in (a restore's state); closed at its end (needs v5.channel.k8s.io). */
+  stdinStream?: Readable,
 ): Promise<ExecResult> {
   const collected = new OutputCollector();
   const stdout = stdoutStream ?? collected;
   const stderr = new OutputCollector();
   return new Promise<ExecResult>((resolve, reject) => {
     let socket: ExecSocket | undefined;
+    const stdin = stdinStream ? throttled(stdinStream, () => socket?.bufferedAmount ?? 0) : null;
     let settled = false;
     let commandTimer: NodeJS.Timeout | undefined;
     const settle = (finish: () => void) => {
@@ -97,6 +102,8 @@ export function runPodExec(
     );
     const onAbort = () => settle(() => reject(signal.reason instanceof Error ? signal.reason : new Error('exec aborted')));
     signal.addEventListener('abort', onAbort, { once: true });
+    // A stdin that fails (a staged file unreadable) would leave the command waiting for more.
+    stdin?.on('error', (error) => settle(() => reject(error)));
 
     const onStatus = (status: V1Status) =>
       settle(() => {
@@ -107,7 +114,7 @@ export function runPodExec(
         }
       });
     exec
-      .exec(target.namespace, target.pod, target.container, command, stdout, stderr, null, false, onStatus)
+      .exec(target.namespace, target.pod, target.container, command, stdout, stderr, stdin, false, onStatus)
       .then((ws) => {
         socket = ws as unknown as ExecSocket;
         if (settled) {
@@ -123,6 +130,25 @@ export function runPodExec(
       })
       .catch((event: unknown) => settle(() => reject(connectError(event, target.pod))));
   });
+}
+
+/** Sent but not yet on the network: above this, stdin is read no further until the socket catches up. */
+const STDIN_BUFFERED_BYTES = 8 * 1024 * 1024;
+const STDIN_LOOK_MS = 10;
+
+/**
+ * client-node sends stdin as fast as it is read, with no regard for the socket: the whole of a
+ * large state would end up in memory. This passes it on only while little is waiting to be sent.
+ */
+function throttled(stdin: Readable, buffered: () => number): Readable {
+  const gate = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      const go = () => (buffered() > STDIN_BUFFERED_BYTES ? setTimeout(go, STDIN_LOOK_MS) : callback(null, chunk));
+      go();
+    },
+  });
+  stdin.on('error', (error) => gate.destroy(error));
+  return stdin.pipe(gate);
 }
 
 /**
