@@ -302,7 +302,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     // The backup controller: its own queue and workers (an upload never holds up a reconcile),
     // leading together with the customer controller.
     const backupWorkDir = join(config.BLYTZ_DATA_DIR, 'backup-work');
-    // The customers' state: a folder on this host (Docker), or a claim read through the pod.
+    // The customers' state: a folder on this host (Docker), or a claim read through the pod (and
+    // written through a restore pod).
     const stateSource: CustomerStateSource =
       config.BLYTZ_RUNTIME === 'docker'
         ? new FolderStateSource({
@@ -310,7 +311,12 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
             workDir: backupWorkDir,
             owner: CUSTOMER_OWNER,
           })
-        : new PodStateSource({ runtime, workDir: backupWorkDir, mountPath: STATE_MOUNT_PATH });
+        : new PodStateSource({
+            runtime,
+            workDir: backupWorkDir,
+            mountPath: STATE_MOUNT_PATH,
+            restorePods: selected.restorePods,
+          });
     const backupReconciler = new BackupReconciler({
       records: backupRecords,
       store,

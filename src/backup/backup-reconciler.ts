@@ -285,7 +285,7 @@ export class BackupReconciler {
     const name = restore.customer;
     const started = restore.startedAt?.getTime() ?? this.#now();
     const fail = async (message: string): Promise<BackupOutcome> => {
-      await state.discard(restore.id).catch(() => {});
+      await state.discard(restore.id, name).catch(() => {});
       await records.advanceRestore(restore.id, restore.step, 'failed', message, this.#now());
       this.#deps.metrics.backupDuration.observe({ operation: 'restore', outcome: 'failure' }, (this.#now() - started) / 1000);
       await this.#event(
@@ -372,7 +372,7 @@ export class BackupReconciler {
           'starting the assistant on the restored state',
           this.#now(),
         );
-        await state.discard(restore.id).catch(() => {});
+        await state.discard(restore.id, name).catch(() => {});
         this.#deps.wakeCustomer(name);
         return { requeueAfterMs: 0 };
       }

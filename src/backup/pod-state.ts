@@ -1,13 +1,14 @@
 import { mkdir, readdir, lstat, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { PassThrough, type Readable, type Writable } from 'node:stream';
+import { PassThrough, Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createWriteStream } from 'node:fs';
 import { Unpack } from 'tar';
-import type { CustomerRuntime } from '../runtime/runtime.js';
-import { writeArchive, type WrittenArchive } from './archive.js';
+import type { CustomerRuntime, ExecResult } from '../runtime/runtime.js';
+import { extractArchive, writeArchive, type WrittenArchive } from './archive.js';
 import { isSqliteFile } from './snapshot.js';
 import type { CustomerStateSource } from './state-source.js';
+import { tarStream, type TarEntry } from './tar-writer.js';
 
 /**
  * Kubernetes: the customer's state is on its PersistentVolumeClaim, mounted into the assistant's
@@ -21,9 +22,38 @@ import type { CustomerStateSource } from './state-source.js';
  * 3. the staging folder is archived exactly as a Docker customer's folder is (redaction, tar,
  *    zstd, seal): the same records, the same stores, the same restore format.
  *
- * The gateway keeps running throughout. Not yet: restoring into a Kubernetes customer (the claim
- * must be written while the assistant is stopped: a short-lived pod mounting it).
+ * The gateway keeps running throughout.
+ *
+ * A restore writes the claim while the assistant is stopped (the backup controller holds the
+ * customer, its Deployment at 0 replicas), through a restore pod that mounts it
+ * (runtime/kubernetes/restore-pod.ts), in the steps of CustomerStateSource:
+ *
+ * - `stage`: the archive is checked and unpacked into `<workDir>/restore-<id>/` exactly as on
+ *   Docker (keys, context, checksum; folders and regular files only), and only then streamed onto
+ *   the claim (`tar -x` through pods/exec) into `.blytz-upload-<id>/`, renamed to
+ *   `.blytz-staged-<id>/` once complete. A rerun starts again from nothing.
+ * - `swap`: on the claim, whose root is the state, entry by entry (SWAP_SCRIPT):
+ *
+ *     every entry of the root     -> .blytz-parking-<id>/   then parking -> .blytz-before-<id>
+ *     every entry of staged       -> the root               then staged removed, before removed
+ *
+ *   Each rename is atomic and each phase ends with one rename or removal that says it is
+ *   complete, so a rerun after a crash sees which phase it was in and finishes it: the customer
+ *   gets the old state or the restored one, never a mix. The restore pod is then deleted (and
+ *   waited for: the claim is ReadWriteOnce) before the assistant starts again.
+ * - `discard`: the staged folders and the restore pod of a restore that failed before its swap.
  */
+
+/**
+ * The restore pod of a customer (runtime/kubernetes/restore-pod.ts): started only once the
+ * assistant's pods are gone, the claim at `mountPath`.
+ */
+export interface RestorePods {
+  open(customer: string, mountPath: string): Promise<void>;
+  exec(customer: string, command: string[], stdin?: Readable): Promise<ExecResult>;
+  isOpen(customer: string): Promise<boolean>;
+  close(customer: string): Promise<void>;
+}
 
 export interface PodStateOptions {
   runtime: Pick<CustomerRuntime, 'listFor' | 'execStream'>;
@@ -31,10 +61,72 @@ export interface PodStateOptions {
   workDir: string;
   /** Where the claim is mounted in the assistant container (the template's `mountPath`). */
   mountPath: string;
+  /** How a restore writes the claim; without it restores are refused. */
+  restorePods?: RestorePods | undefined;
 }
 
-/** Scratch state OpenClaw rebuilds (as on Docker). */
-const EXCLUDED = ['./tmp', './cache'];
+/**
+ * Names in the claim's root that belong to a restore, never to the state: left out of backups,
+ * dropped from a restored archive, swept before a restore stages (leftovers of one that failed).
+ * The render marker of a Docker customer's folder (an archive taken there) goes the same way.
+ */
+const RESERVED = ['.blytz-upload-*', '.blytz-staged-*', '.blytz-parking-*', '.blytz-before-*'];
+const RENDER_MARKER = '.blytz-render.json';
+
+/**
+ * Scratch state OpenClaw rebuilds (as on Docker), a restore's own folders, and the file system's
+ * `lost+found` at the root of a volume (not the customer's, and a restore leaves it in place).
+ */
+const EXCLUDED = ['./tmp', './cache', './lost+found', ...RESERVED.map((name) => `./${name}`)];
+
+/**
+ * Run with `sh -c SCRIPT sh <mount> <restore id>` in the restore pod, the staged state as a tar
+ * stream on stdin: complete under `.blytz-staged-<id>` or not there at all.
+ */
+const UPLOAD_SCRIPT = `set -eu
+m=$1; id=$2
+for entry in ${RESERVED.map((name) => `"$m"/${name}`).join(' ')}; do
+  if [ -e "$entry" ] || [ -L "$entry" ]; then rm -rf -- "$entry"; fi
+done
+mkdir -- "$m/.blytz-upload-$id"
+tar -x -f - -C "$m/.blytz-upload-$id"
+mv -- "$m/.blytz-upload-$id" "$m/.blytz-staged-$id"
+`;
+
+/**
+ * The swap (see above); each step is checked, so a rerun finishes what a crash interrupted. No
+ * staged folder: the swap was complete (it is only ever removed by this, or by the discard of a
+ * restore that failed before swapping).
+ */
+const SWAP_SCRIPT = `set -eu
+m=$1; id=$2
+staged="$m/.blytz-staged-$id"; parking="$m/.blytz-parking-$id"; before="$m/.blytz-before-$id"
+if [ -d "$staged" ]; then
+  if [ ! -d "$before" ]; then
+    mkdir -p -- "$parking"
+    for entry in "$m"/* "$m"/.[!.]* "$m"/..?*; do
+      if [ ! -e "$entry" ] && [ ! -L "$entry" ]; then continue; fi
+      case "\${entry##*/}" in ".blytz-staged-$id"|".blytz-parking-$id"|".blytz-before-$id"|lost+found) continue ;; esac
+      mv -- "$entry" "$parking/"
+    done
+    mv -- "$parking" "$before"
+  fi
+  for entry in "$staged"/* "$staged"/.[!.]* "$staged"/..?*; do
+    if [ ! -e "$entry" ] && [ ! -L "$entry" ]; then continue; fi
+    case "\${entry##*/}" in lost+found) rm -rf -- "$entry"; continue ;; esac
+    mv -- "$entry" "$m/"
+  done
+  rmdir -- "$staged"
+fi
+rm -rf -- "$before"
+`;
+
+/** A failed restore's folders on the claim; the staged one only if no swap began (it never does after one). */
+const DISCARD_SCRIPT = `set -eu
+m=$1; id=$2
+rm -rf -- "$m/.blytz-upload-$id"
+if [ ! -e "$m/.blytz-parking-$id" ] && [ ! -e "$m/.blytz-before-$id" ]; then rm -rf -- "$m/.blytz-staged-$id"; fi
+`;
 
 /**
  * Run by the pod's Node (OpenClaw's image has Node 24): one database's consistent copy through
@@ -56,11 +148,12 @@ backup(db, copy).then(() => {
 
 export class PodStateSource implements CustomerStateSource {
   readonly runtime = 'kubernetes' as const;
-  readonly restorable = false;
+  readonly restorable: boolean;
   readonly #options: PodStateOptions;
 
   constructor(options: PodStateOptions) {
     this.#options = options;
+    this.restorable = options.restorePods !== undefined;
   }
 
   async #pod(customer: string): Promise<string | undefined> {
@@ -131,15 +224,90 @@ export class PodStateSource implements CustomerStateSource {
     }
   }
 
-  stage(_restoreId: number, _customer: string, _input: Readable): Promise<void> {
-    return Promise.reject(new Error('restoring into a customer on Kubernetes is not supported yet'));
+  #staged(restoreId: number): string {
+    return join(this.#options.workDir, `restore-${restoreId}`);
   }
 
-  swap(): Promise<void> {
-    return Promise.reject(new Error('restoring into a customer on Kubernetes is not supported yet'));
+  #pods(): RestorePods {
+    const pods = this.#options.restorePods;
+    if (!pods) throw new Error('restoring into a customer on Kubernetes needs the restore pods of the runtime');
+    return pods;
   }
 
-  async discard(): Promise<void> {}
+  /** Runs one of the scripts above in the restore pod on `mountPath`; a failure is an error. */
+  async #run(customer: string, what: string, script: string, restoreId: number, stdin?: Readable): Promise<void> {
+    const args = ['sh', '-c', script, 'sh', this.#options.mountPath, String(restoreId)];
+    const result = await this.#pods().exec(customer, args, stdin);
+    if (result.exitCode !== 0)
+      throw new Error(`${what} on the claim of ${customer} exited with ${result.exitCode}: ${result.stderr.trim()}`);
+  }
+
+  async stage(
+    restoreId: number,
+    customer: string,
+    input: Readable,
+    check: { keys: readonly Buffer[]; expectContext: string; sha256?: string | undefined },
+  ): Promise<void> {
+    const pods = this.#pods();
+    const staged = this.#staged(restoreId);
+    await mkdir(this.#options.workDir, { recursive: true, mode: 0o700 });
+    // A crash mid-fetch left a partial folder: start it again from nothing.
+    await rm(staged, { recursive: true, force: true });
+    try {
+      await extractArchive({
+        input,
+        keys: check.keys,
+        expectContext: check.expectContext,
+        targetDir: staged,
+        sha256: check.sha256,
+      });
+      for (const name of await readdir(staged))
+        if (name === RENDER_MARKER || RESERVED.some((pattern) => name.startsWith(pattern.slice(0, -1))))
+          await rm(join(staged, name), { recursive: true, force: true });
+    } catch (error) {
+      // The tar reader may still be finishing a file it had begun when the archive failed: retry.
+      await rm(staged, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 }).catch(() => {});
+      throw error;
+    }
+    // Checked whole: only now onto the claim.
+    await pods.open(customer, this.#options.mountPath);
+    await this.#run(customer, 'unpacking the restored state', UPLOAD_SCRIPT, restoreId, Readable.from(tarStream(treeOf(staged))));
+  }
+
+  async swap(restoreId: number, customer: string): Promise<void> {
+    const pods = this.#pods();
+    // Again: nothing but the restore pod may have the claim (the assistant stays at 0 replicas).
+    await pods.open(customer, this.#options.mountPath);
+    await this.#run(customer, 'swapping the state', SWAP_SCRIPT, restoreId);
+    await pods.close(customer);
+    await rm(this.#staged(restoreId), { recursive: true, force: true });
+  }
+
+  async discard(restoreId: number, customer: string): Promise<void> {
+    await rm(this.#staged(restoreId), { recursive: true, force: true });
+    const pods = this.#options.restorePods;
+    if (!pods) return;
+    // Only through a restore pod still there (a failed stage); never one started for this alone,
+    // which could hold the claim when the assistant starts again (what is left, the next stage sweeps).
+    if (await pods.isOpen(customer)) await this.#run(customer, 'removing the staged state', DISCARD_SCRIPT, restoreId);
+    await pods.close(customer);
+  }
+}
+
+/** A staged folder as tar entries (folders and regular files, as extractArchive left it), parents first. */
+async function* treeOf(root: string, rel = ''): AsyncGenerator<TarEntry> {
+  const dir = rel === '' ? root : join(root, ...rel.split('/'));
+  for (const name of (await readdir(dir)).sort()) {
+    const path = rel === '' ? name : `${rel}/${name}`;
+    const full = join(dir, name);
+    const info = await lstat(full);
+    if (info.isDirectory()) {
+      yield { name: path, type: 'directory', mode: info.mode & 0o7777, mtimeMs: info.mtimeMs };
+      yield* treeOf(root, path);
+    } else if (info.isFile()) {
+      yield { name: path, type: 'file', source: full, mode: info.mode & 0o7777, mtimeMs: info.mtimeMs };
+    }
+  }
 }
 
 /** SQLite databases under `root` (relative POSIX paths), by their header. */

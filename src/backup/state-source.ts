@@ -4,7 +4,8 @@ import type { WrittenArchive } from './archive.js';
 /**
  * A customer's OpenClaw state folder, as the backup controller sees it, whichever runtime holds
  * it: a folder on this host bind-mounted into the container (Docker, `folder-state.ts`), or a
- * PersistentVolumeClaim reached through the customer's pod (Kubernetes).
+ * PersistentVolumeClaim reached through the customer's pod, and written through a restore pod
+ * (Kubernetes, `pod-state.ts`).
  *
  * A restore goes in steps the controller records, so a crash resumes at the step it was in:
  * `stage` unpacks and checks the whole archive somewhere that is not yet the customer's state,
@@ -13,7 +14,7 @@ import type { WrittenArchive } from './archive.js';
  */
 export interface CustomerStateSource {
   readonly runtime: 'docker' | 'kubernetes';
-  /** Whether a restore can write this runtime's state (not yet on Kubernetes). */
+  /** Whether a restore can write this runtime's state (on Kubernetes: given its restore pods). */
   readonly restorable: boolean;
   /** Whether the customer has a state folder at all. */
   exists(customer: string): Promise<boolean>;
@@ -31,6 +32,6 @@ export interface CustomerStateSource {
   ): Promise<void>;
   /** Makes the staged state the customer's; idempotent and resumable. */
   swap(restoreId: number, customer: string): Promise<void>;
-  /** Removes what restore `restoreId` left aside (the staged state, or the state it replaced). */
-  discard(restoreId: number): Promise<void>;
+  /** Removes what restore `restoreId` of `customer` left aside (the staged state, or the state it replaced). */
+  discard(restoreId: number, customer: string): Promise<void>;
 }

@@ -14,6 +14,7 @@ import { PROBE_CLIENT_ADDRESS } from '../domain/probes.js';
 import { DockerEventSource } from './docker/docker-events.js';
 import { DockerRuntime } from './docker/docker-runtime.js';
 import { KubernetesRuntime } from './kubernetes/kubernetes-runtime.js';
+import { KubernetesRestorePods } from './kubernetes/restore-pod.js';
 import { KubernetesWorkspaces } from './kubernetes/kubernetes-workspaces.js';
 import { podAddresses } from './kubernetes/pod-addresses.js';
 import { CADDY_POD_LABELS, DEFAULT_BLOCKED_CIDRS, type CustomerNetwork } from './kubernetes/manifests.js';
@@ -68,6 +69,8 @@ export interface SelectedRuntime {
   defaultTrustedProxies(): Promise<string[]>;
   /** Every running customer container's (pod's) addresses: the model gateway's source check. */
   addresses: AddressLister;
+  /** Kubernetes: the pods a restore writes a stopped customer's claim through (Docker writes its folder). */
+  restorePods?: KubernetesRestorePods;
 }
 
 export interface SelectRuntimeDeps {
@@ -104,6 +107,7 @@ export function selectRuntime(config: Config, deps: SelectRuntimeDeps): Selected
       sources: [new OwnedObjectsWatch({ kubeConfig, ...runtime.ownedKinds(), logger: deps.logger })],
       defaultTrustedProxies: () => Promise.resolve([]),
       addresses: podAddresses(kubeConfig, namespace, deps.policies.guard('kubernetes'), extraLabels),
+      restorePods: new KubernetesRestorePods(deps.policies.guard('kubernetes'), { kubeConfig, namespace, extraLabels }),
     };
   }
 

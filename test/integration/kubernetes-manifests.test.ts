@@ -223,7 +223,7 @@ describe('deploy/kubernetes manifests', () => {
         .sort();
     // A list of Secrets is the content of every Secret in the namespace; ours are read by name.
     expect(verbs('', 'secrets')).toEqual(['create', 'delete', 'get', 'update']);
-    expect(verbs('', 'pods')).toEqual(['list']);
+    expect(verbs('', 'pods')).toEqual(['create', 'delete', 'get', 'list']); // get, create, delete: the restore pod
     expect(verbs('', 'pods/exec')).toEqual(['create', 'get']);
     expect(verbs('blytz.cloud', 'customers')).toEqual(['list', 'patch', 'watch']); // finalizer `${CUSTOMER_FINALIZER}` by patch
     expect(verbs('blytz.cloud', 'customers/status')).toEqual(['patch']);
