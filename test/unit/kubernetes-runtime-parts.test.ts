@@ -1,4 +1,5 @@
 import { KubeConfig, type Exec, type V1Pod, type V1Status } from '@kubernetes/client-node';
+import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { PLANS } from '../../src/domain/customer.js';
 import {
@@ -18,6 +19,7 @@ import { unguarded } from '../../src/resilience/guard.js';
 import { KubernetesRuntime } from '../../src/runtime/kubernetes/kubernetes-runtime.js';
 import type { ContainerSpec } from '../../src/runtime/runtime.js';
 import { stubHealth } from '../support/fixtures.js';
+import { waitFor } from '../support/wait-for.js';
 
 const options = { namespace: 'ns', extraLabels: {}, storageSize: '1Gi' };
 const spec: ContainerSpec = {
@@ -405,6 +407,47 @@ describe('pods/exec parts', () => {
         signal(),
       ).catch((e: unknown) => e);
       expect(isTransient(down)).toBe(true);
+    });
+
+    it('stdin goes no faster than the socket sends: nothing more is read while much waits to be sent', async () => {
+      const MiB = 1024 * 1024;
+      let produced = 0;
+      let looks = 0;
+      let buffered = 64 * MiB; // a slow network: much still waiting in the socket
+      let sent = 0;
+      const stdin = Readable.from(
+        (function* () {
+          for (let i = 0; i < 100; i++) {
+            produced += 1;
+            yield Buffer.alloc(MiB);
+          }
+        })(),
+      );
+      let finish: (s: V1Status) => void = () => {};
+      // As client-node does: every chunk of stdin sent as it comes, the status once it has ended.
+      const exec = {
+        exec: (...args: unknown[]) => {
+          const input = args[6] as Readable;
+          finish = args[8] as (s: V1Status) => void;
+          input.on('data', (chunk: Buffer) => (sent += chunk.length));
+          input.on('end', () => finish({ status: 'Success' }));
+          return Promise.resolve({
+            close: () => {},
+            addEventListener: () => {},
+            get bufferedAmount() {
+              looks += 1;
+              return buffered;
+            },
+          });
+        },
+      } as unknown as Pick<Exec, 'exec'>;
+      const done = runPodExec(exec, target, ['tar', '-x'], 60_000, signal(), 1_000, undefined, stdin);
+      await waitFor(() => looks >= 5);
+      expect(sent).toBe(0);
+      expect(produced).toBeLessThan(40);
+      buffered = 0;
+      await expect(done).resolves.toMatchObject({ exitCode: 0 });
+      expect(sent).toBe(100 * MiB);
     });
   });
 });
