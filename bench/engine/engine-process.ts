@@ -10,7 +10,7 @@
 // listing held).
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { setFlagsFromString, writeHeapSnapshot } from 'node:v8';
+import { getHeapSpaceStatistics, setFlagsFromString, writeHeapSnapshot } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { sql } from 'kysely';
 import pg from 'pg';
@@ -120,6 +120,13 @@ const listKeys = async () => {
   return keys;
 };
 
+/** Where RSS goes right after a pass, before any forced collection: V8's heap (committed, by space) and memory outside it. */
+function memory() {
+  const { rss, heapTotal, heapUsed, external, arrayBuffers } = process.memoryUsage();
+  const spaces = Object.fromEntries(getHeapSpaceStatistics().map((s) => [s.space_name, s.physical_space_size]));
+  return { rss, heapTotal, heapUsed, external, arrayBuffers, spaces };
+}
+
 async function until(done: () => boolean): Promise<void> {
   while (!done()) await new Promise((r) => setTimeout(r, 5));
 }
@@ -159,6 +166,7 @@ async function pass(reconcile: Reconcile, keys: () => Promise<string[]>, label: 
     worldReads: worldReads() - readsBefore,
     rss: process.memoryUsage().rss,
     peakRss: process.resourceUsage().maxRSS * 1024,
+    memory: memory(),
     live: held?.live ?? liveHeap(),
   };
 }

@@ -22,6 +22,12 @@ import { report } from '../support.js';
 const N = Number(process.env['BENCH_ENGINE_CUSTOMERS'] ?? 10_000);
 const LIVE = Number(process.env['BENCH_ENGINE_LIVE_CUSTOMERS'] ?? 200);
 
+/**
+ * The Node flags the controller runs with (bin/blytz, the Dockerfile): V8's young generation
+ * capped at 2 x 16 MiB. BENCH_ENGINE_NODE_FLAGS replaces them ('' for V8's own sizing).
+ */
+const NODE_FLAGS = (process.env['BENCH_ENGINE_NODE_FLAGS'] ?? '--max-semi-space-size=16').split(' ').filter(Boolean);
+
 /** What engine-process.ts measures of one pass. */
 interface Pass {
   seconds: number;
@@ -31,6 +37,15 @@ interface Pass {
   worldReads: number;
   rss: number;
   live: number;
+  /** Right after the pass, before any forced collection: V8's heap committed (in all, by space) and memory outside it. */
+  memory: {
+    rss: number;
+    heapTotal: number;
+    heapUsed: number;
+    external: number;
+    arrayBuffers: number;
+    spaces: Record<string, number>;
+  };
 }
 interface Result {
   rssAtStart: number;
@@ -49,7 +64,7 @@ async function runEngineProcess(databaseUrl: string, liveNames: string[]): Promi
   try {
     const child = spawn(
       process.execPath,
-      ['--import', join(ROOT, 'bench/built-imports.mjs'), join(ROOT, 'bench/engine/engine-process.ts')],
+      [...NODE_FLAGS, '--import', join(ROOT, 'bench/built-imports.mjs'), join(ROOT, 'bench/engine/engine-process.ts')],
       {
         cwd: ROOT,
         env: {
@@ -166,6 +181,12 @@ it(`engine: ${N} customers`, { timeout: 900_000 }, async () => {
           note: "goal: at most 300 MB (286 MiB); the controller's own process: the built code, the simulated world and node-postgres",
         },
         {
+          name: 'V8 heap committed after the steady-state pass',
+          value: steady.memory.heapTotal / 2 ** 20,
+          unit: 'MiB',
+          note: `of which in use before a collection ${Math.round(steady.memory.heapUsed / 2 ** 20)} MiB; outside V8's heap (buffers) ${Math.round(steady.memory.external / 2 ** 20)} MiB; the rest of RSS is code and the runtime`,
+        },
+        {
           name: 'live heap with the steady-state listing held (after a full GC)',
           value: steady.live / 2 ** 20,
           unit: 'MiB',
@@ -175,7 +196,8 @@ it(`engine: ${N} customers`, { timeout: 900_000 }, async () => {
       ],
       {
         method:
-          "N customers inserted with SQL (active, no port, no container); the CustomerReconciler with the real store (PortReservations, CustomerStore) on the simulated world of test/support/simulated-world.ts (in memory, every call counted), run by the Controller with 4 workers. Cold: the first full pass (one listing, then every customer created: workspace, port, container, route, status). Steady: a second full pass with nothing to do. Baseline: the same Controller and queue with a reconcile that does nothing. Live: 200 more customers enqueued one at a time as the change feed would, with no listing to read from. Transactions are counted on the client (a statement outside BEGIN ... COMMIT is one, an explicit transaction is one). CPU is the controller process's (user + system) during the pass, less a forced GC taken to measure the live heap. The controller runs in a plain Node process of its own on the built code (bench/engine/engine-process.ts; vitest only fills the database and checks every customer ended Ready), so CPU and RSS are the controller's, the simulated world's and node-postgres's, not the test runner's; the live heap is heap used right after a full GC with the steady pass's listing held.",
+          "N customers inserted with SQL (active, no port, no container); the CustomerReconciler with the real store (PortReservations, CustomerStore) on the simulated world of test/support/simulated-world.ts (in memory, every call counted), run by the Controller with 4 workers. Cold: the first full pass (one listing, then every customer created: workspace, port, container, route, status). Steady: a second full pass with nothing to do. Baseline: the same Controller and queue with a reconcile that does nothing. Live: 200 more customers enqueued one at a time as the change feed would, with no listing to read from. Transactions are counted on the client (a statement outside BEGIN ... COMMIT is one, an explicit transaction is one). CPU is the controller process's (user + system) during the pass, less a forced GC taken to measure the live heap. The controller runs in a plain Node process of its own on the built code, with the Node flags it ships with (--max-semi-space-size=16, as bin/blytz and the Dockerfile) (bench/engine/engine-process.ts; vitest only fills the database and checks every customer ended Ready), so CPU and RSS are the controller's, the simulated world's and node-postgres's, not the test runner's; the live heap is heap used right after a full GC with the steady pass's listing held.",
+        memory: { cold: cold.memory, steady: steady.memory, live: live.memory },
       },
     );
   } finally {
