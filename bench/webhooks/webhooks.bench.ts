@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { sql } from 'kysely';
 import Stripe from 'stripe';
 import { expect, it } from 'vitest';
-import { machineBusySeconds, summarize, type Summary } from '../lib.js';
+import { cpuSeconds, machineBusySeconds, summarize, type Summary } from '../lib.js';
 import { report, type Figure } from '../support.js';
 import { ROOT, freePort, startServe } from '../../test/support/blytz-serve.js';
 import { createTestDatabase, type TestDatabase } from '../../test/support/postgres.js';
@@ -16,16 +16,17 @@ import { waitFor } from '../../test/support/wait-for.js';
  * with a bounded count (BENCH_WEBHOOK_REQUESTS, default 2,000 per scenario, BENCH_WEBHOOK_CONCURRENCY
  * in flight, default 16).
  *
- * The webhook route is limited to 100/min per client (contract 3.1) and the limit has no setting,
- * so the main figures come from bench/webhooks/bench-server.mjs: the built app (dist/) in its own
- * process with the real webhook router, ledger and Postgres-backed limiter (limit raised), and,
- * on the same app, the baseline route that only verifies the signature. A second set comes from
- * the built `blytz serve` itself, unchanged: BLYTZ_TRUST_PROXY=127.0.0.1 and a distinct
- * X-Forwarded-For per request make every request its own client for the limiter (which still
- * does its upsert per request).
+ * The main figures come from bench/webhooks/bench-server.mjs: the built app (dist/) in its own
+ * process with the real webhook router and ledger on Postgres, and, on the same app, the baseline
+ * route that only verifies the signature. Beside them, the CPU each party spent per request:
+ * the server, the database's Postgres backends (this machine's Postgres, read from /proc) and the
+ * load generator (this process), since all three share the machine's cores. A second set comes
+ * from the built `blytz serve` itself, unchanged (BLYTZ_TRUST_PROXY=127.0.0.1 and a distinct
+ * X-Forwarded-For per request, as real clients would be). BENCH_PROFILE_DIR=<dir> writes the
+ * bench server's CPU profile (`--cpu-prof`, the whole run).
  *
  * Distinct events: customer.subscription.updated (status active) for one of 200 active customers
- * holding the subscription: ledger insert, customer row locked and updated, ledger outcome, one
+ * holding the subscription: ledger row, the customer's change and the ledger outcome, one
  * transaction. Duplicates: 16 already-recorded events sent again and again (answered 200, no change).
  */
 const REQUESTS = Number(process.env['BENCH_WEBHOOK_REQUESTS'] ?? 2000);
@@ -38,6 +39,43 @@ interface Load {
   seconds: number;
   latencies: number[];
   statuses: Record<number, number>;
+  /** CPU seconds spent during the load by the server, its Postgres backends and this process (the load generator). */
+  cpu?: Cpu;
+}
+
+interface Cpu {
+  server: number;
+  postgres: number;
+  generator: number;
+}
+
+/**
+ * CPU seconds so far of the server process, of the Postgres backends serving `database` (this
+ * machine's Postgres, so /proc has them) and of this process, which generates the load.
+ */
+async function cpuNow(serverPid: number, db: TestDatabase): Promise<Cpu> {
+  const { rows } = await sql<{ pid: number }>`SELECT pid FROM pg_stat_activity WHERE datname = ${db.name}`.execute(db.handle.db);
+  let postgres = 0;
+  for (const { pid } of rows) {
+    try {
+      postgres += cpuSeconds(pid);
+    } catch {
+      // A backend that ended between the query and the read.
+    }
+  }
+  const self = process.cpuUsage();
+  return { server: cpuSeconds(serverPid), postgres, generator: (self.user + self.system) / 1e6 };
+}
+
+/** `load` with the CPU each party spent on it. */
+async function measured(serverPid: number, db: TestDatabase, run: () => Promise<Load>): Promise<Load> {
+  const before = await cpuNow(serverPid, db);
+  const result = await run();
+  const after = await cpuNow(serverPid, db);
+  return {
+    ...result,
+    cpu: { server: after.server - before.server, postgres: after.postgres - before.postgres, generator: after.generator - before.generator },
+  };
 }
 
 interface Prepared {
@@ -91,11 +129,17 @@ async function load(
 }
 
 /** Several loads as one: requests over total seconds, percentiles over every sample. */
-function combine(loads: Load[]): { perSecond: number; latency: Summary; statuses: Record<number, number> } {
+function combine(loads: Load[]): { perSecond: number; latency: Summary; statuses: Record<number, number>; cpuMsPerRequest: Cpu } {
   const latencies = loads.flatMap((l) => l.latencies);
   const statuses: Record<number, number> = {};
   for (const l of loads) for (const [s, c] of Object.entries(l.statuses)) statuses[Number(s)] = (statuses[Number(s)] ?? 0) + c;
-  return { perSecond: latencies.length / loads.reduce((a, l) => a + l.seconds, 0), latency: summarize(latencies), statuses };
+  const perRequest = (key: keyof Cpu) => (1000 * loads.reduce((a, l) => a + (l.cpu?.[key] ?? 0), 0)) / latencies.length;
+  return {
+    perSecond: latencies.length / loads.reduce((a, l) => a + l.seconds, 0),
+    latency: summarize(latencies),
+    statuses,
+    cpuMsPerRequest: { server: perRequest('server'), postgres: perRequest('postgres'), generator: perRequest('generator') },
+  };
 }
 
 function sign(event: Record<string, unknown>): Prepared {
@@ -144,6 +188,23 @@ async function ledgerCount(db: TestDatabase): Promise<number> {
   return r.rows[0]?.n ?? 0;
 }
 
+/** CPU per request of each party, distinct events and duplicates beside verify-only. */
+function cpuFigures(...[v, d, u]: Array<ReturnType<typeof combine>>): Figure[] {
+  const parties: Array<[keyof Cpu, string]> = [
+    ['server', 'the server process'],
+    ['postgres', "the database's Postgres backends"],
+    ['generator', 'the load generator (this process)'],
+  ];
+  return parties.flatMap(([key, who]) => {
+    // Verify-only never touches Postgres: no baseline to divide by.
+    const baseline = key === 'postgres' ? {} : { baseline: { name: 'verify-only', value: v!.cpuMsPerRequest[key] } };
+    return [
+      { name: `CPU per distinct event: ${who}`, value: d!.cpuMsPerRequest[key], unit: 'ms', ...baseline },
+      { name: `CPU per duplicate: ${who}`, value: u!.cpuMsPerRequest[key], unit: 'ms', ...baseline },
+    ];
+  });
+}
+
 it(`webhooks: ${REQUESTS} signed requests per scenario, ${CONCURRENCY} in flight`, { timeout: 600_000 }, async () => {
   const busyStart = machineBusySeconds();
   const wallStart = performance.now();
@@ -152,7 +213,10 @@ it(`webhooks: ${REQUESTS} signed requests per scenario, ${CONCURRENCY} in flight
   const db = await createTestDatabase();
   await seed(db);
   const port = await freePort();
-  const child = spawn(process.execPath, [join(ROOT, 'bench/webhooks/bench-server.mjs')], {
+  // BENCH_PROFILE_DIR: the server's CPU profile over the whole run (warm-up included), written on exit.
+  const profileDir = process.env['BENCH_PROFILE_DIR'];
+  const profile = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, '--cpu-prof-name=webhooks-server.cpuprofile'] : [];
+  const child = spawn(process.execPath, [...profile, join(ROOT, 'bench/webhooks/bench-server.mjs')], {
     cwd: ROOT,
     env: { ...process.env, DATABASE_URL: db.url, STRIPE_WEBHOOK_SECRET: SECRET, PORT: String(port) },
     stdio: ['ignore', 'ignore', 'pipe'],
@@ -177,11 +241,15 @@ it(`webhooks: ${REQUESTS} signed requests per scenario, ${CONCURRENCY} in flight
     // Two halves per scenario, interleaved, so a burst of load from elsewhere hits all three alike.
     const half = Math.ceil(REQUESTS / 2);
     for (let round = 0; round < 2; round++) {
-      (runs['verify'] ??= []).push(await load(port, '/bench/verify-only', distinct(half)));
+      const pid = child.pid as number;
+      const verifyLoad = distinct(half);
+      (runs['verify'] ??= []).push(await measured(pid, db, () => load(port, '/bench/verify-only', verifyLoad)));
       const before = await ledgerCount(db);
-      (runs['distinct'] ??= []).push(await load(port, PATH, distinct(half)));
+      const distinctLoad = distinct(half);
+      (runs['distinct'] ??= []).push(await measured(pid, db, () => load(port, PATH, distinctLoad)));
       expect(await ledgerCount(db)).toBe(before + half);
-      (runs['duplicate'] ??= []).push(await load(port, PATH, Array.from({ length: half }, (_, i) => dupes[i % dupes.length] as Prepared)));
+      const duplicateLoad = Array.from({ length: half }, (_, i) => dupes[i % dupes.length] as Prepared);
+      (runs['duplicate'] ??= []).push(await measured(pid, db, () => load(port, PATH, duplicateLoad)));
       expect(await ledgerCount(db)).toBe(before + half);
     }
     for (const [key, loads] of Object.entries(runs)) {
@@ -194,7 +262,7 @@ it(`webhooks: ${REQUESTS} signed requests per scenario, ${CONCURRENCY} in flight
     await db.drop();
   }
 
-  // ---- the built `blytz serve`, unchanged (every request its own client for the limiter) ----
+  // ---- the built `blytz serve`, unchanged (every request its own client, as behind a proxy) ----
   const db2 = await createTestDatabase();
   await seed(db2);
   const served = await startServe({
@@ -234,6 +302,7 @@ it(`webhooks: ${REQUESTS} signed requests per scenario, ${CONCURRENCY} in flight
     { name: 'duplicates per second', value: u.perSecond, unit: 'req/s', baseline: { name: 'verify-only', value: v.perSecond } },
     { name: 'duplicates p50 latency', value: u.latency.p50, unit: 'ms', baseline: { name: 'verify-only p50', value: v.latency.p50 } },
     { name: 'duplicates p99 latency', value: u.latency.p99, unit: 'ms', baseline: { name: 'verify-only p99', value: v.latency.p99 } },
+    ...cpuFigures(v, d, u),
     ...serveFigures,
     {
       name: 'machine CPU busy during the run (all processes, 2 cores = 2.0)',
@@ -244,6 +313,6 @@ it(`webhooks: ${REQUESTS} signed requests per scenario, ${CONCURRENCY} in flight
   ];
   report('webhooks', `Stripe webhooks: ${REQUESTS} signed requests per scenario, ${CONCURRENCY} in flight, real Postgres`, figures, {
     method:
-      'The webhook route allows 100/min per client and has no setting for it, so the first six figures come from the built app (dist/) in its own process with the real router, ledger and Postgres rate limiter (limit raised), the baseline being a route on that same server that only runs stripe.webhooks.constructEvent. Distinct = customer.subscription.updated (active) for one of 200 customers holding the subscription; duplicates = 16 recorded events sent again. Each scenario runs in two interleaved halves. The blytz serve rows are the shipped binary, every request its own client for the limiter via X-Forwarded-For.',
+      'The first figures come from the built app (dist/) in its own process with the real router and ledger on Postgres (the limiter counts bad signatures only), the baseline being a route on that same server that only runs stripe.webhooks.constructEvent. Distinct = customer.subscription.updated (active) for one of 200 customers holding the subscription; duplicates = 16 recorded events sent again. Each scenario runs in two interleaved halves, 16 requests in flight. CPU per request: utime + stime from /proc of the server, of the Postgres backends serving the benchmark database and of the load generator (this process), over each scenario. The blytz serve rows are the shipped binary with its defaults, a distinct X-Forwarded-For per request.',
   });
 });

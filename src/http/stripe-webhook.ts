@@ -5,6 +5,7 @@ import { mapStripeEvent, type BillingIntent, type StripeEventLike } from '../bil
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { WebhookResult } from '../store/billing-store.js';
+import { addToRequestLine } from './app.js';
 import { HttpError } from './errors.js';
 import { failureBudget, RATE_LIMITS, type RateLimit, type RateLimitBackend } from './rate-limit.js';
 
@@ -109,10 +110,15 @@ export function createStripeWebhookRouter(deps: StripeWebhookDeps): Router {
         });
       }
       count(event.type, result.outcome);
-      deps.logger.info(
-        { eventId: event.id, type: event.type, outcome: result.outcome, customer: result.customer },
-        'stripe webhook',
-      );
+      const said = { eventId: event.id, type: event.type, outcome: result.outcome, customer: result.customer };
+      if (res.destroyed) {
+        // Stripe gave up waiting (it sends the event again: a duplicate then). The request's line
+        // was written when it went, without this.
+        deps.logger.info(said, 'stripe webhook: recorded after the sender went');
+        return;
+      }
+      // On the request's own line: one line per webhook, not two.
+      addToRequestLine(res, said);
       res.json({ received: true });
     },
   );

@@ -4,82 +4,68 @@ import pretty from 'pino-pretty';
 export type { Logger } from 'pino';
 
 /**
- * Paths pino blanks out wherever they occur in a log object. Secrets must never reach logs:
- * bot tokens, API keys, authorization headers, and anything under a `secret*` key.
+ * Fields whose values are secrets wherever they appear in a log object, at any depth (bot tokens,
+ * API keys, authorization headers, session cookies, `secret*` fields, the database URL). Names
+ * are compared without case, `-` or `_`, so `STRIPE_WEBHOOK_SECRET`, `webhookSecret` and
+ * `x-api-key` are all found: a field is secret when its name is listed here or ends with one of
+ * the suffixes.
  */
-export const REDACTED_PATHS = [
-  'botToken',
-  '*.botToken',
-  '*.*.botToken',
-  '*.*.*.botToken',
-  'telegramBotToken',
-  '*.telegramBotToken',
-  'modelApiKey',
-  '*.modelApiKey',
-  'apiKey',
-  '*.apiKey',
-  'token',
-  '*.token',
-  'accessToken',
-  '*.accessToken',
-  'password',
-  '*.password',
-  // HTTP header names arrive in any case (Node lowercases incoming ones, callers' outgoing ones do not).
-  'authorization',
-  '*.authorization',
-  'Authorization',
-  '*.Authorization',
-  '*.headers.authorization',
-  '*.headers.Authorization',
-  '*.*.headers.authorization',
-  '*.*.headers.Authorization',
-  '*.headers["stripe-signature"]',
-  '*.headers["Stripe-Signature"]',
-  '*.headers.cookie',
-  '*.headers.Cookie',
-  '*.headers["set-cookie"]',
-  'secret',
-  '*.secret',
-  '*.*.secret',
-  '*.*.*.secret',
-  'secrets',
-  '*.secrets',
-  '*.*.secrets',
-  'secretKey',
-  '*.secretKey',
-  'stripeSecretKey',
-  'STRIPE_SECRET_KEY',
-  'STRIPE_WEBHOOK_SECRET',
-  'BLYTZ_ADMIN_TOKEN',
-  'BLYTZ_SECRET_KEY',
-  '*.STRIPE_SECRET_KEY',
-  '*.STRIPE_WEBHOOK_SECRET',
-  '*.BLYTZ_ADMIN_TOKEN',
-  '*.BLYTZ_SECRET_KEY',
-  'BLYTZ_SECRET_KEY_PREVIOUS',
-  '*.BLYTZ_SECRET_KEY_PREVIOUS',
-  'DATABASE_URL',
-  '*.DATABASE_URL',
-  // The platform's model provider keys, and customers' model credentials.
-  'BLYTZ_OPENAI_API_KEY',
-  '*.BLYTZ_OPENAI_API_KEY',
-  'BLYTZ_ANTHROPIC_API_KEY',
-  '*.BLYTZ_ANTHROPIC_API_KEY',
-  'credential',
-  '*.credential',
-  '*.headers["x-api-key"]',
-  '*.*.headers["x-api-key"]',
-  'gatewayToken',
-  '*.gatewayToken',
-  '*.*.gatewayToken',
-  'adminToken',
-  '*.adminToken',
-  'webhookSecret',
-  '*.webhookSecret',
-  // A manifest's spec.model.apiKey, and a Customer resource's.
-  '*.*.apiKey',
-  '*.*.*.apiKey',
-];
+const SECRET_FIELDS = new Set(['authorization', 'cookie', 'setcookie', 'stripesignature', 'databaseurl', 'blytzsecretkeyprevious']);
+const SECRET_FIELD_SUFFIXES = ['token', 'secret', 'secrets', 'secretkey', 'password', 'apikey', 'credential'];
+const CENSOR = '[REDACTED]';
+
+/** Verdicts by field name as written: the names a process logs are few, so each is judged once. */
+const fieldVerdicts = new Map<string, boolean>();
+
+export function isSecretField(name: string): boolean {
+  let verdict = fieldVerdicts.get(name);
+  if (verdict === undefined) {
+    const plain = name.toLowerCase().replace(/[-_]/g, '');
+    verdict = SECRET_FIELDS.has(plain) || SECRET_FIELD_SUFFIXES.some((suffix) => plain.endsWith(suffix));
+    // Bounded all the same: a log of a map keyed by customer names must not grow this forever.
+    if (fieldVerdicts.size < 10_000) fieldVerdicts.set(name, verdict);
+  }
+  return verdict;
+}
+
+/**
+ * `value` with every secret field's value replaced by [REDACTED], however deep: the value itself
+ * when it holds none (the usual case, no copy), else a copy of only the objects on the way to
+ * one, so the caller's object never changes because it was logged. An object with its own
+ * `toJSON` (a Date, a Buffer) is written by that and left alone; a cycle is cut at
+ * "[Circular]", as pino itself writes it.
+ */
+export function censorSecretFields<T>(value: T): T {
+  return censor(value, undefined) as T;
+}
+
+function censor(value: unknown, walked: Map<object, unknown> | undefined): unknown {
+  if (typeof value !== 'object' || value === null) return value;
+  const done = walked ?? new Map<object, unknown>();
+  if (done.has(value)) return done.get(value) ?? '[Circular]'; // undefined: still being walked, so a cycle
+  if (typeof (value as { toJSON?: unknown }).toJSON === 'function') return value;
+  done.set(value, undefined);
+  let out: unknown;
+  if (Array.isArray(value)) {
+    let copy: unknown[] | undefined;
+    value.forEach((item: unknown, i) => {
+      const censored = censor(item, done);
+      if (censored !== item) (copy ??= [...value])[i] = censored;
+    });
+    out = copy ?? value;
+  } else {
+    const record = value as Record<string, unknown>;
+    let copy: Record<string, unknown> | undefined;
+    for (const key of Object.keys(record)) {
+      const item = record[key];
+      const censored = isSecretField(key) ? CENSOR : censor(item, done);
+      if (censored !== item) (copy ??= { ...record })[key] = censored;
+    }
+    out = copy ?? value;
+  }
+  done.set(value, out);
+  return out;
+}
 
 /** Values that look like secrets are also masked inside free text (error messages, URLs). */
 const SECRET_PATTERNS: Array<[RegExp, string]> = [
@@ -97,6 +83,9 @@ const SECRET_PATTERNS: Array<[RegExp, string]> = [
   // Stops at a backslash too, so masking a serialized JSON line never eats an escape.
   [/([?&](?:token|access_token|key)=)[^&\s"\\]+/gi, '$1[REDACTED]'],
 ];
+
+/** Fields that hold free text, masked by pattern as well. */
+const FREE_TEXT_FIELDS = new Set(['msg', 'message', 'url', 'err']);
 
 export function maskSecrets(text: string): string {
   let out = text;
@@ -143,21 +132,23 @@ function prettyDestination(destination: DestinationStream | undefined): Destinat
 
 export function createLogger(options: LoggerOptions = {}): Logger {
   const destination = options.format === 'pretty' ? prettyDestination(options.destination) : options.destination;
-  return pino(
+  const logger = pino(
     {
       level: options.level ?? 'info',
       base: { service: 'blytz' },
-      redact: { paths: REDACTED_PATHS, censor: '[REDACTED]' },
       formatters: {
         log(object) {
-          // Free-text fields may carry a secret inside an error message or URL. A copy: the
+          // Secret fields at any depth (an error is the err serializer's), and secret-shaped text
+          // in the free-text fields (an error message, a URL). A copy when anything changes: the
           // caller's object must not change because it was logged.
           let out = object;
-          for (const key of ['msg', 'message', 'url', 'err']) {
+          for (const key of Object.keys(object)) {
             const value = object[key];
-            if (typeof value === 'string') {
+            let written = key === 'err' ? value : isSecretField(key) ? CENSOR : censor(value, undefined);
+            if (typeof written === 'string' && FREE_TEXT_FIELDS.has(key)) written = maskSecrets(written);
+            if (written !== value) {
               if (out === object) out = { ...object };
-              out[key] = maskSecrets(value);
+              out[key] = written;
             }
           }
           return out;
@@ -168,7 +159,7 @@ export function createLogger(options: LoggerOptions = {}): Logger {
           const serialized = pino.stdSerializers.err(err as Error);
           if (serialized.message) serialized.message = maskSecrets(serialized.message);
           if (serialized.stack) serialized.stack = maskSecrets(serialized.stack);
-          return serialized;
+          return censorSecretFields(serialized);
         },
       },
       hooks: {
@@ -184,4 +175,12 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     },
     destination,
   );
+  // A child's bindings are written once, when it is made, and never pass through formatters.log:
+  // censored here. Every descendant inherits this `child` (pino makes a child with
+  // Object.create(parent)).
+  const pinoChild = logger.child;
+  logger.child = function child(this: Logger, bindings, childOptions) {
+    return pinoChild.call(this, censorSecretFields(bindings), childOptions);
+  } as Logger['child'];
+  return logger;
 }

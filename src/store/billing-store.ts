@@ -10,7 +10,8 @@ import {
 } from '../billing/event-mapping.js';
 import type { CustomerStatus, DesiredState, PlanName } from '../domain/customer.js';
 import { disambiguatedName, nameFromEmail, suffixedName } from '../domain/naming.js';
-import type { DatabaseHandle } from './database.js';
+import { Batcher } from './batcher.js';
+import { prepared, type DatabaseHandle } from './database.js';
 import { ConflictError, isUniqueViolation } from './errors.js';
 import type { CustomerRow, Database } from './schema.js';
 import type { SecretBox } from './secret-box.js';
@@ -151,11 +152,23 @@ const SUFFIX_ATTEMPTS = 5;
 type NameChoice = { name: string; holder: 'none' | 'recyclable' };
 /** Reads and single-statement writes of one event before it takes the row lock instead. */
 const OPTIMISTIC_ATTEMPTS = 3;
+/**
+ * Webhook ledger statements in flight at once, and events per statement. Two lanes: a statement
+ * waiting on a row lock (the long way holds one) leaves the other running.
+ */
+const LEDGER_BATCHES = { lanes: 2, maxSize: 64 };
 
 export class BillingStore {
   readonly #db: Kysely<BillingDatabase>;
   readonly #box: SecretBox;
   readonly #options: Required<BillingStoreOptions>;
+  readonly #ledgerReads = new Batcher<LedgerLookup, LedgerRead>((lookups) => this.#readForEvents(lookups), LEDGER_BATCHES);
+  readonly #ledgerWrites = new Batcher<LedgerWrite, boolean>((writes) => this.#writeEvents(writes), {
+    ...LEDGER_BATCHES,
+    keys: (w) => (w.customer === undefined ? [`event:${w.eventId}`] : [`event:${w.eventId}`, `customer:${w.customer}`]),
+    // A Stripe id another customer holds fails the whole statement: each event then on its own.
+    alone: (error) => isUniqueViolation(error),
+  });
 
   constructor(handle: DatabaseHandle, box: SecretBox, options: BillingStoreOptions) {
     this.#db = handle.db.withTables<{ customers: BillingDatabase['customers'] }>();
@@ -395,130 +408,126 @@ export class BillingStore {
   /**
    * Records a verified Stripe event in the ledger and applies it: the ledger row, the customer's
    * change (the trigger's NOTIFY with it) and its event note are one statement, so one
-   * transaction and one round trip, after one read that finds the customer (or sees the event
-   * id already recorded: a duplicate costs that read alone). The statement changes the customer
-   * only as that read saw it (its resource version) and only while the event id is unrecorded;
-   * when either moved on meanwhile it writes nothing and the read is taken again. An event
-   * whose Stripe ids belong to another customer, or one that keeps losing such races, goes the
-   * long way: one transaction holding the customer's row lock. Errors propagate: the caller
-   * answers 5xx so Stripe retries.
+   * transaction, after one read that finds the customer (or sees the event id already recorded:
+   * a duplicate costs that read alone). The statement changes the customer only as that read saw
+   * it (its resource version) and only while the event id is unrecorded; when either moved on
+   * meanwhile it writes nothing and the read is taken again. Reads and writes of events arriving
+   * together go to Postgres together (`Batcher`: one statement and one commit for all of them,
+   * one customer's events never in one batch). An event whose Stripe ids belong to another
+   * customer, or one that keeps losing such races, goes the long way: one transaction holding
+   * the customer's row lock. Errors propagate: the caller answers 5xx so Stripe retries.
    */
   async recordStripeEvent(event: StripeEventLike, intent: BillingIntent): Promise<WebhookResult> {
     for (let attempt = 0; attempt < OPTIMISTIC_ATTEMPTS; attempt++) {
-      const read = await this.#readForEvent(event.id, intent);
+      const read = await this.#ledgerReads.submit({ eventId: event.id, ref: intent.kind === 'ignored' ? {} : intent.ref });
       if (read.recorded) return { outcome: 'duplicate' };
-      let written: WebhookResult | 'changed' | 'long-way';
+      const write = ledgerWrite(event, intent, read.row);
+      if (write === 'long-way') break;
+      let recorded: boolean;
       try {
-        written = await this.#writeEvent(event, intent, read.row);
+        recorded = await this.#ledgerWrites.submit(write);
       } catch (error) {
         if (isUniqueViolation(error)) break; // a Stripe id another customer holds: the long way says which
         throw error;
       }
-      if (written === 'long-way') break;
-      if (written !== 'changed') return written;
+      // Nothing recorded: the same event id was recorded concurrently (a duplicate, as the next
+      // read says), or the customer changed since it was read.
+      if (recorded) return write.result;
+      if (!write.change) return { outcome: 'duplicate' };
     }
     return this.#recordLocked(event, intent);
   }
 
-  /** In one query: whether the ledger has the event, and the customer it names (lookups in `findCustomer`'s order). */
-  async #readForEvent(eventId: string, intent: BillingIntent): Promise<{ recorded: boolean; row: LedgerRow | undefined }> {
-    const ref: CustomerRef = intent.kind === 'ignored' ? {} : intent.ref;
-    const { rows } = await sql<LedgerRow & { recorded: boolean; found: boolean }>`
-      SELECT EXISTS (SELECT 1 FROM webhook_events WHERE event_id = ${eventId}) AS recorded, c.name IS NOT NULL AS found, c.*
-      FROM (SELECT 1) AS one
+  /**
+   * In one query for many events: whether the ledger has each, and the customer each names
+   * (lookups in `findCustomer`'s order).
+   */
+  async #readForEvents(lookups: readonly LedgerLookup[]): Promise<LedgerRead[]> {
+    const column = (pick: (ref: CustomerRef) => string | undefined) => lookups.map((l) => pick(l.ref) ?? null);
+    const { rows } = await prepared(sql<LedgerRow & { ord: number; recorded: boolean; found: boolean }>`
+      SELECT i.ord::int AS ord, EXISTS (SELECT 1 FROM webhook_events w WHERE w.event_id = i.event_id) AS recorded,
+        c.name IS NOT NULL AS found, c.*
+      FROM unnest(
+        ${lookups.map((l) => l.eventId)}::text[], ${column((r) => r.name)}::text[], ${column((r) => r.subscriptionId)}::text[],
+        ${column((r) => r.stripeCustomerId)}::text[], ${column((r) => r.checkoutSessionId)}::text[]
+      ) WITH ORDINALITY AS i(event_id, name, subscription_id, customer_id, session_id, ord)
       LEFT JOIN LATERAL (
         SELECT name, uid, resource_version, state, billing_suspended, billing_warning, stripe_customer_id, stripe_subscription_id,
           stripe_checkout_session_id, stripe_subscription_event_at, pending_expires_at
         FROM customers
         WHERE deleted_at IS NULL AND (
-          name = ${ref.name ?? null} OR stripe_subscription_id = ${ref.subscriptionId ?? null}
-          OR stripe_customer_id = ${ref.stripeCustomerId ?? null} OR stripe_checkout_session_id = ${ref.checkoutSessionId ?? null}
+          name = i.name OR stripe_subscription_id = i.subscription_id
+          OR stripe_customer_id = i.customer_id OR stripe_checkout_session_id = i.session_id
         )
         ORDER BY CASE
-          WHEN name = ${ref.name ?? null} THEN 0
-          WHEN stripe_subscription_id = ${ref.subscriptionId ?? null} THEN 1
-          WHEN stripe_customer_id = ${ref.stripeCustomerId ?? null} THEN 2
+          WHEN name = i.name THEN 0
+          WHEN stripe_subscription_id = i.subscription_id THEN 1
+          WHEN stripe_customer_id = i.customer_id THEN 2
           ELSE 3
         END
         LIMIT 1
       ) AS c ON true
-    `.execute(this.#db);
-    const first = rows[0];
-    if (!first) throw new Error('webhook ledger read returned no row');
-    const { recorded, found, ...row } = first;
-    return { recorded, row: found ? row : undefined };
+      ORDER BY i.ord
+    `).execute(this.#db);
+    if (rows.length !== lookups.length) throw new Error(`webhook ledger read returned ${rows.length} rows for ${lookups.length} events`);
+    return rows.map(({ ord: _ord, recorded, found, ...row }) => ({ recorded, row: found ? row : undefined }));
   }
 
   /**
-   * The ledger row, the customer's change and the note in one statement. `changed` when it wrote
-   * nothing because the customer changed since `row` was read (or the event was recorded
-   * meanwhile): read again. `long-way` for a payment that makes the customer live: whether
-   * another live assistant has its email is a question for the row lock (`#applyIntent`), and
-   * it comes once per customer.
+   * Many events' ledger rows, customer changes and notes in one statement; for each, whether its
+   * ledger row was written. A change is made only where the customer is as read and the event id
+   * still unrecorded, and its ledger row only with it. (The batcher keeps one customer's events
+   * and one event id's deliveries out of a shared batch, so no row is written twice here.)
    */
-  async #writeEvent(
-    event: StripeEventLike,
-    intent: BillingIntent,
-    row: LedgerRow | undefined,
-  ): Promise<WebhookResult | 'changed' | 'long-way'> {
-    const decision = intent.kind === 'ignored' || !row ? undefined : decide(toRecord(row), intent, event.created);
-    if (decision?.outcome === 'applied' && row && isLive(decision.next.state) && !isLive(row.state as DesiredState))
-      return 'long-way';
-    const outcome: WebhookOutcome = intent.kind === 'ignored' ? 'ignored' : !row ? 'unknown_customer' : (decision?.outcome ?? 'ignored');
-    const customer = intent.kind === 'ignored' ? undefined : row?.name;
-    const note = decision?.note;
-    const ledger = sql`
-      INSERT INTO webhook_events (event_id, type, outcome, event_created, customer)
-      VALUES (${event.id}, ${event.type}, ${outcome}, ${event.created}, ${customer ?? null})
-      ON CONFLICT (event_id) DO NOTHING
-      RETURNING event_id`;
-    const noteInsert = note
-      ? sql`
-        INSERT INTO customer_events (customer, type, reason, message)
-        SELECT ${customer ?? ''}, ${note.type}, ${note.reason}, ${note.message.slice(0, 1000)}
-        WHERE EXISTS (SELECT 1 FROM ledger)
-        ON CONFLICT (customer, type, reason, md5(message))
-        DO UPDATE SET count = customer_events.count + 1, last_seen = now()`
-      : sql`SELECT 1 WHERE false`;
-    if (decision?.outcome !== 'applied' || !row) {
-      const result = await sql<{ recorded: number }>`
-        WITH ledger AS (${ledger}), note AS (${noteInsert})
-        SELECT count(*)::int AS recorded FROM ledger
-      `.execute(this.#db);
-      // Nothing recorded: the same event id was recorded concurrently.
-      if ((result.rows[0]?.recorded ?? 0) === 0) return { outcome: 'duplicate' };
-      return customer === undefined ? { outcome } : { outcome, customer };
-    }
-    const next = decision.next;
-    const before = toRecord(row);
-    const pendingExpiresAt =
-      next.pendingExpiresAt === before.pendingExpiresAt
-        ? sql`pending_expires_at`
-        : sql`${next.pendingExpiresAt === null ? null : new Date(next.pendingExpiresAt * 1000)}::timestamptz`;
-    // The ledger row is written only with the customer's change: the change only where the row
-    // is as read and the event id still unrecorded (a concurrent duplicate changes the row first).
-    const result = await sql<{ recorded: number }>`
-      WITH changed AS (
-        UPDATE customers SET
-          state = ${next.state}, billing_suspended = ${next.billingSuspended}, billing_warning = ${next.billingWarning},
-          stripe_customer_id = ${next.stripeCustomerId}, stripe_subscription_id = ${next.stripeSubscriptionId},
-          stripe_checkout_session_id = ${next.stripeCheckoutSessionId},
-          stripe_subscription_event_at = ${next.subscriptionEventAt}, pending_expires_at = ${pendingExpiresAt}
-        WHERE name = ${row.name} AND resource_version = ${row.resource_version}
-          AND NOT EXISTS (SELECT 1 FROM webhook_events WHERE event_id = ${event.id})
-        RETURNING name
+  async #writeEvents(writes: readonly LedgerWrite[]): Promise<boolean[]> {
+    const column = <T>(pick: (w: LedgerWrite) => T) => writes.map(pick);
+    const change = <T>(pick: (c: LedgerChange) => T) => writes.map((w) => (w.change ? pick(w.change) : null));
+    const note = (pick: (n: CustomerEventNote) => string) => writes.map((w) => (w.note ? pick(w.note) : null));
+    const { rows } = await prepared(sql<{ event_id: string }>`
+      WITH input AS (
+        SELECT * FROM unnest(
+          ${column((w) => w.eventId)}::text[], ${column((w) => w.type)}::text[], ${column((w) => w.outcome)}::text[],
+          ${column((w) => w.created)}::bigint[], ${column((w) => w.customer ?? null)}::text[],
+          ${column((w) => w.change !== undefined)}::boolean[], ${change((c) => c.resourceVersion)}::bigint[],
+          ${change((c) => c.next.state)}::text[], ${change((c) => c.next.billingSuspended)}::boolean[],
+          ${change((c) => c.next.billingWarning)}::text[], ${change((c) => c.next.stripeCustomerId)}::text[],
+          ${change((c) => c.next.stripeSubscriptionId)}::text[], ${change((c) => c.next.stripeCheckoutSessionId)}::text[],
+          ${change((c) => c.next.subscriptionEventAt)}::bigint[], ${change((c) => c.setPendingExpiresAt)}::boolean[],
+          ${change((c) => (c.next.pendingExpiresAt === null ? null : new Date(c.next.pendingExpiresAt * 1000)))}::timestamptz[],
+          ${note((n) => n.type)}::text[], ${note((n) => n.reason)}::text[], ${note((n) => n.message.slice(0, 1000))}::text[]
+        ) AS i(event_id, type, outcome, created, customer, apply, resource_version, state, billing_suspended, billing_warning,
+               stripe_customer_id, stripe_subscription_id, stripe_checkout_session_id, subscription_event_at,
+               set_pending_expires_at, pending_expires_at, note_type, note_reason, note_message)
+      ),
+      changed AS (
+        UPDATE customers c SET
+          state = i.state, billing_suspended = i.billing_suspended, billing_warning = i.billing_warning,
+          stripe_customer_id = i.stripe_customer_id, stripe_subscription_id = i.stripe_subscription_id,
+          stripe_checkout_session_id = i.stripe_checkout_session_id, stripe_subscription_event_at = i.subscription_event_at,
+          pending_expires_at = CASE WHEN i.set_pending_expires_at THEN i.pending_expires_at ELSE c.pending_expires_at END
+        FROM input i
+        WHERE i.apply AND c.name = i.customer AND c.resource_version = i.resource_version
+          AND NOT EXISTS (SELECT 1 FROM webhook_events w WHERE w.event_id = i.event_id)
+        RETURNING i.event_id
       ),
       ledger AS (
         INSERT INTO webhook_events (event_id, type, outcome, event_created, customer)
-        SELECT ${event.id}, ${event.type}, ${outcome}, ${event.created}, name FROM changed
+        SELECT event_id, type, outcome, created, customer FROM input
+        WHERE NOT apply OR event_id IN (SELECT event_id FROM changed)
         ON CONFLICT (event_id) DO NOTHING
         RETURNING event_id
       ),
-      note AS (${noteInsert})
-      SELECT count(*)::int AS recorded FROM ledger
-    `.execute(this.#db);
-    if ((result.rows[0]?.recorded ?? 0) === 0) return 'changed';
-    return { outcome, customer: row.name };
+      note AS (
+        INSERT INTO customer_events (customer, type, reason, message)
+        SELECT customer, note_type, note_reason, note_message FROM input
+        WHERE note_type IS NOT NULL AND event_id IN (SELECT event_id FROM ledger)
+        ON CONFLICT (customer, type, reason, md5(message))
+        DO UPDATE SET count = customer_events.count + 1, last_seen = now()
+      )
+      SELECT event_id FROM ledger
+    `).execute(this.#db);
+    const recorded = new Set(rows.map((r) => r.event_id));
+    return writes.map((w) => recorded.has(w.eventId));
   }
 
   /** The long way: one transaction holding the customer's row lock (see `recordStripeEvent`). */
@@ -773,6 +782,66 @@ type LedgerRow = Pick<
   | 'stripe_subscription_event_at'
   | 'pending_expires_at'
 >;
+
+/** An event's read: its id and what it names the customer by. */
+interface LedgerLookup {
+  eventId: string;
+  ref: CustomerRef;
+}
+
+interface LedgerRead {
+  recorded: boolean;
+  row: LedgerRow | undefined;
+}
+
+/** A change to the customer, made only where its row is still at `resourceVersion`. */
+interface LedgerChange {
+  resourceVersion: number;
+  next: BillingRecord;
+  /** `next.pendingExpiresAt` differs from the row's (otherwise the column is left as it is). */
+  setPendingExpiresAt: boolean;
+}
+
+/** What one event writes: its ledger row, the change it makes (if any) and its note. */
+interface LedgerWrite {
+  eventId: string;
+  type: string;
+  outcome: WebhookOutcome;
+  created: number;
+  customer: string | undefined;
+  change: LedgerChange | undefined;
+  note: CustomerEventNote | undefined;
+  /** The answer once the ledger row is written. */
+  result: WebhookResult;
+}
+
+/**
+ * The write of `event` on the customer `row` as read (undefined: none found), decided here.
+ * `long-way` for a payment that makes the customer live: whether another live assistant has
+ * its email is a question for the row lock (`#applyIntent`), and it comes once per customer.
+ */
+function ledgerWrite(event: StripeEventLike, intent: BillingIntent, row: LedgerRow | undefined): LedgerWrite | 'long-way' {
+  const before = row ? toRecord(row) : undefined;
+  const decision = intent.kind === 'ignored' || !before ? undefined : decide(before, intent, event.created);
+  const applied = decision?.outcome === 'applied' && row && before ? { decision, row, before } : undefined;
+  if (applied && isLive(applied.decision.next.state) && !isLive(applied.before.state)) return 'long-way';
+  const outcome: WebhookOutcome = intent.kind === 'ignored' ? 'ignored' : !row ? 'unknown_customer' : (decision?.outcome ?? 'ignored');
+  const customer = intent.kind === 'ignored' ? undefined : row?.name;
+  return {
+    eventId: event.id,
+    type: event.type,
+    outcome,
+    created: event.created,
+    customer,
+    change: applied && {
+      resourceVersion: Number(applied.row.resource_version),
+      next: applied.decision.next,
+      setPendingExpiresAt: applied.decision.next.pendingExpiresAt !== applied.before.pendingExpiresAt,
+    },
+    note: decision?.note,
+    result: customer === undefined ? { outcome } : { outcome, customer },
+  };
+}
 
 function toRecord(row: LedgerRow): BillingRecord {
   return {

@@ -1,5 +1,6 @@
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { Kysely, PGliteDialect, PostgresDialect, sql } from 'kysely';
+import { Kysely, PGliteDialect, PostgresDialect, sql, type RawBuilder } from 'kysely';
 import pg from 'pg';
 import { PGlite } from '@electric-sql/pglite';
 import { ensurePrivateDir, tightenTree } from '../data-dir.js';
@@ -60,8 +61,53 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
  */
 const CONNECTION_SETTINGS = { connectionTimeoutMillis: 5_000, query_timeout: 30_000, keepAlive: true } as const;
 
+/**
+ * Statements a hot path runs hundreds of times a second (the Stripe webhook's read and write,
+ * a backlog after an outage) are prepared once per connection: Postgres planned them anew for
+ * every execution, which was most of its CPU per event (about 0.25 ms each, against 0.08 ms
+ * prepared). `prepared(sql\`...\`)` marks one with a leading comment, so its text runs unchanged
+ * anywhere (PGlite, a log line); the pool's clients send a marked text as a named statement,
+ * named by the text's hash. Only marked statements: node-postgres never deallocates one, so each
+ * must be one of a few fixed texts (values are parameters, never spliced in).
+ */
+const PREPARED_MARK = '/* prepared */ ';
+
+export function prepared<T>(query: RawBuilder<T>): RawBuilder<T> {
+  return sql<T>`${sql.raw(PREPARED_MARK)}${query}`;
+}
+
+const statementNames = new Map<string, string>();
+
+function statementName(text: string): string {
+  let name = statementNames.get(text);
+  if (name === undefined) {
+    name = `blytz_${createHash('sha256').update(text).digest('hex').slice(0, 24)}`;
+    statementNames.set(text, name);
+  }
+  return name;
+}
+
+/** A pool client that sends `prepared` statements as named ones (see PREPARED_MARK). */
+class PreparingClient extends pg.Client {
+  // pg's query has a dozen overloads; this one only looks at (text, values) and forwards the rest.
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  override query(...args: any[]): any {
+    const [text, values] = args as [unknown, unknown];
+    if (args.length === 2 && typeof text === 'string' && text.startsWith(PREPARED_MARK) && Array.isArray(values)) {
+      return super.query({ name: statementName(text), text, values });
+    }
+    return (super.query as (...forwarded: unknown[]) => unknown)(...args);
+  }
+}
+
 export function openPostgres(connectionString: string, poolSize = 10): DatabaseHandle {
-  const pool = new pg.Pool({ connectionString, max: poolSize, application_name: 'blytz', ...CONNECTION_SETTINGS });
+  const pool = new pg.Pool({
+    connectionString,
+    max: poolSize,
+    application_name: 'blytz',
+    Client: PreparingClient,
+    ...CONNECTION_SETTINGS,
+  });
   // An idle client that loses its connection must not crash the process; the pool replaces it.
   pool.on('error', () => {});
   // Nor may one that is checked out between two queries (inside a transaction, say) when

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/observability/logger.js';
 import { createChangeFeed, type ChangeFeed } from '../../src/store/change-feed.js';
 import { CustomerStore } from '../../src/store/customer-store.js';
-import { openDatabase, openPglite, openPostgres, type DatabaseHandle } from '../../src/store/database.js';
+import { openDatabase, openPglite, openPostgres, prepared, type DatabaseHandle } from '../../src/store/database.js';
 import { ConflictError, isUniqueViolation, PortsExhaustedError } from '../../src/store/errors.js';
 import { migrateOrThrow } from '../../src/store/migrate.js';
 import * as m0001 from '../../src/store/migrations/0001-initial.js';
@@ -439,6 +439,32 @@ describe.each(backends)('customer store on $kind', ({ kind, create }) => {
       }
     });
   }
+
+  describe('prepared statements', () => {
+    it('run with their values, the same text again and again', async () => {
+      for (const n of [1, 2, 3]) {
+        const { rows } = await prepared(sql<{ n: number; twice: string }>`SELECT ${n}::int AS n, ${`x${n}`} || ${`x${n}`} AS twice`).execute(
+          db.handle.db,
+        );
+        expect(rows).toEqual([{ n, twice: `x${n}x${n}` }]);
+      }
+    });
+
+    if (kind === 'postgres') {
+      it('are parsed once per connection on Postgres; other statements are not kept', async () => {
+        const one = openPostgres(db.url, 1); // one connection, so every query below shares its session
+        try {
+          const marked = (n: number) => prepared(sql<{ n: number }>`SELECT ${n}::int + 0 AS n`);
+          for (const n of [7, 8, 9]) expect((await marked(n).execute(one.db)).rows).toEqual([{ n }]);
+          expect((await sql<{ n: number }>`SELECT ${5}::int + 1 AS n`.execute(one.db)).rows).toEqual([{ n: 6 }]);
+          const { rows } = await sql<{ statement: string }>`SELECT statement FROM pg_prepared_statements`.execute(one.db);
+          expect(rows.map((r) => r.statement)).toEqual([expect.stringContaining('SELECT $1::int + 0 AS n')]);
+        } finally {
+          await one.close();
+        }
+      });
+    }
+  });
 
   if (kind === 'postgres') {
     it('survives the server ending a connection lent out inside a transaction (a Postgres restart)', async () => {

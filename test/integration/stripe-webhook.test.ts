@@ -28,6 +28,7 @@ import {
 import { startFakeTelegram, type FakeTelegram } from '../support/fake-telegram.js';
 import { testSecretBox, uniqueName } from '../support/fixtures.js';
 import { adminUrl, createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { waitFor } from '../support/wait-for.js';
 
 let db: TestDatabase;
 let box: SecretBox;
@@ -171,6 +172,18 @@ describe('POST /api/webhooks/stripe: events', () => {
     });
     const metric = await app.metrics.registry.getSingleMetricAsString('blytz_stripe_webhook_events_total');
     expect(metric).toContain('blytz_stripe_webhook_events_total{type="checkout.session.completed",outcome="applied"}');
+    // One line for the webhook: the request's own, saying what the event did.
+    const mentions = () => app.logs.filter((l) => l.includes(event['id'] as string));
+    const lines = await waitFor(() => (mentions().length > 0 ? mentions() : undefined));
+    expect(lines.map((l) => JSON.parse(l) as unknown)).toEqual([
+      expect.objectContaining({
+        msg: 'POST /api/webhooks/stripe 200',
+        eventId: event['id'],
+        type: 'checkout.session.completed',
+        outcome: 'applied',
+        customer: name,
+      }),
+    ]);
   });
 
   it('leaves an unpaid checkout pending', async () => {

@@ -1,17 +1,18 @@
 import { randomBytes } from 'node:crypto';
-import { sql } from 'kysely';
+import { sql, type KyselyPlugin } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mapStripeEvent, type StripeEventLike } from '../../src/billing/event-mapping.js';
 import { BillingStore } from '../../src/store/billing-store.js';
 import { CustomerStore } from '../../src/store/customer-store.js';
-import { stripeEvent, subscriptionObject } from '../support/fake-stripe.js';
+import { invoiceObject, stripeEvent, subscriptionObject } from '../support/fake-stripe.js';
 import { testSecretBox, uniqueName } from '../support/fixtures.js';
 import { createPgliteDatabase, createTestDatabase, type TestDatabase } from '../support/postgres.js';
 
 /**
  * The Stripe webhook ledger in the store (BillingStore.recordStripeEvent) on both databases: one
  * read, then the ledger row, the customer's change and its note in one statement; a duplicate
- * costs the read alone; races and Stripe ids another customer holds take the locked way.
+ * costs the read alone; races and Stripe ids another customer holds take the locked way; events
+ * arriving together share their reads and writes (one statement for many).
  * test/integration/stripe-webhook.test.ts covers the same through the HTTP route.
  */
 
@@ -24,11 +25,20 @@ describe.each(backends)('webhook ledger on $kind', ({ create }) => {
   let db: TestDatabase;
   let billing: BillingStore;
   let customers: CustomerStore;
+  /** Statements the billing store ran (every one goes through this plugin). */
+  let statements = 0;
+  const counting: KyselyPlugin = {
+    transformQuery: (args) => args.node,
+    transformResult: async (args) => {
+      statements++;
+      return args.result;
+    },
+  };
 
   beforeAll(async () => {
     db = await create();
     const box = testSecretBox();
-    billing = new BillingStore(db.handle, box, { maxCustomers: 1000 });
+    billing = new BillingStore({ ...db.handle, db: db.handle.db.withPlugin(counting) }, box, { maxCustomers: 1000 });
     customers = new CustomerStore(db.handle, box);
   });
   afterAll(async () => {
@@ -123,6 +133,46 @@ describe.each(backends)('webhook ledger on $kind', ({ create }) => {
     );
     expect(await record(event)).toEqual({ outcome: 'id_conflict', customer: other.name });
     expect((await customers.listEvents(other.name)).find((e) => e.reason === 'StripeIdConflict')?.message).toContain(holder.name);
+  });
+
+  it('records events arriving together in shared statements, each with its own outcome', async () => {
+    const paid = await Promise.all(Array.from({ length: 24 }, () => paidCustomer(now() - 100)));
+    const events = paid.map((p) => subscriptionEvent(p, 'past_due', now() - 10));
+    const before = statements;
+    const results = await Promise.all(events.map((e) => record(e)));
+    expect(results).toEqual(paid.map((p) => ({ outcome: 'applied', customer: p.name })));
+    // One read and one write each would be 48 statements.
+    expect(statements - before).toBeLessThanOrEqual(events.length / 2);
+    for (const p of paid) expect(await stored(p.name)).toMatchObject({ state: 'active', event_at: events[0]?.['created'] });
+    for (const p of paid) expect((await customers.listEvents(p.name)).find((e) => e.reason === 'PaymentPastDue')?.count).toBe(1);
+    // And again, all at once: each a duplicate, nothing changed.
+    expect(await Promise.all(events.map((e) => record(e)))).toEqual(paid.map(() => ({ outcome: 'duplicate' })));
+  });
+
+  it("records the rest of a shared statement when one event's Stripe ids belong to another customer", async () => {
+    const holder = await paidCustomer(now() - 100);
+    const others = await Promise.all(Array.from({ length: 6 }, () => paidCustomer(now() - 100)));
+    const conflicting = stripeEvent(
+      'customer.subscription.updated',
+      subscriptionObject({ id: others[0]!.subscription, customer: holder.customer, status: 'active', name: others[0]!.name }),
+      { created: now() - 10 },
+    );
+    const fine = others.slice(1).map((p) => subscriptionEvent(p, 'unpaid', now() - 10));
+    const results = await Promise.all([...fine, conflicting].map((e) => record(e)));
+    expect(results).toEqual([
+      ...others.slice(1).map((p) => ({ outcome: 'applied', customer: p.name })),
+      { outcome: 'id_conflict', customer: others[0]!.name },
+    ]);
+    for (const p of others.slice(1)) expect(await stored(p.name)).toMatchObject({ state: 'suspended', suspended: true });
+  });
+
+  it("counts one customer's identical notes arriving at once, each event recorded", async () => {
+    const paid = await paidCustomer(now() - 100);
+    const failed = () =>
+      stripeEvent('invoice.payment_failed', invoiceObject({ subscription: paid.subscription, customer: paid.customer, name: paid.name }));
+    const results = await Promise.all(Array.from({ length: 5 }, () => record(failed())));
+    expect(results).toEqual(Array(5).fill({ outcome: 'unchanged', customer: paid.name }));
+    expect((await customers.listEvents(paid.name)).find((e) => e.reason === 'PaymentFailed')?.count).toBe(5);
   });
 
   it('records unknown customers and unhandled types, without a customer', async () => {

@@ -180,7 +180,9 @@ describe('deploy/compose/caddy/bootstrap.json', () => {
     // Public paths only (test/integration/deploy-caddy.test.ts sends the rest through a real Caddy).
     const [subroute] = site.handle as Array<{ handler: string; routes: Array<{ handle: unknown }> }>;
     expect(subroute?.handler).toBe('subroute');
-    expect(subroute?.routes[0]?.handle).toEqual([{ handler: 'reverse_proxy', upstreams: [{ dial: '127.0.0.1:{env.BLYTZ_PORT}' }] }]);
+    expect(subroute?.routes[0]?.handle).toEqual([
+      { handler: 'reverse_proxy', upstreams: [{ dial: '127.0.0.1:{env.BLYTZ_PORT}' }] },
+    ]);
     // The placeholders are fed by the caddy service's environment, from the same variables.
     expect(env(caddy)['BLYTZ_BASE_DOMAIN']).toBe('${BLYTZ_BASE_DOMAIN:-blytz.localhost}');
     expect(env(caddy)['BLYTZ_PORT']).toBe(env(blytz)['PORT']);
@@ -224,7 +226,11 @@ describe('Dockerfile', () => {
     expect(runtime.join('\n')).toMatch(/usermod --login blytz .* node/);
     const healthcheck = runtime.find((l) => l.startsWith('HEALTHCHECK '));
     expect(healthcheck).toMatch(/\/healthz/);
-    expect(runtime).toContain('ENTRYPOINT ["node", "--enable-source-maps", "/app/dist/cli/main.js"]');
+    expect(runtime).toContain('ENTRYPOINT ["node", "--enable-source-maps", "--max-semi-space-size=16", "/app/dist/cli/main.js"]');
+    // The image runs the controller with the same Node flags as bin/blytz.
+    expect(read('bin/blytz')).toContain(
+      'exec "$node" --enable-source-maps --max-semi-space-size=16 "$here/dist/cli/main.js" "$@"',
+    );
     expect(runtime).toContain('CMD ["serve"]');
   });
 

@@ -3,11 +3,13 @@ import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { logAction } from '../../src/controller/customer/action-log.js';
-import { createHttpApp } from '../../src/http/app.js';
+import { Router } from 'express';
+import { addToRequestLine, createHttpApp } from '../../src/http/app.js';
 import { HealthChecks } from '../../src/observability/health.js';
 import { createLogger, logFormatFor, type LogFormat } from '../../src/observability/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import { reportSweep } from '../../src/proxy/caddy/route-sweep.js';
+import { waitFor } from '../support/wait-for.js';
 
 /** The lines a logger wrote, as text, and parsed when JSON. */
 function capture(format: LogFormat = 'json', level = 'trace') {
@@ -122,6 +124,7 @@ describe('route sweep lines and drift counts', () => {
 describe('request lines', () => {
   let server: Server | undefined;
   afterEach(async () => {
+    server?.closeAllConnections(); // fetch keeps its connections open for seconds
     await new Promise((resolve) => server?.close(resolve));
     server = undefined;
   });
@@ -145,6 +148,49 @@ describe('request lines', () => {
       [DEBUG, 'GET /metrics 200'],
       [INFO, 'GET unmatched 404'],
     ]);
+  });
+
+  it('a route adds what it did to its request line: one line per request, also when the client goes before the answer', async () => {
+    const { logger, lines } = capture();
+    let release: () => void = () => {};
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const router = Router();
+    router.post('/api/things', (_req, res) => {
+      addToRequestLine(res, { thing: 't-1', outcome: 'applied' });
+      res.json({ ok: true });
+    });
+    let arrived = false;
+    let answered = false;
+    router.post('/api/slow', async (_req, res) => {
+      arrived = true;
+      await held;
+      res.json({ ok: true });
+      answered = true;
+    });
+    const app = createHttpApp({
+      logger,
+      metrics: new Metrics({ defaultMetrics: false }),
+      health: new HealthChecks(),
+      readiness: { breakers: () => ({}), leader: () => true },
+      routers: [router],
+    });
+    server = createServer(app);
+    await new Promise<void>((resolve) => server!.listen(0, '127.0.0.1', resolve));
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    await (await fetch(`${base}/api/things`, { method: 'POST' })).text();
+    await waitFor(() => lines().length === 1);
+    expect(lines()[0]).toMatchObject({ level: INFO, msg: 'POST /api/things 200', route: '/api/things', status: 200, thing: 't-1', outcome: 'applied' });
+
+    const gone = new AbortController();
+    const slow = fetch(`${base}/api/slow`, { method: 'POST', signal: gone.signal }).catch(() => 'aborted');
+    await waitFor(() => arrived);
+    gone.abort();
+    expect(await slow).toBe('aborted');
+    await waitFor(() => lines().length === 2);
+    expect(lines()[1]).toMatchObject({ level: INFO, route: '/api/slow', aborted: true, msg: 'POST /api/slow: the client went before the answer' });
+    release();
+    await waitFor(() => answered);
+    expect(lines()).toHaveLength(2); // the answer nobody received adds no line
   });
 
   it('at the default level the probes leave no line', async () => {

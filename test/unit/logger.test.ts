@@ -111,12 +111,56 @@ describe('logger redaction', () => {
     expect(output()).toContain('alice');
   });
 
+  it('redacts secret fields at any depth, in arrays, and under any spelling of their names', () => {
+    const { logger, output } = capture();
+    logger.info({ a: { b: { c: { d: { e: { f: { botToken: BOT_TOKEN } } } } } } }, 'six levels down');
+    logger.info({ customers: [{ name: 'alice', telegram: { botToken: BOT_TOKEN } }, { name: 'bob' }] }, 'in an array');
+    logger.info({ sessionToken: ADMIN_TOKEN, client_secret: PLAIN_SECRET, 'X-Api-Key': PLAIN_SECRET }, 'other spellings');
+    logger.info({ res: { headers: { 'Set-Cookie': `blytz_session=${ADMIN_TOKEN}` } } }, 'a session cookie');
+    logger.info({ database_url: `postgres://blytz:${PLAIN_SECRET}@db/blytz` }, 'snake case');
+    expectAbsent(output(), BOT_TOKEN, ADMIN_TOKEN, PLAIN_SECRET);
+    const lines = output().trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines[1]).toMatchObject({ customers: [{ name: 'alice', telegram: { botToken: '[REDACTED]' } }, { name: 'bob' }] });
+  });
+
+  it("redacts secret fields of an error's own, logged as err or under another field", () => {
+    const { logger, output } = capture();
+    const error = Object.assign(new Error('the call failed'), { config: { headers: { authorization: `Bearer ${BEARER}` } }, token: ADMIN_TOKEN });
+    logger.error({ err: error }, 'as err');
+    logger.error(error);
+    logger.error({ failure: error }, 'under another field');
+    logger.error(new Error('outer', { cause: Object.assign(new Error('inner'), { apiKey: PLAIN_SECRET }) }));
+    expectAbsent(output(), BEARER, ADMIN_TOKEN, PLAIN_SECRET);
+    expect(output()).toContain('the call failed');
+    expect(error.token).toBe(ADMIN_TOKEN);
+  });
+
+  it('redacts nested secret fields in the bindings of a child of a child', () => {
+    const { logger, output } = capture();
+    logger.child({ component: 'outer' }).child({ config: { gatewayToken: PLAIN_SECRET }, customer: 'alice' }).info('grandchild');
+    expectAbsent(output(), PLAIN_SECRET);
+    expect(JSON.parse(output())).toMatchObject({ component: 'outer', customer: 'alice', config: { gatewayToken: '[REDACTED]' } });
+  });
+
+  it('writes an object with a cycle or a shared part once, secrets redacted', () => {
+    const { logger, output } = capture();
+    const shared = { password: PLAIN_SECRET, user: 'blytz' };
+    const looped: Record<string, unknown> = { name: 'loop', shared, again: shared };
+    looped['self'] = looped;
+    logger.info({ looped }, 'cycle');
+    expectAbsent(output(), PLAIN_SECRET);
+    expect(JSON.parse(output())).toMatchObject({ looped: { shared: { user: 'blytz' }, again: { user: 'blytz' }, self: '[Circular]' } });
+  });
+
   it('does not change the object the caller logged', () => {
     const { logger } = capture();
     const record = { url: `/status?token=${ADMIN_TOKEN}`, spec: { telegram: { botToken: BOT_TOKEN } } };
     logger.info(record, 'request');
     expect(record.url).toBe(`/status?token=${ADMIN_TOKEN}`);
     expect(record.spec.telegram.botToken).toBe(BOT_TOKEN);
+    const listed = { items: [{ token: ADMIN_TOKEN }] };
+    logger.child({ listed }).info('child');
+    expect(listed.items[0]?.token).toBe(ADMIN_TOKEN);
   });
 
   it('keeps ordinary text readable', () => {
