@@ -393,6 +393,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
           store: billing,
           telegram: new TelegramClient({ apiBase: config.TELEGRAM_API_BASE, guard: policies.guard('telegram') }),
           checkout,
+          includedModels: models.included,
           rateLimits,
           publicUrl,
           logger,
@@ -440,7 +441,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
           rateLimits,
           logger,
         }),
-        createPagesRouter({ pricing }),
+        createPagesRouter({ pricing, includedModels: models.included }),
         adminApiRouter({
           store,
           adminToken,

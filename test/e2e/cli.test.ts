@@ -355,8 +355,8 @@ describe('blytz doctor', () => {
     expect(res.stdout).toMatch(/^caddy +FAIL +\S+/m);
     // Stripe is not configured here: a warning, not a failure; never a value.
     expect(byName.get('stripe')).toBe('warn');
-    // Nor is the model gateway: customers without their own key would get no model.
-    expect(res.stdout).toMatch(/^models +warn +model gateway off/m);
+    // Nor is the model gateway: "Blytz default" is not offered, signup asks for a key of the customer's own.
+    expect(res.stdout).toMatch(/^models +warn +included model access not offered: the model gateway is off/m);
   });
 });
 
