@@ -445,6 +445,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         adminApiRouter({
           store,
           adminToken,
+          includedModels: models.included,
           rateLimits,
           reconcileNow: (name) => controller.reconcileNow(name),
           config,

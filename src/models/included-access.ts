@@ -42,3 +42,17 @@ export function includedModelAccess(config: IncludedModelConfig): IncludedModelA
 export function reliesOnIncludedAccess(model: { apiKeySet?: boolean; apiKeySecretRef?: unknown }): boolean {
   return !model.apiKeySet && model.apiKeySecretRef === undefined;
 }
+
+/**
+ * What an operator is told when a customer is applied that will have no model: no key of its
+ * own where included access is not offered (the admin API's `Warning` header, printed by
+ * `blytz apply` as kubectl prints an API server's warnings). Undefined when it will have one, or
+ * runs nothing that needs one.
+ */
+export function noModelWarning(
+  customer: { name: string; spec: { state: string; model: { apiKeySet?: boolean; apiKeySecretRef?: unknown } } },
+  included: IncludedModelAccess,
+): string | undefined {
+  if (included.offered || customer.spec.state === 'cancelled' || !reliesOnIncludedAccess(customer.spec.model)) return undefined;
+  return `customer/${customer.name} has no model key of its own and this server does not offer included model access (${included.reason}): its assistant will have no model until spec.model has a key or the model gateway serves`;
+}

@@ -4,8 +4,10 @@ import type { Desired } from '../../src/controller/customer/plan.js';
 import { computeStatus } from '../../src/controller/customer/status.js';
 import { MODEL_PROVIDERS } from '../../src/domain/customer.js';
 import { signupModelErrors } from '../../src/http/public-api.js';
+import { warningTexts } from '../../src/cli/client.js';
 import {
   includedModelAccess,
+  noModelWarning,
   reliesOnIncludedAccess,
   type IncludedModelConfig,
 } from '../../src/models/included-access.js';
@@ -144,5 +146,38 @@ describe('the ModelReady condition', () => {
     expect(modelReady({ modelSource: 'included' })).toBeUndefined();
     expect(modelReady({ modelSource: 'none', state: 'suspended' })).toBeUndefined();
     expect(modelReady({ modelSource: 'none', paused: true })).toBeUndefined();
+  });
+});
+
+describe('the warning an operator gets when applying a customer that will have no model', () => {
+  const notOffered = { offered: false as const, reason: 'the model gateway is off (BLYTZ_MODEL_GATEWAY_LISTEN is unset)' };
+  const customer = (state: string, model: { apiKeySet?: boolean; apiKeySecretRef?: unknown }) => ({
+    name: 'alice',
+    spec: { state, model },
+  });
+
+  it('names the customer and why, for one without a key where included access is not offered', () => {
+    expect(noModelWarning(customer('active', { apiKeySet: false }), notOffered)).toBe(
+      'customer/alice has no model key of its own and this server does not offer included model access (the model gateway is off (BLYTZ_MODEL_GATEWAY_LISTEN is unset)): its assistant will have no model until spec.model has a key or the model gateway serves',
+    );
+    expect(noModelWarning(customer('pending', { apiKeySet: false }), notOffered)).toBeDefined();
+  });
+
+  it('says nothing with a key of its own, where included access is offered, or for a cancelled customer', () => {
+    expect(noModelWarning(customer('active', { apiKeySet: true }), notOffered)).toBeUndefined();
+    expect(noModelWarning(customer('active', { apiKeySecretRef: { name: 'k', key: 'k' } }), notOffered)).toBeUndefined();
+    expect(noModelWarning(customer('active', { apiKeySet: false }), { offered: true })).toBeUndefined();
+    expect(noModelWarning(customer('cancelled', { apiKeySet: false }), notOffered)).toBeUndefined();
+  });
+
+  it('property: a Warning header the admin API writes reads back as its text in the CLI, one or several', () => {
+    const printable = fc.string({ unit: fc.constantFrom(...' !"#()/:=\\_abcXYZ019'.split('')), maxLength: 60 });
+    fc.assert(
+      fc.property(fc.array(printable, { minLength: 1, maxLength: 3 }), (texts) => {
+        const header = texts.map((t) => `299 - ${JSON.stringify(t)}`).join(', ');
+        expect(warningTexts(header)).toEqual(texts);
+      }),
+    );
+    expect(warningTexts(null)).toEqual([]);
   });
 });
