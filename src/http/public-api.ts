@@ -88,7 +88,7 @@ export type SignupBody = z.output<typeof signupSchema>;
  * by field, before anything is reserved or charged. Pure.
  */
 export function signupModelErrors(
-  body: Pick<SignupBody, 'modelProvider' | 'modelApiKey'>,
+  body: { modelProvider?: unknown; modelApiKey?: unknown },
   included: IncludedModelAccess,
 ): FieldError[] {
   if (included.offered || body.modelApiKey !== undefined) return [];
@@ -261,9 +261,12 @@ function parseSignup(input: unknown, included: IncludedModelAccess): SignupBody 
     ]);
   }
   const parsed = signupSchema.safeParse(input);
-  if (!parsed.success) throw new HttpError(400, 'invalid', 'the signup has invalid fields', fieldErrors(parsed.error));
-  const modelErrors = signupModelErrors(parsed.data, included);
-  if (modelErrors.length > 0) throw new HttpError(400, 'invalid', 'the signup has invalid fields', modelErrors);
+  // Every bad field in one answer: which model fields are present is read from the raw body.
+  const schemaErrors = parsed.success ? [] : fieldErrors(parsed.error);
+  const modelErrors = signupModelErrors(input, included).filter((e) => !schemaErrors.some((s) => s.field === e.field));
+  if (!parsed.success || modelErrors.length > 0) {
+    throw new HttpError(400, 'invalid', 'the signup has invalid fields', [...schemaErrors, ...modelErrors]);
+  }
   return parsed.data;
 }
 

@@ -288,6 +288,10 @@ describe('POST /api/signup', () => {
     expect(stripe.requests.some((r) => r.params['customer_email'] === address)).toBe(false);
     expect(await rowsFor(address)).toHaveLength(0);
 
+    // Reported with the other bad fields, in one answer.
+    const both = await postJson(`${a.url}/api/signup`, signupBody(address, { name: '' }));
+    expect(both.body.error.fields.map((f: { field: string }) => f.field)).toEqual(['name', 'modelProvider', 'modelApiKey']);
+
     const own = await postJson(`${a.url}/api/signup`, signupBody(address, { modelProvider: 'anthropic', modelApiKey: 'sk-ant-own-1' }));
     expect(own.status).toBe(201);
     expect(await customers.readSecrets(own.body.customerId as string)).toMatchObject({ modelApiKey: 'sk-ant-own-1' });
