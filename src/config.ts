@@ -178,8 +178,8 @@ const envSchema = z.object({
   // Overrides each template's startTimeoutSeconds for rollouts (tests use a few seconds).
   BLYTZ_ROLLOUT_START_TIMEOUT_SECONDS: positiveInt.max(3600).optional(),
   // Included model access (issue 23): the model gateway, its own listener for customer
-  // containers only (never the public app). Unset: no gateway, and customers without their own
-  // model key get no model.
+  // containers only (never the public app). Unset (or without the default model's platform key):
+  // no gateway, and signup asks every customer for a model key of their own.
   BLYTZ_MODEL_GATEWAY_LISTEN: z
     .string()
     .regex(/^(\[[0-9a-fA-F:.]+\]|[^\s:[\]]+):\d{1,5}$/, 'must be host:port, e.g. 172.30.0.1:8090')
@@ -312,24 +312,21 @@ function crossFieldProblems(config: Config): string[] {
   return problems;
 }
 
-/** The model gateway needs an address containers can dial, and the key of its default model's provider. */
+/**
+ * The model gateway needs an address containers can dial. A missing platform key is not an
+ * error here: the deploy kits turn the gateway on by default, and without the key the server
+ * starts with included model access not offered (models/included-access.ts), and says so.
+ */
 function modelGatewayProblems(config: Config): string[] {
   const listen = config.BLYTZ_MODEL_GATEWAY_LISTEN;
   if (!listen) return [];
-  const problems: string[] = [];
   const host = listen.slice(0, listen.lastIndexOf(':')).replace(/^\[|\]$/g, '');
   if (!config.BLYTZ_MODEL_GATEWAY_URL && (host === '0.0.0.0' || host === '::' || host === '')) {
-    problems.push(
+    return [
       `BLYTZ_MODEL_GATEWAY_URL: required when BLYTZ_MODEL_GATEWAY_LISTEN (${listen}) is every address: say which one customer containers dial`,
-    );
+    ];
   }
-  const provider = config.BLYTZ_MODEL_DEFAULT.split('/')[0];
-  const key = provider === 'openai' ? 'BLYTZ_OPENAI_API_KEY' : 'BLYTZ_ANTHROPIC_API_KEY';
-  if (!config[key])
-    problems.push(
-      `${key}: required by BLYTZ_MODEL_DEFAULT=${config.BLYTZ_MODEL_DEFAULT} when the model gateway is on (or set ${key}_FILE)`,
-    );
-  return problems;
+  return [];
 }
 
 /**

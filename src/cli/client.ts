@@ -192,9 +192,13 @@ export class AdminClient {
     }
   }
 
-  async applyCustomer(name: string, manifest: unknown): Promise<{ customer: CustomerObject; created: boolean }> {
-    const { body, status } = await this.#send<CustomerObject>('PUT', customerPath(name), manifest);
-    return { customer: body, created: status === 201 };
+  /** `warnings`: what the server said beside accepting it (its `Warning` headers), for the operator. */
+  async applyCustomer(
+    name: string,
+    manifest: unknown,
+  ): Promise<{ customer: CustomerObject; created: boolean; warnings: string[] }> {
+    const { body, status, warnings } = await this.#send<CustomerObject>('PUT', customerPath(name), manifest);
+    return { customer: body, created: status === 201, warnings };
   }
 
   async deleteCustomer(name: string): Promise<CustomerObject> {
@@ -289,7 +293,7 @@ export class AdminClient {
     path: string,
     body?: unknown,
     timeoutMs = REQUEST_TIMEOUT_MS,
-  ): Promise<{ status: number; body: T }> {
+  ): Promise<{ status: number; body: T; warnings: string[] }> {
     const res = await this.#fetch(method, path, body, timeoutMs, true);
     const text = await res.text();
     let parsed: unknown;
@@ -299,7 +303,7 @@ export class AdminClient {
       parsed = undefined;
     }
     if (!res.ok) throw toApiError(res.status, parsed, text);
-    return { status: res.status, body: parsed as T };
+    return { status: res.status, body: parsed as T, warnings: warningTexts(res.headers.get('warning')) };
   }
 
   async #fetch(method: string, path: string, body: unknown, timeoutMs: number, authenticated: boolean): Promise<Response> {
@@ -350,4 +354,13 @@ function describeFetchError(error: unknown): string {
   if (e.name === 'TimeoutError') return 'no answer in time';
   if (e.cause?.code === 'ECONNREFUSED') return 'connection refused';
   return e.cause?.code ?? e.cause?.message ?? e.message ?? String(error);
+}
+
+/**
+ * The texts of `Warning` headers (`299 - "text"`, several joined by ", " as fetch joins them),
+ * as kubectl prints an API server's warnings. Exported for its test.
+ */
+export function warningTexts(header: string | null): string[] {
+  if (!header) return [];
+  return [...header.matchAll(/\d{3} \S+ "((?:[^"\\]|\\.)*)"/g)].map((m) => (m[1] ?? '').replace(/\\(.)/g, '$1'));
 }

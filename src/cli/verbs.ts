@@ -226,7 +226,8 @@ async function applyAll(client: AdminClient, documents: ManifestDocument[]): Pro
     const name = doc.manifest.metadata.name;
     try {
       const before = await client.getCustomer(name);
-      const { customer, created } = await client.applyCustomer(name, doc.raw);
+      const { customer, created, warnings } = await client.applyCustomer(name, doc.raw);
+      for (const warning of warnings) process.stderr.write(`Warning: ${warning}\n`);
       // Not resourceVersion: the controller's status writes move it too. Generation moves only
       // with the spec, and labels are compared on their own.
       const same =

@@ -218,7 +218,7 @@ export function parseManifest(input: unknown): CustomerManifest {
 
 export type ConditionStatus = 'True' | 'False' | 'Unknown';
 export const CONDITION_TYPES = ['WorkspaceReady', 'ContainerReady', 'RouteReady', 'Ready'] as const;
-export type ConditionType = (typeof CONDITION_TYPES)[number] | 'Paused' | 'BillingWarning';
+export type ConditionType = (typeof CONDITION_TYPES)[number] | 'Paused' | 'BillingWarning' | 'ModelReady';
 
 /** metav1.Condition. */
 export interface Condition {

@@ -10,6 +10,7 @@ import {
   type ModelAccessApi,
   type ModelGatewayConfig,
 } from './model-access-api.js';
+import { noModelWarning, type IncludedModelAccess } from '../models/included-access.js';
 import { failureBudget, RATE_LIMITS, type FailureBudget, type RateLimit, type RateLimitBackend } from './rate-limit.js';
 import { registerBackupRoutes, type BackupApi } from './backup-api.js';
 import { registerRolloutRoutes, type RolloutApi } from './rollout-api.js';
@@ -60,6 +61,8 @@ export interface AdminApiDeps {
   rollouts?: RolloutApi | undefined;
   /** When given, `.../customers/:name/model-usage` and `.../model-key/rotate` (included model access). */
   modelAccess?: ModelAccessApi | undefined;
+  /** When given and not offered, applying a customer without a model key of its own answers with a `Warning` header. */
+  includedModels?: IncludedModelAccess | undefined;
   /**
    * When given, failed authentications are counted per client and, past the budget, the client
    * is refused (429) for the rest of the window, the right token included: the token cannot be
@@ -164,6 +167,9 @@ export function adminApiRouter(deps: AdminApiDeps): Router {
         { name, labels: manifest.metadata.labels ?? {}, spec: manifest.spec },
         { resourceVersion: manifest.metadata.resourceVersion },
       );
+      const warning = deps.includedModels && noModelWarning(result.customer, deps.includedModels);
+      // RFC 9111's form, which kubectl prints too: accepted (the operator may mean it), but said.
+      if (warning) res.set('Warning', `299 - ${JSON.stringify(warning.replace(/[^\x20-\x7e]/g, '?'))}`);
       res.status(result.created ? 201 : 200).json(toManifest(result.customer));
     } catch (error) {
       if (error instanceof ConflictError) {

@@ -1,6 +1,7 @@
 import { Router } from 'express';
 import type { Config } from '../config.js';
 import { isDns1123Label } from '../domain/naming.js';
+import { includedModelAccess } from '../models/included-access.js';
 import { customerUsageView, type ModelUsageView } from '../models/usage-view.js';
 import { sessionToken } from './session.js';
 import { HttpError } from './errors.js';
@@ -53,11 +54,12 @@ export type ModelGatewayConfig = Pick<
 >;
 
 export function modelGatewayCheck(config: ModelGatewayConfig): { name: string; status: 'ok' | 'warn'; message: string } {
-  if (!config.BLYTZ_MODEL_GATEWAY_LISTEN) {
+  const included = includedModelAccess(config);
+  if (!included.offered) {
     return {
       name: 'models',
       status: 'warn',
-      message: 'model gateway off (BLYTZ_MODEL_GATEWAY_LISTEN unset): customers without a model key of their own get no model',
+      message: `included model access not offered: ${included.reason}; signup asks for a key of the customer's own`,
     };
   }
   const keys = [

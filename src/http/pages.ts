@@ -3,6 +3,7 @@ import express, { Router, type Response } from 'express';
 import { formatPrice, type PriceSource } from '../billing/price-catalog.js';
 import { MODEL_PROVIDERS, PLANS, type PlanResources } from '../domain/customer.js';
 import { isDns1123Label } from '../domain/naming.js';
+import { INCLUDED_ACCESS_OFFERED, type IncludedModelAccess } from '../models/included-access.js';
 import { projectRoot } from '../paths.js';
 
 /**
@@ -20,6 +21,11 @@ export interface PagesOptions {
    * landing page says signups are closed rather than showing a price.
    */
   pricing?: PriceSource | undefined;
+  /**
+   * Whether "Blytz default" (included model access) is offered (default: offered). Not offered:
+   * the plan says a key of the customer's own is needed and the signup form asks for one.
+   */
+  includedModels?: IncludedModelAccess | undefined;
 }
 
 export function createPagesRouter(options: PagesOptions = {}): Router {
@@ -30,15 +36,17 @@ export function createPagesRouter(options: PagesOptions = {}): Router {
     express.static(assetsDir, { index: false, redirect: false, dotfiles: 'ignore', maxAge: '5m', fallthrough: true }),
   );
 
+  const modelIncluded = (options.includedModels ?? INCLUDED_ACCESS_OFFERED).offered;
+
   router.get('/', async (req, res) => {
     const offer: Offer = options.pricing ? { price: await options.pricing.current() } : 'closed';
-    send(res, landingPage({ checkoutCancelled: req.query['checkout'] === 'cancelled', offer }));
+    send(res, landingPage({ checkoutCancelled: req.query['checkout'] === 'cancelled', offer, modelIncluded }));
   });
 
   router.get('/configure', (req, res) => {
     // Only a no-JavaScript landing form puts the email here; the script hands it over in sessionStorage.
     const email = typeof req.query['email'] === 'string' ? req.query['email'].slice(0, 254) : '';
-    send(res, configurePage({ email }));
+    send(res, configurePage({ email, modelIncluded }));
   });
 
   router.get('/status/:name', (req, res) => {
@@ -123,7 +131,7 @@ type Offer = { price: PlanPriceOrUnknown } | 'closed';
 type PlanPriceOrUnknown = Awaited<ReturnType<PriceSource['current']>>;
 
 /** The plan signup sells (the one STRIPE_PRICE_ID is for), what it includes, and its price. */
-function planCard(offer: Offer): SafeHtml {
+function planCard(offer: Offer, modelIncluded: boolean): SafeHtml {
   const plan: PlanResources = PLANS.personal;
   const memory = plan.memoryBytes >= 1024 ** 3 ? `${plan.memoryBytes / 1024 ** 3} GiB` : `${plan.memoryBytes / 1024 ** 2} MiB`;
   const cpu = `${plan.nanoCpus / 1e9} CPU`;
@@ -142,18 +150,19 @@ function planCard(offer: Offer): SafeHtml {
     <li>Your own assistant, running only for you in its own private space</li>
     <li>Talk to it from Telegram, through a bot of your own</li>
     <li>${memory} of memory, ${cpu}</li>
+    <li>${modelIncluded ? 'AI model access included' : 'AI model not included: you bring an API key from your own model provider account'}</li>
   </ul>
 </section>`;
 }
 
-function landingPage(options: { checkoutCancelled: boolean; offer: Offer }): SafeHtml {
+function landingPage(options: { checkoutCancelled: boolean; offer: Offer; modelIncluded: boolean }): SafeHtml {
   return layout(
     'Your own AI assistant',
     'landing.js',
     markup`<h1>Your own AI assistant, on Telegram</h1>
 <p class="lead">Blytz sets up a personal assistant that knows what you need help with. It runs in its own private space, and you talk to it from Telegram.</p>
 ${options.checkoutCancelled ? markup`<p class="notice" role="status">The payment was cancelled and nothing was charged. You can start again below.</p>` : ''}
-${planCard(options.offer)}
+${planCard(options.offer, options.modelIncluded)}
 <form id="start" class="card" action="/configure" method="get">
   <div class="field">
     <label for="email">Your email</label>
@@ -190,7 +199,34 @@ const PROVIDER_LABELS: Record<(typeof MODEL_PROVIDERS)[number], string> = {
   google: 'Google',
 };
 
-function configurePage(options: { email: string }): SafeHtml {
+/** The model fields: optional beside "Blytz default" when it is offered, required when it is not. */
+function modelFields(modelIncluded: boolean): SafeHtml {
+  return markup`<fieldset>
+    <legend>${modelIncluded ? 'Your own AI model (optional)' : 'Your AI model'}</legend>
+    ${field({
+      id: 'modelProvider',
+      label: 'Model provider',
+      hint: modelIncluded
+        ? 'Leave this on the default, or use an account you already have.'
+        : 'This server does not include model access: choose the provider you have an account with.',
+      control: (d) => markup`<select id="modelProvider" name="modelProvider"${modelIncluded ? '' : markup` required`} aria-describedby="${d}">
+      ${modelIncluded ? markup`<option value="">Blytz default</option>` : ''}
+      ${MODEL_PROVIDERS.map((p) => markup`<option value="${p}">${PROVIDER_LABELS[p]}</option>`)}
+    </select>`,
+    })}
+    ${field({
+      id: 'modelApiKey',
+      label: 'Model API key',
+      hint: modelIncluded
+        ? 'Stored encrypted and handed only to your assistant.'
+        : 'Required. Stored encrypted and handed only to your assistant.',
+      control: (d) =>
+        markup`<input id="modelApiKey" name="modelApiKey" type="password" autocomplete="off" spellcheck="false" autocapitalize="off"${modelIncluded ? '' : markup` required`} aria-describedby="${d}">`,
+    })}
+  </fieldset>`;
+}
+
+function configurePage(options: { email: string; modelIncluded: boolean }): SafeHtml {
   return layout(
     'Set up your assistant',
     'configure.js',
@@ -232,25 +268,7 @@ function configurePage(options: { email: string }): SafeHtml {
     control: (d) =>
       markup`<input id="telegramBotToken" name="telegramBotToken" type="password" autocomplete="off" spellcheck="false" autocapitalize="off" required aria-describedby="${d}">`,
   })}
-  <fieldset>
-    <legend>Your own AI model (optional)</legend>
-    ${field({
-      id: 'modelProvider',
-      label: 'Model provider',
-      hint: 'Leave this on the default, or use an account you already have.',
-      control: (d) => markup`<select id="modelProvider" name="modelProvider" aria-describedby="${d}">
-      <option value="">Blytz default</option>
-      ${MODEL_PROVIDERS.map((p) => markup`<option value="${p}">${PROVIDER_LABELS[p]}</option>`)}
-    </select>`,
-    })}
-    ${field({
-      id: 'modelApiKey',
-      label: 'Model API key',
-      hint: 'Stored encrypted and handed only to your assistant.',
-      control: (d) =>
-        markup`<input id="modelApiKey" name="modelApiKey" type="password" autocomplete="off" spellcheck="false" autocapitalize="off" aria-describedby="${d}">`,
-    })}
-  </fieldset>
+  ${modelFields(options.modelIncluded)}
   <p class="hint">Next you pay with Stripe. Your assistant is set up as soon as the payment goes through.</p>
   <button type="submit" id="signup-submit">Continue to payment</button>
 </form>`,

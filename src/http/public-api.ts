@@ -9,7 +9,9 @@ import {
   PLAN_NAMES,
   type Condition,
   type DesiredState,
+  type FieldError,
 } from '../domain/customer.js';
+import type { IncludedModelAccess } from '../models/included-access.js';
 import { isDns1123Label } from '../domain/naming.js';
 import type { Logger } from '../observability/logger.js';
 import { DependencyError } from '../resilience/guard.js';
@@ -43,6 +45,8 @@ export interface PublicApiDeps {
   telegram: BotTokenVerifier;
   /** Undefined when STRIPE_SECRET_KEY or STRIPE_PRICE_ID is unset: signup answers 503. */
   checkout: CheckoutCreator | undefined;
+  /** Whether "Blytz default" (included model access) is offered; not offered: a signup must bring its own key. */
+  includedModels: IncludedModelAccess;
   rateLimits: RateLimitBackend;
   /** Where the signup site and status pages are served, e.g. https://blytz.localhost */
   publicUrl: string;
@@ -78,6 +82,27 @@ export const signupSchema = z
 
 export type SignupBody = z.output<typeof signupSchema>;
 
+/**
+ * A signup without a model key of its own relies on included model access. Where this server
+ * does not offer it, such a signup would pay for an assistant that cannot answer: refused, field
+ * by field, before anything is reserved or charged. Pure.
+ */
+export function signupModelErrors(
+  body: { modelProvider?: unknown; modelApiKey?: unknown },
+  included: IncludedModelAccess,
+): FieldError[] {
+  if (included.offered || body.modelApiKey !== undefined) return [];
+  const errors: FieldError[] = [];
+  if (body.modelProvider === undefined) {
+    errors.push({ field: 'modelProvider', message: 'is required: this server does not include model access ("Blytz default")' });
+  }
+  errors.push({
+    field: 'modelApiKey',
+    message: 'is required: this server does not include model access, so your assistant needs a key of your own provider account',
+  });
+  return errors;
+}
+
 export function createPublicApiRouter(deps: PublicApiDeps): Router {
   const router = Router();
   const limits = { ...RATE_LIMITS, ...deps.limits };
@@ -95,7 +120,7 @@ export function createPublicApiRouter(deps: PublicApiDeps): Router {
     rateLimit({ ...limits.signup, backend: deps.rateLimits, name: 'signup', logger: deps.logger }),
     express.json({ limit: SIGNUP_BODY_LIMIT }),
     async (req, res) => {
-      const body = parseSignup(req.body);
+      const body = parseSignup(req.body, deps.includedModels);
       const checkout = requireCheckout(deps);
       const bot = await deps.telegram.getMe(body.telegramBotToken).catch(rethrowAsHttp);
       // A session of an unpaid signup with this email proves the same person: replace it.
@@ -229,14 +254,19 @@ async function expireOrRefuse(checkout: CheckoutCreator, pending: PendingSignupR
   }
 }
 
-function parseSignup(input: unknown): SignupBody {
+function parseSignup(input: unknown, included: IncludedModelAccess): SignupBody {
   if (input === null || typeof input !== 'object' || Array.isArray(input)) {
     throw new HttpError(400, 'invalid', 'the body must be a JSON object', [
       { field: '(root)', message: 'must be a JSON object' },
     ]);
   }
   const parsed = signupSchema.safeParse(input);
-  if (!parsed.success) throw new HttpError(400, 'invalid', 'the signup has invalid fields', fieldErrors(parsed.error));
+  // Every bad field in one answer: which model fields are present is read from the raw body.
+  const schemaErrors = parsed.success ? [] : fieldErrors(parsed.error);
+  const modelErrors = signupModelErrors(input, included).filter((e) => !schemaErrors.some((s) => s.field === e.field));
+  if (!parsed.success || modelErrors.length > 0) {
+    throw new HttpError(400, 'invalid', 'the signup has invalid fields', [...schemaErrors, ...modelErrors]);
+  }
   return parsed.data;
 }
 

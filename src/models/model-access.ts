@@ -15,11 +15,13 @@ import type { Provider } from '../model-providers/provider-apis.js';
 import { AddressBook, anySource, type AddressLister } from '../runtime/customer-addresses.js';
 import { Upstream } from '../model-providers/upstream.js';
 import { modelUsageView, type ModelUsageView } from './usage-view.js';
+import { includedModelAccess, reliesOnIncludedAccess, type IncludedModelAccess } from './included-access.js';
 
 /**
  * Part of the composition root (with server.ts): included model access from the configuration.
- * The store is always there (usage, rotation); the gateway runs when BLYTZ_MODEL_GATEWAY_LISTEN
- * is set, on its own listener; the Stripe reporter when STRIPE_METER_EVENT_NAME is set too.
+ * The store is always there (usage, rotation); the gateway runs, on its own listener, when
+ * included access is offered (BLYTZ_MODEL_GATEWAY_LISTEN and the default model's platform key,
+ * included-access.ts); the Stripe reporter when STRIPE_METER_EVENT_NAME is set too.
  */
 
 export interface ModelAccessDeps {
@@ -42,6 +44,8 @@ export class ModelAccess {
   readonly store: ModelAccessStore;
   readonly budgets: Readonly<Record<string, ModelBudget>>;
   readonly defaultModel: string;
+  /** Whether customers without a key of their own get a model here, and if not why. */
+  readonly included: IncludedModelAccess;
   /** Where customer containers reach the gateway; undefined when it is off. */
   readonly gatewayUrl: string | undefined;
   readonly #config: Config;
@@ -58,9 +62,10 @@ export class ModelAccess {
     this.store = new ModelAccessStore(deps.database, deps.secretBox);
     this.budgets = parseModelBudgets(config.BLYTZ_MODEL_BUDGETS);
     this.defaultModel = config.BLYTZ_MODEL_DEFAULT;
+    this.included = includedModelAccess(config);
     const listen = config.BLYTZ_MODEL_GATEWAY_LISTEN;
-    this.gatewayUrl = listen ? (config.BLYTZ_MODEL_GATEWAY_URL ?? `http://${listen}`).replace(/\/+$/, '') : undefined;
-    if (!listen) return;
+    if (!this.included.offered || !listen) return;
+    this.gatewayUrl = (config.BLYTZ_MODEL_GATEWAY_URL ?? `http://${listen}`).replace(/\/+$/, '');
 
     const upstreams: Partial<Record<Provider, Upstream>> = {};
     if (config.BLYTZ_OPENAI_API_KEY) {
@@ -104,6 +109,13 @@ export class ModelAccess {
 
   async start(): Promise<void> {
     const listen = this.#config.BLYTZ_MODEL_GATEWAY_LISTEN;
+    if (!this.included.offered) {
+      // Loud, once, at start: customers who kept "Blytz default" would have no model at all.
+      this.#deps.logger.warn(
+        { reason: this.included.reason },
+        `included model access is not offered: ${this.included.reason}; signup asks for a model key of the customer's own, and customers without one show ModelReady=False (docs/deploy.md, "Model gateway")`,
+      );
+    }
     if (this.#gateway && listen) {
       const split = listen.lastIndexOf(':');
       const host = listen.slice(0, split).replace(/^\[|\]$/g, '');
@@ -112,7 +124,7 @@ export class ModelAccess {
         address = await this.#gateway.listen(host, Number(listen.slice(split + 1)));
       } catch (error) {
         throw new Error(
-          `the model gateway cannot listen on ${listen} (BLYTZ_MODEL_GATEWAY_LISTEN): ${(error as Error).message}; on Docker this is an address of the customers' network, which must exist first`,
+          `the model gateway cannot listen on ${listen} (BLYTZ_MODEL_GATEWAY_LISTEN): ${(error as Error).message}; on Docker this is an address of the host's Docker bridge (the kits use docker0's, 172.17.0.1: see \`ip -4 addr show docker0\`), which must exist first; empty turns included model access off`,
           { cause: error },
         );
       }
@@ -182,7 +194,7 @@ export class ModelAccess {
     const budget = this.budgets[customer.spec.plan] ?? { includedTokens: 0 };
     const summary = await this.store.usage(name, periodKey(now));
     const issued = await this.store.credentialIssuedAt(name);
-    const ownKey = customer.spec.model.apiKeySet || customer.spec.model.apiKeySecretRef !== undefined;
+    const ownKey = !reliesOnIncludedAccess(customer.spec.model);
     return {
       ...modelUsageView({
         name,

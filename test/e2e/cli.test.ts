@@ -62,7 +62,14 @@ describe('blytz CLI against blytz serve', () => {
 
   it('applies the example directory, then finds nothing to change', async () => {
     const first = await cli(['apply', '-f', EXAMPLES]);
-    expect(first.stderr).toBe('');
+    // Neither example has a model key and this server runs no model gateway: applied, and said so.
+    expect(first.stderr.trimEnd().split('\n')).toEqual(
+      ['alice-example-com', 'bob-example-com'].map((name) =>
+        expect.stringMatching(
+          new RegExp(`^Warning: customer/${name} has no model key of its own and this server does not offer included model access \\(the model gateway is off`),
+        ),
+      ),
+    );
     expect(first.code).toBe(0);
     expect(first.stdout).toBe('customer/alice-example-com created\ncustomer/bob-example-com created\n');
 
@@ -355,8 +362,8 @@ describe('blytz doctor', () => {
     expect(res.stdout).toMatch(/^caddy +FAIL +\S+/m);
     // Stripe is not configured here: a warning, not a failure; never a value.
     expect(byName.get('stripe')).toBe('warn');
-    // Nor is the model gateway: customers without their own key would get no model.
-    expect(res.stdout).toMatch(/^models +warn +model gateway off/m);
+    // Nor is the model gateway: "Blytz default" is not offered, signup asks for a key of the customer's own.
+    expect(res.stdout).toMatch(/^models +warn +included model access not offered: the model gateway is off/m);
   });
 });
 

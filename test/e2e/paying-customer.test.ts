@@ -55,10 +55,25 @@ describe('a paying customer, from signup to cancellation', () => {
 
   it('signs up, pays, gets a running assistant, and is torn down when the subscription ends', async () => {
     const email = `pay-${Date.now()}@example.com`;
+    const details = { email, name: 'Grace', instructions: 'I teach maths.\n- plan my lessons', telegramBotToken: BOT_TOKEN };
+    // This server runs no model gateway (issue 23): it says so at start, does not offer "Blytz
+    // default", and refuses a signup that relies on it, before anyone pays for an assistant
+    // that could not answer.
+    expect(served.log()).toMatch(/included model access is not offered: the model gateway is off/);
+    expect(await (await fetch(`${served.url}/configure`)).text()).not.toContain('Blytz default');
+    const withoutModel = await fetch(`${served.url}/api/signup`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(details),
+    });
+    expect(withoutModel.status).toBe(400);
+    expect(((await withoutModel.json()) as { error: { fields: Array<{ field: string }> } }).error.fields.map((f) => f.field)).toContain(
+      'modelApiKey',
+    );
     const signup = await fetch(`${served.url}/api/signup`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ email, name: 'Grace', instructions: 'I teach maths.\n- plan my lessons', telegramBotToken: BOT_TOKEN }),
+      body: JSON.stringify({ ...details, modelProvider: 'anthropic', modelApiKey: 'sk-ant-grace-own-key' }),
     });
     expect(signup.status).toBe(201);
     const { customerId: name, checkoutUrl, statusUrl } = (await signup.json()) as { customerId: string; checkoutUrl: string; statusUrl: string };

@@ -444,3 +444,57 @@ describe('admin API without a controller', () => {
     expect(await res.json()).toMatchObject({ kind: 'Status', reason: 'ServiceUnavailable', code: 503 });
   });
 });
+
+describe('admin API where included model access is not offered', () => {
+  let db: TestDatabase;
+  let server: Server;
+  let base: string;
+  const headers = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' };
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    const store = new CustomerStore(db.handle, testSecretBox());
+    const app = createHttpApp({
+      logger: createLogger({ level: 'silent' }),
+      metrics: new Metrics(),
+      health: new HealthChecks(),
+      readiness: { breakers: () => ({}), leader: () => false },
+      routers: [
+        adminApiRouter({
+          store,
+          adminToken: TOKEN,
+          includedModels: { offered: false, reason: 'the model gateway is off (BLYTZ_MODEL_GATEWAY_LISTEN is unset)' },
+        }),
+      ],
+    });
+    server = createServer(app);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+
+  afterAll(async () => {
+    await new Promise((resolve) => server.close(resolve));
+    await db.drop();
+  });
+
+  const put = (name: string, spec: Record<string, unknown> = {}) =>
+    fetch(`${base}${CUSTOMERS_PATH}/${name}`, { method: 'PUT', headers, body: JSON.stringify(manifest(name, spec)) });
+
+  it('accepts a customer without a model key, with a Warning saying it will have no model', async () => {
+    const name = uniqueName('nomodel');
+    const res = await put(name);
+    expect(res.status).toBe(201);
+    expect(res.headers.get('warning')).toBe(
+      `299 - "customer/${name} has no model key of its own and this server does not offer included model access (the model gateway is off (BLYTZ_MODEL_GATEWAY_LISTEN is unset)): its assistant will have no model until spec.model has a key or the model gateway serves"`,
+    );
+    // Every apply says it again while it holds (kubectl shows an API server's warnings each time).
+    expect((await put(name)).headers.get('warning')).toContain(`customer/${name} has no model key`);
+  });
+
+  it('says nothing for a customer with a key of its own', async () => {
+    const res = await put(uniqueName('ownkey'), { model: { provider: 'openai', apiKey: 'sk-own-admin' } });
+    expect(res.status).toBe(201);
+    expect(res.headers.get('warning')).toBeNull();
+    expect(await res.text()).not.toContain('sk-own-admin');
+  });
+});

@@ -8,6 +8,7 @@ import { PortReservations } from '../../src/store/port-reservations.js';
 import { desiredCustomer, testSecretBox, TEST_BOT_TOKEN, uniqueName, stubHealth, testDesiredDefaults } from '../support/fixtures.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { SimulatedRouteTable, SimulatedRuntime, SimulatedWorkspaces } from '../support/simulated-world.js';
+import { modelAccessConfig, type ModelAccessFragment } from '../../src/workspace/model-access-config.js';
 
 const DAY = 86_400_000;
 
@@ -96,6 +97,31 @@ describe('customer reconciler on a simulated world with the real store', () => {
       ...overrides,
     });
   }
+
+  it('says ModelReady=False for a customer without a key where included model access is not offered, and drops it once offered', async () => {
+    let fragment: ModelAccessFragment | undefined;
+    const own = reconcilerWith({ modelAccess: async () => fragment });
+    const name = uniqueName('rc');
+    await store.apply(desiredCustomer(name, { telegram: { botToken: TEST_BOT_TOKEN } }));
+    fragment = undefined; // the model gateway is off: no openclaw.json model block to render
+    await own.reconcile(name, signal);
+    const without = await store.get(name);
+    expect(without?.status.phase).toBe('Ready');
+    expect(without?.status.conditions?.find((c) => c.type === 'ModelReady')).toMatchObject({
+      status: 'False',
+      reason: 'NoModelAccess',
+    });
+    // The operator configures the gateway: the next pass renders the model and the condition goes.
+    fragment = modelAccessConfig({ gatewayUrl: 'http://172.17.0.1:8090', credential: 'blytz-mk-rc', model: 'anthropic/claude-haiku-4-5' });
+    await own.reconcile(name, signal);
+    expect((await store.get(name))?.status.conditions?.map((c) => c.type)).not.toContain('ModelReady');
+    // A key of the customer's own never needed the gateway.
+    fragment = undefined;
+    const byok = uniqueName('rc');
+    await store.apply(desiredCustomer(byok, { telegram: { botToken: TEST_BOT_TOKEN }, model: { provider: 'openai', apiKey: 'sk-own-rc' } }));
+    await own.reconcile(byok, signal);
+    expect((await store.get(byok))?.status.conditions?.map((c) => c.type)).not.toContain('ModelReady');
+  });
 
   it('shows Provisioning between nothing and Ready, and not while repairing a Ready customer', async () => {
     const own = reconcilerWith({});

@@ -120,6 +120,41 @@ describe('customer pages', () => {
     }
   });
 
+  it('offers "Blytz default" model access only where it is offered; otherwise asks for a key of the customer’s own', async () => {
+    const offered = await get('/configure');
+    expect(offered.body).toContain('<option value="">Blytz default</option>');
+    expect(offered.body).toContain('<legend>Your own AI model (optional)</legend>');
+    expect((await get('/')).body).toContain('<li>AI model access included</li>');
+
+    const app = createHttpApp({
+      logger: createLogger({ level: 'silent' }),
+      metrics: new Metrics({ defaultMetrics: false }),
+      health: new HealthChecks(),
+      readiness: { breakers: () => ({}), leader: () => false },
+      routers: [createPagesRouter({ includedModels: { offered: false, reason: 'the model gateway is off' } })],
+    });
+    const without = createServer(app);
+    await new Promise<void>((resolve) => without.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(without.address() as AddressInfo).port}`;
+    try {
+      const configure = await (await fetch(`${url}/configure`)).text();
+      expect(configure).not.toContain('Blytz default');
+      expect(configure).toContain('<legend>Your AI model</legend>');
+      expect(configure).toContain('This server does not include model access');
+      expect(configure).toMatch(/<select id="modelProvider" name="modelProvider" required/);
+      expect(configure).toMatch(/<input id="modelApiKey"[^>]* required /);
+      expectAccessibleForm(configure);
+      const landing = await (await fetch(`${url}/`)).text();
+      expect(landing).toContain('AI model not included: you bring an API key from your own model provider account');
+      expect(landing).not.toContain('AI model access included');
+    } finally {
+      await new Promise<void>((resolve) => {
+        without.close(() => resolve());
+        without.closeAllConnections();
+      });
+    }
+  });
+
   it('GET /?checkout=cancelled says nothing was charged; other values are not echoed', async () => {
     expect((await get('/?checkout=cancelled')).body).toContain('The payment was cancelled and nothing was charged');
     const hostile = await get(`/?checkout=${encodeURIComponent(HOSTILE)}`);

@@ -272,6 +272,31 @@ describe('POST /api/signup', () => {
     expect(await rowsFor(address)).toHaveLength(0);
   });
 
+  it('refuses "Blytz default" with 400 where included model access is not offered; a key of its own still signs up', async () => {
+    const a = await app({ includedModels: { offered: false, reason: 'the model gateway is off (BLYTZ_MODEL_GATEWAY_LISTEN is unset)' } });
+    const address = email();
+    const calls = telegram.calls.length;
+    const refused = await postJson(`${a.url}/api/signup`, signupBody(address));
+    expect(refused.status).toBe(400);
+    expect(refused.body.error.code).toBe('invalid');
+    expect(refused.body.error.fields).toEqual([
+      { field: 'modelProvider', message: expect.stringContaining('this server does not include model access') },
+      { field: 'modelApiKey', message: expect.stringContaining('needs a key of your own provider account') },
+    ]);
+    // Refused before anything was asked of Telegram or Stripe, and nothing reserved.
+    expect(telegram.calls.length).toBe(calls);
+    expect(stripe.requests.some((r) => r.params['customer_email'] === address)).toBe(false);
+    expect(await rowsFor(address)).toHaveLength(0);
+
+    // Reported with the other bad fields, in one answer.
+    const both = await postJson(`${a.url}/api/signup`, signupBody(address, { name: '' }));
+    expect(both.body.error.fields.map((f: { field: string }) => f.field)).toEqual(['name', 'modelProvider', 'modelApiKey']);
+
+    const own = await postJson(`${a.url}/api/signup`, signupBody(address, { modelProvider: 'anthropic', modelApiKey: 'sk-ant-own-1' }));
+    expect(own.status).toBe(201);
+    expect(await customers.readSecrets(own.body.customerId as string)).toMatchObject({ modelApiKey: 'sk-ant-own-1' });
+  });
+
   it.each(['error', 'down'] as const)('answers 503 when Stripe is %s and leaves nothing that blocks a retry', async (mode) => {
     const capacityDb = await createTestDatabase();
     try {

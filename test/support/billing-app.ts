@@ -4,6 +4,7 @@ import { StripeCheckout } from '../../src/billing/checkout.js';
 import { createStripeClient } from '../../src/billing/stripe-client.js';
 import { createHttpApp } from '../../src/http/app.js';
 import { createPublicApiRouter } from '../../src/http/public-api.js';
+import { INCLUDED_ACCESS_OFFERED, type IncludedModelAccess } from '../../src/models/included-access.js';
 import {
   MemoryRateLimitBackend,
   createRateLimitBackend,
@@ -51,6 +52,8 @@ export interface BillingAppOptions {
   /** The clock checkouts compute Stripe's `expires_at` from (ms). */
   checkoutClock?: () => number;
   telegramGuard?: Guard;
+  /** Whether "Blytz default" model access is offered (default: offered). */
+  includedModels?: IncludedModelAccess;
 }
 
 export interface BillingApp {
@@ -100,6 +103,7 @@ export async function startBillingApp(options: BillingAppOptions): Promise<Billi
           ...(options.telegramGuard ? { guard: options.telegramGuard } : {}),
         }),
         checkout,
+        includedModels: options.includedModels ?? INCLUDED_ACCESS_OFFERED,
         rateLimits,
         publicUrl: PUBLIC_URL,
         logger,

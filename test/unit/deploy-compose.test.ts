@@ -6,6 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { loadConfig } from '../../src/config.js';
 import { customerFromRouteId } from '../../src/domain/naming.js';
+import { includedModelAccess } from '../../src/models/included-access.js';
 import { serverSettings } from '../../src/proxy/caddy/caddy-json.js';
 
 /**
@@ -16,6 +17,8 @@ import { serverSettings } from '../../src/proxy/caddy/caddy-json.js';
  */
 
 const ROOT = resolve(import.meta.dirname, '../..');
+/** Where the kits make the model gateway listen: docker0's address, the port the tenant ruleset opens. */
+const KIT_GATEWAY = '172.17.0.1:8090';
 const read = (path: string) => readFileSync(join(ROOT, path), 'utf8');
 
 interface Service {
@@ -338,7 +341,7 @@ describe('deploy/systemd/blytz.service', () => {
   it('is hardened, with only the data directory writable', () => {
     expect(value('NoNewPrivileges')).toEqual(['yes']);
     expect(value('ProtectSystem')).toEqual(['strict']);
-    expect(value('Environment')).toEqual(['BLYTZ_DATA_DIR=/var/lib/blytz']);
+    expect(value('Environment')).toEqual(['BLYTZ_DATA_DIR=/var/lib/blytz', `BLYTZ_MODEL_GATEWAY_LISTEN=${KIT_GATEWAY}`]);
     expect(value('ReadWritePaths')).toEqual(['/var/lib/blytz']);
     expect(value('StateDirectory')).toEqual(['blytz']);
     for (const key of ['ProtectHome', 'PrivateTmp', 'PrivateDevices', 'RestrictSUIDSGID', 'ProtectKernelModules']) {
@@ -347,6 +350,48 @@ describe('deploy/systemd/blytz.service', () => {
     expect(value('CapabilityBoundingSet')).toEqual(['']);
     // V8's JIT needs W+X pages: this one would make node crash at start.
     expect(value('MemoryDenyWriteExecute')).toEqual([]);
+  });
+});
+
+describe('the model gateway in the single-host kits (issue 23)', () => {
+  const nft = read('deploy/host/blytz-tenants.nft');
+  const systemdListen = /^Environment=BLYTZ_MODEL_GATEWAY_LISTEN=(.*)$/m.exec(read('deploy/systemd/blytz.service'))?.[1];
+  const composeListen = String(env(blytz)['BLYTZ_MODEL_GATEWAY_LISTEN']);
+
+  it('listens on docker0’s address in both kits and in .env.example (an empty line in the env file turns it off)', () => {
+    // `${VAR-default}`, not `:-`: an operator's empty value means off, not the default.
+    expect(composeListen).toBe(`\${BLYTZ_MODEL_GATEWAY_LISTEN-${KIT_GATEWAY}}`);
+    expect(systemdListen).toBe(KIT_GATEWAY);
+    expect(envExample().get('BLYTZ_MODEL_GATEWAY_LISTEN')).toBe(KIT_GATEWAY);
+    // A host-only bridge's address (Docker's default 172.17.0.0/16), never every address or a public one.
+    expect(KIT_GATEWAY).toMatch(/^172\.(1[6-9]|2\d|3[01])\.\d+\.\d+:\d+$/);
+  });
+
+  it('offers "Blytz default" with the platform key, and starts without it, not offering it', () => {
+    const base = Object.fromEntries(envExample());
+    expect(includedModelAccess(loadConfig(base))).toEqual({
+      offered: false,
+      reason: expect.stringContaining('no platform key') as string,
+    });
+    const keyed = loadConfig({ ...base, BLYTZ_ANTHROPIC_API_KEY: 'sk-ant-kit' });
+    expect(keyed.BLYTZ_MODEL_GATEWAY_LISTEN).toBe(KIT_GATEWAY);
+    expect(includedModelAccess(keyed)).toEqual({ offered: true });
+  });
+
+  it('opens exactly the gateway’s port to customer containers in the tenant ruleset, and to no other interface', () => {
+    const set = /set customer_host_tcp_ports \{[^}]*?elements = \{ ([^}]*) \}/s.exec(nft)?.[1];
+    expect(set?.split(',').map((p) => Number(p.trim()))).toEqual([Number(KIT_GATEWAY.split(':')[1])]);
+    const input = nft.slice(nft.indexOf('chain input {'));
+    const lines = input.split('\n').map((l) => l.trim());
+    const keep = lines.findIndex((l) => l.startsWith('iifname != "lo" iifname != "bz-*" tcp dport @customer_host_tcp_ports drop'));
+    const others = lines.findIndex((l) => l === 'iifname != "bz-*" accept');
+    const customers = lines.findIndex((l) => l === 'tcp dport @customer_host_tcp_ports accept');
+    // The port is dropped from elsewhere before anything else on the host is accepted, and
+    // accepted from customer networks before their catch-all drop.
+    expect(keep).toBeGreaterThan(-1);
+    expect(keep).toBeLessThan(others);
+    expect(customers).toBeGreaterThan(others);
+    expect(customers).toBeLessThan(lines.findIndex((l) => l.startsWith('drop comment "customer to the host itself"')));
   });
 });
 
@@ -365,6 +410,13 @@ describe('with the tools of this machine', () => {
     expect(verify.status).toBe(0);
     const security = spawnSync('systemd-analyze', ['security', '--offline=true', '--threshold=25', unit], { encoding: 'utf8' });
     expect(security.status, security.stdout.split('\n').slice(-3).join('\n')).toBe(0);
+  });
+
+  it('nft accepts the tenant ruleset in check mode, changing nothing (when nft is installed and may)', () => {
+    if (!has('nft', '--version') || !has('nft', 'list', 'tables')) return;
+    const check = spawnSync('nft', ['-c', '-f', join(ROOT, 'deploy/host/blytz-tenants.nft')], { encoding: 'utf8' });
+    expect(check.stderr).toBe('');
+    expect(check.status).toBe(0);
   });
 
   it('docker compose config accepts the compose file (when Compose is installed)', () => {

@@ -4,6 +4,7 @@ import { customerSpecSchema, type Customer, type CustomerSpecInput } from '../..
 import type { ReconcileView } from '../../src/store/store.js';
 import { testDesiredDefaults } from '../support/fixtures.js';
 import { SimulatedWorkspaces } from '../support/simulated-world.js';
+import { modelAccessConfig, type ModelAccessFragment } from '../../src/workspace/model-access-config.js';
 
 const DEFAULTS = testDesiredDefaults({ customerImage: 'blytz/assistant:1' });
 
@@ -106,5 +107,26 @@ describe('resolveCustomer', () => {
     expect(asked).toEqual([]);
     await resolve({ ...view(), gatewayToken: undefined }, undefined, asked);
     expect(asked).toEqual(['alice']);
+  });
+
+  it("says where the model comes from: the customer's own key, included access, or none", async () => {
+    const withAccess = (fragment: ModelAccessFragment | undefined) =>
+      resolveCustomer(view(), {
+        store: { gatewayToken: async () => 'generated-token' },
+        workspaces: new SimulatedWorkspaces(),
+        defaults: DEFAULTS,
+        modelAccess: async () => fragment,
+      });
+    const fragment = modelAccessConfig({
+      gatewayUrl: 'http://172.17.0.1:8090',
+      credential: 'blytz-mk-test',
+      model: 'anthropic/claude-haiku-4-5',
+    });
+    expect((await withAccess(fragment)).desired.modelSource).toBe('included');
+    // The gateway is off (or without its platform key): nothing to render, no model.
+    expect((await withAccess(undefined)).desired.modelSource).toBe('none');
+    // A controller given no model access to manage claims nothing.
+    expect((await resolve(view())).desired.modelSource).toBeUndefined();
+    expect((await resolve(view({}, { telegramBotToken: '1:a', modelApiKey: 'sk-own' }))).desired.modelSource).toBe('own-key');
   });
 });

@@ -261,8 +261,12 @@ describe('blytz doctor: models', () => {
   it('says whether the gateway is on, where, with which keys (never their values)', () => {
     expect(modelGatewayCheck({ ...config, BLYTZ_MODEL_GATEWAY_LISTEN: undefined })).toMatchObject({
       status: 'warn',
-      message: expect.stringContaining('model gateway off'),
+      message: expect.stringContaining('included model access not offered: the model gateway is off'),
     });
+    // Listening, but without the default model's platform key: not offered either.
+    expect(
+      modelGatewayCheck({ ...config, BLYTZ_MODEL_GATEWAY_LISTEN: '172.17.0.1:8090', BLYTZ_ANTHROPIC_API_KEY: undefined }),
+    ).toMatchObject({ status: 'warn', message: expect.stringContaining('no platform key for BLYTZ_MODEL_DEFAULT') });
     const on = modelGatewayCheck({ ...config, BLYTZ_MODEL_GATEWAY_LISTEN: '172.30.0.1:8090' });
     expect(on).toEqual({
       name: 'models',

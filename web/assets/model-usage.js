@@ -1,22 +1,22 @@
 /* global document, fetch, setTimeout */
 
 // The status page's "Model use" section: GET /api/customers/:name/model-usage with the access
-// token, every minute. Shown only once there is something to say (included access, or the
-// customer's own key). Everything is set with textContent, never as HTML.
+// token, every minute. Shown once there is something to say: included access, the customer's own
+// key, or that the assistant has no model at all. Everything is set with textContent, never as HTML.
 
 const POLL_MS = 60_000;
 const formatter = new Intl.NumberFormat('en-US');
 const date = (iso) => iso.slice(0, 10);
 
 function render(section, view) {
-  // No model at all (the platform's gateway is off): nothing the customer can act on here.
-  if (view.access === 'none') {
-    section.hidden = true;
-    return;
-  }
   const text = section.querySelector('#model-usage-text');
   const meter = section.querySelector('#model-usage-meter');
-  if (view.access === 'own-key') {
+  if (view.access === 'none') {
+    // No key of their own, and this server does not include model access (its condition ModelReady is False).
+    text.textContent =
+      'Your assistant has no AI model to answer with: this server does not include model access, and no model key of your own was given. Please contact the team running this service.';
+    meter.hidden = true;
+  } else if (view.access === 'own-key') {
     text.textContent = 'Your assistant uses your own model provider key; Blytz does not meter it.';
     meter.hidden = true;
   } else {

@@ -97,6 +97,8 @@ export async function resolveCustomer(
     throw new TemplateError(`template ${customer.spec.template}: ${(error as Error).message}`, { cause: error });
   }
   const gatewayToken = view.gatewayToken ?? (await deps.store.gatewayToken(customer.name));
+  // A customer with a key of their own goes straight to their provider, never through the gateway.
+  const modelAccess = secrets.modelApiKey ? undefined : await deps.modelAccess?.(customer.name);
   const rendered = await deps.workspaces.render({
     customer: customer.name,
     email: customer.spec.email,
@@ -108,8 +110,7 @@ export async function resolveCustomer(
     publicOrigins: deps.defaults.publicOrigins(base.host),
     trustedProxies: deps.defaults.trustedProxies,
     telegramApiRoot: deps.defaults.telegramApiRoot,
-    // A customer with a key of their own goes straight to their provider, never through the gateway.
-    modelAccess: secrets.modelApiKey ? undefined : await deps.modelAccess?.(customer.name),
+    modelAccess,
     secrets: { telegramBotToken: secrets.telegramBotToken, modelApiKey: secrets.modelApiKey, gatewayToken },
   });
 
@@ -150,6 +151,12 @@ export async function resolveCustomer(
     workspaceHash: rendered.contentHash,
     ownHash,
     updateStrategy: template.updateStrategy,
+    // Unknown (left out) where this controller is given no model access to manage (some tests).
+    ...(secrets.modelApiKey
+      ? { modelSource: 'own-key' as const }
+      : deps.modelAccess
+        ? { modelSource: modelAccess ? ('included' as const) : ('none' as const) }
+        : {}),
   };
   const fleet: FleetInputs = {
     key: `${customer.spec.template}/${customer.spec.plan}`,

@@ -34,6 +34,11 @@ export interface Desired {
    * old one). Blue-green needs a runtime that runs two side by side (`PlanInput.sideBySide`).
    */
   updateStrategy?: 'recreate' | 'blueGreen';
+  /**
+   * Where the assistant's model comes from: the customer's own key, included access through the
+   * model gateway, or `none` (no key of its own and included access not offered): it cannot answer.
+   */
+  modelSource?: 'own-key' | 'included' | 'none';
 }
 
 export interface Observed {

@@ -89,6 +89,15 @@ export function isConverged(customer: Pick<Customer, 'generation' | 'status'>): 
   return status.observedGeneration === customer.generation && (status.phase === 'Ready' || status.phase === 'Suspended');
 }
 
+/** A customer without a model key of its own where included model access is not offered. */
+const NO_MODEL_CONDITION: ConditionDraft = {
+  type: 'ModelReady',
+  status: 'False',
+  reason: 'NoModelAccess',
+  message:
+    'the assistant has no AI model: it has no model key of its own and this server does not offer included model access (operators: docs/deploy.md, "Model gateway")',
+};
+
 function conditionsFor(input: StatusInput): ConditionDraft[] {
   const { desired, observed, failure } = input;
   const workspaceCurrent = observed.workspace.exists && observed.workspace.contentHash === desired.workspaceHash;
@@ -210,6 +219,10 @@ function conditionsFor(input: StatusInput): ConditionDraft[] {
   }
   if (input.rollout && input.state === 'active' && !input.paused) {
     drafts.push({ type: 'UpToDate', status: 'False', reason: input.rollout.reason, message: input.rollout.message });
+  }
+  if (input.desired.modelSource === 'none' && input.state === 'active' && !input.paused) {
+    // Not part of Ready (the assistant runs and is reachable), but it cannot answer a message.
+    drafts.push(NO_MODEL_CONDITION);
   }
   if (input.paused)
     drafts.push({
