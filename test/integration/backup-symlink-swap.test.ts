@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { lstat, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { zstdDecompressSync } from 'node:zlib';
+import fc from 'fast-check';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { extractArchive } from '../../src/backup/archive.js';
 import { FolderStateSource } from '../../src/backup/folder-state.js';
@@ -139,6 +140,79 @@ describe('a folder swapped for a link while a backup reads the customer folder',
     } finally {
       await hostile.stop();
     }
+    expect(await tree(host)).toEqual(hostBefore);
+  });
+});
+
+/** Folders and files of a customer's tree the property plants and swaps (parents before children). */
+const TREE_DIRS = ['workspace', 'workspace/memory', 'state', 'state/agents'];
+const TREE_FILES = ['workspace/AGENTS.md', 'workspace/memory/notes.md', 'state/agents/session.json', 'top.txt'];
+/** What the container does to a path, before the walk or between the walk and the read. */
+const MOVES = ['folder-to-host-link', 'file-to-host-link', 'file-to-fifo', 'remove', 'nothing'] as const;
+
+async function plant(dir: string, path: string, move: (typeof MOVES)[number]): Promise<void> {
+  const at = join(dir, ...path.split('/'));
+  const info = await lstat(at).catch(() => undefined);
+  if (!info || move === 'nothing') return;
+  const aside = `${at}.aside-${randomBytes(3).toString('hex')}`;
+  if (move === 'remove') return void (await rm(at, { recursive: true }));
+  if (move === 'folder-to-host-link' && info.isDirectory()) {
+    await rename(at, aside);
+    await symlink(host, at);
+  } else if (move === 'file-to-host-link' && info.isFile()) {
+    await rename(at, aside);
+    await symlink(join(host, 'secret-key'), at);
+  } else if (move === 'file-to-fifo' && info.isFile()) {
+    await rename(at, aside);
+    execFileSync('mkfifo', [at]);
+  }
+}
+
+describe('property: whatever the container plants or swaps, and when', () => {
+  it("no archive holds a host byte, every archived file is one of the customer's, the host is unchanged", async () => {
+    for (const path of TREE_FILES.map((f) => f.split('/').pop() as string))
+      await writeFile(join(host, path), `${marker} ${path}\n`);
+    await mkdir(join(host, 'agents'), { recursive: true });
+    await writeFile(join(host, 'agents', 'session.json'), `${marker} session\n`);
+    const hostBefore = await tree(host);
+    let run = 0;
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.tuple(fc.constantFrom(...TREE_DIRS, ...TREE_FILES), fc.constantFrom(...MOVES)), { maxLength: 4 }),
+        fc.array(fc.tuple(fc.constantFrom(...TREE_DIRS, ...TREE_FILES), fc.constantFrom(...MOVES)), { maxLength: 4 }),
+        async (before, between) => {
+          const dir = join(customers, `c${run++}`);
+          for (const folder of TREE_DIRS) await mkdir(join(dir, ...folder.split('/')), { recursive: true });
+          const contents = new Set<string>();
+          for (const file of TREE_FILES) {
+            const content = `customer ${file} ${'x'.repeat(600)}\n`;
+            contents.add(content);
+            await writeFile(join(dir, ...file.split('/')), content);
+          }
+          for (const [path, move] of before) await plant(dir, path, move);
+          const snapshot = await takeSnapshot({ stateDir: dir, stagingDir: join(root, `staging-${run}`), context: 'ctx' });
+          let tar: Buffer;
+          try {
+            for (const [path, move] of between) await plant(dir, path, move);
+            tar = await collect(tarStream(snapshot.entries));
+          } finally {
+            await snapshot.close();
+          }
+          expect(tar.includes(Buffer.from(marker))).toBe(false);
+          const target = join(root, `out-${run}`);
+          await mkdir(target);
+          execFileSync('tar', ['-x', '-C', target], { input: tar });
+          for (const [path, content] of await tree(target)) {
+            if (path === '.blytz-backup.json') continue;
+            expect(content, path).not.toMatch(/^<(symlink|special)>$/);
+            expect(contents.has(Buffer.from(content.split(':')[2] ?? '', 'base64').toString()), path).toBe(true);
+          }
+          await rm(dir, { recursive: true });
+          await rm(target, { recursive: true });
+        },
+      ),
+      { numRuns: 40 },
+    );
     expect(await tree(host)).toEqual(hostBefore);
   });
 });
