@@ -151,7 +151,14 @@ const TREE_FILES = ['workspace/AGENTS.md', 'workspace/memory/notes.md', 'state/a
 const MOVES = ['folder-to-host-link', 'file-to-host-link', 'file-to-fifo', 'remove', 'nothing'] as const;
 
 async function plant(dir: string, path: string, move: (typeof MOVES)[number]): Promise<void> {
-  const at = join(dir, ...path.split('/'));
+  // The container acts inside its own folder only: never through a link it planted before
+  // (from inside, that link would not lead to the host).
+  const parts = path.split('/');
+  for (let depth = 1; depth < parts.length; depth++) {
+    const parent = await lstat(join(dir, ...parts.slice(0, depth))).catch(() => undefined);
+    if (!parent?.isDirectory()) return;
+  }
+  const at = join(dir, ...parts);
   const info = await lstat(at).catch(() => undefined);
   if (!info || move === 'nothing') return;
   const aside = `${at}.aside-${randomBytes(3).toString('hex')}`;
