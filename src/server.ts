@@ -229,16 +229,16 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       // backup, a plan's other schedule) instead of waiting for its resync.
       alsoWaking(changeFeedSource(feed), (name) => wakeBackups(name)),
       new RouteSweep({
-        table: routes,
-        desiredRoutes: async () =>
-          desiredRoutes(await store.routedCustomers(), config.BLYTZ_BASE_DOMAIN, (customer, port) =>
-            runtime.upstream(customer, port),
-          ),
-        intervalMs: config.BLYTZ_ROUTE_SWEEP_SECONDS * 1000,
-        onError: (error) => failureLog.failure(dependencyOf(error) ?? ROUTE_SWEEP, 'route sweep failed', error),
-        onSuccess: () => failureLog.success(ROUTE_SWEEP),
-        onSweep: (result) => reportSweep(result, metrics, logger),
-      }),
+          table: routes,
+          desiredRoutes: async () =>
+            desiredRoutes(await store.routedCustomers(), config.BLYTZ_BASE_DOMAIN, (customer, port) =>
+              runtime.upstream(customer, port),
+            ),
+          intervalMs: config.BLYTZ_ROUTE_SWEEP_SECONDS * 1000,
+          onError: (error) => failureLog.failure(dependencyOf(error) ?? ROUTE_SWEEP, 'route sweep failed', error),
+          onSuccess: () => failureLog.success(ROUTE_SWEEP),
+          onSweep: (result) => reportSweep(result, metrics, logger),
+        }),
       // The runtime's own hints (the Docker event stream, or the watch on our Kubernetes objects).
       ...selected.sources,
     ];
