@@ -28,7 +28,7 @@ import { parseMaxUnavailable } from './controller/rollout/gate.js';
 import { Rollouts } from './controller/rollout/rollouts.js';
 import { changeFeedSource } from './controller/change-feed-source.js';
 import { ensurePrivateDir, loadAdminToken, loadSecretKey, parsePreviousKeys } from './data-dir.js';
-import { adminApiRouter, StatusError } from './http/admin-api.js';
+import { adminApiRouter, StatusError, type IntegrationCheck } from './http/admin-api.js';
 import { createHttpApp } from './http/app.js';
 import { createHttpServer } from './http/http-server.js';
 import { createCaddyAskRouter } from './http/caddy-ask.js';
@@ -54,6 +54,7 @@ import { OwnedObjectsWatch } from './kube-api/owned-objects-watch.js';
 import type { RouteTable } from './proxy/route-table.js';
 import { dependencyOf } from './resilience/guard.js';
 import { Policies } from './resilience/policies.js';
+import { readTenantFirewall, tenantFirewallCheck, TenantFirewallWatch } from './runtime/docker/tenant-firewall.js';
 import { kubeTarget, selectRuntime, type KubeTarget } from './runtime/select-runtime.js';
 import { BackupRecords, RestoreInProgressError } from './store/backup-records.js';
 import { BillingStore } from './store/billing-store.js';
@@ -83,6 +84,8 @@ const PHASE_GAUGE_INTERVAL_MS = 15_000;
 const ROUTE_SWEEP = 'route sweep';
 /** The backup controller looks at every customer this often (schedules; a standby's API requests). */
 const BACKUP_RESYNC_SECONDS = 60;
+/** How often `blytz serve` on Docker reads the host's tenant firewall again (someone may flush it). */
+const TENANT_FIREWALL_INTERVAL_MS = 5 * 60_000;
 /**
  * Owner of restored state folders: the uid:gid the customer containers run as (the templates'
  * `user`). Only root can give files away; a developer running as that user owns them anyway.
@@ -346,6 +349,13 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     });
     wakeBackups = (name) => backupController.enqueue(name);
 
+    // On Docker, tenant isolation is the host's nftables table: read it (start, every few
+    // minutes, and for `blytz doctor`), never assume it.
+    const tenantFirewall =
+      config.BLYTZ_RUNTIME === 'docker'
+        ? new TenantFirewallWatch({ read: () => readTenantFirewall(), logger, metrics })
+        : undefined;
+
     const health = new HealthChecks();
     health.add('database', () => pingDatabase(database));
     health.add(selected.healthName, () => runtime.ping());
@@ -455,12 +465,15 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
           rateLimits,
           reconcileNow: (name) => controller.reconcileNow(name),
           config,
-          checks: caddyRoutes
-            ? async () => {
-                const { ok, message } = await caddyRoutes.checkServer();
-                return [{ name: 'caddy-server', status: ok ? 'ok' : 'fail', message }];
-              }
-            : undefined,
+          checks: async () => {
+            const checks: IntegrationCheck[] = [];
+            if (caddyRoutes) {
+              const { ok, message } = await caddyRoutes.checkServer();
+              checks.push({ name: 'caddy-server', status: ok ? 'ok' : 'fail', message });
+            }
+            if (tenantFirewall) checks.push(tenantFirewallCheck(await tenantFirewall.check()));
+            return checks;
+          },
           modelAccess: {
             usage: (name) => models.usage(name),
             // Rendered into the customer's openclaw.json by a reconcile, asked for now.
@@ -566,6 +579,12 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       },
       'blytz serving',
     );
+    if (tenantFirewall) {
+      // Said after "serving", so it is the last thing an operator starting blytz reads.
+      await tenantFirewall.check();
+      tenantFirewall.start(TENANT_FIREWALL_INTERVAL_MS);
+      stoppers.unshift(async () => tenantFirewall.stop());
+    }
     // Customers on this host: do the plans fit its memory? (On Kubernetes the cluster schedules.)
     if (selected.kind === 'docker') {
       const capacity = checkCapacity(config.BLYTZ_MAX_CUSTOMERS, totalmem());

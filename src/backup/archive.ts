@@ -7,7 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import { constants as zlibConstants, createZstdCompress, createZstdDecompress } from 'node:zlib';
 import { Unpack } from 'tar';
 import { createOpenStream, createSealStream } from './sealed-stream.js';
-import { MANIFEST_FILE, removeStaging, takeSnapshot, type SnapshotManifest } from './snapshot.js';
+import { MANIFEST_FILE, removeStaging, takeSnapshot, type Snapshot, type SnapshotManifest } from './snapshot.js';
 import { tarStream } from './tar-writer.js';
 
 /**
@@ -26,6 +26,8 @@ export interface WrittenArchive {
   sizeBytes: number;
   sha256: string;
   manifest: SnapshotManifest;
+  /** Files left out because they changed into something else while being archived (see snapshot.ts). */
+  skipped: string[];
 }
 
 /** Counts and hashes what passes through. */
@@ -67,19 +69,27 @@ export async function writeArchive(options: WriteArchiveOptions): Promise<Writte
       context: options.context,
       ...(options.meta ? { meta: options.meta } : {}),
     });
-    const measured = measure();
-    const stages: Array<NodeJS.ReadableStream | NodeJS.WritableStream | Transform> = [
-      Readable.from(tarStream(snapshot.entries)),
-      // 1 MiB output pieces: zlib's default 16 KiB makes many small hops to its thread pool.
-      createZstdCompress({ chunkSize: 1024 * 1024, params: { [zlibConstants.ZSTD_c_compressionLevel]: ZSTD_LEVEL } }),
-    ];
-    if (options.sealed !== false) stages.push(createSealStream(options.key, options.context));
-    stages.push(measured, createWriteStream(options.outFile, { mode: 0o600, flush: true }));
-    await (pipeline as (...streams: unknown[]) => Promise<void>)(...stages);
-    return { ...measured.result(), manifest: snapshot.manifest };
+    try {
+      return await writeSnapshot(snapshot, options);
+    } finally {
+      await snapshot.close();
+    }
   } finally {
     await removeStaging(staging);
   }
+}
+
+async function writeSnapshot(snapshot: Snapshot, options: WriteArchiveOptions): Promise<WrittenArchive> {
+  const measured = measure();
+  const stages: Array<NodeJS.ReadableStream | NodeJS.WritableStream | Transform> = [
+    Readable.from(tarStream(snapshot.entries)),
+    // 1 MiB output pieces: zlib's default 16 KiB makes many small hops to its thread pool.
+    createZstdCompress({ chunkSize: 1024 * 1024, params: { [zlibConstants.ZSTD_c_compressionLevel]: ZSTD_LEVEL } }),
+  ];
+  if (options.sealed !== false) stages.push(createSealStream(options.key, options.context));
+  stages.push(measured, createWriteStream(options.outFile, { mode: 0o600, flush: true }));
+  await (pipeline as (...streams: unknown[]) => Promise<void>)(...stages);
+  return { ...measured.result(), manifest: snapshot.manifest, skipped: snapshot.skipped };
 }
 
 export interface ExtractOptions {

@@ -209,6 +209,17 @@ export class BackupReconciler {
           { customer: backup.customer, backup: backup.id, reason: backup.reason, bytes: written.sizeBytes, ms: durationMs },
           'backup stored',
         );
+        // Files that turned into links (or vanished) while they were read: left out, never followed.
+        if (written.skipped.length > 0)
+          logger.warn(
+            {
+              customer: backup.customer,
+              backup: backup.id,
+              skipped: written.skipped.slice(0, 20),
+              count: written.skipped.length,
+            },
+            'backup left out files that changed while it read them',
+          );
       }
       this.#deps.wakeCustomer(backup.customer);
       return true;

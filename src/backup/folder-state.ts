@@ -2,7 +2,7 @@ import { lstat, mkdir, rename, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { isDns1123Label } from '../domain/naming.js';
-import { ensureDirectory } from '../workspace/safe-fs.js';
+import { ensureDirectory, withDir } from '../workspace/safe-fs.js';
 import { extractArchive, writeArchive, type WrittenArchive } from './archive.js';
 import type { CustomerStateSource } from './state-source.js';
 
@@ -118,19 +118,26 @@ export class FolderStateSource implements CustomerStateSource {
     }
     await mkdir(this.#customers, { recursive: true, mode: 0o700 });
     if (await isDir(target)) {
-      await rm(replaced, { recursive: true, force: true });
+      await withDir(this.#work, (work) => work.removeTree(`replaced-${restoreId}`)); // a customer's old folder: links not followed
       await rename(target, replaced);
     } else if ((await lstat(target).catch(() => undefined)) !== undefined) {
       await rm(target, { force: true }); // not a folder (a planted file or link): ours to replace
     }
     await rename(staged, target);
     // The marker again, in case the controller rendered into a folder made meanwhile.
-    await rm(join(target, RENDER_MARKER), { force: true });
+    await withDir(target, (dir) => dir.unlinkFile(RENDER_MARKER));
   }
 
+  /**
+   * The state a restore replaced was the customer's folder: whatever its container left there
+   * (links to host folders included) is removed without following a link.
+   */
   async discard(restoreId: number): Promise<void> {
-    await rm(this.#staged(restoreId), { recursive: true, force: true });
-    await rm(this.#replaced(restoreId), { recursive: true, force: true });
+    await mkdir(this.#work, { recursive: true, mode: 0o700 });
+    await withDir(this.#work, async (work) => {
+      await work.removeTree(`restore-${restoreId}`);
+      await work.removeTree(`replaced-${restoreId}`);
+    });
   }
 
   /** The owner to give a restored folder: that of the folder it replaces, else the configured one. */

@@ -1,7 +1,8 @@
 import { constants } from 'node:fs';
-import { chown, lstat, mkdir, open, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, open, rm, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { backup as sqliteBackup, DatabaseSync } from 'node:sqlite';
+import { FolderCursor, ignoreCode, SafeDir } from '../workspace/safe-fs.js';
 import { redactOpenClawConfig } from './redact.js';
 import type { TarEntry } from './tar-writer.js';
 
@@ -16,10 +17,21 @@ import type { TarEntry } from './tar-writer.js';
  *   FIFOs never do (the folder is written by a container we treat as hostile), nor do the
  *   gateway's scratch folders (`tmp/`, `cache/`), lock files, or our own render marker.
  *
- * Nothing here follows a symlink, and nothing is written inside the customer's folder (the
- * staging folder is the controller's own), with one exception SQLite forces: opening a database
- * in WAL mode may create its `-shm` file, which is then given the database file's owner, so the
- * gateway can still open it.
+ * The container can change its folder at any moment, also between our walk and our read: a
+ * folder listed in the walk may be a link to `/etc` or to `$BLYTZ_DATA_DIR` when its files are
+ * read. So no path in it is ever resolved by name from the root: the walk and every read go
+ * through `SafeDir` (`workspace/safe-fs.ts`), each folder opened without following a link and
+ * each name looked up in the open folder, each file opened O_NOFOLLOW and archived only when the
+ * handle is a regular file. A folder turned into a link, or a file into anything else, after the
+ * walk is left out of the archive and named in `skipped`.
+ *
+ * SQLite opens databases by path and resolves links in it, so it never gets a path inside the
+ * customer's folder: the database and its `-wal`/`-shm` are hard-linked (the entries themselves,
+ * checked to be regular files) into the staging folder, and SQLite reads them there. Hard links
+ * are the same files, so SQLite's locks and shared memory still coordinate with the running
+ * gateway, and nothing is created in the customer's folder. Hard links need the staging folder
+ * on the same filesystem (the controller's `backup-work` is under `$BLYTZ_DATA_DIR` beside
+ * `customers`); where it is not, the database is archived byte for byte like any other file.
  */
 
 export const MANIFEST_FILE = '.blytz-backup.json';
@@ -49,6 +61,13 @@ export interface SnapshotManifest {
 export interface Snapshot {
   entries: TarEntry[];
   manifest: SnapshotManifest;
+  /**
+   * Files left out while the archive was written because they (or a folder on their way) were no
+   * longer what the walk found: a link, a FIFO, gone. Complete once `entries` were all read.
+   */
+  skipped: string[];
+  /** Closes the folders the entries read through; call once the archive is written. */
+  close(): Promise<void>;
 }
 
 export interface SnapshotOptions {
@@ -63,79 +82,152 @@ export interface SnapshotOptions {
 
 interface Found {
   rel: string;
-  abs: string;
   type: 'file' | 'directory';
   mode: number;
   mtimeMs: number;
   size: number;
 }
 
-/** Walks the folder without following links; yields folders before their contents, sorted. */
-async function walk(root: string): Promise<Found[]> {
+/**
+ * Walks the folder, each sub-folder opened through its open parent without following a link;
+ * yields folders before their contents, sorted.
+ */
+async function walk(root: SafeDir): Promise<Found[]> {
   const found: Found[] = [];
-  const visit = async (relDir: string) => {
-    const dir = relDir === '' ? root : join(root, ...relDir.split('/'));
-    const names = (await readdir(dir).catch(() => [] as string[])).sort();
+  const visit = async (dir: SafeDir, relDir: string) => {
+    const names = (await dir.entries().catch(() => [] as string[])).sort();
     for (const name of names) {
       const rel = relDir === '' ? name : `${relDir}/${name}`;
       if (relDir === '' && (SKIPPED_DIRS.has(name) || SKIPPED_FILES.has(name))) continue;
       if (name.startsWith('.blytz-tmp-') || name.endsWith('.lock')) continue;
-      const abs = join(dir, name);
-      const info = await lstat(abs).catch(() => undefined);
+      const info = await dir.lstat(name);
       if (!info) continue; // gone meanwhile
       if (info.isDirectory()) {
-        found.push({ rel, abs, type: 'directory', mode: info.mode & 0o7777, mtimeMs: info.mtimeMs, size: 0 });
-        await visit(rel);
+        const sub = await dir.dir(name);
+        if (!sub) continue; // not a folder any more
+        try {
+          found.push({ rel, type: 'directory', mode: info.mode & 0o7777, mtimeMs: info.mtimeMs, size: 0 });
+          await visit(sub, rel);
+        } finally {
+          await sub.close();
+        }
       } else if (info.isFile()) {
-        found.push({ rel, abs, type: 'file', mode: info.mode & 0o7777, mtimeMs: info.mtimeMs, size: info.size });
+        found.push({ rel, type: 'file', mode: info.mode & 0o7777, mtimeMs: info.mtimeMs, size: info.size });
       }
     }
   };
-  await visit('');
+  await visit(root, '');
   return found;
 }
 
-/** Whether the file starts with SQLite's header (a database, whatever its name). */
+/** Whether the open file starts with SQLite's header (a database, whatever its name). */
+async function hasSqliteHeader(handle: FileHandle): Promise<boolean> {
+  const head = Buffer.alloc(SQLITE_MAGIC.length);
+  const { bytesRead } = await handle.read(head, 0, head.length, 0);
+  return bytesRead === head.length && head.equals(SQLITE_MAGIC);
+}
+
+/** Whether the file at `path` (a folder of the controller's own) starts with SQLite's header. */
 export async function isSqliteFile(path: string, size: number): Promise<boolean> {
   if (size < 512) return false;
-  const handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK).catch(() => undefined);
+  const handle = await openOwn(path);
   if (!handle) return false;
   try {
-    const head = Buffer.alloc(SQLITE_MAGIC.length);
-    await handle.read(head, 0, head.length, 0);
-    return head.equals(SQLITE_MAGIC);
+    return await hasSqliteHeader(handle);
   } finally {
     await handle.close();
   }
 }
 
+/** A file in a folder of the controller's own, never through a link at its name; undefined unless a regular file. */
+async function openOwn(path: string): Promise<FileHandle | undefined> {
+  const handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK).catch(() => undefined);
+  if (!handle) return undefined;
+  if ((await handle.stat()).isFile()) return handle;
+  await handle.close();
+  return undefined;
+}
+
 /**
- * Copies one live database into `target` through the online backup API. WAL-mode databases
- * need a `-shm` file to be read; one SQLite makes for us is handed to the database's owner.
+ * Copies the live database `name` in `dir` into `target` through the online backup API, SQLite
+ * reading hard links of it (and of its side files) in `linkDir` (see the module comment).
+ * False when it cannot (another filesystem, not a regular file, not readable as a database): the
+ * caller archives its bytes as they are.
  */
-async function copyDatabase(source: string, target: string): Promise<void> {
-  const owner = await stat(source);
-  const before = new Set<string>();
-  for (const suffix of SQLITE_SIDE_FILES) if (await lstat(source + suffix).catch(() => undefined)) before.add(suffix);
-  const db = new DatabaseSync(source, { readOnly: true, timeout: 10_000, allowExtension: false });
+async function copyDatabase(dir: SafeDir, name: string, linkDir: string, target: string): Promise<boolean> {
+  await mkdir(linkDir, { mode: 0o700 });
+  const main = join(linkDir, 'db');
   try {
-    await sqliteBackup(db, target);
-  } finally {
-    db.close();
-    for (const suffix of SQLITE_SIDE_FILES) {
-      if (before.has(suffix)) continue;
-      const made = await lstat(source + suffix).catch(() => undefined);
-      if (made?.isFile() && made.uid !== owner.uid) await chown(source + suffix, owner.uid, owner.gid).catch(() => {});
+    const linked = async (from: string, to: string) => {
+      const done = await dir.linkTo(from, to).then(() => true, ignoreCode('ENOENT', 'EXDEV', 'EPERM'));
+      if (!done) return false;
+      if ((await lstat(to)).isFile()) return true;
+      await unlink(to); // a link or something else at that name: not read, not followed
+      return false;
+    };
+    if (!(await linked(name, main))) return false;
+    for (const suffix of SQLITE_SIDE_FILES) await linked(name + suffix, main + suffix);
+    const db = new DatabaseSync(main, { readOnly: true, timeout: 10_000, allowExtension: false });
+    try {
+      await sqliteBackup(db, target);
+      return true;
+    } finally {
+      db.close();
     }
+  } catch {
+    return false; // not readable as a database after all (corrupt, or not SQLite)
+  } finally {
+    await rm(linkDir, { recursive: true, force: true });
   }
 }
 
+const MAX_CONFIG_BYTES = 4 * 1024 * 1024;
+
 export async function takeSnapshot(options: SnapshotOptions): Promise<Snapshot> {
-  const { stateDir, stagingDir } = options;
+  const { stagingDir } = options;
   await mkdir(stagingDir, { recursive: true, mode: 0o700 });
-  const found = await walk(stateDir);
+  const root = await SafeDir.open(options.stateDir);
+  const cursor = new FolderCursor(root);
+  const close = async () => {
+    await cursor.close();
+    await root.close();
+  };
+  try {
+    return await snapshotOf(root, cursor, options, close);
+  } catch (error) {
+    await close();
+    throw error;
+  }
+}
+
+async function snapshotOf(
+  root: SafeDir,
+  cursor: FolderCursor,
+  options: SnapshotOptions,
+  close: () => Promise<void>,
+): Promise<Snapshot> {
+  const { stagingDir } = options;
+  const skipped: string[] = [];
+  /** Opens a file of the customer's folder through the cursor; undefined (and noted) unless it still is a regular file. */
+  const openCustomerFile = async (rel: string): Promise<FileHandle | undefined> => {
+    const at = await cursor.parentOf(rel);
+    const handle = at ? await at.dir.openFile(at.name) : undefined;
+    if (!handle) skipped.push(rel);
+    return handle;
+  };
+
+  const found = await walk(root);
   const databases = new Set<string>();
-  for (const entry of found) if (entry.type === 'file' && (await isSqliteFile(entry.abs, entry.size))) databases.add(entry.rel);
+  for (const entry of found) {
+    if (entry.type !== 'file' || entry.size < 512) continue;
+    const handle = await openCustomerFile(entry.rel);
+    if (!handle) continue;
+    try {
+      if (await hasSqliteHeader(handle)) databases.add(entry.rel);
+    } finally {
+      await handle.close();
+    }
+  }
   const sideFiles = new Set<string>();
   for (const db of databases) for (const suffix of SQLITE_SIDE_FILES) sideFiles.add(db + suffix);
 
@@ -153,28 +245,35 @@ export async function takeSnapshot(options: SnapshotOptions): Promise<Snapshot> 
       continue;
     }
     if (sideFiles.has(entry.rel)) continue;
-    let source = entry.abs;
+    let stagedCopy: string | undefined;
+    let size = entry.size;
     if (databases.has(entry.rel)) {
-      const copy = join(stagingDir, `db-${staged++}.sqlite`);
-      try {
-        await copyDatabase(entry.abs, copy);
-        source = copy;
+      const copy = join(stagingDir, `db-${staged}.sqlite`);
+      const at = await cursor.parentOf(entry.rel);
+      if (at && (await copyDatabase(at.dir, at.name, join(stagingDir, `db-${staged}.links`), copy))) {
+        stagedCopy = copy;
         sqlite.push(entry.rel);
-      } catch {
-        // Not readable as a database after all (corrupt, or not SQLite): kept byte for byte.
       }
+      staged++;
     } else if (entry.rel === OPENCLAW_CONFIG) {
-      const text = await readSmallFile(entry.abs);
+      const text = await root.readFile(OPENCLAW_CONFIG, MAX_CONFIG_BYTES);
       const result = redactOpenClawConfig(text ?? '');
       redacted = result.removed;
       if (result.text === '') continue;
-      source = join(stagingDir, 'openclaw.redacted.json');
-      await writeFile(source, result.text, { mode: 0o600 });
+      stagedCopy = join(stagingDir, 'openclaw.redacted.json');
+      await writeFile(stagedCopy, result.text, { mode: 0o600 });
     }
-    const size = (await lstat(source).catch(() => undefined))?.size ?? 0;
+    if (stagedCopy !== undefined) size = (await lstat(stagedCopy).catch(() => undefined))?.size ?? 0;
     bytes += size;
     files++;
-    entries.push({ name: entry.rel, type: 'file', source, mode: entry.mode, mtimeMs: entry.mtimeMs });
+    const ownCopy = stagedCopy;
+    entries.push({
+      name: entry.rel,
+      type: 'file',
+      open: ownCopy === undefined ? () => openCustomerFile(entry.rel) : () => openOwn(ownCopy),
+      mode: entry.mode,
+      mtimeMs: entry.mtimeMs,
+    });
   }
 
   const manifest: SnapshotManifest = {
@@ -188,29 +287,19 @@ export async function takeSnapshot(options: SnapshotOptions): Promise<Snapshot> 
     redacted,
     meta: options.meta ?? {},
   };
+  // The tar writer reaches every file again from the root, as it was when its turn comes.
+  await cursor.close();
   const manifestPath = join(stagingDir, MANIFEST_FILE);
   await writeFile(manifestPath, `${JSON.stringify(manifest, null, 2)}\n`, { mode: 0o600 });
   // The manifest first: a reader learns what the archive is before the bulk of it.
   entries.unshift({
     name: MANIFEST_FILE,
     type: 'file',
-    source: manifestPath,
+    open: () => openOwn(manifestPath),
     mode: 0o600,
     mtimeMs: Date.parse(manifest.createdAt),
   });
-  return { entries, manifest };
-}
-
-async function readSmallFile(path: string): Promise<string | undefined> {
-  const handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK).catch(() => undefined);
-  if (!handle) return undefined;
-  try {
-    const info = await handle.stat();
-    if (!info.isFile() || info.size > 4 * 1024 * 1024) return undefined;
-    return await handle.readFile('utf8');
-  } finally {
-    await handle.close();
-  }
+  return { entries, manifest, skipped, close };
 }
 
 /** Removes a staging folder (after the archive is written). */

@@ -1,11 +1,11 @@
-import { constants } from 'node:fs';
-import { open } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 
 /**
  * A minimal POSIX tar (pax) writer for what a snapshot holds: folders and regular files, each
- * file read from its own path (so one archive can take a file from the customer's folder and
- * the consistent copy of a SQLite database from a staging folder under the same name). Anything
- * else (links, devices, FIFOs) is never written. Archives are read back with the `tar` package.
+ * file read through a handle its entry opens (so one archive can take a file from the customer's
+ * folder, reached without following a link, and the consistent copy of a SQLite database from a
+ * staging folder under the same name). Anything else (links, devices, FIFOs) is never written.
+ * Archives are read back with the `tar` package.
  *
  * Why not the `tar` package for writing too: it packs one folder tree as it is on disk, and a
  * snapshot is a tree assembled from two places.
@@ -15,8 +15,11 @@ export interface TarEntry {
   /** Relative POSIX path inside the archive; folders end without a slash. */
   name: string;
   type: 'file' | 'directory';
-  /** For files: where to read the bytes from (opened without following a symlink). */
-  source?: string;
+  /**
+   * For files: opens the bytes to archive, or undefined when the file is no longer a regular
+   * file (the entry is then left out). Called once, when the entry's turn comes.
+   */
+  open?: () => Promise<FileHandle | undefined>;
   mode: number;
   mtimeMs: number;
 }
@@ -89,8 +92,9 @@ export async function* tarStream(entries: Iterable<TarEntry> | AsyncIterable<Tar
       yield* entryHeaders(entry, 0);
       continue;
     }
-    if (!entry.source) throw new Error(`tar entry ${entry.name} has no source`);
-    const handle = await open(entry.source, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    if (!entry.open) throw new Error(`tar entry ${entry.name} has no source`);
+    const handle = await entry.open();
+    if (!handle) continue; // not a regular file any more: left out
     try {
       const stat = await handle.stat();
       if (!stat.isFile()) continue; // swapped for something else since it was listed: skipped

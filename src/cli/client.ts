@@ -76,7 +76,8 @@ export interface ReadyzBody {
 
 export interface IntegrationCheckBody {
   name: string;
-  status: 'ok' | 'warn' | 'fail';
+  /** unknown: could not be checked from where the server runs (says why). */
+  status: 'ok' | 'warn' | 'fail' | 'unknown';
   message: string;
 }
 

@@ -1,12 +1,14 @@
 import { request } from 'node:http';
 import { AdminClient, ApiError, ServerUnreachableError, type ReadyzBody } from './client.js';
 import { formatTable } from './format.js';
+import { readTenantFirewall, tenantFirewallCheck } from '../runtime/docker/tenant-firewall.js';
 
 /**
  * `blytz doctor`: one line per dependency. Postgres, the runtime (Docker or Kubernetes) and the
  * routes (Caddy or Ingresses) as the server sees them (its /readyz). When the server cannot be
  * reached, Docker and Caddy are checked from this machine with the same environment variables,
- * and the line says so. Stripe and Telegram: presence of configuration only.
+ * and the line says so. Stripe and Telegram: presence of configuration only. On Docker, the
+ * host's tenant firewall (nftables): as the server reads it, or read here when the server is down.
  */
 
 export type CheckStatus = 'ok' | 'warn' | 'FAIL' | 'unknown';
@@ -63,6 +65,7 @@ export async function runDoctor(client: AdminClient, env: NodeJS.ProcessEnv = pr
         ? { name: 'ingress', status: 'unknown', message: 'checked through the server, which is unreachable' }
         : await localCaddy(env['CADDY_ADMIN_URL'] || 'http://127.0.0.1:2019'),
     );
+    if (env['BLYTZ_RUNTIME'] !== 'kubernetes') lines.push(await localTenantFirewall());
   }
 
   if (!readyz) {
@@ -71,7 +74,12 @@ export async function runDoctor(client: AdminClient, env: NodeJS.ProcessEnv = pr
   } else {
     try {
       for (const check of await client.diagnostics()) {
-        lines.push({ name: check.name, status: check.status === 'fail' ? 'FAIL' : check.status, message: check.message });
+        const line: DoctorLine = {
+          name: check.name,
+          status: check.status === 'fail' ? 'FAIL' : check.status,
+          message: check.message,
+        };
+        lines.push(check.name === 'tenant-firewall' && check.status === 'unknown' ? await tenantFirewallHere(line) : line);
       }
     } catch (error) {
       const message =
@@ -95,6 +103,26 @@ export function formatDoctor(lines: DoctorLine[]): string {
     ['CHECK', 'STATUS', 'MESSAGE'],
     lines.map((l) => [l.name, l.status, l.message]),
   )}\n`;
+}
+
+async function localTenantFirewall(): Promise<DoctorLine> {
+  const check = tenantFirewallCheck(await readTenantFirewall());
+  return {
+    name: check.name,
+    status: check.status === 'fail' ? 'FAIL' : check.status,
+    message: `${check.message} (checked from this machine)`,
+  };
+}
+
+/**
+ * The server could not read the host's nftables (the kits run it without CAP_NET_ADMIN): run as
+ * root on the Docker host, `blytz doctor` reads it itself and says so; otherwise the server's
+ * "unknown" stands.
+ */
+async function tenantFirewallHere(fromServer: DoctorLine): Promise<DoctorLine> {
+  const here = await localTenantFirewall();
+  if (here.status === 'unknown') return fromServer;
+  return { ...here, message: `${here.message}; the server could not read it: ${fromServer.message}` };
 }
 
 async function localDocker(dockerHost: string): Promise<DoctorLine> {

@@ -41,7 +41,8 @@ export type IntegrationConfig = Pick<
 
 export interface IntegrationCheck {
   name: string;
-  status: 'ok' | 'warn' | 'fail';
+  /** unknown: could not be checked from where the server runs (says why). */
+  status: 'ok' | 'warn' | 'fail' | 'unknown';
   message: string;
 }
 

@@ -188,6 +188,12 @@ export class Metrics {
     labelNames: ['outcome'] as const,
     registers: [this.registry],
   });
+  readonly tenantFirewall = new Gauge({
+    name: 'blytz_tenant_firewall',
+    help: "The host's tenant firewall (nftables table inet blytz_tenants) on Docker: 1 for the state found (loaded, missing, incomplete, unknown)",
+    labelNames: ['state'] as const,
+    registers: [this.registry],
+  });
   readonly backupLastSuccess = new Gauge({
     name: 'blytz_backup_last_success_timestamp_seconds',
     help: "When the customer's newest good backup finished (Unix seconds)",

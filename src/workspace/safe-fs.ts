@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { constants, existsSync } from 'node:fs';
-import { lstat, mkdir, open, readdir, rename, rmdir, unlink, type FileHandle } from 'node:fs/promises';
+import { link, lstat, mkdir, open, readdir, rename, rmdir, unlink, type FileHandle } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
 import { basename, dirname } from 'node:path';
 
 /**
@@ -144,7 +145,11 @@ export class SafeDir {
    */
   async writeFile(name: string, content: string | Uint8Array, mode: number, owner: Owner | undefined): Promise<void> {
     const temp = `${TEMP_PREFIX}${randomBytes(6).toString('hex')}-${checkName(name)}`.slice(0, 255);
-    const file = await open(this.at(temp), constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode);
+    const file = await open(
+      this.at(temp),
+      constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+      mode,
+    );
     try {
       try {
         await file.writeFile(content);
@@ -182,6 +187,33 @@ export class SafeDir {
   /** Gives an existing regular file `mode` (and `owner`) through its handle; anything else is left alone. */
   async setMode(name: string, mode: number, owner: Owner | undefined): Promise<void> {
     return setModeOf(this.at(name), mode, owner);
+  }
+
+  /** What is at `name` itself (a link is reported as a link, never followed); undefined when nothing is. */
+  async lstat(name: string): Promise<Stats | undefined> {
+    return lstat(this.at(name)).catch(ignoreCode('ENOENT', 'ENOTDIR'));
+  }
+
+  /**
+   * An open handle on `name` when it is a regular file; undefined for anything else (missing, a
+   * link, a folder, a FIFO, a device). Reading through the handle reads that file, whatever is
+   * put at its name afterwards. The caller closes it.
+   */
+  async openFile(name: string): Promise<FileHandle | undefined> {
+    const handle = await open(this.at(name), FILE_READ).catch(ignoreCode('ENOENT', 'ELOOP', 'ENOTDIR', 'ENXIO'));
+    if (!handle) return undefined;
+    if ((await handle.stat()).isFile()) return handle;
+    await handle.close();
+    return undefined;
+  }
+
+  /**
+   * Hard-links the entry at `name` (itself: a link at the name is linked as a link, never
+   * followed) to `target`, a path of the caller's own on the same filesystem. The caller checks
+   * what it got with an lstat of `target`, which no container can change.
+   */
+  async linkTo(name: string, target: string): Promise<void> {
+    await link(this.at(name), target);
   }
 
   async isRegularFile(name: string): Promise<boolean> {
@@ -248,6 +280,45 @@ export class SafeDir {
 
   async close(): Promise<void> {
     await this.handle.close();
+  }
+}
+
+/**
+ * Reaches paths under `root` one folder at a time (each opened without following a link, as
+ * `withParent` does), keeping the folders on the way to the last path open: paths asked for in
+ * a walk's order open each folder once, and at most one chain of folders is open at a time.
+ */
+export class FolderCursor {
+  readonly #root: SafeDir;
+  readonly #chain: Array<{ name: string; dir: SafeDir }> = [];
+
+  constructor(root: SafeDir) {
+    this.#root = root;
+  }
+
+  /** The open folder holding `relativePath`'s last component, and that name; undefined when a folder on the way is not one (any more). */
+  async parentOf(relativePath: string): Promise<{ dir: SafeDir; name: string } | undefined> {
+    const segments = relativePath.split('/').map(checkName);
+    const name = segments.pop() as string;
+    let shared = 0;
+    while (shared < this.#chain.length && shared < segments.length && this.#chain[shared]?.name === segments[shared]) shared++;
+    await this.#closeFrom(shared);
+    for (let depth = shared; depth < segments.length; depth++) {
+      const segment = segments[depth] as string;
+      const next = await (depth === 0 ? this.#root : (this.#chain[depth - 1] as { dir: SafeDir }).dir).dir(segment);
+      if (!next) return undefined;
+      this.#chain.push({ name: segment, dir: next });
+    }
+    return { dir: segments.length === 0 ? this.#root : (this.#chain[segments.length - 1] as { dir: SafeDir }).dir, name };
+  }
+
+  /** Closes the folders it holds (not the root); the next path opens its folders afresh. */
+  async close(): Promise<void> {
+    await this.#closeFrom(0);
+  }
+
+  async #closeFrom(depth: number): Promise<void> {
+    while (this.#chain.length > depth) await (this.#chain.pop() as { dir: SafeDir }).dir.close();
   }
 }
 

@@ -319,6 +319,10 @@ describe('blytz CLI against blytz serve', () => {
     const doctor = await run(['doctor', '--server', closed], { env: { BLYTZ_ADMIN_TOKEN: server.adminToken } });
     expect(doctor.code).toBe(1);
     expect(doctor.stdout).toMatch(/^server +FAIL +cannot reach the blytz server/m);
+    // The host's tenant firewall, read here instead (as root on this machine: loaded).
+    expect(doctor.stdout).toMatch(
+      /^tenant-firewall +ok +nftables table inet blytz_tenants is loaded .*\(checked from this machine\)$/m,
+    );
   });
 
   it('never prints a secret', () => {
@@ -353,7 +357,19 @@ describe('blytz doctor', () => {
     const lines = res.stdout.trimEnd().split('\n');
     expect(lines[0]?.split(/\s{3,}/)).toEqual(['CHECK', 'STATUS', 'MESSAGE']);
     const byName = new Map(lines.slice(1).map((l) => [l.split(/\s+/)[0], l.split(/\s+/)[1]]));
-    expect([...byName.keys()]).toEqual(['server', 'database', 'docker', 'caddy', 'caddy-server', 'stripe', 'telegram', 'models']);
+    expect([...byName.keys()]).toEqual([
+      'server',
+      'database',
+      'docker',
+      'caddy',
+      'caddy-server',
+      'tenant-firewall',
+      'stripe',
+      'telegram',
+      'models',
+    ]);
+    // The host's nftables table, as the server (root, on this machine) reads it: loaded here.
+    expect(res.stdout).toMatch(/^tenant-firewall +ok +nftables table inet blytz_tenants is loaded/m);
     expect(byName.get('server')).toBe('ok');
     expect(byName.get('database')).toBe('ok');
     expect(byName.get('caddy')).toBe('FAIL');

@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   chownTarget,
   ensureDirectory,
+  FolderCursor,
   ignoreCode,
   parseOwner,
   readRegularFile,
@@ -213,6 +214,67 @@ describe('SafeDir: every name resolved from the folder held open', () => {
     });
     await symlink(join(dir, 'customer'), join(dir, 'link'));
     await expect(SafeDir.open(join(dir, 'link'))).rejects.toBeInstanceOf(UnsafePathError);
+  });
+});
+
+describe('reading a tree the container can change', () => {
+  it('openFile opens regular files only, and keeps reading the file it opened when its name is swapped', async () => {
+    const customer = join(dir, 'customer');
+    await writeFile(join(customer, 'notes.md'), 'customer notes');
+    await symlink(outside, join(customer, 'link'));
+    execFileSync('mkfifo', [join(customer, 'pipe')]);
+    await withDir(customer, async (root) => {
+      expect(await root.openFile('link')).toBeUndefined();
+      expect(await root.openFile('pipe')).toBeUndefined();
+      expect(await root.openFile('missing')).toBeUndefined();
+      const handle = await root.openFile('notes.md');
+      try {
+        await rename(join(customer, 'notes.md'), join(customer, 'moved.md'));
+        await symlink(outside, join(customer, 'notes.md'));
+        expect(await handle?.readFile('utf8')).toBe('customer notes');
+      } finally {
+        await handle?.close();
+      }
+    });
+  });
+
+  it('linkTo hard-links the entry itself: a link at the name stays a link, its target untouched', async () => {
+    const customer = join(dir, 'customer');
+    await writeFile(join(customer, 'db'), 'data');
+    await symlink(outside, join(customer, 'db-wal'));
+    await withDir(customer, async (root) => {
+      await root.linkTo('db', join(dir, 'own-db'));
+      await root.linkTo('db-wal', join(dir, 'own-wal'));
+    });
+    expect((await stat(join(dir, 'own-db'))).ino).toBe((await stat(join(customer, 'db'))).ino);
+    expect((await lstat(join(dir, 'own-wal'))).isSymbolicLink()).toBe(true);
+    expect((await stat(outside)).nlink).toBe(1);
+  });
+
+  it('FolderCursor reaches each path through real folders, reusing the open ones, and not through a folder swapped for a link', async () => {
+    const customer = join(dir, 'customer');
+    await mkdir(join(customer, 'a', 'b'), { recursive: true });
+    await writeFile(join(customer, 'a', 'b', 'one'), '1');
+    await writeFile(join(customer, 'a', 'two'), '2');
+    await withDir(customer, async (root) => {
+      const cursor = new FolderCursor(root);
+      try {
+        const first = await cursor.parentOf('a/b/one');
+        expect(first?.name).toBe('one');
+        expect(await first?.dir.readFile('one')).toBe('1');
+        // A folder it holds open is the folder it opened, wherever the container moves it.
+        await rename(join(customer, 'a'), join(customer, 'a-moved'));
+        await symlink(dir, join(customer, 'a'));
+        expect(await (await cursor.parentOf('a/two'))?.dir.readFile('two')).toBe('2');
+        // Opened afresh, the link is refused.
+        await cursor.close();
+        expect(await cursor.parentOf('a/two')).toBeUndefined();
+        expect(await cursor.parentOf('top')).toEqual({ dir: root, name: 'top' });
+        await expect(cursor.parentOf('a/../x')).rejects.toBeInstanceOf(UnsafePathError);
+      } finally {
+        await cursor.close();
+      }
+    });
   });
 });
 
