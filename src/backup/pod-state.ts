@@ -1,8 +1,8 @@
-import { mkdir, readdir, lstat, rm } from 'node:fs/promises';
+import { lstat, mkdir, open, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PassThrough, Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createWriteStream } from 'node:fs';
+import { constants, createWriteStream } from 'node:fs';
 import { Unpack } from 'tar';
 import type { CustomerRuntime, ExecResult } from '../runtime/runtime.js';
 import { extractArchive, writeArchive, type WrittenArchive } from './archive.js';
@@ -305,7 +305,9 @@ async function* treeOf(root: string, rel = ''): AsyncGenerator<TarEntry> {
       yield { name: path, type: 'directory', mode: info.mode & 0o7777, mtimeMs: info.mtimeMs };
       yield* treeOf(root, path);
     } else if (info.isFile()) {
-      yield { name: path, type: 'file', source: full, mode: info.mode & 0o7777, mtimeMs: info.mtimeMs };
+      // The controller's own staging folder (no container writes there); no link followed all the same.
+      const openFile = () => open(full, constants.O_RDONLY | constants.O_NOFOLLOW);
+      yield { name: path, type: 'file', open: openFile, mode: info.mode & 0o7777, mtimeMs: info.mtimeMs };
     }
   }
 }
