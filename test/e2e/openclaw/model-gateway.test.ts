@@ -13,6 +13,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type Docker from 'dockerode';
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OPENCLAW_IMAGE } from '../../../src/domain/openclaw.js';
 import { periodKey } from '../../../src/domain/model-budget.js';
@@ -259,6 +260,35 @@ describe('a customer on the default model', () => {
     outputs.push(await res.text());
     expect(res.status).toBe(403);
   });
+
+  it('past its budget, the assistant tells the user its usage limit is reached and when it returns (the provider is not called)', async () => {
+    const period = periodKey(new Date());
+    const before = await store.usage(CUSTOMER, period);
+    const providerCalls = fake.requests.length;
+    // The month's usage as if the plan's 2,000,000 included tokens were spent.
+    await sql`UPDATE model_usage SET output_tokens = output_tokens + 3000000 WHERE customer = ${CUSTOMER} AND period = ${period}::date`.execute(
+      db.handle.db,
+    );
+    try {
+      const res = await fetch(`http://127.0.0.1:${assistantPort}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${OPENCLAW_TOKEN}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'openclaw', messages: [{ role: 'user', content: 'Say hello again' }] }),
+      });
+      const text = await res.text();
+      outputs.push(text);
+      // OpenClaw relays the provider's answer (Anthropic's reached usage limit, with the date
+      // access returns) to the user rather than failing silently or retrying for ever.
+      expect(text, `status ${res.status}`).toMatch(
+        /reached your specified API usage limits\. You will regain access on \d{4}-\d{2}-01/,
+      );
+      expect(fake.requests.length).toBe(providerCalls);
+    } finally {
+      await sql`UPDATE model_usage SET output_tokens = ${before.outputTokens} WHERE customer = ${CUSTOMER} AND period = ${period}::date`.execute(
+        db.handle.db,
+      );
+    }
+  }, 240_000);
 
   it('blytz rotate-model-key: the old credential is refused at once', async () => {
     const rotated = await cli(['rotate-model-key', CUSTOMER]);
