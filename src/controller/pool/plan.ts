@@ -144,10 +144,11 @@ function brokenReason(slot: ObservedSlot, pool: DesiredPool | undefined): Retire
   if (container.state === 'created') return slot.state === 'ready' ? 'stopped' : undefined;
   // Restarting means it crashed (the engine's restart policy at work): not a clean slot any more.
   if (container.state !== 'running') return 'stopped';
-  if (container.health === 'unhealthy') return 'unhealthy';
-  // Ready means ready: a claimed slot must answer at once.
-  if (slot.state === 'ready' && container.health !== 'healthy') return 'unhealthy';
-  return undefined;
+  // Ready means ready: a claimed slot must answer at once. A warming one may still be starting
+  // (within its start timeout; after it the judge says unhealthy); started but not ready, or with
+  // nothing to probe, it will not become a clean slot.
+  if (container.health === 'healthy' || (slot.state === 'warming' && container.health === 'starting')) return undefined;
+  return 'unhealthy';
 }
 
 /** Surplus order: warming before ready, newest (highest id) first within each. */
