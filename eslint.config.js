@@ -8,6 +8,7 @@ export const PURE_FILES = [
   'src/controller/customer/status.ts',
   'src/controller/rollout/gate.ts',
   'src/controller/pool/plan.ts',
+  'src/controller/customer/bound-containers.ts',
 ];
 
 export default tseslint.config(

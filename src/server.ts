@@ -18,8 +18,13 @@ import { Controller, type Reconciler } from './controller/controller.js';
 import type { EventSource } from './controller/event-source.js';
 import { pairingApprover, pairingTimeoutMs } from './controller/customer/pairing.js';
 import { CUSTOMER_CONTROLLER_NAME, CustomerReconciler } from './controller/customer/reconciler.js';
+import type { DesiredDefaults } from './controller/customer/desired.js';
+import { PoolBinder } from './controller/customer/pool-binding.js';
+import { POOL_CONTROLLER_NAME, PoolReconciler, POOLS_KEY } from './controller/pool/reconciler.js';
+import { PoolReadiness } from './controller/pool/readiness.js';
 import { checkCapacity } from './domain/capacity.js';
-import { PLANS } from './domain/customer.js';
+import { PLAN_NAMES, PLANS } from './domain/customer.js';
+import { DEFAULT_POOL_TEMPLATE, poolObject, type PoolObject } from './domain/pool.js';
 import { customerFromHost, publicOrigins, publicPortOf } from './domain/naming.js';
 import { desiredRoutes } from './controller/customer/desired-routes.js';
 import { WorldCache } from './controller/customer/observe.js';
@@ -62,6 +67,7 @@ import { CustomerStore } from './store/customer-store.js';
 import { openDatabase, pingDatabase } from './store/database.js';
 import { migrateOrThrow } from './store/migrate.js';
 import { PostgresLeaderElector } from './store/leader-elector.js';
+import { PoolStore } from './store/pool-store.js';
 import { PortReservations } from './store/port-reservations.js';
 import { RolloutStore } from './store/rollout-store.js';
 import { SecretBox } from './store/secret-box.js';
@@ -81,6 +87,10 @@ const LEASE_NAME = 'blytz-controller';
 const PHASE_GAUGE_INTERVAL_MS = 15_000;
 /** The failure streak of route sweeps that fail for a reason other than a dependency (the store). */
 const ROUTE_SWEEP = 'route sweep';
+/** The pool controller looks at the pools this often besides its wakes (a size set on a standby, a slot's container dying). */
+const POOL_RESYNC_SECONDS = 5;
+/** Why pools show no slots on Kubernetes, and why a size there is refused. */
+const POOLS_DOCKER_ONLY = 'warm pools run on the Docker runtime only in this version (BLYTZ_RUNTIME=kubernetes here): the size must be 0';
 /** The backup controller looks at every customer this often (schedules; a standby's API requests). */
 const BACKUP_RESYNC_SECONDS = 60;
 /**
@@ -187,6 +197,32 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     });
     // Bound once the controller exists: a freed rollout slot wakes the customers waiting for one.
     let wake: (name: string) => void = () => {};
+    const defaults: DesiredDefaults = {
+      baseDomain: config.BLYTZ_BASE_DOMAIN,
+      customerImage: config.BLYTZ_CUSTOMER_IMAGE,
+      containerPort: config.BLYTZ_CONTAINER_PORT,
+      publicOrigins: (host) => publicOrigins(host, config.BLYTZ_PUBLIC_SCHEME, publicPort),
+      trustedProxies: config.BLYTZ_ASSISTANT_TRUSTED_PROXIES ?? (await selected.defaultTrustedProxies()),
+      telegramApiRoot: config.TELEGRAM_API_BASE === TELEGRAM_API_DEFAULT ? undefined : config.TELEGRAM_API_BASE,
+    };
+    // Warm pools (Docker): the size per plan in the store, the slots kept by their own controller,
+    // a new customer bound to a ready one by the customer controller. Bound once it exists.
+    const poolStore = new PoolStore(database, secretBox, ports);
+    const poolReadiness = new PoolReadiness();
+    let wakePools: () => void = () => {};
+    const poolBinder = selected.pools
+      ? new PoolBinder({
+          pools: poolStore,
+          runtime: selected.pools.runtime,
+          folders: selected.pools.folders,
+          workspaces,
+          readiness: poolReadiness,
+          metrics,
+          logger: logger.child({ controller: CUSTOMER_CONTROLLER_NAME }),
+          onClaimed: () => wakePools(),
+          now: Date.now,
+        })
+      : undefined;
     const reconciler = new CustomerReconciler({
       store,
       ports,
@@ -197,14 +233,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       modelAccess: (name) => models.configFor(name),
       metrics,
       logger: logger.child({ controller: CUSTOMER_CONTROLLER_NAME }),
-      defaults: {
-        baseDomain: config.BLYTZ_BASE_DOMAIN,
-        customerImage: config.BLYTZ_CUSTOMER_IMAGE,
-        containerPort: config.BLYTZ_CONTAINER_PORT,
-        publicOrigins: (host) => publicOrigins(host, config.BLYTZ_PUBLIC_SCHEME, publicPort),
-        trustedProxies: config.BLYTZ_ASSISTANT_TRUSTED_PROXIES ?? (await selected.defaultTrustedProxies()),
-        telegramApiRoot: config.TELEGRAM_API_BASE === TELEGRAM_API_DEFAULT ? undefined : config.TELEGRAM_API_BASE,
-      },
+      defaults,
+      ...(poolBinder ? { pool: poolBinder } : {}),
       publicScheme: config.BLYTZ_PUBLIC_SCHEME,
       // Ingresses are served on the ingress controller's standard ports.
       publicPort,
@@ -339,6 +369,29 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       logger,
     });
     wakeBackups = (name) => backupController.enqueue(name);
+
+    // The pool controller: one key, every pool; leading with the customer controller.
+    const poolController = selected.pools
+      ? new Controller({
+          name: POOL_CONTROLLER_NAME,
+          reconciler: new PoolReconciler({
+            pools: poolStore,
+            runtime: selected.pools.runtime,
+            workspaces: selected.pools.workspaces,
+            defaults,
+            readiness: poolReadiness,
+            metrics,
+            logger: logger.child({ controller: POOL_CONTROLLER_NAME }),
+          }),
+          workers: 1,
+          resyncSeconds: POOL_RESYNC_SECONDS,
+          ...(elector ? { leadership: elector } : {}),
+          metrics,
+          logger,
+          failureLog,
+        })
+      : undefined;
+    wakePools = () => poolController?.enqueue(POOLS_KEY);
 
     const health = new HealthChecks();
     health.add('database', () => pingDatabase(database));
@@ -494,6 +547,27 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
               }
             },
           },
+          pools: {
+            list: () => poolObjects(poolStore, selected.pools ? undefined : POOLS_DOCKER_ONLY),
+            get: async (plan) => (await poolObjects(poolStore, selected.pools ? undefined : POOLS_DOCKER_ONLY)).find((p) => p.metadata.name === plan),
+            apply: async (manifest) => {
+              if (!selected.pools && manifest.spec.size > 0) {
+                throw new StatusError(422, 'Invalid', `Pool "${manifest.metadata.name}" is invalid: spec.size: ${POOLS_DOCKER_ONLY}`, {
+                  name: manifest.metadata.name,
+                  kind: 'Pool',
+                  causes: [{ field: 'spec.size', message: POOLS_DOCKER_ONLY }],
+                });
+              }
+              const { created } = await poolStore.apply({
+                plan: manifest.metadata.name,
+                size: manifest.spec.size,
+                template: manifest.spec.template,
+              });
+              wakePools();
+              const pools = await poolObjects(poolStore, selected.pools ? undefined : POOLS_DOCKER_ONLY);
+              return { pool: pools.find((p) => p.metadata.name === manifest.metadata.name) as PoolObject, created };
+            },
+          },
           rollouts: {
             list: () => rollouts.list(),
             act: async (action, options) => {
@@ -529,6 +603,10 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     stoppers.unshift(() => controller.stop());
     await backupController.start();
     stoppers.unshift(() => backupController.stop());
+    if (poolController) {
+      await poolController.start();
+      stoppers.unshift(() => poolController.stop());
+    }
 
     const phaseTimer = setInterval(() => void updatePhaseGauge(store, metrics).catch(() => {}), PHASE_GAUGE_INTERVAL_MS);
     phaseTimer.unref();
@@ -600,6 +678,21 @@ function withResourceStatus(reconciler: Reconciler, syncStatus: (name: string) =
     listKeys: () => reconciler.listKeys(),
     invalidate: (name) => reconciler.invalidate?.(name),
   };
+}
+
+/** Every plan's pool as the admin API shows it (a plan never set: size 0). */
+async function poolObjects(store: PoolStore, message: string | undefined): Promise<PoolObject[]> {
+  const stored = await store.list();
+  return PLAN_NAMES.map((plan) => {
+    const pool = stored.find((p) => p.plan === plan) ?? {
+      plan,
+      size: 0,
+      template: DEFAULT_POOL_TEMPLATE,
+      generation: 0,
+      status: { ready: 0, warming: 0, bound: 0, retiring: 0 },
+    };
+    return poolObject(pool, message);
+  });
 }
 
 async function updatePhaseGauge(store: CustomerStore, metrics: Metrics): Promise<void> {

@@ -96,6 +96,24 @@ export interface PoolObject {
   status: PoolStatus & { message?: string };
 }
 
+/** A pool as the admin API shows it; a plan never set shows with size 0. */
+export function poolObject(
+  pool: { plan: PlanName; size: number; template: string; generation: number; createdAt?: Date; status: PoolStatus },
+  message?: string,
+): PoolObject {
+  return {
+    apiVersion: API_VERSION,
+    kind: POOL_KIND,
+    metadata: {
+      name: pool.plan,
+      generation: pool.generation,
+      ...(pool.createdAt ? { creationTimestamp: pool.createdAt.toISOString() } : {}),
+    },
+    spec: { size: pool.size, template: pool.template },
+    status: { ...pool.status, ...(message ? { message } : {}) },
+  };
+}
+
 export const SLOT_STATES = ['warming', 'ready', 'retiring', 'bound'] as const;
 export type SlotState = (typeof SLOT_STATES)[number];
 

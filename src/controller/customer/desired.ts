@@ -31,6 +31,8 @@ export interface ResolvedCustomer {
   containerSpec(hostPort: number, slot?: 'next'): ContainerSpec;
   /** What a fleet rollout needs to know about this customer (only for states that run something). */
   fleet?: FleetInputs;
+  /** The customer's gateway token (only for states that run something): what its assistant answers to. */
+  gatewayToken?: string;
 }
 
 /** The fleet-wide inputs of a customer's container: what a rollout paces and shows. */
@@ -201,6 +203,7 @@ export async function resolveCustomer(
     template,
     rendered,
     fleet,
+    gatewayToken,
     containerSpec: (hostPort, slot) => ({
       customer: customer.name,
       image,
