@@ -143,8 +143,17 @@ export function poolSlotKey(id: number): string {
   return `pool_${id}`;
 }
 
-export function poolContainerName(id: number): string {
-  return `${OBJECT_PREFIX}${poolSlotKey(id)}`;
+/**
+ * The slot's key on the Docker engine (its network's name and its container's): `pool_<id>`, or
+ * `pool_<instance>_<id>` for a control plane that shares its engine with others (BLYTZ_INSTANCE).
+ * Slot ids count per database, so two control planes' first slots would otherwise share a name.
+ */
+export function poolEngineKey(id: number, instance?: string): string {
+  return instance ? `pool_${instance}_${id}` : poolSlotKey(id);
+}
+
+export function poolContainerName(id: number, instance?: string): string {
+  return `${OBJECT_PREFIX}${poolEngineKey(id, instance)}`;
 }
 
 /** The slot's state folder under `$BLYTZ_DATA_DIR/pool/` (a DNS-1123 label, like a customer's folder name). */

@@ -7,6 +7,7 @@ import {
   MAX_POOL_SIZE,
   parsePoolManifest,
   poolContainerName,
+  poolEngineKey,
   poolFolderName,
   poolSlotKey,
   slotOfFolder,
@@ -59,6 +60,9 @@ describe('slot names and states', () => {
       fc.property(fc.integer({ min: 1, max: 2 ** 40 }), (id) => {
         expect(isDns1123Label(poolSlotKey(id))).toBe(false);
         expect(poolContainerName(id)).toBe(`blytz-pool_${id}`);
+        // Two control planes sharing an engine (BLYTZ_INSTANCE) count slot ids each from 1: their names differ.
+        expect(poolContainerName(id, 'staging')).toBe(`blytz-pool_staging_${id}`);
+        expect(isDns1123Label(poolEngineKey(id, 'staging'))).toBe(false);
         expect(slotOfFolder(poolFolderName(id))).toBe(id);
       }),
     );

@@ -72,7 +72,7 @@ export function containerConfig(
   const portKey = `${spec.containerPort}/tcp`;
   return {
     name: pooled
-      ? poolContainerName(spec.poolSlot as number)
+      ? poolContainerName(spec.poolSlot as number, extraLabels['cloud.blytz.instance'])
       : spec.slot === 'next'
         ? nextContainerName(spec.customer)
         : containerName(spec.customer),

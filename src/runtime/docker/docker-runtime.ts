@@ -12,7 +12,7 @@ import {
   type PoolRuntime,
   type TokenProbeResult,
 } from '../runtime.js';
-import { poolSlotKey } from '../../domain/pool.js';
+import { poolEngineKey } from '../../domain/pool.js';
 import type { TokenProbe } from '../../domain/probes.js';
 import { identityOf } from './identity.js';
 import { containerConfig, DEFAULT_LOG_ROTATION, type LogRotation } from './container-config.js';
@@ -177,7 +177,9 @@ export class DockerRuntime implements CustomerRuntime, PoolRuntime {
     // networks, on Docker's shared bridge) is not what we would create: it reads as another
     // spec, so it is recreated (paced like any fleet change, its own inputs being the same). A
     // pool slot's network is its own, and stays its own after a customer claims it.
-    const ownNetwork = customerNetworkName(identity.poolSlot === undefined ? customer : poolSlotKey(identity.poolSlot));
+    const ownNetwork = customerNetworkName(
+      identity.poolSlot === undefined ? customer : poolEngineKey(identity.poolSlot, this.#extraLabels['cloud.blytz.instance']),
+    );
     const isolated = info.HostConfig?.NetworkMode === ownNetwork;
     const specHash = labels[SPEC_HASH_LABEL];
     const observed: ObservedContainer = {

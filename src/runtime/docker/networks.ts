@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import type Docker from 'dockerode';
 import { CUSTOMER_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, OBJECT_PREFIX } from '../../domain/naming.js';
-import { poolSlotKey } from '../../domain/pool.js';
+import { poolEngineKey } from '../../domain/pool.js';
 import type { Guard } from '../../resilience/guard.js';
 import { httpStatusOf } from '../../resilience/transient.js';
 import { labelFilter, POOL_SLOT_LABEL } from '../../domain/labels.js';
@@ -93,13 +93,14 @@ export function* subnetCandidates(pool: Ipv4Cidr, customer: string): Generator<I
 
 /**
  * Who a network is for: a customer (given by name), or a warm pool slot, which gets a network of
- * its own exactly like a customer (`blytz-pool_<id>`, labelled with the slot), kept by the
+ * its own exactly like a customer (`blytz-pool_<id>`, see poolEngineKey; labelled with the slot), kept by the
  * slot's container after a customer claims it.
  */
 export type NetworkOwner = string | { poolSlot: number };
 
-function ownerKey(owner: NetworkOwner): string {
-  return typeof owner === 'string' ? owner : poolSlotKey(owner.poolSlot);
+/** The name part of the owner's network (a slot's carries the instance: see poolEngineKey). */
+function ownerKey(owner: NetworkOwner, instance: string | undefined): string {
+  return typeof owner === 'string' ? owner : poolEngineKey(owner.poolSlot, instance);
 }
 
 function ownerLabels(owner: NetworkOwner): Record<string, string> {
@@ -184,7 +185,7 @@ export class CustomerNetworks {
 
   /** The customer's (or pool slot's) network, made when missing. Idempotent; safe from two workers at once. */
   async ensure(owner: NetworkOwner): Promise<string> {
-    const key = ownerKey(owner);
+    const key = ownerKey(owner, this.#extraLabels['cloud.blytz.instance']);
     const name = customerNetworkName(key);
     if (await this.#exists(name)) return name;
     const taken = [...(await this.#networkSubnets()), ...(await this.#routes())];
@@ -199,7 +200,7 @@ export class CustomerNetworks {
 
   /** Removes the customer's (or slot's) network once no container is on it (after its last container went). */
   async releaseIfUnused(owner: NetworkOwner): Promise<void> {
-    const name = customerNetworkName(ownerKey(owner));
+    const name = customerNetworkName(ownerKey(owner, this.#extraLabels['cloud.blytz.instance']));
     // A stopped container (a suspended customer) is on no network as the engine counts endpoints,
     // but it starts again on this one: the network stays while any container of the customer does.
     if (await this.#hasContainers(owner)) return;
@@ -300,7 +301,7 @@ export class CustomerNetworks {
             EnableIPv6: false,
             IPAM: { Driver: 'default', Config: [{ Subnet: formatCidr(subnet), Gateway: gateway }] },
             Options: {
-              'com.docker.network.bridge.name': bridgeName(ownerKey(owner), this.#extraLabels['cloud.blytz.instance']),
+              'com.docker.network.bridge.name': bridgeName(ownerKey(owner, this.#extraLabels['cloud.blytz.instance']), this.#extraLabels['cloud.blytz.instance']),
               // Only one customer's containers are on it; what isolates is the host's filter.
               'com.docker.network.bridge.enable_icc': 'true',
               'com.docker.network.bridge.enable_ip_masquerade': 'true',
