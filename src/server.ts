@@ -23,8 +23,7 @@ import { PoolBinder } from './controller/customer/pool-binding.js';
 import { POOL_CONTROLLER_NAME, PoolReconciler, POOLS_KEY } from './controller/pool/reconciler.js';
 import { PoolReadiness } from './controller/pool/readiness.js';
 import { checkCapacity } from './domain/capacity.js';
-import { PLAN_NAMES, PLANS } from './domain/customer.js';
-import { DEFAULT_POOL_TEMPLATE, poolObject, type PoolObject } from './domain/pool.js';
+import { PLANS } from './domain/customer.js';
 import { customerFromHost, publicOrigins, publicPortOf } from './domain/naming.js';
 import { desiredRoutes } from './controller/customer/desired-routes.js';
 import { WorldCache } from './controller/customer/observe.js';
@@ -41,6 +40,7 @@ import { createModelUsageRouter } from './http/model-access-api.js';
 import { createPagesRouter } from './http/pages.js';
 import { createExportApiRouter } from './http/export-api.js';
 import { createPairingApiRouter } from './http/pairing-api.js';
+import { storePoolApi } from './http/pool-api.js';
 import { createPublicApiRouter } from './http/public-api.js';
 import { createRateLimitBackend } from './http/rate-limit.js';
 import { createStripeWebhookRouter } from './http/stripe-webhook.js';
@@ -547,27 +547,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
               }
             },
           },
-          pools: {
-            list: () => poolObjects(poolStore, selected.pools ? undefined : POOLS_DOCKER_ONLY),
-            get: async (plan) => (await poolObjects(poolStore, selected.pools ? undefined : POOLS_DOCKER_ONLY)).find((p) => p.metadata.name === plan),
-            apply: async (manifest) => {
-              if (!selected.pools && manifest.spec.size > 0) {
-                throw new StatusError(422, 'Invalid', `Pool "${manifest.metadata.name}" is invalid: spec.size: ${POOLS_DOCKER_ONLY}`, {
-                  name: manifest.metadata.name,
-                  kind: 'Pool',
-                  causes: [{ field: 'spec.size', message: POOLS_DOCKER_ONLY }],
-                });
-              }
-              const { created } = await poolStore.apply({
-                plan: manifest.metadata.name,
-                size: manifest.spec.size,
-                template: manifest.spec.template,
-              });
-              wakePools();
-              const pools = await poolObjects(poolStore, selected.pools ? undefined : POOLS_DOCKER_ONLY);
-              return { pool: pools.find((p) => p.metadata.name === manifest.metadata.name) as PoolObject, created };
-            },
-          },
+          pools: storePoolApi(poolStore, { onChange: () => wakePools(), unavailable: selected.pools ? undefined : POOLS_DOCKER_ONLY }),
           rollouts: {
             list: () => rollouts.list(),
             act: async (action, options) => {
@@ -678,21 +658,6 @@ function withResourceStatus(reconciler: Reconciler, syncStatus: (name: string) =
     listKeys: () => reconciler.listKeys(),
     invalidate: (name) => reconciler.invalidate?.(name),
   };
-}
-
-/** Every plan's pool as the admin API shows it (a plan never set: size 0). */
-async function poolObjects(store: PoolStore, message: string | undefined): Promise<PoolObject[]> {
-  const stored = await store.list();
-  return PLAN_NAMES.map((plan) => {
-    const pool = stored.find((p) => p.plan === plan) ?? {
-      plan,
-      size: 0,
-      template: DEFAULT_POOL_TEMPLATE,
-      generation: 0,
-      status: { ready: 0, warming: 0, bound: 0, retiring: 0 },
-    };
-    return poolObject(pool, message);
-  });
 }
 
 async function updatePhaseGauge(store: CustomerStore, metrics: Metrics): Promise<void> {

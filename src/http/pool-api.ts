@@ -1,6 +1,15 @@
 import type { Router } from 'express';
-import { ValidationError, type FieldError } from '../domain/customer.js';
-import { parsePoolManifest, POOL_KIND, type PoolManifest, type PoolObject } from '../domain/pool.js';
+import { PLAN_NAMES, ValidationError, type FieldError, type PlanName } from '../domain/customer.js';
+import {
+  DEFAULT_POOL_TEMPLATE,
+  parsePoolManifest,
+  poolObject,
+  POOL_KIND,
+  type PoolManifest,
+  type PoolObject,
+  type PoolSpec,
+  type PoolStatus,
+} from '../domain/pool.js';
 import { StatusError } from './admin-api.js';
 
 /**
@@ -17,6 +26,51 @@ export interface PoolApi {
   get(plan: string): Promise<PoolObject | undefined>;
   /** Sets the pool's size; throws StatusError where pools cannot run (the Kubernetes runtime). */
   apply(manifest: PoolManifest): Promise<{ pool: PoolObject; created: boolean }>;
+}
+
+/** What the pool API needs of the store (store/pool-store.ts). */
+export interface PoolSource {
+  list(): Promise<Array<PoolSpec & { generation: number; createdAt: Date; status: PoolStatus }>>;
+  apply(spec: PoolSpec): Promise<{ created: boolean }>;
+}
+
+/**
+ * The PoolApi on the store: every plan listed (a plan never set shows size 0), a size applied and
+ * the pool controller woken. `unavailable`: why pools cannot run here (the Kubernetes runtime); a
+ * size above 0 is then refused, and every pool says why.
+ */
+export function storePoolApi(source: PoolSource, options: { onChange: () => void; unavailable?: string | undefined }): PoolApi {
+  const list = async (): Promise<PoolObject[]> => {
+    const stored = await source.list();
+    return PLAN_NAMES.map((plan: PlanName) => {
+      const pool = stored.find((p) => p.plan === plan) ?? {
+        plan,
+        size: 0,
+        template: DEFAULT_POOL_TEMPLATE,
+        generation: 0,
+        status: { ready: 0, warming: 0, bound: 0, retiring: 0 },
+      };
+      return poolObject(pool, options.unavailable);
+    });
+  };
+  return {
+    list,
+    get: async (plan) => (await list()).find((p) => p.metadata.name === plan),
+    apply: async (manifest) => {
+      const plan = manifest.metadata.name;
+      if (options.unavailable && manifest.spec.size > 0) {
+        throw new StatusError(422, 'Invalid', `Pool "${plan}" is invalid: spec.size: ${options.unavailable}`, {
+          name: plan,
+          kind: POOL_KIND,
+          causes: [{ field: 'spec.size', message: options.unavailable }],
+        });
+      }
+      const { created } = await source.apply({ plan, size: manifest.spec.size, template: manifest.spec.template });
+      options.onChange();
+      const pool = (await list()).find((p) => p.metadata.name === plan) as PoolObject;
+      return { pool, created };
+    },
+  };
 }
 
 export function registerPoolRoutes(router: Router, prefix: string, api: PoolApi): void {
