@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { planPools, type DesiredPool, type ObservedSlot, type PoolAction, type PoolPlanInput } from '../../src/controller/pool/plan.js';
+import { debouncedHealth, planPools, SLOT_FAILURE_THRESHOLD, type DesiredPool, type ObservedSlot, type PoolAction, type PoolPlanInput } from '../../src/controller/pool/plan.js';
 import { ValidationError } from '../../src/domain/customer.js';
 import {
   canTransition,
@@ -325,3 +325,45 @@ describe('planPools on a simulated world (properties)', () => {
     );
   });
 });
+
+describe('a slot\'s probe failures count once they last (failure threshold)', () => {
+  it('a failure below the threshold reads as starting; at the threshold it is what the probes say; a pass resets it', () => {
+    let streak = 0;
+    for (let i = 1; i < SLOT_FAILURE_THRESHOLD; i++) {
+      const seen = debouncedHealth('unhealthy', streak);
+      expect(seen.health).toBe('starting');
+      streak = seen.streak;
+    }
+    expect(debouncedHealth('unready', streak)).toEqual({ health: 'unready', streak: SLOT_FAILURE_THRESHOLD });
+    expect(debouncedHealth('healthy', streak)).toEqual({ health: 'healthy', streak: 0 });
+  });
+
+  it('a ready slot whose probe failed once stays; one failing past the threshold is retired', () => {
+    const once = debouncedHealth('unhealthy', 0).health;
+    expect(planPools(input({ pools: [pool()], slots: [slot({ id: 1, container: { id: 'c1', state: 'running', health: once } })] }))).toEqual([]);
+    const lasting = debouncedHealth('unhealthy', SLOT_FAILURE_THRESHOLD - 1).health;
+    expect(planPools(input({ pools: [pool()], slots: [slot({ id: 1, container: { id: 'c1', state: 'running', health: lasting } })] }))[0]).toEqual({
+      type: 'retire',
+      slot: 1,
+      reason: 'unhealthy',
+    });
+  });
+
+  it('property: only a run of at least the threshold\'s failures ever reads as a failure', () => {
+    const healths = fc.constantFrom('healthy', 'unhealthy', 'starting', 'unready', 'unknown') as fc.Arbitrary<'healthy' | 'unhealthy' | 'starting' | 'unready' | 'unknown'>;
+    fc.assert(
+      fc.property(fc.array(healths, { maxLength: 30 }), (observed) => {
+        let streak = 0;
+        let run = 0;
+        for (const health of observed) {
+          const seen = debouncedHealth(health, streak);
+          streak = seen.streak;
+          run = health === 'unhealthy' || health === 'unready' ? run + 1 : 0;
+          if (seen.health === 'unhealthy' || seen.health === 'unready') expect(run).toBeGreaterThanOrEqual(SLOT_FAILURE_THRESHOLD);
+          else if (run >= SLOT_FAILURE_THRESHOLD) expect.fail(`a run of ${run} failures read as ${seen.health}`);
+        }
+      }),
+    );
+  });
+});
+

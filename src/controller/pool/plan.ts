@@ -133,6 +133,25 @@ export function planPools(input: PoolPlanInput): PoolAction[] {
   return actions;
 }
 
+/**
+ * Kubernetes' probe `failureThreshold`: a running slot's probes must fail this many passes in a
+ * row before it counts as broken. A gateway takes a minute to boot on a loaded host, and there
+ * one slow answer to a probe is common; retiring the slot for it would throw that minute away
+ * (and leave the pool empty for the next payment).
+ */
+export const SLOT_FAILURE_THRESHOLD = 3;
+
+/**
+ * A slot container's health as the planner should judge it, given how many passes in a row its
+ * probes had failed before this one (`streak`): a failure below the threshold is taken as
+ * `starting` (a warming slot waits, a ready one stays). Returns the health and the new streak.
+ */
+export function debouncedHealth(health: ContainerHealth, streak: number): { health: ContainerHealth; streak: number } {
+  if (health !== 'unhealthy' && health !== 'unready') return { health, streak: 0 };
+  const failures = streak + 1;
+  return { health: failures >= SLOT_FAILURE_THRESHOLD ? health : 'starting', streak: failures };
+}
+
 /** Why a live slot cannot stay, if it cannot. */
 function brokenReason(slot: ObservedSlot, pool: DesiredPool | undefined): RetireReason | undefined {
   if (!pool || pool.size === 0) return 'surplus';
@@ -144,10 +163,11 @@ function brokenReason(slot: ObservedSlot, pool: DesiredPool | undefined): Retire
   if (container.state === 'created') return slot.state === 'ready' ? 'stopped' : undefined;
   // Restarting means it crashed (the engine's restart policy at work): not a clean slot any more.
   if (container.state !== 'running') return 'stopped';
-  // Ready means ready: a claimed slot must answer at once. A warming one may still be starting
-  // (within its start timeout; after it the judge says unhealthy); started but not ready, or with
-  // nothing to probe, it will not become a clean slot.
-  if (container.health === 'healthy' || (slot.state === 'warming' && container.health === 'starting')) return undefined;
+  // A warming one may still be starting (within its start timeout; after it the judge says
+  // unhealthy); a ready one reads `starting` while a probe failure is below the failure threshold
+  // (debouncedHealth). Failing past it, started but not ready, or with nothing to probe, it will
+  // not be (or stay) a clean slot.
+  if (container.health === 'healthy' || container.health === 'starting') return undefined;
   return 'unhealthy';
 }
 

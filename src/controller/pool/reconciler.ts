@@ -7,7 +7,7 @@ import type { SlotRow, StoredPool } from '../../store/pool-store.js';
 import type { Workspaces } from '../../workspace/workspace.js';
 import type { ReconcileResult, Reconciler } from '../controller.js';
 import { poolFingerprint, resolvePoolSlot, type DesiredDefaults } from '../customer/desired.js';
-import { planPools, type DesiredPool, type ObservedSlot, type PoolAction } from './plan.js';
+import { debouncedHealth, planPools, type DesiredPool, type ObservedSlot, type PoolAction } from './plan.js';
 import type { PoolReadiness } from './readiness.js';
 
 /**
@@ -52,6 +52,8 @@ const FAILED_LOOK_MS = 5_000;
 
 export class PoolReconciler implements Reconciler {
   readonly #deps: PoolReconcilerDeps;
+  /** Passes in a row each slot's probes failed (see debouncedHealth). */
+  readonly #failureStreaks = new Map<number, number>();
   /** Slots whose assistant did not show its token in force (the template's configProbe), warned about once. */
   readonly #warnedUnprovable = new Set<number>();
 
@@ -75,9 +77,10 @@ export class PoolReconciler implements Reconciler {
       plan: row.plan,
       state: row.state,
       fingerprint: slotFingerprint(row.template, row.fingerprint),
-      container: containerOf(bySlot.get(row.id)),
+      container: this.#debounced(row.id, bySlot.get(row.id)),
       folder: folders.includes(poolFolderName(row.id)),
     }));
+    for (const id of this.#failureStreaks.keys()) if (!known.has(id)) this.#failureStreaks.delete(id);
     const actions = planPools({
       pools: desired.map((d) => d.pool),
       slots,
@@ -102,6 +105,14 @@ export class PoolReconciler implements Reconciler {
     const warming = actions.some((a) => a.type === 'createSlot' || a.type === 'startSlot') || rows.some((r) => r.state === 'warming');
     if (failed) return { requeueAfterMs: FAILED_LOOK_MS };
     return warming || actions.length > 0 ? { requeueAfterMs: BUSY_LOOK_MS } : {};
+  }
+
+  /** The slot's container as the planner should judge it: a probe failure counts once it lasts (debouncedHealth). */
+  #debounced(slot: number, container: ObservedContainer | undefined): ObservedSlot['container'] {
+    if (!container) return undefined;
+    const { health, streak } = debouncedHealth(container.health, this.#failureStreaks.get(slot) ?? 0);
+    this.#failureStreaks.set(slot, streak);
+    return { id: container.id, state: container.state, health };
   }
 
   /** Each pool with a size, with the fingerprint its slots must carry (template, image, limits). */
@@ -255,10 +266,6 @@ interface Wanted {
 /** The planner compares one string: the template and the fleet fingerprint together. */
 function slotFingerprint(template: string, fingerprint: string): string {
   return `${template}:${fingerprint}`;
-}
-
-function containerOf(c: ObservedContainer | undefined): ObservedSlot['container'] {
-  return c ? { id: c.id, state: c.state, health: c.health } : undefined;
 }
 
 function describe(action: PoolAction): string {
