@@ -1,8 +1,9 @@
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { docker, instanceContainers, operatorCli, ROOT, startServe, throughCaddy, withServerLog, type Served } from '../support/blytz-serve.js';
+import { baseEnv, BLYTZ, docker, instanceContainers, operatorCli, ROOT, startServe, throughCaddy, withServerLog, type Served } from '../support/blytz-serve.js';
 import { completedSessionObject, FAKE_PRICE_ID, FAKE_SECRET_KEY, signatureHeader, startFakeStripe, stripeEvent, type FakeStripe } from '../support/fake-stripe.js';
 import { startFakeTelegram, type FakeTelegram } from '../support/fake-telegram.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
@@ -16,6 +17,7 @@ const BOT_TOKEN = `4343434343:${'C'.repeat(35)}`;
  * force, which is how the controller sees a slot take a customer's configuration.
  */
 const POOL_STUB = 'blytz/assistant-stub:pool';
+const run = promisify(execFile);
 
 interface PoolView {
   metadata: { name: string; generation: number };
@@ -60,6 +62,15 @@ describe('warm pools end to end', () => {
   });
 
   const cli = (...args: string[]) => operatorCli(served, ...args);
+  /** `blytz ARGS` with its exit code, for the runs expected to fail. */
+  const blytz = async (...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> => {
+    try {
+      return { code: 0, ...(await run(BLYTZ, [...args, '--server', served.url], { cwd: ROOT, env: { ...baseEnv(), BLYTZ_ADMIN_TOKEN: served.adminToken } })) };
+    } catch (error) {
+      const failed = error as { code: number; stdout: string; stderr: string };
+      return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
+    }
+  };
   const pool = async () => JSON.parse(await cli('get', 'pool', 'personal', '-o', 'json')) as PoolView;
   const applyPool = async (size: number) => {
     const file = join(served.dataDir, `pool-${size}.yaml`);
@@ -109,6 +120,24 @@ describe('warm pools end to end', () => {
     expect(idle.every((c) => c.Labels['cloud.blytz.customer'] === undefined)).toBe(true);
     warmIds = idle.map((c) => c.Id);
     expect(await applyPool(2)).toContain('pool/personal unchanged');
+  });
+
+  it('diff shows a pool\'s size change and exits 1; a pool of no plan or too large a size is refused, naming the field', async () => {
+    const file = join(served.dataDir, 'pool-diff.yaml');
+    writeFileSync(file, 'apiVersion: blytz.cloud/v1alpha1\nkind: Pool\nmetadata:\n  name: personal\nspec:\n  size: 3\n');
+    const diff = await blytz('diff', '-f', file);
+    expect(diff.code).toBe(1);
+    expect(diff.stdout).toContain('-size: 2');
+    expect(diff.stdout).toContain('+size: 3');
+    writeFileSync(file, 'apiVersion: blytz.cloud/v1alpha1\nkind: Pool\nmetadata:\n  name: gold\nspec:\n  size: 99\n');
+    const bad = await blytz('apply', '-f', file);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain('metadata.name: must be a plan');
+    expect(bad.stderr).toContain('spec.size: must be at most 20');
+    const unknown = await blytz('get', 'pool', 'gold');
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toContain('pool "gold" not found');
+    expect((await pool()).spec.size).toBe(2);
   });
 
   it('a customer who pays is bound to a ready slot, which serves them; the pool refills', async () => {
