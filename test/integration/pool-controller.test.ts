@@ -8,7 +8,10 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PoolReconciler } from '../../src/controller/pool/reconciler.js';
 import { PoolReadiness } from '../../src/controller/pool/readiness.js';
-import { resolvePoolSlot } from '../../src/controller/customer/desired.js';
+import { resolveCustomer, resolvePoolSlot } from '../../src/controller/customer/desired.js';
+import { boundContainers } from '../../src/controller/customer/bound-containers.js';
+import { PoolBinder } from '../../src/controller/customer/pool-binding.js';
+import { ReconcileEvents } from '../../src/controller/customer/reconcile-events.js';
 import { POOL_SLOT_LABEL } from '../../src/domain/labels.js';
 import { poolContainerName, poolEngineKey, poolFolderName } from '../../src/domain/pool.js';
 import { createLogger } from '../../src/observability/logger.js';
@@ -40,7 +43,8 @@ const CONFIG_PROBE = { path: '/readyz', authorizedField: 'uptimeMs' };
  * each pool to its size, marks a slot claimable only once its assistant shows its own token in
  * force, finishes what a crash left half done, removes what no slot names, and at size 0 leaves
  * nothing behind (no container, folder, network or host port). And the claim's world side: the
- * slot's container renamed for its customer and its folder moved, both idempotent.
+ * slot's container renamed for its customer and its folder moved, both idempotent; the binder
+ * (pool-binding.ts) seeing the slot's gateway take the customer's configuration, or giving it up.
  */
 describe('the pool controller (Postgres, Docker)', () => {
   let db: TestDatabase;
@@ -187,18 +191,83 @@ describe('the pool controller (Postgres, Docker)', () => {
     expect((await docker.getContainer(id!).inspect()).State.Running).toBe(true);
   });
 
+  /** A binder as the customer controller holds one; `applyTimeoutMs` 0 gives a bind up at its first wait. */
+  const binder = (applyTimeoutMs?: number) =>
+    new PoolBinder({
+      pools,
+      runtime,
+      folders: new PoolFolders(slots, customerFiles),
+      workspaces: customerFiles,
+      readiness,
+      metrics,
+      logger: createLogger({ level: 'silent' }),
+      onClaimed: () => {},
+      now: Date.now,
+      waitMs: 5_000,
+      ...(applyTimeoutMs === undefined ? {} : { applyTimeoutMs }),
+    });
+  /** A new active customer as its reconcile sees it: the view, resolved against the template, no container yet. */
+  const newCustomer = async () => {
+    const name = uniqueName('bo');
+    await customers.apply(desiredCustomer(name, { telegram: { botToken: `7070707070:${'T'.repeat(35)}` } }));
+    const view = (await customers.reconcileView(name))!;
+    const resolved = await resolveCustomer(view, { store: customers, workspaces: customerFiles, defaults });
+    return { name, view, resolved };
+  };
+
+  it('a new customer is bound: the slot\'s gateway runs the customer\'s configuration (token, bot) before the bind is applied', async () => {
+    await settle(async () => readiness.mayClaim(`${TEMPLATE}/personal`));
+    const { name, view, resolved } = await newCustomer();
+    const events = new ReconcileEvents();
+    const outcome = await binder().bind(view, resolved, [], events, new AbortController().signal);
+    expect(outcome).toEqual({ kind: 'bound' });
+    expect(events.take().map((e) => e.reason)).toEqual(['PoolSlotClaimed', 'PoolSlotBound']);
+    const [container] = await runtime.listFor(name);
+    expect(container?.name).toBe(`blytz-${name}`);
+    // The customer's token opens the gateway, the slot's no longer does; the bot token is in its config file.
+    const token = resolved.gatewayToken as string;
+    expect(await runtime.probeToken(container!.hostPort!, CONFIG_PROBE, token)).toBe('accepted');
+    expect(await runtime.probeToken(container!.hostPort!, CONFIG_PROBE, view.binding!.slotToken)).toBe('refused');
+    expect(await readFile(join(dataDir, 'customers', name, 'openclaw.json'), 'utf8')).toContain('7070707070:');
+    // Its reconcile view now carries the applied binding, and the planner sees the customer's own container.
+    const after = (await customers.reconcileView(name))!;
+    expect(after.binding?.appliedAt).not.toBeNull();
+    expect(boundContainers([container!], after.binding)[0]).toMatchObject({ specHash: resolved.desired.specHash, health: 'healthy' });
+    // Nothing more to do on the next reconcile.
+    expect(await binder().bind(after, resolved, [container!], new ReconcileEvents(), new AbortController().signal)).toEqual({ kind: 'none' });
+  });
+
+  it('a gateway that never shows the customer\'s token is given up: the binding records why, and its container is replaced', async () => {
+    await settle(async () => readiness.mayClaim(`${TEMPLATE}/personal`));
+    const { name, view, resolved } = await newCustomer();
+    // A gateway that does not take the new configuration: as if the token it should show were another.
+    const stuck = { ...resolved, gatewayToken: 'a-token-the-gateway-never-gets' };
+    const pending = await binder().bind(view, stuck, [], new ReconcileEvents(), new AbortController().signal);
+    expect(pending).toMatchObject({ kind: 'pending' });
+    const events = new ReconcileEvents();
+    const failed = await binder(0).bind((await customers.reconcileView(name))!, stuck, [], events, new AbortController().signal);
+    expect(failed).toMatchObject({ kind: 'failed' });
+    expect(events.take().map((e) => e.reason)).toEqual(['PoolBindFailed']);
+    const after = (await customers.reconcileView(name))!;
+    expect(after.binding?.failed).toContain('did not take the customer\'s configuration');
+    const [container] = await runtime.listFor(name);
+    expect(boundContainers([container!], after.binding)[0]?.specHash).toBeUndefined();
+  });
+
   it('size 0 removes every idle slot with its folder, network and host port; a bound slot stays its customer\'s until its container goes', async () => {
     await pools.apply({ plan: 'personal', size: 0, template: TEMPLATE });
     await settle(async () => (await rows()).every((s) => s.state === 'bound') && (await slotFolders()).length === 0);
     expect(readiness.mayClaim(`${TEMPLATE}/personal`)).toBe(false);
     expect(await poolPorts()).toBe(0);
+    // Only the bound slots' containers are left, each named for its customer, each with its own network.
     const left = await slotContainers();
-    expect(left.map((c) => c.Names[0])).toEqual([expect.stringMatching(/^\/blytz-ada-/)]);
+    expect(left).toHaveLength(3);
+    expect(left.every((c) => /^\/blytz-(ada|bo)-/.test(c.Names[0] ?? ''))).toBe(true);
     const networks = await docker.listNetworks({ filters: { label: [`${INSTANCE_LABEL}=${instance}`] } });
-    expect(networks.map((n) => n.Name)).toEqual([`blytz-${poolEngineKey(Number(left[0]!.Labels[POOL_SLOT_LABEL]), instance)}`]);
+    expect(networks.map((n) => n.Name).sort()).toEqual(left.map((c) => `blytz-${poolEngineKey(Number(c.Labels[POOL_SLOT_LABEL]), instance)}`).sort());
 
-    // The customer's controller replaces the bound container (a crash, a plan change): the row goes with it.
-    await runtime.remove(left[0]!.Id);
+    // The customer's controller replaces a bound container (a crash, a plan change): the row goes with it.
+    for (const c of left) await runtime.remove(c.Id);
     await settle(async () => (await rows()).length === 0);
     expect(await docker.listNetworks({ filters: { label: [`${INSTANCE_LABEL}=${instance}`] } })).toEqual([]);
   });
