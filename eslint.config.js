@@ -7,6 +7,8 @@ export const PURE_FILES = [
   'src/controller/customer/plan.ts',
   'src/controller/customer/status.ts',
   'src/controller/rollout/gate.ts',
+  'src/controller/pool/plan.ts',
+  'src/controller/customer/bound-containers.ts',
 ];
 
 export default tseslint.config(

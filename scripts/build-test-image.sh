@@ -9,7 +9,7 @@ IMAGE=${1:-blytz/assistant-stub:dev}
 BUSYBOX=${BUSYBOX:-/bin/busybox}
 [ -x "$BUSYBOX" ] || { echo "build-test-image: $BUSYBOX missing (apt-get install busybox-static)" >&2; exit 1; }
 
-inputs_hash=$( (sha256sum "$BUSYBOX" test/image/openclaw-stub.sh test/image/stub-start.sh scripts/build-test-image.sh) | sha256sum | cut -c1-16)
+inputs_hash=$( (sha256sum "$BUSYBOX" test/image/openclaw-stub.sh test/image/stub-start.sh test/image/stub-front.sh scripts/build-test-image.sh) | sha256sum | cut -c1-16)
 current=$(docker image inspect -f '{{ index .Config.Labels "cloud.blytz.stub-hash" }}' "$IMAGE" 2>/dev/null || true)
 if [ "$current" = "$inputs_hash" ]; then
   echo "[image] $IMAGE up to date" >&2
@@ -27,6 +27,7 @@ for applet in $("$BUSYBOX" --list); do
 done
 install -m 0755 test/image/openclaw-stub.sh "$root/bin/openclaw"
 install -m 0755 test/image/stub-start.sh "$root/bin/stub-start"
+install -m 0755 test/image/stub-front.sh "$root/bin/stub-front"
 printf 'root:x:0:0:root:/root:/bin/sh\nnode:x:1000:1000:node:/home/node:/bin/sh\n' > "$root/etc/passwd"
 printf 'root:x:0:\nnode:x:1000:\n' > "$root/etc/group"
 chown -R 1000:1000 "$root/home/node"

@@ -18,6 +18,10 @@ import { Controller, type Reconciler } from './controller/controller.js';
 import type { EventSource } from './controller/event-source.js';
 import { pairingApprover, pairingTimeoutMs } from './controller/customer/pairing.js';
 import { CUSTOMER_CONTROLLER_NAME, CustomerReconciler } from './controller/customer/reconciler.js';
+import type { DesiredDefaults } from './controller/customer/desired.js';
+import { PoolBinder } from './controller/customer/pool-binding.js';
+import { POOL_CONTROLLER_NAME, PoolReconciler, POOLS_KEY } from './controller/pool/reconciler.js';
+import { PoolReadiness } from './controller/pool/readiness.js';
 import { checkCapacity } from './domain/capacity.js';
 import { PLANS } from './domain/customer.js';
 import { customerFromHost, publicOrigins, publicPortOf } from './domain/naming.js';
@@ -36,6 +40,7 @@ import { createModelUsageRouter } from './http/model-access-api.js';
 import { createPagesRouter } from './http/pages.js';
 import { createExportApiRouter } from './http/export-api.js';
 import { createPairingApiRouter } from './http/pairing-api.js';
+import { storePoolApi } from './http/pool-api.js';
 import { createPublicApiRouter } from './http/public-api.js';
 import { createRateLimitBackend } from './http/rate-limit.js';
 import { createStripeWebhookRouter } from './http/stripe-webhook.js';
@@ -63,6 +68,7 @@ import { CustomerStore } from './store/customer-store.js';
 import { openDatabase, pingDatabase } from './store/database.js';
 import { migrateOrThrow } from './store/migrate.js';
 import { PostgresLeaderElector } from './store/leader-elector.js';
+import { PoolStore } from './store/pool-store.js';
 import { PortReservations } from './store/port-reservations.js';
 import { RolloutStore } from './store/rollout-store.js';
 import { SecretBox } from './store/secret-box.js';
@@ -82,6 +88,10 @@ const LEASE_NAME = 'blytz-controller';
 const PHASE_GAUGE_INTERVAL_MS = 15_000;
 /** The failure streak of route sweeps that fail for a reason other than a dependency (the store). */
 const ROUTE_SWEEP = 'route sweep';
+/** The pool controller looks at the pools this often besides its wakes (a size set on a standby, a slot's container dying). */
+const POOL_RESYNC_SECONDS = 5;
+/** Why pools show no slots on Kubernetes, and why a size there is refused. */
+const POOLS_DOCKER_ONLY = 'warm pools run on the Docker runtime only in this version (BLYTZ_RUNTIME=kubernetes here): the size must be 0';
 /** The backup controller looks at every customer this often (schedules; a standby's API requests). */
 const BACKUP_RESYNC_SECONDS = 60;
 /** How often `blytz serve` on Docker reads the host's tenant firewall again (someone may flush it). */
@@ -190,6 +200,32 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     });
     // Bound once the controller exists: a freed rollout slot wakes the customers waiting for one.
     let wake: (name: string) => void = () => {};
+    const defaults: DesiredDefaults = {
+      baseDomain: config.BLYTZ_BASE_DOMAIN,
+      customerImage: config.BLYTZ_CUSTOMER_IMAGE,
+      containerPort: config.BLYTZ_CONTAINER_PORT,
+      publicOrigins: (host) => publicOrigins(host, config.BLYTZ_PUBLIC_SCHEME, publicPort),
+      trustedProxies: config.BLYTZ_ASSISTANT_TRUSTED_PROXIES ?? (await selected.defaultTrustedProxies()),
+      telegramApiRoot: config.TELEGRAM_API_BASE === TELEGRAM_API_DEFAULT ? undefined : config.TELEGRAM_API_BASE,
+    };
+    // Warm pools (Docker): the size per plan in the store, the slots kept by their own controller,
+    // a new customer bound to a ready one by the customer controller. Bound once it exists.
+    const poolStore = new PoolStore(database, secretBox, ports);
+    const poolReadiness = new PoolReadiness();
+    let wakePools: () => void = () => {};
+    const poolBinder = selected.pools
+      ? new PoolBinder({
+          pools: poolStore,
+          runtime: selected.pools.runtime,
+          folders: selected.pools.folders,
+          workspaces,
+          readiness: poolReadiness,
+          metrics,
+          logger: logger.child({ controller: CUSTOMER_CONTROLLER_NAME }),
+          onClaimed: () => wakePools(),
+          now: Date.now,
+        })
+      : undefined;
     const reconciler = new CustomerReconciler({
       store,
       ports,
@@ -200,14 +236,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       modelAccess: (name) => models.configFor(name),
       metrics,
       logger: logger.child({ controller: CUSTOMER_CONTROLLER_NAME }),
-      defaults: {
-        baseDomain: config.BLYTZ_BASE_DOMAIN,
-        customerImage: config.BLYTZ_CUSTOMER_IMAGE,
-        containerPort: config.BLYTZ_CONTAINER_PORT,
-        publicOrigins: (host) => publicOrigins(host, config.BLYTZ_PUBLIC_SCHEME, publicPort),
-        trustedProxies: config.BLYTZ_ASSISTANT_TRUSTED_PROXIES ?? (await selected.defaultTrustedProxies()),
-        telegramApiRoot: config.TELEGRAM_API_BASE === TELEGRAM_API_DEFAULT ? undefined : config.TELEGRAM_API_BASE,
-      },
+      defaults,
+      ...(poolBinder ? { pool: poolBinder } : {}),
       publicScheme: config.BLYTZ_PUBLIC_SCHEME,
       // Ingresses are served on the ingress controller's standard ports.
       publicPort,
@@ -355,6 +385,28 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       config.BLYTZ_RUNTIME === 'docker'
         ? new TenantFirewallWatch({ read: () => readTenantFirewall(), logger, metrics })
         : undefined;
+    // The pool controller: one key, every pool; leading with the customer controller.
+    const poolController = selected.pools
+      ? new Controller({
+          name: POOL_CONTROLLER_NAME,
+          reconciler: new PoolReconciler({
+            pools: poolStore,
+            runtime: selected.pools.runtime,
+            workspaces: selected.pools.workspaces,
+            defaults,
+            readiness: poolReadiness,
+            metrics,
+            logger: logger.child({ controller: POOL_CONTROLLER_NAME }),
+          }),
+          workers: 1,
+          resyncSeconds: POOL_RESYNC_SECONDS,
+          ...(elector ? { leadership: elector } : {}),
+          metrics,
+          logger,
+          failureLog,
+        })
+      : undefined;
+    wakePools = () => poolController?.enqueue(POOLS_KEY);
 
     const health = new HealthChecks();
     health.add('database', () => pingDatabase(database));
@@ -515,6 +567,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
               }
             },
           },
+          pools: storePoolApi(poolStore, { onChange: () => wakePools(), unavailable: selected.pools ? undefined : POOLS_DOCKER_ONLY }),
           rollouts: {
             list: () => rollouts.list(),
             act: async (action, options) => {
@@ -550,6 +603,10 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     stoppers.unshift(() => controller.stop());
     await backupController.start();
     stoppers.unshift(() => backupController.stop());
+    if (poolController) {
+      await poolController.start();
+      stoppers.unshift(() => poolController.stop());
+    }
 
     const phaseTimer = setInterval(() => void updatePhaseGauge(store, metrics).catch(() => {}), PHASE_GAUGE_INTERVAL_MS);
     phaseTimer.unref();

@@ -3,6 +3,7 @@ import { isIP } from 'node:net';
 import { localUrl, secretFromEnv } from '../config.js';
 import { adminTokenFile } from '../data-dir.js';
 import type { BillingInfo, CustomerSpecView, CustomerStatus, FieldError } from '../domain/customer.js';
+import type { PoolObject } from '../domain/pool.js';
 import { CliError } from './errors.js';
 
 /**
@@ -22,6 +23,7 @@ export function defaultServer(env: NodeJS.ProcessEnv = process.env): string {
   return localUrl(env['HOST'] || '127.0.0.1', port && /^\d{1,5}$/.test(port) ? Number(port) : 8080);
 }
 const CUSTOMERS = '/apis/blytz.cloud/v1alpha1/customers';
+const POOLS = '/apis/blytz.cloud/v1alpha1/pools';
 const REQUEST_TIMEOUT_MS = 30_000;
 // A reconcile may wait for a container to start; the server bounds it, this is a backstop.
 const RECONCILE_TIMEOUT_MS = 180_000;
@@ -267,6 +269,25 @@ export class AdminClient {
 
   async getRestore<T>(id: number): Promise<T> {
     return this.#request<T>('GET', `/apis/blytz.cloud/v1alpha1/restores/${id}`);
+  }
+
+  /** Every plan's warm pool (size 0 for plans never set). */
+  async listPools(): Promise<PoolObject[]> {
+    return (await this.#request<{ items: PoolObject[] }>('GET', POOLS)).items;
+  }
+
+  async getPool(plan: string): Promise<PoolObject | undefined> {
+    try {
+      return await this.#request<PoolObject>('GET', `${POOLS}/${encodeURIComponent(plan)}`);
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 404) return undefined;
+      throw error;
+    }
+  }
+
+  async applyPool(plan: string, manifest: unknown): Promise<{ pool: PoolObject; created: boolean }> {
+    const { status, body } = await this.#send<PoolObject>('PUT', `${POOLS}/${encodeURIComponent(plan)}`, manifest);
+    return { pool: body, created: status === 201 };
   }
 
   /** `/readyz` is public and answers 503 with the same body when a check fails. */

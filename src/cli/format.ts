@@ -1,3 +1,4 @@
+import type { PoolObject } from '../domain/pool.js';
 import type { CustomerObject } from './client.js';
 
 /**
@@ -81,4 +82,16 @@ export function customerTable(customers: CustomerObject[], now: Date, wide = fal
     wide ? CUSTOMER_WIDE_COLUMNS : CUSTOMER_COLUMNS,
     customers.map((c) => customerRow(c, now, wide)),
   );
+}
+
+export const POOL_COLUMNS = ['PLAN', 'DESIRED', 'READY', 'WARMING', 'BOUND'];
+export const POOL_WIDE_COLUMNS = [...POOL_COLUMNS, 'RETIRING', 'TEMPLATE', 'GENERATION'];
+
+/** Warm pools, one row per plan: DESIRED is the size; BOUND counts customers still on a slot's container. */
+export function poolTable(pools: PoolObject[], wide = false): string {
+  const rows = pools.map((p) => {
+    const row = [p.metadata.name, String(p.spec.size), String(p.status.ready), String(p.status.warming), String(p.status.bound)];
+    return wide ? [...row, String(p.status.retiring), p.spec.template, String(p.metadata.generation)] : row;
+  });
+  return formatTable(wide ? POOL_WIDE_COLUMNS : POOL_COLUMNS, rows);
 }

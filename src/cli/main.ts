@@ -78,6 +78,10 @@ function buildProgram(): Command {
         console.log(`resealed the secrets of ${resealed} customer(s) under the current key`);
         const credentials = await new ModelAccessStore(database, box).resealAll();
         console.log(`resealed ${credentials.resealed} model credential(s) under the current key`);
+        const { PoolStore } = await import('../store/pool-store.js');
+        const { PortReservations } = await import('../store/port-reservations.js');
+        const slots = await new PoolStore(database, box, new PortReservations(database, config.BLYTZ_PORT_RANGE)).resealAll();
+        console.log(`resealed ${slots} warm pool slot token(s) under the current key`);
       } finally {
         await database.close();
       }

@@ -2,6 +2,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { extname, join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { API_VERSION, KIND, parseManifest, ValidationError, type CustomerManifest } from '../domain/customer.js';
+import { parsePoolManifest, POOL_KIND, type PoolManifest } from '../domain/pool.js';
 import { CliError } from './errors.js';
 
 /**
@@ -18,6 +19,21 @@ export interface ManifestDocument {
   manifest: CustomerManifest;
   /** The document as written: what is sent to the server, which applies defaults itself. */
   raw: Record<string, unknown>;
+}
+
+/** A Pool document (a plan's warm pool size: domain/pool.ts). */
+export interface PoolDocument {
+  source: string;
+  document: number;
+  pool: PoolManifest;
+  raw: Record<string, unknown>;
+}
+
+/** A document of either kind `apply` and `diff` take. */
+export type AnyDocument = ManifestDocument | PoolDocument;
+
+export function isPoolDocument(doc: AnyDocument): doc is PoolDocument {
+  return 'pool' in doc;
 }
 
 export interface ManifestProblem {
@@ -51,18 +67,29 @@ export interface ReadOptions {
   readStdin?: () => Promise<string>;
 }
 
-/** Every document of every input, validated; throws ManifestError listing all problems. */
+/** Every Customer document of every input, validated; throws ManifestError listing all problems. */
 export async function readManifests(inputs: string[], options: ReadOptions = {}): Promise<ManifestDocument[]> {
+  return (await read(inputs, options, false)) as ManifestDocument[];
+}
+
+/** Every Customer and Pool document of every input, in input order, validated (for `apply` and `diff`). */
+export function readDocuments(inputs: string[], options: ReadOptions = {}): Promise<AnyDocument[]> {
+  return read(inputs, options, true);
+}
+
+async function read(inputs: string[], options: ReadOptions, pools: boolean): Promise<AnyDocument[]> {
   const problems: ManifestProblem[] = [];
-  const documents: ManifestDocument[] = [];
+  const documents: AnyDocument[] = [];
   for (const input of inputs) {
     for (const { source, text } of await readSources(input, options, problems)) {
-      documents.push(...parseSource(source, text, problems));
+      documents.push(...parseSource(source, text, problems, pools));
     }
   }
   problems.push(...duplicateNames(documents));
   if (problems.length > 0) throw new ManifestError(inInputOrder(problems));
-  if (documents.length === 0) throw new ManifestError([{ source: inputs.join(', '), message: 'no Customer documents found' }]);
+  if (documents.length === 0) {
+    throw new ManifestError([{ source: inputs.join(', '), message: `no ${pools ? 'Customer or Pool' : 'Customer'} documents found` }]);
+  }
   return documents;
 }
 
@@ -105,7 +132,7 @@ function readOne(path: string, problems: ManifestProblem[]): Array<{ source: str
 }
 
 /** Splits a source into documents (YAML streams, JSON objects, arrays and Lists) and checks each. */
-export function parseSource(source: string, text: string, problems: ManifestProblem[]): ManifestDocument[] {
+export function parseSource(source: string, text: string, problems: ManifestProblem[], pools = false): AnyDocument[] {
   const values: Array<{ document: number; value: unknown }> = [];
   if (extname(source).toLowerCase() === '.json') {
     try {
@@ -127,12 +154,12 @@ export function parseSource(source: string, text: string, problems: ManifestProb
       if (value !== null && value !== undefined) values.push({ document: i + 1, value });
     });
   }
-  const documents: ManifestDocument[] = [];
+  const documents: AnyDocument[] = [];
   for (const { document, value } of values) {
     for (const [k, item] of expandLists(value).entries()) {
       // Items of a List or array are numbered in order; a single object keeps its document number.
       const position = isList(value) ? k + 1 : document;
-      const checked = checkDocument(source, position, item, problems);
+      const checked = checkDocument(source, position, item, problems, pools);
       if (checked) documents.push(checked);
     }
   }
@@ -142,13 +169,16 @@ export function parseSource(source: string, text: string, problems: ManifestProb
 /** `get -o yaml|json` prints a List; an array is accepted too, so either round-trips. */
 function expandLists(value: unknown): unknown[] {
   if (Array.isArray(value)) return value;
-  if (isRecord(value) && (value['kind'] === 'List' || value['kind'] === `${KIND}List`) && Array.isArray(value['items']))
-    return value['items'];
+  if (isRecord(value) && isListKind(value['kind']) && Array.isArray(value['items'])) return value['items'];
   return [value];
 }
 
 function isList(value: unknown): boolean {
-  return Array.isArray(value) || (isRecord(value) && (value['kind'] === 'List' || value['kind'] === `${KIND}List`));
+  return Array.isArray(value) || (isRecord(value) && isListKind(value['kind']));
+}
+
+function isListKind(kind: unknown): boolean {
+  return kind === 'List' || kind === `${KIND}List` || kind === `${POOL_KIND}List`;
 }
 
 function checkDocument(
@@ -156,21 +186,24 @@ function checkDocument(
   document: number,
   value: unknown,
   problems: ManifestProblem[],
-): ManifestDocument | undefined {
+  pools: boolean,
+): AnyDocument | undefined {
   const at = { source, document };
+  const kinds = pools ? `kinds ${KIND} and ${POOL_KIND}` : `only kind ${KIND}`;
   if (!isRecord(value)) {
     problems.push({
       ...at,
-      message: `must be a Customer object (a mapping), not ${Array.isArray(value) ? 'a list' : typeof value}`,
+      message: `must be a ${pools ? 'Customer or Pool' : 'Customer'} object (a mapping), not ${Array.isArray(value) ? 'a list' : typeof value}`,
     });
     return undefined;
   }
   // Kind and apiVersion first: the field errors of another kind's schema would only confuse.
-  if (value['kind'] !== KIND) {
+  const pool = pools && value['kind'] === POOL_KIND;
+  if (value['kind'] !== KIND && !pool) {
     const message =
       value['kind'] === undefined
-        ? `is required: blytz manages kind ${KIND} (apiVersion ${API_VERSION})`
-        : `unknown kind ${JSON.stringify(value['kind'])}: blytz manages only kind ${KIND} (apiVersion ${API_VERSION})`;
+        ? `is required: blytz manages ${pools ? kinds : `kind ${KIND}`} (apiVersion ${API_VERSION})`
+        : `unknown kind ${JSON.stringify(value['kind'])}: blytz manages ${kinds} (apiVersion ${API_VERSION})`;
     problems.push({ ...at, field: 'kind', message });
     return undefined;
   }
@@ -180,6 +213,7 @@ function checkDocument(
     return undefined;
   }
   try {
+    if (pool) return { source, document, pool: parsePoolManifest(value), raw: value };
     return { source, document, manifest: parseManifest(value), raw: value };
   } catch (error) {
     if (!(error instanceof ValidationError)) throw error;
@@ -201,28 +235,34 @@ function inInputOrder(problems: ManifestProblem[]): ManifestProblem[] {
     .map(({ p }) => p);
 }
 
-function duplicateNames(documents: ManifestDocument[]): ManifestProblem[] {
-  const first = new Map<string, ManifestDocument>();
+function duplicateNames(documents: AnyDocument[]): ManifestProblem[] {
+  const first = new Map<string, AnyDocument>();
   const problems: ManifestProblem[] = [];
   for (const doc of documents) {
-    const name = doc.manifest.metadata.name;
-    const earlier = first.get(name);
+    const key = objectName(doc);
+    const earlier = first.get(key);
     if (earlier) {
+      const what = isPoolDocument(doc) ? 'pool' : 'customer';
       problems.push({
         source: doc.source,
         document: doc.document,
         field: 'metadata.name',
-        message: `duplicate name "${name}": also in ${earlier.source}, document ${earlier.document} (one input may define each customer once)`,
+        message: `duplicate name "${key.slice(key.indexOf('/') + 1)}": also in ${earlier.source}, document ${earlier.document} (one input may define each ${what} once)`,
       });
     } else {
-      first.set(name, doc);
+      first.set(key, doc);
     }
   }
   return problems;
 }
 
-export function describeDocument(doc: Pick<ManifestDocument, 'source' | 'document' | 'manifest'>): string {
-  return `customer/${doc.manifest.metadata.name} (${doc.source}, document ${doc.document})`;
+/** `customer/<name>` or `pool/<plan>`, as kubectl names objects. */
+export function objectName(doc: AnyDocument): string {
+  return isPoolDocument(doc) ? `pool/${doc.pool.metadata.name}` : `customer/${doc.manifest.metadata.name}`;
+}
+
+export function describeDocument(doc: AnyDocument): string {
+  return `${objectName(doc)} (${doc.source}, document ${doc.document})`;
 }
 
 async function readStdin(): Promise<string> {

@@ -6,8 +6,8 @@ import { describeCustomer } from './describe.js';
 import { desiredView, liveView, renderView, uncomparableSecrets, unifiedDiff } from './diff.js';
 import { doctorFailed, formatDoctor, runDoctor } from './doctor.js';
 import { CliError, UsageError } from './errors.js';
-import { customerTable } from './format.js';
-import { describeDocument, readManifests, type ManifestDocument } from './manifests.js';
+import { customerTable, poolTable } from './format.js';
+import { describeDocument, isPoolDocument, readDocuments, type AnyDocument } from './manifests.js';
 import { registerBackupVerb, type BackupItem, type RestoreItem } from './backup.js';
 import { registerRolloutVerb } from './rollout.js';
 
@@ -17,6 +17,7 @@ import { registerRolloutVerb } from './rollout.js';
  */
 
 const RESOURCE_ALIASES = new Set(['customer', 'customers', 'cust']);
+const POOL_ALIASES = new Set(['pool', 'pools']);
 const OUTPUTS = ['wide', 'yaml', 'json'] as const;
 type Output = (typeof OUTPUTS)[number];
 const STATE_RETRIES = 3;
@@ -29,22 +30,26 @@ export function registerVerbs(program: Command): void {
 
   program
     .command('apply')
-    .description('create or update customers from manifests (YAML or JSON; many documents; a directory applies every file in it)')
+    .description('create or update customers and warm pools from manifests (YAML or JSON; many documents; a directory applies every file in it)')
     .option('-f, --filename <path>', 'file, directory, or - for stdin (repeatable)', collect, [])
     .allowExcessArguments()
     .action(async (options: { filename: string[] }, cmd: Command) => {
-      const documents = await readManifests(requireFiles(options.filename, 'apply', cmd.args));
+      const documents = await readDocuments(requireFiles(options.filename, 'apply', cmd.args));
       await applyAll(clientOf(cmd), documents);
     });
 
   program
     .command('get')
-    .description('list customers, or show one: get customers | get customer NAME')
-    .argument('<resource>', 'customers')
-    .argument('[name]', 'one customer')
+    .description('list customers or warm pools, or show one: get customers | get customer NAME | get pools | get pool PLAN')
+    .argument('<resource>', 'customers or pools')
+    .argument('[name]', 'one customer (or the plan of one pool)')
     .addOption(new Option('-o, --output <format>', 'wide, yaml or json').choices(OUTPUTS))
     .option('-l, --selector <selector>', 'label selector, e.g. team=a,tier=b')
     .action(async (resource: string, name: string | undefined, options: { output?: Output; selector?: string }, cmd: Command) => {
+      if (POOL_ALIASES.has(resource.toLowerCase())) {
+        await getPools(clientOf(cmd), name, options.output);
+        return;
+      }
       checkResource(resource);
       const client = clientOf(cmd);
       const now = new Date();
@@ -132,7 +137,7 @@ export function registerVerbs(program: Command): void {
     .option('-f, --filename <path>', 'file, directory, or - for stdin (repeatable)', collect, [])
     .allowExcessArguments()
     .action(async (options: { filename: string[] }, cmd: Command) => {
-      const documents = await readManifests(requireFiles(options.filename, 'diff', cmd.args));
+      const documents = await readDocuments(requireFiles(options.filename, 'diff', cmd.args));
       const changed = await diffAll(clientOf(cmd), documents);
       // Like `kubectl diff`: exit 1 says "there are differences", with nothing more to print.
       if (changed) throw new CliError('', 1);
@@ -182,8 +187,25 @@ function requireFiles(files: string[], verb: string, bare: readonly string[] = [
 
 function checkResource(resource: string): void {
   if (!RESOURCE_ALIASES.has(resource.toLowerCase())) {
-    throw new UsageError(`unknown resource type "${resource}": blytz knows customers (customer, customers)`);
+    throw new UsageError(`unknown resource type "${resource}": blytz knows customers (customer, customers) and pools (pool, pools)`);
   }
+}
+
+/** `get pools`: each plan's pool, DESIRED beside the slots READY, WARMING and BOUND (claimed, still on the slot's container). */
+async function getPools(client: AdminClient, plan: string | undefined, output: Output | undefined): Promise<void> {
+  let pools = await client.listPools();
+  if (plan !== undefined) {
+    pools = pools.filter((p) => p.metadata.name === plan);
+    if (pools.length === 0) throw new CliError(`pool "${plan}" not found: a pool is named by its plan (\`blytz get pools\` lists them)`);
+  }
+  if (output === 'json' || output === 'yaml') {
+    const value = plan === undefined ? { apiVersion: 'v1', kind: 'List', items: pools } : pools[0];
+    write(output === 'json' ? `${JSON.stringify(value, null, 2)}\n` : stringify(value, { lineWidth: 0 }));
+    return;
+  }
+  write(`${poolTable(pools, output === 'wide')}\n`);
+  const message = pools.find((p) => p.status.message)?.status.message;
+  if (message) process.stderr.write(`note: ${message}\n`);
 }
 
 function clientOf(cmd: Command): AdminClient {
@@ -220,11 +242,20 @@ function render(customers: CustomerObject[], output: Output | undefined, now: Da
  * validated before the first request, so a rejection here is the server's (a conflict, a taken
  * email), and the output says exactly which documents were applied.
  */
-async function applyAll(client: AdminClient, documents: ManifestDocument[]): Promise<void> {
+async function applyAll(client: AdminClient, documents: AnyDocument[]): Promise<void> {
   const applied: string[] = [];
   for (const [i, doc] of documents.entries()) {
-    const name = doc.manifest.metadata.name;
     try {
+      if (isPoolDocument(doc)) {
+        const plan = doc.pool.metadata.name;
+        const before = await client.getPool(plan);
+        const { pool, created } = await client.applyPool(plan, doc.raw);
+        const same = !created && before !== undefined && before.metadata.generation === pool.metadata.generation;
+        write(`pool/${plan} ${created ? 'created' : same ? 'unchanged' : 'configured'}\n`);
+        applied.push(describeDocument(doc));
+        continue;
+      }
+      const name = doc.manifest.metadata.name;
       const before = await client.getCustomer(name);
       const { customer, created, warnings } = await client.applyCustomer(name, doc.raw);
       for (const warning of warnings) process.stderr.write(`Warning: ${warning}\n`);
@@ -253,9 +284,25 @@ function sameLabels(a: CustomerObject, b: CustomerObject): boolean {
   return sorted(a) === sorted(b);
 }
 
-async function diffAll(client: AdminClient, documents: ManifestDocument[]): Promise<boolean> {
+async function diffAll(client: AdminClient, documents: AnyDocument[]): Promise<boolean> {
   let changed = false;
   for (const doc of documents) {
+    if (isPoolDocument(doc)) {
+      const plan = doc.pool.metadata.name;
+      const live = await client.getPool(plan);
+      const view = (spec: { size: number; template: string }) => [`size: ${spec.size}`, `template: ${spec.template}`];
+      const text = unifiedDiff(
+        live ? view(live.spec) : [],
+        view(doc.pool.spec),
+        `pool/${plan} (live)`,
+        `pool/${plan} (${doc.source}, document ${doc.document})`,
+      );
+      if (text) {
+        changed = true;
+        write(text);
+      }
+      continue;
+    }
     const name = doc.manifest.metadata.name;
     const live = await client.getCustomer(name);
     const oldLines = live ? renderView(liveView(live)) : [];

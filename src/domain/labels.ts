@@ -17,6 +17,12 @@ export const START_TIMEOUT_LABEL = 'cloud.blytz.start-timeout';
 /** Fleet rollouts: the customer's own inputs' hash and generation when the container was made. */
 export const OWN_HASH_LABEL = 'cloud.blytz.own-hash';
 export const GENERATION_LABEL = 'cloud.blytz.generation';
+/**
+ * A warm pool slot's container and network carry this (the slot's id) instead of
+ * `cloud.blytz.customer`: labels cannot change after creation, so a slot bound to a customer is
+ * known by its name (`blytz-<name>`, set by the claim's rename) and by the binding in the store.
+ */
+export const POOL_SLOT_LABEL = 'cloud.blytz.pool-slot';
 
 const RESERVED = new Set([
   MANAGED_BY_LABEL,
@@ -29,6 +35,7 @@ const RESERVED = new Set([
   START_TIMEOUT_LABEL,
   OWN_HASH_LABEL,
   GENERATION_LABEL,
+  POOL_SLOT_LABEL,
 ]);
 
 /**

@@ -28,3 +28,16 @@ export interface Probes {
  * from too), so every probe names one: a documentation address (RFC 5737), never a real client.
  */
 export const PROBE_CLIENT_ADDRESS = '192.0.2.1';
+
+/**
+ * How to see which gateway token an assistant has in force (a template's `configProbe`): GET
+ * `path` with `Authorization: Bearer <token>`; the token is in force when the JSON answer holds
+ * `authorizedField`, which the assistant shows only to a caller its auth accepts (OpenClaw's
+ * `/readyz` adds its details, `uptimeMs` among them, for an authorized caller only). The
+ * controller uses it to see a pooled gateway take a customer's configuration: the new token is
+ * written in the same file, and applied in the same reload, as the rest of it.
+ */
+export interface TokenProbe {
+  path: string;
+  authorizedField: string;
+}

@@ -14,6 +14,7 @@ import { noModelWarning, type IncludedModelAccess } from '../models/included-acc
 import { failureBudget, RATE_LIMITS, type FailureBudget, type RateLimit, type RateLimitBackend } from './rate-limit.js';
 import { registerBackupRoutes, type BackupApi } from './backup-api.js';
 import { registerRolloutRoutes, type RolloutApi } from './rollout-api.js';
+import { registerPoolRoutes, type PoolApi } from './pool-api.js';
 
 /**
  * The admin API (contract section 3.2): Customer objects over Kubernetes-style REST, for the
@@ -73,6 +74,8 @@ export interface AdminApiDeps {
   authFailureLimit?: RateLimit;
   /** When given, `.../backups` and `.../restores` (see backup-api.ts). */
   backups?: BackupApi | undefined;
+  /** When given, `.../pools` (warm pools: pool-api.ts). */
+  pools?: PoolApi | undefined;
 }
 
 export type StatusReason =
@@ -251,6 +254,7 @@ export function adminApiRouter(deps: AdminApiDeps): Router {
   if (deps.rollouts) registerRolloutRoutes(router, ADMIN_API_PREFIX, deps.rollouts);
   if (deps.modelAccess) registerModelAccessRoutes(router, CUSTOMERS_PATH, deps.modelAccess, notFound);
   if (deps.backups) registerBackupRoutes(router, ADMIN_API_PREFIX, deps.backups);
+  if (deps.pools) registerPoolRoutes(router, ADMIN_API_PREFIX, deps.pools);
 
   router.use(ADMIN_API_PREFIX, () => {
     throw new StatusError(404, 'NotFound', 'the server could not find the requested resource');

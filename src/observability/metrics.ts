@@ -219,6 +219,31 @@ export class Metrics {
     buckets: [1e5, 1e6, 1e7, 1e8, 5e8, 1e9, 5e9],
     registers: [this.registry],
   });
+  // Warm pools (issue 22): pre-started assistants a payment binds to.
+  readonly poolSize = new Gauge({
+    name: 'blytz_pool_size',
+    help: "Each plan's desired warm pool size (ready, unassigned assistants)",
+    labelNames: ['plan'] as const,
+    registers: [this.registry],
+  });
+  readonly poolSlots = new Gauge({
+    name: 'blytz_pool_slots',
+    help: 'Warm pool slots by plan and state (warming, ready, retiring, bound: claimed, still on the slot\'s container)',
+    labelNames: ['plan', 'state'] as const,
+    registers: [this.registry],
+  });
+  readonly assistantStarts = new Counter({
+    name: 'blytz_assistant_starts_total',
+    help: "New customers' first assistants by plan and source (pool: bound to a warm pool slot; cold: a container started for them)",
+    labelNames: ['plan', 'source'] as const,
+    registers: [this.registry],
+  });
+  readonly poolBindDuration = new Histogram({
+    name: 'blytz_pool_bind_duration_seconds',
+    help: "Time from a warm pool claim to the slot's gateway answering with the customer's configuration in force",
+    buckets: [0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120],
+    registers: [this.registry],
+  });
   readonly httpRequestDuration = new Histogram({
     name: 'http_request_duration_seconds',
     help: 'HTTP request latency by method, route and status code',

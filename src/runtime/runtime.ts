@@ -1,6 +1,6 @@
 import type { Writable } from 'node:stream';
 import type { PlanResources } from '../domain/customer.js';
-import type { Probes } from '../domain/probes.js';
+import type { Probes, TokenProbe } from '../domain/probes.js';
 import type { Mount } from '../workspace/workspace.js';
 
 /**
@@ -50,6 +50,12 @@ export interface ContainerSpec {
   slot?: 'next';
   /** The template's update strategy (the Kubernetes Deployment strategy follows it). Default recreate. */
   updateStrategy?: 'recreate' | 'blueGreen';
+  /**
+   * A warm pool slot's container (see domain/pool.ts): named `blytz-pool_<id>`, on a network of
+   * its own, labelled with the slot instead of a customer; `customer` then holds the slot's key
+   * (`pool_<id>`). Everything else, hardening included, is a customer container's.
+   */
+  poolSlot?: number;
 }
 
 export type ContainerState = 'created' | 'running' | 'paused' | 'restarting' | 'removing' | 'exited' | 'dead';
@@ -82,6 +88,34 @@ export interface ObservedContainer {
    * container name (Docker: named `blytz-<name>_next`). The planner adopts it once it is alone.
    */
   provisional?: boolean;
+  /**
+   * Made as a warm pool slot (label `cloud.blytz.pool-slot`): its `specHash` and `ownHash` are the
+   * slot's own until the customer controller maps them through the customer's binding.
+   */
+  poolSlot?: number;
+}
+
+/**
+ * A token probe (a template's `configProbe`): whether the assistant answers with this token in
+ * force: `accepted` (the answer shows what only an authorized caller sees), `refused` (it
+ * answered, without it), `unreachable` (no answer).
+ */
+export type TokenProbeResult = 'accepted' | 'refused' | 'unreachable';
+
+/**
+ * What warm pools need of a runtime (Docker only in this version): its slots' containers, made,
+ * listed and handed to a customer. See domain/pool.ts.
+ */
+export interface PoolRuntime {
+  /** Every pool slot's container, bound or not, with health (one list call). */
+  listPool(): Promise<ObservedContainer[]>;
+  /**
+   * Makes a claimed slot's container the customer's: renamed `blytz-<customer>` (idempotent).
+   * Returns its id, or undefined when the slot has no container any more.
+   */
+  bindPoolContainer(slot: number, customer: string): Promise<string | undefined>;
+  /** GET `path` on the host port with `Authorization: Bearer <token>`; see TokenProbeResult. */
+  probeToken(hostPort: number, probe: TokenProbe, token: string): Promise<TokenProbeResult>;
 }
 
 export interface ExecResult {

@@ -6,7 +6,8 @@ import { currentNamespace, loadKubeConfig } from '../kube-api/client.js';
 import type { Logger } from '../observability/logger.js';
 import { projectRoot } from '../paths.js';
 import type { Policies } from '../resilience/policies.js';
-import { FileWorkspaces } from '../workspace/file-workspaces.js';
+import { FileWorkspaces, POOL_DIR } from '../workspace/file-workspaces.js';
+import { PoolFolders } from '../workspace/pool-folders.js';
 import type { Workspaces } from '../workspace/workspace.js';
 import type { AddressLister } from './customer-addresses.js';
 import { dockerContainerAddresses } from './docker/container-addresses.js';
@@ -20,7 +21,7 @@ import { podAddresses } from './kubernetes/pod-addresses.js';
 import { CADDY_POD_LABELS, DEFAULT_BLOCKED_CIDRS, type CustomerNetwork } from './kubernetes/manifests.js';
 import { OwnedObjectsWatch } from '../kube-api/owned-objects-watch.js';
 import type { EventSource } from '../controller/event-source.js';
-import type { CustomerRuntime } from './runtime.js';
+import type { CustomerRuntime, PoolRuntime } from './runtime.js';
 
 /**
  * Part of the composition root (with server.ts): builds the runtime chosen by BLYTZ_RUNTIME
@@ -71,6 +72,12 @@ export interface SelectedRuntime {
   addresses: AddressLister;
   /** Kubernetes: the pods a restore writes a stopped customer's claim through (Docker writes its folder). */
   restorePods?: KubernetesRestorePods;
+  /**
+   * What warm pools run on (domain/pool.ts): Docker only in this version. The slots' containers
+   * through the same runtime, their folders under `$BLYTZ_DATA_DIR/pool/`, and how a claimed
+   * slot's folder becomes its customer's.
+   */
+  pools?: { runtime: CustomerRuntime & PoolRuntime; workspaces: Workspaces; folders: PoolFolders };
 }
 
 export interface SelectRuntimeDeps {
@@ -82,13 +89,14 @@ export interface SelectRuntimeDeps {
 
 export function selectRuntime(config: Config, deps: SelectRuntimeDeps): SelectedRuntime {
   const extraLabels = config.BLYTZ_INSTANCE ? { 'cloud.blytz.instance': config.BLYTZ_INSTANCE } : {};
-  const files = new FileWorkspaces({
+  const fileOptions = {
     dataDir: config.BLYTZ_DATA_DIR,
     templatesDir: join(projectRoot(), 'templates'),
     defaults: { image: config.BLYTZ_CUSTOMER_IMAGE, containerPort: config.BLYTZ_CONTAINER_PORT },
     // On Kubernetes no container mounts this folder (pods read their files from a Secret).
-    ownership: config.BLYTZ_RUNTIME === 'kubernetes' ? 'controller' : 'container',
-  });
+    ownership: config.BLYTZ_RUNTIME === 'kubernetes' ? ('controller' as const) : ('container' as const),
+  };
+  const files = new FileWorkspaces(fileOptions);
 
   if (config.BLYTZ_RUNTIME === 'kubernetes') {
     const { kubeConfig, namespace } = deps.kube();
@@ -135,6 +143,10 @@ export function selectRuntime(config: Config, deps: SelectRuntimeDeps): Selected
     sources,
     defaultTrustedProxies: () => runtime.bridgeGateways(),
     addresses: dockerContainerAddresses(docker, deps.policies.guard('docker'), extraLabels),
+    pools: (() => {
+      const slots = new FileWorkspaces({ ...fileOptions, folder: POOL_DIR });
+      return { runtime, workspaces: slots, folders: new PoolFolders(slots, files) };
+    })(),
   };
 }
 

@@ -5,6 +5,7 @@ import type { Customer, CustomerStatus, DesiredCustomer, DesiredState, PlanName 
 import type { DatabaseHandle } from './database.js';
 import { ConflictError, isUniqueViolation, NotFoundError } from './errors.js';
 import type { CustomerRow, Database, NewCustomerRow } from './schema.js';
+import { bindingOf } from './pool-store.js';
 import type { SecretBox } from './secret-box.js';
 import type { ControllerStore, CustomerSecrets, EventType, PortSlot, ReconcileView, RoutedCustomer, StoreEvent } from './store.js';
 
@@ -405,11 +406,9 @@ export class CustomerStore implements ControllerStore {
     return rows.rows.map((row) => ({ name: row.name, state: row.state, port: row.port ?? undefined }));
   }
 
-  /** What one reconcile reads from the store, its host ports included, in one query. */
+  /** What one reconcile reads from the store, its host ports and pool binding included, in one query. */
   async reconcileView(name: string): Promise<ReconcileView | undefined> {
-    const row = await this.#db
-      .selectFrom('customers')
-      .selectAll('customers')
+    const row = await this.#customersWithBinding()
       .select((eb) => {
         const portIn = (slot: PortSlot) =>
           eb
@@ -432,19 +431,60 @@ export class CustomerStore implements ControllerStore {
 
   /** Every customer's reconcile view in one query: a full resync pass reads the store once. */
   async reconcileViews(): Promise<Map<string, ReconcileView>> {
-    const rows = await this.#db.selectFrom('customers').selectAll().where('deleted_at', 'is', null).execute();
+    const rows = await this.#customersWithBinding().where('deleted_at', 'is', null)
+      .execute();
     return new Map(rows.map((row) => [row.name, this.#toReconcileView(row)]));
   }
 
-  #toReconcileView(row: CustomerRow): ReconcileView {
+  /**
+   * The customer's pool slot, joined in: bound to this incarnation of the name (a name held again
+   * after a purge never inherits a binding).
+   */
+  #customersWithBinding() {
+    return this.#db
+      .selectFrom('customers')
+      .leftJoin('pool_slots', (join) =>
+        join
+          .onRef('pool_slots.customer', '=', 'customers.name')
+          .onRef('pool_slots.customer_uid', '=', 'customers.uid')
+          .on('pool_slots.state', '=', 'bound'),
+      )
+      .selectAll('customers')
+      .select([
+        'pool_slots.id as slot_id',
+        'pool_slots.spec_hash as slot_spec_hash',
+        'pool_slots.own_hash as slot_own_hash',
+        'pool_slots.bound_at as slot_bound_at',
+        'pool_slots.applied_at as slot_applied_at',
+        'pool_slots.bind_failed as slot_bind_failed',
+        'pool_slots.gateway_token_enc as slot_token_enc',
+      ]);
+  }
+
+  #toReconcileView(row: CustomerRow & Partial<SlotColumns>): ReconcileView {
     const secrets: CustomerSecrets = {};
     if (row.telegram_bot_token_enc) secrets.telegramBotToken = this.#box.open(row.telegram_bot_token_enc, row.name);
     if (row.model_api_key_enc) secrets.modelApiKey = this.#box.open(row.model_api_key_enc, row.name);
-    return {
+    const view: ReconcileView = {
       customer: toCustomer(row),
       secrets,
       gatewayToken: row.gateway_token_enc ? this.#box.open(row.gateway_token_enc, `${row.name}/gateway`) : undefined,
     };
+    if (typeof row.slot_id === 'number' && row.slot_token_enc) {
+      view.binding = bindingOf(
+        {
+          id: row.slot_id,
+          spec_hash: row.slot_spec_hash ?? null,
+          own_hash: row.slot_own_hash ?? null,
+          bound_at: row.slot_bound_at ?? null,
+          applied_at: row.slot_applied_at ?? null,
+          bind_failed: row.slot_bind_failed ?? null,
+          gateway_token_enc: row.slot_token_enc,
+        },
+        this.#box,
+      );
+    }
+    return view;
   }
 
   #specColumns(desired: DesiredCustomer, live: CustomerRow | undefined): NewCustomerRow {
@@ -568,3 +608,14 @@ export function toCustomer(row: CustomerRow): Customer {
 }
 
 export type StoreTransaction = Transaction<Database>;
+
+/** The pool slot columns a reconcile view joins in (see `#withBinding`). */
+interface SlotColumns {
+  slot_id: number | null;
+  slot_spec_hash: string | null;
+  slot_own_hash: string | null;
+  slot_bound_at: Date | null;
+  slot_applied_at: Date | null;
+  slot_bind_failed: string | null;
+  slot_token_enc: string | null;
+}

@@ -9,6 +9,7 @@ import * as m0005 from './migrations/0005-model-key-secret-ref.js';
 import * as m0006 from './migrations/0006-signup-ownership.js';
 import * as m0007 from './migrations/0007-backups.js';
 import * as m0008 from './migrations/0008-model-access.js';
+import * as m0009 from './migrations/0009-pools.js';
 
 /** Every migration, in order. New ones are appended; applied ones are never edited. */
 const MIGRATIONS: Record<string, Migration> = {
@@ -20,6 +21,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0006-signup-ownership': m0006,
   '0007-backups': m0007,
   '0008-model-access': m0008,
+  '0009-pools': m0009,
 };
 
 // Any fixed number: two processes migrating at once queue on it.

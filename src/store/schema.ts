@@ -10,6 +10,8 @@ export interface Database {
   model_usage: ModelUsageTable;
   model_requests: ModelRequestsTable;
   customer_sessions: CustomerSessionsTable;
+  pools: PoolsTable;
+  pool_slots: PoolSlotsTable;
 }
 
 // Columns with a database default are optional on insert.
@@ -92,8 +94,11 @@ export interface WebhookEventsTable {
 export interface PortReservationsTable {
   port: number;
   customer: string;
-  /** `current`: the port the customer is served on; `next`: the port of a blue-green update's new container. */
-  slot: ColumnType<'current' | 'next', 'current' | 'next' | undefined, 'current' | 'next'>;
+  /**
+   * `current`: the port the customer is served on; `next`: the port of a blue-green update's new
+   * container; `pool`: a warm pool slot's (customer `pool_<id>`), handed over as `current` by a claim.
+   */
+  slot: ColumnType<'current' | 'next' | 'pool', 'current' | 'next' | 'pool' | undefined, 'current' | 'next' | 'pool'>;
   reserved_at: Timestamp;
 }
 
@@ -128,6 +133,34 @@ export interface ModelRequestsTable {
   overage_tokens: BigIntNumber;
   recorded_at: Timestamp;
   stripe_report: string | null;
+}
+
+/** Migration 0009: warm pools (see migrations/0009-pools.ts). */
+export interface PoolsTable {
+  plan: string;
+  size: number;
+  template: string;
+  generation: BigIntNumber;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface PoolSlotsTable {
+  id: Generated<number>;
+  plan: string;
+  template: string;
+  state: 'warming' | 'ready' | 'retiring' | 'bound';
+  fingerprint: string;
+  gateway_token_enc: string;
+  customer: string | null;
+  customer_uid: string | null;
+  spec_hash: string | null;
+  own_hash: string | null;
+  created_at: Timestamp;
+  ready_at: NullableTimestamp;
+  bound_at: NullableTimestamp;
+  applied_at: NullableTimestamp;
+  bind_failed: string | null;
 }
 
 export type CustomerRow = Selectable<CustomersTable>;

@@ -33,6 +33,26 @@ export interface ReconcileView {
    * the reservations on their own).
    */
   ports?: Partial<Record<PortSlot, number>>;
+  /**
+   * The warm pool slot this customer was bound to, while its row lasts (until the slot's container
+   * is gone): the container counts as this customer's, with the hashes recorded at the claim.
+   */
+  binding?: PoolBinding;
+}
+
+/** A customer's claim on a warm pool slot (see domain/pool.ts and store/pool-store.ts). */
+export interface PoolBinding {
+  slot: number;
+  /** The customer's spec hash and own hash when it was claimed: what the slot's container counts as. */
+  specHash: string;
+  ownHash: string;
+  boundAt: Date;
+  /** When the slot's gateway was seen answering with the customer's token; null until then. */
+  appliedAt: Date | null;
+  /** Why the bind was given up (its container is then replaced by a fresh one); null otherwise. */
+  failed: string | null;
+  /** The token the slot's gateway ran with before the customer's configuration reached it. */
+  slotToken: string;
 }
 
 /** A customer that should have a route: active ones route to their reserved port, suspended ones show the page. */
@@ -63,8 +83,11 @@ export interface ControllerStore {
   markDeleted(name: string): Promise<void>;
 }
 
-/** A reservation slot: `current` (served on) or `next` (a blue-green update's new container). */
-export type PortSlot = 'current' | 'next';
+/**
+ * A reservation slot: `current` (served on), `next` (a blue-green update's new container) or
+ * `pool` (a warm pool slot's, held under its key `pool_<id>` until a claim makes it a customer's).
+ */
+export type PortSlot = 'current' | 'next' | 'pool';
 
 /**
  * Host ports handed to customers' containers, held in the store so a crash never loses one.

@@ -57,9 +57,16 @@ export interface FileWorkspacesOptions {
    * copy is its own, and the shipped controller runs as 10001, which may not chown).
    */
   ownership?: 'container' | 'controller';
+  /**
+   * The folder under `dataDir` the workspaces live in: `customers` (default), or `pool` for warm
+   * pool slots' state folders (`pool/slot-<id>/`), which a claim moves into `customers/`.
+   */
+  folder?: string;
 }
 
 export const CUSTOMERS_DIR = 'customers';
+/** Warm pool slots' state folders (see pool-folders.ts). */
+export const POOL_DIR = 'pool';
 /** The controller's own records, beside the customer folders (not a DNS-1123 name: never a customer's). */
 export const RECORDS_DIR = '.blytz';
 /** Where markers used to be, inside the customer folder; removed on the next write. */
@@ -98,7 +105,7 @@ export class FileWorkspaces implements Workspaces {
 
   constructor(options: FileWorkspacesOptions) {
     // Absolute, because these paths become Docker bind-mount sources.
-    this.customersRoot = resolve(options.dataDir, CUSTOMERS_DIR);
+    this.customersRoot = resolve(options.dataDir, options.folder ?? CUSTOMERS_DIR);
     this.templatesDir = resolve(options.templatesDir);
     this.defaults = options.defaults;
     this.ownership = options.ownership ?? 'container';

@@ -53,12 +53,21 @@ const probesSchema = z
   .object({ startup: httpProbeSchema.optional(), liveness: httpProbeSchema, readiness: httpProbeSchema })
   .strict();
 
+/** How to see the assistant has taken a new configuration (see TokenProbe in domain/probes.ts). */
+const configProbeSchema = z
+  .object({
+    path: z.string().regex(/^\/[^\s]*$/, 'must be an absolute URL path like "/readyz"'),
+    authorizedField: z.string().min(1),
+  })
+  .strict();
+
 const manifestSchema = z
   .object({
     name: z.string().optional(),
     image: z.string().trim().min(1, 'must not be empty').optional(),
     containerPort: z.number().int().min(1).max(65535).optional(),
     probes: probesSchema,
+    configProbe: configProbeSchema.optional(),
     user: z
       .string()
       .regex(/^\d+:\d+$/, 'must be "uid:gid" in numbers, e.g. "1000:1000"')
@@ -139,6 +148,7 @@ export function parseTemplateManifest(text: string, file: string, name: string, 
       liveness: manifest.probes.liveness,
       readiness: manifest.probes.readiness,
     },
+    ...(manifest.configProbe ? { configProbe: manifest.configProbe } : {}),
     tmpfs: manifest.tmpfs,
     user: manifest.user,
     mountPath: manifest.mountPath,

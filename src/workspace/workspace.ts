@@ -1,4 +1,4 @@
-import type { Probes } from '../domain/probes.js';
+import type { Probes, TokenProbe } from '../domain/probes.js';
 import type { ModelAccessFragment } from './model-access-config.js';
 
 /**
@@ -24,6 +24,12 @@ export interface TemplateManifest {
   user: string;
   /** HTTP probes on the container port, each checking the body (see `Probes`). */
   probes: Probes;
+  /**
+   * How to see the running assistant has taken a configuration the controller wrote (its gateway
+   * token in force). A warm pool slot bound to a customer is Ready only once it shows this; a
+   * template without it (an assistant that reads its files as they are) needs no such wait.
+   */
+  configProbe?: TokenProbe;
   /** Writable tmpfs folders in an otherwise read-only root (where the assistant writes outside its state). */
   tmpfs: string[];
   /** Where the customer folder is mounted in the container. */

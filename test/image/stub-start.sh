@@ -4,6 +4,8 @@
 # serves the customer's workspace folder, so GET /AGENTS.md shows the rendered file. busybox
 # httpd serves one folder, so the probe answers and links to the workspace's entries share a
 # folder on the tmpfs at /tmp (the root is read-only); links for new entries are added every second.
+# Each connection goes through stub-front, which answers /readyz with OpenClaw's details for a
+# caller holding the gateway token in force, and hands every other request to httpd.
 home=${OPENCLAW_HOME:-/home/node/.openclaw}
 ws=$home/workspace
 www=/tmp/www
@@ -14,6 +16,7 @@ fi
 printf '{"ok":true,"status":"live"}' > "$www/healthz"
 printf '{"ok":true,"status":"started"}' > "$www/startupz"
 printf '{"ready":true}' > "$www/readyz"
+date +%s > /tmp/stub-started
 link() {
   for f in "$ws"/* "$ws"/.[!.]*; do
     [ -e "$f" ] || continue
@@ -23,4 +26,4 @@ link() {
 }
 link
 (while sleep 1; do link; done) &
-exec httpd -f -p "$PORT" -h "$www"
+STUB_WWW=$www exec nc -ll -p "$PORT" -e /bin/stub-front

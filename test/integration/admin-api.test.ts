@@ -7,7 +7,10 @@ import { MemoryRateLimitBackend } from '../../src/http/rate-limit.js';
 import { HealthChecks } from '../../src/observability/health.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
+import { storePoolApi } from '../../src/http/pool-api.js';
 import { CustomerStore } from '../../src/store/customer-store.js';
+import { PoolStore } from '../../src/store/pool-store.js';
+import { PortReservations } from '../../src/store/port-reservations.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { TEST_BOT_TOKEN, testSecretBox, uniqueName } from '../support/fixtures.js';
 
@@ -32,6 +35,7 @@ describe('admin API', () => {
   let server: Server;
   let base: string;
   const reconciled: string[] = [];
+  let poolWakes = 0;
   // The failed-authentication budget's clock: moves only when a test says so.
   let clock = 60_000 * 3 + 1_000;
   const failureLimit = { limit: 8, windowMs: 60_000 };
@@ -50,6 +54,9 @@ describe('admin API', () => {
           adminToken: TOKEN,
           rateLimits: new MemoryRateLimitBackend(() => clock),
           authFailureLimit: failureLimit,
+          pools: storePoolApi(new PoolStore(db.handle, testSecretBox(), new PortReservations(db.handle, { from: 41_900, to: 41_909 })), {
+            onChange: () => poolWakes++,
+          }),
           reconcileNow: async (name) => {
             reconciled.push(name);
             return new Date('2030-01-02T03:04:05.000Z');
@@ -262,6 +269,48 @@ describe('admin API', () => {
     });
   });
 
+  describe('pools', () => {
+    const POOLS = '/apis/blytz.cloud/v1alpha1/pools';
+    const pool = (name: string, spec: Record<string, unknown>) => ({ apiVersion: 'blytz.cloud/v1alpha1', kind: 'Pool', metadata: { name }, spec });
+
+    it('lists every plan, a plan never set at size 0; 401 without the token', async () => {
+      const list = await call('GET', POOLS);
+      expect(list.status).toBe(200);
+      expect(list.body?.['kind']).toBe('PoolList');
+      expect(list.body?.['items'].map((p: Json) => [p.metadata.name, p.spec.size])).toEqual([
+        ['personal', 0],
+        ['pro', 0],
+      ]);
+      expect((await call('GET', POOLS, undefined, null)).status).toBe(401);
+    });
+
+    it('applies a size: 201 then 200, the generation moving only on a change, the pool controller woken each time', async () => {
+      const wakes = poolWakes;
+      const created = await call('PUT', `${POOLS}/pro`, pool('pro', { size: 2 }));
+      expect(created.status).toBe(201);
+      expect(created.body).toMatchObject({ kind: 'Pool', metadata: { name: 'pro', generation: 1 }, spec: { size: 2, template: 'personal-assistant' } });
+      expect(created.body?.['status']).toEqual({ ready: 0, warming: 0, bound: 0, retiring: 0 });
+      const same = await call('PUT', `${POOLS}/pro`, pool('pro', { size: 2 }));
+      expect(same.status).toBe(200);
+      expect(same.body?.['metadata'].generation).toBe(1);
+      expect((await call('PUT', `${POOLS}/pro`, pool('pro', { size: 1 }))).body?.['metadata'].generation).toBe(2);
+      expect(poolWakes).toBe(wakes + 3);
+      expect((await call('GET', `${POOLS}/pro`)).body?.['spec'].size).toBe(1);
+    });
+
+    it('refuses a pool of no plan, a bad size, a name other than the URL\'s, and a body that is not JSON, changing nothing', async () => {
+      expect((await call('GET', `${POOLS}/gold`)).status).toBe(404);
+      const bad = await call('PUT', `${POOLS}/personal`, pool('pro', { size: -1, color: 'red' }));
+      expect(bad.status).toBe(422);
+      expect(bad.body).toMatchObject({ kind: 'Status', reason: 'Invalid' });
+      const fields = bad.body?.['details'].causes.map((c: Json) => c.field);
+      expect(fields).toEqual(expect.arrayContaining(['spec.size', 'metadata.name']));
+      expect((await call('PUT', `${POOLS}/gold`, pool('gold', { size: 1 }))).status).toBe(422);
+      expect((await call('PUT', `${POOLS}/personal`, 'size=1')).status).toBe(400);
+      expect((await call('GET', `${POOLS}/personal`)).body?.['spec'].size).toBe(0);
+    });
+  });
+
   describe('secrets', () => {
     it('accepts a bot token and never returns it: responses say botTokenSet', async () => {
       const name = uniqueName('secret');
@@ -423,7 +472,16 @@ describe('admin API without a controller', () => {
       metrics: new Metrics(),
       health: new HealthChecks(),
       readiness: { breakers: () => ({}), leader: () => false },
-      routers: [adminApiRouter({ store, adminToken: TOKEN })],
+      routers: [
+        adminApiRouter({
+          store,
+          adminToken: TOKEN,
+          pools: storePoolApi(new PoolStore(db.handle, testSecretBox(), new PortReservations(db.handle, { from: 41_910, to: 41_919 })), {
+            onChange: () => {},
+            unavailable: 'warm pools run on the Docker runtime only',
+          }),
+        }),
+      ],
     });
     server = createServer(app);
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -442,6 +500,17 @@ describe('admin API without a controller', () => {
     const res = await fetch(`${base}${CUSTOMERS_PATH}/${name}/reconcile`, { method: 'POST', headers });
     expect(res.status).toBe(503);
     expect(await res.json()).toMatchObject({ kind: 'Status', reason: 'ServiceUnavailable', code: 503 });
+  });
+
+  it('where pools cannot run (the Kubernetes runtime), a size above 0 is refused and every pool says why; 0 is accepted', async () => {
+    const headers = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' };
+    const body = (size: number) => JSON.stringify({ apiVersion: 'blytz.cloud/v1alpha1', kind: 'Pool', metadata: { name: 'personal' }, spec: { size } });
+    const refused = await fetch(`${base}/apis/blytz.cloud/v1alpha1/pools/personal`, { method: 'PUT', headers, body: body(1) });
+    expect(refused.status).toBe(422);
+    expect(await refused.json()).toMatchObject({ details: { causes: [{ field: 'spec.size', message: 'warm pools run on the Docker runtime only' }] } });
+    expect((await fetch(`${base}/apis/blytz.cloud/v1alpha1/pools/personal`, { method: 'PUT', headers, body: body(0) })).status).toBe(201);
+    const list = (await (await fetch(`${base}/apis/blytz.cloud/v1alpha1/pools`, { headers })).json()) as Json;
+    expect(list['items'].map((p: Json) => p.status.message)).toEqual(['warm pools run on the Docker runtime only', 'warm pools run on the Docker runtime only']);
   });
 });
 

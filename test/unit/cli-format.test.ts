@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import type { CustomerObject } from '../../src/cli/client.js';
 import { describeCustomer, eventAge } from '../../src/cli/describe.js';
 import { desiredView, liveView, renderView, unifiedDiff } from '../../src/cli/diff.js';
-import { customerTable, formatAge, formatTable } from '../../src/cli/format.js';
+import { customerTable, formatAge, formatTable, poolTable } from '../../src/cli/format.js';
+import { poolObject } from '../../src/domain/pool.js';
 import { parseManifest } from '../../src/domain/customer.js';
 
 const NOW = new Date('2030-01-10T12:00:00Z');
@@ -224,5 +225,26 @@ describe('diff', () => {
       .split('\n')
       .filter((l) => l.startsWith('@@'));
     expect(hunks).toEqual(['@@ -1,5 +1,5 @@', '@@ -16,5 +16,5 @@']);
+  });
+});
+
+describe('pool table', () => {
+  const pools = [
+    poolObject({ plan: 'personal', size: 2, template: 'personal-assistant', generation: 4, status: { ready: 1, warming: 1, bound: 3, retiring: 0 } }),
+    poolObject({ plan: 'pro', size: 0, template: 'personal-assistant', generation: 0, status: { ready: 0, warming: 0, bound: 0, retiring: 1 } }),
+  ];
+
+  it('shows each plan\'s size beside its slots by state', () => {
+    expect(poolTable(pools).split('\n')).toEqual([
+      'PLAN       DESIRED   READY   WARMING   BOUND',
+      'personal   2         1       1         3',
+      'pro        0         0       0         0',
+    ]);
+  });
+
+  it('wide adds the slots being removed, the template and the generation', () => {
+    const [header, personal] = poolTable(pools, true).split('\n');
+    expect(header?.split(/\s+/)).toEqual(['PLAN', 'DESIRED', 'READY', 'WARMING', 'BOUND', 'RETIRING', 'TEMPLATE', 'GENERATION']);
+    expect(personal?.split(/\s+/)).toEqual(['personal', '2', '1', '1', '3', '0', 'personal-assistant', '4']);
   });
 });

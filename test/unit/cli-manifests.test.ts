@@ -2,7 +2,7 @@ import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ManifestError, readManifests, type ManifestProblem } from '../../src/cli/manifests.js';
+import { describeDocument, isPoolDocument, ManifestError, readDocuments, readManifests, type ManifestProblem } from '../../src/cli/manifests.js';
 
 const TOKEN = `123456789:${'A'.repeat(35)}`;
 
@@ -167,5 +167,55 @@ describe('readManifests', () => {
   it('formats problems as "file, document N: field: message"', async () => {
     const path = file('fmt.yaml', yamlDoc('fmt', '  state: running\n'));
     await expect(readManifests([path])).rejects.toThrow(`${path}, document 1: spec.state: `);
+  });
+
+  describe('Pools (apply and diff take them beside Customers)', () => {
+    const poolDoc = (plan: string, size: unknown) => `apiVersion: blytz.cloud/v1alpha1\nkind: Pool\nmetadata:\n  name: ${plan}\nspec:\n  size: ${String(size)}\n`;
+    const poolProblems = async (inputs: string[]): Promise<ManifestProblem[]> => {
+      try {
+        await readDocuments(inputs);
+      } catch (error) {
+        if (error instanceof ManifestError) return error.problems;
+        throw error;
+      }
+      throw new Error('expected a ManifestError');
+    };
+
+    it('reads Pool and Customer documents of one stream in order, a pool named by its plan', async () => {
+      const path = file('mixed.yaml', `${poolDoc('personal', 2)}---\n${yamlDoc('m-one')}`);
+      const docs = await readDocuments([path]);
+      expect(docs.map((d) => [isPoolDocument(d), describeDocument(d)])).toEqual([
+        [true, `pool/personal (${path}, document 1)`],
+        [false, `customer/m-one (${path}, document 2)`],
+      ]);
+      const [pool] = docs;
+      expect(pool && isPoolDocument(pool) ? pool.pool.spec : undefined).toEqual({ size: 2, template: 'personal-assistant' });
+    });
+
+    it('reads a PoolList as printed by `get pools -o json`', async () => {
+      const list = { apiVersion: 'v1', kind: 'PoolList', items: [{ apiVersion: 'blytz.cloud/v1alpha1', kind: 'Pool', metadata: { name: 'pro', generation: 3 }, spec: { size: 1 }, status: { ready: 1 } }] };
+      const docs = await readDocuments([file('pools.json', JSON.stringify(list))]);
+      expect(docs.map(describeDocument)).toEqual([expect.stringMatching(/^pool\/pro /)]);
+    });
+
+    it('reports a pool of no plan, a size out of range and a pool twice, each by field', async () => {
+      const path = file('bad-pools.yaml', `${poolDoc('gold', 1)}---\n${poolDoc('personal', -1)}---\n${poolDoc('pro', 1)}---\n${poolDoc('pro', 2)}`);
+      const problems = await poolProblems([path]);
+      expect(problems).toEqual([
+        { source: path, document: 1, field: 'metadata.name', message: expect.stringContaining('must be a plan') },
+        { source: path, document: 2, field: 'spec.size', message: 'must be 0 or more' },
+        { source: path, document: 4, field: 'metadata.name', message: expect.stringContaining('duplicate name "pro"') },
+      ]);
+    });
+
+    it('a Pool and a Customer of the same name are two objects, not a duplicate', async () => {
+      const docs = await readDocuments([file('same-name.yaml', `${poolDoc('pro', 1)}---\n${yamlDoc('pro')}`)]);
+      expect(docs).toHaveLength(2);
+    });
+
+    it('commands that take only Customers still refuse a Pool', async () => {
+      const problems = await problemsOf([file('only-pool.yaml', poolDoc('personal', 1))]);
+      expect(problems[0]).toMatchObject({ field: 'kind', message: expect.stringContaining('unknown kind "Pool"') });
+    });
   });
 });

@@ -75,6 +75,13 @@ const CONTRACT_METRICS = [
   'blytz_backup_schedule_seconds',
   'blytz_backup_duration_seconds',
   'blytz_backup_size_bytes',
+  // Tenant isolation on Docker (issue 19).
+  'blytz_tenant_firewall',
+  // Warm pools (issue 22).
+  'blytz_pool_size',
+  'blytz_pool_slots',
+  'blytz_assistant_starts_total',
+  'blytz_pool_bind_duration_seconds',
 ];
 
 const ownMetrics = new Metrics({ defaultMetrics: false });

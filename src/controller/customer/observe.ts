@@ -1,7 +1,8 @@
 import type { ObservedRoute, RouteTable } from '../../proxy/route-table.js';
 import type { CustomerRuntime, ObservedContainer } from '../../runtime/runtime.js';
-import type { ControllerStore, HostPorts, PortSlot, ReconcileView } from '../../store/store.js';
+import type { ControllerStore, HostPorts, PoolBinding, PortSlot, ReconcileView } from '../../store/store.js';
 import type { Workspaces } from '../../workspace/workspace.js';
+import { boundContainers } from './bound-containers.js';
 import type { Observed } from './plan.js';
 
 /**
@@ -24,7 +25,10 @@ export interface WorldObserverDeps {
 /** What a reconcile reads first: the customer from the store, its containers, and the full pass's entry it used (if any). */
 export interface DesiredRead {
   view: ReconcileView | undefined;
+  /** The customer's containers as the planner sees them (a claimed pool slot's through the binding). */
   containers: ObservedContainer[];
+  /** As the runtime listed them: mapped again whenever the binding changes. */
+  listed: ObservedContainer[];
   cached: CachedCustomer | undefined;
 }
 
@@ -63,14 +67,18 @@ export class WorldObserver {
    */
   async desiredAndContainers(name: string): Promise<DesiredRead> {
     const cached = this.#deps.cache?.take(name);
-    if (cached) return { view: cached.view, containers: cached.containers, cached };
-    const [view, containers] = await Promise.all([this.#deps.store.reconcileView(name), this.#deps.runtime.listFor(name)]);
-    return { view, containers, cached: undefined };
+    if (cached) {
+      const listed = cached.containers;
+      return { view: cached.view, listed, containers: boundContainers(listed, cached.view?.binding), cached };
+    }
+    const [view, listed] = await Promise.all([this.#deps.store.reconcileView(name), this.#deps.runtime.listFor(name)]);
+    return { view, listed, containers: boundContainers(listed, view?.binding), cached: undefined };
   }
 
-  /** The customer's containers, read now. */
-  containers(name: string): Promise<ObservedContainer[]> {
-    return this.#deps.runtime.listFor(name);
+  /** The customer's containers listed again (after a repair or a claim), seen through its binding as it is now. */
+  async relist(name: string, read: DesiredRead): Promise<void> {
+    read.listed = await this.#deps.runtime.listFor(name);
+    read.containers = boundContainers(read.listed, read.view?.binding);
   }
 
   /**
@@ -79,9 +87,12 @@ export class WorldObserver {
    * when it did).
    */
   async world(name: string, read: DesiredRead): Promise<Observed> {
-    const { cached, view, containers } = read;
-    if (!cached) return this.observe(name, view?.ports, containers);
-    const { route, port, nextPort } = cached;
+    const { cached, view } = read;
+    // Mapped again from the listing: this reconcile's bind step may have changed the binding since.
+    const containers = boundContainers(read.listed, view?.binding);
+    if (!cached) return this.observe(name, view?.ports, containers, view?.binding);
+    const { route, nextPort } = cached;
+    const port = view?.ports?.current ?? cached.port;
     return { containers, route, port, nextPort, workspace: await this.#deps.workspaces.observe(name) };
   }
 
@@ -90,10 +101,15 @@ export class WorldObserver {
    * answers to this reconcile's port writes), else read from the store; its containers as given,
    * else listed.
    */
-  async observe(name: string, known?: Partial<Record<PortSlot, number>>, listed?: ObservedContainer[]): Promise<Observed> {
+  async observe(
+    name: string,
+    known?: Partial<Record<PortSlot, number>>,
+    listed?: ObservedContainer[],
+    binding?: PoolBinding,
+  ): Promise<Observed> {
     const { runtime, routes, ports, workspaces } = this.#deps;
     const [containers, route, port, nextPort, workspace] = await Promise.all([
-      listed ?? runtime.listFor(name),
+      listed ?? runtime.listFor(name).then((found) => boundContainers(found, binding)),
       routes.get(name),
       known ? known.current : ports.find(name),
       known ? known.next : ports.findNext(name),

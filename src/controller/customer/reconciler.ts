@@ -16,6 +16,7 @@ import type { Admission, Rollouts } from '../rollout/rollouts.js';
 import { resolveCustomer, TemplateError, type DesiredDefaults, type ResolvedCustomer } from './desired.js';
 import { describeFailure, Executor, ReconcileStepError, type ExecuteOutcome, type KnownPorts } from './execute.js';
 import { WorldCache, WorldObserver, type DesiredRead } from './observe.js';
+import type { PoolBinder } from './pool-binding.js';
 import { fleetChangeOf, plan, type Action, type Observed, type UpstreamOf } from './plan.js';
 import { ReconcileEvents } from './reconcile-events.js';
 import { RestartBackoff, type RestartBackoffOptions } from './restart-backoff.js';
@@ -55,6 +56,8 @@ export interface CustomerReconcilerDeps {
    * wait for a backup first; a failed update puts back the state from before it.
    */
   backups?: BackupGate;
+  /** Warm pools (Docker): a new customer is bound to a pre-started assistant (pool-binding.ts). */
+  pool?: PoolBinder;
 }
 
 /** The customer controller's name: the `controller` label of its metrics and log lines. */
@@ -62,6 +65,8 @@ export const CUSTOMER_CONTROLLER_NAME = 'customer';
 const WAIT_FOR_HEALTH_MS = 1000;
 /** How often a cancelled customer whose containers are still being removed (in the background) is looked at. */
 const TEARDOWN_LOOK_MS = 1000;
+/** How often a customer whose pooled gateway is taking its configuration is looked at. */
+const BIND_LOOK_MS = 500;
 /** How often a customer whose unhealthy container waits out its restart back-off is looked at. */
 const HELD_RESTART_LOOK_MS = 10_000;
 const PORTS_EXHAUSTED_RETRY_MS = 30_000;
@@ -142,8 +147,12 @@ export class CustomerReconciler implements Reconciler {
     const { view } = read;
     const customer = view?.customer;
     const repair = await this.#repair(name, read, events, signal);
-    if (repair && !repair.failure) read.containers = await this.#observer.containers(name);
+    if (repair && !repair.failure) await this.#observer.relist(name, read);
     let resolved = view ? await this.#resolve(view, events) : undefined;
+    // A new customer takes a warm pool slot, when one is ready (pool-binding.ts); a claim made
+    // earlier is finished here, after a crash too.
+    const bind = view && resolved && this.#deps.pool ? await this.#deps.pool.bind(view, resolved, read.containers, events, signal) : undefined;
+    if (bind && bind.kind !== 'none') await this.#observer.relist(name, read);
     const observed = await this.#observer.world(name, read);
     this.#restarts.observed(name, observed.containers, this.#now());
     // A fleet-wide change waits for its rollout's slot; a customer sent back gets its previous image.
@@ -180,6 +189,13 @@ export class CustomerReconciler implements Reconciler {
       await this.#writeStatus(customer, resolved, observed, events, { note: result.note });
       return {};
     }
+    // Claimed, and its gateway is still taking the customer's configuration: no route to it yet.
+    if (bind?.kind === 'pending') {
+      if (signal.aborted) throw abortReason(signal);
+      const status = await this.#writeStatus(customer, resolved, observed, events, { note: bind.note });
+      this.#trackProvisioning(customer, status, started);
+      return { requeueAfterMs: BIND_LOOK_MS };
+    }
 
     // Execute. A listing in flight must not hand a later reconcile the world from before these
     // actions: invalidated before and after them.
@@ -202,7 +218,9 @@ export class CustomerReconciler implements Reconciler {
 
     // Status, from the world as it is after the actions (the ports as the actions left them,
     // unless one failed: then as the store has them).
-    const after = result.actions.length > 0 ? await this.#observer.observe(name, run.failure ? undefined : ports) : observed;
+    const after =
+      result.actions.length > 0 ? await this.#observer.observe(name, run.failure ? undefined : ports, undefined, view?.binding) : observed;
+    if (!run.failure && isColdStart(customer, result.actions)) this.#deps.metrics.assistantStarts.inc({ plan: customer.spec.plan, source: 'cold' });
     const status = await this.#writeStatus(customer, resolved, after, events, {
       failure: run.failure,
       note: run.waitNote ?? hold,
@@ -526,6 +544,15 @@ function lookAgain(input: {
     if (purgeIn <= 0 && !input.purged) return { requeueAfterMs: TEARDOWN_LOOK_MS };
   }
   return {};
+}
+
+/** A new customer's first container, started for it (no port held before): not from a warm pool. */
+function isColdStart(customer: Customer, actions: Action[]): boolean {
+  return (
+    customer.spec.state === 'active' &&
+    actions.some((a) => a.type === 'reservePort' && a.slot === undefined) &&
+    actions.some((a) => a.type === 'createContainer' && a.slot === undefined)
+  );
 }
 
 /** The customer as planned while a restore holds it: suspended (container stopped, page shown). */

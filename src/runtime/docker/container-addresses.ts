@@ -2,7 +2,7 @@ import type Docker from 'dockerode';
 import type { AddressLister, CustomerAddresses } from '../customer-addresses.js';
 import type { Guard } from '../../resilience/guard.js';
 import { labelFilter } from '../../domain/labels.js';
-import { CUSTOMER_LABEL } from '../../domain/naming.js';
+import { identityOf } from './identity.js';
 
 /**
  * The model gateway's source check on Docker: every running customer container's addresses on
@@ -16,7 +16,8 @@ export function dockerContainerAddresses(docker: Docker, guard: Guard, extraLabe
     );
     const out: CustomerAddresses[] = [];
     for (const container of containers) {
-      const customer = container.Labels?.[CUSTOMER_LABEL];
+      // A pool slot a customer claimed is that customer's (by name: its labels are the slot's).
+      const { customer } = identityOf(container.Labels, container.Names?.[0] ?? '');
       if (!customer) continue;
       const networks = Object.values(container.NetworkSettings?.Networks ?? {});
       const addresses = networks.flatMap((n) => [n.IPAddress, n.GlobalIPv6Address].filter((a): a is string => Boolean(a)));

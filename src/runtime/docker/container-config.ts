@@ -9,7 +9,16 @@ import {
   SPEC_HASH_LABEL,
 } from '../../domain/naming.js';
 import { TMPFS_MIB, type ContainerSpec } from '../runtime.js';
-import { CONTAINER_PORT_LABEL, GENERATION_LABEL, HOST_PORT_LABEL, OWN_HASH_LABEL, PROBES_LABEL, START_TIMEOUT_LABEL } from '../../domain/labels.js';
+import {
+  CONTAINER_PORT_LABEL,
+  GENERATION_LABEL,
+  HOST_PORT_LABEL,
+  OWN_HASH_LABEL,
+  POOL_SLOT_LABEL,
+  PROBES_LABEL,
+  START_TIMEOUT_LABEL,
+} from '../../domain/labels.js';
+import { poolContainerName } from '../../domain/pool.js';
 
 export interface LogRotation {
   maxSize: string;
@@ -43,7 +52,11 @@ export function containerConfig(
   /** The customer's own network (networks.ts); absent: Docker's default bridge, shared by all. */
   network?: string,
 ): ContainerCreateOptions {
-  if (!isDns1123Label(spec.customer)) throw new Error(`customer name ${JSON.stringify(spec.customer)} is not a DNS-1123 label`);
+  const pooled = spec.poolSlot !== undefined;
+  if (pooled && (!Number.isSafeInteger(spec.poolSlot) || (spec.poolSlot as number) < 1))
+    throw new Error(`pool slot ${String(spec.poolSlot)} is not a positive integer`);
+  if (!pooled && !isDns1123Label(spec.customer))
+    throw new Error(`customer name ${JSON.stringify(spec.customer)} is not a DNS-1123 label`);
   if (!NON_ROOT_USER.test(spec.user))
     throw new Error(`container user ${JSON.stringify(spec.user)} must be a numeric non-root uid[:gid]`);
   for (const probe of [spec.probes.startup, spec.probes.liveness, spec.probes.readiness]) {
@@ -58,7 +71,11 @@ export function containerConfig(
   }
   const portKey = `${spec.containerPort}/tcp`;
   return {
-    name: spec.slot === 'next' ? nextContainerName(spec.customer) : containerName(spec.customer),
+    name: pooled
+      ? poolContainerName(spec.poolSlot as number, extraLabels['cloud.blytz.instance'])
+      : spec.slot === 'next'
+        ? nextContainerName(spec.customer)
+        : containerName(spec.customer),
     Image: spec.image,
     User: spec.user,
     // spec.env holds plain settings only; secrets reach the container as mounted 0600 files.
@@ -66,7 +83,8 @@ export function containerConfig(
     Labels: {
       ...extraLabels,
       [MANAGED_BY_LABEL]: MANAGED_BY_VALUE,
-      [CUSTOMER_LABEL]: spec.customer,
+      // A pool slot belongs to no customer yet: its own label instead (a claim binds it by name).
+      ...(pooled ? { [POOL_SLOT_LABEL]: String(spec.poolSlot) } : { [CUSTOMER_LABEL]: spec.customer }),
       [SPEC_HASH_LABEL]: spec.specHash,
       [HOST_PORT_LABEL]: String(spec.hostPort),
       [CONTAINER_PORT_LABEL]: String(spec.containerPort),

@@ -1,10 +1,10 @@
 import Docker from 'dockerode';
-import { CUSTOMER_LABEL } from '../../domain/naming.js';
 import type { Logger } from '../../observability/logger.js';
 import type { Guard } from '../../resilience/guard.js';
 import { reconnectDelayMs } from '../../resilience/backoff.js';
 import type { EventSource, WorldEventSink } from '../../controller/event-source.js';
 import { checkExtraLabels, labelFilter } from '../../domain/labels.js';
+import { identityOf } from './identity.js';
 
 /**
  * The engine's container events for our labels, turned into "look at customer X again".
@@ -171,7 +171,9 @@ export class DockerEventSource implements EventSource {
     const action = event.Action ?? '';
     // The engine's filter already excludes them; belt and braces, since they arrive in floods.
     if (event.Type !== 'container' || action.startsWith('exec_')) return;
-    const customer = event.Actor?.Attributes?.[CUSTOMER_LABEL];
+    // Its customer: by label, or by name for a pool slot a customer claimed (identity.ts).
+    const attributes = event.Actor?.Attributes ?? {};
+    const { customer } = identityOf(attributes, attributes['name'] ?? '');
     if (customer) this.#sink?.enqueue(customer);
   }
 

@@ -9,10 +9,24 @@ import {
   type CustomerRuntime,
   type ExecResult,
   type ObservedContainer,
+  type PoolRuntime,
+  type TokenProbeResult,
 } from '../runtime.js';
+import { poolEngineKey } from '../../domain/pool.js';
+import type { TokenProbe } from '../../domain/probes.js';
+import { identityOf } from './identity.js';
 import { containerConfig, DEFAULT_LOG_ROTATION, type LogRotation } from './container-config.js';
 import { runExec } from './exec.js';
-import { judgeContainer, mapLimit, parseProbesLabel, parseStatus, probeLegacyPath, type ProbeOptions, type ProbeResult } from './health.js';
+import {
+  judgeContainer,
+  mapLimit,
+  parseProbesLabel,
+  parseStatus,
+  probeLegacyPath,
+  runTokenProbe,
+  type ProbeOptions,
+  type ProbeResult,
+} from './health.js';
 import { customerNetworkName, CustomerNetworks } from './networks.js';
 import {
   checkExtraLabels,
@@ -22,6 +36,7 @@ import {
   HOST_PORT_LABEL,
   labelFilter,
   OWN_HASH_LABEL,
+  POOL_SLOT_LABEL,
   PROBES_LABEL,
   START_TIMEOUT_LABEL,
 } from '../../domain/labels.js';
@@ -61,7 +76,10 @@ function positivePort(value: string | undefined): number | undefined {
  * Guard (timeout, retries for transient failures, breaker, metrics). Health probes of the
  * customer's own port do not: a broken assistant says nothing about the engine's health.
  */
-export class DockerRuntime implements CustomerRuntime {
+/** Which of our containers a listing is for (see `#list`). */
+type Listing = 'customers' | 'pool';
+
+export class DockerRuntime implements CustomerRuntime, PoolRuntime {
   readonly #docker: Docker;
   readonly #guard: Guard;
   readonly #extraLabels: Record<string, string>;
@@ -96,8 +114,14 @@ export class DockerRuntime implements CustomerRuntime {
     return this.#docker;
   }
 
+  /** Every container serving a customer (a pool slot not yet claimed is the pool's, not listed). */
   list(): Promise<ObservedContainer[]> {
-    return this.#list({}, false);
+    return this.#list(labelFilter(this.#extraLabels), 'customers', false);
+  }
+
+  /** Every warm pool slot's container, claimed or not. */
+  listPool(): Promise<ObservedContainer[]> {
+    return this.#list([...labelFilter(this.#extraLabels), POOL_SLOT_LABEL], 'pool', false);
   }
 
   /**
@@ -107,21 +131,30 @@ export class DockerRuntime implements CustomerRuntime {
    * so answers once the engine is done with the exit. A repair seen this way starts the container
    * when the engine can, not when the next look happens to come.
    */
-  listFor(customer: string): Promise<ObservedContainer[]> {
-    return this.#list({ [CUSTOMER_LABEL]: customer }, true);
+  async listFor(customer: string): Promise<ObservedContainer[]> {
+    // Its own (labelled with it) and a pool slot's it claimed (named after it; labels cannot change).
+    const [own, claimed] = await Promise.all([
+      this.#list(labelFilter(this.#extraLabels, { [CUSTOMER_LABEL]: customer }), 'customers', true),
+      this.#list([...labelFilter(this.#extraLabels), POOL_SLOT_LABEL], 'customers', true, [`^/${containerName(customer)}$`]),
+    ]);
+    return [...own, ...claimed.filter((c) => c.customer === customer && !own.some((o) => o.id === c.id))];
   }
 
-  async #list(more: Record<string, string>, exact: boolean): Promise<ObservedContainer[]> {
+  async #list(labels: string[], listing: Listing, exact: boolean, names?: string[]): Promise<ObservedContainer[]> {
     const infos = await this.#guard('listContainers', (abortSignal) =>
-      this.#docker.listContainers({ all: true, filters: { label: labelFilter(this.#extraLabels, more) }, abortSignal }),
+      this.#docker.listContainers({ all: true, filters: { label: labels, ...(names ? { name: names } : {}) }, abortSignal }),
     );
-    const observed = await mapLimit(infos, this.#probeConcurrency, (info) => this.#observe(info, exact));
+    const observed = await mapLimit(infos, this.#probeConcurrency, (info) => this.#observe(info, listing, exact));
     return observed.filter((container): container is ObservedContainer => container !== undefined);
   }
 
-  /** The container as listed (`exact`: a running one as inspected now); undefined once it is gone. */
-  async #observe(info: Docker.ContainerInfo, exact: boolean): Promise<ObservedContainer | undefined> {
+  /** The container as listed (`exact`: a running one as inspected now); undefined once it is gone, or not the listing's. */
+  async #observe(info: Docker.ContainerInfo, listing: Listing, exact: boolean): Promise<ObservedContainer | undefined> {
     const labels = info.Labels ?? {};
+    const name = (info.Names?.[0] ?? '').replace(/^\//, '');
+    const identity = identityOf(labels, name);
+    // A slot no customer has claimed is the pool's; a customers' listing leaves it out.
+    if (listing === 'customers' && identity.poolSlot !== undefined && identity.customer === undefined) return undefined;
     let state: ContainerState = STATES.has(info.State as ContainerState) ? (info.State as ContainerState) : 'dead';
     let status = info.Status ?? '';
     let startedAt: number | undefined;
@@ -139,22 +172,27 @@ export class DockerRuntime implements CustomerRuntime {
       info.Ports?.find(
         (p) => p.Type === 'tcp' && p.PublicPort > 0 && (containerPort === undefined || p.PrivatePort === containerPort),
       )?.PublicPort;
-    const customer = labels[CUSTOMER_LABEL] ?? '';
+    const customer = identity.customer ?? '';
     // A container on a network other than its customer's own (one made before customers had
     // networks, on Docker's shared bridge) is not what we would create: it reads as another
-    // spec, so it is recreated (paced like any fleet change, its own inputs being the same).
-    const isolated = info.HostConfig?.NetworkMode === customerNetworkName(customer);
+    // spec, so it is recreated (paced like any fleet change, its own inputs being the same). A
+    // pool slot's network is its own, and stays its own after a customer claims it.
+    const ownNetwork = customerNetworkName(
+      identity.poolSlot === undefined ? customer : poolEngineKey(identity.poolSlot, this.#extraLabels['cloud.blytz.instance']),
+    );
+    const isolated = info.HostConfig?.NetworkMode === ownNetwork;
     const specHash = labels[SPEC_HASH_LABEL];
     const observed: ObservedContainer = {
       id: info.Id,
       customer,
-      name: (info.Names?.[0] ?? '').replace(/^\//, ''),
+      name,
       specHash: specHash === undefined || isolated ? specHash : `${specHash}+shared-network`,
       state,
       health: 'unknown',
     };
     if (hostPort !== undefined) observed.hostPort = hostPort;
     if (observed.name.endsWith(NEXT_CONTAINER_SUFFIX)) observed.provisional = true;
+    if (identity.poolSlot !== undefined) observed.poolSlot = identity.poolSlot;
     if (info.Image) observed.image = info.Image;
     if (labels[OWN_HASH_LABEL] !== undefined) observed.ownHash = labels[OWN_HASH_LABEL];
     const generation = Number(labels[GENERATION_LABEL]);
@@ -246,7 +284,7 @@ export class DockerRuntime implements CustomerRuntime {
   }
 
   async create(spec: ContainerSpec): Promise<string> {
-    const network = await this.#networks.ensure(spec.customer);
+    const network = await this.#networks.ensure(spec.poolSlot === undefined ? spec.customer : { poolSlot: spec.poolSlot });
     const config = containerConfig(spec, this.#extraLabels, this.#logRotation, network);
     // Not retried: when a first attempt timed out after the engine created the container, a
     // second would only meet a 409 name conflict. The next reconcile observes and carries on.
@@ -311,10 +349,13 @@ export class DockerRuntime implements CustomerRuntime {
   }
 
   async remove(id: string): Promise<void> {
-    const customer = await this.#guard('inspectContainer', async (abortSignal) => {
+    const owner = await this.#guard('inspectContainer', async (abortSignal) => {
       try {
         const info = await this.#docker.getContainer(id).inspect({ abortSignal } as Docker.ContainerInspectOptions);
-        return info.Config.Labels?.[CUSTOMER_LABEL];
+        const labels = info.Config.Labels ?? {};
+        const slot = Number(labels[POOL_SLOT_LABEL]);
+        // A slot's network is its own, also once claimed: it goes with the slot's container.
+        return labels[CUSTOMER_LABEL] ?? (Number.isSafeInteger(slot) && slot > 0 ? { poolSlot: slot } : undefined);
       } catch (error) {
         if (isStatus(error, 404)) return undefined;
         throw error;
@@ -331,8 +372,38 @@ export class DockerRuntime implements CustomerRuntime {
     });
     // The customer's network goes with its last container; networks a crash left without one go
     // too, once old enough (a network just made for a container about to be created stays).
-    if (customer) await this.#networks.releaseIfUnused(customer);
+    if (owner) await this.#networks.releaseIfUnused(owner);
     await this.#networks.pruneIdle();
+  }
+
+  /**
+   * A claimed slot's container becomes the customer's: renamed `blytz-<customer>` (its labels
+   * stay the slot's; the store holds the binding). Idempotent: a retry after the engine renamed it
+   * finds the name done. Undefined when the slot has no container any more.
+   */
+  async bindPoolContainer(slot: number, customer: string): Promise<string | undefined> {
+    const name = containerName(customer);
+    const [info] = await this.#guard('listContainers', (abortSignal) =>
+      this.#docker.listContainers({
+        all: true,
+        filters: { label: labelFilter(this.#extraLabels, { [POOL_SLOT_LABEL]: String(slot) }) },
+        abortSignal,
+      }),
+    );
+    if (!info) return undefined;
+    if ((info.Names?.[0] ?? '').replace(/^\//, '') !== name) {
+      await this.#guard('renameContainer', async (abortSignal) => {
+        const container = this.#docker.getContainer(info.Id);
+        const current = await container.inspect({ abortSignal } as Docker.ContainerInspectOptions);
+        if (current.Name.replace(/^\//, '') === name) return;
+        await container.rename({ name, abortSignal });
+      });
+    }
+    return info.Id;
+  }
+
+  probeToken(hostPort: number, probe: TokenProbe, token: string): Promise<TokenProbeResult> {
+    return runTokenProbe(hostPort, probe, token, this.#probe);
   }
 
   async exec(id: string, command: string[], timeoutMs = 30_000): Promise<ExecResult> {

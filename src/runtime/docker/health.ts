@@ -1,5 +1,5 @@
-import type { HttpProbe, Probes } from '../../domain/probes.js';
-import type { ContainerHealth } from '../runtime.js';
+import type { HttpProbe, Probes, TokenProbe } from '../../domain/probes.js';
+import type { ContainerHealth, TokenProbeResult } from '../runtime.js';
 
 /**
  * Container health without an inspect per container. Docker's own health check, when the image
@@ -169,6 +169,36 @@ export async function judgeContainer(
     if (!alive.passed) return { health: 'unhealthy', message: `liveness probe failing: ${alive.reason}` };
   }
   return { health: 'unready', message: `not ready: ${ready.reason}` };
+}
+
+/**
+ * Whether the assistant on `hostPort` has `token` in force (see TokenProbe in domain/probes.ts):
+ * a JSON answer holding the field only an authorized caller is shown. Named the same client
+ * as the health probes (a trusted proxy's request must name one). A refused token counts against
+ * the assistant's own failed-auth limit for that client, so callers ask sparingly.
+ */
+export async function runTokenProbe(hostPort: number, probe: TokenProbe, token: string, options: ProbeOptions): Promise<TokenProbeResult> {
+  const headers: Record<string, string> = { accept: 'application/json', authorization: `Bearer ${token}` };
+  if (options.forwardedFor) headers['x-forwarded-for'] = options.forwardedFor;
+  try {
+    const response = await fetch(`http://127.0.0.1:${hostPort}${probe.path}`, {
+      signal: AbortSignal.timeout(options.timeoutMs),
+      redirect: 'manual',
+      headers,
+    });
+    const text = await readBounded(response);
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      return 'refused';
+    }
+    const shown = typeof body === 'object' && body !== null && Object.hasOwn(body, probe.authorizedField);
+    // Shown also when not ready (a 503 with the reasons): the token is in force either way.
+    return shown ? 'accepted' : 'refused';
+  } catch {
+    return 'unreachable';
+  }
 }
 
 /** The probes label as the runtime wrote it; undefined for anything else (a hand-made container's junk). */

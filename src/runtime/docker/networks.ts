@@ -2,9 +2,10 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import type Docker from 'dockerode';
 import { CUSTOMER_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, OBJECT_PREFIX } from '../../domain/naming.js';
+import { poolEngineKey } from '../../domain/pool.js';
 import type { Guard } from '../../resilience/guard.js';
 import { httpStatusOf } from '../../resilience/transient.js';
-import { labelFilter } from '../../domain/labels.js';
+import { labelFilter, POOL_SLOT_LABEL } from '../../domain/labels.js';
 
 /**
  * Tenant isolation on Docker: every customer gets a bridge network of its own, `blytz-<name>`,
@@ -90,6 +91,29 @@ export function* subnetCandidates(pool: Ipv4Cidr, customer: string): Generator<I
   for (let i = 0; i < slots; i++) yield { base: pool.base + ((start + i) % slots) * size, prefix: CUSTOMER_PREFIX_LENGTH };
 }
 
+/**
+ * Who a network is for: a customer (given by name), or a warm pool slot, which gets a network of
+ * its own exactly like a customer (`blytz-pool_<id>`, see poolEngineKey; labelled with the slot), kept by the
+ * slot's container after a customer claims it.
+ */
+export type NetworkOwner = string | { poolSlot: number };
+
+/** The name part of the owner's network (a slot's carries the instance: see poolEngineKey). */
+function ownerKey(owner: NetworkOwner, instance: string | undefined): string {
+  return typeof owner === 'string' ? owner : poolEngineKey(owner.poolSlot, instance);
+}
+
+function ownerLabels(owner: NetworkOwner): Record<string, string> {
+  return typeof owner === 'string' ? { [CUSTOMER_LABEL]: owner } : { [POOL_SLOT_LABEL]: String(owner.poolSlot) };
+}
+
+/** The owner a network's (or container's) labels name: `c:<customer>` or `p:<slot>`, comparable as text. */
+function ownerOfLabels(labels: Record<string, string> | undefined): string | undefined {
+  if (labels?.[CUSTOMER_LABEL]) return `c:${labels[CUSTOMER_LABEL]}`;
+  if (labels?.[POOL_SLOT_LABEL]) return `p:${labels[POOL_SLOT_LABEL]}`;
+  return undefined;
+}
+
 /** `blytz-<name>`, like the container's (Docker keeps networks and containers apart). */
 export function customerNetworkName(customer: string): string {
   return `${OBJECT_PREFIX}${customer}`;
@@ -159,26 +183,27 @@ export class CustomerNetworks {
     this.#routes = options.routes ?? (() => hostRoutes());
   }
 
-  /** The customer's network, made when missing. Idempotent; safe from two workers at once. */
-  async ensure(customer: string): Promise<string> {
-    const name = customerNetworkName(customer);
+  /** The customer's (or pool slot's) network, made when missing. Idempotent; safe from two workers at once. */
+  async ensure(owner: NetworkOwner): Promise<string> {
+    const key = ownerKey(owner, this.#extraLabels['cloud.blytz.instance']);
+    const name = customerNetworkName(key);
     if (await this.#exists(name)) return name;
     const taken = [...(await this.#networkSubnets()), ...(await this.#routes())];
-    for (const subnet of subnetCandidates(this.#pool, customer)) {
+    for (const subnet of subnetCandidates(this.#pool, key)) {
       if (taken.some((t) => overlaps(t, subnet))) continue;
-      const created = await this.#create(customer, name, subnet);
+      const created = await this.#create(owner, name, subnet);
       if (created === 'created' || created === 'exists') return name;
       taken.push(subnet); // someone took it between our listing and our create
     }
     throw new NetworkPoolExhaustedError(formatCidr(this.#pool));
   }
 
-  /** Removes the customer's network once no container is on it (after its last container went). */
-  async releaseIfUnused(customer: string): Promise<void> {
-    const name = customerNetworkName(customer);
+  /** Removes the customer's (or slot's) network once no container is on it (after its last container went). */
+  async releaseIfUnused(owner: NetworkOwner): Promise<void> {
+    const name = customerNetworkName(ownerKey(owner, this.#extraLabels['cloud.blytz.instance']));
     // A stopped container (a suspended customer) is on no network as the engine counts endpoints,
     // but it starts again on this one: the network stays while any container of the customer does.
-    if (await this.#hasContainers(customer)) return;
+    if (await this.#hasContainers(owner)) return;
     await this.#guard('removeNetwork', async (abortSignal) => {
       const network = this.#docker.getNetwork(name);
       let info: Docker.NetworkInspectInfo;
@@ -210,24 +235,25 @@ export class CustomerNetworks {
     );
     const oldEnough = Date.now() - IDLE_NETWORK_MIN_AGE_SECONDS * 1000;
     const idle = networks.filter(
-      (network) => network.Labels?.[CUSTOMER_LABEL] && this.#ours(network.Labels) && Date.parse(network.Created ?? '') <= oldEnough,
+      (network) => ownerOfLabels(network.Labels) && this.#ours(network.Labels) && Date.parse(network.Created ?? '') <= oldEnough,
     );
     if (idle.length === 0) return;
     // One listing of every container of ours, stopped ones included, for all the candidates.
     const containers = await this.#guard('listContainers', (abortSignal) =>
       this.#docker.listContainers({ all: true, filters: { label: labelFilter(this.#extraLabels) }, abortSignal }),
     );
-    const inUse = new Set(containers.map((c) => c.Labels?.[CUSTOMER_LABEL]));
+    const inUse = new Set(containers.map((c) => ownerOfLabels(c.Labels)));
     for (const network of idle) {
-      const customer = network.Labels?.[CUSTOMER_LABEL] as string;
-      if (!inUse.has(customer)) await this.releaseIfUnused(customer);
+      if (inUse.has(ownerOfLabels(network.Labels))) continue;
+      const customer = network.Labels?.[CUSTOMER_LABEL];
+      await this.releaseIfUnused(customer ?? { poolSlot: Number(network.Labels?.[POOL_SLOT_LABEL]) });
     }
   }
 
-  /** Whether any container of the customer (of this instance), in any state, exists. */
-  async #hasContainers(customer: string): Promise<boolean> {
+  /** Whether any container of the customer or slot (of this instance), in any state, exists. */
+  async #hasContainers(owner: NetworkOwner): Promise<boolean> {
     const containers = await this.#guard('listContainers', (abortSignal) =>
-      this.#docker.listContainers({ all: true, filters: { label: labelFilter(this.#extraLabels, { [CUSTOMER_LABEL]: customer }) }, abortSignal }),
+      this.#docker.listContainers({ all: true, filters: { label: labelFilter(this.#extraLabels, ownerLabels(owner)) }, abortSignal }),
     );
     return containers.length > 0;
   }
@@ -261,7 +287,7 @@ export class CustomerNetworks {
     return subnets;
   }
 
-  async #create(customer: string, name: string, subnet: Ipv4Cidr): Promise<'created' | 'exists' | 'taken'> {
+  async #create(owner: NetworkOwner, name: string, subnet: Ipv4Cidr): Promise<'created' | 'exists' | 'taken'> {
     const gateway = formatIp(subnet.base + 1);
     try {
       await this.#guard(
@@ -275,12 +301,12 @@ export class CustomerNetworks {
             EnableIPv6: false,
             IPAM: { Driver: 'default', Config: [{ Subnet: formatCidr(subnet), Gateway: gateway }] },
             Options: {
-              'com.docker.network.bridge.name': bridgeName(customer, this.#extraLabels['cloud.blytz.instance']),
+              'com.docker.network.bridge.name': bridgeName(ownerKey(owner, this.#extraLabels['cloud.blytz.instance']), this.#extraLabels['cloud.blytz.instance']),
               // Only one customer's containers are on it; what isolates is the host's filter.
               'com.docker.network.bridge.enable_icc': 'true',
               'com.docker.network.bridge.enable_ip_masquerade': 'true',
             },
-            Labels: { ...this.#extraLabels, [MANAGED_BY_LABEL]: MANAGED_BY_VALUE, [CUSTOMER_LABEL]: customer },
+            Labels: { ...this.#extraLabels, [MANAGED_BY_LABEL]: MANAGED_BY_VALUE, ...ownerLabels(owner) },
             abortSignal,
           } as Docker.NetworkCreateOptions),
         { retry: false },
