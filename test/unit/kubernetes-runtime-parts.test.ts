@@ -1,5 +1,5 @@
 import { KubeConfig, type Exec, type V1Pod, type V1Status } from '@kubernetes/client-node';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { PLANS } from '../../src/domain/customer.js';
 import {
   deploymentManifest,
@@ -368,18 +368,29 @@ describe('pods/exec parts', () => {
     });
 
     it("the command's timeout starts once the socket is open", async () => {
-      const slowOpen: Connect = (status) =>
-        new Promise((resolve) => {
-          setTimeout(() => {
-            resolve(socket());
-            setTimeout(() => status({ status: 'Success' }), 30);
-          }, 80);
-        });
-      await expect(runPodExec(execWith(slowOpen), target, ['true'], 60, signal(), 1_000)).resolves.toMatchObject({ exitCode: 0 });
-      const neverEnds: Connect = () => Promise.resolve(socket());
-      await expect(runPodExec(execWith(neverEnds), target, ['sleep', '9'], 40, signal(), 1_000)).rejects.toBeInstanceOf(
-        ExecTimeoutError,
-      );
+      // Fake timers: the 80 + 30 ms against 60 ms below is decided by the clock the test moves,
+      // not by how busy the machine is.
+      vi.useFakeTimers();
+      try {
+        const slowOpen: Connect = (status) =>
+          new Promise((resolve) => {
+            setTimeout(() => {
+              resolve(socket());
+              setTimeout(() => status({ status: 'Success' }), 30);
+            }, 80);
+          });
+        // Opened at 80 ms, ended at 110 ms: past 60 ms from the call, within 60 ms of the open.
+        const opened = runPodExec(execWith(slowOpen), target, ['true'], 60, signal(), 1_000);
+        await vi.runAllTimersAsync();
+        await expect(opened).resolves.toMatchObject({ exitCode: 0 });
+        const neverEnds: Connect = () => Promise.resolve(socket());
+        const endless = runPodExec(execWith(neverEnds), target, ['sleep', '9'], 40, signal(), 1_000);
+        const outcome = expect(endless).rejects.toBeInstanceOf(ExecTimeoutError);
+        await vi.runAllTimersAsync();
+        await outcome;
+      } finally {
+        vi.useRealTimers();
+      }
     });
 
     it('a 404 on the upgrade is a pod that is gone; other answers are errors the breaker ignores; a refused socket counts', async () => {
