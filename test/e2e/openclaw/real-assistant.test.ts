@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { networkInterfaces, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sql } from 'kysely';
 import WebSocket from 'ws';
@@ -13,6 +13,7 @@ import { completedSessionObject, FAKE_PRICE_ID, FAKE_SECRET_KEY, signatureHeader
 import { openSession } from '../../support/billing-app.js';
 import { getWithHost } from '../../support/http-get.js';
 import { openHostPortsToCustomers } from '../../support/tenant-firewall.js';
+import { remoteClientAddress } from '../../support/remote-client.js';
 import { createTestDatabase, type TestDatabase } from '../../support/postgres.js';
 import { waitFor } from '../../support/wait-for.js';
 
@@ -42,20 +43,6 @@ function bridgeGateway(): string {
     encoding: 'utf8',
   }).trim();
   return out || '172.17.0.1';
-}
-
-/**
- * An address of this host that is neither loopback nor a Docker bridge: a client Caddy forwards
- * from it is a real remote client to the gateway, as a customer's browser is. (OpenClaw refuses
- * a proxied request whose client is loopback: it cannot tell who that is.)
- */
-function remoteClientAddress(): string {
-  for (const [name, addresses] of Object.entries(networkInterfaces())) {
-    if (name === 'lo' || name.startsWith('docker') || name.startsWith('br-') || name.startsWith('veth')) continue;
-    const v4 = addresses?.find((a) => a.family === 'IPv4' && !a.internal);
-    if (v4) return v4.address;
-  }
-  throw new Error('this host has no non-loopback IPv4 address to act as a remote client from');
 }
 
 describe('the real OpenClaw gateway, from payment to a paired Telegram user', () => {
