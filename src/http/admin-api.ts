@@ -10,7 +10,8 @@ import {
   type ModelAccessApi,
   type ModelGatewayConfig,
 } from './model-access-api.js';
-import { failureBudget, RATE_LIMITS, type FailureBudget, type RateLimit, type RateLimitBackend } from './rate-limit.js';
+import { failureBudget, RATE_LIMITS, type FailureBudget, type RateLimit } from './rate-limit.js';
+import type { RateLimitBackend } from '../store/rate-limit-counters.js';
 import { registerBackupRoutes, type BackupApi } from './backup-api.js';
 import { registerRolloutRoutes, type RolloutApi } from './rollout-api.js';
 

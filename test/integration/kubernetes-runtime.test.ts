@@ -11,7 +11,7 @@ import { unguarded } from '../../src/resilience/guard.js';
 import { ContainerNotRunningError, ExecTimeoutError } from '../../src/runtime/exec-output.js';
 import { KubernetesRuntime } from '../../src/runtime/kubernetes/kubernetes-runtime.js';
 import { KubernetesWorkspaces } from '../../src/runtime/kubernetes/kubernetes-workspaces.js';
-import { objectName } from '../../src/runtime/kubernetes/names.js';
+import { objectName } from '../../src/kube-api/customer-object-meta.js';
 import type { ContainerSpec } from '../../src/runtime/runtime.js';
 import { renderMarkerPath } from '../../src/workspace/file-workspaces.js';
 import type { Workspaces } from '../../src/workspace/workspace.js';

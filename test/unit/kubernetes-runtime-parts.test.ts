@@ -9,7 +9,7 @@ import {
   serviceManifest,
 } from '../../src/runtime/kubernetes/manifests.js';
 import { OWNED_PATHS } from '../../src/workspace/openclaw-config.js';
-import { objectName, serviceDial } from '../../src/runtime/kubernetes/names.js';
+import { objectName, serviceDial } from '../../src/kube-api/customer-object-meta.js';
 import { observeDeployment } from '../../src/runtime/kubernetes/observe.js';
 import { exitCodeOf, pickExecPod, runPodExec } from '../../src/runtime/kubernetes/pod-exec.js';
 import { ContainerNotRunningError, ExecTimeoutError } from '../../src/runtime/exec-output.js';
