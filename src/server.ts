@@ -42,7 +42,7 @@ import { createExportApiRouter } from './http/export-api.js';
 import { createPairingApiRouter } from './http/pairing-api.js';
 import { storePoolApi } from './http/pool-api.js';
 import { createPublicApiRouter } from './http/public-api.js';
-import { createRateLimitBackend } from './http/rate-limit.js';
+import { createRateLimitBackend } from './store/rate-limit-counters.js';
 import { createStripeWebhookRouter } from './http/stripe-webhook.js';
 import { CustomerResourceSource } from './customer-resources/customer-source.js';
 import { LeaseElector } from './kube-api/lease-elector.js';

@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { networkInterfaces, tmpdir, totalmem } from 'node:os';
+import { tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { sql } from 'kysely';
 import { it } from 'vitest';
@@ -11,6 +11,7 @@ import { PROBE_CLIENT_ADDRESS } from '../../src/domain/probes.js';
 import { getWithHost } from '../../test/support/http-get.js';
 import { docker, instanceContainers, startServe, type Served } from '../../test/support/blytz-serve.js';
 import { createTestDatabase, type TestDatabase } from '../../test/support/postgres.js';
+import { remoteClientAddress } from '../../test/support/remote-client.js';
 import { BENCH_LABEL, BENCH_PORTS, freeHostPort, machineBusySeconds, runId, sleep, summarize } from '../lib.js';
 import { report, type Figure } from '../support.js';
 
@@ -30,15 +31,6 @@ import { report, type Figure } from '../support.js';
 const N = Number(process.env['BENCH_REAL_N'] ?? 3);
 const POLL_MS = 100;
 const IDLE_SECONDS = 30;
-
-function remoteClientAddress(): string {
-  for (const [name, addresses] of Object.entries(networkInterfaces())) {
-    if (name === 'lo' || name.startsWith('docker') || name.startsWith('br-') || name.startsWith('veth')) continue;
-    const v4 = addresses?.find((a) => a.family === 'IPv4' && !a.internal);
-    if (v4) return v4.address;
-  }
-  throw new Error('no non-loopback IPv4 address to act as a remote client from');
-}
 
 function cgroupMemory(id: string): { usage: number; rss: number } {
   const dir = `/sys/fs/cgroup/memory/docker/${id}`;

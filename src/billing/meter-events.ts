@@ -49,14 +49,14 @@ export interface MeterEventsOptions {
 }
 
 export class MeterEventReporter {
-  readonly #o: MeterEventsOptions;
+  readonly #options: MeterEventsOptions;
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<void> | undefined;
   #again = false;
   #stopped = true;
 
   constructor(options: MeterEventsOptions) {
-    this.#o = options;
+    this.#options = options;
   }
 
   start(): void {
@@ -83,7 +83,7 @@ export class MeterEventReporter {
     let sent = 0;
     let skipped = 0;
     for (;;) {
-      const result = await this.#o.store.reportOverage(this.#o.batch ?? 50, (rows) => this.#send(rows));
+      const result = await this.#options.store.reportOverage(this.#options.batch ?? 50, (rows) => this.#send(rows));
       sent += result.sent;
       skipped += result.skipped;
       if (result.sent + result.skipped === 0 || result.left > 0) return { sent, skipped };
@@ -96,14 +96,14 @@ export class MeterEventReporter {
       this.#running = this.runOnce()
         .then(
           () => undefined,
-          (error: unknown) => this.#o.logger.warn({ err: error }, 'reporting model overage to Stripe failed; retrying later'),
+          (error: unknown) => this.#options.logger.warn({ err: error }, 'reporting model overage to Stripe failed; retrying later'),
         )
         .finally(() => {
           this.#running = undefined;
           if (this.#stopped) return;
           const again = this.#again;
           this.#again = false;
-          this.#schedule(again ? 0 : (this.#o.intervalMs ?? 60_000));
+          this.#schedule(again ? 0 : (this.#options.intervalMs ?? 60_000));
         });
     }, ms);
     this.#timer.unref();
@@ -115,32 +115,32 @@ export class MeterEventReporter {
     for (const row of rows) {
       if (!row.stripeCustomerId) {
         outcomes.set(row.id, 'skipped: no Stripe customer');
-        this.#o.metrics?.stripeMeterEvents.inc({ outcome: 'skipped' });
+        this.#options.metrics?.stripeMeterEvents.inc({ outcome: 'skipped' });
         continue;
       }
       try {
-        await this.#o.guard('createMeterEvent', () =>
-          this.#o.stripe.billing.meterEvents.create({
-            event_name: this.#o.eventName,
+        await this.#options.guard('createMeterEvent', () =>
+          this.#options.stripe.billing.meterEvents.create({
+            event_name: this.#options.eventName,
             identifier: row.id,
             timestamp: Math.floor(row.recordedAt.getTime() / 1000),
             payload: { stripe_customer_id: row.stripeCustomerId as string, value: String(row.overageTokens) },
           }),
         );
         outcomes.set(row.id, 'sent');
-        this.#o.metrics?.stripeMeterEvents.inc({ outcome: 'sent' });
+        this.#options.metrics?.stripeMeterEvents.inc({ outcome: 'sent' });
       } catch (error) {
         const status = httpStatusOf(error);
         if (status !== undefined && status >= 400 && status < 500 && status !== 429) {
           // Stripe refused this event for good (an unknown customer, a meter that does not exist):
           // kept in the ledger as skipped, with the reason, instead of being sent forever.
           outcomes.set(row.id, `skipped: Stripe answered ${status}: ${(error as Error).message}`);
-          this.#o.metrics?.stripeMeterEvents.inc({ outcome: 'skipped' });
-          this.#o.logger.warn({ err: error, customer: row.customer, requestId: row.id }, 'Stripe refused a meter event');
+          this.#options.metrics?.stripeMeterEvents.inc({ outcome: 'skipped' });
+          this.#options.logger.warn({ err: error, customer: row.customer, requestId: row.id }, 'Stripe refused a meter event');
           continue;
         }
-        this.#o.metrics?.stripeMeterEvents.inc({ outcome: 'failed' });
-        this.#o.logger.warn({ err: error, customer: row.customer, requestId: row.id }, 'Stripe meter event failed');
+        this.#options.metrics?.stripeMeterEvents.inc({ outcome: 'failed' });
+        this.#options.logger.warn({ err: error, customer: row.customer, requestId: row.id }, 'Stripe meter event failed');
         // Stop this batch: Stripe is likely down for the rest too.
         break;
       }

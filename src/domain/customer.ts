@@ -63,11 +63,12 @@ export const PLANS = {
 
 /**
  * A template's start timeout is its budget at one full CPU; a plan with less CPU starts slower in
- * proportion (the gateway's start is CPU-bound: about 20 s at one CPU, 60 s at half).
+ * proportion (the gateway's start is CPU-bound: about 20 s at one CPU, 60 s at half). Counted in
+ * whole nano-CPUs, so a fraction such as 0.7 CPU does not round 21 s up to 31 instead of 30.
  */
 export function startTimeoutSeconds(atOneCpuSeconds: number, plan: PlanResources): number {
-  const cpus = plan.nanoCpus / 1e9;
-  return cpus >= 1 ? atOneCpuSeconds : Math.ceil(atOneCpuSeconds / cpus);
+  const ONE_CPU = 1_000_000_000;
+  return plan.nanoCpus >= ONE_CPU ? atOneCpuSeconds : Math.ceil((atOneCpuSeconds * ONE_CPU) / plan.nanoCpus);
 }
 export type PlanName = keyof typeof PLANS;
 export const PLAN_NAMES = Object.keys(PLANS) as [PlanName, ...PlanName[]];

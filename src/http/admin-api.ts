@@ -11,7 +11,8 @@ import {
   type ModelGatewayConfig,
 } from './model-access-api.js';
 import { noModelWarning, type IncludedModelAccess } from '../models/included-access.js';
-import { failureBudget, RATE_LIMITS, type FailureBudget, type RateLimit, type RateLimitBackend } from './rate-limit.js';
+import { failureBudget, RATE_LIMITS, type FailureBudget, type RateLimit } from './rate-limit.js';
+import type { RateLimitBackend } from '../store/rate-limit-counters.js';
 import { registerBackupRoutes, type BackupApi } from './backup-api.js';
 import { registerRolloutRoutes, type RolloutApi } from './rollout-api.js';
 import { registerPoolRoutes, type PoolApi } from './pool-api.js';

@@ -4,7 +4,8 @@ import { isDns1123Label } from '../domain/naming.js';
 import type { Logger } from '../observability/logger.js';
 import { DependencyError } from '../resilience/guard.js';
 import { HttpError } from './errors.js';
-import { RATE_LIMITS, rateLimit, type RateLimit, type RateLimitBackend } from './rate-limit.js';
+import { RATE_LIMITS, rateLimit, type RateLimit } from './rate-limit.js';
+import type { RateLimitBackend } from '../store/rate-limit-counters.js';
 import { sessionToken } from './session.js';
 
 /**

@@ -26,7 +26,8 @@ import {
 import { ConflictError } from '../store/errors.js';
 import { InvalidBotTokenError, type BotTokenVerifier } from '../telegram/telegram-client.js';
 import { HttpError } from './errors.js';
-import { failureBudget, RATE_LIMITS, rateLimit, requestClientKey, type RateLimit, type RateLimitBackend } from './rate-limit.js';
+import { failureBudget, RATE_LIMITS, rateLimit, requestClientKey, type RateLimit } from './rate-limit.js';
+import type { RateLimitBackend } from '../store/rate-limit-counters.js';
 import { clearSessionCookie, sessionToken, setSessionCookie } from './session.js';
 
 /**

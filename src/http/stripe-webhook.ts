@@ -7,7 +7,8 @@ import type { Metrics } from '../observability/metrics.js';
 import type { WebhookResult } from '../store/billing-store.js';
 import { addToRequestLine } from './app.js';
 import { HttpError } from './errors.js';
-import { failureBudget, RATE_LIMITS, type RateLimit, type RateLimitBackend } from './rate-limit.js';
+import { failureBudget, RATE_LIMITS, type RateLimit } from './rate-limit.js';
+import type { RateLimitBackend } from '../store/rate-limit-counters.js';
 
 /**
  * POST /api/webhooks/stripe. The signature is checked on the raw bytes (the stripe package,

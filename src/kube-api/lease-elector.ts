@@ -36,6 +36,12 @@ export interface LeaseElectorOptions {
   leaseDurationMs?: number;
   renewDeadlineMs?: number;
   retryPeriodMs?: number;
+  /**
+   * The clock the lease's expiry and the renew deadline are judged by (default `Date.now`).
+   * Tests move one by hand, so who steps down and who takes over is decided by the test, not by
+   * how busy the machine is; the timers only decide when the elector looks again.
+   */
+  now?: () => number;
 }
 
 export class LeaseElector implements Leadership {
@@ -46,6 +52,7 @@ export class LeaseElector implements Leadership {
   readonly #leaseDurationMs: number;
   readonly #renewDeadlineMs: number;
   readonly #retryPeriodMs: number;
+  readonly #now: () => number;
   readonly #listeners = new Set<(leading: boolean) => void>();
   #running = false;
   #leading = false;
@@ -67,6 +74,7 @@ export class LeaseElector implements Leadership {
     this.#leaseDurationMs = options.leaseDurationMs ?? 15_000;
     this.#renewDeadlineMs = options.renewDeadlineMs ?? 10_000;
     this.#retryPeriodMs = options.retryPeriodMs ?? 2_000;
+    this.#now = options.now ?? Date.now;
     if (!(this.#renewDeadlineMs < this.#leaseDurationMs)) throw new Error('renewDeadline must be shorter than leaseDuration');
     if (!(this.#retryPeriodMs < this.#renewDeadlineMs)) throw new Error('retryPeriod must be shorter than renewDeadline');
     options.metrics?.leaderStatus.set({ name: this.name }, 0);
@@ -108,16 +116,16 @@ export class LeaseElector implements Leadership {
     // before the lease can expire for the others), a candidate's after a renew deadline too.
     const attempt = new AbortController();
     this.#attempt = attempt;
-    const limit = this.#leading ? Math.max(1, this.#lastRenew + this.#renewDeadlineMs - Date.now()) : this.#renewDeadlineMs;
+    const limit = this.#leading ? Math.max(1, this.#lastRenew + this.#renewDeadlineMs - this.#now()) : this.#renewDeadlineMs;
     const cutoff = setTimeout(() => attempt.abort(new Error(`no answer within ${limit} ms`)), limit);
     this.#cycle = this.#tryAcquireOrRenew(attempt.signal)
       .then((held) => {
         if (!this.#running) return;
         if (held) {
-          this.#lastRenew = Date.now();
+          this.#lastRenew = this.#now();
           this.#setLeading(true);
           this.#armDeadline();
-        } else if (this.#leading && Date.now() - this.#lastRenew >= this.#renewDeadlineMs) {
+        } else if (this.#leading && this.#now() - this.#lastRenew >= this.#renewDeadlineMs) {
           this.#stepDown();
         }
       })
@@ -136,7 +144,7 @@ export class LeaseElector implements Leadership {
   #armDeadline(): void {
     clearTimeout(this.#deadline);
     this.#deadline = setTimeout(() => {
-      if (this.#leading && Date.now() - this.#lastRenew >= this.#renewDeadlineMs) this.#stepDown();
+      if (this.#leading && this.#now() - this.#lastRenew >= this.#renewDeadlineMs) this.#stepDown();
     }, this.#renewDeadlineMs);
   }
 
@@ -178,9 +186,9 @@ export class LeaseElector implements Leadership {
     const spec = lease.spec ?? {};
     const holder = spec.holderIdentity ?? '';
     const key = `${holder}|${String(spec.renewTime ?? '')}|${lease.metadata?.resourceVersion ?? ''}`;
-    if (this.#observed?.key !== key) this.#observed = { key, at: Date.now() };
+    if (this.#observed?.key !== key) this.#observed = { key, at: this.#now() };
     const durationMs = (spec.leaseDurationSeconds ?? this.#leaseDurationMs / 1000) * 1000;
-    const expired = this.#observed.at + durationMs <= Date.now();
+    const expired = this.#observed.at + durationMs <= this.#now();
     if (holder !== '' && holder !== this.identity && !expired) return false;
     const transitions = (spec.leaseTransitions ?? 0) + (holder === this.identity ? 0 : 1);
     const acquired = holder === this.identity && spec.acquireTime ? new Date(spec.acquireTime) : now;
@@ -191,7 +199,7 @@ export class LeaseElector implements Leadership {
       );
       this.#observed = {
         key: `${this.identity}|${String(updated.spec?.renewTime ?? '')}|${updated.metadata?.resourceVersion ?? ''}`,
-        at: Date.now(),
+        at: this.#now(),
       };
       if (holder !== this.identity)
         this.#options.logger.info({ lease: this.name, previous: holder || undefined }, 'acquired the lease');

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JSON_PATCH, MERGE_PATCH } from '../../src/kube-api/client.js';
 import { CUSTOMER_FINALIZER, customerCrd } from '../../src/customer-resources/crd.js';
 import { OPENCLAW_IMAGE } from '../../src/domain/openclaw.js';
-import { objectName } from '../../src/runtime/kubernetes/names.js';
+import { objectName } from '../../src/kube-api/customer-object-meta.js';
 import { hashToken } from '../../src/store/billing-store.js';
 import { baseEnv, BLYTZ, ROOT, startServe, type Served } from '../support/blytz-serve.js';
 import { crdAdmission, FakeKubeApi, type LooseObject } from '../support/fake-kube-api.js';

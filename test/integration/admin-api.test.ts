@@ -3,7 +3,7 @@ import { createServer, type Server } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHttpApp } from '../../src/http/app.js';
 import { adminApiRouter, CUSTOMERS_PATH } from '../../src/http/admin-api.js';
-import { MemoryRateLimitBackend } from '../../src/http/rate-limit.js';
+import { MemoryRateLimitBackend } from '../../src/store/rate-limit-counters.js';
 import { HealthChecks } from '../../src/observability/health.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';

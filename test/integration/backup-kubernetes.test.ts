@@ -15,7 +15,7 @@ import { Metrics } from '../../src/observability/metrics.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { unguarded } from '../../src/resilience/guard.js';
 import { KubernetesRuntime } from '../../src/runtime/kubernetes/kubernetes-runtime.js';
-import { objectName } from '../../src/runtime/kubernetes/names.js';
+import { objectName } from '../../src/kube-api/customer-object-meta.js';
 import { KubernetesRestorePods, restorePodName } from '../../src/runtime/kubernetes/restore-pod.js';
 import { renderMarkerPath } from '../../src/workspace/file-workspaces.js';
 import { BackupRecords } from '../../src/store/backup-records.js';

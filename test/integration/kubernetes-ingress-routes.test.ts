@@ -4,7 +4,7 @@ import { MERGE_PATCH } from '../../src/kube-api/client.js';
 import { unguarded } from '../../src/resilience/guard.js';
 import { compareRoutes } from '../../src/proxy/caddy/route-sweep.js';
 import { IngressRouteTable, SUSPENDED_ANNOTATION } from '../../src/proxy/ingress/ingress-route-table.js';
-import { objectName, serviceDial } from '../../src/runtime/kubernetes/names.js';
+import { objectName, serviceDial } from '../../src/kube-api/customer-object-meta.js';
 import { OwnedObjectsWatch } from '../../src/kube-api/owned-objects-watch.js';
 import { FakeKubeApi } from '../support/fake-kube-api.js';
 import { uniqueName } from '../support/fixtures.js';

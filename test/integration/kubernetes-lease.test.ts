@@ -39,7 +39,21 @@ describe('Lease leader election (coordination.k8s.io/v1 on the fake API server)'
     return token;
   }
 
-  function candidate(lease: string, identity: string, log: string[]): { elector: LeaseElector; metrics: Metrics } {
+  /**
+   * A clock only the test moves, for the tests about expiry and the renew deadline: with it,
+   * who steps down and who takes over follows the test's steps, not the machine's load.
+   */
+  function manualClock() {
+    let time = Date.now();
+    return { now: () => time, advance: (ms: number) => void (time += ms) };
+  }
+
+  function candidate(
+    lease: string,
+    identity: string,
+    log: string[],
+    now?: () => number,
+  ): { elector: LeaseElector; metrics: Metrics } {
     const metrics = new Metrics({ defaultMetrics: false });
     const elector = new LeaseElector({
       // Each replica its own token of the kit's service account, so the API server can tell
@@ -54,6 +68,7 @@ describe('Lease leader election (coordination.k8s.io/v1 on the fake API server)'
       leaseDurationMs: 1000,
       renewDeadlineMs: 600,
       retryPeriodMs: 100,
+      ...(now ? { now } : {}),
     });
     elector.onChange((leading) => log.push(`${identity}:${leading ? 'lead' : 'lost'}`));
     electors.push(elector);
@@ -80,8 +95,10 @@ describe('Lease leader election (coordination.k8s.io/v1 on the fake API server)'
   it('one leads, the other stands by; a clean stop hands over without waiting for expiry', async () => {
     const lease = uniqueName('lease');
     const log: string[] = [];
-    const a = candidate(lease, 'pod-a', log);
-    const b = candidate(lease, 'pod-b', log);
+    // The clock stands still: the handover can only come from the release, never from expiry.
+    const clock = manualClock();
+    const a = candidate(lease, 'pod-a', log, clock.now);
+    const b = candidate(lease, 'pod-b', log, clock.now);
     await a.elector.start();
     await b.elector.start();
     expect(a.elector.isLeader()).toBe(true);
@@ -107,24 +124,39 @@ describe('Lease leader election (coordination.k8s.io/v1 on the fake API server)'
   it('a leader that dies without releasing is replaced once its lease expires', async () => {
     const lease = uniqueName('lease');
     const log: string[] = [];
-    const a = candidate(lease, 'pod-a', log);
-    const b = candidate(lease, 'pod-b', log);
+    const clock = manualClock();
+    const a = candidate(lease, 'pod-a', log, clock.now);
+    const b = candidate(lease, 'pod-b', log, clock.now);
     await a.elector.start();
     await b.elector.start();
     await a.elector.stop({ release: false }); // a crash: the Lease still names pod-a
     expect(api.object('leases', NS, lease)?.['spec']['holderIdentity']).toBe('pod-a');
+    // Until the lease duration (1 s) has passed by b's clock, b only looks.
+    const reads = () => api.requests.filter((r) => r.method === 'GET' && r.path.endsWith(`/leases/${lease}`)).length;
+    const readsBefore = reads();
+    clock.advance(999);
+    await waitFor(() => reads() >= readsBefore + 3);
+    expect(b.elector.isLeader()).toBe(false);
+    clock.advance(1);
     await waitFor(() => b.elector.isLeader());
     expect(api.object('leases', NS, lease)?.['spec']['holderIdentity']).toBe('pod-b');
     expect(maxLeadersAtOnce(log)).toBe(1);
   });
 
-  it('a leader that cannot renew steps down within the renew deadline', async () => {
+  it('a leader that cannot renew steps down at the renew deadline', async () => {
     const lease = uniqueName('lease');
     const log: string[] = [];
-    const a = candidate(lease, 'pod-a', log);
+    const clock = manualClock();
+    const a = candidate(lease, 'pod-a', log, clock.now);
     await a.elector.start();
     expect(a.elector.isLeader()).toBe(true);
-    api.failNext('PUT', new RegExp(`/leases/${lease}$`), 500, 1000);
+    const renewals = new RegExp(`/leases/${lease}$`);
+    api.failNext('PUT', renewals, 500, 1000);
+    const failed = () => api.requests.filter((r) => r.method === 'PUT' && renewals.test(r.path)).length;
+    // Renewals fail, but the renew deadline (600 ms) has not passed by its clock: it still leads.
+    await waitFor(() => failed() >= 3);
+    expect(a.elector.isLeader()).toBe(true);
+    clock.advance(600);
     await waitFor(() => !a.elector.isLeader());
     expect(log).toEqual(['pod-a:lead', 'pod-a:lost']);
   });
@@ -160,8 +192,9 @@ describe('Lease leader election (coordination.k8s.io/v1 on the fake API server)'
   it('a leader whose API calls hang steps down at its renew deadline, before a standby can take over', async () => {
     const lease = uniqueName('lease');
     const log: string[] = [];
-    const a = candidate(lease, 'pod-a', log);
-    const b = candidate(lease, 'pod-b', log);
+    const clock = manualClock();
+    const a = candidate(lease, 'pod-a', log, clock.now);
+    const b = candidate(lease, 'pod-b', log, clock.now);
     await a.elector.start();
     await b.elector.start();
     expect(a.elector.isLeader()).toBe(true);
@@ -169,11 +202,18 @@ describe('Lease leader election (coordination.k8s.io/v1 on the fake API server)'
     const path = new RegExp(`/leases/${lease}$`);
     api.hangNext('GET', path, 1000, tokenOf('pod-a'));
     api.hangNext('PUT', path, 1000, tokenOf('pod-a'));
-    await waitFor(() => b.elector.isLeader(), 5000);
-    expect(log.indexOf('pod-a:lost')).toBeGreaterThan(-1);
+    await waitFor(() => api.hanging > 0);
+    // The renew deadline (600 ms since its last renewal) passes by the clock: pod-a stops
+    // leading although its calls never answer. The lease (1 s) has not expired for pod-b yet.
+    clock.advance(600);
+    await waitFor(() => log.includes('pod-a:lost'));
+    expect(b.elector.isLeader()).toBe(false);
+    clock.advance(400);
+    await waitFor(() => b.elector.isLeader());
     expect(log.indexOf('pod-a:lost')).toBeLessThan(log.indexOf('pod-b:lead'));
     expect(maxLeadersAtOnce(log)).toBe(1);
-    // Its hung calls were cut off, not left open.
+    // Its hung calls were cut off, not left open: once no new call hangs, none stays hanging.
+    api.clearHangs();
     await waitFor(() => api.hanging === 0);
   });
 });

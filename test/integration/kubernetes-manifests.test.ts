@@ -240,6 +240,25 @@ describe('deploy/kubernetes manifests', () => {
     expect(objects.filter((o) => o['kind'] === 'ClusterRoleBinding')).toEqual([]);
   });
 
+  it("the PrometheusRule's alerts that deploy/prometheus/rules.yml also names are the same alerts, the backup one included", async () => {
+    type Alert = { alert?: string; expr: string; for?: string; labels?: { severity?: string } };
+    const alerts = (groups: Array<{ rules: Alert[] }>) =>
+      new Map(
+        groups
+          .flatMap((g) => g.rules)
+          .filter((r) => r.alert)
+          .map((r) => [r.alert, { expr: r.expr.replace(/\s+/g, ' ').trim(), for: r.for, severity: r.labels?.severity }]),
+      );
+    const [rule] = await docs(join('monitoring', 'prometheusrule.yaml'));
+    const kit = alerts(rule?.['spec']['groups']);
+    const prometheus = alerts(
+      (parseAllDocuments(await readFile(join(dir, '..', 'prometheus', 'rules.yml'), 'utf8'))[0]?.toJS() as { groups: Array<{ rules: Alert[] }> }).groups,
+    );
+    const shared = [...kit.keys()].filter((name) => prometheus.has(name));
+    expect(shared).toEqual(expect.arrayContaining(['BlytzBackupTooOld', 'BlytzCustomersFailed', 'BlytzCustomersNotReady']));
+    for (const name of shared) expect(kit.get(name), name).toEqual(prometheus.get(name));
+  });
+
   it('the PrometheusRule groups pass promtool check rules', async () => {
     const [rule] = await docs(join('monitoring', 'prometheusrule.yaml'));
     const rulesFile = join(tmp, 'rules.yaml');

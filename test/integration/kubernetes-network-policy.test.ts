@@ -7,7 +7,7 @@ import { loadConfig } from '../../src/config.js';
 import { PLANS } from '../../src/domain/customer.js';
 import { unguarded } from '../../src/resilience/guard.js';
 import { KubernetesRuntime } from '../../src/runtime/kubernetes/kubernetes-runtime.js';
-import { objectName } from '../../src/runtime/kubernetes/names.js';
+import { objectName } from '../../src/kube-api/customer-object-meta.js';
 import type { ContainerSpec } from '../../src/runtime/runtime.js';
 import { customerNetwork } from '../../src/runtime/select-runtime.js';
 import { FakeKubeApi, type LooseObject } from '../support/fake-kube-api.js';

@@ -1,10 +1,7 @@
-import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MODEL_PROVIDERS } from '../../src/domain/customer.js';
 import { OPENCLAW_VERSION } from '../../src/domain/openclaw.js';
@@ -13,52 +10,33 @@ import { FileWorkspaces } from '../../src/workspace/file-workspaces.js';
 import type { WorkspaceInput } from '../../src/workspace/workspace.js';
 import { mapLimit } from '../../src/runtime/docker/health.js';
 import { modelAccessConfig } from '../../src/workspace/model-access-config.js';
+import { validateOpenClawConfig, type Validation } from '../support/openclaw-cli.js';
 
 /**
  * Every openclaw.json the controller renders, checked by the pinned OpenClaw package's own
  * validator (`openclaw config validate --json`, the zod schema the gateway refuses to start
- * without). The package is the one `make openclaw-image` installs into .tools/openclaw/<version>.
+ * without), run through test/support/openclaw-cli.ts (the package `make openclaw-image` installs).
  */
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const OPENCLAW = join(ROOT, '.tools', 'openclaw', OPENCLAW_VERSION, 'node_modules', 'openclaw', 'openclaw.mjs');
 const BOT_TOKEN = '123456789:AAbbCCddEEffGGhhIIjjKKllMMnnOOppQQr';
-const run = promisify(execFile);
 
 let dir: string;
 beforeAll(async () => {
-  if (!existsSync(OPENCLAW)) throw new Error(`${OPENCLAW} is missing: run scripts/services.sh openclaw (make test does)`);
   dir = await mkdtemp(join(tmpdir(), 'blytz-openclaw-validate-'));
 });
 afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-interface Verdict {
-  valid: boolean;
-  issues?: unknown;
-  error?: unknown;
-}
-
 /** Runs the pinned validator on a config; exit 1 with the offending key when it is invalid. */
-async function validate(name: string, config: JsonObject): Promise<Verdict & { output: string }> {
+async function validate(name: string, config: JsonObject): Promise<Validation> {
   const path = join(dir, `${name}.json`);
   await writeFile(path, JSON.stringify(config, null, 2));
-  const home = join(dir, `home-${name}`);
-  // A clean environment: OpenClaw's CLI does nothing at all under VITEST / NODE_ENV=test.
-  const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: home, OPENCLAW_CONFIG_PATH: path, OPENCLAW_STATE_DIR: join(home, '.openclaw') };
-  const { stdout, stderr, code } = await run(process.execPath, [OPENCLAW, 'config', 'validate', '--json'], { env, timeout: 120_000 })
-    .then((r) => ({ ...r, code: 0 }))
-    .catch((error: { stdout?: string; stderr?: string; code?: number }) => ({
-      stdout: error.stdout ?? '',
-      stderr: error.stderr ?? '',
-      code: error.code ?? 1,
-    }));
-  const output = `${stdout}${stderr}`;
-  const json = /\{[\s\S]*\}/.exec(stdout)?.[0];
-  const verdict = json ? (JSON.parse(json) as Verdict) : { valid: false };
-  expect(verdict.valid, output).toBe(code === 0);
-  return { ...verdict, output };
+  const verdict = await validateOpenClawConfig(path, join(dir, `home-${name}`));
+  // Its JSON verdict and its exit code agree, or we are not reading it right.
+  expect(verdict.valid, verdict.output).toBe(verdict.exitCode === 0);
+  return verdict;
 }
 
 const workspaces = new FileWorkspaces({

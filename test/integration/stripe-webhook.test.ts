@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PAST_DUE_WARNING } from '../../src/billing/event-mapping.js';
-import { MemoryRateLimitBackend } from '../../src/http/rate-limit.js';
+import { MemoryRateLimitBackend } from '../../src/store/rate-limit-counters.js';
 import { CustomerStore } from '../../src/store/customer-store.js';
 import { openPostgres } from '../../src/store/database.js';
 import type { CustomerRow } from '../../src/store/schema.js';

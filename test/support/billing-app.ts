@@ -5,12 +5,7 @@ import { createStripeClient } from '../../src/billing/stripe-client.js';
 import { createHttpApp } from '../../src/http/app.js';
 import { createPublicApiRouter } from '../../src/http/public-api.js';
 import { INCLUDED_ACCESS_OFFERED, type IncludedModelAccess } from '../../src/models/included-access.js';
-import {
-  MemoryRateLimitBackend,
-  createRateLimitBackend,
-  type RateLimit,
-  type RateLimitBackend,
-} from '../../src/http/rate-limit.js';
+import type { RateLimit } from '../../src/http/rate-limit.js';
 import { createStripeWebhookRouter } from '../../src/http/stripe-webhook.js';
 import { HealthChecks } from '../../src/observability/health.js';
 import { createLogger } from '../../src/observability/logger.js';
@@ -18,6 +13,7 @@ import { Metrics } from '../../src/observability/metrics.js';
 import type { Guard } from '../../src/resilience/guard.js';
 import { BillingStore } from '../../src/store/billing-store.js';
 import type { DatabaseHandle } from '../../src/store/database.js';
+import { MemoryRateLimitBackend, createRateLimitBackend, type RateLimitBackend } from '../../src/store/rate-limit-counters.js';
 import type { SecretBox } from '../../src/store/secret-box.js';
 import { TelegramClient } from '../../src/telegram/telegram-client.js';
 import { FAKE_PRICE_ID, FAKE_SECRET_KEY, type FakeStripe } from './fake-stripe.js';

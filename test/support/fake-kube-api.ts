@@ -341,6 +341,11 @@ export class FakeKubeApi {
     this.#hangs.push({ method, path, times, token });
   }
 
+  /** Requests from now on are answered again (those hanging now stay hung until their client gives up). */
+  clearHangs(): void {
+    this.#hangs.length = 0;
+  }
+
   /** Requests hanging now (for assertions). */
   get hanging(): number {
     return this.#hung.size;

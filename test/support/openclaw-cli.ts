@@ -25,7 +25,10 @@ export function openclawEntry(): string {
 }
 
 export interface Validation {
+  /** What the validator's JSON verdict says (false when it printed none). */
   valid: boolean;
+  /** The CLI's exit code: 0 for a valid config, 1 with the offending key otherwise. */
+  exitCode: number;
   output: string;
 }
 
@@ -40,15 +43,17 @@ export async function validateOpenClawConfig(path: string, home: string): Promis
     OPENCLAW_CONFIG_PATH: path,
     OPENCLAW_STATE_DIR: join(home, '.openclaw'),
   };
-  try {
-    const { stdout } = await promisify(execFile)(process.execPath, [openclawEntry(), 'config', 'validate', '--json'], {
-      env,
-      timeout: 120_000,
-    });
-    const json = /\{[\s\S]*\}/.exec(stdout)?.[0];
-    return { valid: json ? (JSON.parse(json) as { valid?: boolean }).valid === true : false, output: stdout };
-  } catch (error) {
-    const e = error as { stdout?: string; stderr?: string };
-    return { valid: false, output: `${e.stdout ?? ''}${e.stderr ?? ''}` };
-  }
+  const { stdout, output, exitCode } = await promisify(execFile)(
+    process.execPath,
+    [openclawEntry(), 'config', 'validate', '--json'],
+    { env, timeout: 120_000 },
+  )
+    .then(({ stdout, stderr }) => ({ stdout, output: `${stdout}${stderr}`, exitCode: 0 }))
+    .catch((error: { stdout?: string; stderr?: string; code?: unknown }) => ({
+      stdout: error.stdout ?? '',
+      output: `${error.stdout ?? ''}${error.stderr ?? ''}`,
+      exitCode: typeof error.code === 'number' ? error.code : 1,
+    }));
+  const json = /\{[\s\S]*\}/.exec(stdout)?.[0];
+  return { valid: json ? (JSON.parse(json) as { valid?: boolean }).valid === true : false, exitCode, output };
 }

@@ -1,6 +1,6 @@
 import { KubeConfig, type Exec, type V1Pod, type V1Status } from '@kubernetes/client-node';
 import { Readable } from 'node:stream';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { PLANS } from '../../src/domain/customer.js';
 import {
   deploymentManifest,
@@ -10,7 +10,7 @@ import {
   serviceManifest,
 } from '../../src/runtime/kubernetes/manifests.js';
 import { OWNED_PATHS } from '../../src/workspace/openclaw-config.js';
-import { objectName, serviceDial } from '../../src/runtime/kubernetes/names.js';
+import { objectName, serviceDial } from '../../src/kube-api/customer-object-meta.js';
 import { observeDeployment } from '../../src/runtime/kubernetes/observe.js';
 import { exitCodeOf, pickExecPod, runPodExec } from '../../src/runtime/kubernetes/pod-exec.js';
 import { ContainerNotRunningError, ExecTimeoutError } from '../../src/runtime/exec-output.js';
@@ -370,18 +370,29 @@ describe('pods/exec parts', () => {
     });
 
     it("the command's timeout starts once the socket is open", async () => {
-      const slowOpen: Connect = (status) =>
-        new Promise((resolve) => {
-          setTimeout(() => {
-            resolve(socket());
-            setTimeout(() => status({ status: 'Success' }), 30);
-          }, 80);
-        });
-      await expect(runPodExec(execWith(slowOpen), target, ['true'], 60, signal(), 1_000)).resolves.toMatchObject({ exitCode: 0 });
-      const neverEnds: Connect = () => Promise.resolve(socket());
-      await expect(runPodExec(execWith(neverEnds), target, ['sleep', '9'], 40, signal(), 1_000)).rejects.toBeInstanceOf(
-        ExecTimeoutError,
-      );
+      // Fake timers: the 80 + 30 ms against 60 ms below is decided by the clock the test moves,
+      // not by how busy the machine is.
+      vi.useFakeTimers();
+      try {
+        const slowOpen: Connect = (status) =>
+          new Promise((resolve) => {
+            setTimeout(() => {
+              resolve(socket());
+              setTimeout(() => status({ status: 'Success' }), 30);
+            }, 80);
+          });
+        // Opened at 80 ms, ended at 110 ms: past 60 ms from the call, within 60 ms of the open.
+        const opened = runPodExec(execWith(slowOpen), target, ['true'], 60, signal(), 1_000);
+        await vi.runAllTimersAsync();
+        await expect(opened).resolves.toMatchObject({ exitCode: 0 });
+        const neverEnds: Connect = () => Promise.resolve(socket());
+        const endless = runPodExec(execWith(neverEnds), target, ['sleep', '9'], 40, signal(), 1_000);
+        const outcome = expect(endless).rejects.toBeInstanceOf(ExecTimeoutError);
+        await vi.runAllTimersAsync();
+        await outcome;
+      } finally {
+        vi.useRealTimers();
+      }
     });
 
     it('a 404 on the upgrade is a pod that is gone; other answers are errors the breaker ignores; a refused socket counts', async () => {

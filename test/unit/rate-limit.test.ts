@@ -3,7 +3,8 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { stripeAddress } from '../../src/billing/stripe-client.js';
 import { HttpError } from '../../src/http/errors.js';
-import { clientKey, failureBudget, MemoryRateLimitBackend } from '../../src/http/rate-limit.js';
+import { clientKey, failureBudget } from '../../src/http/rate-limit.js';
+import { MemoryRateLimitBackend } from '../../src/store/rate-limit-counters.js';
 
 describe('MemoryRateLimitBackend', () => {
   it('counts hits per key in fixed windows and says when the window resets', async () => {

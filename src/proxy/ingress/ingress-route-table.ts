@@ -4,8 +4,7 @@ import { CUSTOMER_LABEL, isDns1123Label, MANAGED_BY_LABEL, MANAGED_BY_VALUE, rou
 import { isNotFound } from '../../kube-api/client.js';
 import type { Guard } from '../../resilience/guard.js';
 import { checkExtraLabels } from '../../domain/labels.js';
-import { baseLabels } from '../../runtime/kubernetes/manifests.js';
-import { objectName } from '../../runtime/kubernetes/names.js';
+import { baseLabels, objectName } from '../../kube-api/customer-object-meta.js';
 import type { WatchedKind } from '../../kube-api/owned-objects-watch.js';
 import type { RouteSnapshot } from '../caddy/caddy-route-table.js';
 import type { JsonObject } from '../caddy/caddy-json.js';

@@ -34,7 +34,7 @@ import {
   type ManifestOptions,
   type RenderedFileData,
 } from './manifests.js';
-import { objectName, serviceDial } from './names.js';
+import { objectName, serviceDial } from '../../kube-api/customer-object-meta.js';
 import { observeDeployment, RESTARTED_AT_ANNOTATION, STARTED_AT_ANNOTATION } from './observe.js';
 import type { WatchedKind } from '../../kube-api/owned-objects-watch.js';
 import { EXEC_CONNECT_TIMEOUT_MS, pickExecPod, runPodExec } from './pod-exec.js';

@@ -15,7 +15,7 @@ import { PROBE_CLIENT_ADDRESS, type HttpProbe } from '../../domain/probes.js';
 import { OPENCLAW_CONFIG_FILE } from '../../workspace/render.js';
 import { ownedProjection, type JsonObject } from '../../workspace/openclaw-config.js';
 import { stableHash } from '../../domain/canonical-json.js';
-import { objectName } from './names.js';
+import { baseLabels, objectName } from '../../kube-api/customer-object-meta.js';
 import { probeCommand, RENDERED_DIR, seedCommand } from './pod-scripts.js';
 
 /**
@@ -122,10 +122,6 @@ export function contentHash(files: readonly RenderedFileData[]): string {
     hash.update(file.path).update('\0').update(file.content).update('\0');
   }
   return hash.digest('hex').slice(0, 16);
-}
-
-export function baseLabels(customer: string, extraLabels: Record<string, string>): Record<string, string> {
-  return { ...extraLabels, [MANAGED_BY_LABEL]: MANAGED_BY_VALUE, [CUSTOMER_LABEL]: customer };
 }
 
 /** Everything but the spec hash: the Secret, PVC and Service do not change with it. */

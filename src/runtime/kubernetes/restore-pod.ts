@@ -15,7 +15,7 @@ import { isNotFound } from '../../kube-api/client.js';
 import type { Guard } from '../../resilience/guard.js';
 import type { ExecResult } from '../runtime.js';
 import { ASSISTANT_CONTAINER } from './manifests.js';
-import { objectName } from './names.js';
+import { objectName } from '../../kube-api/customer-object-meta.js';
 import { EXEC_CONNECT_TIMEOUT_MS, runPodExec } from './pod-exec.js';
 
 /**

@@ -1,8 +1,12 @@
 import { createHash } from 'node:crypto';
-import { containerName, isDns1123Label } from '../../domain/naming.js';
+import { containerName, CUSTOMER_LABEL, isDns1123Label, MANAGED_BY_LABEL, MANAGED_BY_VALUE } from '../domain/naming.js';
 
 /**
- * Names of a customer's Kubernetes objects (Deployment, Service, Secret, PVC all share one).
+ * The name and labels every Kubernetes object of a customer carries: the runtime's (Deployment,
+ * Service, Secret, PVC, NetworkPolicy) and the Ingress route table's. Here, below both, so
+ * neither adapter imports the other.
+ *
+ * Names: all of a customer's objects share one.
  *
  * Contract section 5 says `blytz-<name>`. A Service name must be a DNS-1035 label of at most 63
  * characters, and a customer name may itself be 63 long, so `blytz-<name>` can be 69. Those
@@ -25,4 +29,9 @@ export function objectName(customer: string): string {
 /** The in-cluster address of a customer's Service: what Caddy (or an Ingress) dials. */
 export function serviceDial(customer: string, namespace: string, port: number): string {
   return `${objectName(customer)}.${namespace}.svc:${port}`;
+}
+
+/** The contract's marks (`cloud.blytz.managed-by=blytz`, `cloud.blytz.customer=<name>`) over BLYTZ_INSTANCE's labels. */
+export function baseLabels(customer: string, extraLabels: Record<string, string>): Record<string, string> {
+  return { ...extraLabels, [MANAGED_BY_LABEL]: MANAGED_BY_VALUE, [CUSTOMER_LABEL]: customer };
 }
