@@ -376,6 +376,13 @@ export class BackupReconciler {
           return { requeueAfterMs: STOP_LOOK_MS };
         }
         await state.swap(restore.id, name);
+        // The same reconcile may have started one between that look and the swap: a container
+        // keeps the folder it was started on mounted, the old one now moved aside, and would serve
+        // it (the files gone) until restarted. The customer is still held, so whatever runs now
+        // is stopped; the customer controller starts it again on the restored folder.
+        for (const late of (await runtime.listFor(name)).filter((c) => c.state === 'running' || c.state === 'restarting')) {
+          await runtime.stop(late.id);
+        }
         await records.advanceRestore(
           restore.id,
           'swapping',

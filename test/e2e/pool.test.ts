@@ -144,7 +144,15 @@ describe('warm pools end to end', () => {
     const signup = await fetch(`${served.url}/api/signup`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ email: `pool-${Date.now()}@example.com`, name: 'Lin', instructions: 'I run a bakery.\n- order flour on Mondays', telegramBotToken: BOT_TOKEN }),
+      // A model key of the customer's own: this server runs no model gateway (included access is not offered).
+      body: JSON.stringify({
+        email: `pool-${Date.now()}@example.com`,
+        name: 'Lin',
+        instructions: 'I run a bakery.\n- order flour on Mondays',
+        telegramBotToken: BOT_TOKEN,
+        modelProvider: 'anthropic',
+        modelApiKey: 'sk-ant-lin-own-key',
+      }),
     });
     expect(signup.status).toBe(201);
     const { customerId: name } = (await signup.json()) as { customerId: string };

@@ -96,7 +96,15 @@ describe('warm pools on the real OpenClaw gateway: paid to ready, warm versus co
     const signup = await fetch(`${served.url}/api/signup`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ email: `${label}-${Date.now()}@example.com`, name: 'Ada', instructions: 'I study engines.', telegramBotToken: botToken }),
+      // A model key of the customer's own: this server runs no model gateway (included access is not offered).
+      body: JSON.stringify({
+        email: `${label}-${Date.now()}@example.com`,
+        name: 'Ada',
+        instructions: 'I study engines.',
+        telegramBotToken: botToken,
+        modelProvider: 'anthropic',
+        modelApiKey: `sk-ant-${label}-own-key`,
+      }),
     });
     expect(signup.status).toBe(201);
     const body = (await signup.json()) as { customerId: string; statusUrl: string };
