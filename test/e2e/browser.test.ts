@@ -6,21 +6,21 @@ import { join } from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { botToken, WEBHOOK_SECRET } from '../support/billing-app.js';
-import { instanceContainers, ROOT, startServe, type Served } from '../support/blytz-serve.js';
+import { instanceContainers, ROOT, type Served } from '../support/blytz-serve.js';
+import { startSellingServe, type SellingServe } from '../support/selling-serve.js';
 import {
   completedSessionObject,
   FAKE_PRICE,
   FAKE_PRICE_ID,
-  FAKE_SECRET_KEY,
+  
   signatureHeader,
-  startFakeStripe,
+  
   stripeEvent,
   subscriptionObject,
   type FakeSession,
   type FakeStripe,
 } from '../support/fake-stripe.js';
-import { botUsername, startFakeTelegram, type FakeTelegram } from '../support/fake-telegram.js';
-import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { botUsername } from '../support/fake-telegram.js';
 
 /**
  * A person signs up in a real browser (Debian's headless Chromium driven by playwright-core),
@@ -59,10 +59,9 @@ const MODEL_KEY = `sk-test-model-${randomBytes(8).toString('hex')}`;
 // SLOW...: the stand-in holds the approval until the test releases it (the real CLI takes up to half a minute).
 const PAIRING_CODE = `SLOW${randomBytes(2).toString('hex').toUpperCase()}`;
 
-let db: TestDatabase;
 let stripe: FakeStripe;
-let telegram: FakeTelegram;
 let served: Served;
+let world: SellingServe;
 let userDataDir: string;
 let context: BrowserContext;
 let page: Page;
@@ -74,17 +73,8 @@ let customerName: string;
 const stripeIds = { customer: `cus_${tag}`, subscription: `sub_${tag}` };
 
 beforeAll(async () => {
-  [db, stripe, telegram] = await Promise.all([createTestDatabase(), startFakeStripe(), startFakeTelegram()]);
-  served = await startServe({
-    databaseUrl: db.url,
-    env: {
-      STRIPE_SECRET_KEY: FAKE_SECRET_KEY,
-      STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET,
-      STRIPE_PRICE_ID: FAKE_PRICE_ID,
-      STRIPE_API_BASE: stripe.url,
-      TELEGRAM_API_BASE: telegram.url,
-    },
-  });
+  world = await startSellingServe(WEBHOOK_SECRET);
+  ({ stripe, served } = world);
   // No BLYTZ_PUBLIC_URL: the status link and Checkout's return addresses default to the
   // server's own address (served.url), as under `make run`.
 
@@ -103,9 +93,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await context?.close();
   if (userDataDir) await rm(userDataDir, { recursive: true, force: true });
-  await served?.stop();
-  await Promise.all([stripe?.close(), telegram?.close()]);
-  await db?.drop();
+  await world?.close();
 });
 
 async function shot(name: string): Promise<void> {

@@ -1,9 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sql } from 'kysely';
-import { instanceContainers, startServe, throughCaddy, type Served } from '../support/blytz-serve.js';
-import { completedSessionObject, FAKE_PRICE_ID, FAKE_SECRET_KEY, signatureHeader, startFakeStripe, stripeEvent, subscriptionObject, type FakeStripe } from '../support/fake-stripe.js';
-import { startFakeTelegram, type FakeTelegram } from '../support/fake-telegram.js';
-import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { instanceContainers, throughCaddy, type Served } from '../support/blytz-serve.js';
+import { startSellingServe, type SellingServe } from '../support/selling-serve.js';
+import { completedSessionObject, signatureHeader, stripeEvent, subscriptionObject, type FakeStripe } from '../support/fake-stripe.js';
+import { type FakeTelegram } from '../support/fake-telegram.js';
+import { type TestDatabase } from '../support/postgres.js';
 import { waitFor } from '../support/wait-for.js';
 
 const WEBHOOK_SECRET = 'whsec_e2e_paying_customer_0123456789';
@@ -21,26 +22,14 @@ describe('a paying customer, from signup to cancellation', () => {
   let telegram: FakeTelegram;
   let served: Served;
 
+  let world: SellingServe;
+
   beforeAll(async () => {
-    db = await createTestDatabase();
-    stripe = await startFakeStripe();
-    telegram = await startFakeTelegram();
-    served = await startServe({
-      databaseUrl: db.url,
-      env: {
-        STRIPE_SECRET_KEY: FAKE_SECRET_KEY,
-        STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET,
-        STRIPE_PRICE_ID: FAKE_PRICE_ID,
-        STRIPE_API_BASE: stripe.url,
-        TELEGRAM_API_BASE: telegram.url,
-      },
-    });
+    world = await startSellingServe(WEBHOOK_SECRET);
+    ({ db, stripe, telegram, served } = world);
   });
   afterAll(async () => {
-    await served?.stop();
-    await stripe?.close();
-    await telegram?.close();
-    await db?.drop();
+    await world?.close();
   });
 
   async function deliver(event: Record<string, unknown>): Promise<number> {

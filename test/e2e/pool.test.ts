@@ -3,10 +3,9 @@ import { readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { baseEnv, BLYTZ, docker, instanceContainers, operatorCli, ROOT, startServe, throughCaddy, withServerLog, type Served } from '../support/blytz-serve.js';
-import { completedSessionObject, FAKE_PRICE_ID, FAKE_SECRET_KEY, signatureHeader, startFakeStripe, stripeEvent, type FakeStripe } from '../support/fake-stripe.js';
-import { startFakeTelegram, type FakeTelegram } from '../support/fake-telegram.js';
-import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { baseEnv, BLYTZ, docker, instanceContainers, operatorCli, ROOT, throughCaddy, withServerLog, type Served } from '../support/blytz-serve.js';
+import { startSellingServe, type SellingServe } from '../support/selling-serve.js';
+import { completedSessionObject, signatureHeader, stripeEvent, type FakeStripe } from '../support/fake-stripe.js';
 import { waitFor } from '../support/wait-for.js';
 
 const WEBHOOK_SECRET = 'whsec_e2e_warm_pool_0123456789';
@@ -32,33 +31,17 @@ interface PoolView {
  * refills in the background, and size 0 removes every idle slot.
  */
 describe('warm pools end to end', () => {
-  let db: TestDatabase;
   let stripe: FakeStripe;
-  let telegram: FakeTelegram;
   let served: Served;
+  let world: SellingServe;
 
   beforeAll(async () => {
     execFileSync(join(ROOT, 'scripts/build-test-image.sh'), [POOL_STUB], { cwd: ROOT, stdio: 'ignore' });
-    db = await createTestDatabase();
-    stripe = await startFakeStripe();
-    telegram = await startFakeTelegram();
-    served = await startServe({
-      databaseUrl: db.url,
-      env: {
-        BLYTZ_CUSTOMER_IMAGE: POOL_STUB,
-        STRIPE_SECRET_KEY: FAKE_SECRET_KEY,
-        STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET,
-        STRIPE_PRICE_ID: FAKE_PRICE_ID,
-        STRIPE_API_BASE: stripe.url,
-        TELEGRAM_API_BASE: telegram.url,
-      },
-    });
+    world = await startSellingServe(WEBHOOK_SECRET, { BLYTZ_CUSTOMER_IMAGE: POOL_STUB });
+    ({ stripe, served } = world);
   });
   afterAll(async () => {
-    await served?.stop();
-    await stripe?.close();
-    await telegram?.close();
-    await db?.drop();
+    await world?.close();
   });
 
   const cli = (...args: string[]) => operatorCli(served, ...args);
