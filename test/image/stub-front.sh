@@ -4,7 +4,8 @@
 # gateway token in force: `gateway.auth.token` of openclaw.json, read at each request, so a new
 # token written there is in force at once (OpenClaw reloads it in about half a second). The
 # controller's token probe (a template's configProbe) sees a warm pool slot take a customer's
-# configuration this way. Every other request goes to busybox httpd, which serves /tmp/www.
+# configuration this way. Its answer is /tmp/www/readyz, as for httpd (a test may write another
+# there). Every other request goes to busybox httpd, which serves /tmp/www.
 home=${OPENCLAW_HOME:-/home/node/.openclaw}
 www=${STUB_WWW:-/tmp/www}
 cr=$(printf '\r')
@@ -25,8 +26,9 @@ set -- $request
 if [ "$1" = GET ] && [ "${2%%\?*}" = /readyz ]; then
   token=$(sed -n 's/^ *"token": *"\([^"]*\)".*/\1/p' "$home/openclaw.json" 2>/dev/null | head -n 1)
   given=$(echo "$auth" | sed -n 's/^ *[Bb]earer  *//p')
-  body='{"ready":true}'
-  if [ -n "$token" ] && [ "$given" = "$token" ]; then
+  # The answer the folder holds (tests write other answers there); the details only on a plain ready one.
+  body=$(cat "$www/readyz" 2>/dev/null) || body='{"ready":true}'
+  if [ "$body" = '{"ready":true}' ] && [ -n "$token" ] && [ "$given" = "$token" ]; then
     started=$(cat /tmp/stub-started 2>/dev/null || echo 0)
     body="{\"ready\":true,\"uptimeMs\":$(( ($(date +%s) - started) * 1000 ))}"
   fi
