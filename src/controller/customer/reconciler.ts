@@ -16,7 +16,7 @@ import type { Admission, Rollouts } from '../rollout/rollouts.js';
 import { resolveCustomer, TemplateError, type DesiredDefaults, type ResolvedCustomer } from './desired.js';
 import { describeFailure, Executor, ReconcileStepError, type ExecuteOutcome, type KnownPorts } from './execute.js';
 import { WorldCache, WorldObserver, type DesiredRead } from './observe.js';
-import type { PoolBinder } from './pool-binding.js';
+import type { BindOutcome, PoolBinder } from './pool-binding.js';
 import { fleetChangeOf, plan, type Action, type Observed, type UpstreamOf } from './plan.js';
 import { ReconcileEvents } from './reconcile-events.js';
 import { RestartBackoff, type RestartBackoffOptions } from './restart-backoff.js';
@@ -136,22 +136,47 @@ export class CustomerReconciler implements Reconciler {
     }
   }
 
+  /** The sequence; each step is a method below, each room a file of its own. */
   async #reconcile(name: string, signal: AbortSignal, events: ReconcileEvents): Promise<ReconcileResult> {
     const started = this.#now();
-    // Observe: what the store wants and the customer's containers, then (after any repair)
-    // the template resolved and the rest of the world.
+    const seen = await this.#observe(name, events, signal);
+    const result = this.#plan(seen);
+    const { customer, resolved } = seen;
+    if (!customer || !resolved) return this.#tearDown(name, result.actions, seen.observed, events, signal);
+    if (customer.spec.paused) {
+      await this.#writeStatus(customer, resolved, seen.observed, events, { note: result.note });
+      return {};
+    }
+    // Claimed, and its gateway is still taking the customer's configuration: no route to it yet.
+    if (seen.bind?.kind === 'pending') {
+      if (signal.aborted) throw abortReason(signal);
+      const status = await this.#writeStatus(customer, resolved, seen.observed, events, { note: seen.bind.note });
+      this.#trackProvisioning(customer, status, started);
+      return { requeueAfterMs: BIND_LOOK_MS };
+    }
+    const { run, after } = await this.#act(name, { ...seen, customer, resolved }, result, events, signal);
+    return this.#conclude(name, { ...seen, customer, resolved }, result, { run, after, started }, events);
+  }
+
+  /**
+   * Observe: what the store wants and the customer's containers, then (after any repair or pool
+   * bind) the template resolved and the rest of the world, and what a fleet update allows.
+   */
+  async #observe(name: string, events: ReconcileEvents, signal: AbortSignal): Promise<Seen> {
     const read = await this.#observer.desiredAndContainers(name);
     // A restore replacing the customer's state holds it as if suspended: stopped, page shown.
     const hold = read.view?.customer.spec.state === 'active' ? await this.#deps.backups?.holdOf(name) : undefined;
     if (hold && read.view) read.view = asSuspended(read.view);
     const { view } = read;
-    const customer = view?.customer;
     const repair = await this.#repair(name, read, events, signal);
     if (repair && !repair.failure) await this.#observer.relist(name, read);
     let resolved = view ? await this.#resolve(view, events) : undefined;
     // A new customer takes a warm pool slot, when one is ready (pool-binding.ts); a claim made
     // earlier is finished here, after a crash too.
-    const bind = view && resolved && this.#deps.pool ? await this.#deps.pool.bind(view, resolved, read.containers, events, signal) : undefined;
+    const bind =
+      view && resolved && this.#deps.pool
+        ? await this.#deps.pool.bind(view, resolved, read.containers, events, signal)
+        : undefined;
     if (bind && bind.kind !== 'none') await this.#observer.relist(name, read);
     const observed = await this.#observer.world(name, read);
     this.#restarts.observed(name, observed.containers, this.#now());
@@ -162,43 +187,53 @@ export class CustomerReconciler implements Reconciler {
     if (view && resolved?.fleet && admission?.rollbackImage !== undefined && admission.rollbackImage !== resolved.fleet.image) {
       resolved = await resolveCustomer(view, this.#deps, admission.rollbackImage);
     }
-    await this.#releaseIfInactive(name, customer);
+    await this.#releaseIfInactive(name, view?.customer);
+    return { view, customer: view?.customer, resolved, observed, hold, repair, bind, backupWait, admission };
+  }
 
-    // Plan: pure.
-    const result = plan({
-      desired: resolved?.desired,
-      observed,
+  /** Plan: pure. */
+  #plan(seen: Seen): ReturnType<typeof plan> {
+    return plan({
+      desired: seen.resolved?.desired,
+      observed: seen.observed,
       now: this.#now(),
       retentionMs: this.#deps.retentionMs,
-      recreateAllowed: backupWait ? false : (admission?.recreateAllowed ?? true),
+      recreateAllowed: seen.backupWait ? false : (seen.admission?.recreateAllowed ?? true),
       upstreamOf: this.#upstreamOf,
       sideBySide: this.#deps.runtime.sideBySide === true,
       updatesInPlace: this.#deps.runtime.updatesInPlace === true,
       removesInBackground: this.#deps.runtime.removesInBackground === true,
     });
-    if (!customer || !resolved) {
-      this.#serving.delete(name);
-      // Gone from the store: tear down what the world still has (an orphan); no status to write.
-      if (result.actions.length > 0) this.invalidate(name);
-      await this.#executor.execute(name, result.actions, undefined, signal, true, events, knownPorts(observed));
-      // A container removed in the background may leave parts for a later pass (its NetworkPolicy).
-      const removing = this.#deps.runtime.removesInBackground && result.actions.some((a) => a.type === 'removeContainer');
-      return removing ? { requeueAfterMs: TEARDOWN_LOOK_MS } : {};
-    }
-    if (customer.spec.paused) {
-      await this.#writeStatus(customer, resolved, observed, events, { note: result.note });
-      return {};
-    }
-    // Claimed, and its gateway is still taking the customer's configuration: no route to it yet.
-    if (bind?.kind === 'pending') {
-      if (signal.aborted) throw abortReason(signal);
-      const status = await this.#writeStatus(customer, resolved, observed, events, { note: bind.note });
-      this.#trackProvisioning(customer, status, started);
-      return { requeueAfterMs: BIND_LOOK_MS };
-    }
+  }
 
-    // Execute. A listing in flight must not hand a later reconcile the world from before these
-    // actions: invalidated before and after them.
+  /** Gone from the store: tear down what the world still has (an orphan); no status to write. */
+  async #tearDown(
+    name: string,
+    actions: Action[],
+    observed: Observed,
+    events: ReconcileEvents,
+    signal: AbortSignal,
+  ): Promise<ReconcileResult> {
+    this.#serving.delete(name);
+    if (actions.length > 0) this.invalidate(name);
+    await this.#executor.execute(name, actions, undefined, signal, true, events, knownPorts(observed));
+    // A container removed in the background may leave parts for a later pass (its NetworkPolicy).
+    const removing = this.#deps.runtime.removesInBackground && actions.some((a) => a.type === 'removeContainer');
+    return removing ? { requeueAfterMs: TEARDOWN_LOOK_MS } : {};
+  }
+
+  /**
+   * Execute, then look at the world as the actions left it. A listing in flight must not hand a
+   * later reconcile the world from before these actions: invalidated before and after them.
+   */
+  async #act(
+    name: string,
+    seen: Seen & { customer: Customer; resolved: ResolvedCustomer },
+    result: ReturnType<typeof plan>,
+    events: ReconcileEvents,
+    signal: AbortSignal,
+  ): Promise<{ run: RunOutcome; after: Observed }> {
+    const { customer, resolved, observed, repair } = seen;
     if (result.actions.length > 0) this.invalidate(name);
     const converged = isConverged(customer);
     // Work to do on a customer not up yet: say so before doing it (waiting for a new container's
@@ -214,20 +249,32 @@ export class CustomerReconciler implements Reconciler {
     // finished, but this reconcile no longer speaks for the customer. No status, event or
     // rollout report: a new leader (or the next attempt) observes and writes them.
     if (signal.aborted) throw abortReason(signal);
-    if (result.actions.length > 0) this.invalidate(name);
+    if (result.actions.length === 0) return { run, after: observed };
+    this.invalidate(name);
+    // The ports as the actions left them, unless one failed: then as the store has them.
+    const after = await this.#observer.observe(name, run.failure ? undefined : ports, undefined, seen.view?.binding);
+    if (!run.failure && isColdStart(customer, result.actions))
+      this.#deps.metrics.assistantStarts.inc({ plan: customer.spec.plan, source: 'cold' });
+    return { run, after };
+  }
 
-    // Status, from the world as it is after the actions (the ports as the actions left them,
-    // unless one failed: then as the store has them).
-    const after =
-      result.actions.length > 0 ? await this.#observer.observe(name, run.failure ? undefined : ports, undefined, view?.binding) : observed;
-    if (!run.failure && isColdStart(customer, result.actions)) this.#deps.metrics.assistantStarts.inc({ plan: customer.spec.plan, source: 'cold' });
+  /** Status from the world after the actions, the rollout's report, and when to look again. */
+  async #conclude(
+    name: string,
+    seen: Seen & { customer: Customer; resolved: ResolvedCustomer },
+    result: ReturnType<typeof plan>,
+    outcome: { run: RunOutcome; after: Observed; started: number },
+    events: ReconcileEvents,
+  ): Promise<ReconcileResult> {
+    const { customer, resolved, admission, backupWait } = seen;
+    const { run, after } = outcome;
     const status = await this.#writeStatus(customer, resolved, after, events, {
       failure: run.failure,
-      note: run.waitNote ?? hold,
+      note: run.waitNote ?? seen.hold,
       heldHash: result.waitingForRollout?.heldHash,
       rollout: admission?.condition ?? (backupWait ? { reason: 'WaitingForBackup', message: backupWait } : undefined),
     });
-    this.#trackProvisioning(customer, status, started);
+    this.#trackProvisioning(customer, status, outcome.started);
     this.#rememberServing(customer, status, after, result.waitingForRollout?.heldHash ?? resolved.desired.specHash);
     const progress = admission && (await this.#report(name, admission, resolved, after, status, !!result.waitingForRollout));
     // A failed update goes back to the previous image at once, and to the state from before it
@@ -282,7 +329,12 @@ export class CustomerReconciler implements Reconciler {
       ? after.containers.find((c) => c.hostPort === after.port && c.specHash === specHash && c.state === 'running')
       : undefined;
     if (container && after.port !== undefined) {
-      this.#serving.set(customer.name, { generation: customer.generation, containerId: container.id, specHash, port: after.port });
+      this.#serving.set(customer.name, {
+        generation: customer.generation,
+        containerId: container.id,
+        specHash,
+        port: after.port,
+      });
     } else {
       this.#serving.delete(customer.name);
     }
@@ -295,7 +347,10 @@ export class CustomerReconciler implements Reconciler {
     } catch (error) {
       if (!(error instanceof TemplateError)) throw error;
       const failure = { reason: 'TemplateInvalid', message: error.message, terminal: true };
-      const changed = await this.#deps.store.updateStatus(view.customer.name, failedStatus(view.customer, failure, new Date(this.#now())));
+      const changed = await this.#deps.store.updateStatus(
+        view.customer.name,
+        failedStatus(view.customer, failure, new Date(this.#now())),
+      );
       if (changed) events.record('Warning', failure.reason, failure.message);
       // No retry fixes a missing template: status says Failed and the queue does not retry.
       throw new TerminalError(error.message, { cause: error });
@@ -501,6 +556,22 @@ interface Serving {
 }
 
 /** What the execute step came to: a failure (status and events say why), or a note on what it waits for. */
+/** What observing found and decided before the plan: the inputs of everything after it. */
+interface Seen {
+  view: ReconcileView | undefined;
+  customer: Customer | undefined;
+  resolved: ResolvedCustomer | undefined;
+  observed: Observed;
+  /** Why a restore holds the customer stopped, if one does. */
+  hold: string | undefined;
+  /** The repair-first start, when there was one. */
+  repair: RunOutcome | undefined;
+  bind: BindOutcome | undefined;
+  /** Why a fleet update waits for a backup, if it does. */
+  backupWait: string | undefined;
+  admission: Admission | undefined;
+}
+
 interface RunOutcome extends ExecuteOutcome {
   failure?: Failure;
   /** The error behind `failure`, kept as the cause of the error the queue sees. */
