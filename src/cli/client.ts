@@ -4,6 +4,7 @@ import { localUrl, secretFromEnv } from '../config.js';
 import { adminTokenFile } from '../data-dir.js';
 import type { BillingInfo, CustomerSpecView, CustomerStatus, FieldError } from '../domain/customer.js';
 import type { PoolObject } from '../domain/pool.js';
+import type { ModelUsageAnswer } from '../models/usage-view.js';
 import { CliError } from './errors.js';
 
 /**
@@ -52,23 +53,8 @@ export interface CustomerEventObject {
   lastTimestamp: string;
 }
 
-/** `GET .../customers/:name/model-usage` (src/models/usage-view.ts). */
-export interface ModelUsageObject {
-  access: 'included' | 'own-key' | 'none';
-  period: string;
-  renewsAt: string;
-  plan: string;
-  includedTokens: number;
-  ceilingTokens?: number;
-  usedTokens: number;
-  inputTokens: number;
-  cachedInputTokens: number;
-  outputTokens: number;
-  requests: number;
-  overageTokens: number;
-  exhausted: boolean;
-  credentialIssuedAt?: string;
-}
+/** `GET .../customers/:name/model-usage`. */
+export type ModelUsageObject = ModelUsageAnswer;
 
 export interface ReadyzBody {
   status: string;

@@ -2,7 +2,7 @@ import { Router } from 'express';
 import type { Config } from '../config.js';
 import { isDns1123Label } from '../domain/naming.js';
 import { includedModelAccess } from '../models/included-access.js';
-import { customerUsageView, type ModelUsageView } from '../models/usage-view.js';
+import { customerUsageView, type ModelUsageAnswer } from '../models/usage-view.js';
 import { sessionToken } from './session.js';
 import { HttpError } from './errors.js';
 
@@ -20,7 +20,7 @@ export const MODEL_KEY_ROTATE_SUBPATH = '/model-key/rotate';
 
 export interface ModelAccessApi {
   /** Undefined: no such live customer. */
-  usage(name: string): Promise<(ModelUsageView & { credentialIssuedAt?: string }) | undefined>;
+  usage(name: string): Promise<ModelUsageAnswer | undefined>;
   /** A new credential now (the old one refused at once) and a reconcile to render it. Undefined: no such live customer. */
   rotate(name: string): Promise<{ rotatedAt: Date; rendered: boolean } | undefined>;
 }

@@ -14,7 +14,7 @@ import { modelAccessConfig, splitModel, type ModelAccessFragment } from '../work
 import type { Provider } from '../model-providers/provider-apis.js';
 import { AddressBook, anySource, type AddressLister } from '../runtime/customer-addresses.js';
 import { Upstream } from '../model-providers/upstream.js';
-import { modelUsageView, type ModelUsageView } from './usage-view.js';
+import { modelUsageView, type ModelUsageAnswer } from './usage-view.js';
 import { includedModelAccess, reliesOnIncludedAccess, type IncludedModelAccess } from './included-access.js';
 
 /**
@@ -188,7 +188,7 @@ export class ModelAccess {
   }
 
   /** For the admin API and the status page. */
-  async usage(name: string, now = new Date()): Promise<(ModelUsageView & { credentialIssuedAt?: string }) | undefined> {
+  async usage(name: string, now = new Date()): Promise<ModelUsageAnswer | undefined> {
     const customer = await this.#deps.customers.get(name);
     if (!customer) return undefined;
     const budget = this.budgets[customer.spec.plan] ?? { includedTokens: 0 };

@@ -31,6 +31,9 @@ export interface ModelUsageView {
   exhausted: boolean;
 }
 
+/** What the admin API answers for a customer's model use: the view and when its credential was issued. */
+export type ModelUsageAnswer = ModelUsageView & { credentialIssuedAt?: string };
+
 export interface UsageViewInput {
   name: string;
   plan: string;

@@ -6,7 +6,7 @@ import { logAction } from '../../src/controller/customer/action-log.js';
 import { Router } from 'express';
 import { addToRequestLine, createHttpApp } from '../../src/http/app.js';
 import { HealthChecks } from '../../src/observability/health.js';
-import { createLogger, logFormatFor, type LogFormat } from '../../src/observability/logger.js';
+import { createLogger, logFormatFor, type LogFormat, type Logger } from '../../src/observability/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import { reportSweep } from '../../src/proxy/caddy/route-sweep.js';
 import { waitFor } from '../support/wait-for.js';
@@ -129,17 +129,23 @@ describe('request lines', () => {
     server = undefined;
   });
 
-  it('probes and scrapes are debug; everything else is info, with method, route and status in the message', async () => {
-    const { logger, lines } = capture();
+  /** The app with `routers` on a free port; its base URL. */
+  async function serve(logger: Logger, routers: Router[] = []): Promise<string> {
     const app = createHttpApp({
       logger,
       metrics: new Metrics({ defaultMetrics: false }),
       health: new HealthChecks(),
       readiness: { breakers: () => ({}), leader: () => true },
+      routers,
     });
     server = createServer(app);
     await new Promise<void>((resolve) => server!.listen(0, '127.0.0.1', resolve));
-    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  }
+
+  it('probes and scrapes are debug; everything else is info, with method, route and status in the message', async () => {
+    const { logger, lines } = capture();
+    const base = await serve(logger);
     for (const path of ['/healthz', '/readyz', '/metrics', '/nowhere']) await (await fetch(`${base}${path}`)).text();
     const requests = lines().filter((l) => typeof l['route'] === 'string');
     expect(requests.map((l) => [l.level, l.msg])).toEqual([
@@ -167,16 +173,7 @@ describe('request lines', () => {
       res.json({ ok: true });
       answered = true;
     });
-    const app = createHttpApp({
-      logger,
-      metrics: new Metrics({ defaultMetrics: false }),
-      health: new HealthChecks(),
-      readiness: { breakers: () => ({}), leader: () => true },
-      routers: [router],
-    });
-    server = createServer(app);
-    await new Promise<void>((resolve) => server!.listen(0, '127.0.0.1', resolve));
-    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const base = await serve(logger, [router]);
     await (await fetch(`${base}/api/things`, { method: 'POST' })).text();
     await waitFor(() => lines().length === 1);
     expect(lines()[0]).toMatchObject({ level: INFO, msg: 'POST /api/things 200', route: '/api/things', status: 200, thing: 't-1', outcome: 'applied' });
@@ -195,15 +192,7 @@ describe('request lines', () => {
 
   it('at the default level the probes leave no line', async () => {
     const { logger, text } = capture('json', 'info');
-    const app = createHttpApp({
-      logger,
-      metrics: new Metrics({ defaultMetrics: false }),
-      health: new HealthChecks(),
-      readiness: { breakers: () => ({}), leader: () => true },
-    });
-    server = createServer(app);
-    await new Promise<void>((resolve) => server!.listen(0, '127.0.0.1', resolve));
-    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const base = await serve(logger);
     for (let i = 0; i < 5; i++) await (await fetch(`${base}/readyz`)).text();
     expect(text()).toBe('');
   });
