@@ -83,7 +83,7 @@ describe('plan: blue-green update, each intermediate state', () => {
       { type: 'reservePort', slot: 'next', drift: 'port_missing' },
       { type: 'createContainer', slot: 'next', drift: 'container_missing' },
       { type: 'ensureRoute', to: 'container', slot: 'next', drift: 'route_wrong' },
-      { type: 'removeContainer', id: 'old', drift: 'container_outdated', graceful: true },
+      { type: 'removeContainer', id: 'old', drift: 'container_outdated', graceful: true, drain: true },
       { type: 'promotePort' },
       { type: 'adoptContainer' },
     ]);
@@ -103,7 +103,7 @@ describe('plan: blue-green update, each intermediate state', () => {
     const actions = run(desired(), world({ nextPort: NEXT, containers: [oldContainer(), newContainer()] }));
     expect(actions).toEqual([
       { type: 'ensureRoute', to: 'container', slot: 'next', drift: 'route_wrong' },
-      { type: 'removeContainer', id: 'old', drift: 'container_outdated', graceful: true },
+      { type: 'removeContainer', id: 'old', drift: 'container_outdated', graceful: true, drain: true },
       { type: 'promotePort' },
       { type: 'adoptContainer', id: 'fresh' },
     ]);
@@ -132,7 +132,7 @@ describe('plan: blue-green update, each intermediate state', () => {
       world({ nextPort: NEXT, containers: [oldContainer(), newContainer({ health: 'healthy' })], route: route(NEXT) }),
     );
     expect(actions).toEqual([
-      { type: 'removeContainer', id: 'old', drift: 'container_outdated', graceful: true },
+      { type: 'removeContainer', id: 'old', drift: 'container_outdated', graceful: true, drain: true },
       { type: 'promotePort' },
       { type: 'adoptContainer', id: 'fresh' },
     ]);
@@ -174,7 +174,8 @@ describe('plan: blue-green update, each intermediate state', () => {
     const result = plan({ desired: desired(), observed, now: 0, retentionMs: DAY, sideBySide: true, recreateAllowed: false });
     expect(result.actions).toEqual([
       { type: 'ensureRoute', to: 'container', drift: 'route_wrong' },
-      { type: 'removeContainer', id: 'fresh', drift: 'container_outdated', graceful: true },
+      // It served until a moment ago: what the proxy already sent it gets time to finish.
+      { type: 'removeContainer', id: 'fresh', drift: 'container_outdated', graceful: true, drain: true },
       { type: 'releasePort', slot: 'next', drift: 'next_port_leftover' },
     ]);
   });

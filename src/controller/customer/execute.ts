@@ -1,3 +1,4 @@
+import { setTimeout as delay } from 'node:timers/promises';
 import type { BackupGate } from '../../backup/backup-gate.js';
 import { customerHost } from '../../domain/naming.js';
 import type { Logger } from '../../observability/logger.js';
@@ -36,6 +37,10 @@ export interface ExecutorDeps {
   restarts: RestartBackoff;
   /** How long one reconcile waits for a new container to turn healthy before routing to it (default 10 s). */
   healthWaitMs?: number | undefined;
+  /** How long a container the route just left keeps serving before it is stopped (default ROUTE_DRAIN_MS). */
+  routeDrainMs?: number | undefined;
+  /** Waits `ms` or until `signal` aborts (default a timer; tests record it instead). */
+  sleep?: ((ms: number, signal: AbortSignal) => Promise<void>) | undefined;
   now: () => number;
   /** The purge waits for a last backup of the folder it deletes. */
   backups?: Pick<BackupGate, 'beforePurge'> | undefined;
@@ -58,10 +63,18 @@ export type KnownPorts = Partial<Record<PortSlot, number>>;
 const START_FAILURES_BEFORE_REPLACING = 3;
 /** How often the health wait looks at the new container. */
 const HEALTH_POLL_MS = 50;
+/**
+ * A route switch returns once Caddy runs its new configuration, but the previous one finishes
+ * the requests it had already accepted, to the old upstream: stopping that container at once
+ * makes them 502s (seen once in a few hundred switches on a loaded machine). Like the pause a
+ * Kubernetes preStop hook gives an endpoint change to spread, this gives them time to finish.
+ */
+export const ROUTE_DRAIN_MS = 1500;
 
 export class Executor {
   readonly #deps: ExecutorDeps;
   readonly #now: () => number;
+  readonly #sleep: (ms: number, signal: AbortSignal) => Promise<void>;
   readonly #restarts: RestartBackoff;
   /** Where routes point: the runtime knows (loopback for Docker, the Service on Kubernetes). */
   readonly #upstreamOf: UpstreamOf;
@@ -71,6 +84,7 @@ export class Executor {
   constructor(deps: ExecutorDeps) {
     this.#deps = deps;
     this.#now = deps.now;
+    this.#sleep = deps.sleep ?? ((ms, signal) => delay(ms, undefined, { signal }));
     this.#restarts = deps.restarts;
     this.#upstreamOf = (customer, port) => deps.runtime.upstream(customer, port);
   }
@@ -166,7 +180,8 @@ export class Executor {
           break;
         case 'removeContainer':
           // After a route switch the old container may still be answering a request Caddy sent
-          // before: a graceful stop lets it finish.
+          // before: the drain and a graceful stop let it finish.
+          if (action.drain) await this.#sleep(this.#deps.routeDrainMs ?? ROUTE_DRAIN_MS, signal);
           if (action.graceful) await runtime.stop(action.id);
           await runtime.remove(action.id);
           event('Normal', 'ContainerRemoved', `container removed${drift ? ` (${drift.replace('_', ' ')})` : ''}`);

@@ -121,8 +121,12 @@ export type Action =
   | { type: 'startContainer'; id: string; drift: DriftKind; slot?: 'next' }
   | { type: 'restartContainer'; id: string; drift: DriftKind; slot?: 'next' }
   | { type: 'stopContainer'; id: string }
-  /** `graceful`: stop it first (requests in flight finish), as after a blue-green route switch. */
-  | { type: 'removeContainer'; id: string; drift: DriftKind | undefined; graceful?: true }
+  /**
+   * `graceful`: stop it first (requests in flight finish). `drain`: the route pointed at it until
+   * a moment ago (a blue-green switch, or one sent back): the proxy's previous configuration may
+   * still hand it requests it accepted before the switch, so those get time to finish first.
+   */
+  | { type: 'removeContainer'; id: string; drift: DriftKind | undefined; graceful?: true; drain?: true }
   /**
    * Point the route at the customer's container (on its reserved port, resolved when executed:
    * the port may be reserved by an earlier action of the same plan) or at the suspended page.
@@ -256,7 +260,10 @@ function planActive(desired: Desired, observed: Observed, upstreamOf: UpstreamOf
     routeMatches(observed.route, desired.host, upstreamFor(observed.nextPort, desired.name, upstreamOf));
   if (routeBack) actions.push({ type: 'ensureRoute', to: 'container', drift: 'route_wrong' });
   // Outdated and duplicate containers go before the new one starts: they may hold the port.
-  for (const { container, drift } of remove) actions.push(removal(container, drift));
+  for (const { container, drift } of remove) {
+    // The one the route is taken back from may still be answering requests sent to it.
+    actions.push(removal(container, drift, routeBack && container.hostPort === observed.nextPort));
+  }
   // A blue-green update's second port with no update in progress (finished, abandoned, held
   // back by a rollout): its container, if any, was just removed, so the port may go.
   if (observed.nextPort !== undefined) actions.push({ type: 'releasePort', slot: 'next', drift: 'next_port_leftover' });
@@ -345,7 +352,7 @@ function planBlueGreen(desired: Desired, observed: Observed, upstreamOf: Upstrea
   }
   // The executor routes only to a healthy container; until then it stops here and the old one serves.
   if (!routedNew) actions.push({ type: 'ensureRoute', to: 'container', slot: 'next', drift: 'route_wrong' });
-  if (old) actions.push({ type: 'removeContainer', id: old.id, drift: 'container_outdated', graceful: true });
+  if (old) actions.push({ type: 'removeContainer', id: old.id, drift: 'container_outdated', graceful: true, drain: true });
   actions.push({ type: 'promotePort' });
   actions.push(fresh ? { type: 'adoptContainer', id: fresh.id } : { type: 'adoptContainer' });
   return { actions, note: 'blue-green update: the new container starts beside the serving one' };
@@ -392,10 +399,16 @@ function planCancelled(desired: Desired, input: PlanInput): Plan {
  * duplicate, or a container we did not make (no spec hash), is removed at once: it may ignore
  * SIGTERM, and nothing of the customer's depends on it shutting down cleanly.
  */
-function removal(container: ObservedContainer, drift: DriftKind | undefined): Action {
+function removal(container: ObservedContainer, drift: DriftKind | undefined, drain = false): Action {
   const own = container.specHash !== undefined && (container.state === 'running' || container.state === 'restarting');
   const graceful = own && (drift === undefined || drift === 'container_outdated');
-  return { type: 'removeContainer', id: container.id, drift, ...(graceful ? { graceful: true as const } : {}) };
+  return {
+    type: 'removeContainer',
+    id: container.id,
+    drift,
+    ...(graceful ? { graceful: true as const } : {}),
+    ...(drain ? { drain: true as const } : {}),
+  };
 }
 
 function planOrphan(observed: Observed): Plan {

@@ -40,6 +40,8 @@ export interface CustomerReconcilerDeps {
   retentionMs: number;
   /** How long one reconcile waits for a new container to turn healthy before routing to it. */
   healthWaitMs?: number;
+  /** How long a container the route just left keeps serving before it is stopped (execute.ts ROUTE_DRAIN_MS). */
+  routeDrainMs?: number;
   now?: () => number;
   /** When given, full passes list the world once and reconciles read from it. */
   cache?: WorldCache;
