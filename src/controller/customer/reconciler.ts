@@ -14,10 +14,11 @@ import type { Workspaces } from '../../workspace/workspace.js';
 import { TerminalError, type Reconciler, type ReconcileResult } from '../controller.js';
 import type { Admission, Rollouts } from '../rollout/rollouts.js';
 import { resolveCustomer, TemplateError, type DesiredDefaults, type ResolvedCustomer } from './desired.js';
+import { FleetUpdates } from './fleet-updates.js';
 import { describeFailure, Executor, ReconcileStepError, type ExecuteOutcome, type KnownPorts } from './execute.js';
 import { WorldCache, WorldObserver, type DesiredRead } from './observe.js';
 import type { BindOutcome, PoolBinder } from './pool-binding.js';
-import { fleetChangeOf, plan, type Action, type Observed, type UpstreamOf } from './plan.js';
+import { plan, type Action, type Observed, type UpstreamOf } from './plan.js';
 import { ReconcileEvents } from './reconcile-events.js';
 import { RestartBackoff, type RestartBackoffOptions } from './restart-backoff.js';
 import { computeStatus, failedStatus, isConverged, type StatusInput } from './status.js';
@@ -96,6 +97,7 @@ export class CustomerReconciler implements Reconciler {
   readonly #upstreamOf: UpstreamOf;
   readonly #observer: WorldObserver;
   readonly #executor: Executor;
+  readonly #updates: FleetUpdates;
 
   constructor(deps: CustomerReconcilerDeps) {
     this.#deps = deps;
@@ -109,6 +111,7 @@ export class CustomerReconciler implements Reconciler {
       restarts: this.#restarts,
       now: this.#now,
     });
+    this.#updates = new FleetUpdates({ ...deps, now: this.#now });
   }
 
   /** Every name the store or the world knows: orphans are reconciled (removed) too. */
@@ -182,14 +185,12 @@ export class CustomerReconciler implements Reconciler {
     if (bind && bind.kind !== 'none') await this.#observer.relist(name, read);
     const observed = await this.#observer.world(name, read);
     this.#restarts.observed(name, observed.containers, this.#now());
-    // A fleet-wide change waits for its rollout's slot; a customer sent back gets its previous image.
-    // The rollout touches no customer before its state is backed up (the wait says why).
-    const backupWait = view && resolved ? await this.#backupBeforeUpdate(view, resolved, observed) : undefined;
-    const admission = view && resolved && !backupWait ? await this.#admit(view, resolved, observed) : undefined;
+    // A fleet-wide change waits for a backup, then its rollout's slot; a customer sent back gets
+    // its previous image.
+    const { backupWait, admission } = await this.#updates.gate(name, view, resolved, observed);
     if (view && resolved?.fleet && admission?.rollbackImage !== undefined && admission.rollbackImage !== resolved.fleet.image) {
       resolved = await resolveCustomer(view, this.#deps, admission.rollbackImage);
     }
-    await this.#releaseIfInactive(name, view?.customer);
     return { view, customer: view?.customer, resolved, observed, hold, repair, bind, backupWait, admission };
   }
 
@@ -278,12 +279,9 @@ export class CustomerReconciler implements Reconciler {
     });
     this.#trackProvisioning(customer, status, outcome.started);
     this.#rememberServing(customer, status, after, result.waitingForRollout?.heldHash ?? resolved.desired.specHash);
-    const progress = admission && (await this.#report(name, admission, resolved, after, status, !!result.waitingForRollout));
-    // A failed update goes back to the previous image at once, and to the state from before it
-    // (the new version may have migrated it into a shape the old one cannot read), unless the
-    // old container served throughout (blue-green): then the live state is the truth, and a
-    // restore would stop a serving assistant and lose what it wrote during the update.
-    if (progress?.failed && !this.#keptServing(resolved)) await this.#restoreBeforeUpdate(name, admission);
+    // A failed update goes back to the previous image at once (and to its state, fleet-updates.ts).
+    const heldBack = !!result.waitingForRollout;
+    const progress = admission && (await this.#updates.report({ name, admission, resolved, after, status, heldBack }));
     if (progress?.failed && !run.failure) return { requeueAfterMs: 50 };
     if (backupWait) return { requeueAfterMs: ROLLOUT_WAIT_MS };
 
@@ -384,81 +382,6 @@ export class CustomerReconciler implements Reconciler {
         ...(error instanceof PortsExhaustedError ? { retryAfterMs: PORTS_EXHAUSTED_RETRY_MS } : {}),
       };
     }
-  }
-
-  /** An active customer with a fleet-wide change joins its rollout and may be held back (rollouts.ts). */
-  async #admit(view: ReconcileView, resolved: ResolvedCustomer, observed: Observed): Promise<Admission | undefined> {
-    const { rollouts } = this.#deps;
-    const { customer } = view;
-    const { fleet } = resolved;
-    if (!rollouts || !fleet || customer.spec.state !== 'active' || customer.spec.paused) return undefined;
-    const change = fleetChangeOf(resolved.desired, observed);
-    return rollouts.admit({
-      customer: customer.name,
-      key: fleet.key,
-      fingerprint: fleet.fingerprint,
-      image: fleet.image,
-      toHash: resolved.desired.specHash,
-      change: change ? { fromHash: change.specHash as string, image: change.image } : undefined,
-      now: this.#now(),
-    });
-  }
-
-  /** A fleet-wide change about to recreate the customer's container waits for a backup of its state. */
-  async #backupBeforeUpdate(view: ReconcileView, resolved: ResolvedCustomer, observed: Observed): Promise<string | undefined> {
-    const { rollouts, backups } = this.#deps;
-    const { customer } = view;
-    if (!rollouts || !backups || !resolved.fleet || customer.spec.state !== 'active' || customer.spec.paused) return undefined;
-    const change = fleetChangeOf(resolved.desired, observed);
-    if (!change?.specHash) return undefined;
-    return backups.beforeUpdate(customer.name, change.specHash, resolved.desired.specHash);
-  }
-
-  /** Whether an update leaves the old container serving until the new one is healthy. */
-  #keptServing(resolved: ResolvedCustomer): boolean {
-    const { runtime } = this.#deps;
-    return resolved.desired.updateStrategy === 'blueGreen' && (runtime.sideBySide === true || runtime.updatesInPlace === true);
-  }
-
-  /** A failed update: the state from before it comes back (a rollback restore of its pre-update backup). */
-  async #restoreBeforeUpdate(name: string, admission: Admission | undefined): Promise<void> {
-    const entry = admission?.entry;
-    if (!entry?.fromHash || !this.#deps.backups) return;
-    await this.#deps.backups
-      .restoreBeforeUpdate(name, entry.fromHash, entry.toHash)
-      .catch((error: unknown) =>
-        this.#deps.logger.warn({ customer: name, err: error }, 'could not ask for the pre-update state back'),
-      );
-  }
-
-  /** Not active (any more) while a rollout was updating it: its start timeout must not run on. */
-  async #releaseIfInactive(name: string, customer: Customer | undefined): Promise<void> {
-    const { rollouts } = this.#deps;
-    if (!rollouts || (customer && customer.spec.state === 'active' && !customer.spec.paused)) return;
-    if (await rollouts.release(name)) this.#deps.onRolloutProgress?.();
-  }
-
-  /** After the status: the rollout hears whether the customer serves on the new spec. */
-  async #report(
-    name: string,
-    admission: Admission,
-    resolved: ResolvedCustomer,
-    after: Observed,
-    status: CustomerStatus,
-    heldBack: boolean,
-  ): Promise<{ failed: boolean } | undefined> {
-    const { rollouts } = this.#deps;
-    if (!rollouts || !admission.entry || !resolved.fleet) return undefined;
-    const target = after.containers.find((c) => c.hostPort === after.port && c.specHash === resolved.desired.specHash);
-    const progress = await rollouts.report(admission, {
-      customer: name,
-      current: status.phase === 'Ready' && !heldBack,
-      now: this.#now(),
-      templateStartTimeoutSeconds: resolved.fleet.startTimeoutSeconds,
-      healthMessage: target?.healthMessage,
-    });
-    if (progress.freed) this.#deps.onRolloutProgress?.();
-    return progress;
   }
 
   async #writeStatus(
