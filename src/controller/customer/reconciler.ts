@@ -15,6 +15,7 @@ import { TerminalError, type Reconciler, type ReconcileResult } from '../control
 import type { Admission, Rollouts } from '../rollout/rollouts.js';
 import { resolveCustomer, TemplateError, type DesiredDefaults, type ResolvedCustomer } from './desired.js';
 import { FleetUpdates } from './fleet-updates.js';
+import { LOOK, lookAgain } from './look-again.js';
 import { describeFailure, Executor, ReconcileStepError, type ExecuteOutcome, type KnownPorts } from './execute.js';
 import { WorldCache, WorldObserver, type DesiredRead } from './observe.js';
 import type { BindOutcome, PoolBinder } from './pool-binding.js';
@@ -65,18 +66,6 @@ export interface CustomerReconcilerDeps {
 
 /** The customer controller's name: the `controller` label of its metrics and log lines. */
 export const CUSTOMER_CONTROLLER_NAME = 'customer';
-const WAIT_FOR_HEALTH_MS = 1000;
-/** How often a cancelled customer whose containers are still being removed (in the background) is looked at. */
-const TEARDOWN_LOOK_MS = 1000;
-/** How often a customer whose pooled gateway is taking its configuration is looked at. */
-const BIND_LOOK_MS = 500;
-/** How often a customer whose unhealthy container waits out its restart back-off is looked at. */
-const HELD_RESTART_LOOK_MS = 10_000;
-const PORTS_EXHAUSTED_RETRY_MS = 30_000;
-const MAX_PURGE_WAIT_MS = 3_600_000;
-/** A customer held back by a rollout looks again this often (a freed slot wakes it sooner). */
-const ROLLOUT_WAIT_MS = 5_000;
-const ROLLOUT_PAUSED_MS = 15_000;
 
 /**
  * Reconciles one customer by name: observe the world, plan, execute, write status. Level
@@ -157,7 +146,7 @@ export class CustomerReconciler implements Reconciler {
       if (signal.aborted) throw abortReason(signal);
       const status = await this.#writeStatus(customer, resolved, seen.observed, events, { note: seen.bind.note });
       this.#trackProvisioning(customer, status, started);
-      return { requeueAfterMs: BIND_LOOK_MS };
+      return { requeueAfterMs: LOOK.bindMs };
     }
     const { run, after } = await this.#act(name, { ...seen, customer, resolved }, result, events, signal);
     return this.#conclude(name, { ...seen, customer, resolved }, result, { run, after, started }, events);
@@ -222,7 +211,7 @@ export class CustomerReconciler implements Reconciler {
     await this.#executor.execute(name, actions, undefined, signal, true, events, knownPorts(observed));
     // A container removed in the background may leave parts for a later pass (its NetworkPolicy).
     const removing = this.#deps.runtime.removesInBackground && actions.some((a) => a.type === 'removeContainer');
-    return removing ? { requeueAfterMs: TEARDOWN_LOOK_MS } : {};
+    return removing ? { requeueAfterMs: LOOK.teardownMs } : {};
   }
 
   /**
@@ -283,7 +272,7 @@ export class CustomerReconciler implements Reconciler {
     const heldBack = !!result.waitingForRollout;
     const progress = admission && (await this.#updates.report({ name, admission, resolved, after, status, heldBack }));
     if (progress?.failed && !run.failure) return { requeueAfterMs: 50 };
-    if (backupWait) return { requeueAfterMs: ROLLOUT_WAIT_MS };
+    if (backupWait) return { requeueAfterMs: LOOK.rolloutWaitMs };
 
     // Let the queue back off on a failure; the status already says why.
     if (run.failure && run.retryAfterMs === undefined)
@@ -379,7 +368,7 @@ export class CustomerReconciler implements Reconciler {
       return {
         failure,
         failedWith: error,
-        ...(error instanceof PortsExhaustedError ? { retryAfterMs: PORTS_EXHAUSTED_RETRY_MS } : {}),
+        ...(error instanceof PortsExhaustedError ? { retryAfterMs: LOOK.portsExhaustedMs } : {}),
       };
     }
   }
@@ -503,43 +492,6 @@ interface RunOutcome extends ExecuteOutcome {
   failedWith?: unknown;
   /** Look again after this long instead of backing off (no port free: another may be soon). */
   retryAfterMs?: number;
-}
-
-/** When to look at the customer again, once nothing failed (or a failure has its own retry time). */
-function lookAgain(input: {
-  customer: Customer;
-  status: CustomerStatus;
-  run: RunOutcome;
-  admission: Admission | undefined;
-  after: Observed;
-  /** This pass deleted the customer (its purge): nothing left to look at. */
-  purged: boolean;
-  retentionMs: number;
-  now: number;
-}): ReconcileResult {
-  const { customer, status, run, admission, after, now } = input;
-  if (run.retryAfterMs !== undefined) return { requeueAfterMs: run.retryAfterMs };
-  if (customer.spec.state === 'active' && status.phase !== 'Ready') {
-    // Held by its restart back-off: look less often (a recovery is still seen within seconds).
-    const held = run.restartHeldUntil === undefined ? 0 : Math.min(run.restartHeldUntil - now, HELD_RESTART_LOOK_MS);
-    return { requeueAfterMs: Math.max(held, WAIT_FOR_HEALTH_MS) };
-  }
-  if (admission && !admission.recreateAllowed) {
-    return {
-      requeueAfterMs: admission.rollout?.state === 'paused' || admission.rollout?.undone ? ROLLOUT_PAUSED_MS : ROLLOUT_WAIT_MS,
-    };
-  }
-  // The purge waits for its last backup; the backup's end wakes it, this is the safety net.
-  if (customer.spec.state === 'cancelled' && run.waitNote && after.workspace.exists) return { requeueAfterMs: ROLLOUT_PAUSED_MS };
-  if (customer.spec.state === 'cancelled' && customer.cancelledAt) {
-    // Still tearing down (a Kubernetes Deployment waits for its pods): the purge comes after.
-    if (after.containers.length > 0) return { requeueAfterMs: TEARDOWN_LOOK_MS };
-    const purgeIn = customer.cancelledAt.getTime() + input.retentionMs - now;
-    if (purgeIn > 0 && after.workspace.exists) return { requeueAfterMs: Math.min(purgeIn, MAX_PURGE_WAIT_MS) };
-    // Due, and this pass removed containers first (in the background): the purge is the next pass's.
-    if (purgeIn <= 0 && !input.purged) return { requeueAfterMs: TEARDOWN_LOOK_MS };
-  }
-  return {};
 }
 
 /** A new customer's first container, started for it (no port held before): not from a warm pool. */
