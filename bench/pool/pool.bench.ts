@@ -1,7 +1,9 @@
 import { networkInterfaces } from 'node:os';
 import { sql } from 'kysely';
 import { it } from 'vitest';
+import { loadSecretKey } from '../../src/data-dir.js';
 import { OPENCLAW_IMAGE } from '../../src/domain/openclaw.js';
+import { SecretBox } from '../../src/store/secret-box.js';
 import { getWithHost } from '../../test/support/http-get.js';
 import { docker, instanceContainers, startServe, type Served } from '../../test/support/blytz-serve.js';
 import { createTestDatabase, type TestDatabase } from '../../test/support/postgres.js';
@@ -18,8 +20,13 @@ import { report, type Figure } from '../support.js';
  * customer's subdomain from a remote address. Warm: N customers one after another while the pool
  * of size N was full when the first paid (each claim starts a refill in the background, as in
  * production). Cold: then the pool set to 0, its idle slots gone, N more customers.
+ *
+ * BENCH_POOL_OWN_KEY=1: every customer brings a model key of their own (Anthropic, sealed into
+ * the row as the signup stores it), which the bind renders into the slot's openclaw.json too.
+ * Unset: customers without a model, the hot-reload figure.
  */
 const N = Number(process.env['BENCH_POOL_N'] ?? 3);
+const OWN_KEY = process.env['BENCH_POOL_OWN_KEY'] === '1';
 const IMAGE = process.env['BENCH_POOL_IMAGE'] ?? OPENCLAW_IMAGE;
 const POLL_MS = 100;
 const LIMIT_MS = 900_000;
@@ -50,6 +57,8 @@ it('pool: paid -> /readyz through Caddy with a warm slot vs cold; an idle slot\'
     instance: `bench-pool-${run}`,
     env: { BLYTZ_CUSTOMER_IMAGE: IMAGE, BLYTZ_ROUTE_SWEEP_SECONDS: '10' },
   });
+  // The key the server seals customer secrets with (it made one in its data folder).
+  const box = new SecretBox(loadSecretKey(served.dataDir, served.env['BLYTZ_SECRET_KEY']));
   const admin = { authorization: `Bearer ${served.adminToken}`, 'content-type': 'application/json' };
   const setPool = async (size: number) => {
     const body = { apiVersion: 'blytz.cloud/v1alpha1', kind: 'Pool', metadata: { name: 'personal' }, spec: { size } };
@@ -63,8 +72,10 @@ it('pool: paid -> /readyz through Caddy with a warm slot vs cold; an idle slot\'
   /** One customer from active to /readyz 200 through Caddy; cancelled and gone again afterwards (memory). */
   const paidToReady = async (name: string): Promise<{ seconds: number; container: string }> => {
     const started = performance.now();
-    await sql`INSERT INTO customers (name, email, display_name, state, instructions)
-              VALUES (${name}, ${`${name}@example.com`}, 'Bench', 'active', 'I measure things.')`.execute(db.handle.db);
+    const provider = OWN_KEY ? 'anthropic' : null;
+    const key = OWN_KEY ? box.seal(`sk-ant-bench-${name}`, name) : null;
+    await sql`INSERT INTO customers (name, email, display_name, state, instructions, model_provider, model_api_key_enc)
+              VALUES (${name}, ${`${name}@example.com`}, 'Bench', 'active', 'I measure things.', ${provider}, ${key})`.execute(db.handle.db);
     await until(async () => {
       const res = await getWithHost(served.caddyListenPort, `${name}.blytz.localhost`, '/readyz', { address: client, timeoutMs: 5000 });
       return res.status === 200 && (JSON.parse(res.body) as { ready?: boolean }).ready === true;
@@ -124,9 +135,9 @@ it('pool: paid -> /readyz through Caddy with a warm slot vs cold; an idle slot\'
     { name: 'an idle ready slot\'s memory (cgroup usage less inactive file cache)', value: idleMiB ?? NaN, unit: 'MiB', note: 'size 0 (the default) holds nothing' },
     { name: `pool size set -> ${N} slots ready (one slot warming at a time)`, value: warmedIn ?? NaN, unit: 's' },
   ];
-  report('pool', 'Warm pools: payment -> ready, warm slot vs cold', figures, {
+  report(OWN_KEY ? 'pool-own-key' : 'pool', `Warm pools: payment -> ready, warm slot vs cold${OWN_KEY ? ', customers with a model key of their own' : ''}`, figures, {
     method:
-      `image ${IMAGE}; N = ${N} customers one after another per case, each a SQL row turning active (what the paid webhook writes) until its /readyz answers 200 {"ready":true} through Caddy from a remote address, polled every ${POLL_MS} ms, then cancelled. ` +
+      `image ${IMAGE}; ${OWN_KEY ? 'each customer with an Anthropic key of their own (models.providers.anthropic.apiKey); ' : ''}N = ${N} customers one after another per case, each a SQL row turning active (what the paid webhook writes) until its /readyz answers 200 {"ready":true} through Caddy from a remote address, polled every ${POLL_MS} ms, then cancelled. ` +
       `Warm: the pool of size ${N} full when the first paid, refilled in the background after each claim. Cold: the pool at size 0 and its idle slots gone. ` +
       `The machine was ${(busy / wall / 2).toFixed(2)} busy on average (of 2 cores) while it ran: other engineers' suites shared it.`,
   });

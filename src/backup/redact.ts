@@ -15,7 +15,10 @@ const OWNED_SECRET_PATHS: ReadonlyArray<readonly string[]> = [
   ['channels', 'telegram', 'botToken'],
 ];
 
-/** `env` holds provider API keys (ANTHROPIC_API_KEY ...): every entry goes. */
+/**
+ * `env` held provider API keys (ANTHROPIC_API_KEY ...) in files older renders wrote: every entry
+ * goes. Today's keys (`models.providers.<id>.apiKey`) are caught by the sweep below.
+ */
 const SECRET_BLOCKS: ReadonlyArray<readonly string[]> = [['env']];
 
 const SECRET_KEY = /(token|secret|password|passwd|api[-_]?key|private[-_]?key|credential)s?$/i;

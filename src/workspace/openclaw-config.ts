@@ -42,22 +42,31 @@ export interface OpenClawConfigInput {
 }
 
 export interface ModelProvider {
-  /** `env.vars.<variable>` is where OpenClaw reads the provider's API key from. */
-  keyVariable: string;
+  /**
+   * The environment variable OpenClaw would also read the key from. Blytz no longer renders it
+   * (`env.vars.<variable>`: OpenClaw applies a changed `env` only by restarting the gateway); it
+   * stays owned so that a key an older render left there is deleted, since OpenClaw prefers an
+   * environment key to the provider entry's.
+   */
+  legacyKeyVariable: string;
   /** `agents.defaults.model.primary` when the customer runs on this provider. */
   defaultModel: string;
 }
 
 /**
- * The providers a customer may bring a key for. Without `agents.defaults.model.primary` the agent
- * picks OpenClaw's own default model (an OpenAI one), whatever key it has, so each provider names
- * the model its customers start on.
+ * The providers a customer may bring a key for, by OpenClaw's provider id. The key goes into
+ * `models.providers.<id>.apiKey`: OpenClaw 2026.9.6 reloads `models.*` hot (no restart, the
+ * running gateway uses the new key for its next request) and takes a provider entry's literal
+ * `apiKey` when no auth profile or environment variable holds one. The entry needs nothing else
+ * for its built-in providers (their endpoint and catalogue come from OpenClaw's own plugins).
+ * Without `agents.defaults.model.primary` the agent picks OpenClaw's own default model (an OpenAI
+ * one), whatever key it has, so each provider names the model its customers start on.
  */
 export const MODEL_PROVIDER_CONFIG: Readonly<Record<string, ModelProvider>> = {
-  anthropic: { keyVariable: 'ANTHROPIC_API_KEY', defaultModel: 'anthropic/claude-sonnet-4-6' },
-  openai: { keyVariable: 'OPENAI_API_KEY', defaultModel: 'openai/gpt-5.4' },
-  openrouter: { keyVariable: 'OPENROUTER_API_KEY', defaultModel: 'openrouter/auto' },
-  google: { keyVariable: 'GEMINI_API_KEY', defaultModel: 'google/gemini-3.1-pro-preview' },
+  anthropic: { legacyKeyVariable: 'ANTHROPIC_API_KEY', defaultModel: 'anthropic/claude-sonnet-4-6' },
+  openai: { legacyKeyVariable: 'OPENAI_API_KEY', defaultModel: 'openai/gpt-5.4' },
+  openrouter: { legacyKeyVariable: 'OPENROUTER_API_KEY', defaultModel: 'openrouter/auto' },
+  google: { legacyKeyVariable: 'GEMINI_API_KEY', defaultModel: 'google/gemini-3.1-pro-preview' },
 };
 
 /** A key given without a provider is taken as Anthropic's. */
@@ -70,7 +79,10 @@ type Path = readonly string[];
  * desired value or deletes it; nothing outside these paths is ever changed by the controller.
  */
 export const OWNED_PATHS: readonly Path[] = [
-  ...Object.values(MODEL_PROVIDER_CONFIG).map((provider) => ['env', 'vars', provider.keyVariable]),
+  ...Object.keys(MODEL_PROVIDER_CONFIG).map((id) => ['models', 'providers', id, 'apiKey']),
+  // Always deleted now (see ModelProvider.legacyKeyVariable); removing it costs one in-process
+  // restart of a gateway an older render gave an environment key, once.
+  ...Object.values(MODEL_PROVIDER_CONFIG).map((provider) => ['env', 'vars', provider.legacyKeyVariable]),
   ['gateway', 'mode'],
   ['gateway', 'port'],
   ['gateway', 'bind'],
@@ -95,9 +107,9 @@ export function buildOpenClawConfig(input: OpenClawConfigInput): JsonObject {
   let primaryModel: string | undefined;
   if (input.modelApiKey) {
     const name = input.modelProvider ?? DEFAULT_MODEL_PROVIDER;
-    const provider = MODEL_PROVIDER_CONFIG[name];
+    const provider = Object.hasOwn(MODEL_PROVIDER_CONFIG, name) ? MODEL_PROVIDER_CONFIG[name] : undefined;
     if (provider === undefined) throw new Error(`unknown model provider "${name}"`);
-    config.env = { vars: { [provider.keyVariable]: input.modelApiKey } };
+    config.models = { providers: { [name]: { apiKey: input.modelApiKey } } };
     primaryModel = provider.defaultModel;
   } else if (input.modelAccess) {
     // Bring-your-own-key wins; otherwise the included model through the control plane's gateway,

@@ -80,6 +80,25 @@ describe(`openclaw.json accepted by OpenClaw ${OPENCLAW_VERSION}'s own validator
       ]);
     }
     cases.push(['no-telegram-key-only', await rendered({}, { modelApiKey: 'sk-ant-only' })]);
+    // The customer's own key sits in its provider's entry (what OpenClaw reloads without a
+    // restart), and nothing else is needed there for a built-in provider.
+    for (const [name, config] of cases.filter(([name]) => name.startsWith('telegram-'))) {
+      const provider = name.slice('telegram-'.length);
+      expect(config.models, name).toEqual({ providers: { [provider]: { apiKey: `key-for-${provider}` } } });
+      expect(config.env, name).toBeUndefined();
+    }
+    // A customer moving from the included model to a key of their own, over a file an older
+    // render gave an environment key and where the operator tuned the provider's entry.
+    cases.push([
+      'own-key-over-included-and-older-env',
+      applyOwnedConfig(
+        applyOwnedConfig(
+          { env: { vars: { ANTHROPIC_API_KEY: 'sk-ant-older' } }, models: { providers: { anthropic: { timeoutSeconds: 120 } } } },
+          await rendered({ modelAccess: modelAccessConfig({ gatewayUrl: 'http://10.199.0.1:8090', credential: 'blytz-mk-c', model: 'openai/gpt-5-mini' }) }),
+        ),
+        await rendered({ modelProvider: 'anthropic' }, { modelApiKey: 'sk-ant-own' }),
+      ),
+    ]);
     // Included model access: the model gateway as provider `blytz`, for both API styles.
     for (const model of ['anthropic/claude-haiku-4-5', 'openai/gpt-5-mini']) {
       const modelAccess = modelAccessConfig({ gatewayUrl: 'http://10.199.0.1:8090', credential: 'blytz-mk-test-credential', model });

@@ -46,6 +46,7 @@ export type FakeFault = { status: number; body?: unknown; headers?: Record<strin
 
 export interface FakeModelProvider {
   url: string;
+  port: number;
   requests: FakeModelRequest[];
   /** Consumed one per request, in order. */
   faults: FakeFault[];
@@ -70,6 +71,8 @@ export interface FakeModelProviderOptions {
   /** The keys it accepts (default FAKE_OPENAI_KEY, FAKE_ANTHROPIC_KEY). */
   openaiKey?: string;
   anthropicKey?: string;
+  /** The address it listens on (default 127.0.0.1); `0.0.0.0` lets customer containers call it directly, as an assistant with its own key calls its provider. */
+  host?: string;
 }
 
 export async function startFakeModelProvider(options: FakeModelProviderOptions = {}): Promise<FakeModelProvider> {
@@ -194,10 +197,11 @@ export async function startFakeModelProvider(options: FakeModelProviderOptions =
     res.end();
   }
 
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => server.listen(0, options.host ?? '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
   return Object.assign(state, {
     url: `http://127.0.0.1:${port}`,
+    port,
     reported(api?: FakeApi): FakeUsage {
       const total: FakeUsage = { inputTokens: 0, cachedInputTokens: 0, outputTokens: 0 };
       for (const r of state.requests) {

@@ -93,6 +93,7 @@ describe('openclaw.json redaction', () => {
   it('removes the secrets the controller renders and keeps what OpenClaw wrote', () => {
     const config = {
       env: { vars: { ANTHROPIC_API_KEY: 'sk-ant-secret' }, OPENAI_API_KEY: 'sk-openai-secret' },
+      models: { providers: { anthropic: { apiKey: 'sk-ant-own-secret', timeoutSeconds: 30 } } },
       gateway: { mode: 'local', port: 18789, auth: { mode: 'token', token: 'gw-secret' } },
       channels: { telegram: { enabled: true, botToken: '123:secret', dmPolicy: 'pairing', allowFrom: ['42'] } },
       agents: { defaults: { workspace: '/home/node/.openclaw/workspace' } },
@@ -105,9 +106,11 @@ describe('openclaw.json redaction', () => {
     expect(parsed.channels.telegram.allowFrom).toEqual(['42']);
     expect(parsed.gateway.auth.mode).toBe('token');
     expect(parsed.meta.lastTouchedVersion).toBe('2026.9.6');
+    expect(parsed.models.providers.anthropic).toEqual({ timeoutSeconds: 30 });
     expect(removed).toEqual(
       expect.arrayContaining([
         'env.vars',
+        'models.providers.anthropic.apiKey',
         'gateway.auth.token',
         'channels.telegram.botToken',
         'plugins.entries.0.apiKey',

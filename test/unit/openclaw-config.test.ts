@@ -4,6 +4,7 @@ import {
   applyOwnedConfig,
   buildOpenClawConfig,
   ownedProjection,
+  MODEL_PROVIDER_CONFIG,
   OWNED_PATHS,
   type JsonObject,
   type OpenClawConfigInput,
@@ -54,15 +55,37 @@ describe('openclaw.json ownership (the controller enforces its fields and keeps 
     expect((merged.channels as JsonObject).telegram).toEqual({ allowFrom: ['4242'], enabled: false });
   });
 
-  it('a removed model key deletes its variable and the model we chose, pruning what it emptied', () => {
+  it('a model key of the customer\'s own goes into its provider entry (hot-reloaded), never into env', () => {
+    for (const [provider, { defaultModel }] of Object.entries(MODEL_PROVIDER_CONFIG)) {
+      const config = buildOpenClawConfig(input({ modelApiKey: `key-${provider}`, modelProvider: provider }));
+      expect(config.models).toEqual({ providers: { [provider]: { apiKey: `key-${provider}` } } });
+      expect(config.env).toBeUndefined();
+      expect(((config.agents as JsonObject).defaults as JsonObject).model).toEqual({ primary: defaultModel });
+    }
+    // Without a provider the key is Anthropic's.
+    expect(buildOpenClawConfig(input({ modelApiKey: 'sk-0' })).models).toEqual({ providers: { anthropic: { apiKey: 'sk-0' } } });
+  });
+
+  it('a removed model key deletes it and the model we chose, pruning what it emptied', () => {
     const withKey = applyOwnedConfig({}, buildOpenClawConfig(input({ modelApiKey: 'sk-1', modelProvider: 'anthropic' })));
-    expect(withKey.env).toEqual({ vars: { ANTHROPIC_API_KEY: 'sk-1' } });
+    expect(withKey.models).toEqual({ providers: { anthropic: { apiKey: 'sk-1' } } });
     const without = applyOwnedConfig(withKey, buildOpenClawConfig(input()));
-    expect(without.env).toBeUndefined();
+    expect(without.models).toBeUndefined();
     expect((without.agents as JsonObject).defaults).toEqual({ workspace: '/home/node/.openclaw/workspace' });
-    // A variable the operator or OpenClaw put there stays.
-    const shared = applyOwnedConfig({ env: { vars: { TZ: 'UTC' } } }, buildOpenClawConfig(input()));
+    // What the operator or OpenClaw put in the same provider entry stays; so does a variable of theirs.
+    const shared = applyOwnedConfig(
+      { env: { vars: { TZ: 'UTC' } }, models: { providers: { anthropic: { apiKey: 'sk-1', timeoutSeconds: 30 } } } },
+      buildOpenClawConfig(input()),
+    );
     expect(shared.env).toEqual({ vars: { TZ: 'UTC' } });
+    expect(shared.models).toEqual({ providers: { anthropic: { timeoutSeconds: 30 } } });
+  });
+
+  it('a key an older render left in env.vars is deleted (OpenClaw would prefer it to the provider entry\'s)', () => {
+    const older = { env: { vars: { ANTHROPIC_API_KEY: 'sk-old', TZ: 'UTC' } } };
+    const merged = applyOwnedConfig(older, buildOpenClawConfig(input({ modelApiKey: 'sk-new', modelProvider: 'anthropic' })));
+    expect(merged.env).toEqual({ vars: { TZ: 'UTC' } });
+    expect(merged.models).toEqual({ providers: { anthropic: { apiKey: 'sk-new' } } });
   });
 
   it('an owned field the assistant changed is put back; a scalar squatting on our object gives way', () => {
@@ -88,7 +111,7 @@ describe('openclaw.json ownership (the controller enforces its fields and keeps 
       fc.array(tie('value'), { maxLength: 3 }),
       tie('object'),
     ),
-    object: fc.dictionary(fc.oneof(fc.constantFrom('gateway', 'channels', 'telegram', 'env', 'vars', 'agents', 'defaults', 'auth', 'model'), fc.string({ maxLength: 6 })), tie('value'), { maxKeys: 4 }),
+    object: fc.dictionary(fc.oneof(fc.constantFrom('gateway', 'channels', 'telegram', 'env', 'vars', 'agents', 'defaults', 'auth', 'model', 'models', 'providers', 'anthropic', 'apiKey'), fc.string({ maxLength: 6 })), tie('value'), { maxKeys: 4 }),
   })).object as fc.Arbitrary<JsonObject>;
   const inputs = fc.record({
     gatewayToken: fc.string({ minLength: 1, maxLength: 12 }),
@@ -148,8 +171,11 @@ describe('included model access in openclaw.json', () => {
     expect(included.models).toEqual({ providers: modelAccess.providers });
     expect((included.agents as JsonObject).defaults).toMatchObject({ model: { primary: 'blytz/claude-haiku-4-5' } });
     const own = buildOpenClawConfig(input({ modelAccess, modelApiKey: 'sk-own', modelProvider: 'openai' }));
-    expect(own.models).toBeUndefined();
+    expect(own.models).toEqual({ providers: { openai: { apiKey: 'sk-own' } } });
     expect((own.agents as JsonObject).defaults).toMatchObject({ model: { primary: 'openai/gpt-5.4' } });
+    // Switching from one to the other leaves nothing of the first behind.
+    expect(applyOwnedConfig(applyOwnedConfig({}, own), included).models).toEqual({ providers: modelAccess.providers });
+    expect(applyOwnedConfig(applyOwnedConfig({}, included), own).models).toEqual({ providers: { openai: { apiKey: 'sk-own' } } });
   });
 
   it('a rotated or revoked credential replaces or removes our provider, keeping providers OpenClaw or an operator added', () => {

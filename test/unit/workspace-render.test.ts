@@ -39,6 +39,7 @@ function file(rendered: RenderedWorkspace, path: string): string {
 /** The parts of openclaw.json the tests look at. */
 interface OpenClawJson {
   env?: { vars: Record<string, string> };
+  models?: { providers: Record<string, { apiKey?: string }> };
   gateway: { mode: string; port: number; bind: string; auth: { mode: string; token: string } };
   agents: { defaults: { workspace: string; model?: { primary: string } } };
   channels: { telegram: { enabled: boolean; botToken?: string; dmPolicy?: string; apiRoot?: string } };
@@ -148,7 +149,7 @@ describe('personal-assistant rendering', () => {
       ),
     );
     expect(config).toEqual({
-      env: { vars: { OPENAI_API_KEY: MODEL_KEY } },
+      models: { providers: { openai: { apiKey: MODEL_KEY } } },
       gateway: {
         mode: 'local',
         port: 18789,
@@ -169,6 +170,7 @@ describe('personal-assistant rendering', () => {
     const config = openclaw(await workspaces.render(input({}, { telegramBotToken: undefined })));
     expect(config.channels).toEqual({ telegram: { enabled: false } });
     expect(config.env).toBeUndefined();
+    expect(config.models).toBeUndefined();
     expect(config.agents.defaults.model).toBeUndefined();
     expect(config.gateway.auth.token).toBe(GATEWAY_TOKEN);
   });
@@ -177,7 +179,8 @@ describe('personal-assistant rendering', () => {
     const template: ResolvedTemplate = { ...(await workspaces.loadTemplate('personal-assistant')), containerPort: 3000 };
     const rendered = renderWorkspace(template, [], input({}, { modelApiKey: MODEL_KEY }));
     expect(openclaw(rendered).gateway.port).toBe(3000);
-    expect(openclaw(rendered).env).toEqual({ vars: { ANTHROPIC_API_KEY: MODEL_KEY } });
+    expect(openclaw(rendered).models).toEqual({ providers: { anthropic: { apiKey: MODEL_KEY } } });
+    expect(openclaw(rendered).env).toBeUndefined();
     expect(openclaw(rendered).agents.defaults.model).toEqual({ primary: 'anthropic/claude-sonnet-4-6' });
   });
 

@@ -24,9 +24,9 @@ import type { ReconcileEvents } from './reconcile-events.js';
  *    says whose it is);
  * 3. the slot's folder becomes `customers/<name>/` (pool-folders.ts);
  * 4. the customer's workspace is written into it: our fields of openclaw.json merged into the
- *    slot's (its gateway token, origins, model, Telegram bot), which the gateway reloads in place
- *    (OpenClaw 2026.9.6 applies every one of them hot; a model key of the customer's own, in
- *    `env.vars`, makes it restart in-process, about 10 s);
+ *    slot's (its gateway token, origins, model and its key, Telegram bot), which the gateway
+ *    reloads in place (OpenClaw 2026.9.6 applies every one of them hot, a model key of the
+ *    customer's own too: it is in `models.providers.<id>.apiKey`, see workspace/openclaw-config.ts);
  * 5. the gateway is seen with the customer's token in force (the template's `configProbe`): the
  *    token is written in the same file as the rest, and applied in the same reload. Only then is
  *    the binding applied; until then the customer is not Ready and gets no route.
@@ -201,7 +201,7 @@ export class PoolBinder {
     while (this.#deps.now() < deadline && !signal.aborted) {
       const old = await this.#deps.runtime.probeToken(port, probe, slotToken);
       if (old !== 'refused') {
-        // Still the slot's configuration, or restarting in-process (a key in env.vars): wait.
+        // Still the slot's configuration, or restarting in-process (a key that needs a restart): wait.
         await sleep(OLD_TOKEN_POLL_MS);
         continue;
       }

@@ -1,12 +1,14 @@
-import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { chownSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OPENCLAW_IMAGE } from '../../../src/domain/openclaw.js';
 import { docker, instanceContainers, operatorCli, startServe, withServerLog, type Served } from '../../support/blytz-serve.js';
 import { openSession } from '../../support/billing-app.js';
 import { startFakeBotApi, type FakeBotApi } from '../../support/fake-bot-api.js';
+import { startFakeModelProvider, type FakeModelProvider } from '../../support/fake-model-provider.js';
 import { completedSessionObject, FAKE_PRICE_ID, FAKE_SECRET_KEY, signatureHeader, startFakeStripe, stripeEvent, type FakeStripe } from '../../support/fake-stripe.js';
 import { getWithHost } from '../../support/http-get.js';
 import { createTestDatabase, type TestDatabase } from '../../support/postgres.js';
@@ -16,6 +18,8 @@ import { waitFor } from '../../support/wait-for.js';
 const WEBHOOK_SECRET = 'whsec_e2e_pool_openclaw_0123456789';
 const WARM_BOT = `6161616161:${'W'.repeat(35)}`;
 const COLD_BOT = `6262626262:${'K'.repeat(35)}`;
+/** The warm customer's own Anthropic key, the one the fake provider accepts. */
+const WARM_MODEL_KEY = 'sk-ant-warm-own-key-0123456789abcdef';
 const STEP_MS = 300_000;
 
 /** The containers' bridge gateway: where a container reaches the host (our fake Bot API). */
@@ -40,13 +44,15 @@ function remoteClientAddress(): string {
  * place, without a restart, and serves them; a customer paying with the pool at size 0 waits for
  * a gateway to boot. Both times, payment (the signed webhook) to Ready, are printed beside each
  * other; docs/benchmarks.md records them. No timed assertion: what is asserted is that the warm
- * customer runs on the slot's container, reloaded, not restarted, and that the Telegram bot
- * started for them.
+ * customer runs on the slot's container, reloaded, not restarted (their own model key included:
+ * it goes where OpenClaw reloads it hot), that the Telegram bot started for them, and that the
+ * agent calls its model provider with the customer's key.
  */
 describe('warm pools on the real OpenClaw gateway: paid to ready, warm versus cold', () => {
   let db: TestDatabase;
   let stripe: FakeStripe;
   let bot: FakeBotApi;
+  let provider: FakeModelProvider;
   let closeHostPorts: (() => Promise<void>) | undefined;
   let served: Served;
   let client: string;
@@ -57,7 +63,10 @@ describe('warm pools on the real OpenClaw gateway: paid to ready, warm versus co
     db = await createTestDatabase();
     stripe = await startFakeStripe();
     bot = await startFakeBotApi();
-    closeHostPorts = await openHostPortsToCustomers([bot.port]);
+    // Stands in for api.anthropic.com, which an assistant with its own key calls directly.
+    provider = await startFakeModelProvider({ anthropicKey: WARM_MODEL_KEY, host: '0.0.0.0' });
+    provider.reply = 'pong from the provider';
+    closeHostPorts = await openHostPortsToCustomers([bot.port, provider.port]);
     served = await startServe({
       databaseUrl: db.url,
       env: {
@@ -74,6 +83,7 @@ describe('warm pools on the real OpenClaw gateway: paid to ready, warm versus co
     if (Object.keys(figures).length > 0) console.log(`warm pool, real OpenClaw: ${JSON.stringify(figures)}`);
     await served?.stop();
     await closeHostPorts?.();
+    await provider?.close();
     await bot?.close();
     await stripe?.close();
     await db?.drop();
@@ -86,13 +96,25 @@ describe('warm pools on the real OpenClaw gateway: paid to ready, warm versus co
     writeFileSync(file, `apiVersion: blytz.cloud/v1alpha1\nkind: Pool\nmetadata:\n  name: personal\nspec:\n  size: ${size}\n`);
     await cli('apply', '-f', file);
   };
+  const configPath = (name: string) => join(served.dataDir, 'customers', name, 'openclaw.json');
+  const gatewayLog = (id: string) => execFileSync('docker', ['logs', id], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  /** Adds `models.providers.anthropic.baseUrl` to a customer's openclaw.json as an operator would: a whole new file, renamed over, same owner. */
+  const setProviderBaseUrl = (name: string, baseUrl: string) => {
+    const path = configPath(name);
+    const config = JSON.parse(readFileSync(path, 'utf8')) as { models: { providers: Record<string, Record<string, unknown>> } };
+    config.models.providers['anthropic'] = { ...config.models.providers['anthropic'], baseUrl };
+    const { uid, gid } = statSync(path);
+    writeFileSync(`${path}.test-edit`, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
+    chownSync(`${path}.test-edit`, uid, gid);
+    renameSync(`${path}.test-edit`, path);
+  };
   const logged = <T>(promise: Promise<T>) =>
     promise.catch((error: unknown) => {
       throw withServerLog(served, error);
     });
 
   /** Signup, then the signed payment; resolves once the status page says Ready, with the time from payment to it. */
-  async function payAndWait(botToken: string, label: string): Promise<{ name: string; ms: number }> {
+  async function payAndWait(botToken: string, label: string, modelApiKey = `sk-ant-${label}-own-key`): Promise<{ name: string; ms: number }> {
     const signup = await fetch(`${served.url}/api/signup`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
@@ -103,7 +125,7 @@ describe('warm pools on the real OpenClaw gateway: paid to ready, warm versus co
         instructions: 'I study engines.',
         telegramBotToken: botToken,
         modelProvider: 'anthropic',
-        modelApiKey: `sk-ant-${label}-own-key`,
+        modelApiKey,
       }),
     });
     expect(signup.status).toBe(201);
@@ -135,24 +157,47 @@ describe('warm pools on the real OpenClaw gateway: paid to ready, warm versus co
     const inactive = (stats.memory_stats.stats as Record<string, number> | undefined)?.['inactive_file'] ?? 0;
     figures['idleSlotMemoryMiB'] = Math.round((stats.memory_stats.usage - inactive) / 2 ** 20);
 
-    const { name, ms } = await payAndWait(WARM_BOT, 'warm');
+    const { name, ms } = await payAndWait(WARM_BOT, 'warm', WARM_MODEL_KEY);
     figures['paidToReadyWarmMs'] = ms;
     const [container] = (await instanceContainers(served.instance)).filter((c) => c.Names[0] === `/blytz-${name}`);
     expect(container?.Id).toBe(slot!.Id);
     const inspect = await docker.getContainer(slot!.Id).inspect();
     // Reconfigured in place: the container that booted as the slot is the one serving, never
-    // recreated or restarted by the engine. OpenClaw applies the customer's config by hot reload,
-    // except `env` (the customer's own model key, `env.vars`), which it applies with an in-process
-    // restart of the gateway (PID 1 stays): both in the same container.
+    // recreated or restarted by the engine, and the gateway process never restarted either.
+    // The customer's own model key is in `models.providers.anthropic.apiKey`, which OpenClaw
+    // reloads hot (in `env.vars`, where it was rendered before, it costs an in-process restart
+    // of the gateway: "config change requires gateway restart (env)", then about 13 s).
     expect(inspect.RestartCount).toBe(0);
-    const log = execFileSync('docker', ['logs', slot!.Id], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-    expect(log).toMatch(/config hot reload applied \([^)]*gateway\.auth\.token|restart mode: in-process restart/);
+    const config = JSON.parse(readFileSync(configPath(name), 'utf8')) as { env?: unknown; models?: { providers?: Record<string, { apiKey?: string }> } };
+    expect(config.models?.providers?.['anthropic']?.apiKey).toBe(WARM_MODEL_KEY);
+    expect(config.env).toBeUndefined();
+    const log = gatewayLog(slot!.Id);
+    expect(log).toMatch(/config hot reload applied \([^)]*gateway\.auth\.token/);
+    expect(log).toMatch(/config hot reload applied \([^)]*\bmodels\b/);
+    expect(log).not.toMatch(/requires gateway restart|restart mode: in-process restart/);
+    expect(JSON.stringify(inspect.Config.Env)).not.toContain(WARM_MODEL_KEY);
     // Its bot started for them (the channel came with the reload), and it answers through Caddy on their subdomain.
     await logged(waitFor(() => bot.calls.some((c) => c.token === WARM_BOT && c.method === 'getUpdates'), 60_000, 200));
     const ready = await getWithHost(served.caddyListenPort, `${name}.blytz.localhost`, '/readyz', { address: client, timeoutMs: 10_000 });
     expect(ready.status, ready.body).toBe(200);
     expect(JSON.parse(ready.body)).toMatchObject({ ready: true });
     expect(await cli('describe', 'customer', name)).toContain('PoolSlotBound');
+
+    // The key reaches the agent: with the provider's endpoint pointed at the fake (a field the
+    // controller does not own, so it keeps it; reloaded hot too), one agent turn calls the
+    // provider with the customer's own key, and the answer comes back.
+    setProviderBaseUrl(name, `http://${bridgeGateway()}:${provider.port}`);
+    await logged(waitFor(() => /config hot reload applied \([^)]*models\.providers\.anthropic\.baseUrl/.test(gatewayLog(slot!.Id)), 60_000, 200));
+    const turn = await promisify(execFile)(
+      'docker',
+      ['exec', slot!.Id, 'openclaw', 'agent', '--agent', 'main', '--message', 'ping', '--timeout', '240'],
+      { timeout: 280_000 },
+    );
+    const calls = provider.requests.filter((r) => r.api === 'anthropic-messages');
+    expect(calls.length, turn.stdout + turn.stderr).toBeGreaterThan(0);
+    expect(calls.every((r) => r.headers['x-api-key'] === WARM_MODEL_KEY)).toBe(true);
+    expect(turn.stdout).toContain('pong from the provider');
+    expect(gatewayLog(slot!.Id)).not.toMatch(/requires gateway restart|restart mode: in-process restart/);
   });
 
   it('with the pool at size 0 a paying customer waits for a gateway to boot (the cold figure)', { timeout: STEP_MS }, async () => {
