@@ -473,6 +473,7 @@ export class BillingStore {
       }
       return write.result;
     }
+    if (written.duplicate) return { outcome: 'duplicate' };
     if (row) this.#knownCustomers.delete(row.name);
     // Nothing recorded and no customer to have moved on: the same event id was recorded concurrently.
     return write.expected ? 'again' : { outcome: 'duplicate' };
@@ -532,16 +533,19 @@ export class BillingStore {
 
   /**
    * Many events' ledger rows, customer changes and notes in one statement; for each, whether its
-   * ledger row was written. A change is made only where the customer is as read and the event id
-   * still unrecorded, and its ledger row only with it. (The batcher keeps one customer's events
-   * and one event id's deliveries out of a shared batch, so no row is written twice here.)
+   * ledger row was written, whether the ledger had it before, and the customer's resource version
+   * after its change. A change is made only where the customer is as read (uid and resource
+   * version) and the event id still unrecorded, and its ledger row only with it; an outcome that
+   * changes nothing is recorded only while the customer is as read too. (The batcher keeps one
+   * customer's events and one event id's deliveries out of a shared batch, so no row is written
+   * twice here.)
    */
   async #writeEvents(writes: readonly LedgerWrite[]): Promise<LedgerWritten[]> {
     const column = <T>(pick: (w: LedgerWrite) => T) => writes.map(pick);
     const change = <T>(pick: (c: LedgerChange) => T) => writes.map((w) => (w.change ? pick(w.change) : null));
     const note = (pick: (n: CustomerEventNote) => string) => writes.map((w) => (w.note ? pick(w.note) : null));
     const expected = <T>(pick: (e: LedgerExpectation) => T) => writes.map((w) => (w.expected ? pick(w.expected) : null));
-    const { rows } = await prepared(sql<{ event_id: string; resource_version: string | number | null }>`
+    const { rows } = await prepared(sql<{ recorded: boolean; before: boolean; resource_version: string | number | null }>`
       WITH input AS (
         SELECT * FROM unnest(
           ${column((w) => w.eventId)}::text[], ${column((w) => w.type)}::text[], ${column((w) => w.outcome)}::text[],
@@ -554,9 +558,9 @@ export class BillingStore {
           ${change((c) => (c.next.pendingExpiresAt === null ? null : new Date(c.next.pendingExpiresAt * 1000)))}::timestamptz[],
           ${note((n) => n.type)}::text[], ${note((n) => n.reason)}::text[], ${note((n) => n.message.slice(0, 1000))}::text[],
           ${expected((e) => e.uid)}::uuid[], ${expected((e) => e.resourceVersion)}::bigint[]
-        ) AS i(event_id, type, outcome, created, customer, apply, resource_version, state, billing_suspended, billing_warning,
-               stripe_customer_id, stripe_subscription_id, stripe_checkout_session_id, subscription_event_at,
-               set_pending_expires_at, pending_expires_at, note_type, note_reason, note_message, expect_uid, expect_version)
+        ) WITH ORDINALITY AS i(event_id, type, outcome, created, customer, apply, resource_version, state, billing_suspended,
+               billing_warning, stripe_customer_id, stripe_subscription_id, stripe_checkout_session_id, subscription_event_at,
+               set_pending_expires_at, pending_expires_at, note_type, note_reason, note_message, expect_uid, expect_version, ord)
       ),
       changed AS (
         UPDATE customers c SET
@@ -589,10 +593,18 @@ export class BillingStore {
         ON CONFLICT (customer, type, reason, md5(message))
         DO UPDATE SET count = customer_events.count + 1, last_seen = now()
       )
-      SELECT l.event_id, ch.resource_version FROM ledger l LEFT JOIN changed ch ON ch.event_id = l.event_id
+      -- before: in the ledger before this statement (its snapshot does not see the rows it writes).
+      SELECT l.event_id IS NOT NULL AS recorded, ch.resource_version,
+        EXISTS (SELECT 1 FROM webhook_events w WHERE w.event_id = i.event_id) AS before
+      FROM input i LEFT JOIN ledger l ON l.event_id = i.event_id LEFT JOIN changed ch ON ch.event_id = i.event_id
+      ORDER BY i.ord
     `).execute(this.#db);
-    const recorded = new Map(rows.map((r) => [r.event_id, r.resource_version === null ? undefined : Number(r.resource_version)]));
-    return writes.map((w) => ({ recorded: recorded.has(w.eventId), resourceVersion: recorded.get(w.eventId) }));
+    if (rows.length !== writes.length) throw new Error(`webhook ledger write returned ${rows.length} rows for ${writes.length} events`);
+    return rows.map((r) => ({
+      recorded: r.recorded,
+      duplicate: r.before,
+      resourceVersion: r.resource_version === null ? undefined : Number(r.resource_version),
+    }));
   }
 
   /** The long way: one transaction holding the customer's row lock (see `recordStripeEvent`). */
@@ -876,6 +888,8 @@ interface LedgerExpectation {
 /** Whether an event's ledger row was written, and the customer's resource version after its change. */
 interface LedgerWritten {
   recorded: boolean;
+  /** Not written because the ledger had the event id already: a duplicate, whatever the customer. */
+  duplicate: boolean;
   resourceVersion: number | undefined;
 }
 

@@ -142,9 +142,15 @@ describe.each(backends)('webhook ledger on $kind', ({ create }) => {
     const before = statements;
     expect(await record(subscriptionEvent(paid, 'active', t - 90))).toEqual({ outcome: 'applied', customer: paid.name });
     expect(statements - before).toBe(1);
-    expect(await record(subscriptionEvent(paid, 'active', t - 80))).toEqual({ outcome: 'applied', customer: paid.name });
+    const third = subscriptionEvent(paid, 'active', t - 80);
+    expect(await record(third)).toEqual({ outcome: 'applied', customer: paid.name });
     expect(statements - before).toBe(2);
     expect(await stored(paid.name)).toMatchObject({ state: 'active', suspended: false, event_at: t - 80 });
+    // Delivered again: the write finds it in the ledger (one statement), and the row stays remembered.
+    expect(await record(third)).toEqual({ outcome: 'duplicate' });
+    expect(statements - before).toBe(3);
+    expect(await record(subscriptionEvent(paid, 'past_due', t - 70))).toEqual({ outcome: 'applied', customer: paid.name });
+    expect(statements - before).toBe(4);
   });
 
   it('never decides on a remembered row another writer changed since: the write does nothing and the row is read again', async () => {
