@@ -162,6 +162,8 @@ const LEDGER_BATCHES = { lanes: 2, maxSize: 64 };
  * bytes each, the oldest forgotten first.
  */
 const KNOWN_CUSTOMERS = 10_000;
+/** Event ids this process knows the ledger has (see `recordStripeEvent`), the oldest forgotten first. */
+const KNOWN_EVENTS = 10_000;
 
 export class BillingStore {
   readonly #db: Kysely<BillingDatabase>;
@@ -180,6 +182,11 @@ export class BillingStore {
    * resource version), so a stale one costs a write that does nothing and the read after it.
    */
   readonly #knownCustomers = new Map<string, LedgerRow>();
+  /**
+   * Event ids this process recorded or found recorded. The ledger never forgets an event, so a
+   * delivery of one of these again is a duplicate without asking Postgres.
+   */
+  readonly #knownEvents = new Set<string>();
 
   constructor(handle: DatabaseHandle, box: SecretBox, options: BillingStoreOptions) {
     this.#db = handle.db.withTables<{ customers: BillingDatabase['customers'] }>();
@@ -427,8 +434,19 @@ export class BillingStore {
    * one customer's events never in one batch). An event whose Stripe ids belong to another
    * customer, or one that keeps losing such races, goes the long way: one transaction holding
    * the customer's row lock. Errors propagate: the caller answers 5xx so Stripe retries.
+   *
+   * What this process already knows saves round trips: a customer's next event skips the read
+   * (its write is decided on the row as last read or written, and stands only while the row is
+   * still so), and an event id it recorded or found recorded is a duplicate at once.
    */
   async recordStripeEvent(event: StripeEventLike, intent: BillingIntent): Promise<WebhookResult> {
+    if (this.#knownEvents.has(event.id)) return { outcome: 'duplicate' };
+    const result = await this.#record(event, intent);
+    this.#knowEvent(event.id);
+    return result;
+  }
+
+  async #record(event: StripeEventLike, intent: BillingIntent): Promise<WebhookResult> {
     // A customer this process has seen: its write goes first, as though just read (one round
     // trip, not two). It writes nothing unless the row is still as remembered.
     const known = this.#knownRow(intent);
@@ -477,6 +495,14 @@ export class BillingStore {
     if (row) this.#knownCustomers.delete(row.name);
     // Nothing recorded and no customer to have moved on: the same event id was recorded concurrently.
     return write.expected ? 'again' : { outcome: 'duplicate' };
+  }
+
+  #knowEvent(eventId: string): void {
+    this.#knownEvents.add(eventId);
+    if (this.#knownEvents.size > KNOWN_EVENTS) {
+      const oldest = this.#knownEvents.values().next().value;
+      if (oldest !== undefined) this.#knownEvents.delete(oldest);
+    }
   }
 
   /** The remembered row of the customer the event names by name (the read's first choice). */

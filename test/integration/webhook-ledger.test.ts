@@ -146,11 +146,26 @@ describe.each(backends)('webhook ledger on $kind', ({ create }) => {
     expect(await record(third)).toEqual({ outcome: 'applied', customer: paid.name });
     expect(statements - before).toBe(2);
     expect(await stored(paid.name)).toMatchObject({ state: 'active', suspended: false, event_at: t - 80 });
-    // Delivered again: the write finds it in the ledger (one statement), and the row stays remembered.
+    // Delivered again: this process knows the ledger has it (the ledger never forgets an event).
     expect(await record(third)).toEqual({ outcome: 'duplicate' });
+    expect(statements - before).toBe(2);
+    // Another replica, which remembers nothing, asks the ledger.
+    const replica = new BillingStore(db.handle, testSecretBox(), { maxCustomers: 1000 });
+    expect(await replica.recordStripeEvent(third as unknown as StripeEventLike, mapStripeEvent(third as unknown as StripeEventLike))).toEqual({
+      outcome: 'duplicate',
+    });
+    // A newer event the replica recorded: this process's remembered row is behind. Its write finds
+    // the event in the ledger (a duplicate, one statement), whatever the row.
+    const fourth = subscriptionEvent(paid, 'past_due', t - 70);
+    expect(await replica.recordStripeEvent(fourth as unknown as StripeEventLike, mapStripeEvent(fourth as unknown as StripeEventLike))).toEqual({
+      outcome: 'applied',
+      customer: paid.name,
+    });
+    expect(await record(fourth)).toEqual({ outcome: 'duplicate' });
     expect(statements - before).toBe(3);
-    expect(await record(subscriptionEvent(paid, 'past_due', t - 70))).toEqual({ outcome: 'applied', customer: paid.name });
-    expect(statements - before).toBe(4);
+    // Its next event: the row is read again, as the replica left it.
+    expect(await record(subscriptionEvent(paid, 'active', t - 60))).toEqual({ outcome: 'applied', customer: paid.name });
+    expect(await stored(paid.name)).toMatchObject({ state: 'active', event_at: t - 60 });
   });
 
   it('never decides on a remembered row another writer changed since: the write does nothing and the row is read again', async () => {
