@@ -10,7 +10,7 @@ import { createServer } from 'node:http';
 import express, { Router } from 'express';
 import Stripe from 'stripe';
 import { createHttpApp } from '../../dist/http/app.js';
-import { createRateLimitBackend } from '../../dist/http/rate-limit.js';
+import { createRateLimitBackend } from '../../dist/store/rate-limit-counters.js';
 import { createStripeWebhookRouter } from '../../dist/http/stripe-webhook.js';
 import { HealthChecks } from '../../dist/observability/health.js';
 import { createLogger } from '../../dist/observability/logger.js';

@@ -157,18 +157,36 @@ const OPTIMISTIC_ATTEMPTS = 3;
  * waiting on a row lock (the long way holds one) leaves the other running.
  */
 const LEDGER_BATCHES = { lanes: 2, maxSize: 64 };
+/**
+ * Customers whose ledger rows this process remembers (see `recordStripeEvent`): a few hundred
+ * bytes each, the oldest forgotten first.
+ */
+const KNOWN_CUSTOMERS = 10_000;
+/** Event ids this process knows the ledger has (see `recordStripeEvent`), the oldest forgotten first. */
+const KNOWN_EVENTS = 10_000;
 
 export class BillingStore {
   readonly #db: Kysely<BillingDatabase>;
   readonly #box: SecretBox;
   readonly #options: Required<BillingStoreOptions>;
   readonly #ledgerReads = new Batcher<LedgerLookup, LedgerRead>((lookups) => this.#readForEvents(lookups), LEDGER_BATCHES);
-  readonly #ledgerWrites = new Batcher<LedgerWrite, boolean>((writes) => this.#writeEvents(writes), {
+  readonly #ledgerWrites = new Batcher<LedgerWrite, LedgerWritten>((writes) => this.#writeEvents(writes), {
     ...LEDGER_BATCHES,
     keys: (w) => (w.customer === undefined ? [`event:${w.eventId}`] : [`event:${w.eventId}`, `customer:${w.customer}`]),
     // A Stripe id another customer holds fails the whole statement: each event then on its own.
     alone: (error) => isUniqueViolation(error),
   });
+  /**
+   * The ledger's rows of customers events name, by name, as this process last read or wrote
+   * them. Only a guess: a write made from one checks the row is still as remembered (its uid and
+   * resource version), so a stale one costs a write that does nothing and the read after it.
+   */
+  readonly #knownCustomers = new Map<string, LedgerRow>();
+  /**
+   * Event ids this process recorded or found recorded. The ledger never forgets an event, so a
+   * delivery of one of these again is a duplicate without asking Postgres.
+   */
+  readonly #knownEvents = new Set<string>();
 
   constructor(handle: DatabaseHandle, box: SecretBox, options: BillingStoreOptions) {
     this.#db = handle.db.withTables<{ customers: BillingDatabase['customers'] }>();
@@ -416,26 +434,92 @@ export class BillingStore {
    * one customer's events never in one batch). An event whose Stripe ids belong to another
    * customer, or one that keeps losing such races, goes the long way: one transaction holding
    * the customer's row lock. Errors propagate: the caller answers 5xx so Stripe retries.
+   *
+   * What this process already knows saves round trips: a customer's next event skips the read
+   * (its write is decided on the row as last read or written, and stands only while the row is
+   * still so), and an event id it recorded or found recorded is a duplicate at once.
    */
   async recordStripeEvent(event: StripeEventLike, intent: BillingIntent): Promise<WebhookResult> {
+    if (this.#knownEvents.has(event.id)) return { outcome: 'duplicate' };
+    const result = await this.#record(event, intent);
+    this.#knowEvent(event.id);
+    return result;
+  }
+
+  async #record(event: StripeEventLike, intent: BillingIntent): Promise<WebhookResult> {
+    // A customer this process has seen: its write goes first, as though just read (one round
+    // trip, not two). It writes nothing unless the row is still as remembered.
+    const known = this.#knownRow(intent);
+    if (known) {
+      const done = await this.#tryWrite(event, intent, known);
+      if (done === 'long-way') return this.#recordLocked(event, intent);
+      if (done !== 'again') return done;
+    }
     for (let attempt = 0; attempt < OPTIMISTIC_ATTEMPTS; attempt++) {
       const read = await this.#ledgerReads.submit({ eventId: event.id, ref: intent.kind === 'ignored' ? {} : intent.ref });
       if (read.recorded) return { outcome: 'duplicate' };
-      const write = ledgerWrite(event, intent, read.row);
-      if (write === 'long-way') break;
-      let recorded: boolean;
-      try {
-        recorded = await this.#ledgerWrites.submit(write);
-      } catch (error) {
-        if (isUniqueViolation(error)) break; // a Stripe id another customer holds: the long way says which
-        throw error;
-      }
-      // Nothing recorded: the same event id was recorded concurrently (a duplicate, as the next
-      // read says), or the customer changed since it was read.
-      if (recorded) return write.result;
-      if (!write.change) return { outcome: 'duplicate' };
+      if (read.row) this.#remember(intent, read.row);
+      const done = await this.#tryWrite(event, intent, read.row);
+      if (done === 'long-way') break;
+      if (done !== 'again') return done;
     }
     return this.#recordLocked(event, intent);
+  }
+
+  /**
+   * The event's write decided on `row` (undefined: no customer found): its answer once written;
+   * `again` when nothing was written because the customer is no longer as `row` says or the event
+   * id was recorded meanwhile (the next read tells which); `long-way` for the row lock's way.
+   */
+  async #tryWrite(
+    event: StripeEventLike,
+    intent: BillingIntent,
+    row: LedgerRow | undefined,
+  ): Promise<WebhookResult | 'again' | 'long-way'> {
+    const write = ledgerWrite(event, intent, row);
+    if (write === 'long-way') return 'long-way';
+    let written: LedgerWritten;
+    try {
+      written = await this.#ledgerWrites.submit(write);
+    } catch (error) {
+      if (isUniqueViolation(error)) return 'long-way'; // a Stripe id another customer holds: the long way says which
+      throw error;
+    }
+    if (written.recorded) {
+      if (row && write.change && written.resourceVersion !== undefined) {
+        this.#remember(intent, changedRow(row, write.change, written.resourceVersion));
+      }
+      return write.result;
+    }
+    if (written.duplicate) return { outcome: 'duplicate' };
+    if (row) this.#knownCustomers.delete(row.name);
+    // Nothing recorded and no customer to have moved on: the same event id was recorded concurrently.
+    return write.expected ? 'again' : { outcome: 'duplicate' };
+  }
+
+  #knowEvent(eventId: string): void {
+    this.#knownEvents.add(eventId);
+    if (this.#knownEvents.size > KNOWN_EVENTS) {
+      const oldest = this.#knownEvents.values().next().value;
+      if (oldest !== undefined) this.#knownEvents.delete(oldest);
+    }
+  }
+
+  /** The remembered row of the customer the event names by name (the read's first choice). */
+  #knownRow(intent: BillingIntent): LedgerRow | undefined {
+    if (intent.kind === 'ignored' || intent.ref.name === undefined) return undefined;
+    return this.#knownCustomers.get(intent.ref.name);
+  }
+
+  /** Remembers `row` when the event names it by name: the read finds that row first, whatever ids it carries. */
+  #remember(intent: BillingIntent, row: LedgerRow): void {
+    if (intent.kind === 'ignored' || intent.ref.name !== row.name) return;
+    this.#knownCustomers.delete(row.name); // to the end of the insertion order: the oldest go first
+    this.#knownCustomers.set(row.name, row);
+    if (this.#knownCustomers.size > KNOWN_CUSTOMERS) {
+      const oldest = this.#knownCustomers.keys().next().value;
+      if (oldest !== undefined) this.#knownCustomers.delete(oldest);
+    }
   }
 
   /**
@@ -475,15 +559,19 @@ export class BillingStore {
 
   /**
    * Many events' ledger rows, customer changes and notes in one statement; for each, whether its
-   * ledger row was written. A change is made only where the customer is as read and the event id
-   * still unrecorded, and its ledger row only with it. (The batcher keeps one customer's events
-   * and one event id's deliveries out of a shared batch, so no row is written twice here.)
+   * ledger row was written, whether the ledger had it before, and the customer's resource version
+   * after its change. A change is made only where the customer is as read (uid and resource
+   * version) and the event id still unrecorded, and its ledger row only with it; an outcome that
+   * changes nothing is recorded only while the customer is as read too. (The batcher keeps one
+   * customer's events and one event id's deliveries out of a shared batch, so no row is written
+   * twice here.)
    */
-  async #writeEvents(writes: readonly LedgerWrite[]): Promise<boolean[]> {
+  async #writeEvents(writes: readonly LedgerWrite[]): Promise<LedgerWritten[]> {
     const column = <T>(pick: (w: LedgerWrite) => T) => writes.map(pick);
     const change = <T>(pick: (c: LedgerChange) => T) => writes.map((w) => (w.change ? pick(w.change) : null));
     const note = (pick: (n: CustomerEventNote) => string) => writes.map((w) => (w.note ? pick(w.note) : null));
-    const { rows } = await prepared(sql<{ event_id: string }>`
+    const expected = <T>(pick: (e: LedgerExpectation) => T) => writes.map((w) => (w.expected ? pick(w.expected) : null));
+    const { rows } = await prepared(sql<{ recorded: boolean; before: boolean; resource_version: string | number | null }>`
       WITH input AS (
         SELECT * FROM unnest(
           ${column((w) => w.eventId)}::text[], ${column((w) => w.type)}::text[], ${column((w) => w.outcome)}::text[],
@@ -494,10 +582,11 @@ export class BillingStore {
           ${change((c) => c.next.stripeSubscriptionId)}::text[], ${change((c) => c.next.stripeCheckoutSessionId)}::text[],
           ${change((c) => c.next.subscriptionEventAt)}::bigint[], ${change((c) => c.setPendingExpiresAt)}::boolean[],
           ${change((c) => (c.next.pendingExpiresAt === null ? null : new Date(c.next.pendingExpiresAt * 1000)))}::timestamptz[],
-          ${note((n) => n.type)}::text[], ${note((n) => n.reason)}::text[], ${note((n) => n.message.slice(0, 1000))}::text[]
-        ) AS i(event_id, type, outcome, created, customer, apply, resource_version, state, billing_suspended, billing_warning,
-               stripe_customer_id, stripe_subscription_id, stripe_checkout_session_id, subscription_event_at,
-               set_pending_expires_at, pending_expires_at, note_type, note_reason, note_message)
+          ${note((n) => n.type)}::text[], ${note((n) => n.reason)}::text[], ${note((n) => n.message.slice(0, 1000))}::text[],
+          ${expected((e) => e.uid)}::uuid[], ${expected((e) => e.resourceVersion)}::bigint[]
+        ) WITH ORDINALITY AS i(event_id, type, outcome, created, customer, apply, resource_version, state, billing_suspended,
+               billing_warning, stripe_customer_id, stripe_subscription_id, stripe_checkout_session_id, subscription_event_at,
+               set_pending_expires_at, pending_expires_at, note_type, note_reason, note_message, expect_uid, expect_version, ord)
       ),
       changed AS (
         UPDATE customers c SET
@@ -506,14 +595,20 @@ export class BillingStore {
           stripe_checkout_session_id = i.stripe_checkout_session_id, stripe_subscription_event_at = i.subscription_event_at,
           pending_expires_at = CASE WHEN i.set_pending_expires_at THEN i.pending_expires_at ELSE c.pending_expires_at END
         FROM input i
-        WHERE i.apply AND c.name = i.customer AND c.resource_version = i.resource_version
+        WHERE i.apply AND c.name = i.customer AND c.uid = i.expect_uid AND c.resource_version = i.resource_version
+          AND c.deleted_at IS NULL
           AND NOT EXISTS (SELECT 1 FROM webhook_events w WHERE w.event_id = i.event_id)
-        RETURNING i.event_id
+        RETURNING i.event_id, c.resource_version
       ),
       ledger AS (
+        -- An outcome decided on a customer's row stands only while the row is as it was decided on.
         INSERT INTO webhook_events (event_id, type, outcome, event_created, customer)
-        SELECT event_id, type, outcome, created, customer FROM input
-        WHERE NOT apply OR event_id IN (SELECT event_id FROM changed)
+        SELECT event_id, type, outcome, created, customer FROM input i
+        WHERE (NOT apply AND (expect_version IS NULL OR EXISTS (
+            SELECT 1 FROM customers c
+            WHERE c.name = i.customer AND c.uid = i.expect_uid AND c.resource_version = i.expect_version AND c.deleted_at IS NULL
+          )))
+          OR event_id IN (SELECT event_id FROM changed)
         ON CONFLICT (event_id) DO NOTHING
         RETURNING event_id
       ),
@@ -524,10 +619,18 @@ export class BillingStore {
         ON CONFLICT (customer, type, reason, md5(message))
         DO UPDATE SET count = customer_events.count + 1, last_seen = now()
       )
-      SELECT event_id FROM ledger
+      -- before: in the ledger before this statement (its snapshot does not see the rows it writes).
+      SELECT l.event_id IS NOT NULL AS recorded, ch.resource_version,
+        EXISTS (SELECT 1 FROM webhook_events w WHERE w.event_id = i.event_id) AS before
+      FROM input i LEFT JOIN ledger l ON l.event_id = i.event_id LEFT JOIN changed ch ON ch.event_id = i.event_id
+      ORDER BY i.ord
     `).execute(this.#db);
-    const recorded = new Set(rows.map((r) => r.event_id));
-    return writes.map((w) => recorded.has(w.eventId));
+    if (rows.length !== writes.length) throw new Error(`webhook ledger write returned ${rows.length} rows for ${writes.length} events`);
+    return rows.map((r) => ({
+      recorded: r.recorded,
+      duplicate: r.before,
+      resourceVersion: r.resource_version === null ? undefined : Number(r.resource_version),
+    }));
   }
 
   /** The long way: one transaction holding the customer's row lock (see `recordStripeEvent`). */
@@ -802,6 +905,20 @@ interface LedgerChange {
   setPendingExpiresAt: boolean;
 }
 
+/** The customer's row as an event's outcome was decided on: the write stands only while it is so. */
+interface LedgerExpectation {
+  uid: string;
+  resourceVersion: number;
+}
+
+/** Whether an event's ledger row was written, and the customer's resource version after its change. */
+interface LedgerWritten {
+  recorded: boolean;
+  /** Not written because the ledger had the event id already: a duplicate, whatever the customer. */
+  duplicate: boolean;
+  resourceVersion: number | undefined;
+}
+
 /** What one event writes: its ledger row, the change it makes (if any) and its note. */
 interface LedgerWrite {
   eventId: string;
@@ -811,6 +928,8 @@ interface LedgerWrite {
   customer: string | undefined;
   change: LedgerChange | undefined;
   note: CustomerEventNote | undefined;
+  /** The customer's row it was decided on (none for ignored events and unknown customers). */
+  expected: LedgerExpectation | undefined;
   /** The answer once the ledger row is written. */
   result: WebhookResult;
 }
@@ -839,7 +958,29 @@ function ledgerWrite(event: StripeEventLike, intent: BillingIntent, row: LedgerR
       setPendingExpiresAt: applied.decision.next.pendingExpiresAt !== applied.before.pendingExpiresAt,
     },
     note: decision?.note,
+    expected: customer !== undefined && row ? { uid: row.uid, resourceVersion: Number(row.resource_version) } : undefined,
     result: customer === undefined ? { outcome } : { outcome, customer },
+  };
+}
+
+/** `row` after `change` was written, at the resource version the write returned. */
+function changedRow(row: LedgerRow, change: LedgerChange, resourceVersion: number): LedgerRow {
+  const { next } = change;
+  return {
+    ...row,
+    resource_version: resourceVersion,
+    state: next.state,
+    billing_suspended: next.billingSuspended,
+    billing_warning: next.billingWarning,
+    stripe_customer_id: next.stripeCustomerId,
+    stripe_subscription_id: next.stripeSubscriptionId,
+    stripe_checkout_session_id: next.stripeCheckoutSessionId,
+    stripe_subscription_event_at: next.subscriptionEventAt,
+    pending_expires_at: change.setPendingExpiresAt
+      ? next.pendingExpiresAt === null
+        ? null
+        : new Date(next.pendingExpiresAt * 1000)
+      : row.pending_expires_at,
   };
 }
 

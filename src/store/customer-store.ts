@@ -1,5 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { sql, type Kysely, type Transaction } from 'kysely';
+import { sql, type Kysely, type QueryCreator, type Transaction } from 'kysely';
 import { canonicalJson } from '../domain/canonical-json.js';
 import type { Customer, CustomerStatus, DesiredCustomer, DesiredState, PlanName } from '../domain/customer.js';
 import type { DatabaseHandle } from './database.js';
@@ -318,7 +318,7 @@ export class CustomerStore implements ControllerStore {
 
   /** The customer's gateway token: generated once, stored sealed, the same on every later call. */
   async gatewayToken(name: string): Promise<string> {
-    const token = randomBytes(24).toString('base64url');
+    const token = newGatewayToken();
     // One statement in the common case (no token yet). Two reconciles racing: the second UPDATE
     // waits for the first's row lock, then finds a token and writes nothing; both read it below.
     const written = await this.#db
@@ -406,9 +406,33 @@ export class CustomerStore implements ControllerStore {
     return rows.rows.map((row) => ({ name: row.name, state: row.state, port: row.port ?? undefined }));
   }
 
-  /** What one reconcile reads from the store, its host ports and pool binding included, in one query. */
+  /**
+   * What one reconcile reads from the store, its host ports and pool binding included, in one
+   * query. A customer that runs something (active or suspended, not paused) and has no gateway
+   * token yet gets one in this same statement (a new customer's reconcile needs it before it
+   * renders anything, and a write of its own was one more transaction per new customer). It is
+   * written only where none is stored, so a token never changes once written (key rotation
+   * seals the same token again); it is stored before anything uses it, so a crash anywhere later
+   * finds it again. Two reconciles racing: the second's update waits for the first's row lock,
+   * then writes nothing; its view may then lack the token, which `gatewayToken` reads.
+   */
   async reconcileView(name: string): Promise<ReconcileView | undefined> {
-    const row = await this.#customersWithBinding()
+    const minted = this.#box.seal(newGatewayToken(), `${name}/gateway`);
+    const row = await this.#customersWithBinding(
+      this.#db.with('minted', (db) =>
+        db
+          .updateTable('customers')
+          .set({ gateway_token_enc: minted })
+          .where('name', '=', name)
+          .where('deleted_at', 'is', null)
+          .where('state', 'in', ['active', 'suspended'])
+          .where('paused', '=', false)
+          .where('gateway_token_enc', 'is', null)
+          .returning('gateway_token_enc'),
+      ),
+    )
+      // The statement's snapshot is taken before its own update: the minted token comes from the CTE.
+      .select(sql<string | null>`coalesce(customers.gateway_token_enc, (SELECT gateway_token_enc FROM minted))`.as('token_enc'))
       .select((eb) => {
         const portIn = (slot: PortSlot) =>
           eb
@@ -422,7 +446,8 @@ export class CustomerStore implements ControllerStore {
       .where('deleted_at', 'is', null)
       .executeTakeFirst();
     if (!row) return undefined;
-    const { current_port: current, next_port: next, ...customer } = row;
+    const { current_port: current, next_port: next, token_enc: tokenEnc, ...customer } = row;
+    customer.gateway_token_enc = tokenEnc;
     const ports: ReconcileView['ports'] = {};
     if (current !== null) ports.current = current;
     if (next !== null) ports.next = next;
@@ -440,8 +465,8 @@ export class CustomerStore implements ControllerStore {
    * The customer's pool slot, joined in: bound to this incarnation of the name (a name held again
    * after a purge never inherits a binding).
    */
-  #customersWithBinding() {
-    return this.#db
+  #customersWithBinding(from: QueryCreator<Database> = this.#db) {
+    return from
       .selectFrom('customers')
       .leftJoin('pool_slots', (join) =>
         join
@@ -519,6 +544,11 @@ export class CustomerStore implements ControllerStore {
     }
     return this.#box.seal(plaintext, context);
   }
+}
+
+/** A customer's gateway token (what its assistant's gateway answers to): 24 random bytes. */
+function newGatewayToken(): string {
+  return randomBytes(24).toString('base64url');
 }
 
 /** A purged name held again: a new object (new uid), nothing of the previous holder's. */

@@ -812,6 +812,43 @@ describe.each(backends)('customer store on $kind', ({ kind, create }) => {
       // Not a spec change.
       expect((await store.get(name))?.generation).toBe(1);
     });
+
+    it('mints the gateway token of a customer that runs in its reconcile view, once', async () => {
+      const name = uniqueName('gwview');
+      await store.apply(desiredCustomer(name, { state: 'active' }));
+      expect((await rawRow(name))['gateway_token_enc']).toBeNull();
+      const racing = await Promise.all([store.reconcileView(name), store.reconcileView(name), store.reconcileView(name)]);
+      // The view that wrote it carries it; a racing view that found it written since may not.
+      const seen = new Set(racing.map((v) => v?.gatewayToken).filter((t) => t !== undefined));
+      expect(seen.size).toBe(1);
+      const token = [...seen][0]!;
+      expect(token.length).toBeGreaterThanOrEqual(24);
+      expect(await store.gatewayToken(name)).toBe(token);
+      expect((await store.reconcileView(name))?.gatewayToken).toBe(token);
+      expect(JSON.stringify(await rawRow(name))).not.toContain(token);
+      // Not a spec change: the controller is not woken by it, and the customer is as it was.
+      expect((await store.get(name))?.generation).toBe(1);
+    });
+
+    it('mints no gateway token for a customer that runs nothing (pending, cancelled, paused)', async () => {
+      const names = {
+        pending: uniqueName('gwpend'),
+        cancelled: uniqueName('gwcanc'),
+        paused: uniqueName('gwpaus'),
+      };
+      await store.apply(desiredCustomer(names.pending, { state: 'pending' }));
+      await store.apply(desiredCustomer(names.cancelled, { state: 'cancelled' }));
+      await store.apply(desiredCustomer(names.paused, { state: 'active', paused: true }));
+      for (const name of Object.values(names)) {
+        expect((await store.reconcileView(name))?.gatewayToken).toBeUndefined();
+        expect((await rawRow(name))['gateway_token_enc']).toBeNull();
+      }
+      // Unpaused, its next view has one.
+      await store.apply(desiredCustomer(names.paused, { state: 'active', paused: false }));
+      const token = (await store.reconcileView(names.paused))?.gatewayToken;
+      expect(token).toBeDefined();
+      expect(await store.gatewayToken(names.paused)).toBe(token);
+    });
   });
 
   describe('list', () => {

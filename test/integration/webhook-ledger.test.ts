@@ -135,6 +135,75 @@ describe.each(backends)('webhook ledger on $kind', ({ create }) => {
     expect((await customers.listEvents(other.name)).find((e) => e.reason === 'StripeIdConflict')?.message).toContain(holder.name);
   });
 
+  it("a customer's next event is one statement: its write is decided on the row the last one read or wrote", async () => {
+    const t = now();
+    const paid = await paidCustomer(t - 1000);
+    expect(await record(subscriptionEvent(paid, 'past_due', t - 100))).toEqual({ outcome: 'applied', customer: paid.name });
+    const before = statements;
+    expect(await record(subscriptionEvent(paid, 'active', t - 90))).toEqual({ outcome: 'applied', customer: paid.name });
+    expect(statements - before).toBe(1);
+    const third = subscriptionEvent(paid, 'active', t - 80);
+    expect(await record(third)).toEqual({ outcome: 'applied', customer: paid.name });
+    expect(statements - before).toBe(2);
+    expect(await stored(paid.name)).toMatchObject({ state: 'active', suspended: false, event_at: t - 80 });
+    // Delivered again: this process knows the ledger has it (the ledger never forgets an event).
+    expect(await record(third)).toEqual({ outcome: 'duplicate' });
+    expect(statements - before).toBe(2);
+    // Another replica, which remembers nothing, asks the ledger.
+    const replica = new BillingStore(db.handle, testSecretBox(), { maxCustomers: 1000 });
+    expect(await replica.recordStripeEvent(third as unknown as StripeEventLike, mapStripeEvent(third as unknown as StripeEventLike))).toEqual({
+      outcome: 'duplicate',
+    });
+    // A newer event the replica recorded: this process's remembered row is behind. Its write finds
+    // the event in the ledger (a duplicate, one statement), whatever the row.
+    const fourth = subscriptionEvent(paid, 'past_due', t - 70);
+    expect(await replica.recordStripeEvent(fourth as unknown as StripeEventLike, mapStripeEvent(fourth as unknown as StripeEventLike))).toEqual({
+      outcome: 'applied',
+      customer: paid.name,
+    });
+    expect(await record(fourth)).toEqual({ outcome: 'duplicate' });
+    expect(statements - before).toBe(3);
+    // Its next event: the row is read again, as the replica left it.
+    expect(await record(subscriptionEvent(paid, 'active', t - 60))).toEqual({ outcome: 'applied', customer: paid.name });
+    expect(await stored(paid.name)).toMatchObject({ state: 'active', event_at: t - 60 });
+  });
+
+  it('never decides on a remembered row another writer changed since: the write does nothing and the row is read again', async () => {
+    const t = now();
+    const paid = await paidCustomer(t - 1000);
+    expect(await record(subscriptionEvent(paid, 'active', t - 100))).toEqual({ outcome: 'applied', customer: paid.name });
+    // Another replica (or an operator) records a newer event: this process still remembers the older row.
+    await sql`UPDATE customers SET state = 'suspended', billing_suspended = true, stripe_subscription_event_at = ${t - 10}
+      WHERE name = ${paid.name}`.execute(db.handle.db);
+    // Older than what is stored now: stale, not applied on the remembered row (active, event at t - 100).
+    expect(await record(subscriptionEvent(paid, 'past_due', t - 50))).toEqual({ outcome: 'stale', customer: paid.name });
+    expect(await stored(paid.name)).toMatchObject({ state: 'suspended', suspended: true, event_at: t - 10 });
+    // The other way round: on the remembered row (event at t - 10) this event would be stale and
+    // change nothing; the row as stored (rewound by an operator) takes it.
+    await sql`UPDATE customers SET stripe_subscription_event_at = ${t - 1000} WHERE name = ${paid.name}`.execute(db.handle.db);
+    expect(await record(subscriptionEvent(paid, 'active', t - 20))).toEqual({ outcome: 'applied', customer: paid.name });
+    expect(await stored(paid.name)).toMatchObject({ state: 'active', suspended: false, event_at: t - 20 });
+  });
+
+  it('never decides on a remembered row of an earlier holder of the name (a new uid)', async () => {
+    const t = now();
+    const paid = await paidCustomer(t - 1000);
+    expect(await record(subscriptionEvent(paid, 'active', t - 100))).toEqual({ outcome: 'applied', customer: paid.name });
+    // The name held again by a new customer at the same resource version: not the row remembered.
+    const version = (await stored(paid.name))?.version;
+    await sql`DELETE FROM webhook_events WHERE customer = ${paid.name}`.execute(db.handle.db);
+    await sql`DELETE FROM customers WHERE name = ${paid.name}`.execute(db.handle.db);
+    await sql`
+      INSERT INTO customers (name, email, display_name, state, stripe_customer_id, stripe_subscription_id, stripe_subscription_event_at)
+      VALUES (${paid.name}, ${`${paid.name}@example.com`}, 'Ledger', 'active', ${paid.customer}, ${paid.subscription}, ${t - 1000})
+    `.execute(db.handle.db);
+    await sql`UPDATE customers SET resource_version = ${version} WHERE name = ${paid.name}`.execute(db.handle.db);
+    expect((await stored(paid.name))?.version).toBe(version);
+    // On the remembered row (event at t - 100) this would be stale; the new holder's row takes it.
+    expect(await record(subscriptionEvent(paid, 'unpaid', t - 150))).toEqual({ outcome: 'applied', customer: paid.name });
+    expect(await stored(paid.name)).toMatchObject({ state: 'suspended', event_at: t - 150 });
+  });
+
   it('records events arriving together in shared statements, each with its own outcome', async () => {
     const paid = await Promise.all(Array.from({ length: 24 }, () => paidCustomer(now() - 100)));
     const events = paid.map((p) => subscriptionEvent(p, 'past_due', now() - 10));
