@@ -43,7 +43,9 @@ const runtime = new DockerRuntime(new Policies({ metrics: new Metrics({ defaultM
   docker,
   extraLabels: { [INSTANCE_LABEL]: instance },
 });
-const portBase = 31500 + Math.floor(Math.random() * 200);
+// This file's share of the test port range: 31600-31799 (pairing-api.test.ts has 31500-31599; two
+// files binding the same host port in parallel fail with "port is already allocated").
+const portBase = 31600 + Math.floor(Math.random() * 190);
 
 let root: string;
 let hostService: Server;
