@@ -8,6 +8,7 @@ import { promisify } from 'node:util';
 import Docker from 'dockerode';
 import { startCaddy, type TestCaddy } from './caddy.js';
 import { getWithHost } from './http-get.js';
+import { lease, releaseLease } from './port-lease.js';
 import { waitFor } from './wait-for.js';
 
 /**
@@ -77,10 +78,26 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** A slot of 100 host ports in 33000-39999 for one serve's customer containers. */
+/**
+ * Customer containers' host ports for one serve: a slot of 100 in 61000-65499, leased
+ * (port-lease.ts) until `releasePortSlot` or the end of this process, so two serves running at
+ * once (the e2e and e2e-openclaw projects run side by side) never publish the same port. Above the
+ * kernel's ephemeral range (32768-60999): a port in it can be the local end of any outgoing
+ * connection on this machine, which makes Docker's bind fail ("address already in use") and the
+ * customer move (a PortClash warning the test did not ask for).
+ */
 export function portSlot(): { from: number; to: number } {
-  const slot = Math.floor(Math.random() * 70);
-  return { from: 33_000 + slot * 100, to: 33_000 + slot * 100 + 99 };
+  const slots = 45;
+  const first = Math.floor(Math.random() * slots);
+  for (let i = 0; i < slots; i++) {
+    const from = 61_000 + ((first + i) % slots) * 100;
+    if (lease(`slot-${from}`)) return { from, to: from + 99 };
+  }
+  throw new Error('every host port slot in 61000-65499 is leased by a live test process');
+}
+
+export function releasePortSlot(range: { from: number }): void {
+  releaseLease(`slot-${range.from}`);
 }
 
 export async function startServe(options: ServeOptions): Promise<Served> {
@@ -160,6 +177,7 @@ export async function startServe(options: ServeOptions): Promise<Served> {
       await stopProcess();
       await removeInstanceContainers(instance);
       if (ownsCaddy) await caddy.stop();
+      if (!options.portRange) releasePortSlot(range);
       if (!options.dataDir) rmSync(dataDir, { recursive: true, force: true });
     },
   };
