@@ -1,14 +1,13 @@
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chownSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import Docker from 'dockerode';
 import { startCaddy, type TestCaddy } from './caddy.js';
 import { getWithHost } from './http-get.js';
-import { lease, releaseLease } from './port-lease.js';
+import { lease, leaseFreePorts, releaseLease } from './port-lease.js';
 import { waitFor } from './wait-for.js';
 
 /**
@@ -67,15 +66,16 @@ export function baseEnv(): Record<string, string> {
   return env;
 }
 
+/**
+ * A port for a server a test starts (a serve's PORT, a fake service's), leased (port-lease.ts) in
+ * 28000-28999 until this process ends. Not a port the kernel hands out (bind to 0, close, bind
+ * later): that is in the ephemeral range, where any outgoing connection on this machine (a
+ * sampler through Caddy, Caddy to an upstream) may take it as its local port in between, or
+ * between a serve's stop and its restart on the same port, and the bind then fails.
+ */
 export async function freePort(): Promise<number> {
-  return new Promise((resolvePromise, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolvePromise(port));
-    });
-  });
+  const [port] = (await leaseFreePorts(1, { from: 28_000, to: 28_999 })) as [number];
+  return port;
 }
 
 /**

@@ -1,10 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { lease, releaseLease } from './port-lease.js';
+import { leaseFreePorts, releaseLease } from './port-lease.js';
 import { waitFor } from './wait-for.js';
 
 /**
@@ -173,28 +172,8 @@ async function startCaddyOnce(): Promise<TestCaddy> {
 async function freePorts(count: number): Promise<number[]> {
   const worker = Number(process.env['VITEST_POOL_ID'] ?? '1');
   // 25 slots of 20 ports; a worker starts in its own slot and walks on from there.
-  const span = PORT_HIGH - PORT_LOW + 1;
   const start = ((worker - 1) % 25) * 20 + Math.floor(Math.random() * 20);
-  const ports: number[] = [];
-  for (let i = 0; i < span && ports.length < count; i++) {
-    const port = PORT_LOW + ((start + i) % span);
-    if (!lease(String(port))) continue;
-    if ((await isFree(port, '127.0.0.1')) && (await isFree(port, '0.0.0.0'))) ports.push(port);
-    else release([port]);
-  }
-  if (ports.length < count) {
-    release(ports);
-    throw new Error(`no ${count} free ports in ${PORT_LOW}-${PORT_HIGH}`);
-  }
-  return ports;
-}
-
-function isFree(port: number, host: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = net.createServer();
-    server.once('error', () => resolve(false));
-    server.listen({ port, host, exclusive: true }, () => server.close(() => resolve(true)));
-  });
+  return leaseFreePorts(count, { from: PORT_LOW, to: PORT_HIGH }, start);
 }
 
 function release(ports: number[]): void {

@@ -1,4 +1,5 @@
 import { linkSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
@@ -50,6 +51,39 @@ export function lease(key: string): boolean {
     rmSync(aside, { force: true });
   }
   return false;
+}
+
+/**
+ * `count` distinct ports in `range`, each leased to this process and free right now (on loopback
+ * and on every address), walking from `start` (an offset into the range; random by default).
+ * Release them with `releaseLease(String(port))`, or they go with this process.
+ */
+export async function leaseFreePorts(
+  count: number,
+  range: { from: number; to: number },
+  start = Math.floor(Math.random() * (range.to - range.from + 1)),
+): Promise<number[]> {
+  const span = range.to - range.from + 1;
+  const ports: number[] = [];
+  for (let i = 0; i < span && ports.length < count; i++) {
+    const port = range.from + ((start + i) % span);
+    if (!lease(String(port))) continue;
+    if ((await isFree(port, '127.0.0.1')) && (await isFree(port, '0.0.0.0'))) ports.push(port);
+    else releaseLease(String(port));
+  }
+  if (ports.length < count) {
+    for (const port of ports) releaseLease(String(port));
+    throw new Error(`no ${count} free ports in ${range.from}-${range.to}`);
+  }
+  return ports;
+}
+
+function isFree(port: number, host: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.once('error', () => resolve(false));
+    server.listen({ port, host, exclusive: true }, () => server.close(() => resolve(true)));
+  });
 }
 
 export function releaseLease(key: string): void {
