@@ -55,6 +55,15 @@ export interface Served {
   stop(): Promise<void>;
 }
 
+/**
+ * BLYTZ_ROLLOUT_START_TIMEOUT_SECONDS for the rollout tests: how long an updated container may
+ * take to become healthy before the rollout counts it failed. Short, so a never-healthy image is
+ * given up in seconds; long enough that a good one is never given up on CI's loaded 2-core
+ * machine, where stopping the old container, starting the new one and its first health answer
+ * take a few seconds (the 8 s used before left a margin of about two).
+ */
+export const ROLLOUT_START_TIMEOUT_SECONDS = '20';
+
 /** The environment minus anything from the developer's shell that would change what blytz does. */
 export function baseEnv(): Record<string, string> {
   const env: Record<string, string> = {};
