@@ -42,8 +42,9 @@ export function lease(key: string): boolean {
       try {
         linkSync(aside, file);
       } catch {
-        // Someone leased it meanwhile; the live holder then loses nothing it could use: its
-        // lease file is theirs. Rare enough (three processes on one stale key) to leave be.
+        // A third process leased it in the moment it was away: the live holder and that one
+        // both believe they hold it. Three processes racing on one stale key within microseconds
+        // is rare enough to leave be.
       }
       rmSync(aside, { force: true });
       return false;
