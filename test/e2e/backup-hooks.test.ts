@@ -15,6 +15,7 @@ import {
   STUB_IMAGE,
   tagStubImage,
   throughCaddy,
+  ROLLOUT_START_TIMEOUT_SECONDS,
 } from '../support/blytz-serve.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { waitFor } from '../support/wait-for.js';
@@ -119,7 +120,7 @@ describe('backups on schedule, before rollouts and before the purge', () => {
         BLYTZ_BACKUP_KEEP: '2',
         // A cancelled customer is purged at once (after its last backup).
         BLYTZ_RETENTION_DAYS: '0',
-        BLYTZ_ROLLOUT_START_TIMEOUT_SECONDS: '8',
+        BLYTZ_ROLLOUT_START_TIMEOUT_SECONDS: ROLLOUT_START_TIMEOUT_SECONDS,
       },
     });
   });

@@ -16,6 +16,7 @@ import {
   operatorCli,
   withServerLog,
   type Served,
+  ROLLOUT_START_TIMEOUT_SECONDS,
 } from '../support/blytz-serve.js';
 
 /**
@@ -45,7 +46,10 @@ describe('blueGreen updates end to end (real Docker and Caddy)', () => {
     db = await createTestDatabase();
     served = await startServe({
       databaseUrl: db.url,
-      env: { BLYTZ_ROLLOUT_START_TIMEOUT_SECONDS: '8', BLYTZ_ROLLOUT_MAX_UNAVAILABLE: String(LIMIT) },
+      env: {
+        BLYTZ_ROLLOUT_START_TIMEOUT_SECONDS: ROLLOUT_START_TIMEOUT_SECONDS,
+        BLYTZ_ROLLOUT_MAX_UNAVAILABLE: String(LIMIT),
+      },
     });
   });
   afterAll(async () => {

@@ -71,11 +71,12 @@ describe("the controller's Caddy server block", () => {
     served.env['BLYTZ_CADDY_LISTEN'] = `:${second}`;
     await served.restart();
 
-    // The sweep at start moves it: no hour's wait.
-    await waitFor(async () => (await servedOn(second)) === 200, 30_000);
+    // The sweep at start moves it: no hour's wait. It reports (log line, counter) at its end,
+    // after the move is already served and maybe another write: wait for the report.
+    const repaired = `caddy: listen [\\":${first}\\"] (want [\\":${second}\\"]); repaired`;
+    await waitFor(async () => (await servedOn(second)) === 200 && served.log().includes(repaired), 30_000);
     expect(await serverBlock()).toMatchObject({ listen: [`:${second}`] });
     expect(await servedOn(first)).toBe('refused');
-    expect(served.log()).toContain(`caddy: listen [\\":${first}\\"] (want [\\":${second}\\"]); repaired`);
     const metrics = await (await fetch(`${served.url}/metrics`)).text();
     expect(metrics).toMatch(/^blytz_drift_corrections_total\{kind="server_block"\} 1$/m);
     // Customer URLs name the new port.

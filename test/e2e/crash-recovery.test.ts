@@ -4,7 +4,7 @@ import { DockerRuntime } from '../../src/runtime/docker/docker-runtime.js';
 import { unguarded } from '../../src/resilience/guard.js';
 import { PLANS } from '../../src/domain/customer.js';
 import { SPEC_HASH_LABEL } from '../../src/domain/naming.js';
-import { docker, instanceContainers, portSlot, startServe, throughCaddy, type Served } from '../support/blytz-serve.js';
+import { docker, instanceContainers, portSlot, releasePortSlot, startServe, throughCaddy, type Served } from '../support/blytz-serve.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { insertActiveCustomers } from '../support/customers.js';
 import { waitFor } from '../support/wait-for.js';
@@ -28,6 +28,7 @@ describe('converges after a crash between steps', () => {
   });
   afterAll(async () => {
     await served?.stop();
+    releasePortSlot(range);
     await db?.drop();
   });
 

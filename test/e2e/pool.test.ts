@@ -171,7 +171,11 @@ describe('warm pools end to end', () => {
     expect(idle).toHaveLength(2);
     expect(idle.filter((c) => !warmIds.includes(c.Id))).toHaveLength(1);
 
-    const metrics = await (await fetch(`${served.url}/metrics`)).text();
+    // The slot gauges are published at the end of the pool's pass, a moment after its rows change.
+    const metrics = await waitLogged(async () => {
+      const text = await (await fetch(`${served.url}/metrics`)).text();
+      return text.includes('blytz_pool_slots{plan="personal",state="ready"} 2') ? text : undefined;
+    }, 30_000);
     expect(metrics).toContain('blytz_assistant_starts_total{plan="personal",source="pool"} 1');
     expect(metrics).toContain('blytz_pool_slots{plan="personal",state="ready"} 2');
     expect(metrics).toMatch(/blytz_pool_bind_duration_seconds_count 1\n/);
@@ -179,11 +183,19 @@ describe('warm pools end to end', () => {
 
   it('size 0 removes every idle slot, its folder and its network; the bound customer keeps serving', async () => {
     expect(await applyPool(0)).toContain('pool/personal configured');
-    await waitLogged(async () => (await idleSlotContainers()).length === 0, 60_000);
+    // A slot goes in steps (its container, its network, its folder, then its row): the containers
+    // are gone a moment before the rest, so wait for the end of the last step.
+    const slotNetworks = () =>
+      docker.listNetworks({ filters: { label: [`cloud.blytz.instance=${served.instance}`, 'cloud.blytz.pool-slot'] } });
+    await waitLogged(async () => {
+      if ((await idleSlotContainers()).length > 0) return false;
+      const { ready, warming, retiring } = (await pool()).status;
+      return ready + warming + retiring === 0;
+    }, 60_000);
     const p = await pool();
     expect(p.status).toMatchObject({ ready: 0, warming: 0, retiring: 0 });
     expect(readdirSync(join(served.dataDir, 'pool')).filter((f) => f.startsWith('slot-'))).toEqual([]);
-    const networks = await docker.listNetworks({ filters: { label: [`cloud.blytz.instance=${served.instance}`, 'cloud.blytz.pool-slot'] } });
+    const networks = await slotNetworks();
     // Only the bound customer's slot network is left (it goes with its container).
     expect(networks).toHaveLength(1);
     const customers = (await instanceContainers(served.instance)).filter((c) => c.State === 'running');

@@ -15,6 +15,7 @@ import {
   operatorCli,
   withServerLog,
   type Served,
+  ROLLOUT_START_TIMEOUT_SECONDS,
 } from '../support/blytz-serve.js';
 
 /**
@@ -43,7 +44,10 @@ describe('fleet rollouts end to end (real Docker and Caddy)', () => {
     tagStubImage(V2);
     buildNeverHealthyImage(BROKEN);
     db = await createTestDatabase();
-    served = await startServe({ databaseUrl: db.url, env: { BLYTZ_ROLLOUT_START_TIMEOUT_SECONDS: '8' } });
+    served = await startServe({
+      databaseUrl: db.url,
+      env: { BLYTZ_ROLLOUT_START_TIMEOUT_SECONDS: ROLLOUT_START_TIMEOUT_SECONDS },
+    });
   });
   afterAll(async () => {
     await served?.stop();

@@ -26,4 +26,12 @@ link() {
 }
 link
 (while sleep 1; do link; done) &
-STUB_WWW=$www exec nc -ll -p "$PORT" -e /bin/stub-front
+# A graceful stop, as the gateway's (a Node server closes and lets the requests in flight finish):
+# on SIGTERM stop accepting, then wait for every connection's handler (stub-front, then the httpd
+# it becomes) to finish. Exiting at once would kill them with the container, and a request Caddy
+# sent just before a route switch would end as a 502.
+STUB_WWW=$www nc -ll -p "$PORT" -e /bin/stub-front &
+listener=$!
+in_flight() { ps | grep -v grep | grep -qE 'stub-front|httpd -i'; }
+trap 'kill "$listener" 2>/dev/null; while in_flight; do sleep 0.1; done; exit 0' TERM
+wait "$listener"

@@ -105,22 +105,24 @@ describe('DockerEventSource', () => {
 
   it('enqueues the customer on start, docker kill, docker stop and docker rm -f', async () => {
     const customer = name('alice');
+    const markerCustomer = name('alice-marker');
+    const markerId = await runningContainer(markerCustomer);
     const id = await runningContainer(customer);
     await waitFor(() => sink.enqueued.includes(customer)); // start
 
-    sink.clear();
-    await docker.getContainer(id).kill();
-    await waitFor(() => sink.enqueued.includes(customer));
-
+    /** `act` enqueues the customer: every earlier event is in first (the marker), so none passes for its own. */
+    const enqueuedBy = async (act: () => Promise<unknown>) => {
+      sink.clear();
+      await marker(sink, markerId, markerCustomer);
+      sink.clear();
+      await act();
+      await waitFor(() => sink.enqueued.includes(customer));
+    };
+    await enqueuedBy(() => docker.getContainer(id).kill());
     await docker.getContainer(id).start();
-    sink.clear();
-    await docker.getContainer(id).stop({ t: 1 });
-    await waitFor(() => sink.enqueued.includes(customer));
-
+    await enqueuedBy(() => docker.getContainer(id).stop({ t: 1 }));
     await docker.getContainer(id).start();
-    sink.clear();
-    await docker.getContainer(id).remove({ force: true });
-    await waitFor(() => sink.enqueued.includes(customer));
+    await enqueuedBy(() => docker.getContainer(id).remove({ force: true }));
     expect(sink.resyncs).toEqual([]);
   });
 

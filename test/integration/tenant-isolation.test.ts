@@ -43,7 +43,9 @@ const runtime = new DockerRuntime(new Policies({ metrics: new Metrics({ defaultM
   docker,
   extraLabels: { [INSTANCE_LABEL]: instance },
 });
-const portBase = 31500 + Math.floor(Math.random() * 200);
+// This file's share of the test port range: 31600-31799 (pairing-api.test.ts has 31500-31599; two
+// files binding the same host port in parallel fail with "port is already allocated").
+const portBase = 31600 + Math.floor(Math.random() * 190);
 
 let root: string;
 let hostService: Server;
@@ -71,9 +73,17 @@ async function spec(customer: string, hostPort: number): Promise<ContainerSpec> 
   };
 }
 
-/** Whether a TCP connection from inside `customer`'s container to host:port succeeds (3 s to try). */
-async function reachesFrom(customer: string, host: string, port: number): Promise<boolean> {
-  const result = await runtime.exec(ids[customer] as string, ['sh', '-c', `echo | timeout 3 nc ${host} ${port}`], 15_000);
+/**
+ * Whether a TCP connection from inside `customer`'s container to host:port succeeds, within
+ * `seconds` (a dropped packet is only ever a timeout). The refusals wait 3 s; the one that must
+ * succeed gets longer, since the stand-in forks a shell per connection, slow on a loaded machine.
+ */
+async function reachesFrom(customer: string, host: string, port: number, seconds = 3): Promise<boolean> {
+  const result = await runtime.exec(
+    ids[customer] as string,
+    ['sh', '-c', `echo | timeout ${seconds} nc ${host} ${port}`],
+    (seconds + 12) * 1000,
+  );
   return result.exitCode === 0;
 }
 
@@ -135,7 +145,7 @@ describe('tenant isolation on Docker', () => {
 
   it('sanity: a container reaches its own gateway port, and the host reaches each through the published loopback port', async () => {
     const { alice, mallory } = customers;
-    expect(await reachesFrom(alice, addresses[alice]?.ip as string, 18789)).toBe(true);
+    expect(await reachesFrom(alice, addresses[alice]?.ip as string, 18789, 20)).toBe(true);
     for (const customer of [alice, mallory]) {
       const res = await fetch(`http://127.0.0.1:${addresses[customer]?.hostPort}/AGENTS.md`);
       expect(await res.text()).toContain(`${customer}'s private assistant`);

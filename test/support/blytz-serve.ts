@@ -1,13 +1,13 @@
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chownSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import Docker from 'dockerode';
 import { startCaddy, type TestCaddy } from './caddy.js';
 import { getWithHost } from './http-get.js';
+import { lease, leaseFreePorts, releaseLease } from './port-lease.js';
 import { waitFor } from './wait-for.js';
 
 /**
@@ -55,6 +55,15 @@ export interface Served {
   stop(): Promise<void>;
 }
 
+/**
+ * BLYTZ_ROLLOUT_START_TIMEOUT_SECONDS for the rollout tests: how long an updated container may
+ * take to become healthy before the rollout counts it failed. Short, so a never-healthy image is
+ * given up in seconds; long enough that a good one is never given up on CI's loaded 2-core
+ * machine, where stopping the old container, starting the new one and its first health answer
+ * take a few seconds (the 8 s used before left a margin of about two).
+ */
+export const ROLLOUT_START_TIMEOUT_SECONDS = '20';
+
 /** The environment minus anything from the developer's shell that would change what blytz does. */
 export function baseEnv(): Record<string, string> {
   const env: Record<string, string> = {};
@@ -66,21 +75,38 @@ export function baseEnv(): Record<string, string> {
   return env;
 }
 
+/**
+ * A port for a server a test starts (a serve's PORT, a fake service's), leased (port-lease.ts) in
+ * 28000-28999 until this process ends. Not a port the kernel hands out (bind to 0, close, bind
+ * later): that is in the ephemeral range, where any outgoing connection on this machine (a
+ * sampler through Caddy, Caddy to an upstream) may take it as its local port in between, or
+ * between a serve's stop and its restart on the same port, and the bind then fails.
+ */
 export async function freePort(): Promise<number> {
-  return new Promise((resolvePromise, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolvePromise(port));
-    });
-  });
+  const [port] = (await leaseFreePorts(1, { from: 28_000, to: 28_999 })) as [number];
+  return port;
 }
 
-/** A slot of 100 host ports in 33000-39999 for one serve's customer containers. */
+/**
+ * Customer containers' host ports for one serve: a slot of 100 in 61000-65499, leased
+ * (port-lease.ts) until `releasePortSlot` or the end of this process, so two serves running at
+ * once (the e2e and e2e-openclaw projects run side by side) never publish the same port. Above the
+ * kernel's ephemeral range (32768-60999): a port in it can be the local end of any outgoing
+ * connection on this machine, which makes Docker's bind fail ("address already in use") and the
+ * customer move (a PortClash warning the test did not ask for).
+ */
 export function portSlot(): { from: number; to: number } {
-  const slot = Math.floor(Math.random() * 70);
-  return { from: 33_000 + slot * 100, to: 33_000 + slot * 100 + 99 };
+  const slots = 45;
+  const first = Math.floor(Math.random() * slots);
+  for (let i = 0; i < slots; i++) {
+    const from = 61_000 + ((first + i) % slots) * 100;
+    if (lease(`slot-${from}`)) return { from, to: from + 99 };
+  }
+  throw new Error('every host port slot in 61000-65499 is leased by a live test process');
+}
+
+export function releasePortSlot(range: { from: number }): void {
+  releaseLease(`slot-${range.from}`);
 }
 
 export async function startServe(options: ServeOptions): Promise<Served> {
@@ -160,6 +186,7 @@ export async function startServe(options: ServeOptions): Promise<Served> {
       await stopProcess();
       await removeInstanceContainers(instance);
       if (ownsCaddy) await caddy.stop();
+      if (!options.portRange) releasePortSlot(range);
       if (!options.dataDir) rmSync(dataDir, { recursive: true, force: true });
     },
   };

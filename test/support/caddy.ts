@@ -1,9 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { leaseFreePorts, releaseLease } from './port-lease.js';
 import { waitFor } from './wait-for.js';
 
 /**
@@ -166,78 +166,16 @@ async function startCaddyOnce(): Promise<TestCaddy> {
  *
  * A bind check alone is not enough: a listen port is bound only when a test loads a config,
  * seconds later, and with SO_REUSEPORT a second Caddy taking it in between would not fail. So
- * every port handed out is also leased through a lock file (O_EXCL) naming this process; a lease
- * whose process is gone is taken over. The leases end with `stop()` (or this process).
+ * every port handed out is also leased (port-lease.ts). The leases end with `stop()` (or this
+ * process).
  */
 async function freePorts(count: number): Promise<number[]> {
   const worker = Number(process.env['VITEST_POOL_ID'] ?? '1');
   // 25 slots of 20 ports; a worker starts in its own slot and walks on from there.
-  const span = PORT_HIGH - PORT_LOW + 1;
   const start = ((worker - 1) % 25) * 20 + Math.floor(Math.random() * 20);
-  const ports: number[] = [];
-  for (let i = 0; i < span && ports.length < count; i++) {
-    const port = PORT_LOW + ((start + i) % span);
-    if (!lease(port)) continue;
-    if ((await isFree(port, '127.0.0.1')) && (await isFree(port, '0.0.0.0'))) ports.push(port);
-    else release([port]);
-  }
-  if (ports.length < count) {
-    release(ports);
-    throw new Error(`no ${count} free ports in ${PORT_LOW}-${PORT_HIGH}`);
-  }
-  return ports;
-}
-
-const LEASE_DIR = path.join(tmpdir(), 'blytz-test-ports');
-const leased = new Set<number>();
-process.once('exit', () => release([...leased]));
-
-function lease(port: number): boolean {
-  mkdirSync(LEASE_DIR, { recursive: true });
-  const file = path.join(LEASE_DIR, String(port));
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      writeFileSync(file, String(process.pid), { flag: 'wx' });
-      leased.add(port);
-      return true;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-      if (isAlive(Number(readFileSafe(file)))) return false;
-      rmSync(file, { force: true }); // its process is gone: take the lease over
-    }
-  }
-  return false;
+  return leaseFreePorts(count, { from: PORT_LOW, to: PORT_HIGH }, start);
 }
 
 function release(ports: number[]): void {
-  for (const port of ports) {
-    if (!leased.delete(port)) continue;
-    rmSync(path.join(LEASE_DIR, String(port)), { force: true });
-  }
-}
-
-function isAlive(pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0); // signal 0: existence check only
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-function readFileSafe(file: string): string {
-  try {
-    return readFileSync(file, 'utf8');
-  } catch {
-    return '';
-  }
-}
-
-function isFree(port: number, host: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = net.createServer();
-    server.once('error', () => resolve(false));
-    server.listen({ port, host, exclusive: true }, () => server.close(() => resolve(true)));
-  });
+  for (const port of ports) releaseLease(String(port));
 }

@@ -70,14 +70,15 @@ export async function observeWorld(ctx: WorldContext, options: { unackedBefore: 
   const byName = new Map(rows.rows.map((r) => [r.name, r]));
   const ports = await sql<{ customer: string; port: number }>`SELECT customer, port FROM port_reservations`.execute(ctx.database.db);
   const portOf = new Map(ports.rows.map((r) => [r.customer, r.port]));
+  const containers = await ctx.docker.listContainers({ all: true });
   // A container the engine refused to start again and again (left broken by an unclean engine
   // restart) is replaced on purpose, with a ContainerUnstartable event: not a needless recreate.
+  // Read after the containers: the event is written at the end of the reconcile that replaced the
+  // container, so a replacement listed above may still be without it (see below).
   const unstartable = await sql<{ customer: string }>`
     SELECT DISTINCT customer FROM customer_events WHERE reason = 'ContainerUnstartable'
   `.execute(ctx.database.db);
   const replacedOnPurpose = new Set(unstartable.rows.map((r) => r.customer));
-
-  const containers = await ctx.docker.listContainers({ all: true });
   const containersOf = new Map<string, Docker.ContainerInfo[]>();
   for (const c of containers) {
     const customer = c.Labels['cloud.blytz.customer'];
@@ -105,6 +106,7 @@ export async function observeWorld(ctx: WorldContext, options: { unackedBefore: 
   }
 
   const containerIds = new Map<string, string>();
+  const recreated: string[] = [];
   await Promise.all(
     ctx.names.map(async (name) => {
       const expected = traffic.expected(name);
@@ -125,7 +127,9 @@ export async function observeWorld(ctx: WorldContext, options: { unackedBefore: 
         if (baseline && baseline !== container.Id && replacedOnPurpose.has(name)) {
           ctx.baselineIds.set(name, container.Id);
         } else if (baseline && baseline !== container.Id) {
-          violations.push(`${name}: container recreated (${baseline.slice(0, 12)} -> ${container.Id.slice(0, 12)})`);
+          // Judged below, once the rest has converged: the reconcile that replaced it on purpose
+          // may not have written its event yet.
+          recreated.push(`${name}: container recreated (${baseline.slice(0, 12)} -> ${container.Id.slice(0, 12)})`);
         }
       }
       const wantPhase = { active: 'Ready', suspended: 'Suspended', cancelled: 'Terminated' }[expected.state];
@@ -157,6 +161,11 @@ export async function observeWorld(ctx: WorldContext, options: { unackedBefore: 
       }
     }),
   );
+  // A replaced container with no ContainerUnstartable event is a needless recreate, a violation.
+  // While anything else is unsettled it is only a problem: the replacing reconcile writes its
+  // event with its status, at its end, and the world is not converged before that status is.
+  if (problems.length === 0) violations.push(...recreated);
+  else problems.push(...recreated);
   return { problems, violations, containerIds };
 }
 
