@@ -28,7 +28,7 @@ export interface BackupReconcilerDeps {
   store: Pick<CustomerStore, 'get' | 'recordEvent'>;
   storage: ArchiveStorage;
   state: CustomerStateSource;
-  runtime: Pick<CustomerRuntime, 'listFor' | 'stop'>;
+  runtime: Pick<CustomerRuntime, 'listFor' | 'stop' | 'seesHostFile'>;
   /** The current key seals; all of them (current first, then rotated-out ones) open. */
   keys: { current: Buffer; all: readonly Buffer[] };
   /** A folder of the controller's own for archives being written. */
@@ -399,7 +399,23 @@ export class BackupReconciler {
         // starts the assistant. Done once it is Ready (or at once for a customer that is not active).
         // Every container was stopped before the swap and held stopped until now, so one running
         // and healthy was started on the restored state.
-        const serving = (await runtime.listFor(name)).some((c) => c.state === 'running' && c.health === 'healthy');
+        // A start in flight across the swap mounted the folder it replaced (moved aside, then
+        // deleted): that assistant would serve, and write into, a folder nobody keeps. It does not
+        // see the mark the restore left in the restored folder; stopped, the customer controller
+        // starts it again on the restored one.
+        const mark = state.restoredMark?.(restore.id, name);
+        const running = (await runtime.listFor(name)).filter((c) => c.state === 'running');
+        if (mark && runtime.seesHostFile) {
+          const stale = [];
+          for (const c of running) if (!(await runtime.seesHostFile(c.id, mark))) stale.push(c);
+          if (stale.length > 0) {
+            for (const c of stale) await runtime.stop(c.id);
+            await records.noteRestore(restore.id, 'starting: a container started on the replaced state; restarting it');
+            this.#deps.wakeCustomer(name);
+            return { requeueAfterMs: STOP_LOOK_MS };
+          }
+        }
+        const serving = running.some((c) => c.health === 'healthy');
         const ready = !customer || customer.spec.state !== 'active' || (serving && customer.status.phase === 'Ready');
         const waited = this.#now() - (restore.startedAt?.getTime() ?? this.#now());
         if (!ready && waited < READY_WAIT_MS) {
@@ -408,6 +424,7 @@ export class BackupReconciler {
         }
         const message = ready ? 'restored' : `restored; the assistant is not Ready yet (${customer?.status.phase ?? 'unknown'})`;
         await records.advanceRestore(restore.id, 'starting', 'succeeded', message, this.#now());
+        await state.forgetRestoredMark?.(restore.id, name).catch(() => {});
         this.#deps.metrics.backupDuration.observe({ operation: 'restore', outcome: 'success' }, (this.#now() - started) / 1000);
         await this.#event(name, 'Normal', 'Restored', `restore ${restore.id} from backup ${restore.backupId} done: ${message}`);
         return {};

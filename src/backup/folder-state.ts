@@ -24,6 +24,11 @@ import type { CustomerStateSource } from './state-source.js';
 
 const RENDER_MARKER = '.blytz-render.json';
 
+/** The mark a restore leaves in the folder it restored (see CustomerStateSource.restoredMark). */
+function restoredMarkName(restoreId: number): string {
+  return `.blytz-restored-${restoreId}`;
+}
+
 export interface FolderStateOptions {
   /** `$BLYTZ_DATA_DIR/customers`. */
   customersDir: string;
@@ -100,6 +105,7 @@ export class FolderStateSource implements CustomerStateSource {
       });
       await ensureDirectory(staged, 0o700, this.#owner);
       await rm(join(staged, RENDER_MARKER), { force: true });
+      await withDir(staged, (dir) => dir.writeFile(restoredMarkName(restoreId), `${restoreId}\n`, 0o644, this.#owner));
     } catch (error) {
       // The tar reader may still be finishing a file it had begun when the archive failed: retry.
       await rm(staged, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 }).catch(() => {});
@@ -126,6 +132,14 @@ export class FolderStateSource implements CustomerStateSource {
     await rename(staged, target);
     // The marker again, in case the controller rendered into a folder made meanwhile.
     await withDir(target, (dir) => dir.unlinkFile(RENDER_MARKER));
+  }
+
+  restoredMark(restoreId: number, customer: string): string {
+    return join(this.dir(customer), restoredMarkName(restoreId));
+  }
+
+  async forgetRestoredMark(restoreId: number, customer: string): Promise<void> {
+    await withDir(this.dir(customer), (dir) => dir.unlinkFile(restoredMarkName(restoreId)));
   }
 
   /**

@@ -34,4 +34,12 @@ export interface CustomerStateSource {
   swap(restoreId: number, customer: string): Promise<void>;
   /** Removes what restore `restoreId` of `customer` left aside (the staged state, or the state it replaced). */
   discard(restoreId: number, customer: string): Promise<void>;
+  /**
+   * A state that lives in a folder on this host (Docker): the host path of the mark restore
+   * `restoreId` leaves in the restored folder, which a container sees only when it mounted the
+   * folder after the swap (a container started across the swap keeps the replaced one mounted).
+   * `forgetRestoredMark` removes it once the restore is through.
+   */
+  restoredMark?(restoreId: number, customer: string): string;
+  forgetRestoredMark?(restoreId: number, customer: string): Promise<void>;
 }

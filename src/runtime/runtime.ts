@@ -164,6 +164,13 @@ export interface CustomerRuntime {
    * otherwise the controller stops and starts it.
    */
   restart?(id: string): Promise<void>;
+  /**
+   * Whether the running container sees the host file `hostPath` through its bind mounts, as it
+   * sees them now (Docker: a container keeps the folder it mounted at its start, even once that
+   * folder is renamed away). False for a file it does not see, or a container not running. Asked
+   * inside the container (`test -e`): a hostile one can only fool it about its own folder.
+   */
+  seesHostFile?(id: string, hostPath: string): Promise<boolean>;
   /** Starts it; idempotent. Throws PortClashError when the host port is taken. */
   start(id: string): Promise<void>;
   /** Stops it, keeping it; idempotent. */

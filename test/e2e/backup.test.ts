@@ -144,6 +144,8 @@ describe('backups and restores with blytz serve', () => {
     expect(readFileSync(join(stateDir(alice), 'openclaw.json'), 'utf8')).toContain(BOT_TOKEN);
     const events = await cli(['describe', 'customer', alice]);
     expect(events.stdout).toMatch(/Restored/);
+    // The mark by which the restore knew the assistant runs on the restored folder is gone again.
+    expect(readdirSync(stateDir(alice)).filter((f) => f.startsWith('.blytz-restored-'))).toEqual([]);
   });
 
   it('restores into a new customer (a support case, a move)', async () => {

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -391,5 +391,29 @@ describe('DockerRuntime', () => {
     expect(count('createContainer', 'success')).toBeGreaterThan(0);
     expect(count('listContainers', 'success')).toBeGreaterThan(0);
     expect(count('startContainer', 'error')).toBeGreaterThan(0); // the port clashes
+  });
+  it('seesHostFile: a running container sees a file in the folder it mounted, not in one put in that folder\'s place until it starts again', async () => {
+    const customer = name('swap');
+    const s = await spec(customer, portBase + 190);
+    const home = s.mounts[0]!.hostPath;
+    await writeFile(join(home, 'before'), 'x');
+    const id = await runtime.create(s);
+    await runtime.start(id);
+    expect(await runtime.seesHostFile(id, join(home, 'before'))).toBe(true);
+    expect(await runtime.seesHostFile(id, join(home, 'nothing-here'))).toBe(false);
+    expect(await runtime.seesHostFile(id, join(root, 'outside-any-mount'))).toBe(false);
+
+    // What a restore's swap does: the folder moves aside, another takes its path.
+    await rename(home, `${home}-replaced`);
+    await mkdir(home, { mode: 0o777 });
+    await writeFile(join(home, 'after'), 'y');
+    expect(await runtime.seesHostFile(id, join(home, 'after'))).toBe(false);
+    expect(await runtime.seesHostFile(id, join(home, 'before'))).toBe(true); // still the old folder
+
+    await runtime.stop(id);
+    expect(await runtime.seesHostFile(id, join(home, 'after'))).toBe(false); // not running
+    await runtime.start(id);
+    expect(await runtime.seesHostFile(id, join(home, 'after'))).toBe(true);
+    expect(await runtime.seesHostFile(id, join(home, 'before'))).toBe(false);
   });
 });

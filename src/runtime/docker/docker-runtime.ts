@@ -16,6 +16,7 @@ import { poolEngineKey } from '../../domain/pool.js';
 import type { TokenProbe } from '../../domain/probes.js';
 import { identityOf } from './identity.js';
 import { containerConfig, DEFAULT_LOG_ROTATION, type LogRotation } from './container-config.js';
+import { ContainerNotRunningError } from '../exec-output.js';
 import { runExec } from './exec.js';
 import {
   judgeContainer,
@@ -330,6 +331,29 @@ export class DockerRuntime implements CustomerRuntime, PoolRuntime {
     if (fromMessage !== undefined) return Number(fromMessage);
     const info = await this.#docker.getContainer(id).inspect();
     return positivePort(info.Config.Labels?.[HOST_PORT_LABEL]) ?? 0;
+  }
+
+  async seesHostFile(id: string, hostPath: string): Promise<boolean> {
+    const path = await this.#guard('inspectContainer', async (abortSignal) => {
+      try {
+        const info = await this.#docker.getContainer(id).inspect({ abortSignal } as Docker.ContainerInspectOptions);
+        if (!info.State.Running) return undefined;
+        const mount = info.Mounts.find((m) => m.Type === 'bind' && (hostPath === m.Source || hostPath.startsWith(`${m.Source}/`)));
+        return mount ? `${mount.Destination}${hostPath.slice(mount.Source.length)}` : undefined;
+      } catch (error) {
+        if (isStatus(error, 404)) return undefined;
+        throw error;
+      }
+    });
+    if (path === undefined) return false;
+    // Asked inside the container: the engine's own file API (archive) resolves bind mounts by
+    // their host path again, so it would see the new folder where the container does not.
+    try {
+      return (await this.exec(id, ['test', '-e', path], 10_000)).exitCode === 0;
+    } catch (error) {
+      if (error instanceof ContainerNotRunningError) return false;
+      throw error;
+    }
   }
 
   async stop(id: string): Promise<void> {
