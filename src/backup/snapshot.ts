@@ -11,7 +11,8 @@ import type { TarEntry } from './tar-writer.js';
  *
  * - SQLite databases (found by their header, wherever they are) are copied through SQLite's
  *   online backup API into a staging folder, so the copy is one transaction's view even while
- *   the gateway writes (their `-wal`/`-shm`/`-journal` files are then not needed);
+ *   the gateway writes (their `-wal`/`-shm`/`-journal` files are then not needed), without the
+ *   leases the running gateway's processes hold (see dropProcessLeases);
  * - `openclaw.json` goes in redacted (see redact.ts): no secret the controller renders again;
  * - everything else that is a regular file or a folder goes in as it is; symlinks, devices and
  *   FIFOs never do (the folder is written by a container we treat as hostile), nor do the
@@ -170,14 +171,45 @@ async function copyDatabase(dir: SafeDir, name: string, linkDir: string, target:
     const db = new DatabaseSync(main, { readOnly: true, timeout: 10_000, allowExtension: false });
     try {
       await sqliteBackup(db, target);
-      return true;
     } finally {
       db.close();
     }
+    dropProcessLeases(target);
+    return true;
   } catch {
     return false; // not readable as a database after all (corrupt, or not SQLite)
   } finally {
     await rm(linkDir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * OpenClaw's table of leases held by its running processes (2026.9.6: the gateway's owner lease,
+ * scope `gateway-owner`, in its state database, renewed by a heartbeat, 5 min to live).
+ */
+const PROCESS_LEASES_TABLE = 'state_leases';
+
+/**
+ * Empties OpenClaw's process leases in a database copy of our own. A backup is taken while the
+ * gateway runs, so its owner lease is in the copy; restored, it belongs to no process (a restore
+ * runs with the assistant stopped), but OpenClaw can only tell a dead owner on the host that
+ * wrote it, and a container's host name is its id: the restored gateway, in a new container,
+ * refused to start ("Another Gateway owner lease is still active for this state directory")
+ * until the copied lease expired, up to 5 minutes after the backup. Whatever the customer's
+ * database does on this delete (it is theirs: a trigger) stays in their own copy.
+ */
+function dropProcessLeases(copy: string): void {
+  let db: DatabaseSync | undefined;
+  try {
+    db = new DatabaseSync(copy, { timeout: 10_000, allowExtension: false });
+    const table = db
+      .prepare(`SELECT 1 AS found FROM sqlite_schema WHERE type = 'table' AND name = ?`)
+      .get(PROCESS_LEASES_TABLE);
+    if (table) db.exec(`DELETE FROM ${PROCESS_LEASES_TABLE}`);
+  } catch {
+    // The copy stays as it is: consistent, its lease only delays a restored gateway's start.
+  } finally {
+    db?.close();
   }
 }
 

@@ -96,6 +96,13 @@ export function wrongSource(provider: Provider): GatewayAnswer {
  * The month's budget is spent: OpenAI's exhausted quota (429 insufficient_quota, which its SDK
  * does not retry) and Anthropic's reached usage limit (400 invalid_request_error with the date
  * access returns), so the assistant reports a quota problem instead of retrying or failing silently.
+ *
+ * The Anthropic message says the limit is monthly, in OpenClaw's words ("monthly usage limit"):
+ * OpenClaw 2026.9.6 takes "usage limit" for a rate limit, and retries one for about two minutes
+ * (ten attempts, backing off to 30 s each) unless the text shows a long window ("monthly", "per
+ * day", ...); Anthropic's own wording ("usage limits") does not, so the user waited two minutes for
+ * an answer that could not change before the month ends. With "monthly usage limit" it answers at
+ * once, relaying this message (the date included) to the user.
  */
 export function quotaExceeded(provider: Provider, renewsAt: Date): GatewayAnswer {
   const day = renewsAt.toISOString().slice(0, 10);
@@ -108,7 +115,7 @@ export function quotaExceeded(provider: Provider, renewsAt: Date): GatewayAnswer
     },
     anthropic: {
       type: 'invalid_request_error',
-      message: `You have reached your specified API usage limits. You will regain access on ${day} at 00:00 UTC.`,
+      message: `You have reached your specified API usage limits: this assistant's monthly usage limit is used up. You will regain access on ${day} at 00:00 UTC.`,
     },
   });
 }

@@ -127,6 +127,31 @@ describe('backup archives of a state folder', () => {
     expect((await stat(join(target, 'workspace', 'memory', 'notes.md'))).uid).toBe(OWNER.uid);
   });
 
+  it("leaves out the running gateway's process leases, so a restored gateway in a new container can start at once", async () => {
+    const { db } = await makeState('dave');
+    // OpenClaw 2026.9.6's table, as its running gateway leaves it: its owner lease, host = its container.
+    db.exec(
+      'CREATE TABLE state_leases (scope TEXT NOT NULL, lease_key TEXT NOT NULL, owner TEXT NOT NULL, expires_at INTEGER, heartbeat_at INTEGER, payload_json TEXT, created_at INTEGER, updated_at INTEGER, PRIMARY KEY (scope, lease_key))',
+    );
+    const payload = JSON.stringify({ owner: { pid: 7, host: '0fde0d71de02', startedAt: 1 }, port: 18789, mode: 'foreground', supervisor: null });
+    db.prepare('INSERT INTO state_leases VALUES (?, ?, ?, ?, ?, ?, ?, ?)').run('gateway-owner', 'global', 'o-1', Date.now() + 300_000, Date.now(), payload, Date.now(), Date.now());
+    const out = join(root, 'dave.archive');
+    const written = await source.archive('dave', { key, context: 'ctx-dave', outFile: out, meta: {} });
+    const target = join(root, 'restored-dave');
+    await extractArchive({ input: createReadStream(out), keys: [key], expectContext: 'ctx-dave', targetDir: target, owner: OWNER, sha256: written.sha256 });
+
+    const copy = new DatabaseSync(join(target, 'state', 'openclaw.sqlite'), { readOnly: true });
+    try {
+      expect(copy.prepare('SELECT count(*) AS n FROM state_leases').get()).toEqual({ n: 0 });
+      expect((copy.prepare('SELECT count(*) AS n FROM memories').get() as { n: number }).n).toBe(2000);
+    } finally {
+      copy.close();
+    }
+    // The customer's own database keeps its lease: the gateway that holds it runs on.
+    expect(db.prepare('SELECT owner FROM state_leases').all()).toEqual([{ owner: 'o-1' }]);
+    db.close();
+  });
+
   it('a changed archive is refused and the customer keeps its state', async () => {
     const { dir, db } = await makeState('bob');
     db.close();

@@ -387,7 +387,7 @@ describe('budgets', () => {
       error: {
         type: 'invalid_request_error',
         message: expect.stringMatching(
-          /^You have reached your specified API usage limits\. You will regain access on \d{4}-\d{2}-01 at 00:00 UTC\.$/,
+          /^You have reached your specified API usage limits: this assistant's monthly usage limit is used up\. You will regain access on \d{4}-\d{2}-01 at 00:00 UTC\.$/,
         ),
       },
     });

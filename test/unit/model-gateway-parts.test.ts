@@ -90,7 +90,8 @@ describe("answers in each provider's own format", () => {
         type: 'error',
         error: {
           type: 'invalid_request_error',
-          message: 'You have reached your specified API usage limits. You will regain access on 2027-01-01 at 00:00 UTC.',
+          message:
+            "You have reached your specified API usage limits: this assistant's monthly usage limit is used up. You will regain access on 2027-01-01 at 00:00 UTC.",
         },
       },
     });

@@ -137,5 +137,9 @@ describe(`the memory of a running OpenClaw gateway (${OPENCLAW_IMAGE}) survives 
       copy.close();
     }
     expect(await openclaw(container, ['memory', 'search', word])).toContain(fact);
+    // The restored gateway, in a new container, started on its first try: the backup carried no
+    // lease of the gateway it was taken from (which refused every start until it expired).
+    const { stdout, stderr } = await run('docker', ['logs', container], { maxBuffer: 16 * 1024 * 1024 });
+    expect(`${stdout}${stderr}`).not.toContain('owner lease is still active');
   }, 480_000);
 });

@@ -86,6 +86,12 @@ async function fromAssistant(key: string): Promise<number> {
   return Number(/\b(\d{3})\b/.exec(out)?.[1] ?? 0);
 }
 
+/** How many model requests the gateway refused for the spent budget (its own counter). */
+async function quotaRefusals(): Promise<number> {
+  const metrics = await (await fetch(`${served.url}/metrics`)).text();
+  return Number(/^blytz_model_requests_total\{api="anthropic-messages",outcome="quota_exceeded"\} (\d+)$/m.exec(metrics)?.[1] ?? 0);
+}
+
 /** Regular files under `dir` (links are not followed: OpenClaw links into its own image). */
 function filesUnder(dir: string): string[] {
   return readdirSync(dir).flatMap((entry) => {
@@ -265,6 +271,7 @@ describe('a customer on the default model', () => {
     const period = periodKey(new Date());
     const before = await store.usage(CUSTOMER, period);
     const providerCalls = fake.requests.length;
+    const refusedBefore = await quotaRefusals();
     // The month's usage as if the plan's 2,000,000 included tokens were spent.
     await sql`UPDATE model_usage SET output_tokens = output_tokens + 3000000 WHERE customer = ${CUSTOMER} AND period = ${period}::date`.execute(
       db.handle.db,
@@ -280,9 +287,11 @@ describe('a customer on the default model', () => {
       // OpenClaw relays the provider's answer (Anthropic's reached usage limit, with the date
       // access returns) to the user rather than failing silently or retrying for ever.
       expect(text, `status ${res.status}`).toMatch(
-        /reached your specified API usage limits\. You will regain access on \d{4}-\d{2}-01/,
+        /reached your specified API usage limits: this assistant's monthly usage limit is used up\. You will regain access on \d{4}-\d{2}-01/,
       );
       expect(fake.requests.length).toBe(providerCalls);
+      // Asked once and relayed at once: a monthly limit is not retried (see quotaExceeded).
+      expect(await quotaRefusals()).toBe(refusedBefore + 1);
     } finally {
       await sql`UPDATE model_usage SET output_tokens = ${before.outputTokens} WHERE customer = ${CUSTOMER} AND period = ${period}::date`.execute(
         db.handle.db,

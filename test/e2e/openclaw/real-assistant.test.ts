@@ -15,6 +15,7 @@ import { getWithHost } from '../../support/http-get.js';
 import { openHostPortsToCustomers } from '../../support/tenant-firewall.js';
 import { remoteClientAddress } from '../../support/remote-client.js';
 import { createTestDatabase, type TestDatabase } from '../../support/postgres.js';
+import { STATUS_POLL_MS } from '../../support/status-poll.js';
 import { waitFor } from '../../support/wait-for.js';
 
 /**
@@ -111,11 +112,14 @@ describe('the real OpenClaw gateway, from payment to a paired Telegram user', ()
 
   const status = async () => {
     const res = await fetch(`${served.url}/api/customers/${name}/status`, { headers: { authorization: `Bearer ${token}` } });
+    // A refusal (a 429 above all) is an error, never read as "not ready".
+    if (!res.ok) throw new Error(`status API answered ${res.status}: ${await res.text()}`);
     return (await res.json()) as { phase: string; ready: boolean; conditions: Array<{ type: string; message: string }> };
   };
   const untilReady = () =>
-    waitFor(async () => ((await status()).ready ? true : undefined), STEP_MS - 10_000, 500).catch(async (error: unknown) => {
-      throw withServerLog(served, new Error(`${(error as Error).message}; status: ${JSON.stringify(await status())}`));
+    waitFor(async () => ((await status()).ready ? true : undefined), STEP_MS - 10_000, STATUS_POLL_MS).catch(async (error: unknown) => {
+      const last = await status().then((s) => JSON.stringify(s), (e: unknown) => (e as Error).message);
+      throw withServerLog(served, new Error(`${(error as Error).message}; status: ${last}`));
     });
 
   /**
@@ -282,14 +286,14 @@ describe('the real OpenClaw gateway, from payment to a paired Telegram user', ()
 
     /**
      * `stop` the gateway's process (a restart, a kill), then see it through: the customer goes
-     * not-ready (the gateway needs 20 to 60 s to start again, a window a 200 ms poll cannot miss;
+     * not-ready (the gateway needs 20 to 60 s to start again, a window a 1 s poll cannot miss;
      * waiting for "ready" alone could pass on the status from before), is ready again, and runs
      * in the same container as a new process.
      */
     const throughRestart = async (stop: () => Promise<unknown>) => {
       const startedBefore = Date.parse((await docker.getContainer(before!.Id).inspect()).State.StartedAt);
       await stop();
-      await waitFor(async () => ((await status()).ready ? undefined : true), 60_000, 200);
+      await waitFor(async () => ((await status()).ready ? undefined : true), 60_000, STATUS_POLL_MS);
       await untilReady();
       const after = await docker.getContainer(before!.Id).inspect();
       expect(Date.parse(after.State.StartedAt)).toBeGreaterThan(startedBefore);
@@ -307,7 +311,7 @@ describe('the real OpenClaw gateway, from payment to a paired Telegram user', ()
 
     // Suspend and resume: stopped, kept, started again.
     await sql`UPDATE customers SET state = 'suspended' WHERE name = ${name}`.execute(db.handle.db);
-    await waitFor(async () => ((await status()).phase === 'Suspended' ? true : undefined), 120_000);
+    await waitFor(async () => ((await status()).phase === 'Suspended' ? true : undefined), 120_000, STATUS_POLL_MS);
     await sql`UPDATE customers SET state = 'active' WHERE name = ${name}`.execute(db.handle.db);
     await untilReady();
     expect((await instanceContainers(served.instance, name))[0]?.Id).toBe(before?.Id);
