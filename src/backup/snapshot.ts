@@ -195,8 +195,7 @@ const PROCESS_LEASES_TABLE = 'state_leases';
  * runs with the assistant stopped), but OpenClaw can only tell a dead owner on the host that
  * wrote it, and a container's host name is its id: the restored gateway, in a new container,
  * refused to start ("Another Gateway owner lease is still active for this state directory")
- * until the copied lease expired, up to 5 minutes after the backup. Whatever the customer's
- * database does on this delete (it is theirs: a trigger) stays in their own copy.
+ * until the copied lease expired, up to 5 minutes after the backup.
  */
 function dropProcessLeases(copy: string): void {
   let db: DatabaseSync | undefined;
@@ -205,7 +204,14 @@ function dropProcessLeases(copy: string): void {
     const table = db
       .prepare(`SELECT 1 AS found FROM sqlite_schema WHERE type = 'table' AND name = ?`)
       .get(PROCESS_LEASES_TABLE);
-    if (table) db.exec(`DELETE FROM ${PROCESS_LEASES_TABLE}`);
+    if (!table) return;
+    // The database is written by a container we treat as hostile: a trigger of its own on this
+    // delete could fill the controller's disk from our copy. OpenClaw puts none there; any goes.
+    const triggers = db
+      .prepare(`SELECT name FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = ?`)
+      .all(PROCESS_LEASES_TABLE) as { name: string }[];
+    for (const { name } of triggers) db.exec(`DROP TRIGGER "${name.replaceAll('"', '""')}"`);
+    db.exec(`DELETE FROM ${PROCESS_LEASES_TABLE}`);
   } catch {
     // The copy stays as it is: consistent, its lease only delays a restored gateway's start.
   } finally {

@@ -135,6 +135,9 @@ describe('backup archives of a state folder', () => {
     );
     const payload = JSON.stringify({ owner: { pid: 7, host: '0fde0d71de02', startedAt: 1 }, port: 18789, mode: 'foreground', supervisor: null });
     db.prepare('INSERT INTO state_leases VALUES (?, ?, ?, ?, ?, ?, ?, ?)').run('gateway-owner', 'global', 'o-1', Date.now() + 300_000, Date.now(), payload, Date.now(), Date.now());
+    // A hostile container's trigger on that delete, to fill the controller's disk from its copy: dropped first.
+    db.exec('CREATE TABLE ballast (b BLOB)');
+    db.exec('CREATE TRIGGER "fill ""it""" AFTER DELETE ON state_leases BEGIN INSERT INTO ballast VALUES (randomblob(50000000)); END');
     const out = join(root, 'dave.archive');
     const written = await source.archive('dave', { key, context: 'ctx-dave', outFile: out, meta: {} });
     const target = join(root, 'restored-dave');
@@ -144,6 +147,7 @@ describe('backup archives of a state folder', () => {
     try {
       expect(copy.prepare('SELECT count(*) AS n FROM state_leases').get()).toEqual({ n: 0 });
       expect((copy.prepare('SELECT count(*) AS n FROM memories').get() as { n: number }).n).toBe(2000);
+      expect(copy.prepare('SELECT count(*) AS n FROM ballast').get()).toEqual({ n: 0 });
     } finally {
       copy.close();
     }
