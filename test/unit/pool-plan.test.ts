@@ -278,7 +278,8 @@ describe('planPools on a simulated world (properties)', () => {
         const boundBefore = world.slots.filter((s) => s.state === 'bound' && s.container).map((s) => s.id);
         for (let step = 0; step < 40; step++) {
           const actions = planOf(world, pools, maxWarming);
-          if (actions.length === 0) break;
+          // Nothing to do now is not converged while a container is still starting: time passes.
+          if (actions.length === 0 && !world.slots.some((s) => s.container?.health === 'starting')) break;
           for (const action of actions) apply(world, action);
           tick(world);
         }
