@@ -13,6 +13,7 @@ import {
 import { noModelWarning, type IncludedModelAccess } from '../models/included-access.js';
 import { failureBudget, RATE_LIMITS, type FailureBudget, type RateLimit } from './rate-limit.js';
 import type { RateLimitBackend } from '../store/rate-limit-counters.js';
+import { StatusError } from './api-status.js';
 import { registerBackupRoutes, type BackupApi } from './backup-api.js';
 import { registerRolloutRoutes, type RolloutApi } from './rollout-api.js';
 import { registerPoolRoutes, type PoolApi } from './pool-api.js';
@@ -77,57 +78,6 @@ export interface AdminApiDeps {
   backups?: BackupApi | undefined;
   /** When given, `.../pools` (warm pools: pool-api.ts). */
   pools?: PoolApi | undefined;
-}
-
-export type StatusReason =
-  | 'Invalid'
-  | 'NotFound'
-  | 'Conflict'
-  | 'AlreadyExists'
-  | 'Unauthorized'
-  | 'BadRequest'
-  | 'UnsupportedMediaType'
-  | 'RequestEntityTooLarge'
-  | 'TooManyRequests'
-  | 'ServiceUnavailable'
-  | 'InternalError';
-
-/** metav1.Status, as returned for every failure. */
-export interface Status {
-  kind: 'Status';
-  apiVersion: 'v1';
-  metadata: Record<string, never>;
-  status: 'Failure';
-  reason: StatusReason;
-  message: string;
-  details?: { name?: string; kind?: string; causes?: FieldError[] };
-  code: number;
-}
-
-/** Thrown inside handlers; rendered as a Status by the router's error handler. */
-export class StatusError extends Error {
-  constructor(
-    readonly code: number,
-    readonly reason: StatusReason,
-    message: string,
-    readonly details?: Status['details'],
-  ) {
-    super(message);
-    this.name = 'StatusError';
-  }
-
-  toStatus(): Status {
-    return {
-      kind: 'Status',
-      apiVersion: 'v1',
-      metadata: {},
-      status: 'Failure',
-      reason: this.reason,
-      message: this.message,
-      ...(this.details ? { details: this.details } : {}),
-      code: this.code,
-    };
-  }
 }
 
 export function adminApiRouter(deps: AdminApiDeps): Router {

@@ -1,7 +1,7 @@
 import type { Router } from 'express';
 import { customerNameSchema } from '../domain/customer.js';
 import type { BackupRecord, RestoreRecord } from '../store/backup-records.js';
-import { StatusError } from './admin-api.js';
+import { StatusError } from './api-status.js';
 
 /**
  * Backups and restores on the admin API, for `blytz backup create|list|restore`. Mounted by

@@ -10,7 +10,7 @@ import {
   type PoolSpec,
   type PoolStatus,
 } from '../domain/pool.js';
-import { StatusError } from './admin-api.js';
+import { StatusError } from './api-status.js';
 
 /**
  * Warm pools on the admin API, for `blytz apply -f` of a Pool and `blytz get pool`. Mounted by
