@@ -105,6 +105,27 @@ export interface ExtractOptions {
   sha256?: string | undefined;
 }
 
+/**
+ * A restore's staging: `extractArchive` into `targetDir` (a folder of `workDir`, started again from
+ * nothing after a crash mid-fetch), then `prepare` on the unpacked tree. On any failure the
+ * staging goes, so a bad archive leaves nothing behind.
+ */
+export async function stageArchive(
+  options: ExtractOptions & { workDir: string; prepare: () => Promise<void> },
+): Promise<void> {
+  const { workDir, prepare, ...extract } = options;
+  await mkdir(workDir, { recursive: true, mode: 0o700 });
+  await rm(extract.targetDir, { recursive: true, force: true });
+  try {
+    await extractArchive(extract);
+    await prepare();
+  } catch (error) {
+    // The tar reader may still be finishing a file it had begun when the archive failed: retry.
+    await rm(extract.targetDir, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 }).catch(() => {});
+    throw error;
+  }
+}
+
 export class ArchiveChecksumError extends Error {
   constructor(expected: string, actual: string) {
     super(`archive checksum ${actual} does not match the recorded ${expected}: the stored object was changed`);

@@ -3,7 +3,7 @@ import { join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { isDns1123Label } from '../domain/naming.js';
 import { ensureDirectory, withDir } from '../workspace/safe-fs.js';
-import { extractArchive, writeArchive, type WrittenArchive } from './archive.js';
+import { stageArchive, writeArchive, type WrittenArchive } from './archive.js';
 import type { CustomerStateSource } from './state-source.js';
 
 /**
@@ -91,26 +91,20 @@ export class FolderStateSource implements CustomerStateSource {
     check: { keys: readonly Buffer[]; expectContext: string; sha256?: string | undefined },
   ): Promise<void> {
     const staged = this.#staged(restoreId);
-    await mkdir(this.#work, { recursive: true, mode: 0o700 });
-    // A crash mid-fetch left a partial folder: start it again from nothing.
-    await rm(staged, { recursive: true, force: true });
-    try {
-      await extractArchive({
-        input,
-        keys: check.keys,
-        expectContext: check.expectContext,
-        targetDir: staged,
-        owner: this.#owner,
-        sha256: check.sha256,
-      });
-      await ensureDirectory(staged, 0o700, this.#owner);
-      await rm(join(staged, RENDER_MARKER), { force: true });
-      await withDir(staged, (dir) => dir.writeFile(restoredMarkName(restoreId), `${restoreId}\n`, 0o644, this.#owner));
-    } catch (error) {
-      // The tar reader may still be finishing a file it had begun when the archive failed: retry.
-      await rm(staged, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 }).catch(() => {});
-      throw error;
-    }
+    await stageArchive({
+      input,
+      keys: check.keys,
+      expectContext: check.expectContext,
+      targetDir: staged,
+      workDir: this.#work,
+      owner: this.#owner,
+      sha256: check.sha256,
+      prepare: async () => {
+        await ensureDirectory(staged, 0o700, this.#owner);
+        await rm(join(staged, RENDER_MARKER), { force: true });
+        await withDir(staged, (dir) => dir.writeFile(restoredMarkName(restoreId), `${restoreId}\n`, 0o644, this.#owner));
+      },
+    });
   }
 
   async swap(restoreId: number, customer: string): Promise<void> {

@@ -5,7 +5,7 @@ import { pipeline } from 'node:stream/promises';
 import { constants, createWriteStream } from 'node:fs';
 import { Unpack } from 'tar';
 import type { CustomerRuntime, ExecResult } from '../runtime/runtime.js';
-import { extractArchive, writeArchive, type WrittenArchive } from './archive.js';
+import { stageArchive, writeArchive, type WrittenArchive } from './archive.js';
 import { isSqliteFile } from './snapshot.js';
 import type { CustomerStateSource } from './state-source.js';
 import { tarStream, type TarEntry } from './tar-writer.js';
@@ -250,25 +250,19 @@ export class PodStateSource implements CustomerStateSource {
   ): Promise<void> {
     const pods = this.#pods();
     const staged = this.#staged(restoreId);
-    await mkdir(this.#options.workDir, { recursive: true, mode: 0o700 });
-    // A crash mid-fetch left a partial folder: start it again from nothing.
-    await rm(staged, { recursive: true, force: true });
-    try {
-      await extractArchive({
-        input,
-        keys: check.keys,
-        expectContext: check.expectContext,
-        targetDir: staged,
-        sha256: check.sha256,
-      });
-      for (const name of await readdir(staged))
-        if (name === RENDER_MARKER || RESERVED.some((pattern) => name.startsWith(pattern.slice(0, -1))))
-          await rm(join(staged, name), { recursive: true, force: true });
-    } catch (error) {
-      // The tar reader may still be finishing a file it had begun when the archive failed: retry.
-      await rm(staged, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 }).catch(() => {});
-      throw error;
-    }
+    await stageArchive({
+      input,
+      keys: check.keys,
+      expectContext: check.expectContext,
+      targetDir: staged,
+      workDir: this.#options.workDir,
+      sha256: check.sha256,
+      prepare: async () => {
+        for (const name of await readdir(staged))
+          if (name === RENDER_MARKER || RESERVED.some((pattern) => name.startsWith(pattern.slice(0, -1))))
+            await rm(join(staged, name), { recursive: true, force: true });
+      },
+    });
     // Checked whole: only now onto the claim.
     await pods.open(customer, this.#options.mountPath);
     await this.#run(customer, 'unpacking the restored state', UPLOAD_SCRIPT, restoreId, Readable.from(tarStream(treeOf(staged))));

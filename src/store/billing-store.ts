@@ -698,16 +698,8 @@ export class BillingStore {
       await trx
         .updateTable('customers')
         .set({
-          state: next.state,
-          billing_suspended: next.billingSuspended,
-          billing_warning: next.billingWarning,
-          stripe_customer_id: next.stripeCustomerId,
-          stripe_subscription_id: next.stripeSubscriptionId,
-          stripe_checkout_session_id: next.stripeCheckoutSessionId,
-          stripe_subscription_event_at: next.subscriptionEventAt,
-          ...(next.pendingExpiresAt !== before.pendingExpiresAt
-            ? { pending_expires_at: next.pendingExpiresAt === null ? null : new Date(next.pendingExpiresAt * 1000) }
-            : {}),
+          ...billingColumns(next),
+          ...(next.pendingExpiresAt !== before.pendingExpiresAt ? { pending_expires_at: pendingExpiresColumn(next) } : {}),
         })
         .where('name', '=', row.name)
         .execute();
@@ -969,6 +961,14 @@ function changedRow(row: LedgerRow, change: LedgerChange, resourceVersion: numbe
   return {
     ...row,
     resource_version: resourceVersion,
+    ...billingColumns(next),
+    pending_expires_at: change.setPendingExpiresAt ? pendingExpiresColumn(next) : row.pending_expires_at,
+  };
+}
+
+/** The customers columns a billing decision sets (the pending expiry apart: it is set only when it changed). */
+function billingColumns(next: BillingRecord) {
+  return {
     state: next.state,
     billing_suspended: next.billingSuspended,
     billing_warning: next.billingWarning,
@@ -976,12 +976,11 @@ function changedRow(row: LedgerRow, change: LedgerChange, resourceVersion: numbe
     stripe_subscription_id: next.stripeSubscriptionId,
     stripe_checkout_session_id: next.stripeCheckoutSessionId,
     stripe_subscription_event_at: next.subscriptionEventAt,
-    pending_expires_at: change.setPendingExpiresAt
-      ? next.pendingExpiresAt === null
-        ? null
-        : new Date(next.pendingExpiresAt * 1000)
-      : row.pending_expires_at,
   };
+}
+
+function pendingExpiresColumn(next: BillingRecord): Date | null {
+  return next.pendingExpiresAt === null ? null : new Date(next.pendingExpiresAt * 1000);
 }
 
 function toRecord(row: LedgerRow): BillingRecord {
