@@ -15,6 +15,12 @@ export interface BackupGate {
   beforePurge(customer: string): Promise<string | undefined>;
   /** An update from `fromHash` to `toHash` failed or was undone: put back the state from before it. */
   restoreBeforeUpdate(customer: string, fromHash: string, toHash: string): Promise<boolean>;
+  /**
+   * The customer's assistant just became Ready: its state can be read now. A backup due while it
+   * could not be (a new customer's first) is taken without waiting for the backup controller's
+   * next look at it, which is a minute away.
+   */
+  stateReadable(customer: string): void;
 }
 
 export interface RecordsGateDeps {
@@ -84,6 +90,10 @@ export class RecordsBackupGate implements BackupGate {
     await this.#deps.records.requestRestore(backup.id, customer, 'rollback');
     this.#deps.wakeBackups(customer);
     return true;
+  }
+
+  stateReadable(customer: string): void {
+    this.#deps.wakeBackups(customer);
   }
 
   async #ensure(customer: string, reason: 'pre-update' | 'pre-purge', ref: string, what: string): Promise<string | undefined> {

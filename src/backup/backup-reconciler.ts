@@ -50,6 +50,16 @@ const STOP_LOOK_MS = 1_000;
 /** How long the restored assistant may take to be Ready before the restore is reported done anyway. */
 const READY_WAIT_MS = 10 * 60_000;
 const MAX_LOOK_MS = 3_600_000;
+/**
+ * A backup due while the customer's state cannot be read (a new customer's workspace not written
+ * yet; on Kubernetes, a suspended customer's claim, which is not read) is looked at again this
+ * late: the customer controller wakes this one when the assistant becomes Ready (BackupGate
+ * stateReadable). Looking every second instead cost Postgres five reads per such customer per
+ * second, and halved the webhooks `blytz serve` took beside 200 of them.
+ */
+const STATE_WAIT_LOOK_MS = 60_000;
+/** A customer's backup records one pass reads (newest first): far more than retention keeps. */
+const BACKUPS_READ = 500;
 /** How often a rollback restore looks whether the rollout sends its customer back yet. */
 const ROLLBACK_LOOK_MS = 5_000;
 
@@ -101,9 +111,18 @@ export class BackupReconciler {
       await this.#sweepWorkDir();
     }
     const customer = await this.#deps.store.get(name);
-    let backups = await records.list(name, 500);
+    // The customer's backups, read again only after this pass changed them: a pass that finds
+    // nothing to do reads them once.
+    let backups = await records.list(name, BACKUPS_READ);
+    let changed = false;
+    const current = async () => {
+      if (changed) backups = await records.list(name, BACKUPS_READ);
+      changed = false;
+      return backups;
+    };
     for (const abandoned of backups.filter((b) => b.state === 'running' && !this.#running.has(b.id))) {
       await records.requeueAbandoned(abandoned.id, MAX_ATTEMPTS, 'the controller stopped while taking it; taken again');
+      changed = true;
     }
 
     // A restore goes step by step, each recorded before the next; straight on while they are quick.
@@ -112,6 +131,7 @@ export class BackupReconciler {
     let restoreLook: number | undefined;
     for (let restore = await records.activeRestore(name); restore; restore = await records.activeRestore(name)) {
       if (signal.aborted) throw abortReason(signal);
+      changed = true;
       const outcome = await this.#restore(restore, customer, signal);
       if (outcome.requeueAfterMs === 0) continue;
       if (restore.step !== 'starting') return outcome;
@@ -122,18 +142,25 @@ export class BackupReconciler {
     // Due on schedule: asked for like any other backup, then taken below.
     const policy = customer ? this.policyOf(customer) : undefined;
     const live = customer && (customer.spec.state === 'active' || customer.spec.state === 'suspended');
+    let waitingForState = false;
     if (policy && live) {
-      backups = await records.list(name, 500);
-      const due = nextScheduledAt(policy, backups, customer.createdAt.getTime());
+      const due = nextScheduledAt(policy, await current(), customer.createdAt.getTime());
       // Only a state that can be read now (on Kubernetes: through a running pod; a suspended
       // customer's claim is not read, its newest backup stays the last one).
-      if (due !== undefined && due <= this.#now() && (await this.#deps.state.exists(name)))
-        await records.request(name, 'scheduled', undefined, this.#now());
+      if (due !== undefined && due <= this.#now()) {
+        if (await this.#deps.state.exists(name)) {
+          await records.request(name, 'scheduled', undefined, this.#now());
+          changed = true;
+        } else {
+          waitingForState = true;
+        }
+      }
     }
 
     let failedAttempt = false;
-    for (const pending of (await records.list(name, 500)).filter((b) => b.state === 'pending').reverse()) {
+    for (const pending of (await current()).filter((b) => b.state === 'pending').reverse()) {
       if (signal.aborted) throw abortReason(signal);
+      changed = true;
       const ok = await this.#take(pending, customer);
       if (!ok) {
         failedAttempt = true;
@@ -141,14 +168,14 @@ export class BackupReconciler {
       }
     }
 
-    backups = await records.list(name, 500);
-    if (policy) await this.#prune(policy, backups);
-    this.#updateMetrics(name, customer, policy, backups);
+    if (policy) await this.#prune(policy, await current());
+    this.#updateMetrics(name, customer, policy, await current());
 
     const look = (ms: number | undefined): BackupOutcome =>
       ms === undefined && restoreLook === undefined ? {} : { requeueAfterMs: Math.min(ms ?? Infinity, restoreLook ?? Infinity) };
     if (failedAttempt) return look(RETRY_AFTER_MS);
     if (!policy || !live) return look(undefined);
+    if (waitingForState) return look(STATE_WAIT_LOOK_MS);
     const due = nextScheduledAt(policy, backups, customer.createdAt.getTime());
     if (due === undefined) return look(RETRY_AFTER_MS);
     return look(Math.min(Math.max(due - this.#now(), 1000), MAX_LOOK_MS));

@@ -98,6 +98,26 @@ describe('customer reconciler on a simulated world with the real store', () => {
     });
   }
 
+  it('tells the backup gate once, when a customer first becomes Ready (its state can be read from then on)', async () => {
+    const readable: string[] = [];
+    const backups = {
+      holdOf: async () => undefined,
+      beforeUpdate: async () => undefined,
+      beforePurge: async () => undefined,
+      restoreBeforeUpdate: async () => false,
+      stateReadable: (customer: string) => readable.push(customer),
+    };
+    const own = reconcilerWith({ backups });
+    const name = uniqueName('rc');
+    await store.apply(desiredCustomer(name, { telegram: { botToken: TEST_BOT_TOKEN } }));
+    await own.reconcile(name, signal);
+    expect((await store.get(name))?.status.phase).toBe('Ready');
+    expect(readable).toEqual([name]);
+    // Ready already: another pass says nothing new.
+    await own.reconcile(name, signal);
+    expect(readable).toEqual([name]);
+  });
+
   it('says ModelReady=False for a customer without a key where included model access is not offered, and drops it once offered', async () => {
     let fragment: ModelAccessFragment | undefined;
     const own = reconcilerWith({ modelAccess: async () => fragment });

@@ -267,6 +267,7 @@ export class CustomerReconciler implements Reconciler {
       rollout: admission?.condition ?? (backupWait ? { reason: 'WaitingForBackup', message: backupWait } : undefined),
     });
     this.#trackProvisioning(customer, status, outcome.started);
+    if (status.phase === 'Ready' && customer.status.phase !== 'Ready') this.#deps.backups?.stateReadable(name);
     this.#rememberServing(customer, status, after, result.waitingForRollout?.heldHash ?? resolved.desired.specHash);
     // A failed update goes back to the previous image at once (and to its state, fleet-updates.ts).
     const heldBack = !!result.waitingForRollout;
