@@ -170,15 +170,25 @@ export class PodStateSource implements CustomerStateSource {
     const { execStream } = this.#options.runtime;
     if (!execStream) throw new Error("this runtime cannot stream a command's output");
     const pass = new PassThrough();
+    // Awaited on every path below: the pod writes this stream, so it may cut it short or fill it
+    // with garbage, and the unpacking's failure must fail this backup, not go unhandled and take
+    // the whole controller down with it.
     const done = pipeline(pass, into);
+    let failure: unknown;
     try {
       const result = await execStream.call(this.#options.runtime, id, command, pass);
       if (result.exitCode !== 0)
-        throw new Error(`${command[0]} in the pod exited with ${result.exitCode}: ${result.stderr.trim()}`);
+        failure = new Error(`${command[0]} in the pod exited with ${result.exitCode}: ${result.stderr.trim()}`);
+    } catch (error) {
+      failure = error;
     } finally {
       pass.end();
     }
-    await done;
+    // The command's own failure says more than what its output did to the unpacking.
+    await done.catch((error: unknown) => {
+      failure ??= error;
+    });
+    if (failure !== undefined) throw failure;
   }
 
   async archive(

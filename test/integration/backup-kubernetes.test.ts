@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { createReadStream, existsSync, readFileSync } from 'node:fs';
+import { createReadStream, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -144,6 +144,26 @@ describe('backups of a customer on Kubernetes (fake API server, pods/exec)', () 
     expect(copy.prepare('PRAGMA integrity_check').get()).toEqual({ integrity_check: 'ok' });
     expect(copy.prepare('SELECT user FROM pairings').all()).toEqual([{ user: 'telegram:4242' }]);
     copy.close();
+  });
+
+  it('a pod that fails its tar, or streams garbage, fails the backup with the reason (and nothing is left unhandled)', async () => {
+    const source = new PodStateSource({ runtime, workDir: join(root, 'work'), mountPath: MOUNT });
+    const handler = api.execHandler;
+    try {
+      // The pod writes the stream: a hostile one can send anything, then exit as it likes.
+      api.execHandler = () => ({ exitCode: 1, stdout: 'not a tar archive, and not 512 bytes long', stderr: 'tar: refused\n' });
+      await expect(source.archive(customer, { key, context: 'ctx', outFile: join(root, 'failed-1.blytz'), meta: {} })).rejects.toThrow(
+        'tar in the pod exited with 1: tar: refused',
+      );
+      api.execHandler = () => ({ exitCode: 0, stdout: 'x'.repeat(2048), stderr: '' });
+      await expect(source.archive(customer, { key, context: 'ctx', outFile: join(root, 'failed-2.blytz'), meta: {} })).rejects.toThrow(
+        /^TAR_[A-Z_]+: /,
+      );
+    } finally {
+      api.execHandler = handler;
+    }
+    // The controller's work folder keeps nothing of either attempt.
+    expect(readdirSync(join(root, 'work'))).toEqual([]);
   });
 
   describe('restores, through a restore pod on the stopped customer’s claim', () => {
