@@ -38,7 +38,8 @@ import { createUsageMeter, type Usage } from '../model-providers/usage.js';
  *   2. credential (Authorization: Bearer or x-api-key) -> its customer, who must be active and
  *      not on their own key (one store query, which also returns this month's usage);
  *   3. source: the request must come from that customer's own container (runtime/customer-addresses.ts);
- *   4. body: JSON, an allowed model, no background mode; OpenAI chat streams get
+ *   4. in flight: at most maxInFlightPerCustomer, counted before the body is read;
+ *      body: JSON, an allowed model, no background mode; OpenAI chat streams get
  *      stream_options.include_usage so the provider reports usage at the end;
  *   5. budget: past the plan's monthly limit the provider's own quota answer (domain/model-budget.ts);
  *   6. forward with the platform's key, through the provider's breaker; the answer streams back
@@ -193,35 +194,38 @@ export class ModelGateway {
     }
     const { api } = route;
 
-    const raw = await readBody(req, this.#maxBody);
-    if (raw === 'too-large') {
-      count('refused');
-      send(res, tooLarge(provider, this.#maxBody), true);
-      return;
-    }
-    const prepared = prepareBody(route, raw, this.#options.allowedModels[provider]);
-    if ('answer' in prepared) {
-      count('refused');
-      send(res, prepared.answer);
-      return;
-    }
-    const budget = this.#options.budgets[caller.plan];
-    const decision = budget ? decide(budget, caller.usedTokens, this.#now()) : undefined;
-    if (!budget || !decision?.allowed) {
-      count('quota_exceeded');
-      send(res, quotaExceeded(provider, decision && !decision.allowed ? decision.renewsAt : this.#now()));
-      return;
-    }
+    // Counted before the body is read: each body may be held whole (up to maxBodyBytes), so a
+    // customer opening many uploads at once would otherwise fill the controller's memory and
+    // take the gateway (and everything else in blytz serve) down for every customer.
     const inFlight = this.#inFlight.get(caller.customer) ?? 0;
     if (inFlight >= this.#maxInFlight) {
       count('refused');
       send(res, tooManyInFlight(provider, this.#maxInFlight));
       return;
     }
-
     this.#inFlight.set(caller.customer, inFlight + 1);
     this.#options.metrics?.modelInFlight.inc({ api });
     try {
+      const raw = await readBody(req, this.#maxBody);
+      if (raw === 'gone') return;
+      if (raw === 'too-large') {
+        count('refused');
+        send(res, tooLarge(provider, this.#maxBody), true);
+        return;
+      }
+      const prepared = prepareBody(route, raw, this.#options.allowedModels[provider]);
+      if ('answer' in prepared) {
+        count('refused');
+        send(res, prepared.answer);
+        return;
+      }
+      const budget = this.#options.budgets[caller.plan];
+      const decision = budget ? decide(budget, caller.usedTokens, this.#now()) : undefined;
+      if (!budget || !decision?.allowed) {
+        count('quota_exceeded');
+        send(res, quotaExceeded(provider, decision && !decision.allowed ? decision.renewsAt : this.#now()));
+        return;
+      }
       const outcome = await this.#forward(req, res, route, caller, budget, prepared, period);
       count(outcome);
     } finally {
@@ -433,9 +437,9 @@ export function prepareBody(
   return { body: raw, model, streamed };
 }
 
-/** Reads a request body up to `limit` bytes. */
-function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too-large'> {
-  return new Promise((resolve, reject) => {
+/** Reads a request body up to `limit` bytes; 'gone' when the caller left before its end. */
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too-large' | 'gone'> {
+  return new Promise((resolve) => {
     const declared = Number(req.headers['content-length']);
     if (Number.isFinite(declared) && declared > limit) {
       resolve('too-large');
@@ -454,7 +458,9 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too-la
       chunks.push(chunk);
     });
     req.on('end', () => resolve(Buffer.concat(chunks)));
-    req.on('error', reject);
+    // A caller who leaves mid-body is no gateway failure; its place in flight is given back.
+    req.on('error', () => resolve('gone'));
+    req.on('close', () => resolve('gone'));
   });
 }
 

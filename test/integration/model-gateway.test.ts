@@ -520,6 +520,42 @@ describe('what is forwarded', () => {
   });
 });
 
+describe('a customer sending many bodies at once', () => {
+  it('is held to its in-flight limit while the bodies are still coming, so no one customer can fill the memory with them', async () => {
+    // Anthropic: the test before this one left OpenAI's breaker open.
+    const { key } = await customer();
+    const inFlight = async () =>
+      (await metrics.modelInFlight.get()).values.find((v) => v.labels.api === 'anthropic-messages')?.value ?? 0;
+    const before = await inFlight();
+    // Eight uploads (the default limit) that declare 20 MiB and send one byte: each could make the
+    // gateway hold 20 MiB, and with no limit before the body is read, a thousand of them 20 GiB.
+    const uploads = Array.from({ length: 8 }, () => {
+      const req = httpRequest(`${base}${PATHS['anthropic-messages']}`, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          'x-api-key': key,
+          'anthropic-version': '2023-06-01',
+          'content-length': String(20 * 1024 * 1024),
+        },
+      });
+      req.on('error', () => {});
+      req.write('{');
+      return req;
+    });
+    try {
+      await waitFor(async () => (await inFlight()) === before + 8);
+      const refused = await call('anthropic-messages', key, bodyFor('anthropic-messages', false));
+      expect(refused.status).toBe(429);
+    } finally {
+      for (const req of uploads) req.destroy();
+    }
+    // A caller who leaves before the end of its body gives its place back.
+    await waitFor(async () => (await inFlight()) === before);
+    expect((await call('anthropic-messages', key, bodyFor('anthropic-messages', false))).status).toBe(200);
+  });
+});
+
 describe('secrets', () => {
   it("the platform's keys went to the provider and appear in no answer and no log line", async () => {
     expect(fake.requests.some((r) => r.headers['authorization'] === `Bearer ${OPENAI_KEY}`)).toBe(true);
