@@ -4,6 +4,8 @@ import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:f
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
+import { Writable } from 'node:stream';
+import { finished } from 'node:stream/promises';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { extractArchive } from '../../src/backup/archive.js';
@@ -164,6 +166,36 @@ describe('backups of a customer on Kubernetes (fake API server, pods/exec)', () 
     }
     // The controller's work folder keeps nothing of either attempt.
     expect(readdirSync(join(root, 'work'))).toEqual([]);
+  });
+
+  it("a pod streaming faster than the controller writes is held back, not buffered in the controller's memory", async () => {
+    const id = (await runtime.listFor(customer)).find((c) => c.state === 'running')?.id;
+    if (!id) throw new Error('the assistant is not running');
+    const sent = 64 * 1024 * 1024;
+    const handler = api.execHandler;
+    let received = 0;
+    let mostHeld = 0;
+    // A consumer slower than the network (a slow disk, a tar of many tiny files to unpack): each
+    // 1 MiB frame takes it 10 ms. Without back-pressure the pod's 64 MiB would wait in memory.
+    const slow = new Writable({
+      highWaterMark: 64 * 1024,
+      write(chunk: Buffer, _encoding, callback) {
+        received += chunk.length;
+        mostHeld = Math.max(mostHeld, slow.writableLength);
+        setTimeout(callback, 10);
+      },
+    });
+    try {
+      api.execHandler = () => ({ exitCode: 0, stdout: Buffer.alloc(sent, 7) });
+      const result = await runtime.execStream(id, ['tar', '-c', '-f', '-', '.'], slow);
+      expect(result.exitCode).toBe(0);
+      await finished(slow);
+    } finally {
+      api.execHandler = handler;
+    }
+    expect(received).toBe(sent);
+    // A frame or two taken from the socket after it was paused; never the whole stream.
+    expect(mostHeld).toBeLessThan(8 * 1024 * 1024);
   });
 
   describe('restores, through a restore pod on the stopped customer’s claim', () => {

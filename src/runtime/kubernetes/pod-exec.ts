@@ -51,7 +51,10 @@ interface ExecSocket {
   close(): void;
   /** Bytes sent but not yet written to the network (the `ws` package's). */
   readonly bufferedAmount?: number;
-  addEventListener(type: 'close', listener: () => void): void;
+  /** Stop and go on reading from the network (the `ws` package's). */
+  pause?(): void;
+  resume?(): void;
+  addEventListener(type: 'close' | 'message', listener: () => void): void;
 }
 
 /** How long the WebSocket upgrade may take; the command's own timeout starts once it is open. */
@@ -122,6 +125,7 @@ export function runPodExec(
           return;
         }
         clearTimeout(connectTimer);
+        if (stdoutStream) holdBack(socket, stdoutStream);
         commandTimer = setTimeout(() => settle(() => reject(new ExecTimeoutError(command, timeoutMs))), timeoutMs);
         // The status frame comes before the close; a close without one is a broken stream.
         socket.addEventListener('close', () =>
@@ -129,6 +133,31 @@ export function runPodExec(
         );
       })
       .catch((event: unknown) => settle(() => reject(connectError(event, target.pod))));
+  });
+}
+
+/**
+ * client-node writes each stdout frame to `stdout` without regard for its back-pressure, so a
+ * pod sending faster than `stdout` takes it (a backup's tar of many tiny files to unpack, a slow
+ * disk) would pile its whole output up in the controller's memory, until blytz serve ran out of
+ * it for everyone. The socket is paused (the API server then holds the pod back) while `stdout`
+ * is full, and read on once it drains or is gone.
+ */
+function holdBack(socket: ExecSocket, stdout: Writable): void {
+  let paused = false;
+  const goOn = () => {
+    stdout.off('drain', goOn);
+    stdout.off('close', goOn);
+    paused = false;
+    socket.resume?.();
+  };
+  // Registered after client-node's own listener: runs once the frame was written to `stdout`.
+  socket.addEventListener('message', () => {
+    if (paused || stdout.destroyed || !stdout.writableNeedDrain) return;
+    paused = true;
+    stdout.on('drain', goOn);
+    stdout.on('close', goOn);
+    socket.pause?.();
   });
 }
 
