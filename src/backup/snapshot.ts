@@ -200,7 +200,10 @@ const PROCESS_LEASES_TABLE = 'state_leases';
 function dropProcessLeases(copy: string): void {
   let db: DatabaseSync | undefined;
   try {
-    db = new DatabaseSync(copy, { timeout: 10_000, allowExtension: false });
+    // No foreign keys: a delete cascading into a table of the container's would run that table's
+    // own triggers, and whatever they hold (a cross join of a table with itself) would run here,
+    // synchronously, on the main thread that serves every customer.
+    db = new DatabaseSync(copy, { timeout: 10_000, allowExtension: false, enableForeignKeyConstraints: false });
     const table = db
       .prepare(`SELECT 1 AS found FROM sqlite_schema WHERE type = 'table' AND name = ?`)
       .get(PROCESS_LEASES_TABLE);

@@ -156,6 +156,34 @@ describe('backup archives of a state folder', () => {
     db.close();
   });
 
+  it("nor does a hostile database's code run through a foreign key's cascade: it would run on the controller's main thread", async () => {
+    const { db } = await makeState('erin');
+    db.exec('CREATE TABLE state_leases (scope TEXT NOT NULL, lease_key TEXT NOT NULL, owner TEXT NOT NULL, PRIMARY KEY (scope, lease_key))');
+    db.prepare('INSERT INTO state_leases VALUES (?, ?, ?)').run('gateway-owner', 'global', 'o-1');
+    // The delete cascades to a table of the container's, whose own trigger (not on state_leases, so
+    // not dropped) runs whatever it holds: here a mark, but a cross join of a table with itself
+    // would hold the event loop of blytz serve for hours.
+    db.exec('CREATE TABLE ran (at TEXT)');
+    db.exec(
+      'CREATE TABLE held (scope TEXT, lease_key TEXT, FOREIGN KEY (scope, lease_key) REFERENCES state_leases (scope, lease_key) ON DELETE CASCADE)',
+    );
+    db.prepare('INSERT INTO held VALUES (?, ?)').run('gateway-owner', 'global');
+    db.exec("CREATE TRIGGER cascaded AFTER DELETE ON held BEGIN INSERT INTO ran VALUES ('in the controller'); END");
+    const out = join(root, 'erin.archive');
+    const written = await source.archive('erin', { key, context: 'ctx-erin', outFile: out, meta: {} });
+    const target = join(root, 'restored-erin');
+    await extractArchive({ input: createReadStream(out), keys: [key], expectContext: 'ctx-erin', targetDir: target, owner: OWNER, sha256: written.sha256 });
+
+    const copy = new DatabaseSync(join(target, 'state', 'openclaw.sqlite'), { readOnly: true });
+    try {
+      expect(copy.prepare('SELECT count(*) AS n FROM state_leases').get()).toEqual({ n: 0 });
+      expect(copy.prepare('SELECT count(*) AS n FROM ran').get()).toEqual({ n: 0 });
+    } finally {
+      copy.close();
+    }
+    db.close();
+  });
+
   it('a changed archive is refused and the customer keeps its state', async () => {
     const { dir, db } = await makeState('bob');
     db.close();
