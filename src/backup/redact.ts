@@ -48,16 +48,30 @@ export function redactOpenClawConfig(text: string): RedactResult {
     const block = getAt(parsed, path);
     if (isObject(block)) for (const key of Object.keys(block)) removeAt(parsed, [...path, key], removed);
   }
-  sweep(parsed, [], removed);
+  if (!sweep(parsed, [], removed)) return { text: '', removed: ['(nested too deeply: dropped)'] };
   return { text: `${JSON.stringify(parsed, null, 2)}\n`, removed: [...new Set(removed)].sort() };
 }
 
-function sweep(value: unknown, path: string[], removed: string[]): void {
+/**
+ * Deeper than any OpenClaw config. The file is the container's: a deep chain over a wide array
+ * made a walk copying its path per value, and the indented output, grow with depth times width,
+ * which held the controller's main thread for minutes (every customer's requests with it).
+ */
+const MAX_DEPTH = 32;
+
+/** Removes credential-named values; false (and stops) past MAX_DEPTH. `path` is one array, pushed and popped. */
+function sweep(value: unknown, path: string[], removed: string[]): boolean {
+  if (path.length > MAX_DEPTH) return false;
   if (Array.isArray(value)) {
-    value.forEach((item, index) => sweep(item, [...path, String(index)], removed));
-    return;
+    for (let index = 0; index < value.length; index++) {
+      path.push(String(index));
+      const ok = sweep(value[index], path, removed);
+      path.pop();
+      if (!ok) return false;
+    }
+    return true;
   }
-  if (!isObject(value)) return;
+  if (!isObject(value)) return true;
   for (const key of Object.keys(value)) {
     const child = value[key];
     if (SECRET_KEY.test(key) && (typeof child === 'string' || typeof child === 'number')) {
@@ -65,8 +79,12 @@ function sweep(value: unknown, path: string[], removed: string[]): void {
       removed.push([...path, key].join('.'));
       continue;
     }
-    sweep(child, [...path, key], removed);
+    path.push(key);
+    const ok = sweep(child, path, removed);
+    path.pop();
+    if (!ok) return false;
   }
+  return true;
 }
 
 function getAt(root: Record<string, unknown>, path: readonly string[]): unknown {

@@ -122,4 +122,17 @@ describe('openclaw.json redaction', () => {
     expect(redactOpenClawConfig('{ token: "json5-secret" }').text).toBe('');
     expect(redactOpenClawConfig('[1]').text).toBe('');
   });
+
+  it("drops a file nested deeper than any config, which the container can write to hold the controller's thread", () => {
+    // A chain of objects over an array of a million zeros (4 MB, the most a config is read):
+    // walked copying its path per value, and indented, it cost depth times width.
+    const hostile = '{"a":'.repeat(40) + `[${Array(1_000_000).fill('0').join(',')}]` + '}'.repeat(40);
+    expect(redactOpenClawConfig(hostile)).toEqual({ text: '', removed: ['(nested too deeply: dropped)'] });
+    // 32 levels are kept, and a secret that deep is still found.
+    const deep = '{"a":'.repeat(30) + '{"token":"deep-secret","kept":[1]}' + '}'.repeat(30);
+    const { text, removed } = redactOpenClawConfig(deep);
+    expect(text).not.toContain('deep-secret');
+    expect(text).toContain('"kept"');
+    expect(removed).toEqual([`${'a.'.repeat(30)}token`]);
+  });
 });
