@@ -471,7 +471,10 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too-la
  */
 function relay(answer: IncomingMessage, res: ServerResponse, onChunk: ((chunk: Buffer) => void) | undefined): Promise<boolean> {
   return new Promise((resolve) => {
-    let clientGone = false;
+    // A customer who left while the provider was still to answer closed `res` before this
+    // listener: taken as here, the answer waited forever for a drain, unmetered, holding its
+    // upstream socket and the customer's place in flight until the provider's idle timeout.
+    let clientGone = res.destroyed;
     res.on('close', () => {
       if (res.writableFinished) return;
       clientGone = true;

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { createServer, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Writable } from 'node:stream';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -273,6 +273,45 @@ describe('a customer on the default model', () => {
     const reported = reportedSince(from);
     expect(reported.outputTokens).toBeGreaterThan(0);
     expect(await usageOf(name)).toMatchObject(reported);
+  });
+});
+
+describe('a customer who leaves before the provider answers', () => {
+  it('is still metered for the whole answer, and its place in flight is given back', async () => {
+    const { name, key } = await customer();
+    // The gateway's own handler on a server of the test's, to know when the customer's leaving was seen.
+    let seen!: () => void;
+    const left = new Promise<void>((resolve) => (seen = resolve));
+    const server = createServer((req, res) => {
+      res.on('close', seen);
+      gateway.handle(req, res);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as { port: number };
+    const inFlight = async () =>
+      (await metrics.modelInFlight.get()).values.find((v) => v.labels.api === 'anthropic-messages')?.value ?? 0;
+    const before = await inFlight();
+    const from = fake.requests.length;
+    fake.faults.push('hold');
+    try {
+      const req = httpRequest(`http://127.0.0.1:${port}${PATHS['anthropic-messages']}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-api-key': key, 'anthropic-version': '2023-06-01' },
+      });
+      req.on('error', () => {});
+      req.end(JSON.stringify(bodyFor('anthropic-messages', true)));
+      await waitFor(() => fake.requests.length > from);
+      req.destroy();
+      await left;
+      // Only now does the provider answer: the stream is read to its end all the same.
+      fake.releaseStalls();
+      await waitFor(async () => (await usageOf(name)).requests === 1);
+      await waitFor(async () => (await inFlight()) === before);
+    } finally {
+      fake.releaseStalls();
+      server.close();
+    }
+    expect(await usageOf(name)).toMatchObject(reportedSince(from));
   });
 });
 

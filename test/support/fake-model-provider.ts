@@ -40,9 +40,10 @@ export interface FakeModelRequest {
  * - `{status, body?, headers?}`: that error (a body in the API's format when none is given);
  * - `reset`: the connection is destroyed before any answer;
  * - `cut`: a streamed answer stops after its first event (no usage event), the connection destroyed;
- * - `stall`: headers and the first event are sent, then nothing until the test calls `releaseStalls`.
+ * - `stall`: headers and the first event are sent, then nothing until the test calls `releaseStalls`;
+ * - `hold`: nothing at all, not even headers, until the test calls `releaseStalls`; then the answer.
  */
-export type FakeFault = { status: number; body?: unknown; headers?: Record<string, string> } | 'reset' | 'cut' | 'stall';
+export type FakeFault = { status: number; body?: unknown; headers?: Record<string, string> } | 'reset' | 'cut' | 'stall' | 'hold';
 
 export interface FakeModelProvider {
   url: string;
@@ -136,6 +137,7 @@ export async function startFakeModelProvider(options: FakeModelProviderOptions =
       return;
     }
     const fault = state.faults.shift();
+    if (fault === 'hold') await new Promise<void>((resolve) => stalled.push(resolve));
     if (fault === 'reset') {
       req.socket.destroy();
       return;
