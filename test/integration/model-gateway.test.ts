@@ -595,6 +595,23 @@ describe('a customer sending many bodies at once', () => {
   });
 });
 
+describe('a body nested a million levels deep', () => {
+  it('is refused before it is parsed, and nothing reaches the provider', async () => {
+    const { key } = await customer();
+    const from = fake.requests.length;
+    const depth = 1_000_000;
+    const body = `{"model":"claude-haiku-4-5","max_tokens":5,"messages":${'['.repeat(depth)}${']'.repeat(depth)}}`;
+    const res = await fetch(`${base}${PATHS['anthropic-messages']}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-api-key': key, 'anthropic-version': '2023-06-01' },
+      body,
+    });
+    expect(res.status).toBe(400);
+    expect(await res.json()).toMatchObject({ error: { message: 'The request body is nested too deeply.' } });
+    expect(fake.requests.length).toBe(from);
+  });
+});
+
 describe('secrets', () => {
   it("the platform's keys went to the provider and appear in no answer and no log line", async () => {
     expect(fake.requests.some((r) => r.headers['authorization'] === `Bearer ${OPENAI_KEY}`)).toBe(true);

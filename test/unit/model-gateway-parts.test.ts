@@ -1,11 +1,12 @@
 import type { IncomingMessage } from 'node:http';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { modelGatewayCheck } from '../../src/http/model-access-api.js';
 import { CONTROLLER_POD_LABELS } from '../../src/runtime/kubernetes/manifests.js';
 import { loadConfig } from '../../src/config.js';
 import { customerNetwork } from '../../src/runtime/select-runtime.js';
 import { credentialHash, isCredentialShaped, newCredential } from '../../src/store/model-credential.js';
-import { credentialOf, prepareBody } from '../../src/models/gateway.js';
+import { credentialOf, nestedDeeperThan, prepareBody } from '../../src/models/gateway.js';
 import { allowedModels } from '../../src/models/model-access.js';
 import {
   modelNotAllowed,
@@ -73,6 +74,35 @@ describe('prepareBody', () => {
     for (const raw of ['[1]', 'null', '{', '{"messages":[]}']) {
       expect(prepareBody(messages, Buffer.from(raw), allowed), raw).toMatchObject({ answer: { status: 400 } });
     }
+  });
+
+  it('refuses a body nested deeper than any request before parsing it (V8 parses deep nesting slowly)', () => {
+    const deep = Buffer.from(`{"model":"gpt-5-mini","messages":${'['.repeat(300)}${']'.repeat(300)}}`);
+    expect(prepareBody(chat, deep, allowed)).toMatchObject({
+      answer: { status: 400, body: { error: { message: 'The request body is nested too deeply.' } } },
+    });
+    // Brackets inside strings, escaped quotes included, are text.
+    const text = Buffer.from(JSON.stringify({ model: 'gpt-5-mini', messages: [{ role: 'user', content: `\\"${'['.repeat(300)}` }] }));
+    expect(prepareBody(chat, text, allowed)).toMatchObject({ model: 'gpt-5-mini' });
+  });
+});
+
+describe('nestedDeeperThan', () => {
+  const depthOf = (value: unknown): number =>
+    typeof value === 'object' && value !== null ? 1 + Math.max(0, ...Object.values(value).map(depthOf)) : 0;
+
+  it("says whether a JSON text's arrays and objects nest deeper than the limit, whatever its strings hold", () => {
+    const strings = fc.string({ unit: fc.constantFrom('[', ']', '{', '}', '"', '\\', 'a', 'é') });
+    const json = fc.letrec((tie) => ({
+      value: fc.oneof({ depthSize: 'small' }, strings, fc.integer(), tie('array'), tie('object')),
+      array: fc.array(tie('value'), { maxLength: 3 }),
+      object: fc.dictionary(strings, tie('value'), { maxKeys: 3 }),
+    })).value;
+    fc.assert(
+      fc.property(json, fc.integer({ min: 0, max: 6 }), (value, limit) => {
+        expect(nestedDeeperThan(Buffer.from(JSON.stringify(value)), limit)).toBe(depthOf(value) > limit);
+      }),
+    );
   });
 });
 
