@@ -460,5 +460,38 @@ describe('pods/exec parts', () => {
       await expect(done).resolves.toMatchObject({ exitCode: 0 });
       expect(sent).toBe(100 * MiB);
     });
+
+    it('a command that ends before reading all its input stops the pacing and closes the input', async () => {
+      const MiB = 1024 * 1024;
+      let looks = 0;
+      const stdin = Readable.from(
+        (function* () {
+          for (let i = 0; i < 100; i++) yield Buffer.alloc(MiB);
+        })(),
+      );
+      let finish: (s: V1Status) => void = () => {};
+      const exec = {
+        exec: (...args: unknown[]) => {
+          finish = args[8] as (s: V1Status) => void;
+          return Promise.resolve({
+            close: () => {},
+            addEventListener: () => {},
+            get bufferedAmount() {
+              looks += 1;
+              return 64 * MiB; // a socket that never drains: the pod stopped reading
+            },
+          });
+        },
+      } as unknown as Pick<Exec, 'exec'>;
+      const done = runPodExec(exec, target, ['tar', '-x'], 60_000, signal(), 1_000, undefined, stdin);
+      await waitFor(() => looks >= 3);
+      finish({ status: 'Success' }); // the restore pod's command is over, most of the input unsent
+      await expect(done).resolves.toMatchObject({ exitCode: 0 });
+      await waitFor(() => stdin.destroyed);
+      // Nothing looks at the socket any more (it kept looking every 10 ms for good before).
+      const after = looks;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(looks).toBeLessThanOrEqual(after + 1);
+    });
   });
 });

@@ -93,6 +93,9 @@ export function runPodExec(
       clearTimeout(commandTimer);
       signal.removeEventListener('abort', onAbort);
       socket?.close();
+      // A command that ended before reading all its input (a restore pod that failed early) leaves
+      // the rest unsent: the gate stops waiting for the socket, and the source (a staged file) closes.
+      stdin?.destroy();
       finish();
     };
     const connectTimer = setTimeout(
@@ -172,11 +175,16 @@ const STDIN_LOOK_MS = 10;
 function throttled(stdin: Readable, buffered: () => number): Readable {
   const gate = new Transform({
     transform(chunk: Buffer, _encoding, callback) {
-      const go = () => (buffered() > STDIN_BUFFERED_BYTES ? setTimeout(go, STDIN_LOOK_MS) : callback(null, chunk));
+      const go = () => {
+        if (gate.destroyed) return; // the command is over: nothing waits for this chunk any more
+        if (buffered() > STDIN_BUFFERED_BYTES) setTimeout(go, STDIN_LOOK_MS);
+        else callback(null, chunk);
+      };
       go();
     },
   });
   stdin.on('error', (error) => gate.destroy(error));
+  gate.on('close', () => stdin.destroy());
   return stdin.pipe(gate);
 }
 
