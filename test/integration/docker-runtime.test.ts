@@ -362,6 +362,10 @@ describe('DockerRuntime', () => {
     const calls = await runtime.exec(id, ['cat', '/tmp/openclaw-calls.log']);
     expect(calls.stdout.trim().split('\n')).toEqual(['pairing approve telegram ABCD1234', 'pairing approve telegram WRONG999']);
 
+    // A command writing byte by byte, to both streams: one frame per write on the engine's stream.
+    const tiny = await runtime.exec(id, ['sh', '-c', 'i=0; while [ $i -lt 3000 ]; do printf x; printf y >&2; i=$((i+1)); done']);
+    expect(tiny).toEqual({ exitCode: 0, stdout: 'x'.repeat(3000), stderr: 'y'.repeat(3000) });
+
     await expect(runtime.exec(id, ['sleep', '5'], 300)).rejects.toBeInstanceOf(ExecTimeoutError);
     expect(policies.states()['docker']).toBe('closed');
 

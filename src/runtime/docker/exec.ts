@@ -1,11 +1,12 @@
 import type Docker from 'dockerode';
 import { httpStatusOf } from '../../resilience/transient.js';
 import { ContainerNotRunningError, ExecTimeoutError, OutputCollector } from '../exec-output.js';
+import { execDemuxer } from './exec-demux.js';
 import type { ExecResult } from '../runtime.js';
 
 /**
  * `docker exec` without a TTY: the engine multiplexes stdout and stderr on one stream, which
- * the modem splits; the exit code comes from inspecting the exec once the stream ends.
+ * `execDemuxer` splits; the exit code comes from inspecting the exec once the stream ends.
  * (The engine has no way to kill an exec: on timeout the stream is dropped and the process
  * inside may run on.)
  */
@@ -30,7 +31,7 @@ export async function runExec(
   const stream = await exec.start({ hijack: true, stdin: false, Detach: false, Tty: false }).catch(notRunning);
   const stdout = new OutputCollector();
   const stderr = new OutputCollector();
-  docker.modem.demuxStream(stream, stdout, stderr);
+  stream.on('data', execDemuxer(stdout, stderr));
 
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => {
