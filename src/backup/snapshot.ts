@@ -24,7 +24,8 @@ import type { TarEntry } from './tar-writer.js';
  * through `SafeDir` (`workspace/safe-fs.ts`), each folder opened without following a link and
  * each name looked up in the open folder, each file opened O_NOFOLLOW and archived only when the
  * handle is a regular file. A folder turned into a link, or a file into anything else, after the
- * walk is left out of the archive and named in `skipped`.
+ * walk is left out of the archive and named in `skipped`, as is a folder nested deeper than
+ * MAX_FOLDER_DEPTH.
  *
  * SQLite opens databases by path and resolves links in it, so it never gets a path inside the
  * customer's folder: the database and its `-wal`/`-shm` are hard-linked (the entries themselves,
@@ -37,6 +38,13 @@ import type { TarEntry } from './tar-writer.js';
 
 export const MANIFEST_FILE = '.blytz-backup.json';
 export const OPENCLAW_CONFIG = 'openclaw.json';
+/**
+ * Folders nested deeper than this are left out (and named in `skipped`). The walk, and the
+ * archive's reads after it, hold one open folder per level on the way down, so a container that
+ * nests folders tens of thousands deep would use up the controller's file descriptors, for every
+ * customer, while its backup runs; no assistant's state goes near this depth.
+ */
+const MAX_FOLDER_DEPTH = 64;
 /** Top-level folders of scratch state the gateway rebuilds (locks, caches, temp files). */
 const SKIPPED_DIRS = new Set(['tmp', 'cache']);
 const SKIPPED_FILES = new Set(['.blytz-render.json', MANIFEST_FILE]);
@@ -93,9 +101,9 @@ interface Found {
  * Walks the folder, each sub-folder opened through its open parent without following a link;
  * yields folders before their contents, sorted.
  */
-async function walk(root: SafeDir): Promise<Found[]> {
+async function walk(root: SafeDir, tooDeep: string[]): Promise<Found[]> {
   const found: Found[] = [];
-  const visit = async (dir: SafeDir, relDir: string) => {
+  const visit = async (dir: SafeDir, relDir: string, depth: number) => {
     const names = (await dir.entries().catch(() => [] as string[])).sort();
     for (const name of names) {
       const rel = relDir === '' ? name : `${relDir}/${name}`;
@@ -104,11 +112,15 @@ async function walk(root: SafeDir): Promise<Found[]> {
       const info = await dir.lstat(name);
       if (!info) continue; // gone meanwhile
       if (info.isDirectory()) {
+        if (depth >= MAX_FOLDER_DEPTH) {
+          tooDeep.push(rel);
+          continue;
+        }
         const sub = await dir.dir(name);
         if (!sub) continue; // not a folder any more
         try {
           found.push({ rel, type: 'directory', mode: info.mode & 0o7777, mtimeMs: info.mtimeMs, size: 0 });
-          await visit(sub, rel);
+          await visit(sub, rel, depth + 1);
         } finally {
           await sub.close();
         }
@@ -117,7 +129,7 @@ async function walk(root: SafeDir): Promise<Found[]> {
       }
     }
   };
-  await visit(root, '');
+  await visit(root, '', 0);
   return found;
 }
 
@@ -257,7 +269,7 @@ async function snapshotOf(
     return handle;
   };
 
-  const found = await walk(root);
+  const found = await walk(root, skipped);
   const databases = new Set<string>();
   for (const entry of found) {
     if (entry.type !== 'file' || entry.size < 512) continue;

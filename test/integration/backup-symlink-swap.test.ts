@@ -175,6 +175,28 @@ async function plant(dir: string, path: string, move: (typeof MOVES)[number]): P
   }
 }
 
+describe('a state folder nested deeper than any assistant writes', () => {
+  it('is left out below 64 levels and named as skipped (the walk holds one open folder per level)', async () => {
+    const dir = await makeCustomer('deep');
+    // 80 levels of `d`, with a file at the bottom and one at level 10.
+    const levels = Array.from({ length: 80 }, () => 'd');
+    await mkdir(join(dir, 'workspace', ...levels), { recursive: true });
+    await writeFile(join(dir, 'workspace', ...levels, 'bottom.txt'), 'too deep to keep\n');
+    await writeFile(join(dir, 'workspace', ...levels.slice(0, 10), 'kept.txt'), 'kept at level ten\n');
+    const snapshot = await takeSnapshot({ stateDir: dir, stagingDir: join(root, 'staging'), context: 'ctx' });
+    let tar: Buffer;
+    try {
+      tar = await collect(tarStream(snapshot.entries));
+    } finally {
+      await snapshot.close();
+    }
+    expect(tar.includes(Buffer.from('kept at level ten'))).toBe(true);
+    expect(tar.includes(Buffer.from('too deep to keep'))).toBe(false);
+    // `workspace` is level 1, so its 63rd `d` is level 64, the deepest kept; the 64th is left out.
+    expect(snapshot.skipped).toEqual([['workspace', ...levels.slice(0, 64)].join('/')]);
+  });
+});
+
 describe('property: whatever the container plants or swaps, and when', () => {
   it("no archive holds a host byte, every archived file is one of the customer's, the host is unchanged", async () => {
     for (const path of TREE_FILES.map((f) => f.split('/').pop() as string))
