@@ -483,15 +483,23 @@ describe('pods/exec parts', () => {
           });
         },
       } as unknown as Pick<Exec, 'exec'>;
-      const done = runPodExec(exec, target, ['tar', '-x'], 60_000, signal(), 1_000, undefined, stdin);
-      await waitFor(() => looks >= 3);
-      finish({ status: 'Success' }); // the restore pod's command is over, most of the input unsent
-      await expect(done).resolves.toMatchObject({ exitCode: 0 });
-      await waitFor(() => stdin.destroyed);
-      // Nothing looks at the socket any more (it kept looking every 10 ms for good before).
-      const after = looks;
-      await new Promise((resolve) => setTimeout(resolve, 100));
-      expect(looks).toBeLessThanOrEqual(after + 1);
+      // The pacing's clock is the test's: it looks every 10 ms while the socket is full.
+      vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+      try {
+        const done = runPodExec(exec, target, ['tar', '-x'], 60_000, signal(), 1_000, undefined, stdin);
+        await vi.advanceTimersByTimeAsync(50);
+        expect(looks).toBeGreaterThanOrEqual(3);
+        finish({ status: 'Success' }); // the restore pod's command is over, most of the input unsent
+        await expect(done).resolves.toMatchObject({ exitCode: 0 });
+        await vi.advanceTimersByTimeAsync(0);
+        expect(stdin.destroyed).toBe(true);
+        // Nothing looks at the socket any more (it kept looking every 10 ms for good before).
+        const after = looks;
+        await vi.advanceTimersByTimeAsync(10_000);
+        expect(looks).toBe(after);
+      } finally {
+        vi.useRealTimers();
+      }
     });
   });
 });
