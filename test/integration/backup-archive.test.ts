@@ -127,6 +127,15 @@ describe('backup archives of a state folder', () => {
     expect((await stat(join(target, 'workspace', 'memory', 'notes.md'))).uid).toBe(OWNER.uid);
   });
 
+  /** Backs `name` up and restores the archive into a folder of its own: the restored database, read only. */
+  async function restoredDatabase(name: string): Promise<DatabaseSync> {
+    const out = join(root, `${name}.archive`);
+    const written = await source.archive(name, { key, context: `ctx-${name}`, outFile: out, meta: {} });
+    const target = join(root, `restored-${name}`);
+    await extractArchive({ input: createReadStream(out), keys: [key], expectContext: `ctx-${name}`, targetDir: target, owner: OWNER, sha256: written.sha256 });
+    return new DatabaseSync(join(target, 'state', 'openclaw.sqlite'), { readOnly: true });
+  }
+
   it("leaves out the running gateway's process leases, so a restored gateway in a new container can start at once", async () => {
     const { db } = await makeState('dave');
     // OpenClaw 2026.9.6's table, as its running gateway leaves it: its owner lease, host = its container.
@@ -138,12 +147,7 @@ describe('backup archives of a state folder', () => {
     // A hostile container's trigger on that delete, to fill the controller's disk from its copy: dropped first.
     db.exec('CREATE TABLE ballast (b BLOB)');
     db.exec('CREATE TRIGGER "fill ""it""" AFTER DELETE ON state_leases BEGIN INSERT INTO ballast VALUES (randomblob(50000000)); END');
-    const out = join(root, 'dave.archive');
-    const written = await source.archive('dave', { key, context: 'ctx-dave', outFile: out, meta: {} });
-    const target = join(root, 'restored-dave');
-    await extractArchive({ input: createReadStream(out), keys: [key], expectContext: 'ctx-dave', targetDir: target, owner: OWNER, sha256: written.sha256 });
-
-    const copy = new DatabaseSync(join(target, 'state', 'openclaw.sqlite'), { readOnly: true });
+    const copy = await restoredDatabase('dave');
     try {
       expect(copy.prepare('SELECT count(*) AS n FROM state_leases').get()).toEqual({ n: 0 });
       expect((copy.prepare('SELECT count(*) AS n FROM memories').get() as { n: number }).n).toBe(2000);
@@ -169,12 +173,7 @@ describe('backup archives of a state folder', () => {
     );
     db.prepare('INSERT INTO held VALUES (?, ?)').run('gateway-owner', 'global');
     db.exec("CREATE TRIGGER cascaded AFTER DELETE ON held BEGIN INSERT INTO ran VALUES ('in the controller'); END");
-    const out = join(root, 'erin.archive');
-    const written = await source.archive('erin', { key, context: 'ctx-erin', outFile: out, meta: {} });
-    const target = join(root, 'restored-erin');
-    await extractArchive({ input: createReadStream(out), keys: [key], expectContext: 'ctx-erin', targetDir: target, owner: OWNER, sha256: written.sha256 });
-
-    const copy = new DatabaseSync(join(target, 'state', 'openclaw.sqlite'), { readOnly: true });
+    const copy = await restoredDatabase('erin');
     try {
       expect(copy.prepare('SELECT count(*) AS n FROM state_leases').get()).toEqual({ n: 0 });
       expect(copy.prepare('SELECT count(*) AS n FROM ran').get()).toEqual({ n: 0 });
